@@ -1,0 +1,1 @@
+"""Pure core: numpy + scikit-learn only. Arrays in, typed frozen results out."""

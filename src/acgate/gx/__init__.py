@@ -1,0 +1,1 @@
+"""Great Expectations suites for what enters and leaves the stage."""

@@ -1,0 +1,1 @@
+"""Parquet I/O: versioned schemas, atomic writes, dataset loaders, poisoning."""

@@ -1,0 +1,1 @@
+"""The one module family that talks to MLflow: tracking and the promotion gate."""

@@ -1,0 +1,1 @@
+"""Torch adapter: proxy models, seeded training, forward-hook extraction, retraining."""
