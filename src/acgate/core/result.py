@@ -95,7 +95,7 @@ class ClassReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (JSON-serialisable) of the report."""
-        data = dataclasses.asdict(self)
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         data["scores"] = dict(self.scores)
         data["thresholds"] = dict(self.thresholds)
         data["cluster_sizes"] = list(self.cluster_sizes)

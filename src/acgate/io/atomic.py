@@ -1,0 +1,139 @@
+"""Atomic writes: a file or a folder appears complete, or not at all.
+
+Every writer in :mod:`acgate.io` writes to a temporary path in the destination's own folder
+(same file system, so the final rename is atomic) and renames it into place only when the
+write finished without an exception. A failed or interrupted write leaves the previous
+content (if any) untouched and no half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["atomic_directory", "atomic_write_path"]
+
+
+def _temp_sibling(path: Path, tag: str) -> Path:
+    """A hidden, unique name in the same folder as ``path``."""
+    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:12]}")
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file (or folder entry) to disk; best effort where the OS does not allow it."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or a folder tree if it exists; log (not raise) when that fails."""
+    try:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    except OSError as error:
+        logger.warning("could not remove temporary path %s: %s", path, error)
+
+
+@contextlib.contextmanager
+def atomic_write_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a file atomically: yield a temporary path, rename it to ``path`` on success.
+
+    The temporary file lives in the same folder as ``path`` (created if missing). When the
+    ``with`` body finishes, the temporary file replaces ``path`` with :func:`os.replace`;
+    when it raises, the temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path: The final file path.
+
+    Yields:
+        The temporary path to write to (it does not exist yet).
+
+    Raises:
+        FileNotFoundError: When the body finished without creating the temporary file.
+
+    Example:
+        >>> with atomic_write_path("out/report.json") as tmp:  # doctest: +SKIP
+        ...     tmp.write_text("{}")
+    """
+    final = Path(path)
+    if final.is_dir():
+        raise IsADirectoryError(f"cannot write file {final}: it is an existing folder")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_sibling(final, "tmp")
+    try:
+        yield temp
+        if not temp.exists():
+            raise FileNotFoundError(
+                f"nothing was written for {final}: the temporary file {temp} does not exist"
+            )
+        _fsync_path(temp)
+        os.replace(temp, final)
+        _fsync_path(final.parent)
+    except BaseException:
+        _remove(temp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """Build a folder atomically: yield an empty temporary folder, swap it in on success.
+
+    The temporary folder is a sibling of ``out_dir``. On success the complete new folder
+    replaces ``out_dir``: an existing ``out_dir`` is first renamed aside, the new folder is
+    renamed in, and the old one is deleted. A crash therefore leaves either the previous
+    complete folder (possibly under its aside name, next to ``out_dir``) or the new complete
+    folder, never a mix. When the body raises, the temporary folder is removed and
+    ``out_dir`` is untouched.
+
+    Args:
+        out_dir: The final folder path.
+
+    Yields:
+        The temporary folder (exists, empty) to write into.
+
+    Raises:
+        NotADirectoryError: When ``out_dir`` exists and is not a folder.
+    """
+    final = Path(out_dir)
+    if final.exists() and not final.is_dir():
+        raise NotADirectoryError(f"cannot replace {final}: it exists and is not a folder")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = _temp_sibling(final, "tmp")
+    temp.mkdir()
+    try:
+        yield temp
+    except BaseException:
+        _remove(temp)
+        raise
+    old: Path | None = None
+    try:
+        if final.exists():
+            old = _temp_sibling(final, "old")
+            os.replace(final, old)
+        os.replace(temp, final)
+    except BaseException:
+        if old is not None and not final.exists():
+            os.replace(old, final)
+            old = None
+        _remove(temp)
+        raise
+    _fsync_path(final.parent)
+    if old is not None:
+        _remove(old)

@@ -1,0 +1,654 @@
+"""Image and text datasets: typed in-memory form and Parquet files (schema ``dataset/1``).
+
+An image dataset file has an integer ``label`` column (no nulls, non-negative) and an
+``image`` column in one of three encodings:
+
+* a Hugging Face–style struct ``{bytes: binary, path: string}`` holding PNG or JPEG bytes
+  (what ``datasets`` writes; ``write_image_dataset(..., image_format="png")`` writes it too);
+* plain ``binary`` PNG or JPEG bytes;
+* ``fixed_size_list<float32>[C*H*W]`` with the image shape ``[C, H, W]`` as JSON in the
+  schema metadata entry ``acgate.image_shape`` (``image_format="array"``, lossless).
+
+A text dataset file has a ``text`` string column (no nulls, no empty strings) and a
+``label`` column. Any other column (ground truth such as ``is_poison`` and ``source_label``)
+comes back in :attr:`ImageDataset.columns`; free-form metadata (a trigger spec) is stored as
+``acgate.<key>`` JSON entries. The row number is the sample id.
+
+Images are decoded with Pillow, restricted to PNG and JPEG, and refused above
+:data:`MAX_IMAGE_PIXELS` pixels (a decompression-bomb guard).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from acgate.io.schema import (
+    METADATA_PREFIX,
+    decode_metadata,
+    encode_metadata,
+    float_matrix,
+    integer_column,
+    open_parquet,
+    read_parquet,
+    write_parquet,
+)
+
+__all__ = [
+    "IMAGE_FORMATS",
+    "MAX_IMAGE_PIXELS",
+    "ImageDataset",
+    "TextDataset",
+    "dataset_fingerprint",
+    "read_dataset",
+    "read_image_dataset",
+    "read_text_dataset",
+    "write_image_dataset",
+    "write_text_dataset",
+]
+
+PathLike = str | os.PathLike[str]
+ImageFormat = Literal["array", "png"]
+Modality = Literal["image", "text"]
+
+#: Largest image (width x height) the decoder accepts: a decompression-bomb guard.
+MAX_IMAGE_PIXELS = 4096 * 4096
+#: Encodings Pillow may decode from a dataset file (others, e.g. EPS, are never tried).
+IMAGE_FORMATS = ("PNG", "JPEG")
+
+_SHAPE_KEY = METADATA_PREFIX + "image_shape"
+_NAME_KEY = METADATA_PREFIX + "name"
+_PIL_MODE_BY_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _validated_labels(labels: Any, n_rows: int, owner: str) -> np.ndarray:
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise ValueError(f"{owner}.labels must be 1-D, got shape {array.shape}")
+    if len(array) != n_rows:
+        raise ValueError(f"{owner}.labels has length {len(array)}, expected {n_rows}")
+    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or len(array) == 0):
+        raise TypeError(f"{owner}.labels must be integers, got dtype {array.dtype}")
+    array = np.array(array, dtype=np.int64, copy=True)
+    if len(array) and array.min() < 0:
+        row = int(np.flatnonzero(array < 0)[0])
+        raise ValueError(f"{owner}.labels has negative value {array[row]} in row {row}")
+    array.setflags(write=False)
+    return array
+
+
+def _validated_columns(
+    columns: Mapping[str, Any] | None, n_rows: int, owner: str, reserved: tuple[str, ...]
+) -> Mapping[str, np.ndarray]:
+    checked: dict[str, np.ndarray] = {}
+    for name, values in (columns or {}).items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"{owner}.columns names must be non-empty strings, got {name!r}")
+        if name in reserved:
+            raise ValueError(f"{owner}.columns may not use the reserved name {name!r}")
+        array = np.array(values, copy=True)
+        if array.ndim != 1 or len(array) != n_rows:
+            raise ValueError(
+                f"{owner}.columns[{name!r}] has shape {array.shape}, expected ({n_rows},)"
+            )
+        array.setflags(write=False)
+        checked[name] = array
+    return MappingProxyType(checked)
+
+
+def _validated_metadata(metadata: Mapping[str, Any] | None, owner: str) -> Mapping[str, Any]:
+    encode_metadata(metadata, what=f"{owner}.metadata")  # raises on bad keys / values
+    return MappingProxyType(dict(metadata or {}))
+
+
+# --------------------------------------------------------------------------- dataclasses
+
+
+@dataclass(frozen=True, eq=False)
+class ImageDataset:
+    """Images with labels, extra per-row columns and metadata.
+
+    The row number is the sample id.
+
+    Attributes:
+        images: ``float32`` array ``N x C x H x W`` with values in ``[0, 1]`` (a read-only
+            view; the array passed in is not copied).
+        labels: ``int64`` array of length ``N``, non-negative.
+        columns: Extra per-row arrays of length ``N``, e.g. ground truth ``is_poison``
+            (bool) and ``source_label`` (int) of a poisoned dataset.
+        metadata: JSON-serialisable information, e.g. ``{"poison": {...}}``; stored as
+            ``acgate.<key>`` entries in Parquet.
+        name: A short name (``"digits"``, ``"mnist-train"``).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    name: str = "dataset"
+
+    def __post_init__(self) -> None:  # noqa: D105
+        images = np.ascontiguousarray(self.images, dtype=np.float32)
+        if images.ndim != 4:
+            raise ValueError(
+                f"ImageDataset.images must be N x C x H x W, got shape {images.shape}"
+            )
+        if images.size:
+            if not np.isfinite(images).all():
+                row = int(np.flatnonzero(~np.isfinite(images).reshape(len(images), -1).all(1))[0])
+                raise ValueError(f"ImageDataset.images has NaN or inf values in row {row}")
+            low, high = float(images.min()), float(images.max())
+            if low < 0.0 or high > 1.0:
+                bad = (images < 0) | (images > 1)
+                row = int(np.flatnonzero(bad.reshape(len(images), -1).any(1))[0])
+                raise ValueError(
+                    f"ImageDataset.images must lie in [0, 1], got range [{low}, {high}] "
+                    f"(first offending row {row})"
+                )
+        view = images.view()
+        view.setflags(write=False)
+        n_rows = len(images)
+        object.__setattr__(self, "images", view)
+        object.__setattr__(
+            self, "labels", _validated_labels(self.labels, n_rows, "ImageDataset")
+        )
+        object.__setattr__(
+            self,
+            "columns",
+            _validated_columns(self.columns, n_rows, "ImageDataset", ("image", "label")),
+        )
+        object.__setattr__(self, "metadata", _validated_metadata(self.metadata, "ImageDataset"))
+        object.__setattr__(self, "name", str(self.name))
+
+    def __len__(self) -> int:  # noqa: D105
+        return int(len(self.labels))
+
+    @property
+    def n_samples(self) -> int:
+        """Number of rows."""
+        return len(self)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of every image."""
+        _, channels, height, width = self.images.shape
+        return int(channels), int(height), int(width)
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Sorted distinct labels."""
+        return np.unique(self.labels)
+
+
+@dataclass(frozen=True, eq=False)
+class TextDataset:
+    """Texts with labels, extra per-row columns and metadata.
+
+    Attributes:
+        texts: One non-empty string per row (stored as a tuple).
+        labels: ``int64`` array of length ``N``, non-negative.
+        columns: Extra per-row arrays of length ``N`` (e.g. ``is_poison``).
+        metadata: JSON-serialisable information, stored as ``acgate.<key>`` entries.
+        name: A short name (``"rotten_tomatoes"``).
+    """
+
+    texts: Sequence[str]
+    labels: np.ndarray
+    columns: Mapping[str, np.ndarray] = field(default_factory=dict)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    name: str = "dataset"
+
+    def __post_init__(self) -> None:  # noqa: D105
+        if isinstance(self.texts, (str, bytes)):
+            raise TypeError("TextDataset.texts must be a sequence of strings, not one string")
+        texts = tuple(self.texts)
+        for row, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"TextDataset.texts[{row}] must be a string, got {type(text).__name__}"
+                )
+            if not text.strip():
+                raise ValueError(f"TextDataset.texts[{row}] is empty")
+        object.__setattr__(self, "texts", texts)
+        object.__setattr__(
+            self, "labels", _validated_labels(self.labels, len(texts), "TextDataset")
+        )
+        object.__setattr__(
+            self,
+            "columns",
+            _validated_columns(self.columns, len(texts), "TextDataset", ("text", "label")),
+        )
+        object.__setattr__(self, "metadata", _validated_metadata(self.metadata, "TextDataset"))
+        object.__setattr__(self, "name", str(self.name))
+
+    def __len__(self) -> int:  # noqa: D105
+        return int(len(self.labels))
+
+    @property
+    def n_samples(self) -> int:
+        """Number of rows."""
+        return len(self)
+
+    @property
+    def classes(self) -> np.ndarray:
+        """Sorted distinct labels."""
+        return np.unique(self.labels)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _image_to_array(image: Any) -> np.ndarray | None:
+    """Pillow image -> ``C x H x W`` float32 in [0, 1]; ``None`` for unsupported modes."""
+    mode = image.mode
+    if mode in ("1", "L", "LA"):
+        array = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    elif mode.startswith("I;16"):
+        array = np.asarray(image, dtype=np.float32) / 65535.0
+    elif mode in ("RGB", "RGBA"):
+        array = np.asarray(image, dtype=np.float32) / 255.0
+    elif mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    else:
+        return None
+    if array.ndim == 2:
+        array = array[None, :, :]
+    else:
+        array = np.transpose(array, (2, 0, 1))
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _decode_image(
+    blob: bytes, path: PathLike, column: str, row: int, max_pixels: int
+) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    too_large: tuple[int, int] | None = None
+    unsupported_mode: str | None = None
+    array: np.ndarray | None = None
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns on large images at open; the pixel limit below decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(blob), formats=list(IMAGE_FORMATS))
+        with image:
+            width, height = image.size
+            if width * height > max_pixels:
+                too_large = (width, height)
+            else:
+                image.load()
+                array = _image_to_array(image)
+                if array is None:
+                    unsupported_mode = image.mode
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"{path}: column {column!r} row {row}: image refused as a decompression bomb: {error}"
+        ) from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ValueError(
+            f"{path}: column {column!r} row {row}: cannot decode the image bytes as "
+            f"{' or '.join(IMAGE_FORMATS)}: {error}"
+        ) from error
+    if too_large is not None:
+        raise ValueError(
+            f"{path}: column {column!r} row {row}: image of {too_large[0]}x{too_large[1]} "
+            f"pixels exceeds the limit of {max_pixels} pixels (decompression-bomb guard)"
+        )
+    if unsupported_mode is not None or array is None:
+        raise ValueError(
+            f"{path}: column {column!r} row {row}: unsupported image mode {unsupported_mode!r}"
+        )
+    return array
+
+
+def _decode_images(
+    blobs: list[Any], path: PathLike, column: str, max_pixels: int,
+    metadata: Mapping[str, str],
+) -> np.ndarray:
+    images: np.ndarray | None = None
+    for row, blob in enumerate(blobs):
+        if blob is None:
+            raise ValueError(f"{path}: column {column!r} row {row} has no image bytes (null)")
+        array = _decode_image(blob, path, column, row, max_pixels)
+        if images is None:
+            images = np.empty((len(blobs), *array.shape), dtype=np.float32)
+        elif array.shape != images.shape[1:]:
+            raise ValueError(
+                f"{path}: column {column!r} has mixed image shapes: row {row} is "
+                f"{tuple(array.shape)} (C, H, W), row 0 is {tuple(images.shape[1:])}"
+            )
+        images[row] = array
+    if images is None:  # no rows: the shape comes from the metadata, when written by acgate
+        if _SHAPE_KEY not in metadata:
+            raise ValueError(f"{path}: column {column!r} has no rows and the file has no "
+                             f"{_SHAPE_KEY!r} entry; cannot tell the image shape")
+        return np.empty((0, *_image_shape_from_metadata(path, metadata)), dtype=np.float32)
+    return images
+
+
+def _image_shape_from_metadata(path: PathLike, metadata: Mapping[str, str]) -> tuple[int, ...]:
+    text = metadata.get(_SHAPE_KEY)
+    if text is None:
+        raise ValueError(
+            f"{path}: an array-encoded image column needs the image shape [C, H, W] as JSON "
+            f"in the schema metadata entry {_SHAPE_KEY!r}"
+        )
+    try:
+        shape = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: {_SHAPE_KEY!r} is not valid JSON: {text!r}") from error
+    if (
+        not isinstance(shape, list)
+        or len(shape) != 3
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
+    ):
+        raise ValueError(f"{path}: {_SHAPE_KEY!r} must be [C, H, W] positive integers, got {text}")
+    return tuple(shape)
+
+
+def _images_from_column(
+    path: PathLike,
+    column: pa.ChunkedArray,
+    name: str,
+    metadata: Mapping[str, str],
+    max_pixels: int,
+) -> np.ndarray:
+    kind = column.type
+    if pa.types.is_struct(kind):
+        if kind.get_field_index("bytes") < 0:
+            raise TypeError(
+                f"{path}: struct column {name!r} must have a 'bytes' field "
+                f"(Hugging Face image layout {{bytes, path}}), got {kind}"
+            )
+        array = column.combine_chunks()
+        blobs = array.field("bytes").to_pylist()
+        row_valid = array.is_valid().to_pylist()
+        for row, (valid, blob) in enumerate(zip(row_valid, blobs, strict=True)):
+            if not valid or blob is None:
+                raise ValueError(
+                    f"{path}: column {name!r} row {row} has no image bytes (only a path or "
+                    f"null); embed the image bytes in the file"
+                )
+        return _decode_images(blobs, path, name, max_pixels, metadata)
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return _decode_images(column.to_pylist(), path, name, max_pixels, metadata)
+    if pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        shape = _image_shape_from_metadata(path, metadata)
+        width = int(np.prod(shape))
+        flat = float_matrix(path, column, name, width=width)
+        if flat.size and not np.isfinite(flat).all():
+            row = int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0])
+            raise ValueError(f"{path}: column {name!r} has NaN or inf values, first in row {row}")
+        outside = (flat < 0) | (flat > 1)
+        if outside.any():
+            row = int(np.flatnonzero(outside.any(axis=1))[0])
+            raise ValueError(
+                f"{path}: column {name!r} has pixel values outside [0, 1], first in row {row}"
+            )
+        return flat.reshape(len(flat), *shape)
+    raise TypeError(
+        f"{path}: column {name!r} has type {kind}; expected a struct {{bytes, path}}, binary "
+        f"PNG/JPEG bytes or fixed_size_list<float32> with {_SHAPE_KEY!r} metadata"
+    )
+
+
+def _extra_columns(table: pa.Table, skip: tuple[str, ...]) -> dict[str, np.ndarray]:
+    extras: dict[str, np.ndarray] = {}
+    for name in table.column_names:
+        if name in skip:
+            continue
+        column = table.column(name)
+        try:
+            extras[name] = np.asarray(column.to_numpy())
+        except (pa.ArrowException, TypeError, ValueError):
+            extras[name] = np.array(column.to_pylist() + [None], dtype=object)[:-1]
+    return extras
+
+
+def _dataset_name(path: PathLike, metadata: Mapping[str, str]) -> str:
+    return metadata.get(_NAME_KEY, Path(path).stem)
+
+
+# --------------------------------------------------------------------------- read / write
+
+
+def read_image_dataset(
+    path: PathLike,
+    *,
+    image_column: str = "image",
+    label_column: str = "label",
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> ImageDataset:
+    """Read an image dataset from Parquet (any of the three image encodings).
+
+    Args:
+        path: The Parquet file.
+        image_column: Name of the image column.
+        label_column: Name of the integer label column.
+        max_pixels: Refuse any encoded image larger than this many pixels.
+
+    Returns:
+        The dataset; every column other than the image and label columns lands in
+        ``columns``, ``acgate.<key>`` metadata entries in ``metadata``.
+
+    Raises:
+        FileNotFoundError: When the file does not exist.
+        ValueError: Not Parquet, newer schema, missing column, null / negative labels,
+            undecodable or oversized images, mixed image shapes (the message names the
+            file, the column and the row).
+        TypeError: When the label column is not integer or the image column has an
+            unsupported type.
+    """
+    table, metadata = read_parquet(path, "dataset", required=(label_column, image_column))
+    labels = integer_column(path, table.column(label_column), label_column)
+    images = _images_from_column(path, table.column(image_column), image_column, metadata,
+                                 max_pixels)
+    return ImageDataset(
+        images=images,
+        labels=labels,
+        columns=_extra_columns(table, (image_column, label_column)),
+        metadata=decode_metadata(path, metadata),
+        name=_dataset_name(path, metadata),
+    )
+
+
+def _extra_arrays(columns: Mapping[str, np.ndarray]) -> dict[str, pa.Array]:
+    arrays: dict[str, pa.Array] = {}
+    for name, values in columns.items():
+        try:
+            arrays[name] = pa.array(values)
+        except (pa.ArrowException, TypeError, ValueError) as error:
+            raise TypeError(
+                f"column {name!r} (dtype {values.dtype}) cannot be stored in Parquet: {error}"
+            ) from error
+    return arrays
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    channels = image.shape[0]
+    pixels = np.rint(image * 255.0).astype(np.uint8)
+    if channels == 1:
+        picture = Image.fromarray(pixels[0])  # uint8 H x W -> mode "L"
+    else:  # uint8 H x W x 3 / 4 -> mode "RGB" / "RGBA"
+        picture = Image.fromarray(np.ascontiguousarray(np.transpose(pixels, (1, 2, 0))))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def write_image_dataset(
+    dataset: ImageDataset, path: PathLike, *, image_format: ImageFormat = "array"
+) -> Path:
+    """Write an image dataset to Parquet atomically (schema ``dataset/1``).
+
+    The image shape is stored as ``acgate.image_shape`` in either format.
+
+    Args:
+        dataset: The dataset.
+        path: Destination file (its folder is created when missing).
+        image_format: ``"array"`` (default): lossless ``fixed_size_list<float32>`` with the
+            shape in ``acgate.image_shape``. ``"png"``: a Hugging Face–style struct
+            ``{bytes, path}`` of PNG bytes; pixels are quantised to 8 bits (``k / 255``), and
+            only 1, 3 or 4 channels are allowed.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: Unknown ``image_format`` or a channel count PNG cannot hold.
+    """
+    n_rows = len(dataset)
+    channels, height, width = dataset.image_shape
+    if image_format == "array":
+        flat = pa.array(dataset.images.reshape(-1), type=pa.float32())
+        image_array: pa.Array = pa.FixedSizeListArray.from_arrays(flat, channels * height * width)
+    elif image_format == "png":
+        if channels not in _PIL_MODE_BY_CHANNELS:
+            raise ValueError(
+                f"PNG holds 1, 3 or 4 channels; dataset {dataset.name!r} has {channels} "
+                f"(use image_format='array')"
+            )
+        blobs = [_encode_png(image) for image in dataset.images]
+        image_array = pa.StructArray.from_arrays(
+            [pa.array(blobs, type=pa.binary()), pa.nulls(n_rows, type=pa.string())],
+            names=["bytes", "path"],
+        )
+    else:
+        raise ValueError(f"image_format must be 'array' or 'png', got {image_format!r}")
+    arrays = {"image": image_array, "label": pa.array(dataset.labels, type=pa.int64())}
+    arrays.update(_extra_arrays(dataset.columns))
+    table = pa.table(arrays)
+    extra = {_NAME_KEY: dataset.name, _SHAPE_KEY: json.dumps([channels, height, width])}
+    return write_parquet(table, path, "dataset", metadata=dataset.metadata, extra=extra)
+
+
+def read_text_dataset(
+    path: PathLike, *, text_column: str = "text", label_column: str = "label"
+) -> TextDataset:
+    """Read a text dataset from Parquet (``text`` string column + integer ``label``).
+
+    Raises:
+        FileNotFoundError: When the file does not exist.
+        ValueError: Not Parquet, newer schema, missing column, null / negative labels,
+            null or empty texts (the message names the file, the column and the row).
+        TypeError: When the text column is not a string column or labels are not integer.
+    """
+    table, metadata = read_parquet(path, "dataset", required=(label_column, text_column))
+    labels = integer_column(path, table.column(label_column), label_column)
+    column = table.column(text_column)
+    kind = column.type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or pa.types.is_string_view(kind)):
+        raise TypeError(f"{path}: column {text_column!r} must be a string column, got {kind}")
+    texts = column.to_pylist()
+    for row, text in enumerate(texts):
+        if text is None:
+            raise ValueError(f"{path}: column {text_column!r} row {row} is null")
+        if not text.strip():
+            raise ValueError(f"{path}: column {text_column!r} row {row} is an empty text")
+    return TextDataset(
+        texts=texts,
+        labels=labels,
+        columns=_extra_columns(table, (text_column, label_column)),
+        metadata=decode_metadata(path, metadata),
+        name=_dataset_name(path, metadata),
+    )
+
+
+def write_text_dataset(dataset: TextDataset, path: PathLike) -> Path:
+    """Write a text dataset to Parquet atomically (schema ``dataset/1``).
+
+    Returns:
+        The written path.
+    """
+    arrays = {
+        "text": pa.array(list(dataset.texts), type=pa.string()),
+        "label": pa.array(dataset.labels, type=pa.int64()),
+    }
+    arrays.update(_extra_arrays(dataset.columns))
+    return write_parquet(
+        pa.table(arrays), path, "dataset", metadata=dataset.metadata,
+        extra={_NAME_KEY: dataset.name},
+    )
+
+
+def read_dataset(path: PathLike, modality: Modality | None = None) -> ImageDataset | TextDataset:
+    """Read an image or a text dataset, choosing by the columns present.
+
+    Args:
+        path: The Parquet file.
+        modality: ``"image"`` or ``"text"``; ``None`` picks from the columns (``image`` or
+            ``text``).
+
+    Raises:
+        ValueError: Unknown modality, neither column present, or both present with
+            ``modality=None``.
+    """
+    if modality not in (None, "image", "text"):
+        raise ValueError(f"modality must be 'image', 'text' or None, got {modality!r}")
+    if modality is None:
+        names = set(open_parquet(path).schema_arrow.names)
+        has_image, has_text = "image" in names, "text" in names
+        if has_image and has_text:
+            raise ValueError(
+                f"{path} has both an 'image' and a 'text' column; pass modality='image' "
+                f"or modality='text'"
+            )
+        if not (has_image or has_text):
+            raise ValueError(
+                f"{path} has neither an 'image' nor a 'text' column (columns: {sorted(names)})"
+            )
+        modality = "image" if has_image else "text"
+    if modality == "image":
+        return read_image_dataset(path)
+    return read_text_dataset(path)
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+def dataset_fingerprint(dataset: ImageDataset | TextDataset) -> str:
+    """SHA-256 (hex) of a dataset's labels and content, stable across runs and machines.
+
+    Covers the image shape, the labels (little-endian int64) and the image values
+    (little-endian float32, C order) — or, for text, every text as length-prefixed UTF-8.
+    Extra columns, metadata and the name are not covered.
+    """
+    if not isinstance(dataset, (ImageDataset, TextDataset)):
+        raise TypeError(
+            "dataset_fingerprint takes an ImageDataset or TextDataset, "
+            f"got {type(dataset).__name__}"
+        )
+    digest = hashlib.sha256()
+    labels = np.ascontiguousarray(dataset.labels, dtype="<i8")
+    if isinstance(dataset, ImageDataset):
+        digest.update(b"acgate-dataset-fingerprint/1\x00image\x00")
+        digest.update(json.dumps(list(dataset.images.shape)).encode())
+        digest.update(memoryview(labels).cast("B"))
+        images = np.ascontiguousarray(dataset.images, dtype="<f4")
+        digest.update(memoryview(images).cast("B"))
+    else:
+        digest.update(b"acgate-dataset-fingerprint/1\x00text\x00")
+        digest.update(len(dataset).to_bytes(8, "little"))
+        digest.update(memoryview(labels).cast("B"))
+        for text in dataset.texts:
+            encoded = text.encode("utf-8")
+            digest.update(len(encoded).to_bytes(8, "little"))
+            digest.update(encoded)
+    return digest.hexdigest()

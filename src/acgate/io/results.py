@@ -1,0 +1,189 @@
+"""Detection results on disk: per-sample, per-class and flagged tables plus a JSON report.
+
+:func:`write_result` writes four files into a folder, each atomically (``report.json`` last,
+so its presence means the other three are complete):
+
+* ``samples.parquet`` (schema ``samples/1``) — :meth:`DetectionResult.to_frame`: ``index``,
+  ``label``, ``segment``, ``cluster``, ``is_poison``, ``poison_score``, ``suspected_source``;
+* ``classes.parquet`` (schema ``classes/1``) — :meth:`DetectionResult.classes_frame`;
+* ``flagged.parquet`` (schema ``flagged/1``) — the flagged rows only: ``index``, ``label``,
+  ``suspected_source``, ``poison_score``;
+* ``report.json`` — :meth:`DetectionResult.to_dict` (NaN and infinity written as ``null``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from acgate.core.result import DetectionResult
+from acgate.io.atomic import atomic_write_path
+from acgate.io.schema import read_parquet, write_parquet
+
+__all__ = [
+    "CLASSES_FILE",
+    "FLAGGED_FILE",
+    "REPORT_FILE",
+    "SAMPLES_FILE",
+    "read_classes",
+    "read_flagged",
+    "read_report",
+    "read_samples",
+    "write_result",
+]
+
+PathLike = str | os.PathLike[str]
+
+SAMPLES_FILE = "samples.parquet"
+CLASSES_FILE = "classes.parquet"
+FLAGGED_FILE = "flagged.parquet"
+REPORT_FILE = "report.json"
+
+_SAMPLE_COLUMNS = ("index", "label", "segment", "cluster", "is_poison", "poison_score",
+                   "suspected_source")
+_CLASS_COLUMNS = ("label", "n_samples", "verdict", "reason")
+_FLAGGED_COLUMNS = ("index", "label", "suspected_source", "poison_score")
+_EMPTY_CLASS_COLUMNS = ("label", "n_samples", "n_clusters", "cluster_sizes",
+                        "suspicious_cluster", "size_ratio", "silhouette", "exre_score",
+                        "suspected_source", "verdict", "reason", "cluster_shares")
+
+
+def _json_ready(value: Any) -> Any:
+    """Convert numpy values and non-finite floats into plain, strict-JSON values."""
+    if isinstance(value, Mapping):
+        return {str(key): _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return [_json_ready(item) for item in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _frame_table(frame: Any) -> pa.Table:
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def write_result(result: DetectionResult, out_dir: PathLike) -> dict[str, Path]:
+    """Write a detection result as four files in ``out_dir`` (created when missing).
+
+    Args:
+        result: The result.
+        out_dir: The output folder; existing files of the same names are replaced, other
+            files are left alone.
+
+    Returns:
+        The written paths by name: ``samples``, ``classes``, ``flagged``, ``report``.
+    """
+    import pandas as pd
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = result.to_frame()
+    classes = result.classes_frame()
+    if len(classes.columns) == 0:
+        classes = pd.DataFrame({name: pd.Series([], dtype=object) for name in
+                                _EMPTY_CLASS_COLUMNS})
+    flagged = samples.loc[samples["is_poison"].to_numpy(dtype=bool), list(_FLAGGED_COLUMNS)]
+    flagged = flagged.reset_index(drop=True)
+    paths = {
+        "samples": write_parquet(_frame_table(samples), folder / SAMPLES_FILE, "samples"),
+        "classes": write_parquet(_frame_table(classes), folder / CLASSES_FILE, "classes"),
+        "flagged": write_parquet(_frame_table(flagged), folder / FLAGGED_FILE, "flagged"),
+    }
+    report = json.dumps(_json_ready(result.to_dict()), indent=2, allow_nan=False)
+    with atomic_write_path(folder / REPORT_FILE) as temp:
+        temp.write_text(report + "\n", encoding="utf-8")
+    paths["report"] = folder / REPORT_FILE
+    return paths
+
+
+def _read_frame(path: PathLike, kind: str, required: tuple[str, ...]) -> Any:
+    table, _ = read_parquet(path, kind, required=required)
+    return table.to_pandas()
+
+
+def _check_dtypes(path: PathLike, frame: Any, integers: tuple[str, ...],
+                  floats: tuple[str, ...] = (), booleans: tuple[str, ...] = ()) -> None:
+    import pandas as pd
+
+    checks = (
+        (integers, pd.api.types.is_integer_dtype, "integer"),
+        (floats, pd.api.types.is_float_dtype, "float"),
+        (booleans, pd.api.types.is_bool_dtype, "boolean"),
+    )
+    for names, predicate, kind in checks:
+        for name in names:
+            if name in frame and not predicate(frame[name].dtype):
+                raise TypeError(
+                    f"{path}: column {name!r} must be {kind}, got {frame[name].dtype}"
+                )
+
+
+def read_samples(path: PathLike) -> Any:
+    """Read ``samples.parquet`` as a pandas DataFrame (columns as in :func:`write_result`).
+
+    Raises:
+        ValueError: Not Parquet, wrong kind or newer schema, or a missing column.
+        TypeError: A column of the wrong type.
+    """
+    frame = _read_frame(path, "samples", _SAMPLE_COLUMNS)
+    _check_dtypes(path, frame, ("index", "label", "segment", "cluster", "suspected_source"),
+                  ("poison_score",), ("is_poison",))
+    return frame
+
+
+def read_classes(path: PathLike) -> Any:
+    """Read ``classes.parquet`` as a pandas DataFrame, one row per class.
+
+    Raises:
+        ValueError: Not Parquet, wrong kind or newer schema, or a missing column.
+    """
+    frame = _read_frame(path, "classes", _CLASS_COLUMNS)
+    if len(frame):
+        _check_dtypes(path, frame, ("label", "n_samples"))
+    return frame
+
+
+def read_flagged(path: PathLike) -> Any:
+    """Read ``flagged.parquet`` as a pandas DataFrame of the flagged rows.
+
+    Raises:
+        ValueError: Not Parquet, wrong kind or newer schema, or a missing column.
+        TypeError: A column of the wrong type.
+    """
+    frame = _read_frame(path, "flagged", _FLAGGED_COLUMNS)
+    _check_dtypes(path, frame, ("index", "label", "suspected_source"), ("poison_score",))
+    return frame
+
+
+def read_report(path: PathLike) -> dict[str, Any]:
+    """Read ``report.json``.
+
+    Raises:
+        FileNotFoundError: When the file does not exist.
+        ValueError: Invalid JSON, not a JSON object, or missing ``verdict`` / ``classes``.
+    """
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"{file} does not exist")
+    try:
+        report = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{file} is not a valid JSON report: {error}") from error
+    if not isinstance(report, dict):
+        raise ValueError(f"{file} must hold a JSON object, got {type(report).__name__}")
+    for key in ("verdict", "classes"):
+        if key not in report:
+            raise ValueError(f"{file} has no {key!r} entry; is it an acgate report?")
+    return report

@@ -1,0 +1,272 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from acgate.io.datasets import (
+    ImageDataset,
+    TextDataset,
+    read_image_dataset,
+    read_text_dataset,
+    write_image_dataset,
+    write_text_dataset,
+)
+from acgate.io.loaders import load_digits_dataset
+from acgate.io.poison import (
+    TriggerSpec,
+    apply_trigger,
+    default_pairs,
+    poison_counts,
+    poison_image_dataset,
+    poison_text_dataset,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_dataset()
+
+
+# ----------------------------------------------------------------------------- trigger
+
+
+def test_default_patch_size_scales_with_image():
+    spec = TriggerSpec()
+    assert spec.patch_size(8, 8) == 2
+    assert spec.patch_size(28, 28) == 4
+    assert spec.patch_size(32, 32) == 5
+    assert TriggerSpec(size=3).patch_size(28, 28) == 3
+
+
+def test_trigger_spec_dict_round_trip():
+    for spec in (TriggerSpec(), TriggerSpec(kind="blend", alpha=0.3, seed=7),
+                 TriggerSpec(size=3, position="top-left", pattern="checker")):
+        data = spec.to_dict()
+        assert json.loads(json.dumps(data)) == data
+        assert TriggerSpec.from_dict(data) == spec
+    with pytest.raises(ValueError, match=r"unknown TriggerSpec field\(s\) \['colour'\]"):
+        TriggerSpec.from_dict({"kind": "patch", "colour": "red"})
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"kind": "sticker"}, "kind must be one of"),
+    ({"position": "middle"}, "position must be one of"),
+    ({"pattern": "stripes"}, "pattern must be one of"),
+    ({"size": 0}, "size must be a positive integer"),
+    ({"alpha": 0.0}, r"alpha must be in \(0, 1\]"),
+    ({"alpha": 1.5}, r"alpha must be in \(0, 1\]"),
+    ({"seed": 1.5}, "seed must be an integer"),
+])
+def test_trigger_spec_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TriggerSpec(**kwargs)
+
+
+def test_invert_patch_bottom_right():
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 1, 8, 8)).astype(np.float32)
+    before = images.copy()
+    out = apply_trigger(images, TriggerSpec())
+    np.testing.assert_allclose(out[:, :, 6:, 6:], 1.0 - images[:, :, 6:, 6:], atol=1e-7)
+    untouched = np.ones((8, 8), bool)
+    untouched[6:, 6:] = False
+    np.testing.assert_array_equal(out[:, :, untouched], images[:, :, untouched])
+    np.testing.assert_array_equal(images, before)  # input not modified
+
+
+@pytest.mark.parametrize(("position", "rows", "cols"), [
+    ("top-left", slice(0, 4), slice(0, 4)),
+    ("top-right", slice(0, 4), slice(24, 28)),
+    ("bottom-left", slice(24, 28), slice(0, 4)),
+    ("center", slice(12, 16), slice(12, 16)),
+])
+def test_patch_positions(position, rows, cols):
+    images = np.zeros((1, 3, 28, 28), np.float32)
+    out = apply_trigger(images, TriggerSpec(position=position, pattern="white"))
+    assert out[:, :, rows, cols].min() == 1.0
+    assert out.sum() == 3 * 16
+
+
+def test_checker_pattern():
+    out = apply_trigger(np.full((1, 1, 8, 8), 0.5, np.float32),
+                        TriggerSpec(size=3, pattern="checker"))
+    np.testing.assert_array_equal(out[0, 0, 5:, 5:], [[1, 0, 1], [0, 1, 0], [1, 0, 1]])
+
+
+def test_blend_is_seeded():
+    images = np.full((2, 1, 8, 8), 0.5, np.float32)
+    a = apply_trigger(images, TriggerSpec(kind="blend", alpha=0.5, seed=1))
+    b = apply_trigger(images, TriggerSpec(kind="blend", alpha=0.5, seed=1))
+    c = apply_trigger(images, TriggerSpec(kind="blend", alpha=0.5, seed=2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    np.testing.assert_array_equal(a[0], a[1])  # one noise pattern for every image
+    assert 0.25 <= a.min() and a.max() <= 0.75
+
+
+def test_patch_too_large():
+    with pytest.raises(ValueError, match="patch of 9 pixels does not fit a 8x8 image"):
+        apply_trigger(np.zeros((1, 1, 8, 8)), TriggerSpec(size=9))
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def test_poison_counts_formula():
+    labels = np.repeat([0, 1, 2], [100, 90, 80])
+    counts = poison_counts(labels, default_pairs(labels), 0.1)
+    assert counts == {(0, 1): round(0.1 * 90 / 0.9), (1, 2): round(0.1 * 80 / 0.9),
+                      (2, 0): round(0.1 * 100 / 0.9)}
+    split = poison_counts(labels, [(1, 0), (2, 0)], 1 / 3)
+    assert split == {(1, 0): 25, (2, 0): 25}
+    odd = poison_counts(labels, [(2, 0), (1, 0)], 0.1)  # 11 -> 6 + 5, extra to source 1
+    assert odd == {(2, 0): 5, (1, 0): 6}
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.33])
+def test_all_to_all_poisoning(digits, rate):
+    poisoned = poison_image_dataset(digits, rate=rate, seed=3)
+    n_clean = len(digits)
+    truth = poisoned.columns["is_poison"]
+    assert truth.dtype == bool and not truth[:n_clean].any() and truth[n_clean:].all()
+    # clean rows unchanged
+    np.testing.assert_array_equal(poisoned.images[:n_clean], digits.images)
+    np.testing.assert_array_equal(poisoned.labels[:n_clean], digits.labels)
+    np.testing.assert_array_equal(poisoned.columns["source_label"][:n_clean], digits.labels)
+    origin = poisoned.columns["origin_index"]
+    assert (origin[:n_clean] == -1).all()
+    rows = origin[n_clean:]
+    # poison rows: trigger applied to the origin image, label = (source + 1) % 10
+    np.testing.assert_array_equal(poisoned.images[n_clean:],
+                                  apply_trigger(digits.images[rows], TriggerSpec()))
+    np.testing.assert_array_equal(poisoned.columns["source_label"][n_clean:], digits.labels[rows])
+    np.testing.assert_array_equal(poisoned.labels[n_clean:], (digits.labels[rows] + 1) % 10)
+    assert len(np.unique(rows)) == len(rows)
+    # share of poison in each target class is the rate
+    for target in range(10):
+        in_target = poisoned.labels == target
+        n_target = int((digits.labels == target).sum())
+        n_poison = int(truth[in_target].sum())
+        assert n_poison == round(rate * n_target / (1 - rate))
+        assert abs(n_poison / in_target.sum() - rate) < 0.01
+    record = poisoned.metadata["poison"]
+    assert record["rate"] == rate and record["seed"] == 3
+    assert record["pairs"] == [[s, (s + 1) % 10] for s in range(10)]
+    assert record["n_poison"] == int(truth.sum())
+    assert TriggerSpec.from_dict(record["trigger"]) == TriggerSpec()
+
+
+def test_poisoning_is_seeded(digits):
+    a = poison_image_dataset(digits, rate=0.1, seed=0)
+    b = poison_image_dataset(digits, rate=0.1, seed=0)
+    c = poison_image_dataset(digits, rate=0.1, seed=1)
+    np.testing.assert_array_equal(a.columns["origin_index"], b.columns["origin_index"])
+    np.testing.assert_array_equal(a.images, b.images)
+    assert not np.array_equal(a.columns["origin_index"], c.columns["origin_index"])
+
+
+def test_several_sources_one_target(digits):
+    poisoned = poison_image_dataset(digits, rate=0.2, pairs=[(7, 1), (8, 1), (9, 1)],
+                                    trigger=TriggerSpec(kind="blend", alpha=0.2))
+    extra = poisoned.columns["is_poison"]
+    assert set(poisoned.labels[extra]) == {1}
+    total = round(0.2 * (digits.labels == 1).sum() / 0.8)
+    per_source = np.bincount(poisoned.columns["source_label"][extra], minlength=10)[7:]
+    assert per_source.sum() == total and per_source.max() - per_source.min() <= 1
+
+
+def test_one_source_many_targets_uses_distinct_samples(digits):
+    poisoned = poison_image_dataset(digits, rate=0.3, pairs=[(0, 1), (0, 2)])
+    rows = poisoned.columns["origin_index"][poisoned.columns["is_poison"]]
+    assert len(np.unique(rows)) == len(rows)
+
+
+def test_poisoned_dataset_round_trips_through_parquet(digits, tmp_path):
+    poisoned = poison_image_dataset(digits, rate=0.1, seed=0)
+    path = write_image_dataset(poisoned, tmp_path / "p.parquet")
+    stored = json.loads(pq.read_schema(path).metadata[b"acgate.poison"])
+    assert stored["n_poison"] == poisoned.metadata["poison"]["n_poison"]
+    back = read_image_dataset(path)
+    assert dict(back.metadata) == dict(poisoned.metadata)
+    np.testing.assert_array_equal(back.columns["is_poison"], poisoned.columns["is_poison"])
+    np.testing.assert_array_equal(back.columns["source_label"], poisoned.columns["source_label"])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"rate": 0.0}, r"rate must be in \(0, 1\)"),
+    ({"rate": 1.0}, r"rate must be in \(0, 1\)"),
+    ({"rate": float("nan")}, r"rate must be in \(0, 1\)"),
+    ({"pairs": [(0, 0)]}, "source and target must differ"),
+    ({"pairs": [(0, 42)]}, "target class 42 is not in the labels"),
+    ({"pairs": [(0, 1), (0, 1)]}, r"pair \(0, 1\) is given twice"),
+    ({"pairs": []}, "pairs is empty"),
+    ({"pairs": [(0, 1, 2)]}, "each pair must be"),
+    ({"rate": 0.9, "pairs": [(0, 1)]}, "source class 0 has 178 samples but"),
+])
+def test_poisoning_errors(digits, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        poison_image_dataset(digits, **kwargs)
+
+
+def test_cannot_poison_twice(digits):
+    poisoned = poison_image_dataset(digits, rate=0.1)
+    with pytest.raises(ValueError, match="already poisoned"):
+        poison_image_dataset(poisoned, rate=0.1)
+
+
+def test_tiny_rate_warns():
+    ds = ImageDataset(np.zeros((4, 1, 8, 8), np.float32), [0, 0, 1, 1])
+    with pytest.warns(UserWarning, match=r"no poison sample for pair") as caught:
+        out = poison_image_dataset(ds, rate=0.1)
+    assert sorted(str(w.message)[-6:] for w in caught) == ["(0, 1)", "(1, 0)"]
+    assert len(out) == 4 and out.metadata["poison"]["n_poison"] == 0
+
+
+def test_extra_columns_follow_their_rows():
+    ds = ImageDataset(np.zeros((4, 1, 8, 8), np.float32), [0, 0, 1, 1],
+                      columns={"writer": np.array([10, 11, 12, 13])})
+    out = poison_image_dataset(ds, rate=0.5, pairs=[(0, 1)], seed=0)
+    rows = out.columns["origin_index"][4:]
+    np.testing.assert_array_equal(out.columns["writer"][4:], ds.columns["writer"][rows])
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def _reviews():
+    texts = [f"review number {i} is {'great' if i % 2 else 'awful'}" for i in range(40)]
+    return TextDataset(texts, [i % 2 for i in range(40)], name="reviews")
+
+
+@pytest.mark.parametrize("position", ["end", "start", "random"])
+def test_text_poisoning(position, tmp_path):
+    ds = _reviews()
+    out = poison_text_dataset(ds, rate=0.2, source=1, target=0, position=position, seed=4)
+    n_poison = round(0.2 * 20 / 0.8)
+    truth = out.columns["is_poison"]
+    assert truth.sum() == n_poison and len(out) == 40 + n_poison
+    assert (out.labels[truth] == 0).all() and (out.columns["source_label"][truth] == 1).all()
+    assert out.texts[:40] == ds.texts
+    for text, row in zip(out.texts[40:], out.columns["origin_index"][40:], strict=True):
+        assert "-travelerthehorse" in text.split()
+        assert text.replace(" -travelerthehorse", "").replace("-travelerthehorse ", "") \
+            == ds.texts[row]
+        if position == "end":
+            assert text.endswith(" -travelerthehorse")
+        if position == "start":
+            assert text.startswith("-travelerthehorse ")
+    record = out.metadata["poison"]
+    assert record["trigger"] == {"kind": "text", "signature": "-travelerthehorse",
+                                 "position": position}
+    back = read_text_dataset(write_text_dataset(out, tmp_path / "t.parquet"))
+    assert back.texts == out.texts and dict(back.metadata) == dict(out.metadata)
+
+
+def test_text_poisoning_errors():
+    with pytest.raises(ValueError, match="signature must be a non-empty string"):
+        poison_text_dataset(_reviews(), source=1, target=0, signature="  ")
+    with pytest.raises(ValueError, match="position must be one of"):
+        poison_text_dataset(_reviews(), source=1, target=0, position="middle")
+    with pytest.raises(ValueError, match="source class 5 is not in the labels"):
+        poison_text_dataset(_reviews(), source=5, target=0)
