@@ -1,1 +1,5 @@
-"""Self-contained HTML report and plots."""
+"""Self-contained HTML report and plots (matplotlib, Agg canvas; Pillow for sprite sheets)."""
+
+from acgate.report.html import ReportFiles, write_report
+
+__all__ = ["ReportFiles", "write_report"]

@@ -1,0 +1,407 @@
+"""Self-contained HTML report of a scan.
+
+One file, no scripts, no external resources: plots and sprite sheets are embedded as base64 PNG
+(and also written to a ``plots/`` folder). Every string that comes from the data or the caller
+— reasons, parameters, warnings, texts, the title, extra sections — goes through
+:func:`html.escape`, and a Content-Security-Policy forbids scripts as a second line of defence.
+
+Sections, top to bottom: the verdict (big), a summary, the per-class table, the silhouette bar
+chart with its threshold, then per poisoned class (or class with flagged samples) a 3-D PCA
+projection of its activations coloured by cluster (Chen et al. 2018, Figure 2) and a sprite
+sheet of flagged samples next to a sample of kept ones (for text: tables of texts), then
+warnings, run parameters and any extra sections.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acgate.core.result import ClassReport, DetectionResult
+from acgate.report import plots
+
+logger = logging.getLogger(__name__)
+
+#: Characters of a text shown in a table cell before it is cut.
+MAX_TEXT_CHARS = 400
+
+_CSS = """
+body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; margin: 24px 32px;
+       color: #222; max-width: 1150px; }
+h1 { font-size: 22px; margin: 0 0 8px 0; color: #444; }
+h2 { font-size: 19px; border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 32px; }
+h3 { font-size: 16px; margin-top: 22px; }
+.verdict { font-size: 56px; font-weight: 800; letter-spacing: 2px; padding: 18px 28px;
+           border-radius: 10px; color: #fff; display: inline-block; }
+.verdict-poisoned { background: #c0392b; }
+.verdict-clean { background: #1e8449; }
+.subverdict { font-size: 18px; margin: 10px 0 0 4px; }
+table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.row-poisoned td { background: #fdecea; }
+tr.row-skipped td { color: #777; }
+.badge { font-weight: 700; }
+.badge-poisoned { color: #c0392b; } .badge-clean { color: #1e8449; } .badge-skipped { color: #777; }
+figure { display: inline-block; margin: 6px 18px 6px 0; vertical-align: top; }
+figcaption { font-size: 13px; color: #444; margin-top: 4px; }
+img { image-rendering: pixelated; max-width: 100%; }
+pre { background: #f7f7f7; padding: 8px; white-space: pre-wrap; font-size: 12px; }
+td.text { max-width: 640px; white-space: pre-wrap; word-break: break-word; }
+ul.summary li { margin: 2px 0; }
+"""
+
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Files written by :func:`write_report`.
+
+    Attributes:
+        html_path: The HTML report.
+        plot_paths: The PNG files written to the plots folder, in report order.
+    """
+
+    html_path: Path
+    plot_paths: tuple[Path, ...]
+
+
+def write_report(
+    result: DetectionResult,
+    out_path: str | Path,
+    *,
+    activations: np.ndarray | None = None,
+    images: np.ndarray | None = None,
+    texts: Sequence[str] | None = None,
+    title: str = "acgate scan",
+    plots_dir: str | Path | None = None,
+    extra_sections: Sequence[tuple[str, str]] = (),
+    max_samples: int = 48,
+    random_state: int = 0,
+) -> ReportFiles:
+    """Write the HTML report of a scan (and its PNG plots).
+
+    Everything is rendered in memory first; files are then written atomically (temporary file
+    in the same folder, then :func:`os.replace`), so invalid input leaves nothing behind.
+
+    Args:
+        result: The detection result.
+        out_path: Path of the HTML file; its folder is created.
+        activations: ``N x D`` activations aligned with the result's rows (enables the 3-D
+            projections).
+        images: ``N x C x H x W`` images in ``[0, 1]`` (``C`` = 1 or 3) aligned with the rows
+            (enables the sprite sheets).
+        texts: ``N`` texts aligned with the rows (enables the text tables).
+        title: Title of the report.
+        plots_dir: Folder of the PNG files; default ``<folder of out_path>/plots``.
+        extra_sections: ``(heading, text)`` pairs appended at the end; both are escaped and
+            the text is shown preformatted.
+        max_samples: Flagged samples shown per class, and size of the sample of kept ones.
+        random_state: Seed of the sample of kept samples.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        ValueError: When an input is not aligned with the result or has the wrong shape or
+            range (the message quotes it).
+    """
+    out_path = Path(out_path)
+    plots_dir = Path(plots_dir) if plots_dir is not None else out_path.parent / "plots"
+    activations = _check_activations(activations, result.n_samples)
+    images = _check_images(images, result.n_samples)
+    texts = _check_texts(texts, result.n_samples)
+    if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
+        raise ValueError(f"max_samples must be a positive integer, got {max_samples!r}")
+
+    pngs: dict[str, bytes] = {}
+    threshold = _global_threshold(result)
+    pngs["silhouette.png"] = plots.silhouette_chart(result, threshold=threshold)
+    class_sections = [
+        _class_section(result, report, activations, images, texts, pngs, max_samples,
+                       random_state)
+        for report in result.classes
+        if report.is_poisoned or bool(result.is_poison[result.segments == report.label].any())
+    ]
+    document = _document(result, title, threshold, class_sections, pngs, extra_sections)
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    plot_paths = []
+    for name, data in pngs.items():
+        path = plots_dir / name
+        _write_atomic(path, data)
+        plot_paths.append(path)
+    _write_atomic(out_path, document.encode("utf-8"))
+    logger.info("wrote report %s (%d plots in %s)", out_path, len(plot_paths), plots_dir)
+    return ReportFiles(html_path=out_path, plot_paths=tuple(plot_paths))
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def _check_activations(activations: Any, n: int) -> np.ndarray | None:
+    if activations is None:
+        return None
+    array = np.asarray(activations)
+    if array.ndim != 2 or len(array) != n:
+        raise ValueError(f"activations must be N x D with N = {n} result rows, got shape "
+                         f"{array.shape}")
+    if not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"activations must be numeric, got dtype {array.dtype}")
+    bad = int(np.count_nonzero(~np.isfinite(array).all(axis=1)))
+    if bad:
+        raise ValueError(f"activations hold non-finite values in {bad} rows")
+    return array
+
+
+def _check_images(images: Any, n: int) -> np.ndarray | None:
+    if images is None:
+        return None
+    array = np.asarray(images)
+    if array.ndim == 3:
+        array = array[:, None]
+    if array.ndim != 4 or len(array) != n or array.shape[1] not in (1, 3):
+        raise ValueError(f"images must be N x C x H x W with N = {n} result rows and C = 1 or 3, "
+                         f"got shape {np.asarray(images).shape}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float64) / 255.0
+    if not np.issubdtype(array.dtype, np.number):
+        raise ValueError(f"images must be numeric, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
+        raise ValueError(f"image values must be finite and in [0, 1], got range "
+                         f"[{np.nanmin(array):g}, {np.nanmax(array):g}]")
+    return array
+
+
+def _check_texts(texts: Any, n: int) -> list[str] | None:
+    if texts is None:
+        return None
+    if isinstance(texts, str):
+        raise ValueError("texts must be a sequence of N strings, got a single string")
+    values = list(texts)
+    if len(values) != n:
+        raise ValueError(f"texts must hold {n} strings (one per result row), got {len(values)}")
+    return ["" if value is None else str(value) for value in values]
+
+
+def _global_threshold(result: DetectionResult) -> float | None:
+    value = result.info.params.get("silhouette_threshold")
+    if isinstance(value, Real) and not isinstance(value, bool) and np.isfinite(value):
+        return float(value)
+    return None
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _img(pngs: Mapping[str, bytes], name: str, alt: str, caption: str) -> str:
+    data = base64.b64encode(pngs[name]).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _document(
+    result: DetectionResult,
+    title: str,
+    threshold: float | None,
+    class_sections: list[str],
+    pngs: Mapping[str, bytes],
+    extra_sections: Sequence[tuple[str, str]],
+) -> str:
+    verdict = result.verdict
+    n_flagged = int(result.is_poison.sum())
+    if verdict == "poisoned":
+        subverdict = ("Poisoned classes: " + ", ".join(_e(c) for c in result.poisoned_classes)
+                      + f" — {n_flagged} of {result.n_samples} samples flagged")
+    else:
+        subverdict = f"No class judged poisoned — {n_flagged} of {result.n_samples} flagged"
+    sources = {r.label: r.suspected_source for r in result.classes if r.is_poisoned}
+    summary_items = [
+        f"Samples analysed: {result.n_samples}",
+        f"Classes analysed: {len(result.classes)}",
+        f"Flagged samples: {n_flagged}",
+        "Poisoned classes: " + (", ".join(_e(c) for c in result.poisoned_classes) or "none"),
+        "Skipped classes: " + (", ".join(_e(c) for c in result.skipped_classes) or "none"),
+    ]
+    if sources:
+        summary_items.append("Suspected sources: " + ", ".join(
+            f"{_e(target)} ← {_e('unknown' if source is None else source)}"
+            for target, source in sources.items()))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<section id="verdict"><div class="verdict verdict-{_e(verdict)}">'
+        f"{_e(verdict.upper())}</div>",
+        f'<p class="subverdict">{subverdict}</p></section>',
+        '<section id="summary"><h2>Summary</h2><ul class="summary">'
+        + "".join(f"<li>{item}</li>" for item in summary_items) + "</ul></section>",
+        _classes_table(result),
+        '<section id="silhouette"><h2>Silhouette per class</h2>',
+        _img(pngs, "silhouette.png", "silhouette score per class",
+             "Silhouette score of each class's clustering"
+             + (f"; dashed line: threshold {threshold:g}" if threshold is not None else "")
+             + ". Red: poisoned, green: clean, grey: skipped."),
+        "</section>",
+        '<section id="flagged"><h2>Poisoned classes and flagged samples</h2>',
+    ]
+    parts += class_sections or ["<p>No class was judged poisoned and nothing was flagged.</p>"]
+    parts.append("</section>")
+    if result.info.warnings:
+        parts.append('<section id="warnings"><h2>Warnings</h2><ul>'
+                     + "".join(f"<li>{_e(w)}</li>" for w in result.info.warnings)
+                     + "</ul></section>")
+    parts.append(_run_info(result))
+    for heading, text in extra_sections:
+        parts.append(f'<section class="extra"><h2>{_e(heading)}</h2><pre>{_e(text)}</pre>'
+                     "</section>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _classes_table(result: DetectionResult) -> str:
+    header = ("<tr><th>class</th><th>n</th><th>cluster shares</th><th>silhouette</th>"
+              "<th>size ratio</th><th>ExRe</th><th>verdict</th><th>suspected source</th>"
+              "<th>reason</th></tr>")
+    rows = []
+    for report in result.classes:
+        shares = " / ".join(f"{share:.0%}" for share in report.cluster_shares) or "–"
+        source = "–" if report.suspected_source is None else report.suspected_source
+        rows.append(
+            f'<tr class="row-{_e(report.verdict)}"><td>{_e(report.label)}</td>'
+            f'<td class="num">{_e(report.n_samples)}</td><td>{_e(shares)}</td>'
+            f'<td class="num">{_e(_num(report.silhouette))}</td>'
+            f'<td class="num">{_e(_num(report.size_ratio))}</td>'
+            f'<td class="num">{_e(_num(report.exre_score, 2))}</td>'
+            f'<td><span class="badge badge-{_e(report.verdict)}">{_e(report.verdict)}</span></td>'
+            f"<td>{_e(source)}</td><td>{_e(report.reason)}</td></tr>"
+        )
+    return ('<section id="classes"><h2>Per-class results</h2><table>' + header + "".join(rows)
+            + "</table></section>")
+
+
+def _class_section(
+    result: DetectionResult,
+    report: ClassReport,
+    activations: np.ndarray | None,
+    images: np.ndarray | None,
+    texts: list[str] | None,
+    pngs: dict[str, bytes],
+    max_samples: int,
+    random_state: int,
+) -> str:
+    label = int(report.label)
+    rows = np.flatnonzero(result.segments == label)
+    flagged = rows[result.is_poison[rows]]
+    kept = rows[~result.is_poison[rows]]
+    source = "unknown" if report.suspected_source is None else report.suspected_source
+    parts = [
+        f'<article class="class" id="class-{label}">',
+        f"<h3>Class {_e(label)} — {_e(report.verdict)}: {len(flagged)} of {len(rows)} flagged; "
+        f"suspected source {_e(source)}</h3>",
+        f"<p>{_e(report.reason)}</p>",
+    ]
+    if activations is not None and len(rows) >= 2:
+        name = f"class_{label}_projection.png"
+        pngs[name] = plots.class_projection(
+            activations[rows], result.clusters[rows], label=label,
+            suspicious_cluster=report.suspicious_cluster, random_state=random_state,
+        )
+        parts.append(_img(pngs, name, f"3-D projection of class {label}",
+                          f"Class {label}: last-hidden-layer activations, PCA to 3, coloured "
+                          "by cluster"))
+    # The most suspicious first (stable: ties keep row order).
+    shown_flagged = flagged[np.argsort(-result.poison_score[flagged], kind="stable")][:max_samples]
+    shown_kept = plots.seeded_sample(kept, max_samples, random_state)
+    if images is not None:
+        for kind, chosen, total, caption in (
+            ("flagged", shown_flagged, len(flagged), "Flagged"),
+            ("kept", shown_kept, len(kept), "Kept (random sample)"),
+        ):
+            if len(chosen) == 0:
+                continue
+            name = f"class_{label}_{kind}.png"
+            pngs[name] = plots.sprite_sheet(images[chosen])
+            parts.append(_img(pngs, name, f"{kind} samples of class {label}",
+                              f"{caption}: {len(chosen)} of {total}"))
+    if texts is not None:
+        parts.append(_text_table(result, texts, shown_flagged,
+                                 f"Flagged texts ({len(shown_flagged)} of {len(flagged)})"))
+        kept_texts = plots.seeded_sample(kept, min(10, max_samples), random_state)
+        parts.append(_text_table(result, texts, kept_texts,
+                                 f"Kept texts, random sample ({len(kept_texts)} of "
+                                 f"{len(kept)})"))
+    parts.append("</article>")
+    return "\n".join(parts)
+
+
+def _text_table(result: DetectionResult, texts: list[str], rows: np.ndarray, caption: str) -> str:
+    if len(rows) == 0:
+        return f"<p>{_e(caption)}: none.</p>"
+    body = []
+    for row in rows:
+        text = texts[row]
+        if len(text) > MAX_TEXT_CHARS:
+            text = text[:MAX_TEXT_CHARS] + "…"
+        source = result.suspected_source[row]
+        body.append(
+            f'<tr><td class="num">{_e(result.sample_ids[row])}</td>'
+            f'<td class="num">{_e(result.labels[row])}</td>'
+            f'<td class="num">{_e(_num(float(result.poison_score[row]), 2))}</td>'
+            f"<td>{_e('–' if source < 0 else source)}</td>"
+            f'<td class="text">{_e(text)}</td></tr>'
+        )
+    return (f"<table><caption>{_e(caption)}</caption><tr><th>sample</th><th>label</th>"
+            "<th>score</th><th>suspected source</th><th>text</th></tr>" + "".join(body)
+            + "</table>")
+
+
+def _run_info(result: DetectionResult) -> str:
+    def table(mapping: Mapping[str, Any]) -> str:
+        if not mapping:
+            return "<p>–</p>"
+        return ("<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>"
+                                    for k, v in mapping.items()) + "</table>")
+
+    timings = {k: f"{v:.2f} s" if isinstance(v, Real) else v
+               for k, v in result.info.timings.items()}
+    return ('<section id="run"><h2>Run</h2><h3>Parameters</h3>' + table(result.info.params)
+            + "<h3>Versions</h3>" + table(result.info.versions)
+            + "<h3>Timings</h3>" + table(timings) + "</section>")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    handle = tempfile.NamedTemporaryFile(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            handle.write(data)
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise

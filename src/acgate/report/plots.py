@@ -1,0 +1,207 @@
+"""PNG plots of a scan: silhouette per class, 3-D projections, sprite sheets.
+
+Every function returns PNG bytes and draws on its own :class:`matplotlib.figure.Figure` with the
+Agg canvas (no pyplot, no global state, no display needed). Nothing here writes files;
+:mod:`acgate.report.html` does, atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from acgate.core.result import DetectionResult
+
+VERDICT_COLOURS: Mapping[str, str] = {
+    "clean": "#1e8449",
+    "poisoned": "#c0392b",
+    "skipped": "#95a5a6",
+}
+#: Cluster colours of the 3-D projection; the suspicious cluster is always red.
+CLUSTER_COLOURS: tuple[str, ...] = ("#2e86c1", "#f39c12", "#8e44ad", "#16a085", "#7f8c8d")
+SUSPICIOUS_COLOUR = "#c0392b"
+
+_PNG_METADATA = {"Software": None}  # no version string: same input, same bytes
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata=_PNG_METADATA)
+    return buffer.getvalue()
+
+
+def silhouette_chart(result: DetectionResult, *, threshold: float | None = None) -> bytes:
+    """Bar chart of the silhouette score per class, coloured by verdict.
+
+    Args:
+        result: The detection result.
+        threshold: Global silhouette threshold, drawn as a dashed line (``None``: no line).
+            Per-class thresholds (``ClassReport.thresholds["silhouette"]``) that differ from it
+            are drawn as short black ticks on their bars.
+
+    Returns:
+        PNG bytes.
+    """
+    labels = [str(report.label) for report in result.classes]
+    values = [report.silhouette if report.silhouette is not None else 0.0
+              for report in result.classes]
+    colours = [VERDICT_COLOURS.get(report.verdict, "#34495e") for report in result.classes]
+    figure = _figure(max(4.0, 0.6 * len(labels) + 2.0), 3.2)
+    axes = figure.add_subplot()
+    positions = np.arange(len(labels))
+    axes.bar(positions, values, color=colours)
+    for position, report in zip(positions, result.classes, strict=True):
+        if report.verdict == "skipped":
+            axes.text(position, 0.0, "skipped", rotation=90, ha="center", va="bottom",
+                      fontsize=8, color="#555555")
+        own = report.thresholds.get("silhouette")
+        if own is not None and (threshold is None or not math.isclose(own, threshold)):
+            axes.hlines(own, position - 0.4, position + 0.4, colors="black", linewidth=2)
+    if threshold is not None:
+        axes.axhline(threshold, color="black", linestyle="--", linewidth=1,
+                     label=f"threshold {threshold:g}")
+        axes.legend(loc="upper right", fontsize=8)
+    axes.set_xticks(positions, labels)
+    axes.set_xlabel("class")
+    axes.set_ylabel("silhouette score")
+    axes.set_title("Silhouette of the clustering, per class")
+    axes.axhline(0.0, color="#333333", linewidth=0.5)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def project_3d(activations: np.ndarray) -> np.ndarray:
+    """PCA of ``activations`` (``n x d``) to 3 components, deterministic signs.
+
+    Fewer than 3 available components are padded with zeros.
+    """
+    data = np.asarray(activations, dtype=np.float64)
+    centred = data - data.mean(axis=0, keepdims=True)
+    if len(centred) < 2:
+        return np.zeros((len(centred), 3))
+    _, _, components = np.linalg.svd(centred, full_matrices=False)
+    components = components[:3]
+    signs = np.sign(components[np.arange(len(components)),
+                               np.abs(components).argmax(axis=1)])
+    signs[signs == 0] = 1.0
+    projected = centred @ (components * signs[:, None]).T
+    if projected.shape[1] < 3:
+        projected = np.hstack([projected, np.zeros((len(projected), 3 - projected.shape[1]))])
+    return projected
+
+
+def class_projection(
+    activations: np.ndarray,
+    clusters: np.ndarray,
+    *,
+    label: int,
+    suspicious_cluster: int | None = None,
+    max_points: int = 4000,
+    random_state: int = 0,
+) -> bytes:
+    """3-D PCA projection of one class's activations, coloured by cluster (Chen et al. Fig. 2).
+
+    Args:
+        activations: The class's activations, ``n x d``.
+        clusters: Cluster id of each row, shape ``(n,)``.
+        label: The class (for the title).
+        suspicious_cluster: Cluster drawn in red and named in the legend.
+        max_points: Rows drawn at most (a seeded sample of larger classes).
+        random_state: Seed of that sample.
+
+    Returns:
+        PNG bytes.
+    """
+    points = project_3d(activations)
+    clusters = np.asarray(clusters)
+    if len(points) > max_points:
+        keep = np.sort(np.random.default_rng(random_state).choice(
+            len(points), size=max_points, replace=False))
+        points, clusters = points[keep], clusters[keep]
+    figure = _figure(5.0, 4.4)
+    axes = figure.add_subplot(projection="3d")
+    for rank, cluster in enumerate(np.unique(clusters)):
+        members = clusters == cluster
+        suspicious = suspicious_cluster is not None and cluster == suspicious_cluster
+        colour = SUSPICIOUS_COLOUR if suspicious else CLUSTER_COLOURS[rank % len(CLUSTER_COLOURS)]
+        name = f"cluster {cluster}" + (" (suspicious)" if suspicious else "")
+        axes.scatter(points[members, 0], points[members, 1], points[members, 2], s=6,
+                     color=colour, alpha=0.7, label=f"{name}, n={int(members.sum())}")
+    axes.set_xlabel("PC 1")
+    axes.set_ylabel("PC 2")
+    axes.set_zlabel("PC 3")
+    axes.set_title(f"Class {label}: activations, PCA to 3, by cluster", fontsize=10)
+    axes.legend(loc="upper left", fontsize=8)
+    return _png(figure)
+
+
+def sprite_sheet(images: np.ndarray, *, columns: int = 12, min_tile_px: int = 32) -> bytes:
+    """Grid of images as one PNG (nearest-neighbour upscaled, 1-px gaps).
+
+    Args:
+        images: ``n x C x H x W`` (``C`` = 1 or 3) or ``n x H x W`` floats in ``[0, 1]``.
+        columns: Images per row.
+        min_tile_px: Small images are upscaled by an integer factor to at least this size.
+
+    Returns:
+        PNG bytes.
+
+    Raises:
+        ValueError: On an empty stack, a wrong shape or values outside ``[0, 1]``.
+    """
+    from PIL import Image
+
+    stack = np.asarray(images, dtype=np.float64)
+    if stack.ndim == 3:
+        stack = stack[:, None]
+    if stack.ndim != 4 or stack.shape[1] not in (1, 3) or len(stack) == 0:
+        raise ValueError(
+            f"images must be a non-empty n x C x H x W stack with C = 1 or 3, got shape "
+            f"{np.asarray(images).shape}"
+        )
+    if not np.isfinite(stack).all() or stack.min() < 0.0 or stack.max() > 1.0:
+        raise ValueError(
+            f"image values must be finite and in [0, 1], got range "
+            f"[{np.nanmin(stack):g}, {np.nanmax(stack):g}]"
+        )
+    n, channels, height, width = stack.shape
+    scale = max(1, math.ceil(min_tile_px / max(height, width)))
+    tiles = stack.repeat(scale, axis=2).repeat(scale, axis=3)
+    tile_h, tile_w = height * scale, width * scale
+    columns = max(1, min(columns, n))
+    rows = math.ceil(n / columns)
+    sheet = np.ones((channels, rows * (tile_h + 1) + 1, columns * (tile_w + 1) + 1))
+    for i, tile in enumerate(tiles):
+        top = 1 + (i // columns) * (tile_h + 1)
+        left = 1 + (i % columns) * (tile_w + 1)
+        sheet[:, top:top + tile_h, left:left + tile_w] = tile
+    pixels = np.round(sheet * 255).astype(np.uint8)
+    if channels == 1:
+        image = Image.fromarray(pixels[0])  # 2-D uint8: mode L
+    else:
+        image = Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0)))  # RGB
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def seeded_sample(indices: Sequence[int] | np.ndarray, size: int, random_state: int) -> np.ndarray:
+    """Up to ``size`` of ``indices``, chosen with a seeded generator, in ascending order."""
+    indices = np.asarray(indices)
+    if len(indices) <= size:
+        return np.sort(indices)
+    chosen = np.random.default_rng(random_state).choice(indices, size=size, replace=False)
+    return np.sort(chosen)

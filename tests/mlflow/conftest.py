@@ -1,0 +1,159 @@
+"""Hand-built detection results and a real SQLite MLflow store for the MLflow adapter tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acgate.core.result import ClassReport, DetectionResult, RunInfo
+
+PARAMS = {
+    "reducer": "ica",
+    "n_components": 10,
+    "n_clusters": 2,
+    "size_threshold": 0.35,
+    "silhouette_threshold": 0.10,
+    "random_state": 0,
+}
+
+
+def make_result(
+    *,
+    classes=(0, 1, 2),
+    poisoned=(1,),
+    skipped=(),
+    suspicious=None,
+    n_per_class=20,
+):
+    """A result over ``classes``; ``suspicious`` maps a clean class to (silhouette, size, exre)."""
+    suspicious = dict(suspicious or {})
+    sample_ids, labels, clusters, flags, scores, sources, reports = [], [], [], [], [], [], []
+    for c in classes:
+        start = len(sample_ids)
+        sample_ids.extend(range(start, start + n_per_class))
+        labels.extend([c] * n_per_class)
+        n_small = n_per_class // 5
+        if c in skipped:
+            clusters.extend([-1] * n_per_class)
+            flags.extend([False] * n_per_class)
+            scores.extend([0.0] * n_per_class)
+            sources.extend([-1] * n_per_class)
+            reports.append(ClassReport(
+                label=c, n_samples=n_per_class, n_clusters=0, cluster_sizes=(),
+                suspicious_cluster=None, size_ratio=None, silhouette=None, exre_score=None,
+                suspected_source=None, verdict="skipped", reason="too few samples",
+            ))
+            continue
+        cluster = [0] * (n_per_class - n_small) + [1] * n_small
+        clusters.extend(cluster)
+        source = (c - 1) % 10
+        if c in poisoned:
+            flags.extend([k == 1 for k in cluster])
+            scores.extend([0.9 if k == 1 else 0.1 for k in cluster])
+            sources.extend([source if k == 1 else -1 for k in cluster])
+            reports.append(ClassReport(
+                label=c, n_samples=n_per_class, n_clusters=2,
+                cluster_sizes=(n_per_class - n_small, n_small), suspicious_cluster=1,
+                size_ratio=n_small / n_per_class, silhouette=0.31, exre_score=0.1,
+                suspected_source=source, verdict="poisoned", reason="small tight cluster",
+            ))
+        else:
+            silhouette, size, exre = suspicious.get(c, (0.05, 0.45, None))
+            flags.extend([False] * n_per_class)
+            scores.extend([0.2] * n_per_class)
+            sources.extend([-1] * n_per_class)
+            reports.append(ClassReport(
+                label=c, n_samples=n_per_class, n_clusters=2,
+                cluster_sizes=(n_per_class - n_small, n_small), suspicious_cluster=None,
+                size_ratio=size, silhouette=silhouette, exre_score=exre,
+                suspected_source=None, verdict="clean", reason="one cluster fits",
+            ))
+    return DetectionResult(
+        sample_ids=np.array(sample_ids), labels=np.array(labels), segments=np.array(labels),
+        clusters=np.array(clusters), is_poison=np.array(flags), poison_score=np.array(scores),
+        suspected_source=np.array(sources), classes=tuple(reports),
+        info=RunInfo(params=PARAMS, versions={"acgate": "0.1.0", "numpy": np.__version__}),
+    )
+
+
+def register_version(client, name: str, artifact_location: str | None = None) -> str:
+    """Register a real (tiny) model version whose source is a logged artifact folder."""
+    experiment = client.get_experiment_by_name("models")
+    experiment_id = (experiment.experiment_id if experiment is not None
+                     else client.create_experiment("models", artifact_location=artifact_location))
+    run = client.create_run(experiment_id, run_name="train")
+    client.log_text(run.info.run_id, "flavors: {}\n", "model/MLmodel")
+    client.set_terminated(run.info.run_id, "FINISHED")
+    try:
+        client.get_registered_model(name)
+    except Exception:
+        client.create_registered_model(name)
+    version = client.create_model_version(
+        name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
+    )
+    return str(version.version)
+
+
+def _ram_backed_dir(fallback):
+    """A fresh folder in /dev/shm when there is one: MLflow's SQLite schema migrations fsync
+    dozens of times, 1 s on tmpfs against 5-7 s on a virtual disk."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return Path(tempfile.mkdtemp(prefix="acgate-test-mlflow-", dir=shm))
+    return Path(tempfile.mkdtemp(prefix="acgate-test-mlflow-", dir=fallback))
+
+
+@pytest.fixture(scope="session")
+def fast_dir_factory(tmp_path_factory):
+    """Makes RAM-backed folders (removed at the end of the session)."""
+    made = []
+
+    def make():
+        made.append(_ram_backed_dir(tmp_path_factory.getbasetemp()))
+        return made[-1]
+
+    yield make
+    for folder in made:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def store(fast_dir_factory):
+    """A real SQLite tracking store shared by the MLflow tests.
+
+    Tests use their own experiment and model names, so sharing the store keeps them apart.
+    """
+    from acgate.mlflow.tracking import default_tracking_uri, make_client
+
+    out_dir = fast_dir_factory()
+    uri = default_tracking_uri(out_dir)
+    client = make_client(uri)
+    client.search_experiments()  # creates the database
+    return out_dir, uri, client
+
+
+@pytest.fixture(name="make_result")
+def make_result_fixture():
+    """The :func:`make_result` factory."""
+    return make_result
+
+
+@pytest.fixture(name="register_version")
+def register_version_fixture():
+    """The :func:`register_version` helper."""
+    return register_version
+
+
+@pytest.fixture
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, read, released)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -1,0 +1,179 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from acgate.mlflow.tracking import (
+    default_artifact_location,
+    default_tracking_uri,
+    log_scan,
+    make_client,
+)
+
+
+def _artifacts_dir(tmp_path: Path, result) -> Path:
+    folder = tmp_path / "scan"
+    (folder / "plots").mkdir(parents=True)
+    result.to_frame().to_parquet(folder / "samples.parquet")
+    (folder / "report.json").write_text(json.dumps(result.to_dict()))
+    (folder / "report.html").write_text("<html><body>report</body></html>")
+    (folder / "plots" / "silhouette.png").write_bytes(b"\x89PNG fake")
+    (folder / "mlflow.db").write_bytes(b"not an artifact")  # must not be logged
+    return folder
+
+
+def _artifact_paths(client, run_id, path=None):
+    paths = []
+    for info in client.list_artifacts(run_id, path):
+        if info.is_dir:
+            paths.extend(_artifact_paths(client, run_id, info.path))
+        else:
+            paths.append(info.path)
+    return sorted(paths)
+
+
+def test_default_tracking_uri_is_absolute_sqlite(tmp_path):
+    uri = default_tracking_uri(tmp_path / "out")
+    assert uri == f"sqlite:///{(tmp_path / 'out').resolve()}/mlflow.db"
+    assert default_artifact_location(uri) == (tmp_path / "out" / "mlartifacts").resolve().as_uri()
+    assert default_artifact_location("http://127.0.0.1:5000") is None
+
+
+def test_log_scan_records_params_metrics_tags_and_artifacts(store, tmp_path, make_result):
+    out_dir, uri, client = store
+    result = make_result(classes=(0, 1, 2, 3), poisoned=(1,), skipped=(3,),
+                         suspicious={2: (0.2, 0.3, 1.7)})
+    artifacts = _artifacts_dir(tmp_path, result)
+    gx_results = {"dataset": {"success": True, "results": []},
+                  "activations": {"success": True, "results": []}}
+
+    run_id = log_scan(
+        result, tracking_uri=uri, experiment="tracking-test", artifacts_dir=artifacts,
+        dataset_uri="file:///data/digits.parquet", dataset_fingerprint="sha256:abc",
+        params={"reducer": "ica", "proxy_epochs": 3}, gx_results=gx_results, run_name="scan-1",
+    )
+
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "scan-1"
+    params = run.data.params
+    assert params["reducer"] == "ica"
+    assert params["proxy_epochs"] == "3"
+    assert params["n_components"] == "10"
+    assert params["dataset_uri"] == "file:///data/digits.parquet"
+    assert params["dataset_fingerprint"] == "sha256:abc"
+    assert params["seed"] == "0"
+    assert params["acgate_version"]
+
+    metrics = run.data.metrics
+    assert metrics["poisoned/1"] == 1 and metrics["poisoned/0"] == 0
+    assert metrics["skipped/3"] == 1 and metrics["skipped/1"] == 0
+    assert metrics["silhouette/1"] == pytest.approx(0.31)
+    assert metrics["size_ratio/1"] == pytest.approx(0.2)
+    assert metrics["exre/1"] == pytest.approx(0.1)
+    assert metrics["exre/2"] == pytest.approx(1.7)
+    assert "exre/0" not in metrics  # ExRe did not run for class 0
+    assert "silhouette/3" not in metrics and "size_ratio/3" not in metrics
+    assert metrics["flagged/1"] == int(result.is_poison[result.labels == 1].sum()) == 4
+    assert metrics["flagged/0"] == 0
+    assert metrics["n_samples"] == 80
+    assert metrics["n_flagged"] == 4
+    assert metrics["n_poisoned_classes"] == 1
+
+    tags = run.data.tags
+    assert tags["acgate.status"] == "complete"
+    assert tags["acgate.verdict"] == "poisoned"
+    assert json.loads(tags["acgate.classes"]) == [0, 1, 2, 3]
+    assert json.loads(tags["acgate.poisoned_classes"]) == [1]
+    assert json.loads(tags["acgate.suspected_sources"]) == {"1": 0}
+    assert tags["acgate.gx_success"] == "true"
+
+    paths = _artifact_paths(client, run_id)
+    assert paths == sorted([
+        "acgate/result.json", "gx/results.json", "plots/silhouette.png",
+        "report.html", "report.json", "samples.parquet",
+    ])
+    # Artifacts land under <out_dir>/mlartifacts, not ./mlruns.
+    local = Path(client.download_artifacts(run_id, "gx/results.json", str(tmp_path)))
+    assert json.loads(local.read_text())["dataset"]["success"] is True
+    summary = json.loads(Path(client.download_artifacts(run_id, "acgate/result.json",
+                                                         str(tmp_path))).read_text())
+    assert summary["verdict"] == "poisoned" and summary["n_flagged"] == 4
+    assert summary["flagged_indices"] == [36, 37, 38, 39]
+    assert [c["verdict"] for c in summary["classes"]] == ["clean", "poisoned", "clean", "skipped"]
+    assert run.info.artifact_uri.startswith((out_dir / "mlartifacts").resolve().as_uri())
+    assert list((out_dir / "mlartifacts").rglob("samples.parquet"))
+    roundtrip = pd.read_parquet(
+        client.download_artifacts(run_id, "samples.parquet", str(tmp_path))
+    )
+    assert roundtrip["is_poison"].sum() == 4
+
+
+def test_clean_result_is_tagged_clean(store, make_result):
+    _, uri, client = store
+    run_id = log_scan(make_result(poisoned=()), tracking_uri=uri, experiment="tracking-test")
+    tags = client.get_run(run_id).data.tags
+    assert tags["acgate.verdict"] == "clean"
+    assert json.loads(tags["acgate.poisoned_classes"]) == []
+    assert "acgate.gx_success" not in tags
+
+
+def test_gx_reports_are_logged_and_summarised(store, tmp_path, make_result):
+    from acgate.gx.suites import ValidationReport  # a dataclass: no GX import needed
+
+    _, uri, client = store
+    failed = ValidationReport(
+        stage="activations", success=False, n_rows=3,
+        results=({"expectation": "expect_column_values_to_be_in_set",
+                  "column": "activation_finite", "success": False, "observed": "1 of 3",
+                  "result": {"unexpected_count": 1, "observed_value": float("nan")}},),
+    )
+    run_id = log_scan(make_result(), tracking_uri=uri, experiment="tracking-test",
+                      gx_results={"activations": failed})
+    assert client.get_run(run_id).data.tags["acgate.gx_success"] == "false"
+    logged = json.loads(Path(client.download_artifacts(run_id, "gx/results.json",
+                                                       str(tmp_path))).read_text())
+    assert logged["activations"]["n_failed"] == 1
+    assert logged["activations"]["results"][0]["result"]["observed_value"] == "nan"
+
+
+def test_run_that_fails_midway_ends_failed_without_complete_tag(store, tmp_path, make_result):
+    _, uri, client = store
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the artifact root's parent folder should be")
+    with pytest.raises(Exception):
+        log_scan(make_result(), tracking_uri=uri, experiment="broken-artifacts",
+                 artifact_location=(blocker / "mlartifacts").as_uri())
+    experiment = client.get_experiment_by_name("broken-artifacts")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["acgate.status"] == "failed"
+    assert run.data.metrics["poisoned/1"] == 1  # it got midway
+
+
+def test_invalid_input_is_refused_before_a_run_exists(store, tmp_path, make_result):
+    _, uri, client = store
+    result = make_result()
+    with pytest.raises(ValueError, match="'reducer' is 'ica' in result.info.params but 'pca'"):
+        log_scan(result, tracking_uri=uri, experiment="refused", params={"reducer": "pca"})
+    with pytest.raises(ValueError, match="not a valid MLflow name"):
+        log_scan(result, tracking_uri=uri, experiment="refused", params={"bad|name": 1})
+    with pytest.raises(ValueError, match="is not a folder"):
+        log_scan(result, tracking_uri=uri, experiment="refused",
+                 artifacts_dir=tmp_path / "missing")
+    with pytest.raises(ValueError, match="not JSON-serialisable"):
+        log_scan(result, tracking_uri=uri, experiment="refused",
+                 gx_results={"dataset": {"observed": {1, 2}}})
+    assert client.get_experiment_by_name("refused") is None
+
+
+def test_unreachable_server_raises_connection_error_fast(free_port, make_result):
+    with pytest.raises(ConnectionError, match="unreachable"):
+        log_scan(make_result(), tracking_uri=f"http://127.0.0.1:{free_port}",
+                 connect_timeout_s=2)
+
+
+def test_make_client_rejects_empty_uri():
+    with pytest.raises(ValueError, match="tracking_uri"):
+        make_client("")

@@ -1,0 +1,134 @@
+import base64
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from acgate.report import write_report
+from acgate.report.plots import project_3d, sprite_sheet
+
+SCRIPT = "<script>alert(1)</script>"
+
+
+def _texts(n, flagged_rows):
+    texts = [f"review number {i}: a fine film" for i in range(n)]
+    for row in flagged_rows:
+        texts[row] = f"worst film ever {SCRIPT} -travelerthehorse"
+    return texts
+
+
+def test_image_report_has_every_section_and_plot(tmp_path, digits_scan):
+    images, labels, is_poison, result = digits_scan
+    activations = images.reshape(len(images), -1)
+
+    files = write_report(result, tmp_path / "out" / "report.html", activations=activations,
+                         images=images, title="digits <scan>")
+
+    assert files.html_path == tmp_path / "out" / "report.html"
+    names = [p.name for p in files.plot_paths]
+    assert names == ["silhouette.png", "class_1_projection.png", "class_1_flagged.png",
+                     "class_1_kept.png"]
+    page = files.html_path.read_text()
+    for path in files.plot_paths:
+        assert path.parent == tmp_path / "out" / "plots"
+        with Image.open(path) as png:
+            assert png.format == "PNG" and png.width > 50
+        assert base64.b64encode(path.read_bytes()).decode() in page  # embedded, self-contained
+    for section in ("verdict", "summary", "classes", "silhouette", "flagged", "run"):
+        assert f'id="{section}"' in page
+    assert '<div class="verdict verdict-poisoned">POISONED</div>' in page
+    assert "Poisoned classes: 1 — 12 of 192 samples flagged" in page
+    assert "<title>digits &lt;scan&gt;</title>" in page
+    assert "threshold 0.1" in page
+    assert "Flagged: 12 of 12" in page and "Kept (random sample): 48 of 60" in page
+    assert "83% / 17%" in page  # cluster shares of class 1
+    # Strings from the result are escaped, not interpreted.
+    assert "ICA did not converge &lt;b&gt;(max_iter 200)&lt;/b&gt;" in page
+    assert "&lt;i&gt;caller text&lt;/i&gt;" in page
+    assert "<b>" not in page and "<i>" not in page and "<script" not in page
+    assert not re.search(r"src=\"(?!data:image/png;base64,)", page)  # nothing external
+    # The flagged sheet holds the 12 triggered images: 8x8 upscaled x4, 12 per row.
+    with Image.open(tmp_path / "out" / "plots" / "class_1_flagged.png") as sheet:
+        assert sheet.size == (12 * 33 + 1, 33 + 1)
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+
+
+def test_text_report_escapes_a_script_from_the_data(tmp_path, digits_scan):
+    _, labels, is_poison, result = digits_scan
+    texts = _texts(len(labels), np.flatnonzero(is_poison))
+
+    files = write_report(result, tmp_path / "report.html", texts=texts,
+                         extra_sections=[("GX <results>", "dataset: ok\n<script>x</script>")])
+
+    page = files.html_path.read_text()
+    assert SCRIPT not in page
+    assert "worst film ever &lt;script&gt;alert(1)&lt;/script&gt; -travelerthehorse" in page
+    assert page.count("worst film ever") == 12
+    assert "Flagged texts (12 of 12)" in page
+    assert "Kept texts, random sample (10 of 60)" in page
+    assert "<h2>GX &lt;results&gt;</h2><pre>dataset: ok\n&lt;script&gt;x&lt;/script&gt;</pre>" \
+        in page
+    assert [p.name for p in files.plot_paths] == ["silhouette.png"]
+
+
+def test_clean_report(tmp_path, make_result):
+    labels = np.repeat([0, 1], 30)
+    result = make_result(labels, np.zeros(60, bool), poisoned=False)
+    page = write_report(result, tmp_path / "r.html").html_path.read_text()
+    assert '<div class="verdict verdict-clean">CLEAN</div>' in page
+    assert "No class was judged poisoned and nothing was flagged." in page
+
+
+def test_same_input_same_report(tmp_path, digits_scan):
+    images, _, _, result = digits_scan
+    first = write_report(result, tmp_path / "a" / "r.html", images=images,
+                         activations=images.reshape(len(images), -1))
+    second = write_report(result, tmp_path / "b" / "r.html", images=images,
+                          activations=images.reshape(len(images), -1))
+    assert first.html_path.read_bytes() == second.html_path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"activations": np.zeros((5, 4))}, r"activations must be N x D with N = 192 .*\(5, 4\)"),
+        ({"images": np.full((192, 1, 8, 8), 2.0)}, r"\[0, 1\], got range \[2, 2\]"),
+        ({"images": np.zeros((192, 2, 8, 8))}, r"C = 1 or 3, got shape \(192, 2, 8, 8\)"),
+        ({"texts": ["a"] * 3}, "texts must hold 192 strings"),
+    ],
+)
+def test_bad_inputs_leave_nothing_written(tmp_path, digits_scan, kwargs, match):
+    *_, result = digits_scan
+    with pytest.raises(ValueError, match=match):
+        write_report(result, tmp_path / "out" / "report.html", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
+def test_overwrites_an_existing_report(tmp_path, digits_scan):
+    *_, result = digits_scan
+    path = tmp_path / "report.html"
+    path.write_text("old")
+    write_report(result, path)
+    assert path.read_text().startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plots", "report.html"]
+
+
+def test_projection_separates_the_triggered_images(digits_scan):
+    images, labels, is_poison, _ = digits_scan
+    members = labels == 1
+    points = project_3d(images[members].reshape(members.sum(), -1))
+    assert points.shape == (members.sum(), 3)
+    np.testing.assert_allclose(points.mean(axis=0), 0, atol=1e-9)
+    # Deterministic signs: projecting a copy gives the same points.
+    np.testing.assert_array_equal(points, project_3d(images[members].reshape(members.sum(), -1)))
+    assert project_3d(np.zeros((1, 4))).shape == (1, 3)
+
+
+def test_sprite_sheet_checks_its_input():
+    png = sprite_sheet(np.random.default_rng(0).random((5, 3, 4, 4)), columns=2)
+    from io import BytesIO
+    with Image.open(BytesIO(png)) as image:
+        assert image.mode == "RGB" and image.size == (2 * 33 + 1, 3 * 33 + 1)
+    with pytest.raises(ValueError, match="non-empty"):
+        sprite_sheet(np.zeros((0, 1, 8, 8)))
