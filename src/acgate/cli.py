@@ -1,0 +1,311 @@
+"""The ``acgate`` command line: parses, configures logging, calls the library, maps exit codes.
+
+Exit codes: 0 clean (or success), 3 poison found (or promotion refused), 2 bad input or usage,
+1 an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_CLEAN = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_POISON = 3
+
+logger = logging.getLogger("acgate")
+
+
+def _add_detector_options(parser: argparse.ArgumentParser) -> None:
+    from acgate.core.analyses import ANALYSES
+    from acgate.core.reducers import REDUCERS
+
+    group = parser.add_argument_group("detector")
+    group.add_argument("--reducer", choices=REDUCERS, default="pca",
+                       help="dimensionality reduction before clustering (default: pca)")
+    group.add_argument("--n-components", type=int, default=10, help="dimensions (default: 10)")
+    group.add_argument("--n-clusters", type=int, default=2, help="k of k-means (default: 2)")
+    group.add_argument("--analysis", choices=("auto", *ANALYSES), default="auto",
+                       help="how a class is judged (default: auto = exre when a retrain is "
+                            "possible, else size-silhouette)")
+    group.add_argument("--size-threshold", type=float, default=0.35,
+                       help="largest share of a class a poison cluster may hold (default: 0.35)")
+    group.add_argument("--silhouette-threshold", type=float, default=0.10,
+                       help="smallest silhouette counted as two clusters (default: 0.10)")
+    group.add_argument("--exre-threshold", type=float, default=1.0,
+                       help="l/p below this is poison (default: 1.0)")
+    group.add_argument("--segment-by", choices=("label", "prediction"), default="label")
+    group.add_argument("--seed", type=int, default=0, help="seed of every random step")
+
+
+def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: sqlite store under ./mlruns)")
+    parser.add_argument("--experiment", default="acgate", help="MLflow experiment name")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not track the run")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    from acgate import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="acgate", description="Find backdoor-poisoned training data (Activation "
+        "Clustering) and gate model promotion on it.")
+    parser.add_argument("--version", action="version", version=f"acgate {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    scan = sub.add_parser("scan", help="train a proxy, extract activations, detect poison")
+    scan.add_argument("dataset", type=Path, help="dataset Parquet file (label + image)")
+    scan.add_argument("--out", type=Path, required=True, help="output folder")
+    scan.add_argument("--model", default=None, help="your model file (TorchScript or "
+                      "state_dict) instead of training a proxy")
+    scan.add_argument("--model-module", default=None,
+                      help="package.module:Class building the model for a state_dict file")
+    scan.add_argument("--layer", default=None,
+                      help="module whose activations to use (default: input of the final Linear)")
+    scan.add_argument("--modality", choices=("image", "text"), default=None)
+    scan.add_argument("--epochs", type=int, default=None,
+                      help="proxy epochs (default: 30 below 10k rows, else 2)")
+    scan.add_argument("--exre-epochs", type=int, default=None)
+    scan.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    scan.add_argument("--progress", action="store_true", help="show progress bars")
+    _add_detector_options(scan)
+    _add_tracking_options(scan)
+
+    det = sub.add_parser("detect", help="run the analysis on an activations Parquet file")
+    det.add_argument("activations", type=Path)
+    det.add_argument("--out", type=Path, required=True)
+    _add_detector_options(det)
+
+    poison = sub.add_parser("poison", help="write a BadNets/blend-poisoned copy of a dataset")
+    poison.add_argument("dataset", help="dataset Parquet file, or 'digits' for the embedded one")
+    poison.add_argument("--out", type=Path, required=True, help="output Parquet file")
+    poison.add_argument("--rate", type=float, default=0.1,
+                        help="poison share of each target class (default: 0.1)")
+    poison.add_argument("--pairs", default=None,
+                        help="source:target pairs, e.g. '7:1,3:8' (default: l -> (l+1) %% n)")
+    poison.add_argument("--trigger", choices=("patch", "blend"), default="patch")
+    poison.add_argument("--alpha", type=float, default=0.2, help="blend strength")
+    poison.add_argument("--seed", type=int, default=0)
+
+    gate = sub.add_parser("gate", help="promote a registered model version if its scan passed")
+    gate.add_argument("--model-name", required=True)
+    gate.add_argument("--model-version", required=True)
+    gate.add_argument("--run-id", required=True)
+    gate.add_argument("--alias", default="champion")
+    gate.add_argument("--tracking-uri", required=True)
+    gate.add_argument("--silhouette-threshold", type=float, default=None)
+    gate.add_argument("--size-threshold", type=float, default=None)
+    gate.add_argument("--allow-skipped", action="store_true")
+
+    demo = sub.add_parser("demo", help="poison the embedded digits, scan, print F1")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"))
+    demo.add_argument("--rate", type=float, default=0.33)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--no-mlflow", action="store_true")
+    demo.add_argument("--tracking-uri", default=None)
+    return parser
+
+
+def _tracking_uri(args: argparse.Namespace) -> str | None:
+    if getattr(args, "no_mlflow", False):
+        return None
+    if args.tracking_uri:
+        return args.tracking_uri
+    from acgate.mlflow import default_tracking_uri
+
+    folder = Path("mlruns")
+    folder.mkdir(exist_ok=True)
+    return default_tracking_uri(folder)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from acgate.scan import ScanConfig
+
+    return ScanConfig(
+        reducer=args.reducer, n_components=args.n_components, n_clusters=args.n_clusters,
+        analysis=args.analysis, size_threshold=args.size_threshold,
+        silhouette_threshold=args.silhouette_threshold, exre_threshold=args.exre_threshold,
+        segment_by=args.segment_by, seed=args.seed,
+        epochs=getattr(args, "epochs", None), exre_epochs=getattr(args, "exre_epochs", None),
+        model_path=getattr(args, "model", None), model_module=getattr(args, "model_module", None),
+        layer=getattr(args, "layer", None), progress=getattr(args, "progress", False),
+    )
+
+
+def format_class_table(result: Any) -> str:
+    """The per-class table printed by ``scan`` and ``detect``."""
+    header = (f"{'class':>5} {'n':>6} {'shares':>13} {'silh.':>6} {'l/p':>6} "
+              f"{'verdict':>9} {'source':>6} {'flagged':>7}")
+    lines = [header, "-" * len(header)]
+    flagged_by_class = {}
+    for report in result.classes:
+        in_class = result.segments == report.label
+        flagged_by_class[report.label] = int(result.is_poison[in_class].sum())
+    for r in result.classes:
+        shares = "/".join(f"{s:.2f}" for s in r.cluster_shares) or "-"
+        silhouette = f"{r.silhouette:.3f}" if r.silhouette is not None else "-"
+        exre = f"{r.exre_score:.2f}" if r.exre_score is not None else "-"
+        source = str(r.suspected_source) if r.suspected_source is not None else "-"
+        lines.append(f"{r.label:>5} {r.n_samples:>6} {shares:>13} {silhouette:>6} {exre:>6} "
+                     f"{r.verdict:>9} {source:>6} {flagged_by_class[r.label]:>7}")
+    lines.append(f"verdict: {result.verdict.upper()} — {int(result.is_poison.sum())} of "
+                 f"{result.n_samples} samples flagged; poisoned classes: "
+                 f"{list(result.poisoned_classes) or 'none'}")
+    return "\n".join(lines)
+
+
+def _exit_for(result: Any) -> int:
+    return EXIT_POISON if result.verdict == "poisoned" else EXIT_CLEAN
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """``acgate scan``."""
+    from acgate.scan import run_scan
+
+    outcome = run_scan(args.dataset, args.out, _config(args), tracking_uri=_tracking_uri(args),
+                       experiment=args.experiment, modality=args.modality,
+                       report=not args.no_report)
+    print(format_class_table(outcome.result))
+    print(f"outputs: {outcome.out_dir}" + (f"  mlflow run: {outcome.run_id}"
+                                            if outcome.run_id else ""))
+    return _exit_for(outcome.result)
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    """``acgate detect``: the analysis alone, on precomputed activations (any width)."""
+    from acgate.io.activations import read_activations
+    from acgate.io.atomic import atomic_directory
+    from acgate.io.results import write_result
+    from acgate.scan import detect_table
+
+    config = _config(args)
+    if config.analysis == "exre":
+        raise ValueError("--analysis exre needs the data and a model to retrain; use "
+                         "`acgate scan`, or another --analysis with `acgate detect`")
+    table = read_activations(args.activations)
+    result = detect_table(table, config)
+    with atomic_directory(args.out) as staging:
+        write_result(result, staging)
+    print(format_class_table(result))
+    return _exit_for(result)
+
+
+def _parse_pairs(text: str | None) -> list[tuple[int, int]] | None:
+    if not text:
+        return None
+    pairs = []
+    for item in text.split(","):
+        try:
+            source, target = (int(v) for v in item.split(":"))
+        except ValueError:
+            raise ValueError(f"--pairs must look like '7:1,3:8'; got {item!r}") from None
+        pairs.append((source, target))
+    return pairs
+
+
+def cmd_poison(args: argparse.Namespace) -> int:
+    """``acgate poison``."""
+    from acgate.io.datasets import read_image_dataset, write_image_dataset
+    from acgate.io.loaders import load_digits_dataset
+    from acgate.io.poison import TriggerSpec, poison_image_dataset
+
+    dataset = (load_digits_dataset() if args.dataset == "digits"
+               else read_image_dataset(args.dataset))
+    trigger = (TriggerSpec(kind="blend", alpha=args.alpha, seed=args.seed)
+               if args.trigger == "blend" else TriggerSpec())
+    poisoned = poison_image_dataset(dataset, rate=args.rate, pairs=_parse_pairs(args.pairs),
+                                    trigger=trigger, seed=args.seed)
+    write_image_dataset(poisoned, args.out)
+    n_poison = int(poisoned.columns["is_poison"].sum())
+    print(f"wrote {args.out}: {len(poisoned)} rows, {n_poison} poisoned")
+    return EXIT_CLEAN
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    """``acgate gate``: fails closed; exit 3 when promotion is refused."""
+    from acgate.mlflow import promote
+
+    decision = promote(tracking_uri=args.tracking_uri, run_id=args.run_id,
+                       model_name=args.model_name, model_version=args.model_version,
+                       alias=args.alias, silhouette_threshold=args.silhouette_threshold,
+                       size_threshold=args.size_threshold, allow_skipped=args.allow_skipped)
+    print(json.dumps(decision.to_dict(), indent=2, default=str))
+    return EXIT_CLEAN if decision.promoted else EXIT_POISON
+
+
+def evaluation_table(result: Any, is_poison: Any) -> tuple[str, dict[str, float]]:
+    """Precision, recall and F1 of the flags against ground truth, overall and per class."""
+    from acgate.core.metrics import flag_metrics
+
+    metrics = flag_metrics(result, is_poison)
+    lines = [f"{'class':>5} {'poison':>6} {'flagged':>7} {'precision':>9} {'recall':>6} "
+             f"{'F1':>5}"]
+    for row in metrics["per_class"]:
+        lines.append(f"{row['label']:>5} {row['n_poison']:>6} {row['n_flagged']:>7} "
+                     f"{row['precision']:>9.3f} {row['recall']:>6.3f} {row['f1']:>5.3f}")
+    total = metrics["overall"]
+    lines.append(f"overall: precision {total['precision']:.3f}, recall {total['recall']:.3f}, "
+                 f"F1 {total['f1']:.3f}")
+    return "\n".join(lines), total
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``acgate demo``: poison the embedded digits, scan them, score the flags."""
+    from acgate.io.datasets import write_image_dataset
+    from acgate.io.loaders import load_digits_dataset
+    from acgate.io.poison import poison_image_dataset
+    from acgate.scan import ScanConfig, run_scan
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    poisoned = poison_image_dataset(load_digits_dataset(), rate=args.rate, seed=args.seed)
+    data_path = args.out / "digits-poisoned.parquet"
+    write_image_dataset(poisoned, data_path)
+    print(f"poisoned digits: {len(poisoned)} rows, {int(poisoned.columns['is_poison'].sum())} "
+          f"poison (BadNets, l -> l+1, {args.rate:.0%} of each class) -> {data_path}")
+    outcome = run_scan(data_path, args.out / "scan", ScanConfig(seed=args.seed),
+                       tracking_uri=_tracking_uri(args))
+    print(format_class_table(outcome.result))
+    table, _ = evaluation_table(outcome.result, poisoned.columns["is_poison"])
+    print("\nagainst the ground truth (never used for detection):")
+    print(table)
+    print(f"\nreport: {outcome.files.get('report.html')}")
+    if outcome.run_id:
+        print(f"mlflow run {outcome.run_id}; browse with: mlflow ui --backend-store-uri "
+              f"{_tracking_uri(args)}")
+    return EXIT_CLEAN
+
+
+COMMANDS = {"scan": cmd_scan, "detect": cmd_detect, "poison": cmd_poison, "gate": cmd_gate,
+            "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``acgate`` console script."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) and EXIT_BAD_INPUT
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError) as error:
+        print(f"acgate {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"acgate {args.command}: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

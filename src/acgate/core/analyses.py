@@ -1,0 +1,288 @@
+"""Analyses that decide whether a class holds a poison cluster: one function each, one registry.
+
+Per-class analyses take a :class:`~acgate.core.clustering.ClassClustering` and return a
+:class:`ClassJudgement`. Exclusionary reclassification (``"exre"``) needs a retrain over all
+classes at once, so :func:`exclusionary_reclassification` works on every class's candidate
+cluster together; :func:`acgate.core.detect.detect` wires it up.
+
+Analyses (see the README's "How it decides"):
+
+* ``size`` — relative size: the smallest cluster is suspicious when its share of the class is at
+  most ``size_threshold`` (ART's ``relative-size``). Alone it flags natural sub-populations.
+* ``silhouette`` — the 2-clustering fits well (silhouette >= ``silhouette_threshold``).
+* ``size-silhouette`` — both at once: the paper's plain recipe.
+* ``distance`` — the suspicious cluster's centroid is nearer another class's centroid than its
+  own class's main cluster (ART's ``distance``); that class is the suspected source.
+* ``exre`` — exclusionary reclassification (the paper's recommended analysis): size candidates
+  are left out of a retrain; a candidate whose samples are then classified mostly as one other
+  class (``l / p < exre_threshold``) is poison and that class is the suspected source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+import numpy as np
+
+from acgate.core.clustering import ClassClustering
+
+AnalysisName = Literal["exre", "size-silhouette", "size", "silhouette", "distance"]
+ANALYSES: tuple[str, ...] = get_args(AnalysisName)
+
+#: ``retrain_and_predict(train_mask, query_positions) -> probabilities (m x n_classes)``:
+#: train a fresh model on the rows where ``train_mask`` is true and return class probabilities
+#: for the rows at ``query_positions``. Supplied by the torch adapter; the core never trains.
+RetrainAndPredict = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The thresholds a class is judged with.
+
+    Attributes:
+        size: Largest share of a class that a poison cluster may hold.
+        silhouette: Smallest silhouette score that counts as "two real clusters".
+        exre: l/p below this means poison under exclusionary reclassification.
+    """
+
+    size: float = 0.35
+    silhouette: float = 0.10
+    exre: float = 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        """The thresholds by name."""
+        return {"size": self.size, "silhouette": self.silhouette, "exre": self.exre}
+
+
+@dataclass(frozen=True)
+class ClassJudgement:
+    """One analysis's decision on one class.
+
+    Attributes:
+        suspicious_cluster: The poison candidate, or ``None``.
+        size_ratio: Share of the class in the suspicious (else smallest) cluster.
+        is_poisoned: The decision.
+        reason: Plain-words explanation.
+        flagged: Per-position flags (aligned with ``clustering.positions``).
+        sample_scores: Per-position poison score in [0, 1].
+        suspected_source: Suspected source class, or ``None``.
+        exre_score: l/p of the suspicious cluster when exclusionary reclassification ran.
+        scores: Named scores for the class report.
+    """
+
+    suspicious_cluster: int | None
+    size_ratio: float | None
+    is_poisoned: bool
+    reason: str
+    flagged: np.ndarray
+    sample_scores: np.ndarray
+    suspected_source: int | None = None
+    exre_score: float | None = None
+    scores: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClassContext:
+    """What a per-class analysis may know about the other classes.
+
+    Attributes:
+        centroids: Mean activation of every analysed class, by label (full feature space).
+        activations: This class's activations (rows aligned with the clustering's positions).
+    """
+
+    centroids: Mapping[int, np.ndarray]
+    activations: np.ndarray
+
+
+def smallest_cluster(clustering: ClassClustering) -> tuple[int, float]:
+    """The smallest cluster and its share of the class."""
+    sizes = np.asarray(clustering.cluster_sizes)
+    smallest = int(np.argmin(sizes))
+    return smallest, float(sizes[smallest] / sizes.sum())
+
+
+def membership_scores(clustering: ClassClustering, suspicious: int) -> np.ndarray:
+    """Per-sample score in [0, 1]: how much nearer the suspicious centroid than the main one.
+
+    ``d_main / (d_main + d_suspicious)`` in the reduced space: 0.5 on the boundary, towards 1
+    inside the suspicious cluster.
+    """
+    reduced = clustering.reduced
+    main = 0 if suspicious != 0 else 1
+    c_main = reduced[clustering.clusters == main].mean(axis=0)
+    c_susp = reduced[clustering.clusters == suspicious].mean(axis=0)
+    d_main = np.linalg.norm(reduced - c_main, axis=1)
+    d_susp = np.linalg.norm(reduced - c_susp, axis=1)
+    total = d_main + d_susp
+    return np.divide(d_main, total, out=np.full(len(total), 0.5), where=total > 0)
+
+
+def _judgement(clustering: ClassClustering, suspicious: int, share: float, poisoned: bool,
+               reason: str, **kwargs: object) -> ClassJudgement:
+    scores = membership_scores(clustering, suspicious)
+    flagged = (clustering.clusters == suspicious) if poisoned else np.zeros(
+        len(clustering.clusters), dtype=bool)
+    return ClassJudgement(
+        suspicious_cluster=suspicious if poisoned else None, size_ratio=share,
+        is_poisoned=poisoned, reason=reason, flagged=flagged, sample_scores=scores,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def analyze_size(clustering: ClassClustering, thresholds: Thresholds,
+                 context: ClassContext) -> ClassJudgement:
+    """Relative size: the smallest cluster holds at most ``thresholds.size`` of the class."""
+    del context
+    suspicious, share = smallest_cluster(clustering)
+    poisoned = share <= thresholds.size
+    reason = (f"smallest cluster holds {share:.1%} of the class "
+              f"({'<=' if poisoned else '>'} size threshold {thresholds.size:.0%})")
+    return _judgement(clustering, suspicious, share, poisoned, reason,
+                      scores={"size_ratio": share})
+
+
+def analyze_silhouette(clustering: ClassClustering, thresholds: Thresholds,
+                       context: ClassContext) -> ClassJudgement:
+    """Silhouette: the clustering fits (score >= threshold); the smaller cluster is flagged."""
+    del context
+    suspicious, share = smallest_cluster(clustering)
+    score = clustering.silhouette if clustering.silhouette is not None else -1.0
+    poisoned = score >= thresholds.silhouette and share < 0.5
+    reason = (f"silhouette {score:.3f} {'>=' if poisoned else '<'} threshold "
+              f"{thresholds.silhouette:.2f}")
+    return _judgement(clustering, suspicious, share, poisoned, reason,
+                      scores={"silhouette": score})
+
+
+def analyze_size_silhouette(clustering: ClassClustering, thresholds: Thresholds,
+                            context: ClassContext) -> ClassJudgement:
+    """The paper's plain recipe: small cluster AND a well-fitting clustering."""
+    del context
+    suspicious, share = smallest_cluster(clustering)
+    score = clustering.silhouette if clustering.silhouette is not None else -1.0
+    small = share <= thresholds.size
+    separated = score >= thresholds.silhouette
+    poisoned = small and separated
+    reason = (f"smallest cluster {share:.1%} ({'<=' if small else '>'} {thresholds.size:.0%}), "
+              f"silhouette {score:.3f} ({'>=' if separated else '<'} "
+              f"{thresholds.silhouette:.2f})")
+    return _judgement(clustering, suspicious, share, poisoned, reason,
+                      scores={"size_ratio": share, "silhouette": score})
+
+
+def analyze_distance(clustering: ClassClustering, thresholds: Thresholds,
+                     context: ClassContext) -> ClassJudgement:
+    """Distance: the small cluster sits nearer another class than its own main cluster."""
+    suspicious, share = smallest_cluster(clustering)
+    x = context.activations
+    main = 0 if suspicious != 0 else 1
+    c_susp = x[clustering.clusters == suspicious].mean(axis=0)
+    c_main = x[clustering.clusters == main].mean(axis=0)
+    own = float(np.linalg.norm(c_susp - c_main))
+    others = {label: float(np.linalg.norm(c_susp - centroid))
+              for label, centroid in context.centroids.items() if label != clustering.label}
+    if not others:
+        return _judgement(clustering, suspicious, share, False,
+                          "no other class to compare distances with",
+                          scores={"distance_ratio": float("nan")})
+    nearest = min(others, key=others.get)
+    ratio = others[nearest] / own if own > 0 else float("inf")
+    poisoned = ratio < 1.0 and share <= thresholds.size
+    reason = (f"small cluster ({share:.1%}) is {ratio:.2f}x as far from class {nearest} as from "
+              f"its own main cluster")
+    return _judgement(clustering, suspicious, share, poisoned, reason,
+                      suspected_source=nearest if poisoned else None,
+                      scores={"distance_ratio": ratio, "size_ratio": share})
+
+
+PerClassAnalysis = Callable[[ClassClustering, Thresholds, ClassContext], ClassJudgement]
+ANALYSIS_REGISTRY: dict[str, PerClassAnalysis | None] = {
+    "exre": None,  # cross-class: see exclusionary_reclassification
+    "size-silhouette": analyze_size_silhouette,
+    "size": analyze_size,
+    "silhouette": analyze_silhouette,
+    "distance": analyze_distance,
+}
+
+
+@dataclass(frozen=True)
+class ExReOutcome:
+    """Exclusionary reclassification of one candidate cluster.
+
+    Attributes:
+        label: The class the cluster belongs to.
+        cluster: The candidate cluster id.
+        n_own: ``l``: samples classified as their own label by the retrained model.
+        n_other: ``p``: samples classified as the most common other class.
+        source: That most common other class (the suspected source), or ``None``.
+        score: ``l / max(p, 1)``; below the threshold means poison.
+        own_probability: Per-sample probability of the own label (aligned with the cluster's
+            positions in the clustering).
+        predicted: Per-sample predicted class.
+    """
+
+    label: int
+    cluster: int
+    n_own: int
+    n_other: int
+    source: int | None
+    score: float
+    own_probability: np.ndarray
+    predicted: np.ndarray
+
+
+def exclusionary_reclassification(
+    candidates: Mapping[int, tuple[ClassClustering, int]],
+    n_samples: int,
+    retrain_and_predict: RetrainAndPredict,
+) -> dict[int, ExReOutcome]:
+    """Retrain once without every candidate cluster, then classify the candidates.
+
+    Leaving out all candidates at once (not one at a time) keeps an undetected poison cluster of
+    one class from teaching the retrained model the trigger that another candidate carries.
+
+    Args:
+        candidates: By label: the class clustering and its candidate cluster id.
+        n_samples: Rows in the full arrays (for the training mask).
+        retrain_and_predict: See :data:`RetrainAndPredict`.
+
+    Returns:
+        By label, the :class:`ExReOutcome` of its candidate.
+
+    Raises:
+        ValueError: When ``retrain_and_predict`` returns probabilities of the wrong shape.
+    """
+    if not candidates:
+        return {}
+    train_mask = np.ones(n_samples, dtype=bool)
+    members: dict[int, np.ndarray] = {}
+    for label, (clustering, cluster) in candidates.items():
+        positions = clustering.positions[clustering.clusters == cluster]
+        members[label] = positions
+        train_mask[positions] = False
+    query = np.concatenate([members[label] for label in candidates])
+    probabilities = np.asarray(retrain_and_predict(train_mask, query), dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[0] != len(query):
+        raise ValueError(
+            f"retrain_and_predict returned shape {probabilities.shape}; expected "
+            f"({len(query)}, n_classes)"
+        )
+    outcomes: dict[int, ExReOutcome] = {}
+    offset = 0
+    for label, (_, cluster) in candidates.items():
+        rows = probabilities[offset:offset + len(members[label])]
+        offset += len(members[label])
+        predicted = rows.argmax(axis=1)
+        own_probability = rows[:, label] if label < rows.shape[1] else np.zeros(len(rows))
+        n_own = int((predicted == label).sum())
+        others = np.bincount(predicted[predicted != label], minlength=rows.shape[1])
+        source = int(others.argmax()) if others.sum() else None
+        n_other = int(others.max()) if others.sum() else 0
+        outcomes[label] = ExReOutcome(
+            label=label, cluster=cluster, n_own=n_own, n_other=n_other, source=source,
+            score=n_own / max(n_other, 1), own_probability=own_probability,
+            predicted=predicted,
+        )
+    return outcomes

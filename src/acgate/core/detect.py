@@ -1,0 +1,461 @@
+"""Activation Clustering: ``detect`` (one honest function) and the sklearn-style estimator.
+
+Pipeline (Chen et al. 2018, with the changes measured in ``bench/RESULTS.md``):
+
+1. segment the activations by label (or by the model's prediction);
+2. per class, reduce (PCA 10 by default) and split with seeded k-means (k = 2);
+3. decide per class with the chosen analysis (exclusionary reclassification when a
+   ``retrain_and_predict`` callable is supplied, else the size + silhouette recipe);
+4. flag samples, name the suspected source class.
+
+:func:`cluster_classes` and :func:`analyze` are the two halves, exposed separately so the
+Kubeflow pipeline can fan the clustering out per class.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import sklearn
+
+from acgate.core import validation
+from acgate.core.analyses import (
+    ANALYSES,
+    ANALYSIS_REGISTRY,
+    AnalysisName,
+    ClassContext,
+    ClassJudgement,
+    RetrainAndPredict,
+    Thresholds,
+    exclusionary_reclassification,
+    membership_scores,
+    smallest_cluster,
+)
+from acgate.core.clustering import MIN_CLASS_SIZE, ClassClustering, cluster_class
+from acgate.core.reducers import REDUCERS, ReducerName
+from acgate.core.result import NO_VALUE, ClassReport, DetectionResult, RunInfo
+
+logger = logging.getLogger(__name__)
+
+SegmentBy = Literal["label", "prediction"]
+SEGMENTS: tuple[str, ...] = ("label", "prediction")
+AnalysisChoice = AnalysisName | Literal["auto"]
+
+
+def _versions() -> dict[str, str]:
+    from acgate import __version__
+
+    return {"acgate": __version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__}
+
+
+def resolve_analysis(analysis: str, retrain_and_predict: RetrainAndPredict | None) -> str:
+    """Resolve ``"auto"`` and check that ``"exre"`` has its retrain callable.
+
+    ``"auto"`` is exclusionary reclassification when a retrain is available (the only analysis
+    that told natural sub-populations from poison in our measurements), else size + silhouette.
+    """
+    validation.check_choice(analysis, (*ANALYSES, "auto"), name="analysis")
+    if analysis == "auto":
+        return "exre" if retrain_and_predict is not None else "size-silhouette"
+    if analysis == "exre" and retrain_and_predict is None:
+        raise ValueError(
+            "analysis='exre' needs retrain_and_predict (a callable that retrains the proxy "
+            "without the candidate clusters); pass one, or choose another analysis from "
+            f"{[a for a in ANALYSES if a != 'exre']}"
+        )
+    return analysis
+
+
+def segment_rows(
+    labels: np.ndarray, sample_ids: np.ndarray, segments: np.ndarray
+) -> dict[int, np.ndarray]:
+    """Row positions of each segment, in canonical (sample-id) order."""
+    order = np.argsort(sample_ids, kind="stable")
+    ordered_segments = segments[order]
+    return {int(s): order[ordered_segments == s] for s in np.unique(segments)}
+
+
+def cluster_classes(
+    activations: np.ndarray,
+    segments: np.ndarray,
+    sample_ids: np.ndarray,
+    *,
+    reducer: ReducerName = "pca",
+    n_components: int = 10,
+    n_clusters: int = 2,
+    random_state: int = 0,
+    min_class_size: int = MIN_CLASS_SIZE,
+) -> list[ClassClustering]:
+    """Cluster every segment (validated arrays in; see :func:`detect`)."""
+    clusterings = []
+    for label, positions in segment_rows(segments, sample_ids, segments).items():
+        clusterings.append(cluster_class(
+            activations[positions], label=label, positions=positions, reducer=reducer,
+            n_components=n_components, n_clusters=n_clusters, random_state=random_state,
+            min_class_size=min_class_size,
+        ))
+    return clusterings
+
+
+def _exre_judgements(
+    clusterings: Sequence[ClassClustering],
+    thresholds: Thresholds,
+    n_samples: int,
+    retrain_and_predict: RetrainAndPredict,
+) -> dict[int, ClassJudgement]:
+    candidates: dict[int, tuple[ClassClustering, int]] = {}
+    shares: dict[int, tuple[int, float]] = {}
+    for clustering in clusterings:
+        if clustering.skipped:
+            continue
+        smallest, share = smallest_cluster(clustering)
+        shares[clustering.label] = (smallest, share)
+        if share <= thresholds.size:
+            candidates[clustering.label] = (clustering, smallest)
+    outcomes = exclusionary_reclassification(candidates, n_samples, retrain_and_predict)
+    judgements: dict[int, ClassJudgement] = {}
+    for clustering in clusterings:
+        if clustering.skipped:
+            continue
+        label = clustering.label
+        smallest, share = shares[label]
+        scores = membership_scores(clustering, smallest)
+        silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
+        outcome = outcomes.get(label)
+        if outcome is None:
+            judgements[label] = ClassJudgement(
+                suspicious_cluster=None, size_ratio=share, is_poisoned=False,
+                reason=(f"no candidate: smallest cluster holds {share:.1%} of the class "
+                        f"(> size threshold {thresholds.size:.0%})"),
+                flagged=np.zeros(len(clustering.positions), dtype=bool),
+                sample_scores=scores,
+                scores={"size_ratio": share, "silhouette": silhouette},
+            )
+            continue
+        members = clustering.clusters == smallest
+        # Inside a candidate, the retrained model's own-label probability is the sample score.
+        scores = scores.copy()
+        scores[members] = 1.0 - outcome.own_probability
+        poisoned = outcome.score < thresholds.exre
+        flagged = np.zeros(len(clustering.positions), dtype=bool)
+        if poisoned:
+            # Per-sample refinement: a member still classified as its own label is kept.
+            flagged[np.flatnonzero(members)[outcome.predicted != label]] = True
+        verdict_words = "poison" if poisoned else "legitimate"
+        reason = (
+            f"cluster of {share:.1%} left out of a retrain: {outcome.n_own} classified as "
+            f"{label}, {outcome.n_other} as class {outcome.source}; l/p = {outcome.score:.2f} "
+            f"({'<' if poisoned else '>='} {thresholds.exre:g}) -> {verdict_words}"
+        )
+        judgements[label] = ClassJudgement(
+            suspicious_cluster=smallest, size_ratio=share, is_poisoned=poisoned,
+            reason=reason, flagged=flagged, sample_scores=scores,
+            suspected_source=outcome.source if poisoned else None,
+            exre_score=outcome.score,
+            scores={"size_ratio": share, "silhouette": silhouette, "exre": outcome.score},
+        )
+        judgements[label] = _with_sample_sources(judgements[label], outcome, members)
+    return judgements
+
+
+def _with_sample_sources(judgement: ClassJudgement, outcome: Any,
+                         members: np.ndarray) -> ClassJudgement:
+    """Attach per-sample suspected sources (the retrained model's prediction) to a judgement."""
+    sources = np.full(len(members), NO_VALUE, dtype=np.int64)
+    sources[np.flatnonzero(members)] = outcome.predicted
+    object.__setattr__(judgement, "_sample_sources", sources)
+    return judgement
+
+
+def analyze(
+    activations: np.ndarray,
+    labels: np.ndarray,
+    clusterings: Sequence[ClassClustering],
+    *,
+    sample_ids: np.ndarray,
+    segments: np.ndarray,
+    analysis: str = "auto",
+    thresholds: Thresholds | None = None,
+    class_thresholds: Mapping[int, Thresholds] | None = None,
+    retrain_and_predict: RetrainAndPredict | None = None,
+    params: Mapping[str, Any] | None = None,
+    timings: Mapping[str, float] | None = None,
+) -> DetectionResult:
+    """Judge every class from its clustering and assemble the :class:`DetectionResult`.
+
+    Args:
+        activations: Validated activations (n_samples x n_features).
+        labels: Validated labels.
+        clusterings: One :class:`ClassClustering` per segment (from :func:`cluster_classes`).
+        sample_ids: Sample id per row.
+        segments: Segment (label or prediction) per row.
+        analysis: An analysis name from :data:`ANALYSES`, or ``"auto"``.
+        thresholds: Global thresholds (default: paper values 0.35 / 0.10 / 1.0).
+        class_thresholds: Per-class thresholds (e.g. calibrated on trusted data) that override
+            the global ones for those classes.
+        retrain_and_predict: Needed by ``"exre"``.
+        params: Parameters to record in the run info.
+        timings: Timings measured before this call (recorded in the run info).
+
+    Returns:
+        The detection result.
+    """
+    start = time.perf_counter()
+    thresholds = thresholds or Thresholds()
+    class_thresholds = dict(class_thresholds or {})
+    analysis = resolve_analysis(analysis, retrain_and_predict)
+    n = len(labels)
+    notes: list[str] = []
+    for clustering in clusterings:
+        notes.extend(f"class {clustering.label}: {w}" for w in clustering.warnings)
+
+    if analysis == "exre":
+        judgements = _exre_judgements(clusterings, thresholds, n, retrain_and_predict)
+    else:
+        function = ANALYSIS_REGISTRY[analysis]
+        centroids = {c.label: activations[c.positions].mean(axis=0) for c in clusterings
+                     if len(c.positions)}
+        judgements = {}
+        for clustering in clusterings:
+            if clustering.skipped:
+                continue
+            context = ClassContext(centroids=centroids,
+                                   activations=activations[clustering.positions])
+            judgements[clustering.label] = function(
+                clustering, class_thresholds.get(clustering.label, thresholds), context)
+
+    clusters = np.full(n, NO_VALUE, dtype=np.int64)
+    is_poison = np.zeros(n, dtype=bool)
+    poison_score = np.zeros(n, dtype=np.float64)
+    suspected_source = np.full(n, NO_VALUE, dtype=np.int64)
+    reports = []
+    for clustering in clusterings:
+        label = clustering.label
+        positions = clustering.positions
+        used = class_thresholds.get(label, thresholds)
+        if clustering.skipped:
+            notes.append(clustering.skipped_reason or f"class {label} skipped")
+            logger.warning("%s", clustering.skipped_reason)
+            reports.append(ClassReport(
+                label=label, n_samples=len(positions), n_clusters=0, cluster_sizes=(),
+                suspicious_cluster=None, size_ratio=None, silhouette=None, exre_score=None,
+                suspected_source=None, verdict="skipped",
+                reason=clustering.skipped_reason or "skipped", thresholds=used.as_dict(),
+            ))
+            continue
+        judgement = judgements[label]
+        clusters[positions] = clustering.clusters
+        is_poison[positions] = judgement.flagged
+        poison_score[positions] = np.clip(judgement.sample_scores, 0.0, 1.0)
+        sample_sources = getattr(judgement, "_sample_sources", None)
+        if judgement.is_poisoned:
+            if sample_sources is not None:
+                suspected_source[positions[judgement.flagged]] = sample_sources[judgement.flagged]
+            elif judgement.suspected_source is not None:
+                suspected_source[positions[judgement.flagged]] = judgement.suspected_source
+        reports.append(ClassReport(
+            label=label, n_samples=len(positions), n_clusters=clustering.n_clusters,
+            cluster_sizes=clustering.cluster_sizes,
+            suspicious_cluster=judgement.suspicious_cluster,
+            size_ratio=judgement.size_ratio, silhouette=clustering.silhouette,
+            exre_score=judgement.exre_score, suspected_source=judgement.suspected_source,
+            verdict="poisoned" if judgement.is_poisoned else "clean", reason=judgement.reason,
+            scores=judgement.scores, thresholds=used.as_dict(),
+        ))
+
+    all_timings = dict(timings or {})
+    all_timings["analyze"] = time.perf_counter() - start
+    recorded = dict(params or {})
+    recorded["analysis"] = analysis
+    recorded.setdefault("size_threshold", thresholds.size)
+    recorded.setdefault("silhouette_threshold", thresholds.silhouette)
+    recorded.setdefault("exre_threshold", thresholds.exre)
+    return DetectionResult(
+        sample_ids=sample_ids, labels=labels, segments=segments, clusters=clusters,
+        is_poison=is_poison, poison_score=poison_score, suspected_source=suspected_source,
+        classes=tuple(reports),
+        info=RunInfo(params=recorded, versions=_versions(), timings=all_timings,
+                     warnings=tuple(notes)),
+    )
+
+
+def detect(
+    activations: Any,
+    labels: Any,
+    *,
+    reducer: ReducerName = "pca",
+    n_components: int = 10,
+    n_clusters: int = 2,
+    analysis: AnalysisChoice = "auto",
+    size_threshold: float = 0.35,
+    silhouette_threshold: float = 0.10,
+    exre_threshold: float = 1.0,
+    segment_by: SegmentBy = "label",
+    predictions: Any = None,
+    sample_ids: Any = None,
+    retrain_and_predict: RetrainAndPredict | None = None,
+    class_thresholds: Mapping[int, Thresholds] | None = None,
+    min_class_size: int = MIN_CLASS_SIZE,
+    random_state: int = 0,
+) -> DetectionResult:
+    """Find poison clusters in last-hidden-layer activations (Activation Clustering).
+
+    Args:
+        activations: Array (n_samples x n_features) of last-hidden-layer activations.
+        labels: Training label per sample (non-negative integers).
+        reducer: ``"pca"`` (default; measured better than whitened ICA), ``"ica"``, ``"none"``.
+        n_components: Dimensions after reduction (paper: 10).
+        n_clusters: k of k-means (paper: 2).
+        analysis: ``"auto"`` (exclusionary reclassification when ``retrain_and_predict`` is
+            given, else ``"size-silhouette"``), or one of ``"exre"``, ``"size-silhouette"``,
+            ``"size"``, ``"silhouette"``, ``"distance"``.
+        size_threshold: Largest share of a class a poison cluster may hold (paper/ART: 0.35).
+        silhouette_threshold: Smallest silhouette that counts as two clusters (paper: .10-.15).
+        exre_threshold: ``l/p`` below this is poison under exclusionary reclassification.
+        segment_by: ``"label"`` (default) or ``"prediction"`` (needs ``predictions``).
+        predictions: The model's prediction per sample (for ``segment_by="prediction"``).
+        sample_ids: Id per sample (default: row number); flags are reported by id.
+        retrain_and_predict: ``(train_mask, query_positions) -> probabilities``; see
+            :data:`acgate.core.analyses.RetrainAndPredict`.
+        class_thresholds: Per-class :class:`Thresholds` overriding the global ones.
+        min_class_size: Smaller classes are skipped with the reason recorded.
+        random_state: Seed for every random step.
+
+    Returns:
+        A :class:`~acgate.core.result.DetectionResult`.
+
+    Raises:
+        ValueError: Bad shapes, NaN/inf, length mismatches, unknown choices, empty input.
+        TypeError: Non-numeric activations, non-integer labels, wrong parameter types.
+    """
+    start = time.perf_counter()
+    x = validation.check_activations(activations)
+    y = validation.check_labels(labels, x.shape[0])
+    ids = validation.check_sample_ids(sample_ids, x.shape[0])
+    validation.check_choice(reducer, REDUCERS, name="reducer")
+    validation.check_choice(segment_by, SEGMENTS, name="segment_by")
+    n_components = validation.check_positive_int(n_components, name="n_components")
+    n_clusters = validation.check_positive_int(n_clusters, name="n_clusters", minimum=2)
+    min_class_size = validation.check_positive_int(min_class_size, name="min_class_size")
+    seed = validation.check_random_state(random_state)
+    thresholds = Thresholds(
+        size=validation.check_fraction(size_threshold, name="size_threshold"),
+        silhouette=validation.check_fraction(silhouette_threshold, name="silhouette_threshold",
+                                             low=-1.0),
+        exre=validation.check_fraction(exre_threshold, name="exre_threshold", high=np.inf),
+    )
+    resolved = resolve_analysis(analysis, retrain_and_predict)
+    if retrain_and_predict is not None and not callable(retrain_and_predict):
+        raise TypeError(f"retrain_and_predict must be callable; got {type(retrain_and_predict)}")
+    if segment_by == "prediction":
+        if predictions is None:
+            raise ValueError("segment_by='prediction' needs predictions (one per sample)")
+        segments = validation.check_labels(predictions, x.shape[0], name="predictions")
+    else:
+        segments = y
+    params = {
+        "reducer": reducer, "n_components": n_components, "n_clusters": n_clusters,
+        "analysis": resolved, "size_threshold": thresholds.size,
+        "silhouette_threshold": thresholds.silhouette, "exre_threshold": thresholds.exre,
+        "segment_by": segment_by, "min_class_size": min_class_size, "random_state": seed,
+    }
+    validated = time.perf_counter()
+    clusterings = cluster_classes(
+        x, segments, ids, reducer=reducer, n_components=n_components, n_clusters=n_clusters,
+        random_state=seed, min_class_size=min_class_size,
+    )
+    clustered = time.perf_counter()
+    return analyze(
+        x, y, clusterings, sample_ids=ids, segments=segments, analysis=resolved,
+        thresholds=thresholds, class_thresholds=class_thresholds,
+        retrain_and_predict=retrain_and_predict, params=params,
+        timings={"validate": validated - start, "cluster": clustered - validated},
+    )
+
+
+class ActivationClustering:
+    """Scikit-learn-style estimator around :func:`detect`.
+
+    ``__init__`` only stores parameters; :meth:`fit` validates and learns. Learned attributes:
+    ``result_`` (the :class:`DetectionResult`), ``labels_`` (cluster per sample), ``is_poison_``,
+    ``poison_score_``, ``suspected_source_``.
+
+    Example:
+        >>> est = ActivationClustering(analysis="size-silhouette").fit(acts, labels)
+        >>> est.result_.flagged_indices
+    """
+
+    def __init__(
+        self,
+        *,
+        reducer: ReducerName = "pca",
+        n_components: int = 10,
+        n_clusters: int = 2,
+        analysis: AnalysisChoice = "auto",
+        size_threshold: float = 0.35,
+        silhouette_threshold: float = 0.10,
+        exre_threshold: float = 1.0,
+        segment_by: SegmentBy = "label",
+        min_class_size: int = MIN_CLASS_SIZE,
+        random_state: int = 0,
+    ) -> None:
+        """Store the parameters (see :func:`detect`)."""
+        self.reducer = reducer
+        self.n_components = n_components
+        self.n_clusters = n_clusters
+        self.analysis = analysis
+        self.size_threshold = size_threshold
+        self.silhouette_threshold = silhouette_threshold
+        self.exre_threshold = exre_threshold
+        self.segment_by = segment_by
+        self.min_class_size = min_class_size
+        self.random_state = random_state
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Parameters of this estimator (scikit-learn convention)."""
+        del deep
+        return {name: getattr(self, name) for name in (
+            "reducer", "n_components", "n_clusters", "analysis", "size_threshold",
+            "silhouette_threshold", "exre_threshold", "segment_by", "min_class_size",
+            "random_state")}
+
+    def set_params(self, **params: Any) -> ActivationClustering:
+        """Set parameters; unknown names are an error (never silently ignored)."""
+        valid = self.get_params()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"unknown parameter {name!r}; valid: {sorted(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def fit(self, X: Any, y: Any, *, predictions: Any = None, sample_ids: Any = None,
+            retrain_and_predict: RetrainAndPredict | None = None) -> ActivationClustering:
+        """Run the detection on activations ``X`` with labels ``y``."""
+        self.result_ = detect(X, y, predictions=predictions, sample_ids=sample_ids,
+                              retrain_and_predict=retrain_and_predict, **self.get_params())
+        self.labels_ = np.asarray(self.result_.clusters)
+        self.is_poison_ = np.asarray(self.result_.is_poison)
+        self.poison_score_ = np.asarray(self.result_.poison_score)
+        self.suspected_source_ = np.asarray(self.result_.suspected_source)
+        return self
+
+    def fit_predict(self, X: Any, y: Any, **kwargs: Any) -> np.ndarray:
+        """Fit, then return the per-sample poison flags."""
+        return self.fit(X, y, **kwargs).is_poison_
+
+    def score_samples(self, X: Any = None) -> np.ndarray:
+        """Negated poison score of the fitted samples: lower is more abnormal (IsolationForest).
+
+        Raises:
+            ValueError: When called before :meth:`fit`, or with a different ``X``.
+        """
+        if not hasattr(self, "result_"):
+            raise ValueError("ActivationClustering is not fitted; call fit(X, y) first")
+        if X is not None and len(X) != self.result_.n_samples:
+            raise ValueError(f"score_samples scores the fitted samples only: X has {len(X)} "
+                             f"rows, the fit had {self.result_.n_samples}")
+        return -np.asarray(self.result_.poison_score)

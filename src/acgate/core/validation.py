@@ -1,0 +1,132 @@
+"""Input validation for the core: one place, messages that quote the offending value.
+
+Every public core function validates through these helpers, so a user gets the same wording
+whichever entry point they used. Errors are ``ValueError`` (bad values, shapes, lengths) or
+``TypeError`` (wrong kinds of values); nothing here asserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+
+def _describe(values: Any, limit: int = 5) -> str:
+    flat = np.asarray(values).ravel()
+    shown = ", ".join(repr(v.item() if hasattr(v, "item") else v) for v in flat[:limit])
+    return f"[{shown}{', ...' if flat.size > limit else ''}]"
+
+
+def check_activations(activations: Any, *, name: str = "activations") -> np.ndarray:
+    """Return ``activations`` as a finite 2-D float array (n_samples x n_features).
+
+    Raises:
+        TypeError: When the values are not numeric.
+        ValueError: When the array is empty, not 2-D, or holds NaN/inf.
+    """
+    try:
+        array = np.asarray(activations)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(f"{name} must be a rectangular 2-D array; got ragged rows ({error})")
+    if array.dtype == object:
+        raise ValueError(f"{name} must be a rectangular 2-D numeric array; got ragged or "
+                         f"object values of shape {array.shape}")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise TypeError(f"{name} must be numeric; got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got shape {array.shape}")
+    if array.shape[0] == 0:
+        raise ValueError(f"{name} is empty: shape {array.shape}")
+    if array.shape[1] == 0:
+        raise ValueError(f"{name} has no features: shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        array = array.astype(np.float64)
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad_rows = np.flatnonzero(~finite.all(axis=1))
+        raise ValueError(
+            f"{name} contains NaN or inf in {bad_rows.size} row(s), first rows "
+            f"{_describe(bad_rows)}"
+        )
+    return array
+
+
+def check_labels(labels: Any, n_samples: int, *, name: str = "labels") -> np.ndarray:
+    """Return ``labels`` as a 1-D int64 array of length ``n_samples`` with values >= 0.
+
+    Float labels are accepted only when every value is integral (e.g. ``3.0``).
+
+    Raises:
+        TypeError: When labels are not integers (strings, fractional floats, objects).
+        ValueError: When the length differs from ``n_samples``, or a label is negative.
+    """
+    array = np.asarray(labels)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {array.shape}")
+    if len(array) != n_samples:
+        raise ValueError(
+            f"{name} has length {len(array)} but activations have {n_samples} rows"
+        )
+    if array.dtype == bool or not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"{name} must be integers; got dtype {array.dtype} "
+                        f"(first values {_describe(array)})")
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        fractional = array != np.round(array)
+        if fractional.any():
+            raise TypeError(f"{name} must be integers; got non-integral values "
+                            f"{_describe(array[fractional])}")
+    array = array.astype(np.int64)
+    negative = array < 0
+    if negative.any():
+        raise ValueError(f"{name} must be >= 0; got negative values {_describe(array[negative])}")
+    return array
+
+
+def check_sample_ids(sample_ids: Any, n_samples: int) -> np.ndarray:
+    """Return unique int64 sample ids (default: ``0..n_samples-1``)."""
+    if sample_ids is None:
+        return np.arange(n_samples, dtype=np.int64)
+    array = check_labels(sample_ids, n_samples, name="sample_ids")
+    if len(np.unique(array)) != len(array):
+        values, counts = np.unique(array, return_counts=True)
+        raise ValueError(f"sample_ids must be unique; duplicated: {_describe(values[counts > 1])}")
+    return array
+
+
+def check_choice(value: Any, allowed: Iterable[str], *, name: str) -> str:
+    """Check that ``value`` is one of ``allowed`` (the registry of a family of choices)."""
+    allowed = tuple(allowed)
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}; got {value!r}")
+    return value
+
+
+def check_fraction(value: Any, *, name: str, low: float = 0.0, high: float = 1.0) -> float:
+    """Check a float threshold in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number; got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}]; got {value!r}")
+    return value
+
+
+def check_positive_int(value: Any, *, name: str, minimum: int = 1) -> int:
+    """Check an integer parameter ``>= minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_random_state(value: Any) -> int:
+    """Check a seed: a non-negative integer (``None`` is refused: every step is seeded)."""
+    if value is None:
+        raise TypeError("random_state must be an integer seed; None is not allowed "
+                        "(acgate seeds every random step)")
+    return check_positive_int(value, name="random_state", minimum=0)

@@ -1,0 +1,353 @@
+"""The scan stages, as library functions: the CLI and the Kubeflow components both call these.
+
+train-proxy -> extract-activations -> cluster -> analyze (-> report, MLflow). Each stage reads
+and writes files through :mod:`acgate.io`; the detection itself is the pure core.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from acgate.core.detect import detect
+from acgate.core.result import DetectionResult
+from acgate.core.validation import check_choice, check_positive_int
+
+logger = logging.getLogger(__name__)
+
+ProxyChoice = Literal["auto", "cnn", "mlp"]
+#: Below this many samples the proxy trains for ``SMALL_DATA_EPOCHS`` epochs, above for
+#: ``LARGE_DATA_EPOCHS`` (digits: 30 epochs reach train accuracy 1.0; MNIST: 2 epochs, 0.985).
+SMALL_DATA_ROWS = 10_000
+SMALL_DATA_EPOCHS = 30
+LARGE_DATA_EPOCHS = 2
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Every setting of a scan (recorded in MLflow and ``report.json``).
+
+    Attributes:
+        proxy: Proxy architecture: ``"auto"`` (CNN for images), ``"cnn"`` or ``"mlp"``.
+        epochs: Proxy training epochs; ``None``: 30 below 10k samples, else 2.
+        exre_epochs: Epochs of the exclusionary-reclassification retrain (``None``: ``epochs``).
+        batch_size: Training batch size.
+        lr: Adam learning rate.
+        hidden: Width of the proxy's last hidden layer.
+        reducer: ``"pca"``, ``"ica"`` or ``"none"``.
+        n_components: Dimensions after reduction.
+        n_clusters: k of k-means.
+        analysis: ``"auto"``, ``"exre"``, ``"size-silhouette"``, ``"size"``, ``"silhouette"``,
+            ``"distance"``.
+        size_threshold: Largest share a poison cluster may hold.
+        silhouette_threshold: Smallest silhouette counted as two clusters.
+        exre_threshold: l/p below this is poison.
+        segment_by: ``"label"`` or ``"prediction"``.
+        seed: Seed of every random step.
+        model_path: The user's model (TorchScript or state_dict) instead of a proxy.
+        model_module: ``"package.module:Class"`` for a state_dict model.
+        layer: Module whose activations to take (default: input of the final Linear).
+        progress: Show progress bars.
+    """
+
+    proxy: ProxyChoice = "auto"
+    epochs: int | None = None
+    exre_epochs: int | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    hidden: int = 128
+    reducer: str = "pca"
+    n_components: int = 10
+    n_clusters: int = 2
+    analysis: str = "auto"
+    size_threshold: float = 0.35
+    silhouette_threshold: float = 0.10
+    exre_threshold: float = 1.0
+    segment_by: str = "label"
+    seed: int = 0
+    model_path: str | None = None
+    model_module: str | None = None
+    layer: str | None = None
+    progress: bool = False
+
+    def __post_init__(self) -> None:  # noqa: D105
+        check_choice(self.proxy, ("auto", "cnn", "mlp"), name="proxy")
+        if self.epochs is not None:
+            check_positive_int(self.epochs, name="epochs")
+        if self.exre_epochs is not None:
+            check_positive_int(self.exre_epochs, name="exre_epochs")
+        check_positive_int(self.batch_size, name="batch_size")
+        check_positive_int(self.hidden, name="hidden")
+
+    def resolved_epochs(self, n_samples: int) -> int:
+        """Epochs for a dataset of ``n_samples``."""
+        if self.epochs is not None:
+            return self.epochs
+        return SMALL_DATA_EPOCHS if n_samples < SMALL_DATA_ROWS else LARGE_DATA_EPOCHS
+
+    def detector_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`acgate.core.detect` this config sets."""
+        return {
+            "reducer": self.reducer, "n_components": self.n_components,
+            "n_clusters": self.n_clusters, "analysis": self.analysis,
+            "size_threshold": self.size_threshold,
+            "silhouette_threshold": self.silhouette_threshold,
+            "exre_threshold": self.exre_threshold, "segment_by": self.segment_by,
+            "random_state": self.seed,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable settings."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ScanOutcome:
+    """What :func:`run_scan` produced.
+
+    Attributes:
+        result: The detection result.
+        out_dir: The output folder.
+        files: Output files by name.
+        run_id: The MLflow run id, or ``None`` when tracking was off.
+        timings: Wall seconds per stage.
+    """
+
+    result: DetectionResult
+    out_dir: Path
+    files: Mapping[str, Path]
+    run_id: str | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def validate_dataset_file(path: str | Path, *, modality: str = "image") -> Any:
+    """Run the dataset expectation suite on the raw file; raises ``ExpectationFailed``."""
+    from acgate.gx import validate_dataset_frame
+    from acgate.io.inspect import validation_frame
+
+    return validate_dataset_frame(validation_frame(path, modality), modality=modality)
+
+
+def _proxy_factory(dataset: Any, config: ScanConfig, n_classes: int) -> Any:
+    from acgate.torch.models import build_proxy
+
+    shape = dataset.images.shape[1:]
+    name = config.proxy if config.proxy != "auto" else "cnn"
+    return lambda: build_proxy(name, shape, n_classes, hidden=config.hidden)
+
+
+def n_classes_of(labels: np.ndarray) -> int:
+    """Number of output classes a proxy needs for these labels."""
+    return int(labels.max()) + 1 if len(labels) else 0
+
+
+def train_proxy(dataset: Any, config: ScanConfig) -> tuple[Any, Any]:
+    """Train the seeded proxy model on the (untrusted) dataset.
+
+    Returns:
+        ``(model, TrainStats)``.
+    """
+    from acgate.torch.train import seeded_model, train_model
+
+    factory = _proxy_factory(dataset, config, n_classes_of(dataset.labels))
+    model = seeded_model(factory, config.seed)
+    stats = train_model(
+        model, dataset.images, dataset.labels, epochs=config.resolved_epochs(len(dataset)),
+        batch_size=config.batch_size, lr=config.lr, seed=config.seed, progress=config.progress,
+    )
+    logger.info("proxy trained: %s", stats)
+    return model, stats
+
+
+def load_user_model(config: ScanConfig) -> Any:
+    """Load the user's model (``weights_only=True`` for state dicts)."""
+    from acgate.torch.byo import load_model
+
+    return load_model(config.model_path, module=config.model_module)
+
+
+def extract_to_parquet(model: Any, dataset: Any, path: str | Path, config: ScanConfig) -> Any:
+    """Stream the last-hidden-layer activations of every sample to an activations Parquet file.
+
+    Returns:
+        The :class:`acgate.io.activations.ActivationTable` read back from the file.
+    """
+    from acgate.io.activations import ActivationWriter, read_activations
+    from acgate.torch.extract import iter_activations
+
+    labels = dataset.labels
+    writer = None
+    start = 0
+    try:
+        for activations, predictions in iter_activations(model, dataset.images,
+                                                         layer=config.layer):
+            if writer is None:
+                writer = ActivationWriter(path, activations.shape[1],
+                                          metadata={"layer": config.layer or "last-hidden"})
+                writer.open()
+            stop = start + len(activations)
+            writer.write_batch(np.arange(start, stop), labels[start:stop], predictions,
+                               activations)
+            start = stop
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is None:
+        raise ValueError("the dataset has no rows; nothing to extract")
+    writer.close()
+    return read_activations(path)
+
+
+def make_retrain(dataset: Any, config: ScanConfig) -> Any:
+    """The ``retrain_and_predict`` callable exclusionary reclassification needs."""
+    from acgate.torch.exre import make_retrain_and_predict
+
+    factory = _proxy_factory(dataset, config, n_classes_of(dataset.labels))
+    epochs = config.exre_epochs or config.resolved_epochs(len(dataset))
+    return make_retrain_and_predict(
+        dataset.images, dataset.labels, model_factory=factory, epochs=epochs,
+        batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+        progress=config.progress,
+    )
+
+
+def detect_table(table: Any, config: ScanConfig, *, retrain_and_predict: Any = None
+                 ) -> DetectionResult:
+    """Run the core detector on an activations table."""
+    return detect(
+        table.activations, table.labels, predictions=table.predictions,
+        sample_ids=table.indices, retrain_and_predict=retrain_and_predict,
+        **config.detector_kwargs(),
+    )
+
+
+def run_scan(
+    dataset_path: str | Path,
+    out_dir: str | Path,
+    config: ScanConfig | None = None,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = "acgate",
+    modality: str | None = None,
+    report: bool = True,
+) -> ScanOutcome:
+    """Scan a dataset: validate, train the proxy, extract, detect, report, track.
+
+    The output folder is written atomically: it holds either the previous complete result or
+    the new complete one, never a mix.
+
+    Args:
+        dataset_path: The dataset Parquet file (``label`` + ``image``).
+        out_dir: Output folder: ``activations.parquet``, ``samples.parquet``,
+            ``classes.parquet``, ``flagged.parquet``, ``report.json``, ``report.html``, plots.
+        config: Scan settings (default :class:`ScanConfig`).
+        tracking_uri: MLflow tracking URI; ``None`` turns tracking off.
+        experiment: MLflow experiment name.
+        modality: ``"image"`` (default when the file has an ``image`` column).
+        report: Write the HTML report.
+
+    Returns:
+        The :class:`ScanOutcome`.
+    """
+    from acgate.gx import (
+        activations_summary_frame,
+        validate_activations_frame,
+        validate_classes_frame,
+    )
+    from acgate.io.atomic import atomic_directory
+    from acgate.io.datasets import dataset_fingerprint, read_dataset
+    from acgate.io.results import write_result
+
+    config = config or ScanConfig()
+    dataset_path = Path(dataset_path)
+    out_dir = Path(out_dir)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = now - clock
+        clock = now
+
+    if modality is None:
+        from acgate.io.schema import open_parquet
+
+        names = set(open_parquet(dataset_path).schema_arrow.names)
+        if "image" in names and "text" in names:
+            raise ValueError(f"{dataset_path} has both an 'image' and a 'text' column; "
+                             "pass --modality image or --modality text")
+        modality = "text" if "text" in names else "image"
+    if modality != "image":
+        raise ValueError(f"{dataset_path}: modality {modality!r} is not supported by scan yet; "
+                         "bring precomputed embeddings to `acgate detect`")
+    gx_dataset = validate_dataset_file(dataset_path, modality=modality)
+    dataset = read_dataset(dataset_path, modality=modality)
+    fingerprint = dataset_fingerprint(dataset)
+    lap("read_validate")
+
+    with atomic_directory(out_dir) as staging:
+        staging = Path(staging)
+        if config.model_path:
+            model = load_user_model(config)
+        else:
+            model, _ = train_proxy(dataset, config)
+        lap("train_proxy")
+        table = extract_to_parquet(model, dataset, staging / "activations.parquet", config)
+        gx_activations = validate_activations_frame(
+            activations_summary_frame(table.indices, table.labels, table.activations),
+            n_dataset_rows=len(dataset))
+        lap("extract")
+        retrain = None
+        if config.analysis in ("auto", "exre"):
+            retrain = make_retrain(dataset, config)
+        result = detect_table(table, config, retrain_and_predict=retrain)
+        timings.update({f"detect_{k}": v for k, v in result.info.timings.items()})
+        lap("detect")
+        gx_classes = validate_classes_frame(result.classes_frame())
+        files = dict(write_result(result, staging))
+        scan_info = {"dataset": str(dataset_path), "fingerprint": fingerprint,
+                     "config": config.to_dict(), "timings": timings}
+        (staging / "scan.json").write_text(json.dumps(scan_info, indent=2, default=str))
+        if report:
+            from acgate.report import write_report
+
+            report_files = write_report(result, staging / "report.html",
+                                        activations=table.activations, images=dataset.images,
+                                        title=f"acgate scan of {dataset_path.name}")
+            files["report.html"] = Path(report_files.html_path)
+        lap("report")
+    files = {name: out_dir / Path(path).name for name, path in files.items()}
+    files["activations.parquet"] = out_dir / "activations.parquet"
+
+    run_id = None
+    if tracking_uri is not None:
+        from acgate.mlflow import log_scan
+
+        gx_results = {"dataset": gx_dataset.to_dict(), "activations": gx_activations.to_dict(),
+                      "classes": gx_classes.to_dict()}
+        run_id = log_scan(
+            result, tracking_uri=tracking_uri, experiment=experiment, artifacts_dir=out_dir,
+            dataset_uri=str(dataset_path), dataset_fingerprint=fingerprint,
+            params={f"scan.{k}": v for k, v in config.to_dict().items()},
+            gx_results=gx_results,
+        )
+        lap("mlflow")
+    return ScanOutcome(result=result, out_dir=out_dir, files=files, run_id=run_id,
+                       timings=timings)
+
+
+def with_overrides(config: ScanConfig, **overrides: Any) -> ScanConfig:
+    """A copy of ``config`` with the non-``None`` overrides applied."""
+    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
