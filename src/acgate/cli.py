@@ -34,8 +34,9 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--analysis", choices=("auto", *ANALYSES), default="auto",
                        help="how a class is judged (default: auto = exre when a retrain is "
                             "possible, else size-silhouette)")
-    group.add_argument("--size-threshold", type=float, default=0.35,
-                       help="largest share of a class a poison cluster may hold (default: 0.35)")
+    group.add_argument("--size-threshold", type=float, default=None,
+                       help="largest share of a class a poison cluster may hold (default: 0.45 "
+                            "with exre, else 0.35)")
     group.add_argument("--silhouette-threshold", type=float, default=0.10,
                        help="smallest silhouette counted as two clusters (default: 0.10)")
     group.add_argument("--exre-threshold", type=float, default=1.0,

@@ -46,7 +46,8 @@ class ScanConfig:
         n_clusters: k of k-means.
         analysis: ``"auto"``, ``"exre"``, ``"size-silhouette"``, ``"size"``, ``"silhouette"``,
             ``"distance"``.
-        size_threshold: Largest share a poison cluster may hold.
+        size_threshold: Largest share a poison cluster may hold (``None``: 0.45 under
+            exclusionary reclassification, else 0.35).
         silhouette_threshold: Smallest silhouette counted as two clusters.
         exre_threshold: l/p below this is poison.
         segment_by: ``"label"`` or ``"prediction"``.
@@ -67,7 +68,7 @@ class ScanConfig:
     n_components: int = 10
     n_clusters: int = 2
     analysis: str = "auto"
-    size_threshold: float = 0.35
+    size_threshold: float | None = None
     silhouette_threshold: float = 0.10
     exre_threshold: float = 1.0
     segment_by: str = "label"

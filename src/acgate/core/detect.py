@@ -44,6 +44,10 @@ logger = logging.getLogger(__name__)
 SegmentBy = Literal["label", "prediction"]
 SEGMENTS: tuple[str, ...] = ("label", "prediction")
 AnalysisChoice = AnalysisName | Literal["auto"]
+#: Default size cut of the per-class analyses (ART's relative-size default; the paper's 35%).
+SIZE_THRESHOLD = 0.35
+#: Default candidate cut under exclusionary reclassification (measured: bench/RESULTS.md).
+EXRE_SIZE_THRESHOLD = 0.45
 
 
 def _versions() -> dict[str, str]:
@@ -291,7 +295,7 @@ def detect(
     n_components: int = 10,
     n_clusters: int = 2,
     analysis: AnalysisChoice = "auto",
-    size_threshold: float = 0.35,
+    size_threshold: float | None = None,
     silhouette_threshold: float = 0.10,
     exre_threshold: float = 1.0,
     segment_by: SegmentBy = "label",
@@ -313,7 +317,10 @@ def detect(
         analysis: ``"auto"`` (exclusionary reclassification when ``retrain_and_predict`` is
             given, else ``"size-silhouette"``), or one of ``"exre"``, ``"size-silhouette"``,
             ``"size"``, ``"silhouette"``, ``"distance"``.
-        size_threshold: Largest share of a class a poison cluster may hold (paper/ART: 0.35).
+        size_threshold: Largest share of a class a poison cluster may hold. ``None``: 0.45 for
+            ``"exre"`` (a candidate cut: the retrain is the arbiter, and 33% poison plus a few
+            clean neighbours form clusters of ~0.39), else 0.35 (ART's cut); see
+            ``bench/RESULTS.md``.
         silhouette_threshold: Smallest silhouette that counts as two clusters (paper: .10-.15).
         exre_threshold: ``l/p`` below this is poison under exclusionary reclassification.
         segment_by: ``"label"`` (default) or ``"prediction"`` (needs ``predictions``).
@@ -342,13 +349,15 @@ def detect(
     n_clusters = validation.check_positive_int(n_clusters, name="n_clusters", minimum=2)
     min_class_size = validation.check_positive_int(min_class_size, name="min_class_size")
     seed = validation.check_random_state(random_state)
+    resolved = resolve_analysis(analysis, retrain_and_predict)
+    if size_threshold is None:
+        size_threshold = EXRE_SIZE_THRESHOLD if resolved == "exre" else SIZE_THRESHOLD
     thresholds = Thresholds(
         size=validation.check_fraction(size_threshold, name="size_threshold"),
         silhouette=validation.check_fraction(silhouette_threshold, name="silhouette_threshold",
                                              low=-1.0),
         exre=validation.check_fraction(exre_threshold, name="exre_threshold", high=np.inf),
     )
-    resolved = resolve_analysis(analysis, retrain_and_predict)
     if retrain_and_predict is not None and not callable(retrain_and_predict):
         raise TypeError(f"retrain_and_predict must be callable; got {type(retrain_and_predict)}")
     if segment_by == "prediction":
@@ -396,7 +405,7 @@ class ActivationClustering:
         n_components: int = 10,
         n_clusters: int = 2,
         analysis: AnalysisChoice = "auto",
-        size_threshold: float = 0.35,
+        size_threshold: float | None = None,
         silhouette_threshold: float = 0.10,
         exre_threshold: float = 1.0,
         segment_by: SegmentBy = "label",

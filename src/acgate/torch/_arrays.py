@@ -1,0 +1,106 @@
+"""Shared input checks and numpy -> torch conversion for the torch adapter (private)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def is_linear(module: nn.Module) -> bool:
+    """Whether ``module`` is an ``nn.Linear`` (eager, or a TorchScript-compiled one)."""
+    return isinstance(module, nn.Linear) or (
+        isinstance(module, torch.jit.ScriptModule)
+        and getattr(module, "original_name", None) == "Linear"
+    )
+
+
+def output_width(model: nn.Module) -> int | None:
+    """``out_features`` of the last ``nn.Linear`` in ``named_modules()`` order, if any."""
+    width = None
+    for _, module in model.named_modules():
+        if is_linear(module):
+            width = getattr(module, "out_features", None)
+    return int(width) if width is not None else None
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (CPU for a model without parameters)."""
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+def as_input_tensor(inputs: Any, name: str = "inputs") -> torch.Tensor:
+    """Convert model inputs to a CPU tensor: floats -> float32, integers (token ids) -> int64.
+
+    Raises:
+        TypeError: ``inputs`` is not a numpy array of numbers.
+        ValueError: No samples, no sample dimension, or non-finite values.
+    """
+    if not isinstance(inputs, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(inputs).__name__}")
+    if inputs.ndim < 1:
+        raise ValueError(f"{name} must have a sample dimension, got shape {inputs.shape}")
+    if inputs.shape[0] == 0:
+        raise ValueError(f"{name} holds no samples (shape {inputs.shape})")
+    if np.issubdtype(inputs.dtype, np.floating):
+        if not np.isfinite(inputs).all():
+            bad = int(np.flatnonzero(~np.isfinite(inputs.reshape(len(inputs), -1)).all(1))[0])
+            raise ValueError(f"{name} holds NaN or infinite values (first at sample {bad})")
+        array = np.ascontiguousarray(inputs, dtype=np.float32)
+    elif np.issubdtype(inputs.dtype, np.integer) and inputs.dtype != np.bool_:
+        array = np.ascontiguousarray(inputs, dtype=np.int64)
+    else:
+        raise TypeError(f"{name} must hold floats or integer token ids, got dtype {inputs.dtype}")
+    return torch.from_numpy(array)
+
+
+def as_label_tensor(labels: Any, n_samples: int, n_classes: int | None) -> torch.Tensor:
+    """Check and convert class labels to an int64 tensor of length ``n_samples``.
+
+    Raises:
+        TypeError: ``labels`` is not an integer numpy array.
+        ValueError: Wrong shape, or a label outside ``[0, n_classes)``.
+    """
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_:
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.shape != (n_samples,):
+        raise ValueError(
+            f"labels must have shape ({n_samples},) to match inputs, got {labels.shape}"
+        )
+    if n_samples and labels.min() < 0:
+        raise ValueError(f"labels must be >= 0, got {int(labels.min())}")
+    if n_samples and n_classes is not None and labels.max() >= n_classes:
+        raise ValueError(
+            f"label {int(labels.max())} is out of range for a model with {n_classes} outputs"
+        )
+    return torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))
+
+
+def as_weight_tensor(sample_weight: Any, n_samples: int) -> torch.Tensor:
+    """Check and convert per-sample loss weights (finite, >= 0, not all zero) to float32.
+
+    Raises:
+        ValueError: Wrong shape, negative, non-finite or all-zero weights.
+    """
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight must have shape ({n_samples},) to match inputs, got {weights.shape}"
+        )
+    if not np.isfinite(weights).all() or (weights < 0).any():
+        raise ValueError("sample_weight must be finite and >= 0")
+    if not (weights > 0).any():
+        raise ValueError("sample_weight is zero for every sample")
+    return torch.from_numpy(weights.astype(np.float32))
+
+
+def positive_int(value: Any, name: str) -> int:
+    """Return ``value`` if it is an int >= 1, else raise ``ValueError`` quoting it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)

@@ -1,0 +1,124 @@
+"""The retrain-and-predict callable that exclusionary reclassification needs.
+
+Exclusionary reclassification (Chen et al. 2018, §"Exclusionary Reclassification") retrains a
+model without a suspicious cluster and classifies the cluster's samples with it: if they are
+still classified as their label the cluster is legitimate, otherwise poison (and the most
+common other class is the suspected source). The core is torch-free; it only calls the callable
+built here with a boolean training mask and the positions to classify.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import numpy as np
+from torch import nn
+
+from acgate.torch._arrays import as_input_tensor, as_label_tensor, positive_int
+from acgate.torch.train import predict_proba, seeded_model, train_model
+
+logger = logging.getLogger(__name__)
+
+RetrainAndPredict = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def make_retrain_and_predict(
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    model_factory: Callable[[], nn.Module],
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+    progress: bool = False,
+) -> RetrainAndPredict:
+    """Build ``retrain_and_predict(train_mask, query_positions) -> probabilities``.
+
+    Each call builds a fresh model with ``seeded_model(model_factory, seed)``, trains it with
+    :func:`acgate.torch.train.train_model` on ``inputs[train_mask]`` / ``labels[train_mask]``
+    (same ``seed``, so a call is deterministic), and returns its class probabilities for
+    ``inputs[query_positions]``. The last trained model is reused when the next call has the same
+    ``train_mask``.
+
+    Args:
+        inputs: All training inputs ``N x ...`` (float images/features or int64 token ids).
+        labels: All training labels, int ``N``.
+        model_factory: Builds an untrained model returning ``N x n_classes`` logits.
+        epochs: Training epochs per retrain.
+        batch_size: Samples per step. Default 64.
+        lr: Adam learning rate. Default 1e-3.
+        seed: Seed for initial weights, shuffling and dropout. Default 0.
+        weight_decay: Adam weight decay. Default 0.
+        progress: Show a tqdm bar on stderr while retraining.
+
+    Returns:
+        The callable. It takes ``train_mask`` (bool ``N``: samples to train on) and
+        ``query_positions`` (int ``M``: positions into ``inputs``) and returns float32
+        probabilities ``M x n_classes``.
+
+    Raises:
+        ValueError / TypeError: Bad ``inputs``/``labels`` here; a bad mask or positions at call
+            time (the message quotes the shape or value).
+    """
+    n_samples = len(as_input_tensor(inputs))
+    as_label_tensor(labels, n_samples, None)
+    epochs = positive_int(epochs, "epochs")
+    batch_size = positive_int(batch_size, "batch_size")
+    if not callable(model_factory):
+        raise TypeError(f"model_factory must be callable, got {type(model_factory).__name__}")
+    cache: dict[bytes, nn.Module] = {}
+
+    def retrain_and_predict(train_mask: np.ndarray, query_positions: np.ndarray) -> np.ndarray:
+        mask = np.asarray(train_mask)
+        if mask.dtype != np.bool_ or mask.shape != (n_samples,):
+            raise ValueError(
+                f"train_mask must be a bool array of shape ({n_samples},), "
+                f"got {mask.dtype} {mask.shape}"
+            )
+        if not mask.any():
+            raise ValueError("train_mask selects no samples to train on")
+        positions = np.asarray(query_positions)
+        if positions.ndim != 1 or not (
+            np.issubdtype(positions.dtype, np.integer) or positions.size == 0
+        ):
+            raise ValueError(
+                f"query_positions must be a 1-D int array, got {positions.dtype} {positions.shape}"
+            )
+        positions = positions.astype(np.int64)
+        if positions.size and (positions.min() < 0 or positions.max() >= n_samples):
+            bad = positions[(positions < 0) | (positions >= n_samples)][0]
+            raise ValueError(f"query position {int(bad)} is outside [0, {n_samples})")
+        key = np.packbits(mask).tobytes()
+        model = cache.get(key)
+        if model is None:
+            started = time.perf_counter()
+            model = seeded_model(model_factory, seed)
+            train_model(
+                model,
+                inputs[mask],
+                labels[mask],
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                weight_decay=weight_decay,
+                seed=seed,
+                progress=progress,
+            )
+            cache.clear()
+            cache[key] = model
+            logger.info(
+                "exclusionary reclassification: retrained on %d of %d samples in %.1f s",
+                int(mask.sum()),
+                n_samples,
+                time.perf_counter() - started,
+            )
+        if positions.size == 0:
+            n_classes = predict_proba(model, inputs[:1]).shape[1]
+            return np.zeros((0, n_classes), dtype=np.float32)
+        return predict_proba(model, inputs[positions])
+
+    return retrain_and_predict
