@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         "Clustering) and gate model promotion on it.")
     parser.add_argument("--version", action="version", version=f"acgate {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("--torch-threads", type=int, default=1,
+                        help="torch CPU threads (default 1: with 2, training slowed 10-40x "
+                             "whenever the cores were shared)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     scan = sub.add_parser("scan", help="train a proxy, extract activations, detect poison")
@@ -96,6 +99,28 @@ def build_parser() -> argparse.ArgumentParser:
     poison.add_argument("--trigger", choices=("patch", "blend"), default="patch")
     poison.add_argument("--alpha", type=float, default=0.2, help="blend strength")
     poison.add_argument("--seed", type=int, default=0)
+
+    repair = sub.add_parser("repair", help="relabel-and-fine-tune or remove-and-retrain "
+                            "from a scan result")
+    repair.add_argument("dataset", type=Path, help="the scanned dataset Parquet file")
+    repair.add_argument("--samples", type=Path, required=True,
+                        help="the scan's samples.parquet")
+    repair.add_argument("--out", type=Path, required=True,
+                        help="output folder: cleaned.parquet, model.pt, repair.json")
+    repair.add_argument("--model", type=Path, default=None,
+                        help="the proxy's state_dict (default: train a fresh proxy)")
+    repair.add_argument("--strategy", choices=("relabel", "remove"), default="relabel")
+    repair.add_argument("--epochs", type=int, default=None,
+                        help="fixed epochs (default: relabel until the loss settles; "
+                        "remove: the scan's default)")
+    repair.add_argument("--max-epochs", type=int, default=50)
+    repair.add_argument("--replay-fraction", type=float, default=1.0,
+                        help="share of kept rows replayed while fine-tuning (default 1.0)")
+    repair.add_argument("--test-dataset", type=Path, default=None,
+                        help="clean test set: clean accuracy and attack success before/after")
+    repair.add_argument("--fingerprint", default=None,
+                        help="dataset fingerprint the scan was made on (checked)")
+    repair.add_argument("--seed", type=int, default=0)
 
     gate = sub.add_parser("gate", help="promote a registered model version if its scan passed")
     gate.add_argument("--model-name", required=True)
@@ -231,6 +256,27 @@ def cmd_poison(args: argparse.Namespace) -> int:
     return EXIT_CLEAN
 
 
+def cmd_repair(args: argparse.Namespace) -> int:
+    """``acgate repair``."""
+    from acgate.repair import run_repair
+
+    outcome = run_repair(args.dataset, args.samples, args.model, args.out,
+                         strategy=args.strategy, seed=args.seed, epochs=args.epochs,
+                         max_epochs=args.max_epochs, replay_fraction=args.replay_fraction,
+                         test_dataset_path=args.test_dataset, fingerprint=args.fingerprint)
+    report = outcome.report
+    print(f"{report['strategy']}: {report['n_relabelled']} relabelled, {report['n_removed']} "
+          f"removed, {report['epochs']} epochs, {report['seconds']:.1f} s")
+    backdoor = report["backdoor"]
+    if backdoor["measured"]:
+        for when in ("before", "after"):
+            m = backdoor[when]
+            print(f"{when:>6}: clean accuracy {m['clean_accuracy']:.3f}, attack success "
+                  f"{m['attack_success_rate']:.3f}")
+    print(f"outputs: {args.out}")
+    return EXIT_CLEAN
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     """``acgate gate``: fails closed; exit 3 when promotion is refused."""
     from acgate.mlflow import promote
@@ -286,7 +332,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"scan": cmd_scan, "detect": cmd_detect, "poison": cmd_poison, "gate": cmd_gate,
-            "demo": cmd_demo}
+            "demo": cmd_demo, "repair": cmd_repair}
+#: Commands that train or run torch models.
+TORCH_COMMANDS = ("scan", "repair", "demo")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -299,6 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
+        if args.command in TORCH_COMMANDS:
+            import torch
+
+            torch.set_num_threads(max(1, args.torch_threads))
         return COMMANDS[args.command](args)
     except (ValueError, TypeError, FileNotFoundError, IsADirectoryError) as error:
         print(f"acgate {args.command}: error: {error}", file=sys.stderr)

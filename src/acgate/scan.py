@@ -303,7 +303,11 @@ def run_scan(
         if config.model_path:
             model = load_user_model(config)
         else:
+            from acgate.torch.byo import save_state_dict
+
             model, _ = train_proxy(dataset, config)
+            # Saved so that `acgate repair` can fine-tune the very proxy that was scanned.
+            save_state_dict(model, staging / "model.pt")
         lap("train_proxy")
         table = extract_to_parquet(model, dataset, staging / "activations.parquet", config)
         gx_activations = validate_activations_frame(
@@ -331,6 +335,8 @@ def run_scan(
         lap("report")
     files = {name: out_dir / Path(path).name for name, path in files.items()}
     files["activations.parquet"] = out_dir / "activations.parquet"
+    if (out_dir / "model.pt").exists():
+        files["model.pt"] = out_dir / "model.pt"
 
     run_id = None
     if tracking_uri is not None:
