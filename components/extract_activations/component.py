@@ -1,0 +1,37 @@
+"""KFP component ``extract_activations``: the proxy's last hidden layer, one row per sample."""
+
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Model, Output
+
+from components._image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def extract_activations(
+    dataset: Input[Dataset],
+    model: Input[Model],
+    activations: Output[Dataset],
+    segment_by: str = "label",
+) -> List[int]:
+    """Write the activations Parquet file and return the classes to cluster.
+
+    Args:
+        dataset: The validated dataset (from ``train_proxy``).
+        model: The proxy model folder (from ``train_proxy``).
+        activations: Activations Parquet file (schema ``activations/1``).
+        segment_by: ``"label"`` or ``"prediction"``: what the returned classes are.
+
+    Returns:
+        The classes present, ascending: the pipeline runs one ``cluster`` task per class.
+    """
+    import logging
+
+    from acgate.stages import extract_stage, pipeline_config
+
+    logging.basicConfig(level=logging.INFO)
+    config = pipeline_config(segment_by=segment_by)
+    classes = extract_stage(dataset.path, model.path, activations.path, config)
+    activations.metadata["classes"] = classes
+    return classes

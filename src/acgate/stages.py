@@ -1,0 +1,531 @@
+"""Glue for the Kubeflow components: one function per pipeline stage, files in, files out.
+
+The components in ``components/<stage>/component.py`` stay thin: they turn their KFP artifacts
+into paths, call one function of this module and write what it returns. Everything here is the
+library (:mod:`acgate.scan`, :mod:`acgate.core`, :mod:`acgate.io`), cut at the pipeline's
+artifact boundaries:
+
+``train_proxy`` (stage the dataset, validate it, train the seeded proxy) ->
+``extract_activations`` (last hidden layer to Parquet; the classes to fan out over) ->
+``cluster`` (one class, :func:`acgate.core.cluster_class`) -> ``analyze`` (all clusterings,
+:func:`acgate.core.analyze` with exclusionary reclassification, result files, HTML, MLflow).
+
+The per-class fan-out gives the same result as :func:`acgate.core.detect`: each class's rows are
+taken with :func:`acgate.core.detect.segment_rows` (canonical sample-id order), its reduced
+activations are stored at full precision, and :func:`analyze_clusterings` resolves the
+thresholds exactly as ``detect`` does.
+
+Every reader error names the pipeline artifact it came from (see :func:`reading`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from acgate.core.result import DetectionResult
+from acgate.scan import ScanConfig
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+#: File kind of a per-class clustering (Parquet ``acgate.stage`` metadata entry).
+CLUSTERING_KIND = "clustering/1"
+#: Name of the weights file inside a proxy model artifact folder.
+MODEL_WEIGHTS_FILE = "state_dict.pt"
+#: Name of the model description inside a proxy model artifact folder.
+MODEL_SPEC_FILE = "model.json"
+_CLUSTERING_META = "acgate.clustering"
+_CLUSTERING_COLUMNS = ("position", "cluster")
+
+
+class StageInputError(ValueError):
+    """An input artifact of a stage is missing or malformed (names the artifact)."""
+
+
+@contextlib.contextmanager
+def reading(artifact: str, path: PathLike) -> Iterator[None]:
+    """Re-raise reader errors with the name of the pipeline artifact prepended.
+
+    Args:
+        artifact: The artifact's name in the pipeline (e.g. ``"activations"``).
+        path: Its local path.
+
+    Raises:
+        StageInputError: For a missing file or a ``ValueError``/``TypeError`` of the reader;
+            the message reads ``input artifact 'activations' (<path>): <reader message>``.
+    """
+    try:
+        yield
+    except StageInputError:
+        raise
+    except FileNotFoundError as error:
+        raise StageInputError(
+            f"input artifact {artifact!r} ({path}) does not exist: {error}") from error
+    except (ValueError, TypeError, KeyError) as error:
+        raise StageInputError(f"input artifact {artifact!r} ({path}): {error}") from error
+
+
+def pipeline_config(
+    *,
+    seed: int = 0,
+    epochs: int | None = None,
+    analysis: str = "auto",
+    size_threshold: float | None = None,
+    silhouette_threshold: float = 0.10,
+    reducer: str = "pca",
+    n_components: int = 10,
+    n_clusters: int = 2,
+    segment_by: str = "label",
+) -> ScanConfig:
+    """The :class:`ScanConfig` of a pipeline run, from the pipeline's inputs.
+
+    Every stage builds its config with this function from the same pipeline inputs, so the
+    proxy, the extraction and the exclusionary-reclassification retrain agree.
+    """
+    return ScanConfig(seed=seed, epochs=epochs, analysis=analysis,
+                      size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
+                      reducer=reducer, n_components=n_components, n_clusters=n_clusters,
+                      segment_by=segment_by)
+
+
+# ----------------------------------------------------------------------------- train_proxy
+
+
+def stage_dataset(dataset_uri: str, destination: PathLike) -> Path:
+    """Copy the dataset at ``dataset_uri`` to ``destination`` and validate it.
+
+    Args:
+        dataset_uri: A local path, ``file://`` URI or any URI :mod:`pyarrow.fs` opens
+            (``s3://``, ``gs://``, ``hdfs://``) of a dataset Parquet file.
+        destination: Local file to write (atomically).
+
+    Returns:
+        ``destination``.
+
+    Raises:
+        StageInputError: The dataset is missing, not Parquet, or fails the dataset suite.
+    """
+    from acgate.io.atomic import atomic_write_path
+    from acgate.scan import validate_dataset_file
+
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with reading("dataset_uri", dataset_uri):
+        if "://" in dataset_uri and not dataset_uri.startswith("file://"):
+            import pyarrow.fs as pafs
+
+            filesystem, remote = pafs.FileSystem.from_uri(dataset_uri)
+            with atomic_write_path(destination) as temp:
+                pafs.copy_files(remote, str(temp), source_filesystem=filesystem)
+        else:
+            source = Path(dataset_uri.removeprefix("file://"))
+            if not source.is_file():
+                raise FileNotFoundError(f"{source} is not a file")
+            with atomic_write_path(destination) as temp:
+                shutil.copyfile(source, temp)
+        validate_dataset_file(destination)
+    return destination
+
+
+def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike,
+                      config: ScanConfig) -> dict[str, Any]:
+    """Train the seeded proxy on the dataset and save it as a model folder.
+
+    The folder holds ``state_dict.pt`` (weights only) and ``model.json`` (how to rebuild the
+    module: proxy name, input shape, number of classes, hidden width).
+
+    Returns:
+        ``model.json``'s content plus the training statistics (``final_loss``, ...).
+    """
+    from acgate.io.datasets import read_image_dataset
+    from acgate.scan import n_classes_of, train_proxy
+    from acgate.torch.byo import save_state_dict
+
+    with reading("dataset", dataset_path):
+        dataset = read_image_dataset(dataset_path)
+    model, stats = train_proxy(dataset, config)
+    folder = Path(model_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_state_dict(model, folder / MODEL_WEIGHTS_FILE)
+    spec = {
+        "proxy": config.proxy if config.proxy != "auto" else "cnn",
+        "input_shape": [int(v) for v in dataset.images.shape[1:]],
+        "n_classes": n_classes_of(dataset.labels),
+        "hidden": config.hidden,
+    }
+    _write_json(folder / MODEL_SPEC_FILE, spec)
+    numbers = {k: v for k, v in dataclasses.asdict(stats).items() if isinstance(v, (int, float))}
+    return {**spec, **numbers}
+
+
+def load_proxy(model_dir: PathLike) -> Any:
+    """Rebuild the proxy saved by :func:`train_proxy_stage` (weights loaded ``weights_only``)."""
+    import torch
+
+    from acgate.torch.models import build_proxy
+
+    folder = Path(model_dir)
+    with reading("model", folder):
+        spec = json.loads((folder / MODEL_SPEC_FILE).read_text(encoding="utf-8"))
+        model = build_proxy(spec["proxy"], spec["input_shape"], spec["n_classes"],
+                            hidden=spec["hidden"])
+        try:
+            state = torch.load(folder / MODEL_WEIGHTS_FILE, weights_only=True)
+            model.load_state_dict(state)
+        except (RuntimeError, OSError) as error:
+            raise ValueError(f"{folder / MODEL_WEIGHTS_FILE}: cannot load weights: {error}"
+                             ) from error
+    return model.eval()
+
+
+# ----------------------------------------------------------------------- extract_activations
+
+
+def extract_stage(dataset_path: PathLike, model_dir: PathLike, activations_path: PathLike,
+                  config: ScanConfig) -> list[int]:
+    """Write the proxy's last-hidden-layer activations; return the classes to fan out over.
+
+    Returns:
+        The segments present (labels, or predictions with ``segment_by="prediction"``),
+        ascending: one ``cluster`` task per entry.
+    """
+    from acgate.io.datasets import read_image_dataset
+    from acgate.scan import extract_to_parquet
+
+    with reading("dataset", dataset_path):
+        dataset = read_image_dataset(dataset_path)
+    model = load_proxy(model_dir)
+    table = extract_to_parquet(model, dataset, activations_path, config)
+    segments = table.predictions if config.segment_by == "prediction" else table.labels
+    if segments is None:
+        raise ValueError("segment_by='prediction' needs predictions; the model gave none")
+    return [int(s) for s in np.unique(segments)]
+
+
+# ----------------------------------------------------------------------------------- cluster
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    activations: np.ndarray
+    labels: np.ndarray
+    sample_ids: np.ndarray
+    segments: np.ndarray
+
+
+def _validated_arrays(activations_path: PathLike, config: ScanConfig) -> tuple[Any, _Arrays]:
+    """Read and validate the activations exactly as :func:`acgate.core.detect` does."""
+    from acgate.core import validation
+    from acgate.io.activations import read_activations
+
+    with reading("activations", activations_path):
+        table = read_activations(activations_path)
+        x = validation.check_activations(table.activations)
+        y = validation.check_labels(table.labels, x.shape[0])
+        ids = validation.check_sample_ids(table.indices, x.shape[0])
+        if config.segment_by == "prediction":
+            if table.predictions is None:
+                raise ValueError("column 'prediction' is all null; segment_by='prediction' "
+                                 "needs the model's predictions")
+            segments = validation.check_labels(table.predictions, x.shape[0],
+                                               name="predictions")
+        else:
+            segments = y
+    return table, _Arrays(x, y, ids, segments)
+
+
+def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
+                  config: ScanConfig) -> Any:
+    """Cluster one class (segment) and write its clustering as Parquet.
+
+    Returns:
+        The :class:`acgate.core.ClassClustering`.
+
+    Raises:
+        StageInputError: Bad activations, or ``label`` absent from them.
+    """
+    from acgate.core import cluster_class
+    from acgate.core.detect import segment_rows
+
+    _, arrays = _validated_arrays(activations_path, config)
+    rows = segment_rows(arrays.segments, arrays.sample_ids, arrays.segments)
+    if int(label) not in rows:
+        raise StageInputError(
+            f"input artifact 'activations' ({activations_path}): no row has "
+            f"{'prediction' if config.segment_by == 'prediction' else 'label'} {label} "
+            f"(present: {sorted(rows)})")
+    positions = rows[int(label)]
+    clustering = cluster_class(
+        arrays.activations[positions], label=int(label), positions=positions,
+        reducer=config.reducer, n_components=config.n_components,
+        n_clusters=config.n_clusters, random_state=config.seed,
+    )
+    write_clustering(clustering, out_path)
+    return clustering
+
+
+def write_clustering(clustering: Any, path: PathLike) -> Path:
+    """Write a :class:`~acgate.core.ClassClustering` as Parquet (atomically).
+
+    Columns: ``position`` (int64), ``cluster`` (int64) and, unless the class was skipped,
+    ``reduced`` (list of floats at the reducer's precision). The label, silhouette, number of
+    clusters, skip reason, warnings and seconds are JSON in the ``acgate.clustering`` entry.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from acgate.io.atomic import atomic_write_path
+
+    columns: dict[str, Any] = {
+        "position": pa.array(np.asarray(clustering.positions, dtype=np.int64)),
+        "cluster": pa.array(np.asarray(clustering.clusters, dtype=np.int64)),
+    }
+    if clustering.reduced is not None:
+        reduced = np.ascontiguousarray(clustering.reduced)
+        width = reduced.shape[1] if reduced.ndim == 2 else 0
+        columns["reduced"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(reduced.reshape(-1)), width) if width else pa.array(
+            [[] for _ in range(len(reduced))], type=pa.list_(pa.float64()))
+    meta = {
+        "kind": CLUSTERING_KIND, "label": int(clustering.label),
+        "n_clusters": int(clustering.n_clusters),
+        "silhouette": clustering.silhouette, "skipped_reason": clustering.skipped_reason,
+        "warnings": list(clustering.warnings), "seconds": float(clustering.seconds),
+    }
+    table = pa.table(columns).replace_schema_metadata(
+        {_CLUSTERING_META: json.dumps(meta, allow_nan=True)})
+    destination = Path(path)
+    with atomic_write_path(destination) as temp:
+        pq.write_table(table, temp)
+    return destination
+
+
+def read_clustering(path: PathLike, *, artifact: str = "clusterings") -> Any:
+    """Read a clustering written by :func:`write_clustering`.
+
+    Raises:
+        StageInputError: Missing file, not Parquet, no ``acgate.clustering`` entry, a missing
+            column, or lengths that disagree (the message names the artifact and column).
+    """
+    from acgate.core import ClassClustering
+    from acgate.io.schema import integer_column, open_parquet, require_columns
+
+    with reading(artifact, path):
+        parquet = open_parquet(path)
+        schema = parquet.schema_arrow
+        raw = (schema.metadata or {}).get(_CLUSTERING_META.encode())
+        if raw is None:
+            raise ValueError(f"{path} is not a clustering file (no {_CLUSTERING_META!r} "
+                             "metadata entry)")
+        meta = json.loads(raw)
+        if meta.get("kind") != CLUSTERING_KIND:
+            raise ValueError(f"{path}: clustering kind {meta.get('kind')!r}, expected "
+                             f"{CLUSTERING_KIND!r}")
+        require_columns(path, schema, _CLUSTERING_COLUMNS)
+        table = parquet.read()
+        positions = integer_column(path, table.column("position"), "position")
+        clusters = integer_column(path, table.column("cluster"), "cluster", non_negative=False)
+        reduced = None
+        if meta["skipped_reason"] is None:
+            require_columns(path, schema, ("reduced",))
+            column = table.column("reduced").combine_chunks()
+            flat = column.flatten().to_numpy(zero_copy_only=False)
+            reduced = np.asarray(flat).reshape(len(column), -1)
+            if not np.isfinite(reduced).all():
+                raise ValueError(f"{path}: column 'reduced' has NaN or inf values")
+    return ClassClustering(
+        label=int(meta["label"]), positions=positions, clusters=clusters,
+        n_clusters=int(meta["n_clusters"]), silhouette=meta["silhouette"], reduced=reduced,
+        skipped_reason=meta["skipped_reason"], warnings=tuple(meta["warnings"]),
+        seconds=float(meta["seconds"]),
+    )
+
+
+# ----------------------------------------------------------------------------------- analyze
+
+
+def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], config: ScanConfig,
+                        *, retrain_and_predict: Any = None) -> DetectionResult:
+    """Run :func:`acgate.core.analyze` with the thresholds and params ``detect`` would use."""
+    from acgate.core import Thresholds, analyze
+    from acgate.core import validation as v
+    from acgate.core.clustering import MIN_CLASS_SIZE
+    from acgate.core.detect import EXRE_SIZE_THRESHOLD, SIZE_THRESHOLD, resolve_analysis
+
+    resolved = resolve_analysis(config.analysis, retrain_and_predict)
+    size = config.size_threshold
+    if size is None:
+        size = EXRE_SIZE_THRESHOLD if resolved == "exre" else SIZE_THRESHOLD
+    thresholds = Thresholds(
+        size=v.check_fraction(size, name="size_threshold"),
+        silhouette=v.check_fraction(config.silhouette_threshold, name="silhouette_threshold",
+                                    low=-1.0),
+        exre=v.check_fraction(config.exre_threshold, name="exre_threshold", high=np.inf),
+    )
+    params = {
+        "reducer": config.reducer, "n_components": config.n_components,
+        "n_clusters": config.n_clusters, "analysis": resolved, "size_threshold": thresholds.size,
+        "silhouette_threshold": thresholds.silhouette, "exre_threshold": thresholds.exre,
+        "segment_by": config.segment_by, "min_class_size": MIN_CLASS_SIZE,
+        "random_state": config.seed,
+    }
+    ordered = sorted(clusterings, key=lambda c: c.label)
+    return analyze(
+        table_arrays.activations, table_arrays.labels, ordered,
+        sample_ids=table_arrays.sample_ids, segments=table_arrays.segments, analysis=resolved,
+        thresholds=thresholds, retrain_and_predict=retrain_and_predict, params=params,
+    )
+
+
+@dataclass(frozen=True)
+class AnalyzeOutcome:
+    """What :func:`analyze_stage` produced.
+
+    Attributes:
+        result: The detection result.
+        files: ``samples``, ``classes``, ``flagged``, ``report`` (JSON) and ``html`` paths.
+        run_id: The MLflow run id, or ``None`` when tracking was off.
+    """
+
+    result: DetectionResult
+    files: Mapping[str, Path]
+    run_id: str | None
+
+
+def analyze_stage(
+    activations_path: PathLike,
+    dataset_path: PathLike,
+    clustering_paths: Sequence[PathLike],
+    out_dir: PathLike,
+    config: ScanConfig,
+    *,
+    tracking_uri: str | None = None,
+    dataset_uri: str | None = None,
+    experiment: str = "acgate",
+) -> AnalyzeOutcome:
+    """Analyse all class clusterings, write the result files and report, track in MLflow.
+
+    Args:
+        activations_path: The activations Parquet file.
+        dataset_path: The dataset (for the exclusionary-reclassification retrain and sprites).
+        clustering_paths: One clustering file per class (from :func:`cluster_stage`).
+        out_dir: Folder for ``samples.parquet``, ``classes.parquet``, ``flagged.parquet``,
+            ``report.json``, ``report.html`` and ``plots/``.
+        config: The run's config (same as the other stages').
+        tracking_uri: MLflow tracking URI; ``None`` turns tracking off.
+        dataset_uri: The dataset's original URI (recorded in MLflow).
+        experiment: MLflow experiment name.
+
+    Returns:
+        The :class:`AnalyzeOutcome`.
+    """
+    from acgate.io.datasets import dataset_fingerprint, read_image_dataset
+    from acgate.io.results import write_result
+    from acgate.report import write_report
+    from acgate.scan import make_retrain
+
+    _, arrays = _validated_arrays(activations_path, config)
+    clusterings = [read_clustering(path) for path in clustering_paths]
+    _check_clusterings(clusterings, arrays, clustering_paths)
+    with reading("dataset", dataset_path):
+        dataset = read_image_dataset(dataset_path)
+    if len(dataset) != len(arrays.labels):
+        raise StageInputError(
+            f"input artifact 'dataset' ({dataset_path}) has {len(dataset)} rows but "
+            f"'activations' ({activations_path}) has {len(arrays.labels)}")
+    retrain = make_retrain(dataset, config) if config.analysis in ("auto", "exre") else None
+    result = analyze_clusterings(arrays, clusterings, config, retrain_and_predict=retrain)
+    folder = Path(out_dir)
+    files = dict(write_result(result, folder))
+    report = write_report(result, folder / "report.html", activations=arrays.activations,
+                          images=dataset.images,
+                          title=f"acgate scan of {dataset_uri or Path(dataset_path).name}")
+    files["html"] = Path(report.html_path)
+    run_id = None
+    if tracking_uri:
+        from acgate.mlflow import log_scan
+
+        run_id = log_scan(
+            result, tracking_uri=tracking_uri, experiment=experiment, artifacts_dir=folder,
+            dataset_uri=dataset_uri or str(dataset_path),
+            dataset_fingerprint=dataset_fingerprint(dataset),
+            params={f"scan.{k}": val for k, val in config.to_dict().items()},
+        )
+    return AnalyzeOutcome(result=result, files=files, run_id=run_id)
+
+
+def _check_clusterings(clusterings: Sequence[Any], arrays: _Arrays,
+                       paths: Sequence[PathLike]) -> None:
+    """Every segment clustered exactly once, positions inside the activations."""
+    expected = {int(s) for s in np.unique(arrays.segments)}
+    seen: dict[int, PathLike] = {}
+    for clustering, path in zip(clusterings, paths, strict=True):
+        if clustering.label in seen:
+            raise StageInputError(f"input artifact 'clusterings': class {clustering.label} "
+                                  f"appears twice ({seen[clustering.label]} and {path})")
+        seen[clustering.label] = path
+        if len(clustering.positions) and int(clustering.positions.max()) >= len(arrays.labels):
+            raise StageInputError(f"input artifact 'clusterings' ({path}): column 'position' "
+                                  f"exceeds the {len(arrays.labels)} activation rows")
+    missing = sorted(expected - set(seen))
+    extra = sorted(set(seen) - expected)
+    if missing or extra:
+        raise StageInputError(f"input artifact 'clusterings' does not match the activations: "
+                              f"classes missing {missing}, unknown {extra}")
+
+
+def class_metrics(result: DetectionResult) -> dict[str, float]:
+    """Flat per-class numbers for a KFP ``Metrics`` artifact (``<name>/<class>``)."""
+    metrics: dict[str, float] = {
+        "n_samples": float(result.n_samples),
+        "n_flagged": float(int(np.count_nonzero(result.is_poison))),
+        "n_poisoned_classes": float(len(result.poisoned_classes)),
+    }
+    for report in result.classes:
+        c = report.label
+        metrics[f"poisoned/{c}"] = 1.0 if report.is_poisoned else 0.0
+        metrics[f"flagged/{c}"] = float(int(np.count_nonzero(
+            result.is_poison[result.segments == c])))
+        for name in ("size_ratio", "silhouette", "exre_score"):
+            value = getattr(report, name)
+            if value is not None and np.isfinite(value):
+                metrics[f"{name}/{c}"] = float(value)
+    return metrics
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def copy_file(source: PathLike, destination: PathLike) -> Path:
+    """Copy a file atomically (temp file in the destination folder, then rename)."""
+    from acgate.io.atomic import atomic_write_path
+
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write_path(destination) as temp:
+        shutil.copyfile(source, temp)
+    return destination
+
+
+def _write_json(path: Path, value: Any) -> None:
+    descriptor, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(value, handle, indent=2, sort_keys=True)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

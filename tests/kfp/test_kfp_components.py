@@ -1,0 +1,159 @@
+"""Each component's ``.python_func`` on real temp Parquet files (tiny digits, 3 epochs)."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from kfp import dsl
+
+from components.analyze.component import analyze
+from components.cluster.component import cluster
+from components.extract_activations.component import extract_activations
+from components.gate.component import gate
+from components.train_proxy.component import train_proxy
+
+
+def _artifact(kind, tmp_path, name):
+    return kind(name=name, uri=str(tmp_path / name))
+
+
+@pytest.fixture(scope="module")
+def clean_chain(tmp_path_factory, digits_parquet):
+    """train_proxy -> extract -> cluster per class, on the clean digits (10 epochs: 3 leave
+    a writing-style cluster of class 9 that ExRe cannot clear)."""
+    tmp = tmp_path_factory.mktemp("chain")
+    dataset, model, metrics = (_artifact(dsl.Dataset, tmp, "dataset"),
+                               _artifact(dsl.Model, tmp, "model"),
+                               _artifact(dsl.Metrics, tmp, "train-metrics"))
+    train_proxy.python_func(dataset_uri=str(digits_parquet(None)), dataset=dataset, model=model,
+                            metrics=metrics, seed=0, epochs=10)
+    activations = _artifact(dsl.Dataset, tmp, "activations")
+    classes = extract_activations.python_func(dataset=dataset, model=model,
+                                              activations=activations)
+    clusterings = []
+    for label in classes:
+        out = _artifact(dsl.Dataset, tmp, f"clustering-{label}")
+        cluster.python_func(activations=activations, label=label, clustering=out, seed=0)
+        clusterings.append(out)
+    return {"tmp": tmp, "dataset": dataset, "model": model, "metrics": metrics,
+            "activations": activations, "classes": classes, "clusterings": clusterings}
+
+
+def test_train_extract_cluster_outputs(clean_chain):
+    assert clean_chain["classes"] == list(range(10))
+    assert clean_chain["metrics"].metadata["epochs"] == 10
+    assert 0.0 < clean_chain["metrics"].metadata["train_accuracy"] <= 1.0
+    table = pq.read_table(clean_chain["clusterings"][3].path)
+    assert table.column_names == ["position", "cluster", "reduced"]
+    assert clean_chain["clusterings"][3].metadata["label"] == 3
+    assert sum(clean_chain["clusterings"][3].metadata["cluster_sizes"]) == table.num_rows
+
+
+def test_cluster_fan_out_equals_detect(clean_chain):
+    from acgate.core import cluster_classes
+    from acgate.io.activations import read_activations
+    from acgate.stages import read_clustering
+
+    table = read_activations(clean_chain["activations"].path)
+    expected = cluster_classes(table.activations.astype(np.float64), table.labels,
+                               table.indices, random_state=0)
+    for want, artifact in zip(expected, clean_chain["clusterings"], strict=True):
+        got = read_clustering(artifact.path)
+        assert got.label == want.label
+        np.testing.assert_array_equal(got.positions, want.positions)
+        np.testing.assert_array_equal(got.clusters, want.clusters)
+        np.testing.assert_array_equal(got.reduced, want.reduced)
+        assert got.silhouette == want.silhouette
+
+
+def test_analyze_and_gate_promote_clean_data(clean_chain, mlflow_store, register_version,
+                                             alias_version):
+    uri, client = mlflow_store
+    tmp = clean_chain["tmp"]
+    samples, classes = _artifact(dsl.Dataset, tmp, "samples"), _artifact(dsl.Dataset, tmp,
+                                                                          "classes")
+    metrics, report = _artifact(dsl.Metrics, tmp, "metrics"), _artifact(dsl.HTML, tmp, "report")
+    out = analyze.python_func(
+        activations=clean_chain["activations"], dataset=clean_chain["dataset"],
+        clusterings=clean_chain["clusterings"], samples=samples, classes=classes,
+        metrics=metrics, report=report, dataset_uri="digits-clean", seed=0, epochs=10,
+        mlflow_tracking_uri=uri)
+    frame = pd.read_parquet(samples.path)
+    assert len(frame) == 1797 and out.n_flagged == int(frame["is_poison"].sum())
+    assert out.verdict == "clean", pd.read_parquet(classes.path)[["label", "verdict", "reason"]]
+    assert out.run_id and client.get_run(out.run_id).info.status == "FINISHED"
+    assert metrics.metadata["poisoned/0"] == 0.0 and "n_flagged" in metrics.metadata
+    assert "<html" in open(report.path, encoding="utf-8").read().lower()
+    version = register_version(client, "digits-clean")
+    decision = gate.python_func(run_id=out.run_id, model_name="digits-clean",
+                                model_version=version, mlflow_tracking_uri=uri)
+    assert decision.promoted is True
+    assert alias_version(client, "digits-clean") == version
+
+
+def test_gate_fails_closed(mlflow_store, register_version, alias_version):
+    uri, client = mlflow_store
+    version = register_version(client, "m")
+    with pytest.raises(RuntimeError, match="gate refused m v1"):
+        gate.python_func(run_id="0123456789abcdef", model_name="m", model_version=version,
+                         mlflow_tracking_uri=uri)
+    with pytest.raises(RuntimeError, match="no mlflow_tracking_uri"):
+        gate.python_func(run_id="", model_name="m", model_version=version,
+                         mlflow_tracking_uri="")
+    assert alias_version(client, "m") is None
+    skipped = gate.python_func(run_id="", model_name=None, model_version=None)
+    assert skipped.promoted is False and "nothing to promote" in skipped.reasons
+
+
+# ------------------------------------------------------------------------------- bad input
+
+
+def test_missing_activations_artifact_is_named(tmp_path):
+    missing = dsl.Dataset(name="activations", uri=str(tmp_path / "nope"))
+    with pytest.raises(ValueError, match=r"input artifact 'activations' .*does not exist"):
+        cluster.python_func(activations=missing, label=0,
+                            clustering=_artifact(dsl.Dataset, tmp_path, "c"))
+    assert not (tmp_path / "c").exists()
+
+
+def test_activations_without_column_names_artifact_and_column(tmp_path, clean_chain):
+    table = pq.read_table(clean_chain["activations"].path)
+    bad = tmp_path / "bad-activations"
+    pq.write_table(table.drop_columns(["activation"]), bad)
+    with pytest.raises(ValueError, match=r"input artifact 'activations'.*'activation'"):
+        cluster.python_func(activations=dsl.Dataset(name="activations", uri=str(bad)), label=0,
+                            clustering=_artifact(dsl.Dataset, tmp_path, "c"))
+    assert not (tmp_path / "c").exists()
+
+
+def test_malformed_clustering_names_artifact_and_column(tmp_path, clean_chain):
+    good = pq.read_table(clean_chain["clusterings"][0].path)
+    bad = tmp_path / "bad-clustering"
+    pq.write_table(good.drop_columns(["cluster"]), bad)
+    not_parquet = tmp_path / "garbage"
+    not_parquet.write_bytes(b"not parquet at all")
+    common = dict(activations=clean_chain["activations"], dataset=clean_chain["dataset"],
+                  samples=_artifact(dsl.Dataset, tmp_path, "s"),
+                  classes=_artifact(dsl.Dataset, tmp_path, "k"),
+                  metrics=_artifact(dsl.Metrics, tmp_path, "m"),
+                  report=_artifact(dsl.HTML, tmp_path, "r"), epochs=10)
+    with pytest.raises(ValueError, match=r"input artifact 'clusterings'.*'cluster'"):
+        analyze.python_func(clusterings=[dsl.Dataset(name="c", uri=str(bad))]
+                            + clean_chain["clusterings"][1:], **common)
+    with pytest.raises(ValueError, match=r"input artifact 'clusterings'.*not a readable Parquet"):
+        analyze.python_func(clusterings=[dsl.Dataset(name="c", uri=str(not_parquet))], **common)
+    with pytest.raises(ValueError, match=r"input artifact 'clusterings'.*missing \[9\]"):
+        analyze.python_func(clusterings=clean_chain["clusterings"][:9], **common)
+    assert not (tmp_path / "s").exists()
+
+
+def test_malformed_dataset_uri_names_column(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"label": [0, 1], "pixels": [b"x", b"y"]}), bad)
+    with pytest.raises(ValueError, match=r"input artifact 'dataset_uri'.*image"):
+        train_proxy.python_func(dataset_uri=str(bad),
+                                dataset=_artifact(dsl.Dataset, tmp_path, "d"),
+                                model=_artifact(dsl.Model, tmp_path, "m"),
+                                metrics=_artifact(dsl.Metrics, tmp_path, "x"), epochs=1)
+    assert not (tmp_path / "m").exists()
