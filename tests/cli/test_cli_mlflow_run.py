@@ -1,0 +1,44 @@
+"""A real poisoned-digits scan tracked to a real sqlite MLflow store: metrics and artifacts."""
+
+from __future__ import annotations
+
+import mlflow
+
+
+def _artifact_paths(client, run_id, path=None):
+    paths = []
+    for info in client.list_artifacts(run_id, path):
+        if info.is_dir:
+            paths.extend(_artifact_paths(client, run_id, info.path))
+        else:
+            paths.append(info.path)
+    return paths
+
+
+def test_poisoned_scan_run_has_per_class_metrics_tags_and_artifacts(poisoned_cli_scan):
+    client = mlflow.MlflowClient(tracking_uri=poisoned_cli_scan.tracking_uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], max_results=5
+    )
+    assert len(runs) == 1
+    run = runs[0]
+    metrics = run.data.metrics
+    for label in range(10):
+        assert f"silhouette/{label}" in metrics
+        assert f"size_ratio/{label}" in metrics
+        assert f"flagged/{label}" in metrics
+        assert f"poisoned/{label}" in metrics
+    assert any(name.startswith("exre/") for name in metrics)
+    assert sum(metrics[f"flagged/{c}"] for c in range(10)) == metrics["n_flagged"] > 0
+    assert run.data.tags["acgate.verdict"] == "poisoned"
+    assert run.data.params["analysis"] == "exre"
+    artifacts = _artifact_paths(client, run.info.run_id)
+    for name in ("samples.parquet", "classes.parquet", "flagged.parquet", "report.html",
+                 "report.json"):
+        assert name in artifacts, artifacts
+    pngs = [a for a in artifacts if a.startswith("plots/") and a.endswith(".png")]
+    assert "plots/silhouette.png" in pngs
+    assert any("projection" in a for a in pngs)
+    local = client.download_artifacts(run.info.run_id, "plots/silhouette.png")
+    with open(local, "rb") as handle:
+        assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
