@@ -5,6 +5,7 @@ halves :func:`cluster_classes` / :func:`cluster_class` and :func:`analyze` for f
 """
 
 from acgate.core.analyses import ANALYSES, RetrainAndPredict, Thresholds
+from acgate.core.calibration import calibrate_thresholds
 from acgate.core.clustering import ClassClustering, cluster_class
 from acgate.core.detect import ActivationClustering, analyze, cluster_classes, detect
 from acgate.core.metrics import flag_metrics, precision_recall_f1
@@ -22,6 +23,7 @@ __all__ = [
     "RunInfo",
     "Thresholds",
     "analyze",
+    "calibrate_thresholds",
     "cluster_class",
     "cluster_classes",
     "detect",

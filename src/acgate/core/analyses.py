@@ -13,6 +13,15 @@ Analyses (see the README's "How it decides"):
 * ``size-silhouette`` — both at once: the paper's plain recipe.
 * ``distance`` — the suspicious cluster's centroid is nearer another class's centroid than its
   own class's main cluster (ART's ``distance``); that class is the suspected source.
+* ``spectral`` — spectral signature (Tran et al. 2018): per class, project the centred
+  activations on the top singular vector; the optimal 1-D two-way split of the projections is a
+  poison cluster when its smaller side holds at most ``size_threshold`` and the two sides are
+  well separated (Ashman's D >= :data:`SEPARATION_THRESHOLD`).
+* ``robust`` — in the spirit of SPECTRE (Hayase et al. 2021): a robust mean and covariance
+  (Minimum Covariance Determinant, seeded) of the reduced activations; samples whose robust
+  Mahalanobis distance exceeds the chi-square 99.9% quantile are outliers, and they are a
+  poison cluster when they hold between :data:`ROBUST_MIN_SHARE` and ``size_threshold`` of the
+  class (a clean second mode of equal size is more than ``size_threshold`` and stays clean).
 * ``exre`` — exclusionary reclassification (the paper's recommended analysis): size candidates
   are left out of a retrain; a candidate whose samples are then classified mostly as one other
   class (``l / p < exre_threshold``) is poison and that class is the suspected source.
@@ -28,7 +37,9 @@ import numpy as np
 
 from acgate.core.clustering import ClassClustering
 
-AnalysisName = Literal["exre", "size-silhouette", "size", "silhouette", "distance"]
+AnalysisName = Literal[
+    "exre", "size-silhouette", "size", "silhouette", "distance", "spectral", "robust"
+]
 ANALYSES: tuple[str, ...] = get_args(AnalysisName)
 
 #: ``retrain_and_predict(train_mask, query_positions) -> probabilities (m x n_classes)``:
@@ -90,10 +101,12 @@ class ClassContext:
     Attributes:
         centroids: Mean activation of every analysed class, by label (full feature space).
         activations: This class's activations (rows aligned with the clustering's positions).
+        random_state: Seed for analyses with random steps.
     """
 
     centroids: Mapping[int, np.ndarray]
     activations: np.ndarray
+    random_state: int = 0
 
 
 def smallest_cluster(clustering: ClassClustering) -> tuple[int, float]:
@@ -197,6 +210,97 @@ def analyze_distance(clustering: ClassClustering, thresholds: Thresholds,
                       scores={"distance_ratio": ratio, "size_ratio": share})
 
 
+#: Ashman's D above which a two-way split counts as two separate groups (D > 2 is the usual
+#: bimodality bound; 3 keeps the split of one heavy-tailed mode from counting).
+SEPARATION_THRESHOLD = 3.0
+#: Smallest outlier share the robust analysis treats as a cluster rather than tail noise.
+ROBUST_MIN_SHARE = 0.02
+ROBUST_QUANTILE = 0.999
+
+
+def _best_split_1d(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Optimal two-way split of 1-D values (exact 1-D 2-means) and Ashman's D of the split.
+
+    Returns:
+        A boolean mask of the smaller side and the separation D.
+    """
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    n = len(ordered)
+    cumsum = np.cumsum(ordered)
+    cumsq = np.cumsum(ordered**2)
+    left_n = np.arange(1, n)
+    left_sum, left_sq = cumsum[:-1], cumsq[:-1]
+    right_n = n - left_n
+    right_sum, right_sq = cumsum[-1] - left_sum, cumsq[-1] - left_sq
+    within = (left_sq - left_sum**2 / left_n) + (right_sq - right_sum**2 / right_n)
+    cut = int(np.argmin(within)) + 1
+    low, high = ordered[:cut], ordered[cut:]
+    spread = np.sqrt(low.var() + high.var())
+    separation = float(np.sqrt(2) * abs(high.mean() - low.mean()) / spread) if spread > 0 else (
+        float("inf") if high.mean() != low.mean() else 0.0)
+    smaller = np.zeros(n, dtype=bool)
+    side = order[:cut] if cut <= n - cut else order[cut:]
+    smaller[side] = True
+    return smaller, separation
+
+
+def _mask_judgement(clustering: ClassClustering, mask: np.ndarray, scores: np.ndarray,
+                    poisoned: bool, reason: str, named: Mapping[str, float]) -> ClassJudgement:
+    share = float(mask.mean())
+    return ClassJudgement(
+        suspicious_cluster=None, size_ratio=share, is_poisoned=poisoned, reason=reason,
+        flagged=mask.copy() if poisoned else np.zeros(len(mask), dtype=bool),
+        sample_scores=scores, scores=dict(named),
+    )
+
+
+def analyze_spectral(clustering: ClassClustering, thresholds: Thresholds,
+                     context: ClassContext) -> ClassJudgement:
+    """Spectral signature: top-singular-vector projection, split where it is bimodal."""
+    x = np.asarray(context.activations, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    projection = centred @ vt[0]
+    smaller, separation = _best_split_1d(projection)
+    share = float(smaller.mean())
+    squared = projection**2
+    scores = squared / squared.max() if squared.max() > 0 else np.zeros(len(squared))
+    poisoned = share <= thresholds.size and separation >= SEPARATION_THRESHOLD
+    reason = (f"top singular direction splits off {share:.1%} of the class with separation "
+              f"D = {separation:.2f} ({'>=' if separation >= SEPARATION_THRESHOLD else '<'} "
+              f"{SEPARATION_THRESHOLD:g})")
+    return _mask_judgement(clustering, smaller, scores, poisoned, reason,
+                           {"size_ratio": share, "spectral_separation": separation})
+
+
+def analyze_robust(clustering: ClassClustering, thresholds: Thresholds,
+                   context: ClassContext) -> ClassJudgement:
+    """Robust covariance (MCD) outliers in the reduced space, judged by their share."""
+    from scipy.stats import chi2
+    from sklearn.covariance import MinCovDet
+
+    reduced = np.asarray(clustering.reduced, dtype=np.float64)
+    seed = int(context.random_state)
+    try:
+        fit = MinCovDet(random_state=seed).fit(reduced)
+        distances = fit.mahalanobis(reduced)
+    except (ValueError, np.linalg.LinAlgError) as error:
+        mask = np.zeros(len(reduced), dtype=bool)
+        return _mask_judgement(clustering, mask, np.zeros(len(reduced)), False,
+                               f"robust covariance could not be estimated: {error}",
+                               {"robust_outlier_share": float("nan")})
+    cutoff = float(chi2.ppf(ROBUST_QUANTILE, df=reduced.shape[1]))
+    outliers = distances > cutoff
+    share = float(outliers.mean())
+    scores = distances / (distances + cutoff)
+    poisoned = ROBUST_MIN_SHARE <= share <= thresholds.size
+    reason = (f"{share:.1%} of the class lies beyond the robust 99.9% radius "
+              f"(poison when between {ROBUST_MIN_SHARE:.0%} and {thresholds.size:.0%})")
+    return _mask_judgement(clustering, outliers, scores, poisoned, reason,
+                           {"robust_outlier_share": share})
+
+
 PerClassAnalysis = Callable[[ClassClustering, Thresholds, ClassContext], ClassJudgement]
 ANALYSIS_REGISTRY: dict[str, PerClassAnalysis | None] = {
     "exre": None,  # cross-class: see exclusionary_reclassification
@@ -204,6 +308,8 @@ ANALYSIS_REGISTRY: dict[str, PerClassAnalysis | None] = {
     "size": analyze_size,
     "silhouette": analyze_silhouette,
     "distance": analyze_distance,
+    "spectral": analyze_spectral,
+    "robust": analyze_robust,
 }
 
 

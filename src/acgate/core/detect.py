@@ -228,7 +228,8 @@ def analyze(
             if clustering.skipped:
                 continue
             context = ClassContext(centroids=centroids,
-                                   activations=activations[clustering.positions])
+                                   activations=activations[clustering.positions],
+                                   random_state=int(dict(params or {}).get("random_state", 0)))
             judgements[clustering.label] = function(
                 clustering, class_thresholds.get(clustering.label, thresholds), context)
 
