@@ -41,8 +41,15 @@ def reduce_ica(
     x: np.ndarray, *, n_components: int, random_state: int
 ) -> tuple[np.ndarray, list[str]]:
     """FastICA with unit-variance sources (the paper's reducer), seeded, converging."""
-    k = _effective_components(n_components, x)
     notes: list[str] = []
+    # Dead ReLU units (constant columns) make FastICA's whitening produce NaN: drop them.
+    varying = np.ptp(x, axis=0) > 0
+    if not varying.all():
+        x = x[:, varying]
+    rank = int(np.linalg.matrix_rank(x - x.mean(axis=0)))
+    k = max(1, min(_effective_components(n_components, x), rank))
+    if k < n_components:
+        notes.append(f"FastICA used {k} components (the class's activations have rank {rank})")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         ica = FastICA(
