@@ -7,26 +7,10 @@ the session fixtures that train) runs with ``torch.set_num_threads(1)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Pin torch to ``n`` intra-op threads (restored afterwards); no-op without torch."""
-    try:
-        import torch
-    except ImportError:  # the pure-core tests need no torch
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+from threads import torch_threads
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
+from threads import torch_threads
 
 from acgate.io.datasets import dataset_fingerprint, write_image_dataset
 from acgate.io.loaders import load_digits_dataset
@@ -17,23 +16,6 @@ from acgate.io.results import write_result
 from acgate.repair import holdout_split
 from acgate.scan import ScanConfig, detect_table, extract_to_parquet, make_retrain, train_proxy
 from acgate.torch.byo import save_state_dict
-
-
-@contextmanager
-def one_torch_thread():
-    # Tiny models: one intra-op thread is faster on 2 shared cores. Restored afterwards.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread_per_test():
-    with one_torch_thread():
-        yield
 
 
 @dataclass(frozen=True)
@@ -61,7 +43,7 @@ def scanned(tmp_path_factory) -> Scanned:
     dataset_path = write_image_dataset(poisoned, folder / "poisoned.parquet")
     test_path = write_image_dataset(test, folder / "test.parquet")
     config = ScanConfig(seed=0)
-    with one_torch_thread():
+    with torch_threads(1):
         model, _ = train_proxy(poisoned, config)
         model_path = save_state_dict(model, folder / "proxy.pt")
         table = extract_to_parquet(model, poisoned, folder / "activations.parquet", config)

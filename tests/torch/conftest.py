@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import pytest
-import torch
 from sklearn.datasets import load_digits
+from threads import torch_threads
 
 from acgate.torch.models import SmallCNN
 from acgate.torch.train import TrainStats, seeded_model, train_model
-
-
-@contextmanager
-def one_torch_thread():
-    # These models are tiny: one intra-op thread is faster than two and does not collapse when
-    # other processes share the two cores (OpenMP spin-waiting). Restored afterwards.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread_per_test():
-    with one_torch_thread():
-        yield
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +33,7 @@ def digits_cnn_factory():
 def trained_cnn(digits) -> tuple[SmallCNN, TrainStats]:
     """A SmallCNN trained 5 epochs on all digits (seed 0). Tests must not modify it."""
     images, labels = digits
-    with one_torch_thread():  # session fixtures are set up before the per-test fixture
+    with torch_threads(1):  # session fixtures are set up before the per-test fixture
         model = seeded_model(make_digits_cnn, seed=0)
         stats = train_model(model, images, labels, epochs=5, batch_size=64, seed=0)
     return model, stats
