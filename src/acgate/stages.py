@@ -25,6 +25,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -130,13 +131,15 @@ def stage_dataset(dataset_uri: str, destination: PathLike) -> Path:
             filesystem, remote = pafs.FileSystem.from_uri(dataset_uri)
             with atomic_write_path(destination) as temp:
                 pafs.copy_files(remote, str(temp), source_filesystem=filesystem)
+                validate_dataset_file(temp)  # before the rename: a bad copy never lands
         else:
             source = Path(dataset_uri.removeprefix("file://"))
             if not source.is_file():
                 raise FileNotFoundError(f"{source} is not a file")
+            # Validate the input itself (errors name it), and only then copy it.
+            validate_dataset_file(source)
             with atomic_write_path(destination) as temp:
                 shutil.copyfile(source, temp)
-        validate_dataset_file(destination)
     return destination
 
 
@@ -185,6 +188,10 @@ def load_proxy(model_dir: PathLike) -> Any:
         try:
             state = torch.load(folder / MODEL_WEIGHTS_FILE, weights_only=True)
             model.load_state_dict(state)
+        except pickle.UnpicklingError as error:
+            # weights_only=True refused a pickle that would run code: never retry unsafely.
+            raise ValueError(f"refusing to load {folder / MODEL_WEIGHTS_FILE}: it is not a plain "
+                             f"weights file (it would execute code when unpickled)") from error
         except (RuntimeError, OSError) as error:
             raise ValueError(f"{folder / MODEL_WEIGHTS_FILE}: cannot load weights: {error}"
                              ) from error

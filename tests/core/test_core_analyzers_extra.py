@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import make_blobs
 
 from acgate.core import calibrate_thresholds, detect, precision_recall_f1
 
@@ -18,7 +17,7 @@ def _two_mode_class(seed: int, n: int = 300, d: int = 24, label: int = 0):
 
 
 @pytest.mark.parametrize("analysis", ["spectral", "robust"])
-def test_new_analyzers_flag_the_planted_cluster_only(analysis):
+def test_new_analyzers_flag_the_planted_cluster_only(analysis, make_blobs):
     blobs = make_blobs(poisoned={1: 0, 3: 2}, seed=3)
     result = detect(blobs.activations, blobs.labels, analysis=analysis, random_state=0)
     assert set(result.poisoned_classes) == {1, 3}
@@ -27,22 +26,21 @@ def test_new_analyzers_flag_the_planted_cluster_only(analysis):
 
 
 @pytest.mark.parametrize("analysis", ["spectral", "robust", "size-silhouette", "exre"])
-def test_clean_gaussian_and_clean_two_mode_classes_stay_clean(analysis):
+def test_clean_gaussian_and_clean_two_mode_classes_stay_clean(analysis, make_blobs,
+                                                            nearest_centroid_retrain):
     blobs = make_blobs(seed=5)
     two_mode, two_mode_labels = _two_mode_class(seed=6, label=int(blobs.labels.max()) + 1)
     x = np.vstack([blobs.activations, two_mode + 30.0])
     y = np.concatenate([blobs.labels, two_mode_labels])
     kwargs = {}
     if analysis == "exre":
-        from conftest import nearest_centroid_retrain
-
         kwargs["retrain_and_predict"] = nearest_centroid_retrain(x, y)
     result = detect(x, y, analysis=analysis, random_state=0, **kwargs)
     assert result.poisoned_classes == ()
     assert not result.is_poison.any()
 
 
-def test_spectral_reports_its_separation_score():
+def test_spectral_reports_its_separation_score(make_blobs):
     blobs = make_blobs(poisoned={2: 0}, seed=4)
     result = detect(blobs.activations, blobs.labels, analysis="spectral")
     poisoned = result.class_report(2)

@@ -53,22 +53,26 @@ _ALL_BUT_GATE = ("lib detect", "cli scan", "cli detect", "cli poison", "cli repa
                  "kfp train_proxy", "kfp extract_activations", "kfp cluster", "kfp analyze",
                  "kfp repair")
 _BUG_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("kfp train_proxy leaves the output artifact 'dataset' behind: stages.stage_dataset copies "
-     "the input into dataset.path and only then validates it (and later errors name the copy, "
-     "not the input). Validate the temp copy inside atomic_write_path before the rename.",
-     ("empty", "one-class", "singleton", "label-negative", "label-float", "label-string",
-      "label-huge", "truncated", "not-parquet", "missing-column", "newer-schema", "undecodable",
-      "mixed-shapes", "bomb", "non-utf8", "empty-text"), ("kfp train_proxy",)),
+    ("kfp train_proxy leaves the output artifact 'dataset' behind when the input passes the "
+     "dataset suite and fails later in the stage (stages.stage_dataset now validates the input "
+     "before copying it, which fixed the rest of this row): refuse these inputs in the suite, "
+     "or write the artifact only after the stage's own checks.",
+     ("one-class", "singleton", "label-negative", "label-huge", "missing-column",
+      "newer-schema", "undecodable"), ("kfp train_proxy",)),
     ("labels have no upper bound: scan.n_classes_of sizes the proxy max(label)+1, so torch "
      "tries to allocate ~1 TB -> RuntimeError traceback (cli scan/repair, kfp analyze/repair); "
      "detect, extract and cluster accept it as a 1-sample class and write output; poison's "
      "message does not name the file. Refuse absurd labels in io.schema.integer_column / "
-     "core.validation.check_labels (or the GX dataset suite), naming column 'label', row, value.",
-     ("label-huge",), _ALL_BUT_GATE),
+     "core.validation.check_labels (or the GX dataset suite), naming column 'label', row, value. "
+     "core.validation now refuses labels above MAX_LABEL (detect, extract, cluster fixed); the "
+     "scan/repair/train stages read labels before any check.",
+     ("label-huge",), tuple(e for e in _ALL_BUT_GATE if e not in (
+         "lib detect", "kfp extract_activations", "kfp cluster"))),
     ("a one-class dataset is accepted (exit 0, outputs written): core.detect, scan.run_scan, "
      "stages and repair.run_repair should refuse labels with fewer than 2 classes with a "
      "ValueError naming column 'label'; poison refuses but io.poison.default_pairs's message "
-     "does not name the file.", ("one-class",), _ALL_BUT_GATE),
+     "does not name the file. (core.detect now refuses it.)",
+     ("one-class",), tuple(e for e in _ALL_BUT_GATE if e != "lib detect")),
     ("a class with 1 sample is accepted (the class is skipped with a warning; exit 0 or 3, "
      "outputs written); issue 10 asks for exit 2. Fix in core.validation.check_labels / "
      "core.detect (or amend the contract: skipped class + gate refusal); poison's message "
@@ -91,11 +95,6 @@ _BUG_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
      ("missing-column", "undecodable", "bomb", "label-float", "label-string", "mixed-shapes",
       "non-utf8", "empty-text"),
      ("cli scan",)),
-    ("stages.load_proxy catches only RuntimeError/OSError around torch.load(weights_only=True): "
-     "a malicious state_dict.pt raises pickle.UnpicklingError (not ValueError) with torch's "
-     "advice to re-run with weights_only=False. The payload does NOT run. Reuse "
-     "acgate.torch.byo's refusal (ValueError 'refusing to load ...').",
-     ("malicious-model",), ("kfp extract_activations",)),
 )
 
 

@@ -343,6 +343,7 @@ def detect(
     start = time.perf_counter()
     x = validation.check_activations(activations)
     y = validation.check_labels(labels, x.shape[0])
+    validation.check_class_count(y)
     ids = validation.check_sample_ids(sample_ids, x.shape[0])
     validation.check_choice(reducer, REDUCERS, name="reducer")
     validation.check_choice(segment_by, SEGMENTS, name="segment_by")

@@ -12,6 +12,11 @@ from typing import Any
 
 import numpy as np
 
+#: Largest label accepted. A proxy model has one output per class up to the largest label, so an
+#: absurd label (2,000,000,000) would size a terabyte output layer; real label sets are far
+#: smaller (ImageNet-21k: 21,841 classes).
+MAX_LABEL = 100_000
+
 
 def _describe(values: Any, limit: int = 5) -> str:
     flat = np.asarray(values).ravel()
@@ -83,7 +88,25 @@ def check_labels(labels: Any, n_samples: int, *, name: str = "labels") -> np.nda
     negative = array < 0
     if negative.any():
         raise ValueError(f"{name} must be >= 0; got negative values {_describe(array[negative])}")
+    too_large = array > MAX_LABEL
+    if too_large.any() and name != "sample_ids":
+        raise ValueError(f"{name} must be <= {MAX_LABEL} (one proxy output per class); got "
+                         f"{_describe(array[too_large])} at rows "
+                         f"{_describe(np.flatnonzero(too_large))}")
     return array
+
+
+def check_class_count(labels: np.ndarray, *, name: str = "labels", minimum: int = 2) -> None:
+    """Refuse inputs with fewer than ``minimum`` distinct classes.
+
+    Activation Clustering judges each class against the others (the retrain of exclusionary
+    reclassification classifies a left-out cluster into the other classes), so one class alone
+    cannot be analysed.
+    """
+    classes = np.unique(labels)
+    if len(classes) < minimum:
+        raise ValueError(f"{name} holds {len(classes)} distinct class(es) "
+                         f"{classes.tolist()}; at least {minimum} are needed")
 
 
 def check_sample_ids(sample_ids: Any, n_samples: int) -> np.ndarray:

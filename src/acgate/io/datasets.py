@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from acgate.core.validation import MAX_LABEL
 from acgate.io.schema import (
     METADATA_PREFIX,
     decode_metadata,
@@ -87,6 +88,10 @@ def _validated_labels(labels: Any, n_rows: int, owner: str) -> np.ndarray:
     if len(array) and array.min() < 0:
         row = int(np.flatnonzero(array < 0)[0])
         raise ValueError(f"{owner}.labels has negative value {array[row]} in row {row}")
+    if len(array) and array.max() > MAX_LABEL:
+        row = int(np.flatnonzero(array > MAX_LABEL)[0])
+        raise ValueError(f"{owner}.labels has value {array[row]} in row {row}, above the "
+                         f"largest supported label {MAX_LABEL}")
     array.setflags(write=False)
     return array
 
