@@ -59,10 +59,20 @@ def digits_subset(n_rows: int = N_ROWS, labels: np.ndarray | None = None) -> Any
 
 
 def write_digits(path: Path, n_rows: int = N_ROWS, labels: np.ndarray | None = None) -> Path:
-    """A valid tiny digits dataset file (``dataset/1``, array-encoded images)."""
+    """A tiny digits dataset file (``dataset/1``, array-encoded images).
+
+    Labels the library refuses (e.g. above ``MAX_LABEL``) are written raw into a valid file, so
+    that a companion dataset can carry the same bad labels as the input under test.
+    """
     from acgate.io.datasets import write_image_dataset
 
-    return write_image_dataset(digits_subset(n_rows, labels), path)
+    valid = write_image_dataset(digits_subset(n_rows), path)
+    if labels is None:
+        return valid
+    try:
+        return write_image_dataset(digits_subset(n_rows, labels), path)
+    except (ValueError, TypeError):
+        return _with_labels_raw(valid, pa.array(np.asarray(labels)), path)
 
 
 def write_activation_file(path: Path, activations: np.ndarray, labels: np.ndarray,

@@ -67,7 +67,7 @@ _BUG_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
      "core.validation now refuses labels above MAX_LABEL (detect, extract, cluster fixed); the "
      "scan/repair/train stages read labels before any check.",
      ("label-huge",), tuple(e for e in _ALL_BUT_GATE if e not in (
-         "lib detect", "kfp extract_activations", "kfp cluster"))),
+         "lib detect", "kfp extract_activations", "kfp cluster", "kfp analyze"))),
     ("a one-class dataset is accepted (exit 0, outputs written): core.detect, scan.run_scan, "
      "stages and repair.run_repair should refuse labels with fewer than 2 classes with a "
      "ValueError naming column 'label'; poison refuses but io.poison.default_pairs's message "
