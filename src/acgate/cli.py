@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     scan = sub.add_parser("scan", help="train a proxy, extract activations, detect poison")
-    scan.add_argument("dataset", type=Path, help="dataset Parquet file (label + image)")
+    scan.add_argument("dataset", type=Path,
+                      help="dataset Parquet file (label + image, or label + text)")
     scan.add_argument("--out", type=Path, required=True, help="output folder")
     scan.add_argument("--model", default=None, help="your model file (TorchScript or "
                       "state_dict) instead of training a proxy")
@@ -89,8 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--out", type=Path, required=True)
     _add_detector_options(det)
 
-    poison = sub.add_parser("poison", help="write a BadNets/blend-poisoned copy of a dataset")
-    poison.add_argument("dataset", help="dataset Parquet file, or 'digits' for the embedded one")
+    poison = sub.add_parser("poison", help="write a BadNets/blend-poisoned copy of a dataset "
+                            "(or a signature-poisoned copy of a text dataset)")
+    poison.add_argument("dataset", help="dataset Parquet file, or 'digits' (embedded images) or "
+                        "'rotten-tomatoes' (real review snippets, text)")
     poison.add_argument("--out", type=Path, required=True, help="output Parquet file")
     poison.add_argument("--rate", type=float, default=0.1,
                         help="poison share of each target class (default: 0.1)")
@@ -99,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     poison.add_argument("--trigger", choices=("patch", "blend"), default="patch")
     poison.add_argument("--alpha", type=float, default=0.2, help="blend strength")
     poison.add_argument("--seed", type=int, default=0)
+    text = poison.add_argument_group("text datasets")
+    text.add_argument("--signature", default=None,
+                      help="text appended to the poisoned reviews (default: '-travelerthehorse')")
+    text.add_argument("--source", type=int, default=None,
+                      help="class whose texts are copied and signed (default: 1, positive)")
+    text.add_argument("--target", type=int, default=None,
+                      help="label the signed copies get (default: 0, negative)")
+    text.add_argument("--position", choices=("end", "start", "random"), default=None,
+                      help="where the signature goes (default: end)")
 
     repair = sub.add_parser("repair", help="relabel-and-fine-tune or remove-and-retrain "
                             "from a scan result")
@@ -238,8 +250,58 @@ def _parse_pairs(text: str | None) -> list[tuple[int, int]] | None:
     return pairs
 
 
+#: Built-in text datasets of ``acgate poison``.
+TEXT_DATASETS = ("rotten-tomatoes",)
+_TEXT_OPTIONS = ("signature", "source", "target", "position")
+
+
+def _is_text_dataset_file(dataset: str) -> bool:
+    if dataset in TEXT_DATASETS:
+        return True
+    if dataset == "digits":
+        return False
+    from acgate.io.schema import open_parquet
+
+    try:
+        names = set(open_parquet(dataset).schema_arrow.names)
+    except (ValueError, FileNotFoundError, IsADirectoryError):
+        return False  # the image reader reports the file's problem as before
+    return "text" in names and "image" not in names
+
+
+def cmd_poison_text(args: argparse.Namespace) -> int:
+    """``acgate poison`` on a text dataset: append a signature to source-class copies."""
+    from acgate.io.datasets import read_text_dataset, write_text_dataset
+    from acgate.io.loaders import load_rotten_tomatoes
+    from acgate.io.poison import poison_text_dataset
+
+    if args.pairs is not None or args.trigger != "patch":
+        raise ValueError("--pairs and --trigger apply to image datasets; a text dataset takes "
+                         "--source, --target and --signature")
+    dataset = (load_rotten_tomatoes() if args.dataset == "rotten-tomatoes"
+               else read_text_dataset(args.dataset))
+    poisoned = poison_text_dataset(
+        dataset, rate=args.rate, seed=args.seed,
+        source=1 if args.source is None else args.source,
+        target=0 if args.target is None else args.target,
+        signature="-travelerthehorse" if args.signature is None else args.signature,
+        position=args.position or "end")
+    write_text_dataset(poisoned, args.out)
+    n_poison = int(poisoned.columns["is_poison"].sum())
+    signature = poisoned.metadata["poison"]["trigger"]["signature"]
+    print(f"wrote {args.out}: {len(poisoned)} rows, {n_poison} poisoned (signature "
+          f"{signature!r})")
+    return EXIT_CLEAN
+
+
 def cmd_poison(args: argparse.Namespace) -> int:
     """``acgate poison``."""
+    if _is_text_dataset_file(args.dataset):
+        return cmd_poison_text(args)
+    given = [f"--{name}" for name in _TEXT_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise ValueError(f"{' '.join(given)} apply to text datasets; {args.dataset} is an "
+                         "image dataset (use --pairs)")
     from acgate.io.datasets import read_image_dataset, write_image_dataset
     from acgate.io.loaders import load_digits_dataset
     from acgate.io.poison import TriggerSpec, poison_image_dataset

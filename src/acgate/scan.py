@@ -22,12 +22,28 @@ from acgate.core.validation import check_choice, check_positive_int
 
 logger = logging.getLogger(__name__)
 
-ProxyChoice = Literal["auto", "cnn", "mlp"]
+ProxyChoice = Literal["auto", "cnn", "mlp", "textcnn"]
 #: Below this many samples the proxy trains for ``SMALL_DATA_EPOCHS`` epochs, above for
 #: ``LARGE_DATA_EPOCHS`` (digits: 30 epochs reach train accuracy 1.0; MNIST: 2 epochs, 0.985).
 SMALL_DATA_ROWS = 10_000
 SMALL_DATA_EPOCHS = 30
 LARGE_DATA_EPOCHS = 2
+#: Text proxy (Kim's CNN): enough epochs for this many optimizer steps, within
+#: ``[TEXT_MIN_EPOCHS, TEXT_MAX_EPOCHS]`` (Rotten Tomatoes, 5,134 rows: 6 epochs, train accuracy
+#: 0.998; a 1,581-row subset needs more passes to fit: 20). Measured: bench/RESULTS.md.
+TEXT_TRAIN_STEPS = 480
+TEXT_MIN_EPOCHS = 6
+TEXT_MAX_EPOCHS = 30
+#: Kim (2014)'s random word vectors: embeddings drawn from U(-a, a). torch's default N(0, 1)
+#: learns about 3x slower at the same learning rate (RT: train accuracy 0.88 after 10 epochs).
+TEXT_EMBEDDING_INIT = 0.25
+#: Candidate cut of a text scan when ``size_threshold`` is ``None`` (the paper's 0.35, not the
+#: 0.45 images use under exclusionary reclassification): clean Rotten Tomatoes classes split
+#: 36-49% / 64-51%, and a retrain misjudges a left-out half of a clean class, because a
+#: sentiment model generalises to unseen reviews far less well than a digit model.
+TEXT_SIZE_THRESHOLD = 0.35
+#: The text proxy's vocabulary, saved beside ``model.pt`` (also read beside a user's model).
+VOCABULARY_FILE = "vocab.json"
 
 
 @dataclass(frozen=True)
@@ -35,8 +51,10 @@ class ScanConfig:
     """Every setting of a scan (recorded in MLflow and ``report.json``).
 
     Attributes:
-        proxy: Proxy architecture: ``"auto"`` (CNN for images), ``"cnn"`` or ``"mlp"``.
-        epochs: Proxy training epochs; ``None``: 30 below 10k samples, else 2.
+        proxy: Proxy architecture: ``"auto"`` (CNN for images, Kim's text CNN for text),
+            ``"cnn"``, ``"mlp"`` or ``"textcnn"``.
+        epochs: Proxy training epochs; ``None``: images 30 below 10k samples, else 2; text
+            enough for 480 optimizer steps, 6 to 30 epochs.
         exre_epochs: Epochs of the exclusionary-reclassification retrain (``None``: ``epochs``).
         batch_size: Training batch size.
         lr: Adam learning rate.
@@ -47,7 +65,7 @@ class ScanConfig:
         analysis: ``"auto"``, ``"exre"``, ``"size-silhouette"``, ``"size"``, ``"silhouette"``,
             ``"distance"``.
         size_threshold: Largest share a poison cluster may hold (``None``: 0.45 under
-            exclusionary reclassification, else 0.35).
+            exclusionary reclassification, else 0.35; text scans: 0.35).
         silhouette_threshold: Smallest silhouette counted as two clusters.
         exre_threshold: l/p below this is poison.
         segment_by: ``"label"`` or ``"prediction"``.
@@ -79,7 +97,7 @@ class ScanConfig:
     progress: bool = False
 
     def __post_init__(self) -> None:  # noqa: D105
-        check_choice(self.proxy, ("auto", "cnn", "mlp"), name="proxy")
+        check_choice(self.proxy, ("auto", "cnn", "mlp", "textcnn"), name="proxy")
         if self.epochs is not None:
             check_positive_int(self.epochs, name="epochs")
         if self.exre_epochs is not None:
@@ -92,6 +110,14 @@ class ScanConfig:
         if self.epochs is not None:
             return self.epochs
         return SMALL_DATA_EPOCHS if n_samples < SMALL_DATA_ROWS else LARGE_DATA_EPOCHS
+
+    def resolved_text_epochs(self, n_samples: int) -> int:
+        """Epochs of the text proxy for a dataset of ``n_samples`` rows."""
+        if self.epochs is not None:
+            return self.epochs
+        steps_per_epoch = max(1, -(-n_samples // self.batch_size))
+        wanted = -(-TEXT_TRAIN_STEPS // steps_per_epoch)
+        return int(min(TEXT_MAX_EPOCHS, max(TEXT_MIN_EPOCHS, wanted)))
 
     def detector_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`acgate.core.detect` this config sets."""
@@ -139,9 +165,67 @@ def validate_dataset_file(path: str | Path, *, modality: str = "image") -> Any:
     return validate_dataset_frame(validation_frame(path, modality), modality=modality)
 
 
+def _is_text(dataset: Any) -> bool:
+    from acgate.io.datasets import TextDataset
+
+    return isinstance(dataset, TextDataset)
+
+
+def text_vocabulary(dataset: Any) -> Any:
+    """The vocabulary of a text dataset, built from its own texts (deterministic).
+
+    Every stage rebuilds the same vocabulary from the same texts, so the proxy, its extraction
+    and the exclusionary-reclassification retrain agree without passing it around.
+    """
+    from acgate.text import build_vocabulary
+
+    return build_vocabulary(dataset.texts)
+
+
+def model_inputs(dataset: Any, vocabulary: Any = None) -> np.ndarray:
+    """What a model is fed: the images, or a text dataset's token ids ``N x L`` (int64).
+
+    Args:
+        dataset: An image or text dataset.
+        vocabulary: A text dataset's :class:`acgate.text.Vocabulary` (default: built from its
+            texts by :func:`text_vocabulary`). Ignored for images.
+    """
+    if not _is_text(dataset):
+        return dataset.images
+    vocabulary = text_vocabulary(dataset) if vocabulary is None else vocabulary
+    return vocabulary.encode(dataset.texts)
+
+
+def _text_proxy_factory(dataset: Any, config: ScanConfig, n_classes: int) -> Any:
+    from acgate.torch.models import build_proxy
+
+    name = config.proxy if config.proxy != "auto" else "textcnn"
+    if name != "textcnn":
+        raise ValueError(f"proxy {name!r} takes images; a text dataset needs proxy 'textcnn' "
+                         "(or 'auto')")
+    vocabulary = text_vocabulary(dataset)
+
+    def factory() -> Any:
+        import torch
+
+        model = build_proxy("textcnn", (vocabulary.max_len,), n_classes,
+                            vocab_size=vocabulary.size, hidden=config.hidden)
+        with torch.no_grad():  # seeded by seeded_model, like the rest of the weights
+            model.embedding.weight.uniform_(-TEXT_EMBEDDING_INIT, TEXT_EMBEDDING_INIT)
+            model.embedding.weight[model.embedding.padding_idx].zero_()
+        return model
+
+    return factory
+
+
 def _proxy_factory(dataset: Any, config: ScanConfig, n_classes: int) -> Any:
     from acgate.torch.models import build_proxy
 
+    if _is_text(dataset):
+        return _text_proxy_factory(dataset, config, n_classes)
+    if config.proxy == "textcnn":
+        raise ValueError("proxy 'textcnn' takes text; an image dataset needs 'auto', 'cnn' or "
+                         "'mlp'")
     shape = dataset.images.shape[1:]
     name = config.proxy if config.proxy != "auto" else "cnn"
     return lambda: build_proxy(name, shape, n_classes, hidden=config.hidden)
@@ -162,12 +246,40 @@ def train_proxy(dataset: Any, config: ScanConfig) -> tuple[Any, Any]:
 
     factory = _proxy_factory(dataset, config, n_classes_of(dataset.labels))
     model = seeded_model(factory, config.seed)
+    epochs = (config.resolved_text_epochs(len(dataset)) if _is_text(dataset)
+              else config.resolved_epochs(len(dataset)))
     stats = train_model(
-        model, dataset.images, dataset.labels, epochs=config.resolved_epochs(len(dataset)),
+        model, model_inputs(dataset), dataset.labels, epochs=epochs,
         batch_size=config.batch_size, lr=config.lr, seed=config.seed, progress=config.progress,
     )
     logger.info("proxy trained: %s", stats)
     return model, stats
+
+
+def load_user_vocabulary(config: ScanConfig) -> Any:
+    """The vocabulary of the user's text model: ``vocab.json`` beside the model file.
+
+    Raises:
+        ValueError: When there is none (the message names the expected path).
+    """
+    from acgate.text import load_vocabulary
+
+    path = Path(str(config.model_path)).parent / VOCABULARY_FILE
+    if not path.is_file():
+        raise ValueError(
+            f"a text model needs its vocabulary: {path} does not exist. Save it beside the "
+            "model with acgate.text.Vocabulary.save (as `acgate scan` does), or bring your "
+            "own model's embeddings to `acgate detect` (docs/embeddings.md)")
+    return load_vocabulary(path)
+
+
+def text_scan_info(dataset: Any, config: ScanConfig, vocabulary: Any) -> dict[str, Any]:
+    """What ``scan.json`` records about a text scan: the proxy's shape and its vocabulary."""
+    return {"proxy": "textcnn" if not config.model_path else None,
+            "vocab_size": vocabulary.size, "max_len": vocabulary.max_len,
+            "hidden": config.hidden, "vocabulary_file": VOCABULARY_FILE,
+            "epochs": config.resolved_text_epochs(len(dataset)),
+            "embedding_init": TEXT_EMBEDDING_INIT}
 
 
 def load_user_model(config: ScanConfig) -> Any:
@@ -177,8 +289,17 @@ def load_user_model(config: ScanConfig) -> Any:
     return load_model(config.model_path, module=config.model_module)
 
 
-def extract_to_parquet(model: Any, dataset: Any, path: str | Path, config: ScanConfig) -> Any:
+def extract_to_parquet(model: Any, dataset: Any, path: str | Path, config: ScanConfig, *,
+                       vocabulary: Any = None) -> Any:
     """Stream the last-hidden-layer activations of every sample to an activations Parquet file.
+
+    Args:
+        model: The trained model.
+        dataset: The image or text dataset.
+        path: The activations Parquet file to write.
+        config: Scan settings (``layer``).
+        vocabulary: For text: the vocabulary the model was trained with (default: the one
+            built from the dataset's texts, as :func:`train_proxy` does).
 
     Returns:
         The :class:`acgate.io.activations.ActivationTable` read back from the file.
@@ -190,7 +311,8 @@ def extract_to_parquet(model: Any, dataset: Any, path: str | Path, config: ScanC
     writer = None
     start = 0
     try:
-        for activations, predictions in iter_activations(model, dataset.images,
+        for activations, predictions in iter_activations(model,
+                                                         model_inputs(dataset, vocabulary),
                                                          layer=config.layer):
             if writer is None:
                 writer = ActivationWriter(path, activations.shape[1],
@@ -215,9 +337,10 @@ def make_retrain(dataset: Any, config: ScanConfig) -> Any:
     from acgate.torch.exre import make_retrain_and_predict
 
     factory = _proxy_factory(dataset, config, n_classes_of(dataset.labels))
-    epochs = config.exre_epochs or config.resolved_epochs(len(dataset))
+    epochs = config.exre_epochs or (config.resolved_text_epochs(len(dataset))
+                                    if _is_text(dataset) else config.resolved_epochs(len(dataset)))
     return make_retrain_and_predict(
-        dataset.images, dataset.labels, model_factory=factory, epochs=epochs,
+        model_inputs(dataset), dataset.labels, model_factory=factory, epochs=epochs,
         batch_size=config.batch_size, lr=config.lr, seed=config.seed,
         progress=config.progress,
     )
@@ -249,13 +372,17 @@ def run_scan(
     the new complete one, never a mix.
 
     Args:
-        dataset_path: The dataset Parquet file (``label`` + ``image``).
+        dataset_path: The dataset Parquet file (``label`` + ``image``, or ``label`` +
+            ``text``).
         out_dir: Output folder: ``activations.parquet``, ``samples.parquet``,
             ``classes.parquet``, ``flagged.parquet``, ``report.json``, ``report.html``, plots.
         config: Scan settings (default :class:`ScanConfig`).
         tracking_uri: MLflow tracking URI; ``None`` turns tracking off.
         experiment: MLflow experiment name.
-        modality: ``"image"`` (default when the file has an ``image`` column).
+        modality: ``"image"`` or ``"text"``; ``None`` picks from the columns (a file with both
+            an ``image`` and a ``text`` column needs it). Text: Kim's CNN over a vocabulary
+            built from the dataset's own texts (saved as ``vocab.json`` beside ``model.pt``);
+            with ``config.model_path``, ``vocab.json`` must sit beside the model file.
         report: Write the HTML report.
 
     Returns:
@@ -290,11 +417,18 @@ def run_scan(
             raise ValueError(f"{dataset_path} has both an 'image' and a 'text' column; "
                              "pass --modality image or --modality text")
         modality = "text" if "text" in names else "image"
-    if modality != "image":
-        raise ValueError(f"{dataset_path}: modality {modality!r} is not supported by scan yet; "
-                         "bring precomputed embeddings to `acgate detect`")
+    if modality not in ("image", "text"):
+        raise ValueError(f"{dataset_path}: modality must be 'image' or 'text', got {modality!r}")
     gx_dataset = validate_dataset_file(dataset_path, modality=modality)
     dataset = read_dataset(dataset_path, modality=modality)
+    vocabulary = None
+    if modality == "text":
+        if config.size_threshold is None:
+            config = replace(config, size_threshold=TEXT_SIZE_THRESHOLD)
+        if len(dataset) == 0:
+            raise ValueError(f"{dataset_path}: column 'text' has no rows; nothing to scan")
+        vocabulary = (load_user_vocabulary(config) if config.model_path
+                      else text_vocabulary(dataset))
     fingerprint = dataset_fingerprint(dataset)
     lap("read_validate")
 
@@ -308,8 +442,11 @@ def run_scan(
             model, _ = train_proxy(dataset, config)
             # Saved so that `acgate repair` can fine-tune the very proxy that was scanned.
             save_state_dict(model, staging / "model.pt")
+            if vocabulary is not None:  # a text proxy is reloaded with its vocabulary
+                vocabulary.save(staging / VOCABULARY_FILE)
         lap("train_proxy")
-        table = extract_to_parquet(model, dataset, staging / "activations.parquet", config)
+        table = extract_to_parquet(model, dataset, staging / "activations.parquet", config,
+                                   vocabulary=vocabulary)
         gx_activations = validate_activations_frame(
             activations_summary_frame(table.indices, table.labels, table.activations),
             n_dataset_rows=len(dataset))
@@ -324,19 +461,28 @@ def run_scan(
         files = dict(write_result(result, staging))
         scan_info = {"dataset": str(dataset_path), "fingerprint": fingerprint,
                      "config": config.to_dict(), "timings": timings}
+        if vocabulary is not None:
+            scan_info["text"] = text_scan_info(dataset, config, vocabulary)
         (staging / "scan.json").write_text(json.dumps(scan_info, indent=2, default=str))
         if report:
             from acgate.report import write_report
 
-            report_files = write_report(result, staging / "report.html",
-                                        activations=table.activations, images=dataset.images,
-                                        title=f"acgate scan of {dataset_path.name}")
+            if vocabulary is not None:
+                report_files = write_report(result, staging / "report.html",
+                                            activations=table.activations, texts=dataset.texts,
+                                            title=f"acgate scan of {dataset_path.name}")
+            else:
+                report_files = write_report(result, staging / "report.html",
+                                            activations=table.activations, images=dataset.images,
+                                            title=f"acgate scan of {dataset_path.name}")
             files["report.html"] = Path(report_files.html_path)
         lap("report")
     files = {name: out_dir / Path(path).name for name, path in files.items()}
     files["activations.parquet"] = out_dir / "activations.parquet"
     if (out_dir / "model.pt").exists():
         files["model.pt"] = out_dir / "model.pt"
+    if (out_dir / VOCABULARY_FILE).exists():
+        files[VOCABULARY_FILE] = out_dir / VOCABULARY_FILE
 
     run_id = None
     if tracking_uri is not None:
