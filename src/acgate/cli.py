@@ -1,7 +1,7 @@
 """The ``acgate`` command line: parses, configures logging, calls the library, maps exit codes.
 
 Exit codes: 0 clean (or success), 3 poison found (or promotion refused), 2 bad input or usage,
-1 an unexpected internal error.
+1 the environment failed (disk full, file-size limit, ...) or an internal error.
 """
 
 from __future__ import annotations
@@ -417,6 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, IsADirectoryError) as error:
         print(f"acgate {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as error:
+        # The environment failed (disk full, file-size limit, permissions), not the input.
+        print(f"acgate {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"acgate {args.command}: interrupted", file=sys.stderr)
         return EXIT_ERROR

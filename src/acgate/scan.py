@@ -158,11 +158,36 @@ class ScanOutcome:
 
 
 def validate_dataset_file(path: str | Path, *, modality: str = "image") -> Any:
-    """Run the dataset expectation suite on the raw file; raises ``ExpectationFailed``."""
-    from acgate.gx import validate_dataset_frame
+    """Run the dataset expectation suite on the raw file.
+
+    Raises:
+        ValueError: The file has no rows, or an expectation failed (the message names the file
+            and the failing expectation).
+    """
+    from acgate.gx import ExpectationFailed, validate_dataset_frame
     from acgate.io.inspect import validation_frame
 
-    return validate_dataset_frame(validation_frame(path, modality), modality=modality)
+    frame = validation_frame(path, modality)
+    if len(frame) == 0:
+        raise ValueError(f"{path}: the dataset has no rows")
+    try:
+        return validate_dataset_frame(frame, modality=modality)
+    except ExpectationFailed as error:
+        raise ValueError(f"{path}: {error}") from error
+
+
+def check_scannable(dataset: Any, path: str | Path) -> None:
+    """Refuse a dataset that Activation Clustering cannot judge, before any training.
+
+    Raises:
+        ValueError: No rows, or fewer than two classes (each class is judged against the
+            others), naming the file and column ``label``.
+    """
+    from acgate.core.validation import check_class_count
+
+    if len(dataset) == 0:
+        raise ValueError(f"{path}: the dataset has no rows")
+    check_class_count(dataset.labels, name=f"{path}: column 'label'")
 
 
 def _is_text(dataset: Any) -> bool:
@@ -421,6 +446,7 @@ def run_scan(
         raise ValueError(f"{dataset_path}: modality must be 'image' or 'text', got {modality!r}")
     gx_dataset = validate_dataset_file(dataset_path, modality=modality)
     dataset = read_dataset(dataset_path, modality=modality)
+    check_scannable(dataset, dataset_path)
     vocabulary = None
     if modality == "text":
         if config.size_threshold is None:

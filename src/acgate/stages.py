@@ -154,11 +154,12 @@ def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike,
         ``model.json``'s content plus the training statistics (``final_loss``, ...).
     """
     from acgate.io.datasets import read_image_dataset
-    from acgate.scan import n_classes_of, train_proxy
+    from acgate.scan import check_scannable, n_classes_of, train_proxy
     from acgate.torch.byo import save_state_dict
 
     with reading("dataset", dataset_path):
         dataset = read_image_dataset(dataset_path)
+        check_scannable(dataset, dataset_path)
     model, stats = train_proxy(dataset, config)
     folder = Path(model_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -106,14 +106,6 @@ def _file_size_limit(limit_bytes: int):
     return apply
 
 
-_NO_SPACE_XFAIL = pytest.mark.xfail(
-    strict=True,
-    reason="cli.main maps only ValueError/TypeError/FileNotFoundError/IsADirectoryError to "
-           "exit 2: an OSError from a failed write (EFBIG/ENOSPC) escapes as a traceback with "
-           "exit 1. Catch OSError in acgate.cli.main (exit 2, 'cannot write <path>: ...'). "
-           "The atomic writers do remove their temp files (asserted separately).")
-
-
 @pytest.fixture(scope="module")
 def no_space_run(tmp_path_factory):
     """``no_space_run(command)``: the CLI run under a 4 kB file-size limit (once per command)."""
@@ -148,19 +140,12 @@ def test_write_failing_for_lack_of_space_leaves_no_partial_file(command, no_spac
     assert sorted(p.name for p in parent.iterdir()) == [], proc.stderr[-2000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a failed write escapes as a traceback with exit 1. poison: pyarrow's OSError "
-           "[Errno 27] File too large; scan: torch.save's RuntimeError 'unexpected pos' (from "
-           "torch.byo.save_state_dict). acgate.cli.main maps only ValueError/TypeError/"
-           "FileNotFoundError/IsADirectoryError to exit 2: it should also catch OSError (and "
-           "save_state_dict should turn torch's RuntimeError into OSError/ValueError naming "
-           "the path).")
 @pytest.mark.parametrize("command", ["poison", "scan"])
 def test_write_failing_for_lack_of_space_gives_a_clear_error(command, no_space_run):
     proc, _, _ = no_space_run(command)
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert proc.returncode == 2
+    # Exit 1: the environment failed, not the input (exit 2 is kept for bad input).
+    assert proc.returncode == 1
     assert "File too large" in proc.stderr
 
 

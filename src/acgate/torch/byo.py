@@ -17,6 +17,7 @@ pickled whole model) is refused with ``ValueError``; nothing in it is executed.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import logging
 import os
@@ -213,6 +214,7 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
     Raises:
         FileNotFoundError: The destination folder does not exist.
+        OSError: The write failed (no space, file-size limit); nothing is left behind.
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -222,8 +224,12 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
     )
     try:
+        # Serialise in memory first: torch's writer hides a failed write (EFBIG, ENOSPC) behind
+        # "unexpected pos"; a plain write raises the real OSError.
+        buffer = io.BytesIO()
+        torch.save(state_dict, buffer)
         with os.fdopen(descriptor, "wb") as handle:
-            torch.save(state_dict, handle)
+            handle.write(buffer.getbuffer())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp_name, path)
