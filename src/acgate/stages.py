@@ -368,28 +368,17 @@ def read_clustering(path: PathLike, *, artifact: str = "clusterings") -> Any:
 def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], config: ScanConfig,
                         *, retrain_and_predict: Any = None) -> DetectionResult:
     """Run :func:`acgate.core.analyze` with the thresholds and params ``detect`` would use."""
-    from acgate.core import Thresholds, analyze
-    from acgate.core import validation as v
+    from acgate.core import analyze
     from acgate.core.clustering import MIN_CLASS_SIZE
-    from acgate.core.detect import EXRE_SIZE_THRESHOLD, SIZE_THRESHOLD, resolve_analysis
+    from acgate.core.detect import detector_params, resolve_settings
 
-    resolved = resolve_analysis(config.analysis, retrain_and_predict)
-    size = config.size_threshold
-    if size is None:
-        size = EXRE_SIZE_THRESHOLD if resolved == "exre" else SIZE_THRESHOLD
-    thresholds = Thresholds(
-        size=v.check_fraction(size, name="size_threshold"),
-        silhouette=v.check_fraction(config.silhouette_threshold, name="silhouette_threshold",
-                                    low=-1.0),
-        exre=v.check_fraction(config.exre_threshold, name="exre_threshold", high=np.inf),
-    )
-    params = {
-        "reducer": config.reducer, "n_components": config.n_components,
-        "n_clusters": config.n_clusters, "analysis": resolved, "size_threshold": thresholds.size,
-        "silhouette_threshold": thresholds.silhouette, "exre_threshold": thresholds.exre,
-        "segment_by": config.segment_by, "min_class_size": MIN_CLASS_SIZE,
-        "random_state": config.seed,
-    }
+    resolved, thresholds = resolve_settings(
+        config.analysis, retrain_and_predict, size_threshold=config.size_threshold,
+        silhouette_threshold=config.silhouette_threshold, exre_threshold=config.exre_threshold)
+    params = detector_params(
+        resolved, thresholds, reducer=config.reducer, n_components=config.n_components,
+        n_clusters=config.n_clusters, segment_by=config.segment_by,
+        min_class_size=MIN_CLASS_SIZE, random_state=config.seed)
     ordered = sorted(clusterings, key=lambda c: c.label)
     return analyze(
         table_arrays.activations, table_arrays.labels, ordered,

@@ -74,6 +74,44 @@ def resolve_analysis(analysis: str, retrain_and_predict: RetrainAndPredict | Non
     return analysis
 
 
+def resolve_settings(
+    analysis: str,
+    retrain_and_predict: RetrainAndPredict | None,
+    *,
+    size_threshold: float | None,
+    silhouette_threshold: float,
+    exre_threshold: float,
+) -> tuple[str, Thresholds]:
+    """Resolve ``"auto"`` and the default size cut, and validate the thresholds.
+
+    Returns:
+        The analysis name and the :class:`Thresholds` that :func:`detect` would use.
+    """
+    resolved = resolve_analysis(analysis, retrain_and_predict)
+    if size_threshold is None:
+        size_threshold = EXRE_SIZE_THRESHOLD if resolved == "exre" else SIZE_THRESHOLD
+    thresholds = Thresholds(
+        size=validation.check_fraction(size_threshold, name="size_threshold"),
+        silhouette=validation.check_fraction(silhouette_threshold, name="silhouette_threshold",
+                                             low=-1.0),
+        exre=validation.check_fraction(exre_threshold, name="exre_threshold", high=np.inf),
+    )
+    return resolved, thresholds
+
+
+def detector_params(analysis: str, thresholds: Thresholds, *, reducer: str, n_components: int,
+                    n_clusters: int, segment_by: str, min_class_size: int,
+                    random_state: int) -> dict[str, Any]:
+    """The parameters a detection run records (run info, MLflow params)."""
+    return {
+        "reducer": reducer, "n_components": n_components, "n_clusters": n_clusters,
+        "analysis": analysis, "size_threshold": thresholds.size,
+        "silhouette_threshold": thresholds.silhouette, "exre_threshold": thresholds.exre,
+        "segment_by": segment_by, "min_class_size": min_class_size,
+        "random_state": random_state,
+    }
+
+
 def segment_rows(
     labels: np.ndarray, sample_ids: np.ndarray, segments: np.ndarray
 ) -> dict[int, np.ndarray]:
@@ -351,29 +389,21 @@ def detect(
     n_clusters = validation.check_positive_int(n_clusters, name="n_clusters", minimum=2)
     min_class_size = validation.check_positive_int(min_class_size, name="min_class_size")
     seed = validation.check_random_state(random_state)
-    resolved = resolve_analysis(analysis, retrain_and_predict)
-    if size_threshold is None:
-        size_threshold = EXRE_SIZE_THRESHOLD if resolved == "exre" else SIZE_THRESHOLD
-    thresholds = Thresholds(
-        size=validation.check_fraction(size_threshold, name="size_threshold"),
-        silhouette=validation.check_fraction(silhouette_threshold, name="silhouette_threshold",
-                                             low=-1.0),
-        exre=validation.check_fraction(exre_threshold, name="exre_threshold", high=np.inf),
-    )
     if retrain_and_predict is not None and not callable(retrain_and_predict):
         raise TypeError(f"retrain_and_predict must be callable; got {type(retrain_and_predict)}")
+    resolved, thresholds = resolve_settings(
+        analysis, retrain_and_predict, size_threshold=size_threshold,
+        silhouette_threshold=silhouette_threshold, exre_threshold=exre_threshold)
     if segment_by == "prediction":
         if predictions is None:
             raise ValueError("segment_by='prediction' needs predictions (one per sample)")
         segments = validation.check_labels(predictions, x.shape[0], name="predictions")
     else:
         segments = y
-    params = {
-        "reducer": reducer, "n_components": n_components, "n_clusters": n_clusters,
-        "analysis": resolved, "size_threshold": thresholds.size,
-        "silhouette_threshold": thresholds.silhouette, "exre_threshold": thresholds.exre,
-        "segment_by": segment_by, "min_class_size": min_class_size, "random_state": seed,
-    }
+    params = detector_params(
+        resolved, thresholds, reducer=reducer, n_components=n_components,
+        n_clusters=n_clusters, segment_by=segment_by, min_class_size=min_class_size,
+        random_state=seed)
     validated = time.perf_counter()
     clusterings = cluster_classes(
         x, segments, ids, reducer=reducer, n_components=n_components, n_clusters=n_clusters,
