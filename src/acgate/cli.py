@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--fingerprint", default=None,
                         help="dataset fingerprint the scan was made on (checked)")
     repair.add_argument("--seed", type=int, default=0)
+    repair.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI: log the repair as a run (off when omitted)")
+    repair.add_argument("--scan-run-id", default=None,
+                        help="the scan's MLflow run: the repair run becomes its child")
 
     gate = sub.add_parser("gate", help="promote a registered model version if its scan passed")
     gate.add_argument("--model-name", required=True)
@@ -336,6 +340,12 @@ def cmd_repair(args: argparse.Namespace) -> int:
             print(f"{when:>6}: clean accuracy {m['clean_accuracy']:.3f}, attack success "
                   f"{m['attack_success_rate']:.3f}")
     print(f"outputs: {args.out}")
+    if args.tracking_uri:
+        from acgate.mlflow import log_repair
+
+        run_id = log_repair(report, tracking_uri=args.tracking_uri,
+                            scan_run_id=args.scan_run_id, artifacts_dir=args.out)
+        print(f"mlflow run: {run_id}")
     return EXIT_CLEAN
 
 

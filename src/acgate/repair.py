@@ -560,6 +560,9 @@ def run_repair(
                   "config": config.to_dict(), "timings": timings, "backdoor": backdoor}
         (staging / REPAIR_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n",
                                            encoding="utf-8")
+        from acgate.report.html import write_repair_report
+
+        write_repair_report(report, staging / "repair.html")
     logger.info("repair (%s): %d relabelled, %d removed, %d epochs, %.1f s", strategy,
                 record["n_relabelled"], record["n_removed"], record["epochs"], timings["total"])
     return RepairOutcome(cleaned_dataset_path=out_dir / CLEANED_FILE,

@@ -55,7 +55,7 @@ def test_repair_writes_cleaned_dataset_model_and_report(repaired, scanned, strat
     outcome = repaired[0][strategy]
     folder = outcome.cleaned_dataset_path.parent
     assert sorted(p.name for p in folder.iterdir()) == sorted([CLEANED_FILE, MODEL_FILE,
-                                                               REPAIR_FILE])
+                                                               REPAIR_FILE, "repair.html"])
     assert json.loads((folder / REPAIR_FILE).read_text()) == json.loads(
         json.dumps(outcome.report, default=str))
     cleaned = read_image_dataset(outcome.cleaned_dataset_path)
@@ -95,7 +95,36 @@ def test_repair_replaces_an_existing_output_folder(scanned, tmp_path):
     run_repair(scanned.dataset_path, scanned.samples_path, scanned.model_path, out,
                strategy="relabel", epochs=1, replay_fraction=0.1)
     assert sorted(p.name for p in out.iterdir()) == sorted([CLEANED_FILE, MODEL_FILE,
-                                                            REPAIR_FILE])
+                                                            REPAIR_FILE, "repair.html"])
     report = json.loads((out / REPAIR_FILE).read_text())
     assert report["epochs"] == 1 and report["backdoor"]["measured"] is False
     assert "test set" in report["backdoor"]["reason"]
+
+
+def test_repair_is_logged_to_mlflow_as_a_child_of_the_scan_and_has_an_html_page(
+        repaired, scanned, tmp_path):
+    import mlflow
+
+    from acgate.mlflow import log_repair, log_scan
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    scan_run = log_scan(scanned.result, tracking_uri=uri)
+    outcome = repaired[0]["relabel"]
+    page = (outcome.model_path.parent / "repair.html").read_text(encoding="utf-8")
+    assert "attack success rate" in page and "relabel" in page
+    run_id = log_repair(outcome.report, tracking_uri=uri, scan_run_id=scan_run,
+                        artifacts_dir=outcome.model_path.parent)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["mlflow.parentRunId"] == scan_run
+    assert run.data.params["strategy"] == "relabel"
+    backdoor = outcome.report["backdoor"]
+    assert run.data.metrics["before/attack_success_rate"] == pytest.approx(
+        backdoor["before"]["attack_success_rate"])
+    assert run.data.metrics["after/attack_success_rate"] == pytest.approx(
+        backdoor["after"]["attack_success_rate"])
+    artifacts = {a.path for a in client.list_artifacts(run_id, "repair")}
+    assert artifacts == {"repair/repair.json", "repair/repair.html"}
+    with pytest.raises(ValueError, match="no-such-run"):
+        log_repair(outcome.report, tracking_uri=uri, scan_run_id="no-such-run")

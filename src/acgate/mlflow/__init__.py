@@ -4,12 +4,18 @@ Importing this package does not import :mod:`mlflow`; the functions import it wh
 """
 
 from acgate.mlflow.gate import GateDecision, promote
-from acgate.mlflow.tracking import default_artifact_location, default_tracking_uri, log_scan
+from acgate.mlflow.tracking import (
+    default_artifact_location,
+    default_tracking_uri,
+    log_repair,
+    log_scan,
+)
 
 __all__ = [
     "GateDecision",
     "default_artifact_location",
     "default_tracking_uri",
+    "log_repair",
     "log_scan",
     "promote",
 ]

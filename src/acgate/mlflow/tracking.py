@@ -269,6 +269,84 @@ def log_scan(
     return run_id
 
 
+def repair_metrics(report: Mapping[str, Any]) -> dict[str, float]:
+    """Numbers of a repair report (``repair.json``) as MLflow metrics."""
+    metrics: dict[str, float] = {}
+    for key in ("n_relabelled", "n_removed", "epochs", "seconds"):
+        value = report.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics[key] = float(value)
+    backdoor = report.get("backdoor") or {}
+    for when in ("before", "after"):
+        for key in ("clean_accuracy", "attack_success_rate"):
+            value = (backdoor.get(when) or {}).get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                metrics[f"{when}/{key}"] = float(value)
+    return metrics
+
+
+def log_repair(
+    report: Mapping[str, Any],
+    *,
+    tracking_uri: str,
+    scan_run_id: str | None = None,
+    experiment: str = "acgate",
+    artifacts_dir: str | Path | None = None,
+    connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+) -> str:
+    """Log a repair as an MLflow run, a child of the scan's run when ``scan_run_id`` is given.
+
+    Metrics: ``n_relabelled``, ``n_removed``, ``epochs``, ``seconds`` and, when measured,
+    ``before/clean_accuracy``, ``before/attack_success_rate``, ``after/...``. Params: the
+    strategy. Artifacts: ``repair.json`` (and ``repair.html`` when present in ``artifacts_dir``).
+
+    Returns:
+        The repair run's id.
+
+    Raises:
+        ValueError: ``scan_run_id`` names no run in this store.
+        ConnectionError: When an HTTP tracking server is unreachable.
+    """
+    from mlflow.exceptions import MlflowException
+
+    db_path = sqlite_path(tracking_uri)
+    if db_path is not None:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
+    client = make_client(tracking_uri)
+    tags = {STATUS_TAG: "running", "acgate.kind": "repair"}
+    if scan_run_id is not None:
+        try:
+            parent = client.get_run(scan_run_id)
+        except MlflowException as error:
+            raise ValueError(f"scan run {scan_run_id!r} is not in {tracking_uri}: {error}"
+                             ) from error
+        experiment_id = parent.info.experiment_id
+        tags["mlflow.parentRunId"] = scan_run_id
+    else:
+        experiment_id = _experiment_id(client, experiment,
+                                       default_artifact_location(tracking_uri))
+    run = client.create_run(experiment_id, run_name=f"repair-{report.get('strategy', '')}",
+                            tags=tags)
+    run_id = run.info.run_id
+    try:
+        client.log_param(run_id, "strategy", str(report.get("strategy")))
+        for name, value in repair_metrics(report).items():
+            client.log_metric(run_id, name, value)
+        client.log_text(run_id, json.dumps(_json_safe(dict(report)), indent=2, default=str),
+                        "repair/repair.json")
+        if artifacts_dir is not None:
+            page = Path(artifacts_dir) / "repair.html"
+            if page.is_file():
+                client.log_artifact(run_id, str(page), artifact_path="repair")
+        client.set_tag(run_id, STATUS_TAG, STATUS_COMPLETE)
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    return run_id
+
+
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:

@@ -405,3 +405,53 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def write_repair_report(report: Mapping[str, Any], out_path: str | Path) -> Path:
+    """A small self-contained HTML page of a repair: counts, epochs, and the backdoor metrics.
+
+    Every value is escaped. Written atomically.
+
+    Args:
+        report: The content of ``repair.json`` (see :func:`acgate.repair.run_repair`).
+        out_path: The HTML file to write.
+
+    Returns:
+        The written path.
+    """
+    out_path = Path(out_path)
+    rows = "".join(
+        f"<tr><th>{_e(name)}</th><td>{_e(report.get(name))}</td></tr>"
+        for name in ("strategy", "n_relabelled", "n_removed", "n_cleaned", "epochs",
+                     "converged", "seconds")
+    )
+    backdoor = report.get("backdoor") or {}
+    if backdoor.get("measured"):
+        metric_rows = "".join(
+            f"<tr><th>{_e(when)}</th>"
+            f"<td>{_e(round(float(backdoor[when]['clean_accuracy']), 4))}</td>"
+            f"<td>{_e(round(float(backdoor[when]['attack_success_rate']), 4))}</td></tr>"
+            for when in ("before", "after") if when in backdoor
+        )
+        metrics = ("<h2>Backdoor before and after</h2><table><tr><th></th><th>clean accuracy"
+                   "</th><th>attack success rate</th></tr>" + metric_rows + "</table>")
+    else:
+        metrics = f"<p>Backdoor metrics not measured: {_e(backdoor.get('reason', ''))}</p>"
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
+        "style-src 'unsafe-inline'\"><title>acgate repair</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;"
+        "padding:4px 8px;text-align:left}table{border-collapse:collapse}</style></head><body>"
+        f"<h1>acgate repair: {_e(report.get('strategy'))}</h1><table>{rows}</table>"
+        f"{metrics}</body></html>\n"
+    )
+    descriptor, temp_name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(page)
+        os.replace(temp_name, out_path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return out_path
