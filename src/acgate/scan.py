@@ -165,11 +165,20 @@ def validate_dataset_file(path: str | Path, *, modality: str = "image") -> Any:
             and the failing expectation).
     """
     from acgate.gx import ExpectationFailed, validate_dataset_frame
-    from acgate.io.inspect import validation_frame
+    from acgate.io.inspect import first_decode_error, validation_frame
+    from acgate.io.schema import open_parquet
 
     frame = validation_frame(path, modality)
     if len(frame) == 0:
         raise ValueError(f"{path}: the dataset has no rows")
+    if modality == "image" and "image_shape" not in frame:
+        raise ValueError(f"{path}: column 'image' is missing (columns: "
+                         f"{sorted(open_parquet(path).schema_arrow.names)})")
+    if modality == "image" and frame["image_shape"].isna().any():
+        # The decoder says why far better than a null-count expectation would.
+        reason = first_decode_error(path)
+        if reason is not None:
+            raise ValueError(reason)
     try:
         return validate_dataset_frame(frame, modality=modality)
     except ExpectationFailed as error:

@@ -57,8 +57,8 @@ _BUG_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
      "dataset suite and fails later in the stage (stages.stage_dataset now validates the input "
      "before copying it, which fixed the rest of this row): refuse these inputs in the suite, "
      "or write the artifact only after the stage's own checks.",
-     ("one-class", "singleton", "label-negative", "label-huge", "missing-column",
-      "newer-schema", "undecodable"), ("kfp train_proxy",)),
+     ("one-class", "singleton", "label-negative", "label-huge", "newer-schema"),
+     ("kfp train_proxy",)),
     ("labels have no upper bound: scan.n_classes_of sizes the proxy max(label)+1, so torch "
      "tries to allocate ~1 TB -> RuntimeError traceback (cli scan/repair, kfp analyze/repair); "
      "detect, extract and cluster accept it as a 1-sample class and write output; poison's "
@@ -85,15 +85,6 @@ _BUG_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
      "at least two classes, found []\" (cli.cmd_poison); kfp extract_activations \"inputs holds "
      "no samples\" comes from torch.extract outside stages.reading().",
      ("empty",), ("cli detect", "cli poison", "kfp extract_activations")),
-    ("scan's dataset validation (io.inspect.validation_frame + gx suite) hides the reader's "
-     "reason and the file: a missing 'image' column is reported as missing 'image_shape'; an "
-     "undecodable image or a decompression bomb as \"values are null at rows [k]\" on "
-     "'image_shape'; float/string labels and mixed shapes without the file name. Put the path "
-     "in \"dataset validation failed\" and the decoder's message for null shapes. Text "
-     "datasets: an empty text or non-UTF-8 bytes give \"expect_column_value_lengths_to_be_"
-     "between on column 'text'\" without the file (non-UTF-8: \"no details\").",
-     ("missing-column", "undecodable"),
-     ("cli scan",)),
 )
 
 

@@ -25,6 +25,31 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
 
+def first_decode_error(path: PathLike, column: str = "image") -> str | None:
+    """The decoder's message for the first image of ``column`` that does not decode, or None."""
+    parquet = open_parquet(path)
+    if column not in parquet.schema_arrow.names:
+        return None
+    values = parquet.read(columns=[column]).column(column)
+    kind = values.type
+    if pa.types.is_struct(kind):
+        if kind.get_field_index("bytes") < 0:
+            return None
+        blobs = values.combine_chunks().field("bytes").to_pylist()
+    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        blobs = values.to_pylist()
+    else:
+        return None
+    for row, blob in enumerate(blobs):
+        if blob is None:
+            return f"{path}: column {column!r} row {row} has no image bytes (null)"
+        try:
+            _decode_image(blob, path, column, row, _MAX_PIXELS)
+        except (ValueError, TypeError) as error:
+            return str(error)
+    return None
+
+
 def _row_shapes(path: PathLike, column: pa.ChunkedArray, metadata: dict[str, str]) -> list[Any]:
     kind = column.type
     if pa.types.is_struct(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
