@@ -234,6 +234,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise ValueError("--analysis exre needs the data and a model to retrain; use "
                          "`acgate scan`, or another --analysis with `acgate detect`")
     table = read_activations(args.activations)
+    if len(table.indices) == 0:
+        raise ValueError(f"{args.activations}: the activations file has no rows")
     result = detect_table(table, config)
     with atomic_directory(args.out) as staging:
         write_result(result, staging)
@@ -312,6 +314,8 @@ def cmd_poison(args: argparse.Namespace) -> int:
 
     dataset = (load_digits_dataset() if args.dataset == "digits"
                else read_image_dataset(args.dataset))
+    if len(dataset) == 0:
+        raise ValueError(f"{args.dataset}: the dataset has no rows")
     trigger = (TriggerSpec(kind="blend", alpha=args.alpha, seed=args.seed)
                if args.trigger == "blend" else TriggerSpec())
     poisoned = poison_image_dataset(dataset, rate=args.rate, pairs=_parse_pairs(args.pairs),

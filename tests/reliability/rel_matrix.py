@@ -77,14 +77,11 @@ _BUG_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
      "outputs written); issue 10 asks for exit 2. Fix in core.validation.check_labels / "
      "core.detect (or amend the contract: skipped class + gate refusal); poison's message "
      "(io.poison._choose_rows) does not name the file.", ("singleton",), _ALL_BUT_GATE),
-    ("an empty input is refused with an unclear message: scan's GX suite says "
-     "\"expect_column_unique_value_count_to_be_between on column 'image_shape': observed 0\" "
-     "(check the row count first in gx.suites / scan.validate_dataset_file); cli detect "
-     "\"activations is empty: shape (0, 16)\" lacks the file (cli.cmd_detect / "
-     "io.activations.read_activations should refuse 0 rows naming the file); poison \"needs "
-     "at least two classes, found []\" (cli.cmd_poison); kfp extract_activations \"inputs holds "
-     "no samples\" comes from torch.extract outside stages.reading().",
-     ("empty",), ("cli detect", "cli poison", "kfp extract_activations")),
+    ("an empty input is refused with an unclear message at kfp extract_activations: "
+     "\"inputs holds no samples\" comes from torch.extract outside stages.reading(), so it "
+     "names neither the artifact nor the file (scan, detect and poison now say "
+     "\"<file>: ... has no rows\").",
+     ("empty",), ("kfp extract_activations",)),
 )
 
 
