@@ -211,10 +211,11 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike, activations_path:
         ascending: one ``cluster`` task per entry.
     """
     from acgate.io.datasets import read_image_dataset
-    from acgate.scan import extract_to_parquet
+    from acgate.scan import check_scannable, extract_to_parquet
 
     with reading("dataset", dataset_path):
         dataset = read_image_dataset(dataset_path)
+        check_scannable(dataset, dataset_path)
     model = load_proxy(model_dir)
     table = extract_to_parquet(model, dataset, activations_path, config)
     segments = table.predictions if config.segment_by == "prediction" else table.labels
