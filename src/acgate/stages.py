@@ -270,7 +270,7 @@ def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
     from acgate.core.detect import segment_rows
 
     _, arrays = _validated_arrays(activations_path, config)
-    rows = segment_rows(arrays.segments, arrays.sample_ids, arrays.segments)
+    rows = segment_rows(arrays.sample_ids, arrays.segments)
     if int(label) not in rows:
         raise StageInputError(
             f"input artifact 'activations' ({activations_path}): no row has "

@@ -81,6 +81,9 @@ class ClassJudgement:
         suspected_source: Suspected source class, or ``None``.
         exre_score: l/p of the suspicious cluster when exclusionary reclassification ran.
         scores: Named scores for the class report.
+        sample_sources: Per-position suspected source (``-1`` for none), when the analysis
+            names one per sample (exclusionary reclassification: the retrained model's
+            prediction); ``None`` means every flagged sample gets ``suspected_source``.
     """
 
     suspicious_cluster: int | None
@@ -92,6 +95,7 @@ class ClassJudgement:
     suspected_source: int | None = None
     exre_score: float | None = None
     scores: Mapping[str, float] = field(default_factory=dict)
+    sample_sources: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

@@ -112,9 +112,7 @@ def detector_params(analysis: str, thresholds: Thresholds, *, reducer: str, n_co
     }
 
 
-def segment_rows(
-    labels: np.ndarray, sample_ids: np.ndarray, segments: np.ndarray
-) -> dict[int, np.ndarray]:
+def segment_rows(sample_ids: np.ndarray, segments: np.ndarray) -> dict[int, np.ndarray]:
     """Row positions of each segment, in canonical (sample-id) order."""
     order = np.argsort(sample_ids, kind="stable")
     ordered_segments = segments[order]
@@ -134,7 +132,7 @@ def cluster_classes(
 ) -> list[ClassClustering]:
     """Cluster every segment (validated arrays in; see :func:`detect`)."""
     clusterings = []
-    for label, positions in segment_rows(segments, sample_ids, segments).items():
+    for label, positions in segment_rows(sample_ids, segments).items():
         clusterings.append(cluster_class(
             activations[positions], label=label, positions=positions, reducer=reducer,
             n_components=n_components, n_clusters=n_clusters, random_state=random_state,
@@ -193,24 +191,17 @@ def _exre_judgements(
             f"{label}, {outcome.n_other} as class {outcome.source}; l/p = {outcome.score:.2f} "
             f"({'<' if poisoned else '>='} {thresholds.exre:g}) -> {verdict_words}"
         )
+        sample_sources = np.full(len(members), NO_VALUE, dtype=np.int64)
+        sample_sources[members] = outcome.predicted
         judgements[label] = ClassJudgement(
             suspicious_cluster=smallest, size_ratio=share, is_poisoned=poisoned,
             reason=reason, flagged=flagged, sample_scores=scores,
             suspected_source=outcome.source if poisoned else None,
             exre_score=outcome.score,
             scores={"size_ratio": share, "silhouette": silhouette, "exre": outcome.score},
+            sample_sources=sample_sources,
         )
-        judgements[label] = _with_sample_sources(judgements[label], outcome, members)
     return judgements
-
-
-def _with_sample_sources(judgement: ClassJudgement, outcome: Any,
-                         members: np.ndarray) -> ClassJudgement:
-    """Attach per-sample suspected sources (the retrained model's prediction) to a judgement."""
-    sources = np.full(len(members), NO_VALUE, dtype=np.int64)
-    sources[np.flatnonzero(members)] = outcome.predicted
-    object.__setattr__(judgement, "_sample_sources", sources)
-    return judgement
 
 
 def analyze(
@@ -294,10 +285,10 @@ def analyze(
         clusters[positions] = clustering.clusters
         is_poison[positions] = judgement.flagged
         poison_score[positions] = np.clip(judgement.sample_scores, 0.0, 1.0)
-        sample_sources = getattr(judgement, "_sample_sources", None)
         if judgement.is_poisoned:
-            if sample_sources is not None:
-                suspected_source[positions[judgement.flagged]] = sample_sources[judgement.flagged]
+            if judgement.sample_sources is not None:
+                flagged = judgement.flagged
+                suspected_source[positions[flagged]] = judgement.sample_sources[flagged]
             elif judgement.suspected_source is not None:
                 suspected_source[positions[judgement.flagged]] = judgement.suspected_source
         reports.append(ClassReport(
