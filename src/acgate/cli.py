@@ -233,9 +233,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if config.analysis == "exre":
         raise ValueError("--analysis exre needs the data and a model to retrain; use "
                          "`acgate scan`, or another --analysis with `acgate detect`")
+    from acgate.core.validation import check_class_count
+
     table = read_activations(args.activations)
     if len(table.indices) == 0:
         raise ValueError(f"{args.activations}: the activations file has no rows")
+    check_class_count(table.labels, name=f"{args.activations}: column 'label'")
     result = detect_table(table, config)
     with atomic_directory(args.out) as staging:
         write_result(result, staging)
@@ -286,12 +289,15 @@ def cmd_poison_text(args: argparse.Namespace) -> int:
                          "--source, --target and --signature")
     dataset = (load_rotten_tomatoes() if args.dataset == "rotten-tomatoes"
                else read_text_dataset(args.dataset))
-    poisoned = poison_text_dataset(
-        dataset, rate=args.rate, seed=args.seed,
-        source=1 if args.source is None else args.source,
-        target=0 if args.target is None else args.target,
-        signature="-travelerthehorse" if args.signature is None else args.signature,
-        position=args.position or "end")
+    try:
+        poisoned = poison_text_dataset(
+            dataset, rate=args.rate, seed=args.seed,
+            source=1 if args.source is None else args.source,
+            target=0 if args.target is None else args.target,
+            signature="-travelerthehorse" if args.signature is None else args.signature,
+            position=args.position or "end")
+    except ValueError as error:  # say which dataset the classes / rows belong to
+        raise ValueError(f"{args.dataset}: {error}") from error
     write_text_dataset(poisoned, args.out)
     n_poison = int(poisoned.columns["is_poison"].sum())
     signature = poisoned.metadata["poison"]["trigger"]["signature"]
@@ -318,8 +324,11 @@ def cmd_poison(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.dataset}: the dataset has no rows")
     trigger = (TriggerSpec(kind="blend", alpha=args.alpha, seed=args.seed)
                if args.trigger == "blend" else TriggerSpec())
-    poisoned = poison_image_dataset(dataset, rate=args.rate, pairs=_parse_pairs(args.pairs),
-                                    trigger=trigger, seed=args.seed)
+    try:
+        poisoned = poison_image_dataset(dataset, rate=args.rate, pairs=_parse_pairs(args.pairs),
+                                        trigger=trigger, seed=args.seed)
+    except ValueError as error:  # say which dataset the classes / rows belong to
+        raise ValueError(f"{args.dataset}: {error}") from error
     write_image_dataset(poisoned, args.out)
     n_poison = int(poisoned.columns["is_poison"].sum())
     print(f"wrote {args.out}: {len(poisoned)} rows, {n_poison} poisoned")

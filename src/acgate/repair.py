@@ -455,7 +455,7 @@ def run_repair(
     from acgate.io.atomic import atomic_directory
     from acgate.io.datasets import dataset_fingerprint, read_image_dataset, write_image_dataset
     from acgate.io.results import read_samples
-    from acgate.scan import ScanConfig, train_proxy
+    from acgate.scan import ScanConfig, check_dataset_labels, train_proxy
 
     started = time.perf_counter()
     if out_dir is None:
@@ -470,6 +470,7 @@ def run_repair(
     if model_path is not None and not Path(model_path).is_file():
         raise FileNotFoundError(f"model file {str(model_path)!r} does not exist")
 
+    check_dataset_labels(dataset_path)  # one column, before the images are decoded
     dataset = read_image_dataset(dataset_path)
     samples = read_samples(samples_path)
     _check_scan_matches(dataset, dataset_path, samples, samples_path, fingerprint)

@@ -180,17 +180,40 @@ def validate_dataset_file(path: str | Path, *, modality: str = "image") -> Any:
         if reason is not None:
             raise ValueError(reason)
     try:
-        return validate_dataset_frame(frame, modality=modality)
+        validated = validate_dataset_frame(frame, modality=modality)
     except ExpectationFailed as error:
         raise ValueError(f"{path}: {error}") from error
+    check_dataset_labels(path)  # schema version, label range, class sizes
+    return validated
+
+
+def check_dataset_labels(path: str | Path) -> None:
+    """Check a dataset file's schema version and ``label`` column without decoding any image.
+
+    Cheap enough to run before a dataset is copied or a model is trained: reads one column.
+
+    Raises:
+        ValueError: Unreadable file, unknown or newer schema, no ``label`` column, no rows,
+            labels null / negative / above the supported range, fewer than two classes, or a
+            class of one sample (the message names the file and column ``label``).
+        TypeError: Labels that are not integers.
+    """
+    from acgate.core.validation import MAX_LABEL, check_class_count
+    from acgate.io.schema import integer_column, read_parquet
+
+    table, _ = read_parquet(path, "dataset", required=("label",), columns=("label",))
+    labels = integer_column(path, table.column("label"), "label", max_value=MAX_LABEL)
+    if len(labels) == 0:
+        raise ValueError(f"{path}: the dataset has no rows")
+    check_class_count(labels, name=f"{path}: column 'label'")
 
 
 def check_scannable(dataset: Any, path: str | Path) -> None:
     """Refuse a dataset that Activation Clustering cannot judge, before any training.
 
     Raises:
-        ValueError: No rows, or fewer than two classes (each class is judged against the
-            others), naming the file and column ``label``.
+        ValueError: No rows, fewer than two classes (each class is judged against the
+            others) or a class of one sample, naming the file and column ``label``.
     """
     from acgate.core.validation import check_class_count
 

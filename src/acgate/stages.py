@@ -244,6 +244,7 @@ def _validated_arrays(activations_path: PathLike, config: ScanConfig) -> tuple[A
         table = read_activations(activations_path)
         x = validation.check_activations(table.activations)
         y = validation.check_labels(table.labels, x.shape[0])
+        validation.check_class_count(y, name=f"{activations_path}: column 'label'")
         ids = validation.check_sample_ids(table.indices, x.shape[0])
         if config.segment_by == "prediction":
             if table.predictions is None:

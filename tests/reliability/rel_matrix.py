@@ -52,33 +52,7 @@ EPOCHS = 1
 _ALL_BUT_GATE = ("lib detect", "cli scan", "cli detect", "cli poison", "cli repair",
                  "kfp train_proxy", "kfp extract_activations", "kfp cluster", "kfp analyze",
                  "kfp repair")
-_BUG_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
-    ("kfp train_proxy leaves the output artifact 'dataset' behind when the input passes the "
-     "dataset suite and fails later in the stage (stages.stage_dataset now validates the input "
-     "before copying it, which fixed the rest of this row): refuse these inputs in the suite, "
-     "or write the artifact only after the stage's own checks.",
-     ("one-class", "singleton", "label-negative", "label-huge", "newer-schema"),
-     ("kfp train_proxy",)),
-    ("labels have no upper bound: scan.n_classes_of sizes the proxy max(label)+1, so torch "
-     "tries to allocate ~1 TB -> RuntimeError traceback (cli scan/repair, kfp analyze/repair); "
-     "detect, extract and cluster accept it as a 1-sample class and write output; poison's "
-     "message does not name the file. Refuse absurd labels in io.schema.integer_column / "
-     "core.validation.check_labels (or the GX dataset suite), naming column 'label', row, value. "
-     "core.validation now refuses labels above MAX_LABEL (detect, extract, cluster fixed); the "
-     "scan/repair/train stages read labels before any check.",
-     ("label-huge",), tuple(e for e in _ALL_BUT_GATE if e not in (
-         "lib detect", "kfp extract_activations", "kfp cluster", "kfp analyze"))),
-    ("a one-class dataset is accepted (exit 0, outputs written): core.detect, scan.run_scan, "
-     "stages and repair.run_repair should refuse labels with fewer than 2 classes with a "
-     "ValueError naming column 'label'; poison refuses but io.poison.default_pairs's message "
-     "does not name the file. (core.detect now refuses it.)",
-     ("one-class",), tuple(e for e in _ALL_BUT_GATE
-                           if e not in ("lib detect", "cli scan", "kfp extract_activations"))),
-    ("a class with 1 sample is accepted (the class is skipped with a warning; exit 0 or 3, "
-     "outputs written); issue 10 asks for exit 2. Fix in core.validation.check_labels / "
-     "core.detect (or amend the contract: skipped class + gate refusal); poison's message "
-     "(io.poison._choose_rows) does not name the file.", ("singleton",), _ALL_BUT_GATE),
-)
+_BUG_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
 
 
 def _known_bugs() -> dict[tuple[str, str], str]:

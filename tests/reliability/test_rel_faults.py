@@ -285,14 +285,6 @@ def test_two_scans_logging_to_one_existing_sqlite_store_at_once_both_complete(tm
     _two_concurrent_scans(tmp_path, uri)
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,  # a race: the two processes usually, not always, collide
-    reason="BUG: two scans creating a new SQLite store at once race in MLflow's schema "
-           "creation: one dies with sqlalchemy OperationalError 'table runs already exists' "
-           "(traceback, exit 1, after its output folder was written). Fix in "
-           "acgate.mlflow.tracking.make_client/log_scan: create the store under a file lock "
-           "(or retry on OperationalError) before logging.")
 def test_two_scans_creating_one_sqlite_store_at_once_both_complete(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     _two_concurrent_scans(tmp_path, uri)

@@ -147,7 +147,7 @@ def test_text_column_without_rows_is_refused(tmp_path):
 
 
 def test_non_string_texts_are_refused(tmp_path):
-    path = write_table(tmp_path / "numbers.parquet", {"text": [1, 2, 3], "label": [1, 0, 0]})
+    path = write_table(tmp_path / "numbers.parquet", {"text": [1, 2, 3, 4], "label": [1, 0, 0, 1]})
     code, _, stderr = run_cli(["scan", path, "--out", tmp_path / "out", "--no-mlflow"])
     assert code == EXIT_BAD_INPUT
     assert "'text'" in stderr and "numbers.parquet" in stderr

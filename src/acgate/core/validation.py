@@ -96,17 +96,31 @@ def check_labels(labels: Any, n_samples: int, *, name: str = "labels") -> np.nda
     return array
 
 
-def check_class_count(labels: np.ndarray, *, name: str = "labels", minimum: int = 2) -> None:
-    """Refuse inputs with fewer than ``minimum`` distinct classes.
+def check_class_count(
+    labels: np.ndarray, *, name: str = "labels", minimum: int = 2, min_class_size: int = 2
+) -> None:
+    """Refuse inputs with fewer than ``minimum`` distinct classes, or a class of one sample.
 
     Activation Clustering judges each class against the others (the retrain of exclusionary
     reclassification classifies a left-out cluster into the other classes), so one class alone
-    cannot be analysed.
+    cannot be analysed. A class with a single sample cannot be split or judged at all and is
+    almost always a labelling mistake, so it is refused rather than silently passed; classes
+    with a few more samples than that are clustered or skipped with the reason recorded.
+
+    Raises:
+        ValueError: Naming ``name``, the classes present or the undersized classes and their
+            rows.
     """
-    classes = np.unique(labels)
+    classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < minimum:
         raise ValueError(f"{name} holds {len(classes)} distinct class(es) "
                          f"{classes.tolist()}; at least {minimum} are needed")
+    small = classes[counts < min_class_size]
+    if len(small):
+        rows = np.flatnonzero(np.isin(labels, small))
+        raise ValueError(f"{name}: class(es) {_describe(small)} have fewer than "
+                         f"{min_class_size} samples (rows {_describe(rows)}); every class needs "
+                         f"at least {min_class_size} to be judged: drop or relabel those rows")
 
 
 def check_sample_ids(sample_ids: Any, n_samples: int) -> np.ndarray:

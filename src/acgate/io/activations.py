@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from acgate.core.validation import MAX_LABEL
 from acgate.io.atomic import _fsync_path, _remove, _temp_sibling
 from acgate.io.schema import (
     METADATA_PREFIX,
@@ -473,7 +474,7 @@ def _table_from_arrow(
                                      non_negative=False)
     return ActivationTable(
         indices=integer_column(path, table.column("index"), "index"),
-        labels=integer_column(path, table.column("label"), "label"),
+        labels=integer_column(path, table.column("label"), "label", max_value=MAX_LABEL),
         predictions=predictions,
         activations=activations,
         metadata=info.metadata,

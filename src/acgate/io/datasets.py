@@ -459,7 +459,8 @@ def read_image_dataset(
             unsupported type.
     """
     table, metadata = read_parquet(path, "dataset", required=(label_column, image_column))
-    labels = integer_column(path, table.column(label_column), label_column)
+    labels = integer_column(path, table.column(label_column), label_column,
+                            max_value=MAX_LABEL)
     images = _images_from_column(path, table.column(image_column), image_column, metadata,
                                  max_pixels)
     return ImageDataset(
@@ -555,7 +556,8 @@ def read_text_dataset(
         TypeError: When the text column is not a string column or labels are not integer.
     """
     table, metadata = read_parquet(path, "dataset", required=(label_column, text_column))
-    labels = integer_column(path, table.column(label_column), label_column)
+    labels = integer_column(path, table.column(label_column), label_column,
+                            max_value=MAX_LABEL)
     column = table.column(text_column)
     kind = column.type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)

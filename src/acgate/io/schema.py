@@ -283,13 +283,21 @@ def integer_column(
     name: str,
     *,
     non_negative: bool = True,
+    max_value: int | None = None,
 ) -> np.ndarray:
     """Validate an integer column without nulls and return it as ``int64``.
 
+    Args:
+        path: The file (named in errors).
+        column: The column's values.
+        name: The column's name (named in errors).
+        non_negative: Refuse negative values.
+        max_value: Refuse values above this (labels: one proxy output per class).
+
     Raises:
         TypeError: When the column is not of an integer type (float, string, bool, ...).
-        ValueError: When it has nulls, or (``non_negative``) a negative value; the message
-            names the file, the column and the first offending row.
+        ValueError: When it has nulls, (``non_negative``) a negative value or a value above
+            ``max_value``; the message names the file, the column and the first offending row.
     """
     if not pa.types.is_integer(column.type):
         raise TypeError(f"{path}: column {name!r} must be of an integer type, got {column.type}")
@@ -307,6 +315,12 @@ def integer_column(
         row = _first_true(values < 0)
         raise ValueError(
             f"{path}: column {name!r} has negative value {values[row]} in row {row}"
+        )
+    if max_value is not None and len(values) and values.max() > max_value:
+        row = _first_true(values > max_value)
+        raise ValueError(
+            f"{path}: column {name!r} has value {values[row]} in row {row}, above the largest "
+            f"supported {name} {max_value}"
         )
     return values
 

@@ -21,6 +21,7 @@ What a scan run holds (the promotion gate reads exactly this):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -149,7 +150,38 @@ def make_client(tracking_uri: str) -> MlflowClient:
         raise ImportError(
             "acgate.mlflow needs MLflow: pip install 'acgate[mlflow]'"
         ) from error
-    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    db_path = sqlite_path(tracking_uri)
+    if db_path is None:
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    with _store_lock(db_path):
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        # Touch both schemas while locked: MLflow creates / migrates tables on first use.
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    return client
+
+
+@contextlib.contextmanager
+def _store_lock(db_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<db>.lock`` while a SQLite store is opened.
+
+    MLflow creates (or migrates) the schema when a client first opens a store; two processes
+    doing that at once on a new file race ("table experiments already exists") and one dies.
+    Serialising the opening makes concurrent scans safe; on an existing store the lock is held
+    for milliseconds. Without ``fcntl`` (not POSIX) no lock is taken.
+    """
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(db_path.with_name(db_path.name + ".lock"), "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
 
 def log_scan(
