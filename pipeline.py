@@ -122,7 +122,9 @@ def acgate_pipeline(
     with dsl.Else(name="data-poisoned"):
         repaired = repair(dataset=trained.outputs["dataset"],
                           samples=analyzed.outputs["samples"], model=trained.outputs["model"],
-                          strategy=repair_strategy, seed=seed, epochs=epochs)
+                          strategy=repair_strategy, seed=seed, epochs=epochs,
+                          mlflow_tracking_uri=mlflow_tracking_uri,
+                          scan_run_id=analyzed.outputs["run_id"])
         repaired.set_display_name("repair")
 
     outputs = NamedTuple("ScanOutputs", samples=dsl.Dataset, verdict=str, run_id=str)

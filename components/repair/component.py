@@ -19,7 +19,9 @@ def repair(
     strategy: str = "relabel",
     seed: int = 0,
     epochs: Optional[int] = None,
-):
+    mlflow_tracking_uri: Optional[str] = None,
+    scan_run_id: Optional[str] = None,
+) -> str:
     """Repair the dataset and the proxy from the scan's per-sample result.
 
     Args:
@@ -33,24 +35,25 @@ def repair(
             suspected source) or ``"remove"`` (drop them, retrain from scratch).
         seed: Seed of every random step.
         epochs: Fixed epochs; ``None``: the library's default.
+        mlflow_tracking_uri: Log the repair as an MLflow run; ``None``: no tracking.
+        scan_run_id: The scan's MLflow run (from ``analyze``): the repair run becomes its
+            child; ``None`` or ``""``: a top-level run.
+
+    Returns:
+        The repair's MLflow run id (``""`` when not tracked).
     """
     import logging
-    import tempfile
-    from pathlib import Path
 
-    from acgate.repair import run_repair
-    from acgate.stages import MODEL_WEIGHTS_FILE, copy_file, pipeline_config
+    from acgate.stages import pipeline_config, repair_stage
 
     logging.basicConfig(level=logging.INFO)
-    with tempfile.TemporaryDirectory(prefix="acgate-repair-") as work:
-        outcome = run_repair(
-            dataset.path, samples.path, Path(model.path) / MODEL_WEIGHTS_FILE,
-            Path(work) / "repair", strategy=strategy, seed=seed, epochs=epochs,
-            config=pipeline_config(seed=seed, epochs=epochs),
-        )
-        copy_file(outcome.cleaned_dataset_path, cleaned_dataset.path)
-        copy_file(outcome.model_path, repaired_model.path)
-    for name, value in outcome.report.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics.log_metric(name, float(value))
-    repaired_model.metadata.update({"strategy": strategy, "seed": seed})
+    outcome = repair_stage(
+        dataset.path, samples.path, model.path, cleaned_dataset.path, repaired_model.path,
+        pipeline_config(seed=seed, epochs=epochs), strategy=strategy, epochs=epochs,
+        tracking_uri=mlflow_tracking_uri, scan_run_id=scan_run_id,
+    )
+    for name, value in outcome.metrics.items():
+        metrics.log_metric(name, value)
+    repaired_model.metadata.update({"strategy": strategy, "seed": seed,
+                                    "run_id": outcome.run_id or ""})
+    return outcome.run_id or ""

@@ -505,6 +505,85 @@ def class_metrics(result: DetectionResult) -> dict[str, float]:
     return metrics
 
 
+# ------------------------------------------------------------------------------------ repair
+
+
+@dataclass(frozen=True)
+class RepairStageOutcome:
+    """What the ``repair`` stage produced.
+
+    Attributes:
+        report: The repair report (:func:`acgate.repair.run_repair`'s ``report``).
+        metrics: Its numbers, flattened (``before/clean_accuracy``, ...), for KFP metrics.
+        run_id: The MLflow repair run (a child of the scan's run), or ``None`` untracked.
+    """
+
+    report: Mapping[str, Any]
+    metrics: Mapping[str, float]
+    run_id: str | None
+
+
+def repair_stage(
+    dataset_path: PathLike,
+    samples_path: PathLike,
+    model_dir: PathLike,
+    cleaned_path: PathLike,
+    repaired_model_path: PathLike,
+    config: ScanConfig,
+    *,
+    strategy: str = "relabel",
+    epochs: int | None = None,
+    tracking_uri: str | None = None,
+    scan_run_id: str | None = None,
+) -> RepairStageOutcome:
+    """Repair the dataset and the proxy, write both artifacts and log the repair to MLflow.
+
+    Args:
+        dataset_path: The scanned dataset (never modified).
+        samples_path: The scan's per-sample result.
+        model_dir: The proxy folder from :func:`train_proxy_stage`.
+        cleaned_path: Where the cleaned dataset Parquet goes (atomically).
+        repaired_model_path: Where the repaired proxy's state_dict goes (atomically).
+        config: The pipeline's scan configuration (seed, epochs, proxy).
+        strategy: ``"relabel"`` or ``"remove"``.
+        epochs: Fixed fine-tuning epochs; ``None``: until convergence.
+        tracking_uri: Log the repair as an MLflow run; ``None`` or ``""``: no tracking.
+        scan_run_id: The scan's MLflow run, made the repair run's parent; ``None``/``""``: a
+            top-level run.
+
+    Returns:
+        The report, its numbers and the MLflow run id.
+    """
+    from acgate.repair import run_repair
+
+    with tempfile.TemporaryDirectory(prefix="acgate-repair-") as work:
+        out_dir = Path(work) / "repair"
+        outcome = run_repair(dataset_path, samples_path, Path(model_dir) / MODEL_WEIGHTS_FILE,
+                             out_dir, strategy=strategy, seed=config.seed, epochs=epochs,
+                             config=config)
+        run_id = None
+        if tracking_uri:
+            from acgate.mlflow import log_repair
+
+            run_id = log_repair(outcome.report, tracking_uri=tracking_uri,
+                                scan_run_id=scan_run_id or None, artifacts_dir=out_dir)
+        copy_file(outcome.cleaned_dataset_path, cleaned_path)
+        copy_file(outcome.model_path, repaired_model_path)
+    return RepairStageOutcome(report=outcome.report, metrics=_numbers(outcome.report),
+                              run_id=run_id)
+
+
+def _numbers(report: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """Every int / float in a nested report, keyed ``a/b/c`` (booleans left out)."""
+    numbers: dict[str, float] = {}
+    for key, value in report.items():
+        if isinstance(value, Mapping):
+            numbers.update(_numbers(value, f"{prefix}{key}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers[f"{prefix}{key}"] = float(value)
+    return numbers
+
+
 # ------------------------------------------------------------------------------------ helpers
 
 

@@ -46,6 +46,16 @@ def test_poisoned_run_equals_scan_and_is_not_promoted(tmp_path, digits_parquet, 
     # The poisoned branch repaired the data.
     cleaned = list((tmp_path / "root").glob("*/repair/cleaned_dataset"))
     assert len(cleaned) == 1 and cleaned[0].stat().st_size > 0
+    # ... and logged the repair as a child of the scan's MLflow run.
+    children = client.search_runs(
+        [client.get_run(outputs["run_id"]).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{outputs['run_id']}'")
+    assert len(children) == 1
+    repair_run = children[0]
+    assert repair_run.data.tags["acgate.kind"] == "repair"
+    assert repair_run.data.metrics["n_relabelled"] + repair_run.data.metrics["n_removed"] > 0
+    logged = [a.path for a in client.list_artifacts(repair_run.info.run_id, "repair")]
+    assert "repair/repair.json" in logged and "repair/repair.html" in logged
 
 
 @pytest.mark.slow
