@@ -106,3 +106,61 @@ def test_atomic_directory_refuses_file(tmp_path):
         with atomic_directory(target):
             pass
     assert target.read_text() == "x"
+
+
+# ------------------------------------------------------------- leftovers of a killed writer
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid  # reaped: no process has this pid now (reuse within the test is rare)
+
+
+def _stale(folder: Path, name: str, tag: str, pid: int, host: str | None = None) -> Path:
+    from acgate.io import atomic
+
+    return folder / f".{name}.{tag}-{pid}@{host or atomic._HOST}-0123456789ab"
+
+
+def test_a_dead_writers_temporary_folder_is_removed_by_the_next_writer(tmp_path):
+    stale = _stale(tmp_path, "scan", "tmp", _dead_pid())
+    stale.mkdir()
+    (stale / "half.parquet").write_bytes(b"half")
+    with atomic_directory(tmp_path / "scan") as temp:
+        (temp / "done.txt").write_text("ok")
+    assert _siblings(tmp_path) == ["scan"]
+
+
+def test_a_dead_writers_temporary_file_is_removed_by_the_next_writer(tmp_path):
+    _stale(tmp_path, "out.txt", "tmp", _dead_pid()).write_text("half")
+    with atomic_write_path(tmp_path / "out.txt") as temp:
+        temp.write_text("new")
+    assert _siblings(tmp_path) == ["out.txt"]
+
+
+def test_a_previous_result_moved_aside_by_a_killed_writer_is_restored(tmp_path):
+    aside = _stale(tmp_path, "scan", "old", _dead_pid())
+    aside.mkdir()
+    (aside / "report.json").write_text("{}")
+    with pytest.raises(Boom):
+        with atomic_directory(tmp_path / "scan"):
+            raise Boom()
+    assert (tmp_path / "scan" / "report.json").read_text() == "{}"
+    assert _siblings(tmp_path) == ["scan"]
+
+
+def test_live_or_foreign_writers_files_are_left_alone(tmp_path):
+    import os
+
+    mine = _stale(tmp_path, "scan", "tmp", os.getpid())  # this (live) process
+    other_host = _stale(tmp_path, "scan", "tmp", _dead_pid(), host="another-node")
+    other_name = _stale(tmp_path, "scans", "tmp", _dead_pid())
+    for folder in (mine, other_host, other_name):
+        folder.mkdir()
+    with atomic_directory(tmp_path / "scan") as temp:
+        (temp / "done.txt").write_text("ok")
+    assert set(_siblings(tmp_path)) == {"scan", mine.name, other_host.name, other_name.name}

@@ -92,6 +92,11 @@ def test_sigkill_during_first_scan_leaves_no_output_folder(tmp_path):
     assert rc == -signal.SIGKILL
     assert not out.exists()
     assert [p.name for p in parent.iterdir() if not p.name.startswith(".")] == []
+    # The killed scan's hidden staging folder is cleaned up by the next scan of that folder.
+    assert [p for p in parent.iterdir() if p.name.startswith(f".{out.name}.tmp-")]
+    rerun = _run(_scan_argv(data, out, 0), cwd=tmp_path)
+    assert rerun.returncode in (0, 3), rerun.stderr
+    assert sorted(p.name for p in parent.iterdir()) == ["scan"]
 
 
 # ----------------------------------------------------------------------------- disk full

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from acgate.core.validation import MAX_LABEL
-from acgate.io.atomic import _fsync_path, _remove, _temp_sibling
+from acgate.io.atomic import _fsync_path, _remove, _sweep_stale_siblings, _temp_sibling
 from acgate.io.schema import (
     METADATA_PREFIX,
     SCHEMA_KEY,
@@ -239,6 +239,7 @@ class ActivationWriter:
         if self.path.is_dir():
             raise IsADirectoryError(f"cannot write activations to {self.path}: it is a folder")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_stale_siblings(self.path)
         self._temp = _temp_sibling(self.path, "tmp")
         self._writer = pq.ParquetWriter(self._temp, self._schema)
         self._state = "open"

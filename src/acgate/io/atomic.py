@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +24,59 @@ __all__ = ["atomic_directory", "atomic_write_path"]
 
 
 def _temp_sibling(path: Path, tag: str) -> Path:
-    """A hidden, unique name in the same folder as ``path``."""
-    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:12]}")
+    """A hidden, unique name in the same folder as ``path``, naming its owner process.
+
+    ``.<name>.<tag>-<pid>@<host>-<random>``: the owner lets a later writer of the same path
+    clean up after a process that was killed mid-write (see :func:`_sweep_stale_siblings`).
+    """
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}@{_HOST}-{uuid.uuid4().hex[:12]}")
+
+
+_HOST = socket.gethostname().replace("/", "_") or "localhost"
+
+
+def _owner_is_gone(pid: int, host: str) -> bool:
+    """Whether the process that made a temporary sibling is certainly dead.
+
+    Only decidable for this host's processes; anything else (another host sharing the
+    folder, a permission error) counts as alive, so a live writer's files are never removed.
+    """
+    if host != _HOST:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _sweep_stale_siblings(final: Path) -> None:
+    """Clean up what a killed writer of ``final`` left: its temporary and aside copies.
+
+    A temporary (``tmp``) sibling of a dead owner is half-written and removed. An aside
+    (``old``) sibling is the previous complete result, moved aside just before a crash: it is
+    put back when ``final`` is missing, else removed.
+    """
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.(tmp|old)-(\d+)@(.+)-[0-9a-f]{{12}}$")
+    try:
+        siblings = list(final.parent.iterdir())
+    except OSError:
+        return
+    for sibling in siblings:
+        match = pattern.match(sibling.name)
+        if match is None or not _owner_is_gone(int(match.group(2)), match.group(3)):
+            continue
+        if match.group(1) == "old" and sibling.is_dir() and not final.exists():
+            logger.warning("restoring %s from %s, left by a killed writer", final, sibling)
+            try:
+                os.replace(sibling, final)
+                continue
+            except OSError as error:
+                logger.warning("could not restore %s: %s", final, error)
+        logger.info("removing %s, left by a killed writer", sibling)
+        _remove(sibling)
 
 
 def _fsync_path(path: Path) -> None:
@@ -76,6 +129,7 @@ def atomic_write_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     if final.is_dir():
         raise IsADirectoryError(f"cannot write file {final}: it is an existing folder")
     final.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_siblings(final)
     temp = _temp_sibling(final, "tmp")
     try:
         yield temp
@@ -115,6 +169,7 @@ def atomic_directory(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
     if final.exists() and not final.is_dir():
         raise NotADirectoryError(f"cannot replace {final}: it exists and is not a folder")
     final.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_siblings(final)
     temp = _temp_sibling(final, "tmp")
     temp.mkdir()
     try:
