@@ -152,9 +152,9 @@ def atomic_directory(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
     The temporary folder is a sibling of ``out_dir``. On success the complete new folder
     replaces ``out_dir``: an existing ``out_dir`` is first renamed aside, the new folder is
     renamed in, and the old one is deleted. A crash therefore leaves either the previous
-    complete folder (possibly under its aside name, next to ``out_dir``) or the new complete
-    folder, never a mix. When the body raises, the temporary folder is removed and
-    ``out_dir`` is untouched.
+    complete folder (possibly under its aside name, next to ``out_dir``, which the next
+    write of ``out_dir`` puts back) or the new complete folder, never a mix. When the body
+    raises, the temporary folder is removed and ``out_dir`` is untouched.
 
     Args:
         out_dir: The final folder path.
