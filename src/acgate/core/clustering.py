@@ -140,8 +140,10 @@ def cluster_class(
         )
     # One BLAS thread: the same seed must give the same clusters on 1 or 2 cores.
     with threadpool_limits(limits=1, user_api="blas"):
+        # When x is this function's own float64 copy the reducer may centre it in place.
+        owned = not (isinstance(activations, np.ndarray) and np.may_share_memory(x, activations))
         reduced, notes = reduce(x, reducer=reducer, n_components=n_components,
-                                random_state=random_state)
+                                random_state=random_state, copy=not owned)
         if n > MINIBATCH_CUTOFF:
             coarse = MiniBatchKMeans(n_clusters=n_clusters, n_init=10,
                                      random_state=random_state, batch_size=4096).fit(reduced)

@@ -412,6 +412,10 @@ def write_activations(
 # --------------------------------------------------------------------------- reading
 
 
+#: Rows decoded at a time by :func:`read_activations` (~32 MiB of 128-d float32).
+READ_BATCH_ROWS = 65_536
+
+
 @dataclass(frozen=True)
 class _FileInfo:
     parquet: pq.ParquetFile
@@ -483,7 +487,11 @@ def _table_from_arrow(
 
 
 def read_activations(path: PathLike) -> ActivationTable:
-    """Read a whole activation file, validated.
+    """Read a whole activation file, validated, with memory bounded by the result itself.
+
+    The file is decoded in batches of :data:`READ_BATCH_ROWS` rows straight into
+    preallocated arrays, so the peak is the ``N x D`` float32 matrix plus one batch (reading
+    the whole Arrow table first would hold it two to three times over).
 
     Raises:
         FileNotFoundError: When the file does not exist.
@@ -493,14 +501,37 @@ def read_activations(path: PathLike) -> ActivationTable:
         TypeError: A column of the wrong type.
     """
     info = _inspect(path)
-    columns = ["index", "label", "activation"]
-    if info.predictions_present:
-        columns.append("prediction")
-    try:
-        table = info.parquet.read(columns=columns)
-    except (pa.ArrowException, OSError) as error:
-        raise ValueError(f"{path} is not a readable Parquet file: {error}") from error
-    return _table_from_arrow(path, table, info)
+    n_rows = info.parquet.metadata.num_rows
+    if n_rows == 0:
+        try:
+            table = info.parquet.read(columns=_columns(info))
+        except (pa.ArrowException, OSError) as error:
+            raise ValueError(f"{path} is not a readable Parquet file: {error}") from error
+        return _table_from_arrow(path, table, info)
+    indices = np.empty(n_rows, dtype=np.int64)
+    labels = np.empty(n_rows, dtype=np.int64)
+    predictions = np.empty(n_rows, dtype=np.int64) if info.predictions_present else None
+    activations: np.ndarray | None = None
+    filled = 0
+    for batch in _batches(path, info, READ_BATCH_ROWS):
+        stop = filled + len(batch.indices)
+        if stop > n_rows:
+            raise ValueError(f"{path} holds more rows than its footer declares ({n_rows})")
+        if activations is None:
+            activations = np.empty((n_rows, batch.activations.shape[1]), dtype=np.float32)
+        elif batch.activations.shape[1] != activations.shape[1]:
+            raise ValueError(f"{path}: column 'activation' changes width at row {filled}: "
+                             f"{batch.activations.shape[1]} vs {activations.shape[1]}")
+        indices[filled:stop] = batch.indices
+        labels[filled:stop] = batch.labels
+        activations[filled:stop] = batch.activations
+        if predictions is not None and batch.predictions is not None:
+            predictions[filled:stop] = batch.predictions
+        filled = stop
+    if filled != n_rows or activations is None:
+        raise ValueError(f"{path} holds {filled} rows but its footer declares {n_rows}")
+    return ActivationTable(indices=indices, labels=labels, predictions=predictions,
+                           activations=activations, metadata=info.metadata)
 
 
 def iter_activation_batches(path: PathLike, batch_rows: int = 8192) -> Iterator[ActivationTable]:
@@ -515,17 +546,26 @@ def iter_activation_batches(path: PathLike, batch_rows: int = 8192) -> Iterator[
     """
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise ValueError(f"batch_rows must be a positive integer, got {batch_rows!r}")
-    info = _inspect(path)
+    yield from _batches(path, _inspect(path), batch_rows)
+
+
+def _columns(info: _FileInfo) -> list[str]:
     columns = ["index", "label", "activation"]
     if info.predictions_present:
         columns.append("prediction")
+    return columns
+
+
+def _batches(path: PathLike, info: _FileInfo, batch_rows: int) -> Iterator[ActivationTable]:
     start = 0
     try:
-        batches = info.parquet.iter_batches(batch_size=batch_rows, columns=columns)
+        batches = info.parquet.iter_batches(batch_size=batch_rows, columns=_columns(info))
         for batch in batches:
             try:
                 table = _table_from_arrow(path, batch, info)
             except ValueError as error:
+                if start == 0:
+                    raise
                 raise ValueError(f"{error} (in the batch starting at row {start})") from error
             start += batch.num_rows
             yield table

@@ -103,7 +103,8 @@ def open_parquet(path: PathLike) -> pq.ParquetFile:
     if not file.exists():
         raise FileNotFoundError(f"{file} does not exist")
     try:
-        return pq.ParquetFile(file)
+        # pre_buffer keeps every column chunk read so far cached (~600 MB extra at 1M x 128).
+        return pq.ParquetFile(file, pre_buffer=False)
     except (pa.ArrowException, OSError, ValueError) as error:
         raise ValueError(f"{file} is not a readable Parquet file: {error}") from error
 

@@ -163,7 +163,7 @@ def make_client(tracking_uri: str) -> MlflowClient:
 
 @contextlib.contextmanager
 def _store_lock(db_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``<db>.lock`` while a SQLite store is opened.
+    """Hold an exclusive lock on ``.<db>.lock`` (beside the database) while a store is opened.
 
     MLflow creates (or migrates) the schema when a client first opens a store; two processes
     doing that at once on a new file race ("table experiments already exists") and one dies.
@@ -176,7 +176,7 @@ def _store_lock(db_path: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    with open(db_path.with_name(db_path.name + ".lock"), "a+b") as lock:
+    with open(db_path.with_name(f".{db_path.name}.lock"), "a+b") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         try:
             yield
