@@ -530,6 +530,7 @@ def read_activations(path: PathLike) -> ActivationTable:
         filled = stop
     if filled != n_rows or activations is None:
         raise ValueError(f"{path} holds {filled} rows but its footer declares {n_rows}")
+    pa.default_memory_pool().release_unused()  # hand the batches' buffers back to the OS
     return ActivationTable(indices=indices, labels=labels, predictions=predictions,
                            activations=activations, metadata=info.metadata)
 
