@@ -53,8 +53,8 @@ def exp_multimodal(bench: ModuleType) -> str:
 
     torch.set_num_threads(bench.THREADS)
     rows, class_rows = [], []
-    lowest = 1.0
-    clean_flags: list[int] = []
+    lowest: dict[Any, float] = {}
+    clean_flags: dict[Any, list[int]] = {}
     for name, pairs in RUNS:
         clock = time.perf_counter()
         dataset = merged_mnist()
@@ -71,43 +71,48 @@ def exp_multimodal(bench: ModuleType) -> str:
         run = {"dataset": dataset, "truth": truth, "source": source,
                "activations": activations, "config": config,
                "retrain": bench.memoised_retrain(make_retrain(dataset, config))}
-        result, _ = bench.detect_on(run, analysis="auto")
-        s = bench.scores(result, run)
-        seconds = time.perf_counter() - clock
-        if pairs is not None:
-            lowest = min(lowest, s["f1"])
-            targets = sorted({t for _, t in pairs})
-            target_f1 = ", ".join(f"{t}: {s['per_class'][t]['f1']:.3f}" for t in targets)
-        else:
-            clean_flags = list(s["classes"])
-            target_f1 = "-"
-        rows.append([name, len(dataset), int(truth.sum()), s["precision"], s["recall"],
-                     s["f1"], target_f1, s["source_accuracy"],
-                     f"{len(s['classes'])} {list(s['classes'])}", seconds])
-        for report in result.classes:
-            if report.label in (0, MERGED[0]):
-                class_rows.append([
-                    name, "7+" if report.label == MERGED[0] else report.label,
-                    report.n_samples, list(report.cluster_sizes),
-                    "-" if report.silhouette is None else f"{report.silhouette:.3f}",
-                    "-" if report.exre_score is None else f"{report.exre_score:.2f}",
-                    report.verdict, report.reason])
-        print(f"multimodal {name}: F1 {s['f1']:.3f}, flagged {s['classes']}, "
-              f"{seconds:.0f} s", flush=True)
-    met = lowest >= 0.95 and not clean_flags
-    verdict = "met" if met else "**MISSED**"
+        for k in (2, "auto"):
+            result, _ = bench.detect_on(run, analysis="auto", n_clusters=k)
+            s = bench.scores(result, run)
+            seconds = time.perf_counter() - clock
+            if pairs is not None:
+                lowest[k] = min(lowest.get(k, 1.0), s["f1"])
+                targets = sorted({t for _, t in pairs})
+                target_f1 = ", ".join(f"{t}: {s['per_class'][t]['f1']:.3f}" for t in targets)
+            else:
+                clean_flags[k] = list(s["classes"])
+                target_f1 = "-"
+            rows.append([name, k, len(dataset), int(truth.sum()), s["precision"], s["recall"],
+                         s["f1"], target_f1, s["source_accuracy"],
+                         f"{len(s['classes'])} {list(s['classes'])}", seconds])
+            for report in result.classes:
+                if report.label in (0, MERGED[0]):
+                    class_rows.append([
+                        name, k, "7+" if report.label == MERGED[0] else report.label,
+                        report.n_samples, list(report.cluster_sizes),
+                        "-" if report.silhouette is None else f"{report.silhouette:.3f}",
+                        "-" if report.exre_score is None else f"{report.exre_score:.2f}",
+                        report.verdict, report.reason])
+            print(f"multimodal {name} (k={k}): F1 {s['f1']:.3f}, flagged {s['classes']}, "
+                  f"{seconds:.0f} s", flush=True)
+    met = {k: lowest[k] >= 0.95 and not clean_flags[k] for k in lowest}
+    verdict = ", ".join(f"k={k}: {'met' if ok else '**MISSED**'} (lowest F1 {lowest[k]:.3f}, "
+                        f"clean run flags {clean_flags[k] or 'none'})" for k, ok in met.items())
     return (
         "## multimodal (real MNIST, 7 + 8 + 9 merged into \"7+\", BadNets 10%, default scan)\n\n"
-        f"Target from the issue: F1 >= 0.95 on every 7+ run -> {verdict} (lowest F1 "
-        f"{lowest:.3f}; classes flagged on the unpoisoned merged data: {clean_flags or 'none'}"
-        "). Source accuracy = share of correctly flagged poison whose suspected source is the "
-        "true source (for `0 <- 7+` the true source is the merged label 7).\n\n"
+        f"Target from the issue: F1 >= 0.95 on every 7+ run and no class flagged on the "
+        f"unpoisoned merged data -> {verdict}. k = 2: the default 2-means; k = auto: "
+        "`n_clusters='auto'` (k = 2..4 per class by silhouette, every non-largest cluster "
+        "within the size cut is a candidate). Source accuracy = share of correctly flagged "
+        "poison whose suspected source is the true source (for `0 <- 7+` the true source is "
+        "the merged label 7). Seconds: cumulative for the run (proxy, extraction, both "
+        "detections).\n\n"
         + bench.table_header() + "\n"
-        + bench.markdown_table(["run", "rows", "poison rows", "precision", "recall", "F1",
+        + bench.markdown_table(["run", "k", "rows", "poison rows", "precision", "recall", "F1",
                                 "target class F1", "source acc.", "classes flagged",
                                 "seconds (scan)"], rows)
         + "\nClass 0 and the 7+ class in each run (2-means cluster sizes, silhouette, "
           "exclusionary-reclassification l/p, verdict and reason):\n\n"
         + bench.table_header() + "\n"
-        + bench.markdown_table(["run", "class", "rows", "cluster sizes", "silhouette",
+        + bench.markdown_table(["run", "k", "class", "rows", "cluster sizes", "silhouette",
                                 "exre l/p", "verdict", "reason"], class_rows))

@@ -43,7 +43,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 PARTS_DIR = BENCH_DIR / "parts"
 RESULTS_PATH = BENCH_DIR / "RESULTS.md"
 EXPERIMENT_ORDER = ("reducers", "size_threshold", "digits_quality", "mnist", "scale", "art",
-                    "repair_mnist", "multimodal")
+                    "repair_mnist", "multimodal", "art_scale")
 #: Parts written by their own scripts (bench/text_rotten_tomatoes.py, bench/beyond_paper.py),
 #: assembled after the experiments above.
 SCRIPT_PARTS = {"text": "bench/text_rotten_tomatoes.py", "beyond": "bench/beyond_paper.py"}
@@ -690,6 +690,13 @@ def exp_repair_mnist() -> str:
     return run_repair_mnist(sys.modules[__name__])
 
 
+def exp_art_scale() -> str:
+    """acgate vs ART's analysis on synthetic activations at 60k-1M rows (bench_art_scale.py)."""
+    from bench_art_scale import exp_art_scale as run_art_scale
+
+    return run_art_scale(sys.modules[__name__])
+
+
 def exp_multimodal() -> str:
     """The paper's "7+" multimodal-class experiments on MNIST (bench_multimodal.py)."""
     from bench_multimodal import exp_multimodal as run_multimodal
@@ -706,6 +713,7 @@ EXPERIMENTS: dict[str, Callable[[], str]] = {
     "art": exp_art,
     "repair_mnist": exp_repair_mnist,
     "multimodal": exp_multimodal,
+    "art_scale": exp_art_scale,
 }
 
 
@@ -740,7 +748,8 @@ def main(argv: list[str] | None = None) -> int:
     NOTE = args.note
     COMMAND = shlex.join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
     names = args.only or [n for n in EXPERIMENT_ORDER
-                          if not (QUICK and n in ("mnist", "art", "repair_mnist", "multimodal"))]
+                          if not (QUICK and n in ("mnist", "art", "repair_mnist", "multimodal",
+                                                    "art_scale"))]
     for name in names:
         start = time.perf_counter()
         write_part(name, EXPERIMENTS[name]())

@@ -22,6 +22,20 @@ EXIT_POISON = 3
 logger = logging.getLogger("acgate")
 
 
+
+def _n_clusters(text: str) -> int | str:
+    """``--n-clusters``: a whole number >= 2, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 2 or 'auto', got {text!r}"
+                                         ) from None
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
+    return value
+
 def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     from acgate.core.analyses import ANALYSES
     from acgate.core.reducers import REDUCERS
@@ -30,7 +44,9 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--reducer", choices=REDUCERS, default="pca",
                        help="dimensionality reduction before clustering (default: pca)")
     group.add_argument("--n-components", type=int, default=10, help="dimensions (default: 10)")
-    group.add_argument("--n-clusters", type=int, default=2, help="k of k-means (default: 2)")
+    group.add_argument("--n-clusters", type=_n_clusters, default=2,
+                       help="k of k-means, or 'auto': k = 2..4 per class by the best "
+                            "silhouette (default: 2)")
     group.add_argument("--analysis", choices=("auto", *ANALYSES), default="auto",
                        help="how a class is judged (default: auto = exre when a retrain is "
                             "possible, else size-silhouette)")
@@ -41,6 +57,9 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
                        help="smallest silhouette counted as two clusters (default: 0.10)")
     group.add_argument("--exre-threshold", type=float, default=1.0,
                        help="l/p below this is poison (default: 1.0)")
+    group.add_argument("--source-share-threshold", type=float, default=0.47,
+                       help="and at least this share of the left-out cluster must go to one "
+                            "other class (default: 0.47)")
     group.add_argument("--segment-by", choices=("label", "prediction"), default="label")
     group.add_argument("--seed", type=int, default=0, help="seed of every random step")
 
@@ -176,6 +195,7 @@ def _config(args: argparse.Namespace) -> Any:
         reducer=args.reducer, n_components=args.n_components, n_clusters=args.n_clusters,
         analysis=args.analysis, size_threshold=args.size_threshold,
         silhouette_threshold=args.silhouette_threshold, exre_threshold=args.exre_threshold,
+        source_share_threshold=args.source_share_threshold,
         segment_by=args.segment_by, seed=args.seed,
         epochs=getattr(args, "epochs", None), exre_epochs=getattr(args, "exre_epochs", None),
         model_path=getattr(args, "model", None), model_module=getattr(args, "model_module", None),

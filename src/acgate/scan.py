@@ -61,13 +61,15 @@ class ScanConfig:
         hidden: Width of the proxy's last hidden layer.
         reducer: ``"pca"``, ``"ica"`` or ``"none"``.
         n_components: Dimensions after reduction.
-        n_clusters: k of k-means.
+        n_clusters: k of k-means, or ``"auto"`` (k = 2..4 per class by silhouette).
         analysis: ``"auto"``, ``"exre"``, ``"size-silhouette"``, ``"size"``, ``"silhouette"``,
             ``"distance"``.
         size_threshold: Largest share a poison cluster may hold (``None``: 0.45 under
             exclusionary reclassification, else 0.35; text scans: 0.35).
         silhouette_threshold: Smallest silhouette counted as two clusters.
         exre_threshold: l/p below this is poison.
+        source_share_threshold: Smallest share of a candidate cluster the retrain must put in
+            one other class for it to be poison.
         segment_by: ``"label"`` or ``"prediction"``.
         seed: Seed of every random step.
         model_path: The user's model (TorchScript or state_dict) instead of a proxy.
@@ -84,11 +86,12 @@ class ScanConfig:
     hidden: int = 128
     reducer: str = "pca"
     n_components: int = 10
-    n_clusters: int = 2
+    n_clusters: int | str = 2
     analysis: str = "auto"
     size_threshold: float | None = None
     silhouette_threshold: float = 0.10
     exre_threshold: float = 1.0
+    source_share_threshold: float = 0.47
     segment_by: str = "label"
     seed: int = 0
     model_path: str | None = None
@@ -126,7 +129,9 @@ class ScanConfig:
             "n_clusters": self.n_clusters, "analysis": self.analysis,
             "size_threshold": self.size_threshold,
             "silhouette_threshold": self.silhouette_threshold,
-            "exre_threshold": self.exre_threshold, "segment_by": self.segment_by,
+            "exre_threshold": self.exre_threshold,
+            "source_share_threshold": self.source_share_threshold,
+            "segment_by": self.segment_by,
             "random_state": self.seed,
         }
 

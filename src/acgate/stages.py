@@ -376,7 +376,8 @@ def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], confi
 
     resolved, thresholds = resolve_settings(
         config.analysis, retrain_and_predict, size_threshold=config.size_threshold,
-        silhouette_threshold=config.silhouette_threshold, exre_threshold=config.exre_threshold)
+        silhouette_threshold=config.silhouette_threshold, exre_threshold=config.exre_threshold,
+        source_share_threshold=config.source_share_threshold)
     params = detector_params(
         resolved, thresholds, reducer=config.reducer, n_components=config.n_components,
         n_clusters=config.n_clusters, segment_by=config.segment_by,

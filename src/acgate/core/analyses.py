@@ -29,7 +29,7 @@ Analyses (see the README's "How it decides"):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -56,15 +56,23 @@ class Thresholds:
         size: Largest share of a class that a poison cluster may hold.
         silhouette: Smallest silhouette score that counts as "two real clusters".
         exre: l/p below this means poison under exclusionary reclassification.
+        source_share: Under exclusionary reclassification, the smallest share of a candidate
+            cluster that the retrained model must put in one other class (the suspected
+            source) for the cluster to be poison. Poison is another class's samples with a
+            trigger, so once left out it goes to that class almost unanimously; a natural mode
+            of the class with no other home scatters over its neighbours (measured on digits:
+            0.47 removes every clean-run flag, see ``bench/RESULTS.md``).
     """
 
     size: float = 0.35
     silhouette: float = 0.10
     exre: float = 1.0
+    source_share: float = 0.47
 
     def as_dict(self) -> dict[str, float]:
         """The thresholds by name."""
-        return {"size": self.size, "silhouette": self.silhouette, "exre": self.exre}
+        return {"size": self.size, "silhouette": self.silhouette, "exre": self.exre,
+                "source_share": self.source_share}
 
 
 @dataclass(frozen=True)
@@ -364,33 +372,56 @@ def exclusionary_reclassification(
     Raises:
         ValueError: When ``retrain_and_predict`` returns probabilities of the wrong shape.
     """
+    outcomes = exclusionary_reclassification_clusters(
+        {label: (clustering, [cluster]) for label, (clustering, cluster) in candidates.items()},
+        n_samples, retrain_and_predict)
+    return {label: outcomes[(label, cluster)] for label, (_, cluster) in candidates.items()}
+
+
+def exclusionary_reclassification_clusters(
+    candidates: Mapping[int, tuple[ClassClustering, Sequence[int]]],
+    n_samples: int,
+    retrain_and_predict: RetrainAndPredict,
+) -> dict[tuple[int, int], ExReOutcome]:
+    """:func:`exclusionary_reclassification` with any number of candidate clusters per class.
+
+    One retrain leaves out every candidate of every class; each candidate is then judged on
+    its own (``l`` and ``p`` counted over its members).
+
+    Returns:
+        By ``(label, cluster)``, the :class:`ExReOutcome`.
+
+    Raises:
+        ValueError: When ``retrain_and_predict`` returns probabilities of the wrong shape.
+    """
     if not candidates:
         return {}
     train_mask = np.ones(n_samples, dtype=bool)
-    members: dict[int, np.ndarray] = {}
-    for label, (clustering, cluster) in candidates.items():
-        positions = clustering.positions[clustering.clusters == cluster]
-        members[label] = positions
-        train_mask[positions] = False
-    query = np.concatenate([members[label] for label in candidates])
+    members: dict[tuple[int, int], np.ndarray] = {}
+    for label, (clustering, clusters) in candidates.items():
+        for cluster in clusters:
+            positions = clustering.positions[clustering.clusters == cluster]
+            members[(label, int(cluster))] = positions
+            train_mask[positions] = False
+    query = np.concatenate(list(members.values()))
     probabilities = np.asarray(retrain_and_predict(train_mask, query), dtype=np.float64)
     if probabilities.ndim != 2 or probabilities.shape[0] != len(query):
         raise ValueError(
             f"retrain_and_predict returned shape {probabilities.shape}; expected "
             f"({len(query)}, n_classes)"
         )
-    outcomes: dict[int, ExReOutcome] = {}
+    outcomes: dict[tuple[int, int], ExReOutcome] = {}
     offset = 0
-    for label, (_, cluster) in candidates.items():
-        rows = probabilities[offset:offset + len(members[label])]
-        offset += len(members[label])
+    for (label, cluster), positions in members.items():
+        rows = probabilities[offset:offset + len(positions)]
+        offset += len(positions)
         predicted = rows.argmax(axis=1)
         own_probability = rows[:, label] if label < rows.shape[1] else np.zeros(len(rows))
         n_own = int((predicted == label).sum())
         others = np.bincount(predicted[predicted != label], minlength=rows.shape[1])
         source = int(others.argmax()) if others.sum() else None
         n_other = int(others.max()) if others.sum() else 0
-        outcomes[label] = ExReOutcome(
+        outcomes[(label, cluster)] = ExReOutcome(
             label=label, cluster=cluster, n_own=n_own, n_other=n_other, source=source,
             score=n_own / max(n_other, 1), own_probability=own_probability,
             predicted=predicted,

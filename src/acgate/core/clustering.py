@@ -25,6 +25,8 @@ MIN_CLASS_SIZE = 10
 MINIBATCH_CUTOFF = 250_000
 #: The silhouette is computed on at most this many seeded-sampled points (it is quadratic).
 SILHOUETTE_SAMPLE_SIZE = 4_000
+#: ``n_clusters="auto"`` tries k = 2 .. this many clusters and keeps the best silhouette.
+MAX_AUTO_CLUSTERS = 4
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,18 @@ def silhouette(reduced: np.ndarray, clusters: np.ndarray, *, random_state: int,
     return float(silhouette_score(reduced, clusters))
 
 
+def _kmeans(reduced: np.ndarray, k: int, random_state: int) -> np.ndarray:
+    """Seeded k-means assignments (MiniBatchKMeans refined by full Lloyd above the cutoff)."""
+    if len(reduced) > MINIBATCH_CUTOFF:
+        coarse = MiniBatchKMeans(n_clusters=k, n_init=10, random_state=random_state,
+                                 batch_size=4096).fit(reduced)
+        model = KMeans(n_clusters=k, init=coarse.cluster_centers_, n_init=1,
+                       random_state=random_state)
+    else:
+        model = KMeans(n_clusters=k, n_init=10, random_state=random_state)
+    return model.fit_predict(reduced)
+
+
 def cluster_class(
     activations: np.ndarray,
     *,
@@ -100,9 +114,10 @@ def cluster_class(
     positions: np.ndarray,
     reducer: ReducerName = "pca",
     n_components: int = 10,
-    n_clusters: int = 2,
+    n_clusters: int | str = 2,
     random_state: int = 0,
     min_class_size: int = MIN_CLASS_SIZE,
+    max_clusters: int = MAX_AUTO_CLUSTERS,
 ) -> ClassClustering:
     """Reduce one class's activations and split them with seeded k-means.
 
@@ -113,23 +128,29 @@ def cluster_class(
         positions: Row positions of these samples in the full arrays.
         reducer: ``"pca"`` (default), ``"ica"`` or ``"none"``.
         n_components: Dimensions to reduce to (capped by the class size and width).
-        n_clusters: k of k-means.
+        n_clusters: k of k-means, or ``"auto"``: k = 2 .. ``max_clusters`` by the best
+            silhouette (so a multimodal class is split into its modes and a small poison
+            cluster is not hidden inside one of them); the scores are recorded in
+            ``warnings``.
         random_state: Seed for the reducer, k-means and silhouette sampling.
         min_class_size: Classes with fewer samples (or fewer than ``2 * n_clusters``) are
             skipped with the reason recorded.
+        max_clusters: Largest k tried by ``n_clusters="auto"``.
 
     Returns:
         The :class:`ClassClustering`.
     """
     start = time.perf_counter()
     n = len(positions)
-    needed = max(min_class_size, 2 * n_clusters)
+    auto = n_clusters == "auto"
+    k_values = list(range(2, max(2, int(max_clusters)) + 1)) if auto else [int(n_clusters)]
+    needed = max(min_class_size, 2 * k_values[0])
     if n < needed:
         return ClassClustering(
             label=label, positions=positions, clusters=np.full(n, -1, dtype=np.int64),
             n_clusters=0, silhouette=None, reduced=None,
             skipped_reason=f"class {label} has {n} samples; at least {needed} are needed "
-                           f"to split it into {n_clusters} clusters",
+                           f"to split it into {k_values[0]} clusters",
         )
     x = np.asarray(activations, dtype=np.float64)
     if np.ptp(x, axis=0).max() == 0.0:
@@ -144,16 +165,18 @@ def cluster_class(
         owned = not (isinstance(activations, np.ndarray) and np.may_share_memory(x, activations))
         reduced, notes = reduce(x, reducer=reducer, n_components=n_components,
                                 random_state=random_state, copy=not owned)
-        if n > MINIBATCH_CUTOFF:
-            coarse = MiniBatchKMeans(n_clusters=n_clusters, n_init=10,
-                                     random_state=random_state, batch_size=4096).fit(reduced)
-            model = KMeans(n_clusters=n_clusters, init=coarse.cluster_centers_, n_init=1,
-                           random_state=random_state)
-        else:
-            model = KMeans(n_clusters=n_clusters, n_init=10, random_state=random_state)
-        assignments = model.fit_predict(reduced)
-    clusters = _canonical_ids(assignments, n_clusters)
-    score = silhouette(reduced, clusters, random_state=random_state)
+        fits = []
+        for k in k_values:
+            if k * 2 > n:
+                break
+            clusters = _canonical_ids(_kmeans(reduced, k, random_state), k)
+            fits.append((k, clusters, silhouette(reduced, clusters, random_state=random_state)))
+    # Best silhouette wins; ties (and undefined scores) go to the smaller k.
+    n_clusters, clusters, score = max(
+        fits, key=lambda fit: (-1.0 if fit[2] is None else fit[2], -fit[0]))
+    if auto:
+        tried = ", ".join(f"k={k}: {'n/a' if q is None else f'{q:.3f}'}" for k, _, q in fits)
+        notes = [*notes, f"k = {n_clusters} chosen by silhouette ({tried})"]
     return ClassClustering(
         label=label, positions=positions, clusters=clusters, n_clusters=n_clusters,
         silhouette=score, reduced=reduced, warnings=tuple(notes),
