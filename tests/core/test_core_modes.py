@@ -1,0 +1,120 @@
+"""Multimodal classes: k chosen per class, and the source-share test of exclusionary
+reclassification (a natural mode with no other home scatters; poison goes to its source)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acgate.core import detect
+from acgate.core.clustering import cluster_class
+
+
+def _class_with_modes(rng, centres, sizes, spread=1.0):
+    return np.concatenate([rng.normal(c, spread, size=(n, len(c))) for c, n in zip(centres, sizes,
+                                                                                 strict=True)])
+
+
+def _dataset(mode_centre_of, n_features=24, seed=0, poison_share=0.0):
+    """Classes 0-3, one Gaussian each; class 3 also holds a 30% mode at ``mode_centre_of(means)``
+    and optionally ``poison_share`` of rows drawn around class 0's mean (poison)."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0.0, 4.0, size=(4, n_features))
+    xs, ys, truth = [], [], []
+    for label in range(4):
+        if label != 3:
+            xs.append(rng.normal(means[label], 1.0, size=(200, n_features)))
+            ys += [label] * 200
+            truth += [False] * 200
+            continue
+        n_poison = int(round(poison_share * 300))
+        n_mode, n_main = 90, 300 - 90 - n_poison
+        xs.append(rng.normal(means[3], 1.0, size=(n_main, n_features)))
+        xs.append(rng.normal(mode_centre_of(means), 1.0, size=(n_mode, n_features)))
+        ys += [3] * (n_main + n_mode)
+        truth += [False] * (n_main + n_mode)
+        if n_poison:
+            xs.append(rng.normal(means[0], 1.0, size=(n_poison, n_features)))
+            ys += [3] * n_poison
+            truth += [True] * n_poison
+    return np.concatenate(xs), np.asarray(ys), np.asarray(truth)
+
+
+def _between_three(means):
+    # The circumcentre of classes 0, 1 and 2 (equidistant from the three, far from class 3):
+    # a mode with no other home; its rows' nearest other class is 0, 1 or 2 by chance.
+    m0, m1, m2 = means[:3]
+    basis = np.stack([m1 - m0, m2 - m0])
+    a, b = np.linalg.solve(2 * basis @ basis.T, (basis ** 2).sum(axis=1))
+    return m0 + a * (m1 - m0) + b * (m2 - m0)
+
+
+def test_a_mode_with_no_other_home_is_not_poison(nearest_centroid_retrain):
+    x, y, _ = _dataset(_between_three)
+    retrain = nearest_centroid_retrain(x, y)
+    result = detect(x, y, analysis="exre", retrain_and_predict=retrain)
+    report = result.class_report(3)
+    assert report.exre_score is not None and report.exre_score < 1.0  # l/p alone says poison
+    assert report.verdict == "clean", report.reason
+    assert "legitimate" in report.reason and "of it in class" in report.reason
+    assert result.poisoned_classes == ()
+    # Without the source-share test (the paper's l/p rule alone) the mode is flagged.
+    plain = detect(x, y, analysis="exre", retrain_and_predict=retrain,
+                   source_share_threshold=0.0)
+    assert plain.poisoned_classes == (3,)
+
+
+def test_poison_that_goes_to_one_source_is_still_flagged(nearest_centroid_retrain, planted):
+    retrain = nearest_centroid_retrain(planted.activations, planted.labels)
+    result = detect(planted.activations, planted.labels, analysis="exre",
+                    retrain_and_predict=retrain)
+    assert result.poisoned_classes == (2,)
+    np.testing.assert_array_equal(result.flagged_indices, planted.poison_ids)
+    assert result.info.params["source_share_threshold"] == pytest.approx(0.47)
+    assert result.class_report(2).thresholds["source_share"] == pytest.approx(0.47)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])
+def test_bad_source_share_threshold_is_refused(planted, value):
+    with pytest.raises(ValueError, match="source_share_threshold"):
+        detect(planted.activations, planted.labels, source_share_threshold=value)
+
+
+def test_auto_k_follows_the_modes():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0.0, 6.0, size=(3, 16))
+    three = _class_with_modes(rng, centres, (120, 100, 80))
+    one = rng.normal(0.0, 1.0, size=(300, 16))
+    by_three = cluster_class(three, label=0, positions=np.arange(300), n_clusters="auto")
+    by_one = cluster_class(one, label=1, positions=np.arange(300), n_clusters="auto")
+    assert by_three.n_clusters == 3
+    assert sorted(by_three.cluster_sizes, reverse=True) == [120, 100, 80]
+    assert any("chosen by silhouette" in note for note in by_three.warnings)
+    assert by_one.n_clusters == 2  # nothing better than the default split: smallest k wins ties
+
+
+def test_auto_k_isolates_poison_hidden_next_to_a_natural_mode(nearest_centroid_retrain):
+    # Class 3: main mode, a 30% natural mode close to it, and 15% poison around class 0.
+    x, y, truth = _dataset(lambda means: means[3] + 5.0, poison_share=0.15)
+    retrain = nearest_centroid_retrain(x, y)
+    result = detect(x, y, analysis="exre", retrain_and_predict=retrain, n_clusters="auto")
+    report = result.class_report(3)
+    assert report.n_clusters >= 3
+    assert result.poisoned_classes == (3,)
+    np.testing.assert_array_equal(result.flagged_indices, np.flatnonzero(truth))
+    assert report.suspected_source == 0
+
+
+def test_auto_k_is_deterministic(nearest_centroid_retrain):
+    x, y, _ = _dataset(_between_three, poison_share=0.1)
+    retrain = nearest_centroid_retrain(x, y)
+    first = detect(x, y, analysis="exre", retrain_and_predict=retrain, n_clusters="auto")
+    second = detect(x, y, analysis="exre", retrain_and_predict=retrain, n_clusters="auto")
+    np.testing.assert_array_equal(first.is_poison, second.is_poison)
+    assert [c.n_clusters for c in first.classes] == [c.n_clusters for c in second.classes]
+
+
+@pytest.mark.parametrize("value", ["three", 1, 0, 2.5])
+def test_bad_n_clusters_is_refused(planted, value):
+    with pytest.raises((ValueError, TypeError), match="n_clusters"):
+        detect(planted.activations, planted.labels, n_clusters=value)
