@@ -155,51 +155,60 @@ device machine's CPU" ran on a 16-core machine (GPU unused, torch 2.11 there vs 
 project venv; quality numbers were identical across two runs there). `--quick` runs locally
 (2 shared cores) and writes `RESULTS-quick.md` instead.
 
-### Findings of the 2026-11-24 run (read the tables for the current numbers)
+### Findings (2026-11-24 device run, updated by the 2026-11-25 local runs; tables have the numbers)
 
-- **MNIST target met**: F1 0.997 at 10% BadNets (precision 0.995, recall 0.998, every class
-  >= 0.988), and 0 of 10 classes flagged on unpoisoned MNIST (exre cleared the four candidate
-  clusters with l/p 4.4-54).
-- **Digits target (F1 >= 0.9) MISSED** with the default scan: F1 0.825 / 0.902 / 0.980 (seed 0)
-  and 0.761 / 0.777 / 0.979 (seed 1) at 10 / 15 / 33%; the seed-1 unpoisoned run flags
-  classes 1 and 9 (writing-style sub-populations; see METHOD.md). Misses concentrate in
-  classes 2, 6, 8 (and 3 once) at 10-15% (per-class F1 0.00: the poison cluster is not
-  isolated or not confirmed by the retrain); class 1 sits at 0.61-0.73.
-- **PCA over ICA**: the first run crashed FastICA on seed 1 (`ValueError: slice 0 has a NaN
-  entry`: 60 dead ReLU units made the whitening singular) and ICA collapsed at 33% (F1
-  0.41 / 0.55). The core now drops constant units and caps the components at the rank; in
-  the rerun ICA no longer crashes and reaches 0.95-0.97 at 33%, but it flags more clean
-  classes (1 with exre, 3-4 with size-silhouette) than PCA + exre (0 on seed 0). PCA and no
-  reduction give nearly the same numbers (within 0.003). exre beats size-silhouette at 33%
-  (0.98 vs 0.88) and on the clean-run flags.
-- **Size cut 0.45 for exre**: 0.35 loses the 33% case (F1 0.86-0.87 vs 0.98); 0.5 moves
-  poison F1 by <= 0.004 and flags one clean class fewer on seed 1 (1 vs 2).
-- **Scale**: `detect(size-silhouette)` takes 4 s / 7 s / 35 s at 60k / 200k / 1M rows with a
-  peak RSS of 0.4 / 0.7 / 2.2 GB, F1 0.985 at every size. The first run lost the split at 1M
-  (F1 0.30) on the MiniBatchKMeans path; the core now uses full KMeans up to 250k rows per
-  class and refines MiniBatchKMeans with full Lloyd iterations above. Peak RSS at 1M is
-  in-memory data + detect; the issue's target (<= 1.5 GB streamed from Parquet) is not met
-  and the streamed path is not benchmarked yet.
-- **ART 1.20.1 side by side** (section `art`, same data and proxy, device CPU): acgate's defaults
-  F1 0.997 (exre) / 0.996 (size-silhouette), 0 clean classes flagged. ART as a user calls it
-  hooks the logits: F1 0.54 (`smaller`, local partial rerun); the paper's FastICA +
-  relative-size on logits 0.61 (0.55 locally), silhouette-scores 0.18; FastICA on the 128-d
-  layer 0.00-0.13 and 3 clean classes flagged. ART's defaults fed the 128-d layer: F1 0.995.
-  ART's relative-size analysis crashes on numpy 2 unpatched; its silhouette analysis leaves
-  rows uninitialised (`np.empty`). Timings: ART's detection alone 2.5-9 s (16 cores) or
-  16-35 s with its forward pass (2 shared cores); acgate `detect` 3.2 s without retrain,
-  16.2 s with its exre retrain (one run; the other two hit the retrain cache).
-- **Repair on MNIST at 33%** (section `repair_mnist`, local): the scan flags 29,524 of 29,553
-  poison (F1 0.999); before repair clean error 0.014 / attack success 0.979; `relabel` 0.009 /
-  0.001 (6 epochs, the cap, not converged, 873 s); `remove` 0.011 / 0.009 (2 epochs, 30 s).
-  The relabel/remove seconds are not comparable (other jobs shared the cores during relabel).
-
+- **MNIST target met** (section `mnist`, local 2-core rerun after the 2026-11-25 core changes):
+  F1 0.996 / 0.998 / 0.999 at 10 / 15 / 33% BadNets (every class >= 0.98), 0 of 10 classes
+  flagged on unpoisoned MNIST. Raw-pixel baseline (FastICA 10 + 2-means, smaller cluster): F1
+  0.53 / 0.47 / 0.98 (paper 0.16 at 10%, 0.86 at 33%). Per-class size ratios of poisoned
+  classes 0.100-0.104 (paper Table 3: <= .11).
+- **Source-share test** (section `source_share`, new default 0.47): exclusionary reclassification
+  now also needs >= 47% of a left-out cluster to go to one other class. On digits every
+  unpoisoned run (seeds 0, 1, 2) flags nothing (the paper's l/p rule alone flagged classes 1 and
+  9 on seeds 1 and 2); 10% F1 drops 0.828 -> 0.815 (seed 0) and 0.688 -> 0.662 (seed 1), 15%
+  and 33% unchanged. 0.45 leaves a clean flag on seed 2; 0.50 loses a poisoned class at 15%.
+- **Digits target (F1 >= 0.9) still MISSED at 10% (0.815 / 0.662) and at 15% on seed 1 (0.778)**;
+  33%: 0.972 / 0.994 (section `digits_quality`, local). In classes 1, 2 and 6 2-means splits a
+  writing style, not the poison (the poison cluster is mixed with 30-70 clean samples).
+  `n_clusters="auto"` (k = 2..4 by silhouette) isolates more of it (10%: 0.882 / 0.806) but
+  splits clean classes into modes that get flagged unless the source share is raised to 0.6
+  (then 0.882 / 0.736 at 10%, 0.821 / 0.881 at 15%, no clean flag): not the default until
+  measured on MNIST. Tried and measured without gain (not in a table; scripts were
+  throw-away): confidence of the retrain, input-gradient (saliency) consistency of the
+  left-out group, one retrain per class instead of one for all.
+- **Multimodal "7+" MISSED** (section `multimodal`): 0 <- 7+ F1 0.00 with k = 2 (class 0's
+  2-means splits the zeros in half and hides the poison), 0.69 with k = auto; 7+ <- 6: 0.00
+  (the 7+ class splits 7 | 8,9 and the poison stays inside a mode); 7+ <- 4,5,6: 0.30. The
+  unpoisoned merged data flags nothing (the source-share test clears the 7 | 8,9 split).
+- **Scale** (section `scale`, local): `detect(size-silhouette)` 2.3 / 2.7 / 7.0 s at 60k / 200k
+  / 1M rows in memory; `acgate detect` streamed from Parquet 3.4 / 4.5 / 10.6 s with a peak RSS
+  of 423 / 624 / 1121 MiB (target <= 1.5 GB met; it was 3.8 GB before this session's fixes:
+  batch decoding into preallocated arrays, no Parquet pre-buffering, PCA from the covariance,
+  no SVD views kept). F1 0.985 at every size; time grows sub-linearly from 200k to 1M.
+- **ART at scale** (section `art_scale`): on the same synthetic activations ART's defaults
+  (PCA + one KMeans + "smaller", no silhouette, no test at all) are faster than acgate's
+  `detect(size-silhouette)`, whose time is ~80% the silhouette on 4,000 sampled points per
+  class; both reach F1 0.985 because every synthetic class is poisoned (ART's "smaller" flags
+  the smaller half of every clean class too, see `art`). The issue's >= 5x / >= 20x speed
+  targets are MISSED against this configuration.
+- **ART 1.20.1 side by side on MNIST** (section `art`): acgate's defaults F1 0.997 (exre) / 0.996
+  (size-silhouette), 0 clean classes flagged. ART as a user calls it hooks the logits: F1
+  0.54; the paper's FastICA + relative-size on logits 0.61, silhouette-scores 0.18; FastICA on
+  the 128-d layer 0.00-0.13 and 3 clean classes flagged. ART's defaults fed the 128-d layer:
+  F1 0.995. ART's relative-size analysis crashes on numpy 2 unpatched.
+- **Repair on MNIST at 33%** (section `repair_mnist`, local): the scan flags 29,530 rows (F1
+  0.999); before repair clean error 0.013 / attack success 0.978; `relabel` 0.010 / 0.001 after
+  18 epochs (converged: loss change < 1e-3 twice; paper: 14 epochs), 724 s; `remove` 0.011 /
+  0.027 (2 epochs, 53 s). Relabel trains on all 89,553 rows each epoch (replay fraction 1.0).
 - **Text (Rotten Tomatoes, section `text`)**: "-travelerthehorse" signature at 10%: F1 0.998 /
   0.998 / 1.000 (seeds 0-2), no flags in the unpoisoned runs (paper: 100% / 100%).
 - **Beyond the paper (digits, section `beyond`)**: blended trigger at 15%: F1 0.84-0.94
-  (alpha 0.1-0.2; the 0.9 target is met in 2 of 6 runs); two clean classes merged under one
-  label (0+1, no poison) ARE flagged (class 0, ~140 rows): exclusionary reclassification
-  cannot tell a whole mode with no other home from poison. Both targets of that issue missed.
+  (alpha 0.1-0.2; >= 0.9 in 2 of 6 runs); two clean classes merged under one label (0+1, no
+  poison) ARE flagged (class 0, ~140 rows): the 1s left out go to one other class. Both
+  targets of that issue missed.
+- **PCA over ICA, size cut 0.45** (sections `reducers`, `size_threshold`, device run of
+  2026-11-24): whitened ICA crashed or collapsed at 33% and flags more clean classes; 0.35
+  loses the 33% case (F1 0.86-0.87 vs 0.98).
 
 Digits: scikit-learn's 1,797 8x8 digits, BadNets all-to-all (l -> l+1, inverted 2x2 corner),
 `rate` = poison share of each target class; proxy = the default small CNN, 30 epochs.
