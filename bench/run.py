@@ -43,7 +43,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 PARTS_DIR = BENCH_DIR / "parts"
 RESULTS_PATH = BENCH_DIR / "RESULTS.md"
 EXPERIMENT_ORDER = ("reducers", "size_threshold", "source_share", "digits_quality", "mnist",
-                    "scale", "art", "repair_mnist", "multimodal", "art_scale")
+                    "scale", "art", "repair_mnist", "multimodal", "art_scale", "beyond_mnist")
 #: Parts written by their own scripts (bench/text_rotten_tomatoes.py, bench/beyond_paper.py),
 #: assembled after the experiments above.
 SCRIPT_PARTS = {"text": "bench/text_rotten_tomatoes.py", "beyond": "bench/beyond_paper.py"}
@@ -740,6 +740,13 @@ def exp_art_scale() -> str:
     return run_art_scale(sys.modules[__name__])
 
 
+def exp_beyond_mnist() -> str:
+    """Low rates, blended trigger and clean runs on MNIST / Fashion-MNIST, per analyzer."""
+    from bench_beyond_mnist import exp_beyond_mnist as run_beyond_mnist
+
+    return run_beyond_mnist(sys.modules[__name__])
+
+
 def exp_multimodal() -> str:
     """The paper's "7+" multimodal-class experiments on MNIST (bench_multimodal.py)."""
     from bench_multimodal import exp_multimodal as run_multimodal
@@ -758,6 +765,7 @@ EXPERIMENTS: dict[str, Callable[[], str]] = {
     "repair_mnist": exp_repair_mnist,
     "multimodal": exp_multimodal,
     "art_scale": exp_art_scale,
+    "beyond_mnist": exp_beyond_mnist,
 }
 
 
@@ -793,7 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     COMMAND = shlex.join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
     names = args.only or [n for n in EXPERIMENT_ORDER
                           if not (QUICK and n in ("mnist", "art", "repair_mnist", "multimodal",
-                                                    "art_scale"))]
+                                                    "art_scale", "beyond_mnist"))]
     for name in names:
         start = time.perf_counter()
         write_part(name, EXPERIMENTS[name]())
