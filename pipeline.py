@@ -54,6 +54,7 @@ def acgate_pipeline(
     dataset_uri: str,
     size_threshold: Optional[float] = None,
     silhouette_threshold: float = 0.10,
+    source_share_threshold: float = 0.47,
     analysis: str = "auto",
     seed: int = 0,
     model_name: Optional[str] = None,
@@ -74,6 +75,8 @@ def acgate_pipeline(
         size_threshold: Largest share a poison cluster may hold; ``None``: 0.45 under
             exclusionary reclassification, else 0.35.
         silhouette_threshold: Smallest silhouette counted as two clusters.
+        source_share_threshold: Exclusionary reclassification: smallest share of a left-out
+            cluster that must go to one other class for it to be poison.
         analysis: ``"auto"`` (exclusionary reclassification), ``"exre"``,
             ``"size-silhouette"``, ``"size"``, ``"silhouette"`` or ``"distance"``.
         seed: Seed of every random step.
@@ -108,7 +111,8 @@ def acgate_pipeline(
         activations=extracted.outputs["activations"], dataset=trained.outputs["dataset"],
         clusterings=dsl.Collected(clustered.outputs["clustering"]), dataset_uri=dataset_uri,
         analysis=analysis, size_threshold=size_threshold,
-        silhouette_threshold=silhouette_threshold, reducer=reducer, n_components=n_components,
+        silhouette_threshold=silhouette_threshold,
+        source_share_threshold=source_share_threshold, reducer=reducer, n_components=n_components,
         n_clusters=n_clusters, seed=seed, epochs=epochs, segment_by=segment_by,
         mlflow_tracking_uri=mlflow_tracking_uri,
     )

@@ -21,6 +21,7 @@ def analyze(
     analysis: str = "auto",
     size_threshold: Optional[float] = None,
     silhouette_threshold: float = 0.10,
+    source_share_threshold: float = 0.47,
     reducer: str = "pca",
     n_components: int = 10,
     n_clusters: int = 2,
@@ -46,6 +47,8 @@ def analyze(
         size_threshold: Largest share a poison cluster may hold; ``None``: 0.45 under exre,
             else 0.35.
         silhouette_threshold: Smallest silhouette counted as two clusters.
+        source_share_threshold: Exclusionary reclassification: smallest share of a left-out
+            cluster that must go to one other class for it to be poison.
         reducer: As given to ``cluster`` (recorded).
         n_components: As given to ``cluster`` (recorded).
         n_clusters: As given to ``cluster`` (recorded).
@@ -69,7 +72,8 @@ def analyze(
                              size_threshold=size_threshold,
                              silhouette_threshold=silhouette_threshold, reducer=reducer,
                              n_components=n_components, n_clusters=n_clusters,
-                             segment_by=segment_by)
+                             segment_by=segment_by,
+                             source_share_threshold=source_share_threshold)
     with tempfile.TemporaryDirectory(prefix="acgate-analyze-") as out_dir:
         outcome = analyze_stage(
             activations.path, dataset.path, [c.path for c in clusterings], out_dir, config,

@@ -90,6 +90,7 @@ def pipeline_config(
     n_components: int = 10,
     n_clusters: int = 2,
     segment_by: str = "label",
+    source_share_threshold: float = 0.47,
 ) -> ScanConfig:
     """The :class:`ScanConfig` of a pipeline run, from the pipeline's inputs.
 
@@ -99,7 +100,7 @@ def pipeline_config(
     return ScanConfig(seed=seed, epochs=epochs, analysis=analysis,
                       size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
                       reducer=reducer, n_components=n_components, n_clusters=n_clusters,
-                      segment_by=segment_by)
+                      segment_by=segment_by, source_share_threshold=source_share_threshold)
 
 
 # ----------------------------------------------------------------------------- train_proxy
