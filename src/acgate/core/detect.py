@@ -172,9 +172,9 @@ def _exre_judgements(
         if clustering.skipped:
             continue
         label = clustering.label
-        smallest, share = smallest_cluster(clustering)
         silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
         if label not in candidates:
+            smallest, share = smallest_cluster(clustering)
             judgements[label] = ClassJudgement(
                 suspicious_cluster=None, size_ratio=share, is_poisoned=False,
                 reason=(f"no candidate: smallest cluster holds {share:.1%} of the class "

@@ -255,11 +255,8 @@ def log_scan(
         _json_safe(result.to_dict()), indent=2, sort_keys=True, default=str
     )
 
-    db_path = sqlite_path(tracking_uri)
-    if db_path is not None:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
     check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
-    client = make_client(tracking_uri)
+    client = make_client(tracking_uri)  # creates a SQLite store's folder and schema
     experiment_id = _experiment_id(
         client, experiment, artifact_location or default_artifact_location(tracking_uri)
     )
@@ -341,11 +338,8 @@ def log_repair(
     """
     from mlflow.exceptions import MlflowException
 
-    db_path = sqlite_path(tracking_uri)
-    if db_path is not None:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
     check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
-    client = make_client(tracking_uri)
+    client = make_client(tracking_uri)  # creates a SQLite store's folder and schema
     tags = {STATUS_TAG: "running", "acgate.kind": "repair"}
     if scan_run_id is not None:
         try:
