@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-
-import numpy as np
 
 RUNS: dict[str, tuple[str, float | None, str]] = {
     # name: (dataset, rate, trigger)
@@ -48,33 +45,22 @@ ANALYZERS: tuple[tuple[str, dict[str, Any]], ...] = (
 CACHE_DIR = Path(__file__).resolve().parent / "parts" / "beyond_mnist"
 
 
-def _dataset(name: str, rate: float | None, trigger: str) -> tuple[Any, np.ndarray]:
+def _dataset(name: str, rate: float | None, trigger: str) -> Any:
     from acgate.io.loaders import load_fashion_mnist, load_mnist
     from acgate.io.poison import TriggerSpec, poison_image_dataset
 
     dataset = load_fashion_mnist() if name == "fashion" else load_mnist()
     if rate is None:
-        return dataset, np.zeros(len(dataset), dtype=bool)
+        return dataset
     spec = (TriggerSpec(kind="blend", alpha=float(trigger.split("-")[1]), seed=0)
             if trigger.startswith("blend") else TriggerSpec())
-    poisoned = poison_image_dataset(dataset, rate=rate, trigger=spec, seed=0)
-    return poisoned, np.asarray(poisoned.columns["is_poison"], dtype=bool)
+    return poison_image_dataset(dataset, rate=rate, trigger=spec, seed=0)
 
 
 def _one_run(bench: ModuleType, name: str) -> list[list[Any]]:
-    from acgate.scan import ScanConfig, make_retrain, train_proxy
-    from acgate.torch.extract import extract_activations
-
-    dataset_name, rate, trigger = RUNS[name]
-    dataset, truth = _dataset(dataset_name, rate, trigger)
-    config = ScanConfig(seed=0)
-    clock = time.perf_counter()
-    model, _ = train_proxy(dataset, config)
-    activations, _ = extract_activations(model, dataset.images)
-    proxy_seconds = time.perf_counter() - clock
-    run = {"dataset": dataset, "truth": truth, "config": config, "activations": activations,
-           "source": np.asarray(dataset.columns.get("source_label", dataset.labels)),
-           "retrain": bench.memoised_retrain(make_retrain(dataset, config))}
+    run = bench.image_run(_dataset(*RUNS[name]))
+    truth = run["truth"]
+    proxy_seconds = sum(run["timings"].values())
     rows = []
     for analyzer, kwargs in ANALYZERS:
         result, seconds = bench.detect_on(run, **kwargs)

@@ -48,8 +48,6 @@ def exp_multimodal(bench: ModuleType) -> str:
     import torch
 
     from acgate.io.poison import poison_image_dataset
-    from acgate.scan import ScanConfig, make_retrain, train_proxy
-    from acgate.torch.extract import extract_activations
 
     torch.set_num_threads(bench.THREADS)
     rows, class_rows = [], []
@@ -60,17 +58,8 @@ def exp_multimodal(bench: ModuleType) -> str:
         dataset = merged_mnist()
         if pairs is not None:
             dataset = poison_image_dataset(dataset, rate=RATE, pairs=pairs, seed=0)
-            truth = np.asarray(dataset.columns["is_poison"], dtype=bool)
-            source = np.asarray(dataset.columns["source_label"], dtype=np.int64)
-        else:
-            truth = np.zeros(len(dataset), dtype=bool)
-            source = np.asarray(dataset.labels)
-        config = ScanConfig(seed=0)
-        model, _ = train_proxy(dataset, config)
-        activations, _ = extract_activations(model, dataset.images)
-        run = {"dataset": dataset, "truth": truth, "source": source,
-               "activations": activations, "config": config,
-               "retrain": bench.memoised_retrain(make_retrain(dataset, config))}
+        run = bench.image_run(dataset)
+        truth = run["truth"]
         for k in (2, "auto"):
             result, _ = bench.detect_on(run, analysis="auto", n_clusters=k)
             s = bench.scores(result, run)

@@ -261,6 +261,33 @@ def memoised_retrain(retrain: Callable[..., np.ndarray]) -> Callable[..., np.nda
     return wrapped
 
 
+def image_run(dataset: Any, seed: int = 0) -> dict[str, Any]:
+    """Train the default proxy on ``dataset`` and bundle what ``detect_on`` / ``scores`` need.
+
+    Ground truth comes from the poisoner's columns (``is_poison``, ``source_label``) when
+    present, else the dataset counts as clean. ``timings`` has "train proxy" and "extract".
+    """
+    from acgate.scan import ScanConfig, make_retrain, train_proxy
+    from acgate.torch.extract import extract_activations
+
+    if "is_poison" in dataset.columns:
+        truth = np.asarray(dataset.columns["is_poison"], dtype=bool)
+        source = np.asarray(dataset.columns["source_label"], dtype=np.int64)
+    else:
+        truth = np.zeros(len(dataset), dtype=bool)
+        source = np.asarray(dataset.labels)
+    config = ScanConfig(seed=seed)
+    clock = time.perf_counter()
+    model, _ = train_proxy(dataset, config)
+    timings = {"train proxy": time.perf_counter() - clock}
+    clock = time.perf_counter()
+    activations, _ = extract_activations(model, dataset.images)
+    timings["extract"] = time.perf_counter() - clock
+    return {"dataset": dataset, "truth": truth, "source": source, "activations": activations,
+            "config": config, "model": model, "timings": timings,
+            "retrain": memoised_retrain(make_retrain(dataset, config))}
+
+
 def digits_run(rate: float | None, seed: int) -> dict[str, Any]:
     """Poisoned digits + trained proxy + activations + retrain callable (cached per run)."""
     key = (rate, seed)
@@ -495,37 +522,22 @@ def exp_mnist() -> str:
 
     from acgate.io.loaders import load_mnist
     from acgate.io.poison import poison_image_dataset
-    from acgate.scan import ScanConfig, make_retrain, train_proxy
     from acgate.torch.evaluate import clean_accuracy
-    from acgate.torch.extract import extract_activations
 
     torch.set_num_threads(THREADS)
     rows_overall, rows_class, rows_time, rows_table3, rows_raw = [], [], [], [], []
     clean_verdicts = ""
     test = load_mnist(split="test")
     for rate in MNIST_RATES:
-        timings: dict[str, float] = {}
         clock = time.perf_counter()
         dataset = load_mnist()
         if rate is not None:
             dataset = poison_image_dataset(dataset, rate=rate, seed=0)
-            truth = np.asarray(dataset.columns["is_poison"], dtype=bool)
-            source = np.asarray(dataset.columns["source_label"], dtype=np.int64)
-        else:
-            truth = np.zeros(len(dataset), dtype=bool)
-            source = np.asarray(dataset.labels)
-        timings["load"] = time.perf_counter() - clock
-        config = ScanConfig(seed=0)
-        clock = time.perf_counter()
-        model, _ = train_proxy(dataset, config)
-        timings["train proxy"] = time.perf_counter() - clock
-        test_acc = clean_accuracy(model, test.images, test.labels)
-        clock = time.perf_counter()
-        activations, _ = extract_activations(model, dataset.images)
-        timings["extract"] = time.perf_counter() - clock
-        run = {"dataset": dataset, "truth": truth, "source": source,
-               "activations": activations, "config": config,
-               "retrain": memoised_retrain(make_retrain(dataset, config))}
+        load_seconds = time.perf_counter() - clock
+        run = image_run(dataset)
+        truth = run["truth"]
+        timings = {"load": load_seconds, **run["timings"]}
+        test_acc = clean_accuracy(run["model"], test.images, test.labels)
         result, seconds = detect_on(run, analysis="auto")
         analyze = result.info.timings.get("analyze", float("nan"))
         timings["cluster"] = seconds - analyze
