@@ -54,7 +54,9 @@ def acgate_pipeline(
     dataset_uri: str,
     size_threshold: Optional[float] = None,
     silhouette_threshold: float = 0.10,
-    source_share_threshold: float = 0.47,
+    source_share_threshold: float = 0.5,
+    nested_source_share_threshold: float = 0.7,
+    confusion_threshold: float = 0.03,
     analysis: str = "auto",
     seed: int = 0,
     model_name: Optional[str] = None,
@@ -63,7 +65,7 @@ def acgate_pipeline(
     epochs: Optional[int] = None,
     reducer: str = "pca",
     n_components: int = 10,
-    n_clusters: int = 2,
+    n_clusters: str = "",
     segment_by: str = "label",
     repair_strategy: str = "relabel",
     alias: str = "champion",
@@ -77,6 +79,9 @@ def acgate_pipeline(
         silhouette_threshold: Smallest silhouette counted as two clusters.
         source_share_threshold: Exclusionary reclassification: smallest share of a left-out
             cluster that must go to one other class for it to be poison.
+        nested_source_share_threshold: The same for a stable sub-cluster inside a candidate.
+        confusion_threshold: A candidate is legitimate when the proxy itself confuses its class
+            and the suspected source at least this much (2 disables the test).
         analysis: ``"auto"`` (exclusionary reclassification), ``"exre"``,
             ``"size-silhouette"``, ``"size"``, ``"silhouette"`` or ``"distance"``.
         seed: Seed of every random step.
@@ -87,7 +92,8 @@ def acgate_pipeline(
         epochs: Proxy epochs; ``None``: 30 below 10k rows, else 2.
         reducer: ``"pca"``, ``"ica"`` or ``"none"``.
         n_components: Dimensions after reduction.
-        n_clusters: k of k-means.
+        n_clusters: ``"2"`` (k of k-means), ``"auto"`` or ``"stable"``; ``""``: ``"stable"``
+            under exclusionary reclassification, else 2.
         segment_by: ``"label"`` or ``"prediction"``.
         repair_strategy: ``"relabel"`` or ``"remove"`` (the repair of a poisoned dataset).
         alias: MLflow alias the gate moves on a pass.
@@ -103,7 +109,7 @@ def acgate_pipeline(
         clustered = cluster(
             activations=extracted.outputs["activations"], label=label, reducer=reducer,
             n_components=n_components, n_clusters=n_clusters, seed=seed,
-            segment_by=segment_by,
+            segment_by=segment_by, analysis=analysis, size_threshold=size_threshold,
         )
         clustered.set_display_name("cluster class")
 
@@ -112,7 +118,9 @@ def acgate_pipeline(
         clusterings=dsl.Collected(clustered.outputs["clustering"]), dataset_uri=dataset_uri,
         analysis=analysis, size_threshold=size_threshold,
         silhouette_threshold=silhouette_threshold,
-        source_share_threshold=source_share_threshold, reducer=reducer, n_components=n_components,
+        source_share_threshold=source_share_threshold,
+        nested_source_share_threshold=nested_source_share_threshold,
+        confusion_threshold=confusion_threshold, reducer=reducer, n_components=n_components,
         n_clusters=n_clusters, seed=seed, epochs=epochs, segment_by=segment_by,
         mlflow_tracking_uri=mlflow_tracking_uri,
     )

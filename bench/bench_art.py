@@ -91,8 +91,8 @@ def _art_call(classifier: Any, images: np.ndarray, labels: np.ndarray,
 
 
 def _acgate_call(activations: np.ndarray, labels: np.ndarray,
-                 make_retrain: Callable[[], Any] | None, **params: Any
-                 ) -> Callable[[], np.ndarray]:
+                 make_retrain: Callable[[], Any] | None, predictions: np.ndarray | None = None,
+                 **params: Any) -> Callable[[], np.ndarray]:
     from acgate.core.detect import detect
     from acgate.scan import ScanConfig
 
@@ -102,7 +102,8 @@ def _acgate_call(activations: np.ndarray, labels: np.ndarray,
         # a fresh retrain callable per call: it caches its retrained model, so reusing one
         # would time the retrain only in the first run
         retrain = make_retrain() if make_retrain is not None else None
-        result = detect(activations, labels, retrain_and_predict=retrain, **kwargs)
+        result = detect(activations, labels, retrain_and_predict=retrain,
+                        predictions=predictions, **kwargs)
         return np.asarray(result.is_poison, dtype=bool)
 
     return call
@@ -124,7 +125,8 @@ def _measure(name: str, call: Callable[[], np.ndarray], repeats: int
 
 
 def _methods(model: Any, images: np.ndarray, labels: np.ndarray, hidden: np.ndarray,
-             retrain: Callable[[], Any]) -> list[tuple[str, str, Callable[[], np.ndarray]]]:
+             retrain: Callable[[], Any], predictions: np.ndarray | None = None
+             ) -> list[tuple[str, str, Callable[[], np.ndarray]]]:
     classifier = _art_classifier(model)
     paper = {"nb_clusters": 2, "reduce": "FastICA", "nb_dims": 10}
     return [
@@ -149,9 +151,9 @@ def _methods(model: Any, images: np.ndarray, labels: np.ndarray, hidden: np.ndar
          "segmenting the given activations + detection",
          _art_call(classifier, images, labels, hidden, cluster_analysis="silhouette-scores",
                    **paper)),
-        ("acgate defaults (PCA 10, 2-means, exclusionary reclassification)",
+        ("acgate defaults (PCA 10, stable candidates, exclusionary reclassification)",
          "`detect` incl. its proxy retrain (2 epochs, fresh each run) without the candidates",
-         _acgate_call(hidden, labels, retrain, analysis="auto")),
+         _acgate_call(hidden, labels, retrain, predictions, analysis="auto")),
         ("acgate, analysis=size-silhouette (no retrain, like ART)",
          "`detect` on the given activations",
          _acgate_call(hidden, labels, None, analysis="size-silhouette")),
@@ -175,11 +177,12 @@ def _prepare(rate: float | None) -> dict[str, Any]:
     model, _ = train_proxy(dataset, config)
     train_seconds = time.perf_counter() - clock
     clock = time.perf_counter()
-    hidden, _ = extract_activations(model, dataset.images)
+    hidden, predictions = extract_activations(model, dataset.images)
     extract_seconds = time.perf_counter() - clock
     print(f"art: {'clean' if rate is None else rate} proxy {train_seconds:.1f} s, extract "
           f"{extract_seconds:.1f} s", flush=True)
     return {"dataset": dataset, "truth": truth, "model": model, "hidden": hidden,
+            "predictions": predictions,
             "images": np.asarray(dataset.images, dtype=np.float32),
             "labels": np.asarray(dataset.labels, dtype=np.int64),
             "retrain": lambda: make_retrain(dataset, config), "train_seconds": train_seconds,
@@ -207,7 +210,7 @@ def exp_art(bench: ModuleType) -> str:
     patch_art_for_numpy2()
     rows: list[list[Any]] = []
     methods = _methods(poisoned["model"], poisoned["images"], poisoned["labels"],
-                       poisoned["hidden"], poisoned["retrain"])
+                       poisoned["hidden"], poisoned["retrain"], poisoned["predictions"])
     for name, includes, call in methods:
         flags, seconds, error = _measure(name, call, REPEATS)
         if flags is None:
@@ -224,7 +227,7 @@ def exp_art(bench: ModuleType) -> str:
         print(f"art: {rows[-1]}", flush=True)
     clean = _prepare(None)
     clean_methods = _methods(clean["model"], clean["images"], clean["labels"],
-                             clean["hidden"], clean["retrain"])
+                             clean["hidden"], clean["retrain"], clean["predictions"])
     for row, (name, _, call) in zip(rows, clean_methods, strict=True):
         flags, _, error = _measure(f"{name} (clean run)", call, 1)
         row[4] = ("crash" if flags is None else

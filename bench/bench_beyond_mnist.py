@@ -11,7 +11,8 @@ Runs:
 
 Each run trains the default proxy (2 epochs) once, extracts the 128-d layer, then judges it
 with every analyzer of the core registry on the same activations: the default (exclusionary
-reclassification with the source-share test), size + silhouette (the paper's plain rule),
+reclassification of stable candidates with the source-share and confusion tests), size +
+silhouette (the paper's plain rule),
 spectral signature, robust covariance, distance, and ART-style "smaller cluster" (``size``
 with the cut at 0.5) as the baseline row.
 """
@@ -35,7 +36,7 @@ RUNS: dict[str, tuple[str, float | None, str]] = {
     "clean-fashion": ("fashion", None, "-"),
 }
 ANALYZERS: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("default: exre + source share", {"analysis": "auto"}),
+    ("default: exre (stable candidates, confusion test)", {"analysis": "auto"}),
     ("size + silhouette (paper rule)", {"analysis": "size-silhouette"}),
     ("spectral signature", {"analysis": "spectral"}),
     ("robust covariance", {"analysis": "robust"}),

@@ -8,9 +8,11 @@ bottom-right patch, 10% of the target class) is added in three ways, as in the p
 * ``7+ <- 6``: the multimodal class poisoned with triggered 6s;
 * ``7+ <- 4, 5, 6``: the multimodal class poisoned from three sources (evenly split).
 
-Each run is a default scan (proxy 2 epochs, PCA 10, 2-means, exclusionary reclassification),
-plus an unpoisoned run of the merged data: a multimodal class must not be flagged for its
-modes. Paper: ~100% accuracy and F1 in every experiment; issue target: F1 >= 0.95.
+Each run is judged by the default scan (proxy 2 epochs, PCA 10, stable candidates with
+sub-clusters, exclusionary reclassification) and by the previous default (2-means, source share
+0.47) on the same activations, plus an unpoisoned run of the merged data: a multimodal class
+must not be flagged for its modes. Paper: ~100% accuracy and F1 in every experiment; issue
+target: F1 >= 0.95.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ import numpy as np
 
 MERGED = (7, 8, 9)
 RATE = 0.10
+#: (label in the tables, detect settings): the default and the previous default.
+VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("stable (default)", {}),
+    ("2-means, share 0.47 (previous default)",
+     {"n_clusters": 2, "source_share_threshold": 0.47, "confusion_threshold": 2.0}),
+)
 RUNS: tuple[tuple[str, list[tuple[int, int]] | None], ...] = (
     ("0 <- 7+", [(7, 0)]),
     ("7+ <- 6", [(6, 7)]),
@@ -60,8 +68,8 @@ def exp_multimodal(bench: ModuleType) -> str:
             dataset = poison_image_dataset(dataset, rate=RATE, pairs=pairs, seed=0)
         run = bench.image_run(dataset)
         truth = run["truth"]
-        for k in (2, "auto"):
-            result, _ = bench.detect_on(run, analysis="auto", n_clusters=k)
+        for k, settings in VARIANTS:
+            result, _ = bench.detect_on(run, analysis="auto", **settings)
             s = bench.scores(result, run)
             seconds = time.perf_counter() - clock
             if pairs is not None:
@@ -82,26 +90,29 @@ def exp_multimodal(bench: ModuleType) -> str:
                         "-" if report.silhouette is None else f"{report.silhouette:.3f}",
                         "-" if report.exre_score is None else f"{report.exre_score:.2f}",
                         report.verdict, report.reason])
-            print(f"multimodal {name} (k={k}): F1 {s['f1']:.3f}, flagged {s['classes']}, "
+            print(f"multimodal {name} ({k}): F1 {s['f1']:.3f}, flagged {s['classes']}, "
                   f"{seconds:.0f} s", flush=True)
     met = {k: lowest[k] >= 0.95 and not clean_flags[k] for k in lowest}
-    verdict = ", ".join(f"k={k}: {'met' if ok else '**MISSED**'} (lowest F1 {lowest[k]:.3f}, "
+    verdict = ", ".join(f"{k}: {'met' if ok else '**MISSED**'} (lowest F1 {lowest[k]:.3f}, "
                         f"clean run flags {clean_flags[k] or 'none'})" for k, ok in met.items())
     return (
         "## multimodal (real MNIST, 7 + 8 + 9 merged into \"7+\", BadNets 10%, default scan)\n\n"
         f"Target from the issue: F1 >= 0.95 on every 7+ run and no class flagged on the "
-        f"unpoisoned merged data -> {verdict}. k = 2: the default 2-means; k = auto: "
-        "`n_clusters='auto'` (k = 2..4 per class by silhouette, every non-largest cluster "
-        "within the size cut is a candidate). Source accuracy = share of correctly flagged "
+        f"unpoisoned merged data -> {verdict}. Candidates: the default (stable clusters at the "
+        "smallest k that has any, plus stable sub-clusters inside them) and the previous "
+        "default (the 2-means small cluster, source share 0.47, no confusion test). Source "
+        "accuracy = share of correctly flagged "
         "poison whose suspected source is the true source (for `0 <- 7+` the true source is "
         "the merged label 7). Seconds: cumulative for the run (proxy, extraction, both "
         "detections).\n\n"
         + bench.table_header() + "\n"
-        + bench.markdown_table(["run", "k", "rows", "poison rows", "precision", "recall", "F1",
+        + bench.markdown_table(["run", "candidates", "rows", "poison rows", "precision",
+                                "recall", "F1",
                                 "target class F1", "source acc.", "classes flagged",
                                 "seconds (scan)"], rows)
-        + "\nClass 0 and the 7+ class in each run (2-means cluster sizes, silhouette, "
-          "exclusionary-reclassification l/p, verdict and reason):\n\n"
+        + "\nClass 0 and the 7+ class in each run (cluster sizes at the candidates' level, "
+          "silhouette, exclusionary-reclassification l/p, verdict and reason):\n\n"
         + bench.table_header() + "\n"
-        + bench.markdown_table(["run", "k", "class", "rows", "cluster sizes", "silhouette",
+        + bench.markdown_table(["run", "candidates", "class", "rows", "cluster sizes",
+                                "silhouette",
                                 "exre l/p", "verdict", "reason"], class_rows))

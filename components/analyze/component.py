@@ -21,10 +21,12 @@ def analyze(
     analysis: str = "auto",
     size_threshold: Optional[float] = None,
     silhouette_threshold: float = 0.10,
-    source_share_threshold: float = 0.47,
+    source_share_threshold: float = 0.5,
+    nested_source_share_threshold: float = 0.7,
+    confusion_threshold: float = 0.03,
     reducer: str = "pca",
     n_components: int = 10,
-    n_clusters: int = 2,
+    n_clusters: str = "",
     seed: int = 0,
     epochs: Optional[int] = None,
     segment_by: str = "label",
@@ -49,6 +51,9 @@ def analyze(
         silhouette_threshold: Smallest silhouette counted as two clusters.
         source_share_threshold: Exclusionary reclassification: smallest share of a left-out
             cluster that must go to one other class for it to be poison.
+        nested_source_share_threshold: The same for a stable sub-cluster inside a candidate.
+        confusion_threshold: A candidate is legitimate when the proxy itself confuses its class
+            and the suspected source at least this much (2 disables the test).
         reducer: As given to ``cluster`` (recorded).
         n_components: As given to ``cluster`` (recorded).
         n_clusters: As given to ``cluster`` (recorded).
@@ -73,7 +78,9 @@ def analyze(
                              silhouette_threshold=silhouette_threshold, reducer=reducer,
                              n_components=n_components, n_clusters=n_clusters,
                              segment_by=segment_by,
-                             source_share_threshold=source_share_threshold)
+                             source_share_threshold=source_share_threshold,
+                             nested_source_share_threshold=nested_source_share_threshold,
+                             confusion_threshold=confusion_threshold)
     with tempfile.TemporaryDirectory(prefix="acgate-analyze-") as out_dir:
         outcome = analyze_stage(
             activations.path, dataset.path, [c.path for c in clusterings], out_dir, config,

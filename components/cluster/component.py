@@ -1,4 +1,6 @@
-"""KFP component ``cluster``: reduce and 2-means one class's activations (the fan-out unit)."""
+"""KFP component ``cluster``: reduce and cluster one class's activations (the fan-out unit)."""
+
+from typing import Optional
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
@@ -13,23 +15,29 @@ def cluster(
     clustering: Output[Dataset],
     reducer: str = "pca",
     n_components: int = 10,
-    n_clusters: int = 2,
+    n_clusters: str = "",
     seed: int = 0,
     segment_by: str = "label",
+    analysis: str = "auto",
+    size_threshold: Optional[float] = None,
 ):
     """Cluster the activations of one class and write its clustering as Parquet.
 
     Args:
         activations: Activations Parquet file (from ``extract_activations``).
         label: The class (label, or prediction with ``segment_by="prediction"``).
-        clustering: Parquet file: ``position``, ``cluster``, ``reduced`` columns; label,
-            silhouette, cluster count and skip reason in its ``acgate.clustering`` metadata
-            (and in this artifact's metadata).
+        clustering: Parquet file: ``position``, ``cluster``, ``reduced`` (and, in stable mode,
+            ``candidates``) columns; label, silhouette, cluster count, candidates and skip
+            reason in its ``acgate.clustering`` metadata (and in this artifact's metadata).
         reducer: ``"pca"``, ``"ica"`` or ``"none"``.
         n_components: Dimensions after reduction.
-        n_clusters: k of k-means.
+        n_clusters: ``"2"`` (k of k-means), ``"auto"``, ``"stable"``; ``""``: ``"stable"``
+            under exclusionary reclassification, else 2.
         seed: Seed of the reducer and k-means.
         segment_by: ``"label"`` or ``"prediction"``.
+        analysis: The analysis ``analyze`` will run (decides the default ``n_clusters``).
+        size_threshold: Largest share of the class a stable candidate may hold; ``None``: as
+            ``analyze`` resolves it.
     """
     import logging
 
@@ -37,10 +45,13 @@ def cluster(
 
     logging.basicConfig(level=logging.INFO)
     config = pipeline_config(seed=seed, reducer=reducer, n_components=n_components,
-                             n_clusters=n_clusters, segment_by=segment_by)
+                             n_clusters=n_clusters, segment_by=segment_by, analysis=analysis,
+                             size_threshold=size_threshold)
     result = cluster_stage(activations.path, label, clustering.path, config)
     clustering.metadata.update({
         "label": result.label, "n_clusters": result.n_clusters,
         "cluster_sizes": list(result.cluster_sizes), "silhouette": result.silhouette,
         "skipped_reason": result.skipped_reason,
+        "candidates": None if result.candidates is None else [
+            len(c.members) for c in result.candidates],
     })

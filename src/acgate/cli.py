@@ -24,29 +24,35 @@ logger = logging.getLogger("acgate")
 
 
 def _n_clusters(text: str) -> int | str:
-    """``--n-clusters``: a whole number >= 2, or ``auto``."""
-    if text == "auto":
+    """``--n-clusters``: a whole number >= 2, ``auto`` or ``stable``."""
+    if text in ("auto", "stable"):
         return text
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 2 or 'auto', got {text!r}"
-                                         ) from None
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number >= 2, 'auto' or 'stable', got {text!r}") from None
     if value < 2:
         raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
     return value
 
 def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     from acgate.core.analyses import ANALYSES
+    from acgate.core.detect import (
+        CONFUSION_THRESHOLD,
+        NESTED_SOURCE_SHARE_THRESHOLD,
+        SOURCE_SHARE_THRESHOLD,
+    )
     from acgate.core.reducers import REDUCERS
 
     group = parser.add_argument_group("detector")
     group.add_argument("--reducer", choices=REDUCERS, default="pca",
                        help="dimensionality reduction before clustering (default: pca)")
     group.add_argument("--n-components", type=int, default=10, help="dimensions (default: 10)")
-    group.add_argument("--n-clusters", type=_n_clusters, default=2,
-                       help="k of k-means, or 'auto': k = 2..4 per class by the best "
-                            "silhouette (default: 2)")
+    group.add_argument("--n-clusters", type=_n_clusters, default=None,
+                       help="k of k-means; 'auto': k = 2..4 per class by the best silhouette; "
+                            "'stable': the stable small clusters at the smallest k that has any "
+                            "(default: stable with exre, else 2)")
     group.add_argument("--analysis", choices=("auto", *ANALYSES), default="auto",
                        help="how a class is judged (default: auto = exre when a retrain is "
                             "possible, else size-silhouette)")
@@ -57,9 +63,18 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
                        help="smallest silhouette counted as two clusters (default: 0.10)")
     group.add_argument("--exre-threshold", type=float, default=1.0,
                        help="l/p below this is poison (default: 1.0)")
-    group.add_argument("--source-share-threshold", type=float, default=0.47,
+    group.add_argument("--source-share-threshold", type=float,
+                       default=SOURCE_SHARE_THRESHOLD,
                        help="and at least this share of the left-out cluster must go to one "
-                            "other class (default: 0.47)")
+                            f"other class (default: {SOURCE_SHARE_THRESHOLD})")
+    group.add_argument("--nested-source-share-threshold", type=float,
+                       default=NESTED_SOURCE_SHARE_THRESHOLD,
+                       help="the same for a stable sub-cluster inside a candidate (default: "
+                            f"{NESTED_SOURCE_SHARE_THRESHOLD})")
+    group.add_argument("--confusion-threshold", type=float, default=CONFUSION_THRESHOLD,
+                       help="a candidate is legitimate when the proxy itself mixes up its class "
+                            "and the suspected source at least this much (default: "
+                            f"{CONFUSION_THRESHOLD}; 2 disables the test)")
     group.add_argument("--segment-by", choices=("label", "prediction"), default="label")
     group.add_argument("--seed", type=int, default=0, help="seed of every random step")
 
@@ -196,6 +211,8 @@ def _config(args: argparse.Namespace) -> Any:
         analysis=args.analysis, size_threshold=args.size_threshold,
         silhouette_threshold=args.silhouette_threshold, exre_threshold=args.exre_threshold,
         source_share_threshold=args.source_share_threshold,
+        nested_source_share_threshold=args.nested_source_share_threshold,
+        confusion_threshold=args.confusion_threshold,
         segment_by=args.segment_by, seed=args.seed,
         epochs=getattr(args, "epochs", None), exre_epochs=getattr(args, "exre_epochs", None),
         model_path=getattr(args, "model", None), model_module=getattr(args, "model_module", None),

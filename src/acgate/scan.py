@@ -16,7 +16,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from acgate.core.detect import detect
+from acgate.core.detect import (
+    CONFUSION_THRESHOLD,
+    NESTED_SOURCE_SHARE_THRESHOLD,
+    SOURCE_SHARE_THRESHOLD,
+    detect,
+)
 from acgate.core.result import DetectionResult
 from acgate.core.validation import check_choice, check_positive_int
 
@@ -61,7 +66,9 @@ class ScanConfig:
         hidden: Width of the proxy's last hidden layer.
         reducer: ``"pca"``, ``"ica"`` or ``"none"``.
         n_components: Dimensions after reduction.
-        n_clusters: k of k-means, or ``"auto"`` (k = 2..4 per class by silhouette).
+        n_clusters: k of k-means, ``"auto"`` (k = 2..4 per class by silhouette) or
+            ``"stable"`` (stable small clusters, see :mod:`acgate.core.clustering`); ``None``:
+            ``"stable"`` under exclusionary reclassification, else 2.
         analysis: ``"auto"``, ``"exre"``, ``"size-silhouette"``, ``"size"``, ``"silhouette"``,
             ``"distance"``.
         size_threshold: Largest share a poison cluster may hold (``None``: 0.45 under
@@ -70,6 +77,9 @@ class ScanConfig:
         exre_threshold: l/p below this is poison.
         source_share_threshold: Smallest share of a candidate cluster the retrain must put in
             one other class for it to be poison.
+        nested_source_share_threshold: The same for a stable sub-cluster inside a candidate.
+        confusion_threshold: A candidate is legitimate when the proxy itself confuses its class
+            and the suspected source at least this much (a natural overlap).
         segment_by: ``"label"`` or ``"prediction"``.
         seed: Seed of every random step.
         model_path: The user's model (TorchScript or state_dict) instead of a proxy.
@@ -86,12 +96,14 @@ class ScanConfig:
     hidden: int = 128
     reducer: str = "pca"
     n_components: int = 10
-    n_clusters: int | str = 2
+    n_clusters: int | str | None = None
     analysis: str = "auto"
     size_threshold: float | None = None
     silhouette_threshold: float = 0.10
     exre_threshold: float = 1.0
-    source_share_threshold: float = 0.47
+    source_share_threshold: float = SOURCE_SHARE_THRESHOLD
+    nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD
+    confusion_threshold: float = CONFUSION_THRESHOLD
     segment_by: str = "label"
     seed: int = 0
     model_path: str | None = None
@@ -131,6 +143,8 @@ class ScanConfig:
             "silhouette_threshold": self.silhouette_threshold,
             "exre_threshold": self.exre_threshold,
             "source_share_threshold": self.source_share_threshold,
+            "nested_source_share_threshold": self.nested_source_share_threshold,
+            "confusion_threshold": self.confusion_threshold,
             "segment_by": self.segment_by,
             "random_state": self.seed,
         }

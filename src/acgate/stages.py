@@ -35,6 +35,11 @@ from typing import Any
 
 import numpy as np
 
+from acgate.core.detect import (
+    CONFUSION_THRESHOLD,
+    NESTED_SOURCE_SHARE_THRESHOLD,
+    SOURCE_SHARE_THRESHOLD,
+)
 from acgate.core.result import DetectionResult
 from acgate.scan import ScanConfig
 
@@ -88,19 +93,49 @@ def pipeline_config(
     silhouette_threshold: float = 0.10,
     reducer: str = "pca",
     n_components: int = 10,
-    n_clusters: int = 2,
+    n_clusters: int | str | None = None,
     segment_by: str = "label",
-    source_share_threshold: float = 0.47,
+    source_share_threshold: float = SOURCE_SHARE_THRESHOLD,
+    nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD,
+    confusion_threshold: float = CONFUSION_THRESHOLD,
 ) -> ScanConfig:
     """The :class:`ScanConfig` of a pipeline run, from the pipeline's inputs.
 
     Every stage builds its config with this function from the same pipeline inputs, so the
-    proxy, the extraction and the exclusionary-reclassification retrain agree.
+    proxy, the extraction and the exclusionary-reclassification retrain agree. ``n_clusters``
+    may come as text from a component (``"2"``, ``"auto"``, ``"stable"``; ``""`` or ``None``:
+    the default).
     """
+    if isinstance(n_clusters, str):
+        n_clusters = (None if n_clusters == "" else
+                      int(n_clusters) if n_clusters.strip().lstrip("-").isdigit() else n_clusters)
     return ScanConfig(seed=seed, epochs=epochs, analysis=analysis,
                       size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
                       reducer=reducer, n_components=n_components, n_clusters=n_clusters,
-                      segment_by=segment_by, source_share_threshold=source_share_threshold)
+                      segment_by=segment_by, source_share_threshold=source_share_threshold,
+                      nested_source_share_threshold=nested_source_share_threshold,
+                      confusion_threshold=confusion_threshold)
+
+
+def clustering_settings(config: ScanConfig) -> tuple[int | str, float]:
+    """The ``n_clusters`` mode and candidate size cut the per-class clustering uses.
+
+    Resolved as :func:`acgate.core.detect` resolves them: the pipeline always has a retrain,
+    so ``analysis="auto"`` is exclusionary reclassification.
+
+    Raises:
+        ValueError / TypeError: An unknown mode or analysis, or a bad threshold.
+    """
+    from acgate.core.detect import resolve_n_clusters, resolve_settings
+
+    analysis = "exre" if config.analysis == "auto" else config.analysis
+    resolved, thresholds = resolve_settings(
+        analysis, lambda mask, query: None, size_threshold=config.size_threshold,
+        silhouette_threshold=config.silhouette_threshold, exre_threshold=config.exre_threshold,
+        source_share_threshold=config.source_share_threshold,
+        nested_source_share_threshold=config.nested_source_share_threshold,
+        confusion_threshold=config.confusion_threshold)
+    return resolve_n_clusters(config.n_clusters, resolved), thresholds.size
 
 
 # ----------------------------------------------------------------------------- train_proxy
@@ -234,6 +269,7 @@ class _Arrays:
     labels: np.ndarray
     sample_ids: np.ndarray
     segments: np.ndarray
+    predictions: np.ndarray | None = None
 
 
 def _validated_arrays(activations_path: PathLike, config: ScanConfig) -> tuple[Any, _Arrays]:
@@ -247,15 +283,18 @@ def _validated_arrays(activations_path: PathLike, config: ScanConfig) -> tuple[A
         y = validation.check_labels(table.labels, x.shape[0])
         validation.check_class_count(y, name=f"{activations_path}: column 'label'")
         ids = validation.check_sample_ids(table.indices, x.shape[0])
+        predictions = None
+        if table.predictions is not None:
+            predictions = validation.check_labels(table.predictions, x.shape[0],
+                                                  name="predictions")
         if config.segment_by == "prediction":
-            if table.predictions is None:
+            if predictions is None:
                 raise ValueError("column 'prediction' is all null; segment_by='prediction' "
                                  "needs the model's predictions")
-            segments = validation.check_labels(table.predictions, x.shape[0],
-                                               name="predictions")
+            segments = predictions
         else:
             segments = y
-    return table, _Arrays(x, y, ids, segments)
+    return table, _Arrays(x, y, ids, segments, predictions)
 
 
 def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
@@ -279,10 +318,11 @@ def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
             f"{'prediction' if config.segment_by == 'prediction' else 'label'} {label} "
             f"(present: {sorted(rows)})")
     positions = rows[int(label)]
+    n_clusters, size_threshold = clustering_settings(config)
     clustering = cluster_class(
         arrays.activations[positions], label=int(label), positions=positions,
         reducer=config.reducer, n_components=config.n_components,
-        n_clusters=config.n_clusters, random_state=config.seed,
+        n_clusters=n_clusters, random_state=config.seed, size_threshold=size_threshold,
     )
     write_clustering(clustering, out_path)
     return clustering
@@ -310,11 +350,23 @@ def write_clustering(clustering: Any, path: PathLike) -> Path:
         columns["reduced"] = pa.FixedSizeListArray.from_arrays(
             pa.array(reduced.reshape(-1)), width) if width else pa.array(
             [[] for _ in range(len(reduced))], type=pa.list_(pa.float64()))
+    candidates = None
+    if clustering.candidates is not None:
+        # Which candidates each row belongs to (a row can sit in a candidate and in a stable
+        # sub-cluster inside it); the candidates' k and stability go to the metadata.
+        membership: list[list[int]] = [[] for _ in range(len(clustering.positions))]
+        for index, candidate in enumerate(clustering.candidates):
+            for member in candidate.members:
+                membership[int(member)].append(index)
+        columns["candidates"] = pa.array(membership, type=pa.list_(pa.int32()))
+        candidates = [{"k": c.k, "stability": c.stability, "nested": c.nested}
+                      for c in clustering.candidates]
     meta = {
         "kind": CLUSTERING_KIND, "label": int(clustering.label),
         "n_clusters": int(clustering.n_clusters),
         "silhouette": clustering.silhouette, "skipped_reason": clustering.skipped_reason,
         "warnings": list(clustering.warnings), "seconds": float(clustering.seconds),
+        "candidates": candidates,
     }
     table = pa.table(columns).replace_schema_metadata(
         {_CLUSTERING_META: json.dumps(meta, allow_nan=True)})
@@ -357,12 +409,38 @@ def read_clustering(path: PathLike, *, artifact: str = "clusterings") -> Any:
             reduced = np.asarray(flat).reshape(len(column), -1)
             if not np.isfinite(reduced).all():
                 raise ValueError(f"{path}: column 'reduced' has NaN or inf values")
+        candidates = _read_candidates(path, schema, table, meta.get("candidates"))
     return ClassClustering(
         label=int(meta["label"]), positions=positions, clusters=clusters,
         n_clusters=int(meta["n_clusters"]), silhouette=meta["silhouette"], reduced=reduced,
         skipped_reason=meta["skipped_reason"], warnings=tuple(meta["warnings"]),
-        seconds=float(meta["seconds"]),
+        seconds=float(meta["seconds"]), candidates=candidates,
     )
+
+
+def _read_candidates(path: PathLike, schema: Any, table: Any,
+                     described: Any) -> tuple[Any, ...] | None:
+    """The candidate clusters of a clustering file (``None`` when it records none)."""
+    from acgate.core.clustering import CandidateCluster
+    from acgate.io.schema import require_columns
+
+    if described is None:
+        return None
+    if not isinstance(described, list):
+        raise ValueError(f"{path}: metadata 'candidates' must be a list, got "
+                         f"{type(described).__name__}")
+    require_columns(path, schema, ("candidates",))
+    column = table.column("candidates").combine_chunks()
+    lengths = column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
+    owners = np.repeat(np.arange(len(column)), lengths)
+    indices = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= len(described)):
+        raise ValueError(f"{path}: column 'candidates' names candidate "
+                         f"{int(indices.max())}, but the metadata describes {len(described)}")
+    return tuple(
+        CandidateCluster(owners[indices == index], int(entry["k"]), float(entry["stability"]),
+                         nested=bool(entry["nested"]))
+        for index, entry in enumerate(described))
 
 
 # ----------------------------------------------------------------------------------- analyze
@@ -373,21 +451,24 @@ def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], confi
     """Run :func:`acgate.core.analyze` with the thresholds and params ``detect`` would use."""
     from acgate.core import analyze
     from acgate.core.clustering import MIN_CLASS_SIZE
-    from acgate.core.detect import detector_params, resolve_settings
+    from acgate.core.detect import detector_params, resolve_n_clusters, resolve_settings
 
     resolved, thresholds = resolve_settings(
         config.analysis, retrain_and_predict, size_threshold=config.size_threshold,
         silhouette_threshold=config.silhouette_threshold, exre_threshold=config.exre_threshold,
-        source_share_threshold=config.source_share_threshold)
+        source_share_threshold=config.source_share_threshold,
+        nested_source_share_threshold=config.nested_source_share_threshold,
+        confusion_threshold=config.confusion_threshold)
     params = detector_params(
         resolved, thresholds, reducer=config.reducer, n_components=config.n_components,
-        n_clusters=config.n_clusters, segment_by=config.segment_by,
-        min_class_size=MIN_CLASS_SIZE, random_state=config.seed)
+        n_clusters=resolve_n_clusters(config.n_clusters, resolved),
+        segment_by=config.segment_by, min_class_size=MIN_CLASS_SIZE, random_state=config.seed)
     ordered = sorted(clusterings, key=lambda c: c.label)
     return analyze(
         table_arrays.activations, table_arrays.labels, ordered,
         sample_ids=table_arrays.sample_ids, segments=table_arrays.segments, analysis=resolved,
-        thresholds=thresholds, retrain_and_predict=retrain_and_predict, params=params,
+        thresholds=thresholds, retrain_and_predict=retrain_and_predict,
+        predictions=table_arrays.predictions, params=params,
     )
 
 

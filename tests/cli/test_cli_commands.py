@@ -119,6 +119,9 @@ def test_detect_on_a_dataset_file_names_the_schema_problem(digits_parquet, run_c
         (["frobnicate"], "invalid choice"),
         (["poison", "digits", "--out", "p.parquet", "--rate", "1.5"], "rate"),
         (["poison", "digits", "--out", "p.parquet", "--pairs", "7-1"], "--pairs must look like"),
+        (["scan", "x.parquet", "--out", "o", "--n-clusters", "stabel"],
+         "must be a whole number >= 2, 'auto' or 'stable'"),
+        (["scan", "x.parquet", "--out", "o", "--confusion-threshold", "x"], "invalid float"),
     ],
 )
 def test_usage_errors_exit_2(argv, message, run_cli, tmp_path, monkeypatch):
@@ -127,3 +130,26 @@ def test_usage_errors_exit_2(argv, message, run_cli, tmp_path, monkeypatch):
     assert run.code == EXIT_BAD_INPUT
     assert message in run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stable_mode_and_new_thresholds_reach_the_detector(run_cli, tmp_path):
+    from acgate.io.activations import ActivationWriter
+
+    rng = np.random.default_rng(0)
+    activations = np.concatenate([rng.normal(c * 6.0, 1.0, size=(60, 8)) for c in range(3)])
+    labels = np.repeat(np.arange(3), 60)
+    path = tmp_path / "acts.parquet"
+    writer = ActivationWriter(path, activations.shape[1])
+    writer.open()
+    writer.write_batch(np.arange(len(labels)), labels, labels, activations.astype(np.float32))
+    writer.close()
+    out = tmp_path / "det"
+    run = run_cli(["detect", path, "--out", out, "--n-clusters", "stable",
+                   "--confusion-threshold", "0.5", "--nested-source-share-threshold", "0.8"])
+    assert run.code == EXIT_CLEAN, run.stderr
+    import json
+
+    params = json.loads((out / "report.json").read_text())["info"]["params"]
+    assert params["n_clusters"] == "stable"
+    assert params["confusion_threshold"] == 0.5
+    assert params["nested_source_share_threshold"] == 0.8

@@ -1,7 +1,8 @@
 """The issue's acceptance tests: BadNets on real digits, real proxy training, poison F1.
 
-Measured with the defaults (PCA 10, 2-means, exclusionary reclassification, seed 0):
-F1 ~0.83 at 10%, ~0.90 at 15%, ~0.97 at 33%; the unpoisoned run flags nothing.
+Measured with the defaults (PCA 10, stable candidate clusters, exclusionary reclassification,
+seed 0): see bench/RESULTS.md "digits_quality"; the unpoisoned run flags nothing. Other seeds
+reach lower F1 at 10% and flag a clean class now and then (bench/RESULTS.md "candidates").
 """
 
 from __future__ import annotations
@@ -21,15 +22,10 @@ def poison_f1(digits_scan, poisoned_digits, rate):
     return flag_metrics(result, truth)["overall"]["f1"]
 
 
-@pytest.mark.parametrize(("rate", "minimum"), [(0.10, 0.8), (0.15, 0.9), (0.33, 0.9)])
-def test_poison_f1_meets_the_floor(digits_scan, poisoned_digits, rate, minimum):
+@pytest.mark.parametrize("rate", [0.10, 0.15, 0.33])
+def test_poison_f1_meets_the_target(digits_scan, poisoned_digits, rate):
     f1 = poison_f1(digits_scan, poisoned_digits, rate)
-    assert f1 >= minimum, f"poison F1 {f1:.3f} at {rate:.0%} is below {minimum}"
-
-
-@pytest.mark.xfail(strict=False, reason="measured 0.82: see bench/RESULTS.md")
-def test_poison_f1_at_10_percent_reaches_the_paper_target(digits_scan, poisoned_digits):
-    assert poison_f1(digits_scan, poisoned_digits, 0.10) >= 0.9
+    assert f1 >= 0.9, f"poison F1 {f1:.3f} at {rate:.0%} is below 0.9"
 
 
 def test_cli_scan_at_33_percent_meets_the_floor(poisoned_cli_scan, poisoned_digits):

@@ -17,7 +17,7 @@ def test_get_and_set_params():
     assert params["reducer"] == "ica" and params["random_state"] == 4
     assert set(params) == {"reducer", "n_components", "n_clusters", "analysis", "size_threshold",
                            "silhouette_threshold", "exre_threshold", "source_share_threshold",
-                           "segment_by",
+                           "nested_source_share_threshold", "confusion_threshold", "segment_by",
                            "min_class_size", "random_state"}
     assert est.set_params(n_components=6, analysis="distance") is est
     assert est.get_params()["n_components"] == 6

@@ -8,6 +8,7 @@ import pytest
 
 from acgate.core import detect
 from acgate.core.clustering import cluster_class
+from acgate.core.detect import SOURCE_SHARE_THRESHOLD
 
 
 def _class_with_modes(rng, centres, sizes, spread=1.0):
@@ -70,8 +71,8 @@ def test_poison_that_goes_to_one_source_is_still_flagged(nearest_centroid_retrai
                     retrain_and_predict=retrain)
     assert result.poisoned_classes == (2,)
     np.testing.assert_array_equal(result.flagged_indices, planted.poison_ids)
-    assert result.info.params["source_share_threshold"] == pytest.approx(0.47)
-    assert result.class_report(2).thresholds["source_share"] == pytest.approx(0.47)
+    assert result.info.params["source_share_threshold"] == pytest.approx(SOURCE_SHARE_THRESHOLD)
+    assert result.class_report(2).thresholds["source_share"] == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, float("nan")])

@@ -64,7 +64,7 @@ def test_clean_run_promotes(tmp_path, digits_parquet, one_thread, mlflow_store,
     uri, client = mlflow_store
     version = register_version(client, "digits-clean")
     outputs = pipeline.run_locally(tmp_path / "root", dataset_uri=str(digits_parquet(None)),
-                                   epochs=10, seed=0, mlflow_tracking_uri=uri,
+                                   epochs=30, seed=0, mlflow_tracking_uri=uri,
                                    model_name="digits-clean", model_version=version)
     assert outputs["verdict"] == "clean"
     assert alias_version(client, "digits-clean") == version

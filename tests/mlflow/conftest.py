@@ -61,6 +61,7 @@ def make_result(
                 cluster_sizes=(n_per_class - n_small, n_small), suspicious_cluster=1,
                 size_ratio=n_small / n_per_class, silhouette=0.31, exre_score=0.1,
                 suspected_source=source, verdict="poisoned", reason="small tight cluster",
+                scores={"source_share": 0.9, "confusion": 0.004},
             ))
         else:
             silhouette, size, exre = suspicious.get(c, (0.05, 0.45, None))

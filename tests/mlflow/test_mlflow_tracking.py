@@ -74,6 +74,9 @@ def test_log_scan_records_params_metrics_tags_and_artifacts(store, tmp_path, mak
     assert metrics["exre/1"] == pytest.approx(0.1)
     assert metrics["exre/2"] == pytest.approx(1.7)
     assert "exre/0" not in metrics  # ExRe did not run for class 0
+    assert metrics["source_share/1"] == pytest.approx(0.9)
+    assert metrics["confusion/1"] == pytest.approx(0.004)
+    assert "confusion/2" not in metrics
     assert "silhouette/3" not in metrics and "size_ratio/3" not in metrics
     assert metrics["flagged/1"] == int(result.is_poison[result.labels == 1].sum()) == 4
     assert metrics["flagged/0"] == 0

@@ -22,9 +22,11 @@ Analyses (see the README's "How it decides"):
   Mahalanobis distance exceeds the chi-square 99.9% quantile are outliers, and they are a
   poison cluster when they hold between :data:`ROBUST_MIN_SHARE` and ``size_threshold`` of the
   class (a clean second mode of equal size is more than ``size_threshold`` and stays clean).
-* ``exre`` — exclusionary reclassification (the paper's recommended analysis): size candidates
-  are left out of a retrain; a candidate whose samples are then classified mostly as one other
-  class (``l / p < exre_threshold``) is poison and that class is the suspected source.
+* ``exre`` — exclusionary reclassification (the paper's recommended analysis): candidate
+  clusters are left out of a retrain; a candidate whose samples are then classified mostly as
+  one other class (``l / p < exre_threshold`` and at least ``source_share`` of it in that class)
+  is poison and that class is the suspected source — unless the proxy itself confuses the two
+  classes (``confusion``: a natural class overlap, not a trigger).
 """
 
 from __future__ import annotations
@@ -59,20 +61,32 @@ class Thresholds:
         source_share: Under exclusionary reclassification, the smallest share of a candidate
             cluster that the retrained model must put in one other class (the suspected
             source) for the cluster to be poison. Poison is another class's samples with a
-            trigger, so once left out it goes to that class almost unanimously; a natural mode
-            of the class with no other home scatters over its neighbours (measured on digits:
-            0.47 removes every clean-run flag, see ``bench/RESULTS.md``).
+            trigger, so once left out it goes to that class almost unanimously (MNIST:
+            0.93-1.00 of the cluster); a natural mode of the class scatters over its
+            neighbours (measured: ``bench/RESULTS.md``, "candidates").
+        nested_source_share: The same for a sub-cluster found inside a candidate at a larger
+            k: smaller, purer groups of a natural mode go to one look-alike class more often,
+            so they must go there more unanimously.
+        confusion: Largest natural confusion between the class and the suspected source: the
+            share of the class's other samples the proxy predicts as the source plus the share
+            of the source's samples it predicts as the class. A trigger makes poison trivially
+            separable from its source, so poison pairs stay below (MNIST: at most 0.018); a
+            class pair the proxy itself mixes up is a natural overlap (Fashion-MNIST shirt and
+            T-shirt: 0.19). Used only when the proxy's predictions are given; 1 disables it.
     """
 
     size: float = 0.35
     silhouette: float = 0.10
     exre: float = 1.0
-    source_share: float = 0.47
+    source_share: float = 0.5
+    nested_source_share: float = 0.7
+    confusion: float = 0.03
 
     def as_dict(self) -> dict[str, float]:
         """The thresholds by name."""
         return {"size": self.size, "silhouette": self.silhouette, "exre": self.exre,
-                "source_share": self.source_share}
+                "source_share": self.source_share,
+                "nested_source_share": self.nested_source_share, "confusion": self.confusion}
 
 
 @dataclass(frozen=True)
@@ -394,36 +408,83 @@ def exclusionary_reclassification_clusters(
     Raises:
         ValueError: When ``retrain_and_predict`` returns probabilities of the wrong shape.
     """
-    if not candidates:
+    groups = {
+        (label, int(cluster)): (label, clustering.positions[clustering.clusters == cluster])
+        for label, (clustering, clusters) in candidates.items() for cluster in clusters}
+    return exclusionary_reclassification_groups(groups, n_samples, retrain_and_predict)
+
+
+def exclusionary_reclassification_groups(
+    groups: Mapping[tuple[int, int], tuple[int, np.ndarray]],
+    n_samples: int,
+    retrain_and_predict: RetrainAndPredict,
+) -> dict[tuple[int, int], ExReOutcome]:
+    """Retrain once without every group, then classify each group's rows.
+
+    Groups may overlap (a sub-cluster inside a candidate cluster): the retrain leaves out their
+    union and each group is judged over its own rows.
+
+    Args:
+        groups: By key ``(label, group id)``: the group's label and its row positions.
+        n_samples: Rows in the full arrays (for the training mask).
+        retrain_and_predict: See :data:`RetrainAndPredict`.
+
+    Returns:
+        By key, the :class:`ExReOutcome` (``cluster`` is the group id).
+
+    Raises:
+        ValueError: When ``retrain_and_predict`` returns probabilities of the wrong shape.
+    """
+    if not groups:
         return {}
     train_mask = np.ones(n_samples, dtype=bool)
-    members: dict[tuple[int, int], np.ndarray] = {}
-    for label, (clustering, clusters) in candidates.items():
-        for cluster in clusters:
-            positions = clustering.positions[clustering.clusters == cluster]
-            members[(label, int(cluster))] = positions
-            train_mask[positions] = False
-    query = np.concatenate(list(members.values()))
+    for _, positions in groups.values():
+        train_mask[positions] = False
+    query = np.flatnonzero(~train_mask)
     probabilities = np.asarray(retrain_and_predict(train_mask, query), dtype=np.float64)
     if probabilities.ndim != 2 or probabilities.shape[0] != len(query):
         raise ValueError(
             f"retrain_and_predict returned shape {probabilities.shape}; expected "
             f"({len(query)}, n_classes)"
         )
+    row_of = np.full(n_samples, -1, dtype=np.int64)
+    row_of[query] = np.arange(len(query))
     outcomes: dict[tuple[int, int], ExReOutcome] = {}
-    offset = 0
-    for (label, cluster), positions in members.items():
-        rows = probabilities[offset:offset + len(positions)]
-        offset += len(positions)
+    for (label, group), (_, positions) in groups.items():
+        rows = probabilities[row_of[positions]]
         predicted = rows.argmax(axis=1)
         own_probability = rows[:, label] if label < rows.shape[1] else np.zeros(len(rows))
         n_own = int((predicted == label).sum())
         others = np.bincount(predicted[predicted != label], minlength=rows.shape[1])
         source = int(others.argmax()) if others.sum() else None
         n_other = int(others.max()) if others.sum() else 0
-        outcomes[(label, cluster)] = ExReOutcome(
-            label=label, cluster=cluster, n_own=n_own, n_other=n_other, source=source,
+        outcomes[(label, group)] = ExReOutcome(
+            label=label, cluster=group, n_own=n_own, n_other=n_other, source=source,
             score=n_own / max(n_other, 1), own_probability=own_probability,
             predicted=predicted,
         )
     return outcomes
+
+
+def natural_confusion(predictions: np.ndarray, labels: np.ndarray, label: int, source: int,
+                      exclude: np.ndarray | None = None) -> float:
+    """How much the proxy itself mixes up two classes, in [0, 2].
+
+    The share of ``label``'s samples the proxy predicts as ``source`` plus the share of
+    ``source``'s samples it predicts as ``label``, over the samples not in ``exclude`` (the
+    candidate clusters: poison the proxy has not fully learnt must not count as confusion).
+
+    Args:
+        predictions: The proxy's prediction per sample.
+        labels: Label per sample.
+        label: The judged class.
+        source: The suspected source class.
+        exclude: Boolean mask of samples to leave out of the count.
+    """
+    keep = np.ones(len(labels), dtype=bool) if exclude is None else ~np.asarray(exclude)
+    total = 0.0
+    for a, b in ((label, source), (source, label)):
+        rows = keep & (labels == a)
+        if rows.any():
+            total += float(np.mean(predictions[rows] == b))
+    return total

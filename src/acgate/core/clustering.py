@@ -3,6 +3,17 @@
 :func:`cluster_class` is the unit of work that the Kubeflow pipeline fans out per class; the
 analyses consume its :class:`ClassClustering`. Cluster ids are canonical: cluster 0 is the
 largest, so the same data gives the same ids however the rows were ordered.
+
+``n_clusters="stable"`` (the default under exclusionary reclassification) also names the
+*candidate* clusters that the retrain should judge: the small clusters that are real rather
+than arbitrary cuts through a continuum. A cluster found by k-means at ``k`` is *stable* when the
+``k + 1`` clustering keeps its boundary (:func:`nestedness` >= :data:`MIN_STABILITY`): a tight
+poison cluster survives every finer split (measured on MNIST: nestedness >= 0.94 at 5% and 10%
+BadNets), while a 2-means cut through a class's natural spread is redrawn at ``k + 1``
+(Fashion-MNIST's false alarms: 0.53 and 0.81). The candidates are the stable small clusters at
+the smallest ``k`` that has any (a 5% poison cluster hides inside a natural half at ``k = 2``
+and appears at ``k = 3``), plus stable sub-clusters found at larger ``k`` inside them (poison
+inside a mode of a class that merges several digits). See ``bench/RESULTS.md``, "candidates".
 """
 
 from __future__ import annotations
@@ -27,6 +38,56 @@ MINIBATCH_CUTOFF = 250_000
 SILHOUETTE_SAMPLE_SIZE = 4_000
 #: ``n_clusters="auto"`` tries k = 2 .. this many clusters and keeps the best silhouette.
 MAX_AUTO_CLUSTERS = 4
+#: ``n_clusters="stable"``: candidate levels k = 2 .. this many clusters.
+MAX_STABLE_LEVEL = 4
+#: ``n_clusters="stable"``: sub-clusters inside a candidate are looked for up to this k.
+MAX_NESTED_LEVEL = 6
+#: Nestedness (see :func:`nestedness`) a cluster needs to count as stable.
+MIN_STABILITY = 0.9
+#: A cluster must keep its boundary at this many finer levels (k + 1, ..., k + depth). One
+#: level was measured best (bench/RESULTS.md, "candidates": two levels cost recall on digits
+#: and on MNIST "0 <- 7+"), though a finer clustering that spends its extra cluster elsewhere
+#: can make an arbitrary cut look stable at one level (a uniform slab's thirds).
+STABILITY_DEPTH = 1
+#: A next-level cluster counts as inside a cluster when this share of it lies there.
+INSIDE_SHARE = 0.9
+#: Smallest candidate cluster (samples).
+MIN_CANDIDATE_SIZE = 3
+#: A sub-cluster this similar (Jaccard) to a candidate already listed is the same candidate.
+SAME_CANDIDATE_JACCARD = 0.8
+#: Default largest share of its class a candidate may hold (the analysis' size threshold).
+CANDIDATE_SHARE = 0.45
+ClusterMode = int | str
+
+
+@dataclass(frozen=True)
+class CandidateCluster:
+    """A cluster of one class that exclusionary reclassification should judge.
+
+    Attributes:
+        members: Indices into the class's ``positions`` (sorted, read-only).
+        k: The k-means level it was found at.
+        stability: Its :func:`nestedness` against the ``k + 1`` clustering.
+        nested: ``True`` for a sub-cluster found inside a candidate at a larger ``k``.
+    """
+
+    members: np.ndarray
+    k: int
+    stability: float
+    nested: bool = False
+
+    def __post_init__(self) -> None:  # noqa: D105
+        members = np.array(np.sort(np.asarray(self.members, dtype=np.int64)), copy=True)
+        members.setflags(write=False)
+        object.__setattr__(self, "members", members)
+        object.__setattr__(self, "k", int(self.k))
+        object.__setattr__(self, "stability", float(self.stability))
+        object.__setattr__(self, "nested", bool(self.nested))
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain-Python description (members as a list)."""
+        return {"members": self.members.tolist(), "k": self.k, "stability": self.stability,
+                "nested": self.nested}
 
 
 @dataclass(frozen=True)
@@ -44,6 +105,9 @@ class ClassClustering:
         skipped_reason: Why the class was not clustered, or ``None``.
         warnings: Statistical caveats (e.g. non-converged ICA).
         seconds: Wall time of reduce + cluster + silhouette.
+        candidates: With ``n_clusters="stable"``: the clusters exclusionary reclassification
+            should judge (possibly none). ``None`` in the other modes, where every non-largest
+            cluster within the size threshold is a candidate.
     """
 
     label: int
@@ -55,6 +119,7 @@ class ClassClustering:
     skipped_reason: str | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
     seconds: float = 0.0
+    candidates: tuple[CandidateCluster, ...] | None = None
 
     @property
     def cluster_sizes(self) -> tuple[int, ...]:
@@ -107,6 +172,121 @@ def _kmeans(reduced: np.ndarray, k: int, random_state: int) -> np.ndarray:
     return model.fit_predict(reduced)
 
 
+def nestedness(cluster: np.ndarray, next_level: np.ndarray,
+               inside_share: float = INSIDE_SHARE) -> float:
+    """How well a finer clustering keeps a cluster's boundary, in [0, 1].
+
+    The share of the cluster's members that sit in next-level clusters lying (at least
+    ``inside_share``) inside it, and the same for the rest of the class; the smaller of the two.
+    1 when the finer clustering only splits inside the cluster or outside it; low when it
+    redraws the boundary (an arbitrary cut through a continuum).
+
+    Args:
+        cluster: Boolean mask of the cluster over the class's samples.
+        next_level: Cluster assignment of the same samples at the next k.
+        inside_share: Share of a next-level cluster that must lie on one side.
+    """
+    cluster = np.asarray(cluster, dtype=bool)
+    scores = []
+    for side in (cluster, ~cluster):
+        if not side.any():
+            return 0.0
+        kept = 0
+        for label in np.unique(next_level):
+            members = next_level == label
+            overlap = int((members & side).sum())
+            if overlap >= inside_share * int(members.sum()):
+                kept += overlap
+        scores.append(kept / int(side.sum()))
+    return float(min(scores))
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(int((a | b).sum()), 1))
+
+
+def stable_candidates(
+    reduced: np.ndarray,
+    *,
+    random_state: int,
+    size_threshold: float = CANDIDATE_SHARE,
+    max_level: int = MAX_STABLE_LEVEL,
+    max_nested: int = MAX_NESTED_LEVEL,
+    min_stability: float = MIN_STABILITY,
+    min_size: int = MIN_CANDIDATE_SIZE,
+    depth: int = STABILITY_DEPTH,
+) -> tuple[int, np.ndarray, tuple[CandidateCluster, ...], list[str]]:
+    """Stable small clusters of one class (see the module docstring).
+
+    Args:
+        reduced: The class's reduced activations (n x d).
+        random_state: Seed of every k-means fit.
+        size_threshold: Largest share of the class a candidate may hold.
+        max_level: Candidate levels are k = 2 .. ``max_level``.
+        max_nested: Sub-clusters inside a candidate are looked for up to this k.
+        min_stability: Nestedness a cluster needs against each of the next ``depth`` levels.
+        min_size: Smallest candidate (samples).
+        depth: Finer levels a cluster must keep its boundary at (one level is fooled by a
+            finer clustering that spends its extra cluster elsewhere).
+
+    Returns:
+        ``(k, assignments, candidates, notes)``: the level the candidates were found at (2 when
+        none was), its canonical cluster assignment, the candidates, and notes for the report.
+    """
+    n = len(reduced)
+    fits: dict[int, np.ndarray] = {}
+
+    def fit(k: int) -> np.ndarray:
+        if k not in fits:
+            fits[k] = _canonical_ids(_kmeans(reduced, k, random_state), k)
+        return fits[k]
+
+    def stable_at(k: int, inside: list[np.ndarray] | None
+                  ) -> list[tuple[np.ndarray, CandidateCluster]]:
+        found = []
+        assignments = fit(k)
+        for cluster in range(1 if inside is None else 0, k):  # id 0 is the largest cluster
+            mask = assignments == cluster
+            size = int(mask.sum())
+            if size < min_size or size > size_threshold * n:
+                continue
+            if inside is not None and not any(
+                    (mask & parent).sum() >= INSIDE_SHARE * size for parent in inside):
+                continue
+            stability = 1.0
+            for finer in range(k + 1, k + depth + 1):
+                if 2 * finer > n:
+                    break
+                stability = min(stability, nestedness(mask, fit(finer)))
+                if stability < min_stability:
+                    break
+            if stability >= min_stability:
+                found.append((mask, CandidateCluster(np.flatnonzero(mask), k, stability,
+                                                      nested=inside is not None)))
+        return found
+
+    for level in range(2, max_level + 1):
+        if 2 * (level + depth) > n:
+            break
+        found = stable_at(level, None)
+        if not found:
+            continue
+        parents = [mask for mask, _ in found]
+        for k in range(level + 1, max_nested + 1):
+            if 2 * (k + depth) > n:
+                break
+            for mask, sub in stable_at(k, parents):
+                if all(_jaccard(mask, listed) < SAME_CANDIDATE_JACCARD for listed, _ in found):
+                    found.append((mask, sub))
+        candidates = [candidate for _, candidate in found]
+        notes = [f"stable candidates at k = {level}: " + ", ".join(
+            f"{len(c.members)} rows (k={c.k}{', nested' if c.nested else ''}, "
+            f"stability {c.stability:.2f})" for c in candidates)]
+        return level, fits[level], tuple(candidates), notes
+    return 2, fit(2), (), [f"no stable cluster of at most {size_threshold:.0%} of the class at "
+                           f"k = 2..{max_level}"]
+
+
 def cluster_class(
     activations: np.ndarray,
     *,
@@ -114,10 +294,11 @@ def cluster_class(
     positions: np.ndarray,
     reducer: ReducerName = "pca",
     n_components: int = 10,
-    n_clusters: int | str = 2,
+    n_clusters: ClusterMode = 2,
     random_state: int = 0,
     min_class_size: int = MIN_CLASS_SIZE,
     max_clusters: int = MAX_AUTO_CLUSTERS,
+    size_threshold: float = CANDIDATE_SHARE,
 ) -> ClassClustering:
     """Reduce one class's activations and split them with seeded k-means.
 
@@ -128,14 +309,17 @@ def cluster_class(
         positions: Row positions of these samples in the full arrays.
         reducer: ``"pca"`` (default), ``"ica"`` or ``"none"``.
         n_components: Dimensions to reduce to (capped by the class size and width).
-        n_clusters: k of k-means, or ``"auto"``: k = 2 .. ``max_clusters`` by the best
+        n_clusters: k of k-means; ``"auto"``: k = 2 .. ``max_clusters`` by the best
             silhouette (so a multimodal class is split into its modes and a small poison
-            cluster is not hidden inside one of them); the scores are recorded in
-            ``warnings``.
+            cluster is not hidden inside one of them; the scores are recorded in
+            ``warnings``); or ``"stable"``: the level of :func:`stable_candidates`, with its
+            candidates in ``candidates``.
         random_state: Seed for the reducer, k-means and silhouette sampling.
         min_class_size: Classes with fewer samples (or fewer than ``2 * n_clusters``) are
             skipped with the reason recorded.
         max_clusters: Largest k tried by ``n_clusters="auto"``.
+        size_threshold: ``n_clusters="stable"``: largest share of the class a candidate may
+            hold.
 
     Returns:
         The :class:`ClassClustering`.
@@ -143,7 +327,9 @@ def cluster_class(
     start = time.perf_counter()
     n = len(positions)
     auto = n_clusters == "auto"
-    k_values = list(range(2, max(2, int(max_clusters)) + 1)) if auto else [int(n_clusters)]
+    stable = n_clusters == "stable"
+    k_values = (list(range(2, max(2, int(max_clusters)) + 1)) if auto
+                else [2] if stable else [int(n_clusters)])
     needed = max(min_class_size, 2 * k_values[0])
     if n < needed:
         return ClassClustering(
@@ -151,6 +337,7 @@ def cluster_class(
             n_clusters=0, silhouette=None, reduced=None,
             skipped_reason=f"class {label} has {n} samples; at least {needed} are needed "
                            f"to split it into {k_values[0]} clusters",
+            candidates=() if stable else None,
         )
     x = np.asarray(activations, dtype=np.float64)
     if np.ptp(x, axis=0).max() == 0.0:
@@ -158,6 +345,7 @@ def cluster_class(
             label=label, positions=positions, clusters=np.zeros(n, dtype=np.int64),
             n_clusters=1, silhouette=None, reduced=x[:, :1],
             skipped_reason=f"class {label}: all {n} activation vectors are identical",
+            candidates=() if stable else None,
         )
     # One BLAS thread: the same seed must give the same clusters on 1 or 2 cores.
     with threadpool_limits(limits=1, user_api="blas"):
@@ -165,6 +353,15 @@ def cluster_class(
         owned = not (isinstance(activations, np.ndarray) and np.may_share_memory(x, activations))
         reduced, notes = reduce(x, reducer=reducer, n_components=n_components,
                                 random_state=random_state, copy=not owned)
+        if stable:
+            k, clusters, candidates, found = stable_candidates(
+                reduced, random_state=random_state, size_threshold=size_threshold)
+            return ClassClustering(
+                label=label, positions=positions, clusters=clusters, n_clusters=k,
+                silhouette=silhouette(reduced, clusters, random_state=random_state),
+                reduced=reduced, warnings=tuple([*notes, *found]),
+                seconds=time.perf_counter() - start, candidates=candidates,
+            )
         fits = []
         for k in k_values:
             if k * 2 > n:

@@ -3,7 +3,9 @@
 Pipeline (Chen et al. 2018, with the changes measured in ``bench/RESULTS.md``):
 
 1. segment the activations by label (or by the model's prediction);
-2. per class, reduce (PCA 10 by default) and split with seeded k-means (k = 2);
+2. per class, reduce (PCA 10 by default) and split with seeded k-means: under exclusionary
+   reclassification the stable small clusters at the smallest k that has any
+   (``n_clusters="stable"``, see :mod:`acgate.core.clustering`), else k = 2;
 3. decide per class with the chosen analysis (exclusionary reclassification when a
    ``retrain_and_predict`` callable is supplied, else the size + silhouette recipe);
 4. flag samples, name the suspected source class.
@@ -31,11 +33,12 @@ from acgate.core.analyses import (
     ClassJudgement,
     RetrainAndPredict,
     Thresholds,
-    exclusionary_reclassification_clusters,
+    exclusionary_reclassification_groups,
     membership_scores,
+    natural_confusion,
     smallest_cluster,
 )
-from acgate.core.clustering import MIN_CLASS_SIZE, ClassClustering, cluster_class
+from acgate.core.clustering import MIN_CLASS_SIZE, ClassClustering, ClusterMode, cluster_class
 from acgate.core.reducers import REDUCERS, ReducerName
 from acgate.core.result import NO_VALUE, ClassReport, DetectionResult, RunInfo
 
@@ -48,6 +51,12 @@ AnalysisChoice = AnalysisName | Literal["auto"]
 SIZE_THRESHOLD = 0.35
 #: Default candidate cut under exclusionary reclassification (measured: bench/RESULTS.md).
 EXRE_SIZE_THRESHOLD = 0.45
+#: Default source share, nested-candidate source share and confusion cut under exclusionary
+#: reclassification (measured: bench/RESULTS.md, "candidates").
+SOURCE_SHARE_THRESHOLD = 0.5
+NESTED_SOURCE_SHARE_THRESHOLD = 0.7
+CONFUSION_THRESHOLD = 0.03
+CLUSTER_MODES: tuple[str, ...] = ("auto", "stable")
 
 
 def _versions() -> dict[str, str]:
@@ -74,6 +83,19 @@ def resolve_analysis(analysis: str, retrain_and_predict: RetrainAndPredict | Non
     return analysis
 
 
+def resolve_n_clusters(n_clusters: ClusterMode | None, analysis: str) -> ClusterMode:
+    """Validate ``n_clusters`` and resolve its default.
+
+    ``None`` is ``"stable"`` under exclusionary reclassification, else 2 (the paper's 2-means,
+    which the other analyses are defined on).
+    """
+    if n_clusters is None:
+        return "stable" if analysis == "exre" else 2
+    if isinstance(n_clusters, str):
+        return validation.check_choice(n_clusters, CLUSTER_MODES, name="n_clusters")
+    return validation.check_positive_int(n_clusters, name="n_clusters", minimum=2)
+
+
 def resolve_settings(
     analysis: str,
     retrain_and_predict: RetrainAndPredict | None,
@@ -81,7 +103,9 @@ def resolve_settings(
     size_threshold: float | None,
     silhouette_threshold: float,
     exre_threshold: float,
-    source_share_threshold: float = 0.47,
+    source_share_threshold: float = SOURCE_SHARE_THRESHOLD,
+    nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD,
+    confusion_threshold: float = CONFUSION_THRESHOLD,
 ) -> tuple[str, Thresholds]:
     """Resolve ``"auto"`` and the default size cut, and validate the thresholds.
 
@@ -98,12 +122,16 @@ def resolve_settings(
         exre=validation.check_fraction(exre_threshold, name="exre_threshold", high=np.inf),
         source_share=validation.check_fraction(source_share_threshold,
                                                name="source_share_threshold"),
+        nested_source_share=validation.check_fraction(nested_source_share_threshold,
+                                                      name="nested_source_share_threshold"),
+        confusion=validation.check_fraction(confusion_threshold, name="confusion_threshold",
+                                            high=2.0),
     )
     return resolved, thresholds
 
 
 def detector_params(analysis: str, thresholds: Thresholds, *, reducer: str, n_components: int,
-                    n_clusters: int, segment_by: str, min_class_size: int,
+                    n_clusters: ClusterMode, segment_by: str, min_class_size: int,
                     random_state: int) -> dict[str, Any]:
     """The parameters a detection run records (run info, MLflow params)."""
     return {
@@ -111,6 +139,8 @@ def detector_params(analysis: str, thresholds: Thresholds, *, reducer: str, n_co
         "analysis": analysis, "size_threshold": thresholds.size,
         "silhouette_threshold": thresholds.silhouette, "exre_threshold": thresholds.exre,
         "source_share_threshold": thresholds.source_share,
+        "nested_source_share_threshold": thresholds.nested_source_share,
+        "confusion_threshold": thresholds.confusion,
         "segment_by": segment_by, "min_class_size": min_class_size,
         "random_state": random_state,
     }
@@ -130,9 +160,10 @@ def cluster_classes(
     *,
     reducer: ReducerName = "pca",
     n_components: int = 10,
-    n_clusters: int | str = 2,
+    n_clusters: ClusterMode = 2,
     random_state: int = 0,
     min_class_size: int = MIN_CLASS_SIZE,
+    size_threshold: float = EXRE_SIZE_THRESHOLD,
 ) -> list[ClassClustering]:
     """Cluster every segment (validated arrays in; see :func:`detect`)."""
     clusterings = []
@@ -140,7 +171,7 @@ def cluster_classes(
         clusterings.append(cluster_class(
             activations[positions], label=label, positions=positions, reducer=reducer,
             n_components=n_components, n_clusters=n_clusters, random_state=random_state,
-            min_class_size=min_class_size,
+            min_class_size=min_class_size, size_threshold=size_threshold,
         ))
     return clusterings
 
@@ -152,81 +183,131 @@ def _candidate_clusters(clustering: ClassClustering, size: float) -> list[int]:
     return [c for c in range(1, clustering.n_clusters) if shares[c] <= size]
 
 
+def _candidate_groups(clustering: ClassClustering, size: float
+                      ) -> dict[int, tuple[np.ndarray, bool, str]]:
+    """The class's candidates: ``group id -> (member indices, nested, description)``.
+
+    Stable mode: the clustering's :class:`~acgate.core.clustering.CandidateCluster` list;
+    otherwise every non-largest cluster within the size cut (group id = cluster id).
+    """
+    if clustering.candidates is not None:
+        return {i: (c.members, c.nested,
+                    f"{'sub-cluster' if c.nested else 'cluster'} of k = {c.k} "
+                    f"(stability {c.stability:.2f})")
+                for i, c in enumerate(clustering.candidates)}
+    return {c: (np.flatnonzero(clustering.clusters == c), False, f"cluster {c}")
+            for c in _candidate_clusters(clustering, size)}
+
+
 def _exre_judgements(
     clusterings: Sequence[ClassClustering],
     thresholds: Thresholds,
-    n_samples: int,
+    class_thresholds: Mapping[int, Thresholds],
+    labels: np.ndarray,
+    predictions: np.ndarray | None,
     retrain_and_predict: RetrainAndPredict,
 ) -> dict[int, ClassJudgement]:
-    candidates: dict[int, tuple[ClassClustering, list[int]]] = {}
+    candidates: dict[int, dict[int, tuple[np.ndarray, bool, str]]] = {}
     for clustering in clusterings:
         if clustering.skipped:
             continue
-        chosen = _candidate_clusters(clustering, thresholds.size)
-        if chosen:
-            candidates[clustering.label] = (clustering, chosen)
-    outcomes = exclusionary_reclassification_clusters(candidates, n_samples,
-                                                      retrain_and_predict)
+        used = class_thresholds.get(clustering.label, thresholds)
+        groups = _candidate_groups(clustering, used.size)
+        if groups:
+            candidates[clustering.label] = groups
+    by_label = {c.label: c for c in clusterings}
+    groups = {(label, group): (label, by_label[label].positions[members])
+              for label, class_groups in candidates.items()
+              for group, (members, _, _) in class_groups.items()}
+    outcomes = exclusionary_reclassification_groups(groups, len(labels), retrain_and_predict)
+    left_out = np.zeros(len(labels), dtype=bool)
+    for _, positions in groups.values():
+        left_out[positions] = True
     judgements: dict[int, ClassJudgement] = {}
     for clustering in clusterings:
         if clustering.skipped:
             continue
         label = clustering.label
+        used = class_thresholds.get(label, thresholds)
         silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
         if label not in candidates:
             smallest, share = smallest_cluster(clustering)
+            why = (f"no stable cluster of at most {used.size:.0%} of the class"
+                   if clustering.candidates is not None else
+                   f"smallest cluster holds {share:.1%} of the class "
+                   f"(> size threshold {used.size:.0%})")
             judgements[label] = ClassJudgement(
                 suspicious_cluster=None, size_ratio=share, is_poisoned=False,
-                reason=(f"no candidate: smallest cluster holds {share:.1%} of the class "
-                        f"(> size threshold {thresholds.size:.0%})"),
+                reason=f"no candidate: {why}",
                 flagged=np.zeros(len(clustering.positions), dtype=bool),
                 sample_scores=membership_scores(clustering, smallest),
                 scores={"size_ratio": share, "silhouette": silhouette},
             )
             continue
-        class_outcomes = [outcomes[(label, c)] for c in candidates[label][1]]
-        # The class is reported through its most poison-like candidate (lowest l/p).
-        worst = min(class_outcomes, key=lambda o: (o.score, -o.n_other))
-        scores = membership_scores(clustering, worst.cluster)
-        flagged = np.zeros(len(clustering.positions), dtype=bool)
-        sample_sources = np.full(len(clustering.positions), NO_VALUE, dtype=np.int64)
-        parts = []
-        verdicts: dict[int, bool] = {}
-        for outcome in class_outcomes:
-            members = np.flatnonzero(clustering.clusters == outcome.cluster)
-            # Inside a candidate, the retrained model's own-label probability is the score.
-            scores[members] = 1.0 - outcome.own_probability
+        n_class = len(clustering.positions)
+        flagged = np.zeros(n_class, dtype=bool)
+        sample_sources = np.full(n_class, NO_VALUE, dtype=np.int64)
+        own_scores: dict[int, np.ndarray] = {}
+        parts, judged = [], []
+        for group, (members, nested, description) in candidates[label].items():
+            outcome = outcomes[(label, group)]
+            own_scores[group] = 1.0 - outcome.own_probability
             sample_sources[members] = outcome.predicted
             source_share = outcome.n_other / max(len(members), 1)
-            poisoned = (outcome.score < thresholds.exre
-                        and source_share >= thresholds.source_share)
+            needed = used.nested_source_share if nested else used.source_share
+            confusion = None
+            if outcome.score >= used.exre:
+                poisoned = False
+                why = f"l/p = {outcome.score:.2f} (>= {used.exre:g})"
+            elif source_share < needed:
+                poisoned = False
+                why = (f"l/p = {outcome.score:.2f} (< {used.exre:g}), {source_share:.0%} of it "
+                       f"in class {outcome.source} (< {needed:.0%})")
+            else:
+                why = (f"l/p = {outcome.score:.2f} (< {used.exre:g}), {source_share:.0%} of it "
+                       f"in class {outcome.source} (>= {needed:.0%})")
+                poisoned = True
+                if predictions is not None and outcome.source is not None:
+                    confusion = natural_confusion(predictions, labels, label, outcome.source,
+                                                  exclude=left_out)
+                    natural = confusion >= used.confusion
+                    why += (f"; the proxy confuses classes {label} and {outcome.source} at "
+                            f"{confusion:.3f} ({'>=' if natural else '<'} {used.confusion:g}"
+                            f"{': a natural overlap' if natural else ''})")
+                    poisoned = not natural
             if poisoned:
                 # Per-sample refinement: a member still classified as its own label is kept.
                 flagged[members[outcome.predicted != label]] = True
-            cluster_share = len(members) / len(clustering.positions)
-            if outcome.score >= thresholds.exre:
-                why = f"l/p = {outcome.score:.2f} (>= {thresholds.exre:g})"
-            else:
-                why = (f"l/p = {outcome.score:.2f} (< {thresholds.exre:g}), "
-                       f"{source_share:.0%} of it in class {outcome.source} "
-                       f"({'>=' if poisoned else '<'} {thresholds.source_share:.0%})")
             parts.append(
-                f"cluster of {cluster_share:.1%} left out of a retrain: {outcome.n_own} "
-                f"classified as {label}, {outcome.n_other} as class {outcome.source}; {why} -> "
-                f"{'poison' if poisoned else 'legitimate'}")
-            verdicts[outcome.cluster] = poisoned
-        is_poisoned = any(verdicts.values())
-        if is_poisoned:  # report the most poison-like of the clusters judged poison
-            worst = min((o for o in class_outcomes if verdicts[o.cluster]),
-                        key=lambda o: (o.score, -o.n_other))
-        worst_share = float(np.mean(clustering.clusters == worst.cluster))
+                f"{description}, {len(members) / n_class:.1%} of the class, left out of a "
+                f"retrain: {outcome.n_own} classified as {label}, {outcome.n_other} as class "
+                f"{outcome.source}; {why} -> {'poison' if poisoned else 'legitimate'}")
+            judged.append((poisoned, outcome, members, source_share, confusion, group))
+        is_poisoned = any(j[0] for j in judged)
+        # The class is reported through its most poison-like candidate (lowest l/p); when it
+        # is poisoned, through the most poison-like of the candidates judged poison.
+        pool = [j for j in judged if j[0]] or judged
+        _, worst, members, source_share, confusion, group = min(
+            pool, key=lambda j: (j[1].score, -j[1].n_other))
+        suspicious = int(np.bincount(clustering.clusters[members]).argmax())
+        scores = membership_scores(clustering, suspicious)
+        for other_group, (other_members, _, _) in candidates[label].items():
+            # Inside a candidate, the retrained model's own-label probability is the score
+            # (one retrain: a row in two overlapping candidates has one probability).
+            scores[other_members] = own_scores[other_group]
+        worst_share = len(members) / n_class
+        named = {"size_ratio": worst_share, "silhouette": silhouette, "exre": worst.score,
+                 "source_share": source_share}
+        if confusion is not None:
+            named["confusion"] = confusion
+        if clustering.candidates is not None:
+            named["candidate_k"] = float(clustering.candidates[group].k)
+            named["stability"] = clustering.candidates[group].stability
         judgements[label] = ClassJudgement(
-            suspicious_cluster=worst.cluster, size_ratio=worst_share, is_poisoned=is_poisoned,
+            suspicious_cluster=suspicious, size_ratio=worst_share, is_poisoned=is_poisoned,
             reason="; ".join(parts), flagged=flagged, sample_scores=scores,
             suspected_source=worst.source if is_poisoned else None,
-            exre_score=worst.score,
-            scores={"size_ratio": worst_share, "silhouette": silhouette, "exre": worst.score},
-            sample_sources=sample_sources,
+            exre_score=worst.score, scores=named, sample_sources=sample_sources,
         )
     return judgements
 
@@ -242,6 +323,7 @@ def analyze(
     thresholds: Thresholds | None = None,
     class_thresholds: Mapping[int, Thresholds] | None = None,
     retrain_and_predict: RetrainAndPredict | None = None,
+    predictions: np.ndarray | None = None,
     params: Mapping[str, Any] | None = None,
     timings: Mapping[str, float] | None = None,
 ) -> DetectionResult:
@@ -258,6 +340,8 @@ def analyze(
         class_thresholds: Per-class thresholds (e.g. calibrated on trusted data) that override
             the global ones for those classes.
         retrain_and_predict: Needed by ``"exre"``.
+        predictions: The proxy's prediction per sample (validated); exclusionary
+            reclassification uses them for the natural-confusion test.
         params: Parameters to record in the run info.
         timings: Timings measured before this call (recorded in the run info).
 
@@ -274,7 +358,8 @@ def analyze(
         notes.extend(f"class {clustering.label}: {w}" for w in clustering.warnings)
 
     if analysis == "exre":
-        judgements = _exre_judgements(clusterings, thresholds, n, retrain_and_predict)
+        judgements = _exre_judgements(clusterings, thresholds, class_thresholds, labels,
+                                      predictions, retrain_and_predict)
     else:
         function = ANALYSIS_REGISTRY[analysis]
         centroids = {c.label: activations[c.positions].mean(axis=0) for c in clusterings
@@ -336,6 +421,8 @@ def analyze(
     recorded.setdefault("silhouette_threshold", thresholds.silhouette)
     recorded.setdefault("exre_threshold", thresholds.exre)
     recorded.setdefault("source_share_threshold", thresholds.source_share)
+    recorded.setdefault("nested_source_share_threshold", thresholds.nested_source_share)
+    recorded.setdefault("confusion_threshold", thresholds.confusion)
     return DetectionResult(
         sample_ids=sample_ids, labels=labels, segments=segments, clusters=clusters,
         is_poison=is_poison, poison_score=poison_score, suspected_source=suspected_source,
@@ -351,12 +438,14 @@ def detect(
     *,
     reducer: ReducerName = "pca",
     n_components: int = 10,
-    n_clusters: int = 2,
+    n_clusters: ClusterMode | None = None,
     analysis: AnalysisChoice = "auto",
     size_threshold: float | None = None,
     silhouette_threshold: float = 0.10,
     exre_threshold: float = 1.0,
-    source_share_threshold: float = 0.47,
+    source_share_threshold: float = SOURCE_SHARE_THRESHOLD,
+    nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD,
+    confusion_threshold: float = CONFUSION_THRESHOLD,
     segment_by: SegmentBy = "label",
     predictions: Any = None,
     sample_ids: Any = None,
@@ -372,9 +461,12 @@ def detect(
         labels: Training label per sample (non-negative integers).
         reducer: ``"pca"`` (default; measured better than whitened ICA), ``"ica"``, ``"none"``.
         n_components: Dimensions after reduction (paper: 10).
-        n_clusters: k of k-means (paper: 2), or ``"auto"``: per class, k = 2 .. 4 by the best
-            silhouette; every cluster but the largest that is within the size threshold is
-            then a candidate (a multimodal class is split into its modes first).
+        n_clusters: k of k-means (paper: 2); ``"auto"``: per class, k = 2 .. 4 by the best
+            silhouette, every cluster but the largest that is within the size threshold is
+            then a candidate; or ``"stable"``: the candidates are the stable small clusters
+            at the smallest k that has any, plus stable sub-clusters inside them (see
+            :mod:`acgate.core.clustering`). ``None``: ``"stable"`` under exclusionary
+            reclassification (measured: ``bench/RESULTS.md``, "candidates"), else 2.
         analysis: ``"auto"`` (exclusionary reclassification when ``retrain_and_predict`` is
             given, else ``"size-silhouette"``), or one of ``"exre"``, ``"size-silhouette"``,
             ``"size"``, ``"silhouette"``, ``"distance"``.
@@ -386,9 +478,16 @@ def detect(
         exre_threshold: ``l/p`` below this is poison under exclusionary reclassification.
         source_share_threshold: ... and at least this share of the cluster must go to the
             suspected source once it is left out (poison is another class's samples; a
-            natural mode with no other home scatters). Measured on digits: 0.47.
+            natural mode with no other home scatters).
+        nested_source_share_threshold: The same for a stable sub-cluster found inside a
+            candidate at a larger k (purer natural groups go to a look-alike class more often).
+        confusion_threshold: A candidate is legitimate when the proxy's own predictions mix
+            up its class and the suspected source at least this much (share of either class
+            predicted as the other, summed; a natural overlap such as shirt and T-shirt). Needs
+            ``predictions``; 2 disables it.
         segment_by: ``"label"`` (default) or ``"prediction"`` (needs ``predictions``).
-        predictions: The model's prediction per sample (for ``segment_by="prediction"``).
+        predictions: The model's prediction per sample: for ``segment_by="prediction"``, and
+            for the natural-confusion test of exclusionary reclassification.
         sample_ids: Id per sample (default: row number); flags are reported by id.
         retrain_and_predict: ``(train_mask, query_positions) -> probabilities``; see
             :data:`acgate.core.analyses.RetrainAndPredict`.
@@ -411,8 +510,6 @@ def detect(
     validation.check_choice(reducer, REDUCERS, name="reducer")
     validation.check_choice(segment_by, SEGMENTS, name="segment_by")
     n_components = validation.check_positive_int(n_components, name="n_components")
-    if n_clusters != "auto":
-        n_clusters = validation.check_positive_int(n_clusters, name="n_clusters", minimum=2)
     min_class_size = validation.check_positive_int(min_class_size, name="min_class_size")
     seed = validation.check_random_state(random_state)
     if retrain_and_predict is not None and not callable(retrain_and_predict):
@@ -420,11 +517,16 @@ def detect(
     resolved, thresholds = resolve_settings(
         analysis, retrain_and_predict, size_threshold=size_threshold,
         silhouette_threshold=silhouette_threshold, exre_threshold=exre_threshold,
-        source_share_threshold=source_share_threshold)
+        source_share_threshold=source_share_threshold,
+        nested_source_share_threshold=nested_source_share_threshold,
+        confusion_threshold=confusion_threshold)
+    n_clusters = resolve_n_clusters(n_clusters, resolved)
+    if predictions is not None:
+        predictions = validation.check_labels(predictions, x.shape[0], name="predictions")
     if segment_by == "prediction":
         if predictions is None:
             raise ValueError("segment_by='prediction' needs predictions (one per sample)")
-        segments = validation.check_labels(predictions, x.shape[0], name="predictions")
+        segments = predictions
     else:
         segments = y
     params = detector_params(
@@ -434,13 +536,13 @@ def detect(
     validated = time.perf_counter()
     clusterings = cluster_classes(
         x, segments, ids, reducer=reducer, n_components=n_components, n_clusters=n_clusters,
-        random_state=seed, min_class_size=min_class_size,
+        random_state=seed, min_class_size=min_class_size, size_threshold=thresholds.size,
     )
     clustered = time.perf_counter()
     return analyze(
         x, y, clusterings, sample_ids=ids, segments=segments, analysis=resolved,
         thresholds=thresholds, class_thresholds=class_thresholds,
-        retrain_and_predict=retrain_and_predict, params=params,
+        retrain_and_predict=retrain_and_predict, predictions=predictions, params=params,
         timings={"validate": validated - start, "cluster": clustered - validated},
     )
 
@@ -462,12 +564,14 @@ class ActivationClustering:
         *,
         reducer: ReducerName = "pca",
         n_components: int = 10,
-        n_clusters: int | str = 2,
+        n_clusters: ClusterMode | None = None,
         analysis: AnalysisChoice = "auto",
         size_threshold: float | None = None,
         silhouette_threshold: float = 0.10,
         exre_threshold: float = 1.0,
-        source_share_threshold: float = 0.47,
+        source_share_threshold: float = SOURCE_SHARE_THRESHOLD,
+        nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD,
+        confusion_threshold: float = CONFUSION_THRESHOLD,
         segment_by: SegmentBy = "label",
         min_class_size: int = MIN_CLASS_SIZE,
         random_state: int = 0,
@@ -481,6 +585,8 @@ class ActivationClustering:
         self.silhouette_threshold = silhouette_threshold
         self.exre_threshold = exre_threshold
         self.source_share_threshold = source_share_threshold
+        self.nested_source_share_threshold = nested_source_share_threshold
+        self.confusion_threshold = confusion_threshold
         self.segment_by = segment_by
         self.min_class_size = min_class_size
         self.random_state = random_state
@@ -490,9 +596,9 @@ class ActivationClustering:
         del deep
         return {name: getattr(self, name) for name in (
             "reducer", "n_components", "n_clusters", "analysis", "size_threshold",
-            "silhouette_threshold", "exre_threshold", "source_share_threshold", "segment_by",
-            "min_class_size",
-            "random_state")}
+            "silhouette_threshold", "exre_threshold", "source_share_threshold",
+            "nested_source_share_threshold", "confusion_threshold", "segment_by",
+            "min_class_size", "random_state")}
 
     def set_params(self, **params: Any) -> ActivationClustering:
         """Set parameters; unknown names are an error (never silently ignored)."""

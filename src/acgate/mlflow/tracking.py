@@ -8,8 +8,10 @@ What a scan run holds (the promotion gate reads exactly this):
 
 * params: the detector settings (``result.info.params`` plus the ``params`` given), ``dataset_uri``,
   ``dataset_fingerprint``, ``acgate_version``, ``seed``;
-* metrics per class ``c``: ``silhouette/<c>``, ``size_ratio/<c>``, ``exre/<c>`` (each only when
-  not ``None``), ``flagged/<c>`` (count), ``poisoned/<c>`` and ``skipped/<c>`` (1 or 0); totals
+* metrics per class ``c``: ``silhouette/<c>``, ``size_ratio/<c>``, ``exre/<c>``,
+  ``source_share/<c>`` and ``confusion/<c>`` (the exclusionary-reclassification source share and
+  natural confusion of the judged candidate; each only when measured), ``flagged/<c>``
+  (count), ``poisoned/<c>`` and ``skipped/<c>`` (1 or 0); totals
   ``n_samples``, ``n_flagged``, ``n_poisoned_classes``, ``n_skipped_classes``, ``n_classes``;
 * tags: ``acgate.classes`` (JSON list), ``acgate.verdict`` (``clean`` | ``poisoned``),
   ``acgate.poisoned_classes`` (JSON list), ``acgate.suspected_sources`` (JSON object, poisoned
@@ -469,6 +471,8 @@ def _run_metrics(result: DetectionResult) -> dict[str, float]:
             ("silhouette", report.silhouette),
             ("size_ratio", report.size_ratio),
             ("exre", report.exre_score),
+            ("source_share", report.scores.get("source_share")),
+            ("confusion", report.scores.get("confusion")),
         ):
             if value is not None and np.isfinite(value):
                 metrics[f"{prefix}/{c}"] = float(value)

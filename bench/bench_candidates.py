@@ -1,0 +1,216 @@
+"""``candidates``: which clusters exclusionary reclassification judges, and how (the table that
+chose the defaults).
+
+Called by ``python bench/run.py --only candidates``. ``ACGATE_BENCH_CANDIDATE_RUNS=a,b`` runs only
+those runs (to split them over processes); each run's rows are kept in
+``bench/parts/candidates/<run>.json`` and the section is rebuilt from every run present.
+
+Every run trains the default proxy once and judges the same activations with each variant:
+
+* ``2-means, share 0.47`` — the previous default (2-means small cluster within the 0.45 cut,
+  source share 0.47, no confusion test);
+* ``stable, no sub-clusters`` — stable candidates (``n_clusters="stable"``) with sub-clusters
+  effectively off (a sub-cluster must go 100% to one class), no confusion test;
+* ``stable + sub-clusters`` — the same with sub-clusters judged at source share 0.7;
+* ``default`` — stable + sub-clusters + the natural-confusion test (0.03): what ships;
+* ``default, 2-level stability`` — the default with clusters required to keep their boundary
+  at k + 1 and k + 2.
+
+Digits: BadNets 5 / 10 / 15 / 33%, a blended trigger (alpha 0.1) at 15%, the unpoisoned data and
+two clean classes merged under one label (0 + 1), seeds 0-4 (the seed draws the poison and
+trains the proxy). MNIST-scale (seed 0): BadNets 2 / 5 / 10%, blend 0.1 at 10%, unpoisoned
+MNIST and Fashion-MNIST, and the paper's "7+" runs (7, 8, 9 merged; see ``bench_multimodal``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+CACHE_DIR = Path(__file__).resolve().parent / "parts" / "candidates"
+DIGITS_SEEDS = (0, 1, 2, 3, 4)
+DIGITS_KINDS = ("5%", "10%", "15%", "33%", "blend", "clean", "merged")
+MNIST_RUNS = ("mnist-2%", "mnist-5%", "mnist-10%", "mnist-blend", "mnist-clean",
+              "fashion-clean", "7+ 0<-7+", "7+ 7+<-6", "7+ 7+<-4+5+6", "7+ clean")
+VARIANTS: tuple[tuple[str, dict[str, Any], int], ...] = (
+    # name, detect keyword arguments, stability depth
+    ("2-means, share 0.47 (previous default)",
+     {"n_clusters": 2, "source_share_threshold": 0.47, "confusion_threshold": 2.0}, 1),
+    ("stable, no sub-clusters",
+     {"nested_source_share_threshold": 1.0, "confusion_threshold": 2.0}, 1),
+    ("stable + sub-clusters", {"confusion_threshold": 2.0}, 1),
+    ("default: stable + sub-clusters + confusion", {}, 1),
+    ("default, 2-level stability", {}, 2),
+)
+
+
+def run_names() -> list[str]:
+    """Every run, digits first."""
+    return [f"digits-{kind}-s{seed}" for seed in DIGITS_SEEDS for kind in DIGITS_KINDS] + list(
+        MNIST_RUNS)
+
+
+def _digits(kind: str, seed: int) -> Any:
+    from acgate.io.datasets import ImageDataset
+    from acgate.io.loaders import load_digits_dataset
+    from acgate.io.poison import TriggerSpec, poison_image_dataset
+
+    base = load_digits_dataset()
+    if kind == "clean":
+        return base
+    if kind == "merged":
+        labels = base.labels.copy()
+        labels[labels == 1] = 0
+        labels = np.where(labels > 1, labels - 1, labels)
+        return ImageDataset(images=base.images, labels=labels, name="digits-0+1")
+    if kind == "blend":
+        return poison_image_dataset(base, rate=0.15, seed=seed,
+                                    trigger=TriggerSpec(kind="blend", alpha=0.1, seed=0))
+    return poison_image_dataset(base, rate=float(kind.rstrip("%")) / 100, seed=seed)
+
+
+def _mnist(name: str) -> Any:
+    from acgate.io.loaders import load_fashion_mnist, load_mnist
+    from acgate.io.poison import TriggerSpec, poison_image_dataset
+
+    if name == "fashion-clean":
+        return load_fashion_mnist()
+    if name.startswith("7+"):
+        from bench_multimodal import RUNS, merged_mnist
+
+        pairs = {"7+ 0<-7+": RUNS[0][1], "7+ 7+<-6": RUNS[1][1], "7+ 7+<-4+5+6": RUNS[2][1],
+                 "7+ clean": None}[name]
+        merged = merged_mnist()
+        return merged if pairs is None else poison_image_dataset(merged, rate=0.10, pairs=pairs,
+                                                                 seed=0)
+    mnist = load_mnist()
+    if name == "mnist-clean":
+        return mnist
+    if name == "mnist-blend":
+        return poison_image_dataset(mnist, rate=0.10, seed=0,
+                                    trigger=TriggerSpec(kind="blend", alpha=0.1, seed=0))
+    return poison_image_dataset(mnist, rate=float(name.split("-")[1].rstrip("%")) / 100, seed=0)
+
+
+@contextlib.contextmanager
+def _stability_depth(depth: int) -> Iterator[None]:
+    from acgate.core import clustering
+
+    defaults = clustering.stable_candidates.__kwdefaults__
+    before = defaults["depth"]
+    defaults["depth"] = depth
+    try:
+        yield
+    finally:
+        defaults["depth"] = before
+
+
+def _one_run(bench: ModuleType, name: str) -> dict[str, Any]:
+    if name.startswith("digits-"):
+        _, kind, seed_text = name.split("-")
+        seed = int(seed_text[1:])
+        run = bench.image_run(_digits(kind, seed), seed=seed)
+    else:
+        run = bench.image_run(_mnist(name))
+    poisoned = bool(run["truth"].any())
+    cells = {}
+    for variant, kwargs, depth in VARIANTS:
+        with _stability_depth(depth):
+            result, seconds = bench.detect_on(run, analysis="auto", **kwargs)
+        s = bench.scores(result, run)
+        cells[variant] = {"f1": s["f1"] if poisoned else None, "classes": list(s["classes"]),
+                          "seconds": seconds}
+        print(f"candidates {name} / {variant}: "
+              f"{'F1 %.3f' % s['f1'] if poisoned else 'clean'} flagged {s['classes']}",
+              flush=True)
+    return {"poisoned": poisoned, "cells": cells, "header": bench.table_header(),
+            "proxy_seconds": sum(run["timings"].values())}
+
+
+def _mean(values: list[float]) -> str:
+    return f"{np.mean(values):.3f}" if values else "-"
+
+
+def _summary(bench: ModuleType, cached: dict[str, dict[str, Any]]) -> str:
+    header = ["variant"] + [f"digits {k} F1 (mean / min)" for k in DIGITS_KINDS[:5]] + [
+        "digits clean: flags (5 seeds)", "digits 0+1 merged: runs flagged",
+        "MNIST 2 / 5 / 10% / blend F1", "7+ F1 (0<-7+, 7+<-6, 7+<-4+5+6)",
+        "clean MNIST / Fashion / 7+: flags"]
+    rows = []
+    for variant, _, _ in VARIANTS:
+        def cell(run: str) -> dict[str, Any] | None:
+            return cached[run]["cells"][variant] if run in cached else None
+
+        row: list[Any] = [variant]
+        for kind in DIGITS_KINDS[:5]:
+            f1s = [c["f1"] for s in DIGITS_SEEDS if (c := cell(f"digits-{kind}-s{s}"))]
+            row.append(f"{_mean(f1s)} / {min(f1s):.3f}" if f1s else "-")
+        clean = [c["classes"] for s in DIGITS_SEEDS if (c := cell(f"digits-clean-s{s}"))]
+        row.append(f"{sum(len(c) for c in clean)} ({len(clean)} runs)")
+        merged = [c["classes"] for s in DIGITS_SEEDS if (c := cell(f"digits-merged-s{s}"))]
+        row.append(f"{sum(1 for c in merged if c)} of {len(merged)}")
+        row.append(" / ".join(f"{c['f1']:.3f}" if (c := cell(r)) else "-" for r in (
+            "mnist-2%", "mnist-5%", "mnist-10%", "mnist-blend")))
+        row.append(" / ".join(f"{c['f1']:.3f}" if (c := cell(r)) else "-" for r in (
+            "7+ 0<-7+", "7+ 7+<-6", "7+ 7+<-4+5+6")))
+        row.append(" / ".join(str(c["classes"]) if (c := cell(r)) else "-" for r in (
+            "mnist-clean", "fashion-clean", "7+ clean")))
+        rows.append(row)
+    return bench.markdown_table(header, rows)
+
+
+def exp_candidates(bench: ModuleType) -> str:
+    """Run the selected runs (env ``ACGATE_BENCH_CANDIDATE_RUNS``), merge with cached rows."""
+    import torch
+
+    torch.set_num_threads(bench.THREADS)
+    names = run_names()
+    selected = [r for r in os.environ.get("ACGATE_BENCH_CANDIDATE_RUNS", ",".join(names)).split(
+        ",") if r]
+    unknown = sorted(set(selected) - set(names))
+    if unknown:
+        raise ValueError(f"unknown candidates run(s) {unknown}; known: {names}")
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    for name in selected:
+        record = _one_run(bench, name)
+        temp = CACHE_DIR / f".{name}.json.tmp"
+        temp.write_text(json.dumps(record, indent=1, default=float))
+        os.replace(temp, CACHE_DIR / f"{name}.json")
+    cached = {path.stem: json.loads(path.read_text()) for path in CACHE_DIR.glob("*.json")}
+    detail_rows = []
+    for name in names:
+        if name not in cached:
+            continue
+        record = cached[name]
+        detail_rows.append([name] + [
+            (f"{c['f1']:.3f}" if record["poisoned"] else "clean") + f" {c['classes']}"
+            for c in (record["cells"][v] for v, _, _ in VARIANTS)]
+            + [record["proxy_seconds"]]
+            + [record["cells"][VARIANTS[1][0]]["seconds"]])
+    headers = sorted({cached[n]["header"] for n in cached})
+    missing = [n for n in names if n not in cached]
+    return (
+        "## candidates (which clusters exclusionary reclassification judges: the table that "
+        "chose the defaults)\n\n"
+        "Every run trains the default proxy once; each variant judges the same activations "
+        "(exclusionary reclassification; `bench/bench_candidates.py` describes the variants). "
+        "Digits: 5 seeds (the seed draws the poison and trains the proxy); MNIST-scale: seed 0. "
+        "Targets of the issues: digits F1 >= 0.9 at 10 / 15 / 33%, MNIST F1 >= 0.95 at 5% and "
+        "on the 7+ runs, >= 0.9 on the blended trigger, and no class flagged in any clean run "
+        "(clean digits, the 0 + 1 merge, clean MNIST, Fashion-MNIST, 7+ merged).\n\n"
+        + "\n".join(headers) + "\n"
+        + _summary(bench, cached)
+        + ("" if not missing else f"\nNot run yet: {', '.join(missing)}.\n")
+        + "\nPer run: F1 (poisoned runs) or `clean`, then the classes flagged; last columns: "
+          "proxy training + extraction seconds, and the detection seconds of the first stable "
+          "variant (stable clustering + its retrain + analysis: what the default costs; the "
+          "later stable variants reuse that retrain).\n\n"
+        + bench.markdown_table(["run"] + [v for v, _, _ in VARIANTS]
+                               + ["proxy s", "stable detect s"], detail_rows))

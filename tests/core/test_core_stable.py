@@ -1,0 +1,210 @@
+"""Stable candidate clusters (``n_clusters="stable"``) and the natural-confusion test of
+exclusionary reclassification: hand-built arrays, real k-means, a real (nearest-centroid)
+retrain."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acgate.core import detect
+from acgate.core.analyses import natural_confusion
+from acgate.core.clustering import CandidateCluster, cluster_class, nestedness, stable_candidates
+from acgate.core.detect import resolve_n_clusters
+
+
+def _elongated_class_with_poison(seed: int = 0, n: int = 600, poison: int = 30):
+    """A class spread along one axis (2-means halves it) plus a tight 5% cluster off-axis."""
+    rng = np.random.default_rng(seed)
+    spread = np.column_stack([rng.uniform(-12.0, 12.0, n - poison),
+                              rng.normal(0.0, 1.0, size=(n - poison, 5))])
+    tight = rng.normal(0.0, 0.5, size=(poison, 6)) + np.array([0.0, 9.0, 0, 0, 0, 0])
+    x = np.concatenate([spread, tight])
+    truth = np.r_[np.zeros(n - poison, bool), np.ones(poison, bool)]
+    return x, truth
+
+
+# ----------------------------------------------------------------------------- nestedness
+
+
+def test_nestedness_is_one_when_the_finer_clustering_only_splits_inside():
+    cluster = np.r_[np.ones(10, bool), np.zeros(30, bool)]
+    finer = np.r_[[0] * 5, [1] * 5, [2] * 15, [3] * 15]
+    assert nestedness(cluster, finer) == 1.0
+
+
+def test_nestedness_drops_when_the_boundary_is_redrawn():
+    cluster = np.r_[np.ones(20, bool), np.zeros(20, bool)]
+    redrawn = np.r_[[0] * 10, [1] * 20, [2] * 10]  # cluster 1 straddles the boundary
+    assert nestedness(cluster, redrawn) == pytest.approx(0.5)
+    assert nestedness(np.zeros(5, bool), np.zeros(5, int)) == 0.0
+
+
+# ------------------------------------------------------------------------ stable candidates
+
+
+def test_a_tight_small_cluster_inside_an_arbitrary_halving_is_the_candidate():
+    x, truth = _elongated_class_with_poison()
+    # Two levels: a uniform slab's thirds keep their boundaries at k = 4 (the fourth cluster
+    # goes to the poison) and fool a one-level check, not a two-level one.
+    k, assignments, candidates, notes = stable_candidates(x, random_state=0, depth=2)
+    assert k >= 3 and len(assignments) == len(x)
+    members = [set(c.members) for c in candidates]
+    assert set(np.flatnonzero(truth)) in members, notes
+    found = next(c for c in candidates if set(c.members) == set(np.flatnonzero(truth)))
+    assert found.stability >= 0.9 and not found.nested
+    one_level = stable_candidates(x, random_state=0, depth=1)[2]
+    assert not any(set(c.members) == set(np.flatnonzero(truth)) for c in one_level)
+    # 2-means alone halves the spread and hides the poison inside a half.
+    halves = cluster_class(x, label=0, positions=np.arange(len(x)), n_clusters=2)
+    assert min(halves.cluster_sizes) > 200
+
+
+def test_one_gaussian_has_no_stable_small_cluster():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0.0, 1.0, size=(500, 6))
+    k, assignments, candidates, notes = stable_candidates(x, random_state=0)
+    assert candidates == () and k == 2 and "no stable cluster" in notes[0]
+
+
+def test_poison_inside_a_natural_mode_is_a_nested_candidate():
+    # A 35% mode far from the main mode; a tight 8% cluster sits inside the mode's region.
+    rng = np.random.default_rng(2)
+    main = rng.normal(0.0, 1.0, size=(340, 6))
+    mode = rng.normal(0.0, 1.5, size=(210, 6)) + np.array([14.0, 0, 0, 0, 0, 0])
+    poison = rng.normal(0.0, 0.3, size=(50, 6)) + np.array([14.0, 7.0, 0, 0, 0, 0])
+    x = np.concatenate([main, mode, poison])
+    k, _, candidates, _ = stable_candidates(x, random_state=0)
+    poison_rows = np.arange(550, 600)
+    nested = [c for c in candidates if c.nested]
+    assert any(np.isin(poison_rows, c.members).all() and len(c.members) <= 55
+               for c in nested), candidates
+    assert all(len(c.members) <= 0.45 * len(x) for c in candidates)
+
+
+def test_stable_candidates_respect_the_size_threshold_and_are_deterministic():
+    x, _ = _elongated_class_with_poison(seed=3)
+    first = stable_candidates(x, random_state=5, size_threshold=0.2)
+    second = stable_candidates(x, random_state=5, size_threshold=0.2)
+    assert all(len(c.members) <= 0.2 * len(x) for c in first[2])
+    assert [c.members.tolist() for c in first[2]] == [c.members.tolist() for c in second[2]]
+    np.testing.assert_array_equal(first[1], second[1])
+
+
+def test_cluster_class_stable_records_candidates_and_skips_tiny_classes():
+    x, truth = _elongated_class_with_poison()
+    clustering = cluster_class(x, label=4, positions=np.arange(100, 100 + len(x)),
+                               n_clusters="stable")
+    assert clustering.candidates and clustering.n_clusters >= 2
+    assert any("stable candidates at k" in note for note in clustering.warnings)
+    tiny = cluster_class(x[:5], label=1, positions=np.arange(5), n_clusters="stable")
+    assert tiny.skipped and tiny.candidates == ()
+    two_means = cluster_class(x, label=4, positions=np.arange(len(x)), n_clusters=2)
+    assert two_means.candidates is None
+
+
+def test_candidate_cluster_is_frozen_and_sorted():
+    candidate = CandidateCluster(np.array([5, 1, 3]), 3, 0.95)
+    assert candidate.members.tolist() == [1, 3, 5] and not candidate.members.flags.writeable
+    assert candidate.to_dict() == {"members": [1, 3, 5], "k": 3, "stability": 0.95,
+                                   "nested": False}
+
+
+def test_n_clusters_defaults_to_stable_under_exre_only():
+    assert resolve_n_clusters(None, "exre") == "stable"
+    assert resolve_n_clusters(None, "size-silhouette") == 2
+    assert resolve_n_clusters(3, "exre") == 3
+    with pytest.raises(ValueError, match="n_clusters"):
+        resolve_n_clusters("stabel", "exre")
+
+
+# ---------------------------------------------------------------- detect with stable mode
+
+
+def _blobs_with_poison_inside_spread(make_blobs, seed: int = 0):
+    """4 classes; class 2 is stretched along one axis (2-means halves it) and holds 5% poison
+    drawn around class 0's mean. (With a nearest-centroid retrain, a far stretched end left
+    out goes to another class, so not every stretch and seed makes a clean example.)"""
+    blobs = make_blobs(poisoned={2: 0}, poison_share=0.05, n_per_class=400, seed=seed)
+    x = blobs.activations.copy()
+    rng = np.random.default_rng(seed)
+    clean_2 = (blobs.labels == 2) & ~blobs.is_poison
+    direction = rng.normal(size=x.shape[1])
+    direction /= np.linalg.norm(direction)
+    x[clean_2] += np.outer(rng.normal(0.0, 15.0, clean_2.sum()), direction)
+    return x, blobs
+
+
+def test_stable_mode_finds_low_rate_poison_that_two_means_misses(make_blobs,
+                                                                 nearest_centroid_retrain):
+    x, blobs = _blobs_with_poison_inside_spread(make_blobs)
+    retrain = nearest_centroid_retrain(x, blobs.labels)
+    stable = detect(x, blobs.labels, analysis="exre", retrain_and_predict=retrain)
+    assert stable.info.params["n_clusters"] == "stable"
+    assert stable.poisoned_classes == (2,)
+    np.testing.assert_array_equal(stable.flagged_indices, blobs.poison_ids)
+    report = stable.class_report(2)
+    assert report.suspected_source == 0 and report.scores["stability"] >= 0.9
+    assert "stability" in report.reason
+    two_means = detect(x, blobs.labels, analysis="exre", retrain_and_predict=retrain,
+                       n_clusters=2)
+    assert two_means.poisoned_classes == ()  # the poison hides inside a half
+
+
+def test_stable_mode_flags_nothing_in_clean_blobs(make_blobs, nearest_centroid_retrain):
+    clean = make_blobs(seed=4)
+    retrain = nearest_centroid_retrain(clean.activations, clean.labels)
+    result = detect(clean.activations, clean.labels, analysis="exre",
+                    retrain_and_predict=retrain)
+    assert result.poisoned_classes == ()
+
+
+# ------------------------------------------------------------------------ natural confusion
+
+
+def test_natural_confusion_counts_both_directions_and_skips_excluded_rows():
+    labels = np.array([0] * 10 + [1] * 10)
+    predictions = labels.copy()
+    predictions[:2] = 1      # 20% of class 0 predicted as 1
+    predictions[10:11] = 0   # 10% of class 1 predicted as 0
+    assert natural_confusion(predictions, labels, 0, 1) == pytest.approx(0.3)
+    exclude = np.zeros(20, bool)
+    exclude[:2] = True
+    assert natural_confusion(predictions, labels, 0, 1, exclude=exclude) == pytest.approx(0.1)
+
+
+def test_a_candidate_of_a_class_pair_the_proxy_confuses_is_legitimate(planted,
+                                                                      nearest_centroid_retrain):
+    retrain = nearest_centroid_retrain(planted.activations, planted.labels)
+    predictions = planted.labels.copy()
+    # The proxy mixes up classes 2 and 0 on 5% of their clean rows: a natural overlap.
+    rng = np.random.default_rng(0)
+    for a, b in ((2, 0), (0, 2)):
+        rows = np.flatnonzero((planted.labels == a) & ~planted.is_poison)
+        predictions[rng.choice(rows, size=len(rows) // 20, replace=False)] = b
+    vetoed = detect(planted.activations, planted.labels, analysis="exre",
+                    retrain_and_predict=retrain, predictions=predictions)
+    report = vetoed.class_report(2)
+    assert vetoed.poisoned_classes == () and "natural overlap" in report.reason
+    assert report.scores["confusion"] == pytest.approx(0.1, abs=0.01)
+    # The same data with the proxy's own (unconfused) predictions, or with the test off, is
+    # poison.
+    kept = detect(planted.activations, planted.labels, analysis="exre",
+                  retrain_and_predict=retrain, predictions=planted.labels)
+    off = detect(planted.activations, planted.labels, analysis="exre",
+                 retrain_and_predict=retrain, predictions=predictions, confusion_threshold=2.0)
+    assert kept.poisoned_classes == (2,) == off.poisoned_classes
+    assert off.info.params["confusion_threshold"] == 2.0
+
+
+@pytest.mark.parametrize(("name", "value"), [("confusion_threshold", -0.1),
+                                             ("confusion_threshold", 2.5),
+                                             ("nested_source_share_threshold", 1.5)])
+def test_bad_new_thresholds_are_refused(planted, name, value):
+    with pytest.raises(ValueError, match=name):
+        detect(planted.activations, planted.labels, **{name: value})
+
+
+def test_predictions_of_the_wrong_length_are_refused(planted):
+    with pytest.raises(ValueError, match="predictions"):
+        detect(planted.activations, planted.labels, predictions=planted.labels[:-1])
