@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +32,7 @@ from acgate.core.analyses import (
     AnalysisName,
     ClassContext,
     ClassJudgement,
+    ExReOutcome,
     RetrainAndPredict,
     Thresholds,
     exclusionary_reclassification_groups,
@@ -199,6 +201,101 @@ def _candidate_groups(clustering: ClassClustering, size: float
             for c in _candidate_clusters(clustering, size)}
 
 
+@dataclass(frozen=True)
+class _GroupVerdict:
+    """Exclusionary reclassification's verdict on one candidate group of a class."""
+
+    group: int
+    members: np.ndarray
+    outcome: ExReOutcome
+    poisoned: bool
+    source_share: float
+    confusion: float | None
+    text: str
+
+
+def _judge_group(group: int, members: np.ndarray, nested: bool, description: str,
+                 outcome: ExReOutcome, used: Thresholds, n_class: int,
+                 confusion_of: Callable[[int, int], float] | None) -> _GroupVerdict:
+    """l/p, then the source share, then (when predictions are known) the natural confusion."""
+    label = outcome.label
+    source_share = outcome.n_other / max(len(members), 1)
+    needed = used.nested_source_share if nested else used.source_share
+    confusion = None
+    if outcome.score >= used.exre:
+        poisoned = False
+        why = f"l/p = {outcome.score:.2f} (>= {used.exre:g})"
+    else:
+        poisoned = source_share >= needed
+        why = (f"l/p = {outcome.score:.2f} (< {used.exre:g}), {source_share:.0%} of it in class "
+               f"{outcome.source} ({'>=' if poisoned else '<'} {needed:.0%})")
+        if poisoned and confusion_of is not None and outcome.source is not None:
+            confusion = confusion_of(label, outcome.source)
+            natural = confusion >= used.confusion
+            why += (f"; the proxy confuses classes {label} and {outcome.source} at "
+                    f"{confusion:.3f} ({'>=' if natural else '<'} {used.confusion:g}"
+                    f"{': a natural overlap' if natural else ''})")
+            poisoned = not natural
+    text = (f"{description}, {len(members) / n_class:.1%} of the class, left out of a retrain: "
+            f"{outcome.n_own} classified as {label}, {outcome.n_other} as class "
+            f"{outcome.source}; {why} -> {'poison' if poisoned else 'legitimate'}")
+    return _GroupVerdict(group, members, outcome, poisoned, source_share, confusion, text)
+
+
+def _no_candidate_judgement(clustering: ClassClustering, used: Thresholds) -> ClassJudgement:
+    smallest, share = smallest_cluster(clustering)
+    why = (f"no stable cluster of at most {used.size:.0%} of the class"
+           if clustering.candidates is not None else
+           f"smallest cluster holds {share:.1%} of the class (> size threshold {used.size:.0%})")
+    silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
+    return ClassJudgement(
+        suspicious_cluster=None, size_ratio=share, is_poisoned=False,
+        reason=f"no candidate: {why}", flagged=np.zeros(len(clustering.positions), dtype=bool),
+        sample_scores=membership_scores(clustering, smallest),
+        scores={"size_ratio": share, "silhouette": silhouette},
+    )
+
+
+def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdict]
+                     ) -> ClassJudgement:
+    """Combine the verdicts on a class's candidate groups into its judgement."""
+    label = clustering.label
+    n_class = len(clustering.positions)
+    flagged = np.zeros(n_class, dtype=bool)
+    sample_sources = np.full(n_class, NO_VALUE, dtype=np.int64)
+    for verdict in verdicts:
+        sample_sources[verdict.members] = verdict.outcome.predicted
+        if verdict.poisoned:
+            # Per-sample refinement: a member still classified as its own label is kept.
+            flagged[verdict.members[verdict.outcome.predicted != label]] = True
+    is_poisoned = any(v.poisoned for v in verdicts)
+    # The class is reported through its most poison-like candidate (lowest l/p); when it is
+    # poisoned, through the most poison-like of the candidates judged poison.
+    worst = min([v for v in verdicts if v.poisoned] or verdicts,
+                key=lambda v: (v.outcome.score, -v.outcome.n_other))
+    suspicious = int(np.bincount(clustering.clusters[worst.members]).argmax())
+    scores = membership_scores(clustering, suspicious)
+    for verdict in verdicts:
+        # Inside a candidate, the retrained model's own-label probability is the score (one
+        # retrain: a row in two overlapping candidates has one probability).
+        scores[verdict.members] = 1.0 - verdict.outcome.own_probability
+    share = len(worst.members) / n_class
+    silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
+    named = {"size_ratio": share, "silhouette": silhouette, "exre": worst.outcome.score,
+             "source_share": worst.source_share}
+    if worst.confusion is not None:
+        named["confusion"] = worst.confusion
+    if clustering.candidates is not None:
+        named["candidate_k"] = float(clustering.candidates[worst.group].k)
+        named["stability"] = clustering.candidates[worst.group].stability
+    return ClassJudgement(
+        suspicious_cluster=suspicious, size_ratio=share, is_poisoned=is_poisoned,
+        reason="; ".join(v.text for v in verdicts), flagged=flagged, sample_scores=scores,
+        suspected_source=worst.outcome.source if is_poisoned else None,
+        exre_score=worst.outcome.score, scores=named, sample_sources=sample_sources,
+    )
+
+
 def _exre_judgements(
     clusterings: Sequence[ClassClustering],
     thresholds: Thresholds,
@@ -207,108 +304,30 @@ def _exre_judgements(
     predictions: np.ndarray | None,
     retrain_and_predict: RetrainAndPredict,
 ) -> dict[int, ClassJudgement]:
-    candidates: dict[int, dict[int, tuple[np.ndarray, bool, str]]] = {}
-    for clustering in clusterings:
-        if clustering.skipped:
-            continue
-        used = class_thresholds.get(clustering.label, thresholds)
-        groups = _candidate_groups(clustering, used.size)
-        if groups:
-            candidates[clustering.label] = groups
-    by_label = {c.label: c for c in clusterings}
-    groups = {(label, group): (label, by_label[label].positions[members])
-              for label, class_groups in candidates.items()
-              for group, (members, _, _) in class_groups.items()}
+    judged = [c for c in clusterings if not c.skipped]
+    candidates = {c.label: _candidate_groups(c, class_thresholds.get(c.label, thresholds).size)
+                  for c in judged}
+    groups = {(c.label, group): (c.label, c.positions[members])
+              for c in judged for group, (members, _, _) in candidates[c.label].items()}
     outcomes = exclusionary_reclassification_groups(groups, len(labels), retrain_and_predict)
     left_out = np.zeros(len(labels), dtype=bool)
     for _, positions in groups.values():
         left_out[positions] = True
+    confusion_of = None if predictions is None else (
+        lambda label, source: natural_confusion(predictions, labels, label, source,
+                                                exclude=left_out))
     judgements: dict[int, ClassJudgement] = {}
-    for clustering in clusterings:
-        if clustering.skipped:
+    for clustering in judged:
+        used = class_thresholds.get(clustering.label, thresholds)
+        if not candidates[clustering.label]:
+            judgements[clustering.label] = _no_candidate_judgement(clustering, used)
             continue
-        label = clustering.label
-        used = class_thresholds.get(label, thresholds)
-        silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
-        if label not in candidates:
-            smallest, share = smallest_cluster(clustering)
-            why = (f"no stable cluster of at most {used.size:.0%} of the class"
-                   if clustering.candidates is not None else
-                   f"smallest cluster holds {share:.1%} of the class "
-                   f"(> size threshold {used.size:.0%})")
-            judgements[label] = ClassJudgement(
-                suspicious_cluster=None, size_ratio=share, is_poisoned=False,
-                reason=f"no candidate: {why}",
-                flagged=np.zeros(len(clustering.positions), dtype=bool),
-                sample_scores=membership_scores(clustering, smallest),
-                scores={"size_ratio": share, "silhouette": silhouette},
-            )
-            continue
-        n_class = len(clustering.positions)
-        flagged = np.zeros(n_class, dtype=bool)
-        sample_sources = np.full(n_class, NO_VALUE, dtype=np.int64)
-        own_scores: dict[int, np.ndarray] = {}
-        parts, judged = [], []
-        for group, (members, nested, description) in candidates[label].items():
-            outcome = outcomes[(label, group)]
-            own_scores[group] = 1.0 - outcome.own_probability
-            sample_sources[members] = outcome.predicted
-            source_share = outcome.n_other / max(len(members), 1)
-            needed = used.nested_source_share if nested else used.source_share
-            confusion = None
-            if outcome.score >= used.exre:
-                poisoned = False
-                why = f"l/p = {outcome.score:.2f} (>= {used.exre:g})"
-            elif source_share < needed:
-                poisoned = False
-                why = (f"l/p = {outcome.score:.2f} (< {used.exre:g}), {source_share:.0%} of it "
-                       f"in class {outcome.source} (< {needed:.0%})")
-            else:
-                why = (f"l/p = {outcome.score:.2f} (< {used.exre:g}), {source_share:.0%} of it "
-                       f"in class {outcome.source} (>= {needed:.0%})")
-                poisoned = True
-                if predictions is not None and outcome.source is not None:
-                    confusion = natural_confusion(predictions, labels, label, outcome.source,
-                                                  exclude=left_out)
-                    natural = confusion >= used.confusion
-                    why += (f"; the proxy confuses classes {label} and {outcome.source} at "
-                            f"{confusion:.3f} ({'>=' if natural else '<'} {used.confusion:g}"
-                            f"{': a natural overlap' if natural else ''})")
-                    poisoned = not natural
-            if poisoned:
-                # Per-sample refinement: a member still classified as its own label is kept.
-                flagged[members[outcome.predicted != label]] = True
-            parts.append(
-                f"{description}, {len(members) / n_class:.1%} of the class, left out of a "
-                f"retrain: {outcome.n_own} classified as {label}, {outcome.n_other} as class "
-                f"{outcome.source}; {why} -> {'poison' if poisoned else 'legitimate'}")
-            judged.append((poisoned, outcome, members, source_share, confusion, group))
-        is_poisoned = any(j[0] for j in judged)
-        # The class is reported through its most poison-like candidate (lowest l/p); when it
-        # is poisoned, through the most poison-like of the candidates judged poison.
-        pool = [j for j in judged if j[0]] or judged
-        _, worst, members, source_share, confusion, group = min(
-            pool, key=lambda j: (j[1].score, -j[1].n_other))
-        suspicious = int(np.bincount(clustering.clusters[members]).argmax())
-        scores = membership_scores(clustering, suspicious)
-        for other_group, (other_members, _, _) in candidates[label].items():
-            # Inside a candidate, the retrained model's own-label probability is the score
-            # (one retrain: a row in two overlapping candidates has one probability).
-            scores[other_members] = own_scores[other_group]
-        worst_share = len(members) / n_class
-        named = {"size_ratio": worst_share, "silhouette": silhouette, "exre": worst.score,
-                 "source_share": source_share}
-        if confusion is not None:
-            named["confusion"] = confusion
-        if clustering.candidates is not None:
-            named["candidate_k"] = float(clustering.candidates[group].k)
-            named["stability"] = clustering.candidates[group].stability
-        judgements[label] = ClassJudgement(
-            suspicious_cluster=suspicious, size_ratio=worst_share, is_poisoned=is_poisoned,
-            reason="; ".join(parts), flagged=flagged, sample_scores=scores,
-            suspected_source=worst.source if is_poisoned else None,
-            exre_score=worst.score, scores=named, sample_sources=sample_sources,
-        )
+        verdicts = [
+            _judge_group(group, members, nested, description,
+                         outcomes[(clustering.label, group)], used, len(clustering.positions),
+                         confusion_of)
+            for group, (members, nested, description) in candidates[clustering.label].items()]
+        judgements[clustering.label] = _class_judgement(clustering, verdicts)
     return judgements
 
 
