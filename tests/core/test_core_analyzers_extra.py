@@ -66,6 +66,20 @@ def test_calibration_on_trusted_data_sets_per_class_thresholds_in_the_result():
     assert result.class_report(1).thresholds["silhouette"] == pytest.approx(trusted[1].silhouette)
 
 
+def test_calibration_keeps_every_other_base_threshold():
+    from acgate.core import Thresholds
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 8))
+    y = np.repeat([0, 1, 2], 100)
+    base = Thresholds(size=0.3, exre=0.8, source_share=0.6, nested_source_share=0.9,
+                      confusion=0.1)
+    for thresholds in calibrate_thresholds(x, y, base=base).values():
+        assert (thresholds.size, thresholds.exre, thresholds.source_share,
+                thresholds.nested_source_share, thresholds.confusion) == (0.3, 0.8, 0.6, 0.9,
+                                                                          0.1)
+
+
 def test_calibration_rejects_bad_trusted_input():
     with pytest.raises(ValueError, match="trusted_activations contains NaN"):
         calibrate_thresholds(np.full((20, 3), np.nan), np.zeros(20, dtype=int))

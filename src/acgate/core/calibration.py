@@ -9,6 +9,7 @@ its own clean data does.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ def calibrate_thresholds(
         random_state: Seed.
 
     Returns:
-        By class: :class:`Thresholds` with ``silhouette = max(base, clean + margin)``.
+        By class: ``base`` with ``silhouette = max(base, clean + margin)``.
     """
     x = validation.check_activations(trusted_activations, name="trusted_activations")
     y = validation.check_labels(trusted_labels, x.shape[0], name="trusted_labels")
@@ -65,6 +66,6 @@ def calibrate_thresholds(
         if clustering.skipped or clustering.silhouette is None:
             continue
         silhouette = max(base.silhouette, min(1.0, clustering.silhouette + margin))
-        calibrated[clustering.label] = Thresholds(size=base.size, silhouette=silhouette,
-                                                  exre=base.exre)
+        # Only the silhouette is calibrated; every other threshold stays the base's.
+        calibrated[clustering.label] = dataclasses.replace(base, silhouette=silhouette)
     return calibrated
