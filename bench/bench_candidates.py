@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -166,6 +167,22 @@ def _summary(bench: ModuleType, cached: dict[str, dict[str, Any]]) -> str:
     return bench.markdown_table(header, rows)
 
 
+def _merged_headers(headers: list[str]) -> list[str]:
+    """One command + machine block per distinct setting, with the date range of its runs."""
+    by_setting: dict[str, list[str]] = {}
+    for header in headers:
+        match = re.search(r"; date (\d{4}-\d\d-\d\d \d\d:\d\d) UTC", header)
+        date = match.group(1) if match else "?"
+        by_setting.setdefault(header.replace(f"; date {date} UTC", "", 1), []).append(date)
+    merged = []
+    for setting, dates in by_setting.items():
+        when = f"; dates {min(dates)} - {max(dates)} UTC ({len(dates)} runs)"
+        machine_end = setting.index("\n", setting.index("machine:"))
+        line_end = machine_end - 2 if setting[machine_end - 2:machine_end] == "  " else machine_end
+        merged.append(setting[:line_end] + when + setting[line_end:])
+    return merged
+
+
 def exp_candidates(bench: ModuleType) -> str:
     """Run the selected runs (env ``ACGATE_BENCH_CANDIDATE_RUNS``), merge with cached rows."""
     import torch
@@ -194,7 +211,7 @@ def exp_candidates(bench: ModuleType) -> str:
             for c in (record["cells"][v] for v, _, _ in VARIANTS)]
             + [record["proxy_seconds"]]
             + [record["cells"][VARIANTS[1][0]]["seconds"]])
-    headers = sorted({cached[n]["header"] for n in cached})
+    headers = _merged_headers([cached[n]["header"] for n in names if n in cached])
     missing = [n for n in names if n not in cached]
     return (
         "## candidates (which clusters exclusionary reclassification judges: the table that "

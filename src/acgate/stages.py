@@ -117,11 +117,11 @@ def pipeline_config(
                       confusion_threshold=confusion_threshold)
 
 
-def clustering_settings(config: ScanConfig) -> tuple[int | str, float]:
+def clustering_settings(config: ScanConfig, n_classes: int) -> tuple[int | str, float]:
     """The ``n_clusters`` mode and candidate size cut the per-class clustering uses.
 
-    Resolved as :func:`acgate.core.detect` resolves them: the pipeline always has a retrain,
-    so ``analysis="auto"`` is exclusionary reclassification.
+    Resolved as :func:`acgate.core.detect` resolves them for ``n_classes`` classes: the pipeline
+    always has a retrain, so ``analysis="auto"`` is exclusionary reclassification.
 
     Raises:
         ValueError / TypeError: An unknown mode or analysis, or a bad threshold.
@@ -135,7 +135,7 @@ def clustering_settings(config: ScanConfig) -> tuple[int | str, float]:
         source_share_threshold=config.source_share_threshold,
         nested_source_share_threshold=config.nested_source_share_threshold,
         confusion_threshold=config.confusion_threshold)
-    return resolve_n_clusters(config.n_clusters, resolved), thresholds.size
+    return resolve_n_clusters(config.n_clusters, resolved, n_classes), thresholds.size
 
 
 # ----------------------------------------------------------------------------- train_proxy
@@ -318,7 +318,7 @@ def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
             f"{'prediction' if config.segment_by == 'prediction' else 'label'} {label} "
             f"(present: {sorted(rows)})")
     positions = rows[int(label)]
-    n_clusters, size_threshold = clustering_settings(config)
+    n_clusters, size_threshold = clustering_settings(config, len(np.unique(arrays.labels)))
     clustering = cluster_class(
         arrays.activations[positions], label=int(label), positions=positions,
         reducer=config.reducer, n_components=config.n_components,
@@ -461,7 +461,8 @@ def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], confi
         confusion_threshold=config.confusion_threshold)
     params = detector_params(
         resolved, thresholds, reducer=config.reducer, n_components=config.n_components,
-        n_clusters=resolve_n_clusters(config.n_clusters, resolved),
+        n_clusters=resolve_n_clusters(config.n_clusters, resolved,
+                                      len(np.unique(table_arrays.labels))),
         segment_by=config.segment_by, min_class_size=MIN_CLASS_SIZE, random_state=config.seed)
     ordered = sorted(clusterings, key=lambda c: c.label)
     return analyze(

@@ -112,6 +112,9 @@ def test_candidate_cluster_is_frozen_and_sorted():
 
 def test_n_clusters_defaults_to_stable_under_exre_only():
     assert resolve_n_clusters(None, "exre") == "stable"
+    assert resolve_n_clusters(None, "exre", n_classes=10) == "stable"
+    assert resolve_n_clusters(None, "exre", n_classes=2) == 2  # binary: 2-means
+    assert resolve_n_clusters("stable", "exre", n_classes=2) == "stable"
     assert resolve_n_clusters(None, "size-silhouette") == 2
     assert resolve_n_clusters(3, "exre") == 3
     with pytest.raises(ValueError, match="n_clusters"):

@@ -85,14 +85,19 @@ def resolve_analysis(analysis: str, retrain_and_predict: RetrainAndPredict | Non
     return analysis
 
 
-def resolve_n_clusters(n_clusters: ClusterMode | None, analysis: str) -> ClusterMode:
+def resolve_n_clusters(n_clusters: ClusterMode | None, analysis: str,
+                       n_classes: int | None = None) -> ClusterMode:
     """Validate ``n_clusters`` and resolve its default.
 
-    ``None`` is ``"stable"`` under exclusionary reclassification, else 2 (the paper's 2-means,
-    which the other analyses are defined on).
+    ``None`` is ``"stable"`` under exclusionary reclassification with more than two classes,
+    else 2 (the paper's 2-means, which the other analyses are defined on). With two classes the
+    source-share test cannot clear a natural cluster (whatever leaves its class goes to the one
+    other class), so the stable search's extra candidates only add false alarms (measured on
+    Rotten Tomatoes: F1 0.51 vs 0.998, ``bench/RESULTS.md`` "text").
     """
     if n_clusters is None:
-        return "stable" if analysis == "exre" else 2
+        many = n_classes is None or n_classes > 2
+        return "stable" if analysis == "exre" and many else 2
     if isinstance(n_clusters, str):
         return validation.check_choice(n_clusters, CLUSTER_MODES, name="n_clusters")
     return validation.check_positive_int(n_clusters, name="n_clusters", minimum=2)
@@ -485,7 +490,8 @@ def detect(
             then a candidate; or ``"stable"``: the candidates are the stable small clusters
             at the smallest k that has any, plus stable sub-clusters inside them (see
             :mod:`acgate.core.clustering`). ``None``: ``"stable"`` under exclusionary
-            reclassification (measured: ``bench/RESULTS.md``, "candidates"), else 2.
+            reclassification with more than two classes (measured: ``bench/RESULTS.md``,
+            "candidates" and "text"), else 2.
         analysis: ``"auto"`` (exclusionary reclassification when ``retrain_and_predict`` is
             given, else ``"size-silhouette"``), or one of ``"exre"``, ``"size-silhouette"``,
             ``"size"``, ``"silhouette"``, ``"distance"``.
@@ -539,7 +545,7 @@ def detect(
         source_share_threshold=source_share_threshold,
         nested_source_share_threshold=nested_source_share_threshold,
         confusion_threshold=confusion_threshold)
-    n_clusters = resolve_n_clusters(n_clusters, resolved)
+    n_clusters = resolve_n_clusters(n_clusters, resolved, len(np.unique(y)))
     if predictions is not None:
         predictions = validation.check_labels(predictions, x.shape[0], name="predictions")
     if segment_by == "prediction":
