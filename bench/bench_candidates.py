@@ -12,7 +12,9 @@ Every run trains the default proxy once and judges the same activations with eac
 * ``stable, no sub-clusters`` — stable candidates (``n_clusters="stable"``) with sub-clusters
   effectively off (a sub-cluster must go 100% to one class), no confusion test;
 * ``stable + sub-clusters`` — the same with sub-clusters judged at source share 0.7;
-* ``default`` — stable + sub-clusters + the natural-confusion test (0.03): what ships;
+* ``default`` — stable + sub-clusters + the natural-confusion test (0.03), source share 0.47:
+  what ships;
+* ``default with source share 0.5``;
 * ``default, 2-level stability`` — the default with clusters required to keep their boundary
   at k + 1 and k + 2.
 
@@ -48,6 +50,7 @@ VARIANTS: tuple[tuple[str, dict[str, Any], int], ...] = (
      {"nested_source_share_threshold": 1.0, "confusion_threshold": 2.0}, 1),
     ("stable + sub-clusters", {"confusion_threshold": 2.0}, 1),
     ("default: stable + sub-clusters + confusion", {}, 1),
+    ("default with source share 0.5", {"source_share_threshold": 0.5}, 1),
     ("default, 2-level stability", {}, 2),
 )
 

@@ -491,8 +491,10 @@ def exp_source_share() -> str:
             "turns sub-clusters off). Natural-confusion test at its default (on digits the proxy "
             "fits its training set, so it rarely fires). Cells: poison F1 over the seeds "
             f"{list(seeds())}; clean: the classes flagged in each seed's unpoisoned run. The "
-            "default (0.5, 0.7) keeps every seed's 15% and 33% F1 and the fewest clean flags "
-            "among the settings that do; the MNIST-scale side is in `candidates`.\n\n"
+            "default (0.47, 0.7) has the highest F1 among the settings with the fewest clean "
+            "flags but one (0.6 flags fewer and loses a poisoned class at 15%; 0.4 adds two "
+            "clean flags); on the MNIST-scale runs 0.47 and 0.5 flag the same rows "
+            "(`candidates`).\n\n"
             + table_header() + "\n" + markdown_table(header, rows))
 
 
@@ -520,7 +522,8 @@ def exp_digits_quality() -> str:
     targets = [r for r in overall_rows if r[0] != "clean"]
     worst = min(r[4] for r in targets) if targets else float("nan")
     verdict = ("met" if worst >= 0.9 else "**MISSED**")
-    text = ("## digits_quality (default scan: analysis auto = exre, pca, size 0.45)\n\n"
+    text = ("## digits_quality (default scan: analysis auto = exre on stable candidates, pca, "
+            "size 0.45)\n\n"
             f"Target from the issue: digits F1 >= 0.9 -> {verdict} (lowest F1 over the rates "
             f"and seeds run: {worst:.3f}). Source accuracy = share of correctly flagged poison "
             "whose suspected source equals the true source class.\n\n" + table_header() + "\n"
