@@ -19,8 +19,6 @@ with the cut at 0.5) as the baseline row.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -79,15 +77,9 @@ def exp_beyond_mnist(bench: ModuleType) -> str:
     import torch
 
     torch.set_num_threads(bench.THREADS)
-    selected = [r for r in os.environ.get("ACGATE_BENCH_BEYOND_RUNS", ",".join(RUNS)).split(",")
-                if r]
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    for name in selected:
-        record = {"rows": _one_run(bench, name), "header": bench.table_header()}
-        temp = CACHE_DIR / f".{name}.json.tmp"
-        temp.write_text(json.dumps(record, indent=1, default=float))
-        os.replace(temp, CACHE_DIR / f"{name}.json")
-    cached = {path.stem: json.loads(path.read_text()) for path in CACHE_DIR.glob("*.json")}
+    cached = bench.cached_runs(
+        CACHE_DIR, "ACGATE_BENCH_BEYOND_RUNS", list(RUNS),
+        lambda name: {"rows": _one_run(bench, name), "header": bench.table_header()})
     sections = []
     for name in RUNS:
         if name not in cached:

@@ -27,8 +27,6 @@ MNIST and Fashion-MNIST, and the paper's "7+" runs (7, 8, 9 merged; see ``bench_
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -192,18 +190,8 @@ def exp_candidates(bench: ModuleType) -> str:
 
     torch.set_num_threads(bench.THREADS)
     names = run_names()
-    selected = [r for r in os.environ.get("ACGATE_BENCH_CANDIDATE_RUNS", ",".join(names)).split(
-        ",") if r]
-    unknown = sorted(set(selected) - set(names))
-    if unknown:
-        raise ValueError(f"unknown candidates run(s) {unknown}; known: {names}")
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    for name in selected:
-        record = _one_run(bench, name)
-        temp = CACHE_DIR / f".{name}.json.tmp"
-        temp.write_text(json.dumps(record, indent=1, default=float))
-        os.replace(temp, CACHE_DIR / f"{name}.json")
-    cached = {path.stem: json.loads(path.read_text()) for path in CACHE_DIR.glob("*.json")}
+    cached = bench.cached_runs(CACHE_DIR, "ACGATE_BENCH_CANDIDATE_RUNS", names,
+                               lambda name: _one_run(bench, name))
     detail_rows = []
     for name in names:
         if name not in cached:

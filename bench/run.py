@@ -108,6 +108,27 @@ def results_path() -> Path:
     return BENCH_DIR / "RESULTS-quick.md" if QUICK else RESULTS_PATH
 
 
+def cached_runs(cache_dir: Path, env: str, names: list[str],
+                one_run: Callable[[str], dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Run the runs named in ``$env`` (comma-separated; default: all ``names``), keep each
+    one's record as ``cache_dir/<run>.json``, and return every record cached there.
+
+    Long experiments split their runs over processes this way and rebuild their section from
+    whatever runs are present.
+    """
+    selected = [r for r in os.environ.get(env, ",".join(names)).split(",") if r]
+    unknown = sorted(set(selected) - set(names))
+    if unknown:
+        raise ValueError(f"{env}: unknown run(s) {unknown}; known: {names}")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    for name in selected:
+        record = one_run(name)
+        temp = cache_dir / f".{name}.json.tmp"
+        temp.write_text(json.dumps(record, indent=1, default=float))
+        os.replace(temp, cache_dir / f"{name}.json")
+    return {path.stem: json.loads(path.read_text()) for path in cache_dir.glob("*.json")}
+
+
 def write_part(name: str, text: str) -> None:
     """Write one experiment's section atomically and reassemble the results file."""
     folder = parts_dir()
