@@ -54,7 +54,7 @@ def acgate_pipeline(
     dataset_uri: str,
     size_threshold: Optional[float] = None,
     silhouette_threshold: float = 0.10,
-    source_share_threshold: float = 0.47,
+    source_share_threshold: float = 0.5,
     nested_source_share_threshold: float = 0.7,
     confusion_threshold: float = 0.03,
     analysis: str = "auto",

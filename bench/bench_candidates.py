@@ -10,13 +10,13 @@ Every run trains the default proxy once and judges the same activations with eac
 * ``2-means, share 0.47`` — the previous default (2-means small cluster within the 0.45 cut,
   source share 0.47, no confusion test);
 * ``stable, no sub-clusters`` — stable candidates (``n_clusters="stable"``) with sub-clusters
-  effectively off (a sub-cluster must go 100% to one class), no confusion test;
+  effectively off (a sub-cluster must go 100% to one class), source share 0.47, no confusion
+  test;
 * ``stable + sub-clusters`` — the same with sub-clusters judged at source share 0.7;
-* ``default`` — stable + sub-clusters + the natural-confusion test (0.03), source share 0.47:
-  what ships;
-* ``default with source share 0.5``;
-* ``default, 2-level stability`` — the default with clusters required to keep their boundary
-  at k + 1 and k + 2.
+* ``stable + sub-clusters + confusion, share 0.47`` — adds the natural-confusion test (0.03);
+* ``default`` — the same at source share 0.5: what ships;
+* ``share 0.47, 2-level stability`` — the 0.47 row with clusters required to keep their
+  boundary at k + 1 and k + 2.
 
 Digits: BadNets 5 / 10 / 15 / 33%, a blended trigger (alpha 0.1) at 15%, the unpoisoned data and
 two clean classes merged under one label (0 + 1), seeds 0-4 (the seed draws the poison and
@@ -44,12 +44,13 @@ VARIANTS: tuple[tuple[str, dict[str, Any], int], ...] = (
     # name, detect keyword arguments, stability depth
     ("2-means, share 0.47 (previous default)",
      {"n_clusters": 2, "source_share_threshold": 0.47, "confusion_threshold": 2.0}, 1),
-    ("stable, no sub-clusters",
-     {"nested_source_share_threshold": 1.0, "confusion_threshold": 2.0}, 1),
-    ("stable + sub-clusters", {"confusion_threshold": 2.0}, 1),
-    ("default: stable + sub-clusters + confusion", {}, 1),
-    ("default with source share 0.5", {"source_share_threshold": 0.5}, 1),
-    ("default, 2-level stability", {}, 2),
+    ("stable, no sub-clusters", {"source_share_threshold": 0.47,
+                                 "nested_source_share_threshold": 1.0, "confusion_threshold": 2.0},
+     1),
+    ("stable + sub-clusters", {"source_share_threshold": 0.47, "confusion_threshold": 2.0}, 1),
+    ("stable + sub-clusters + confusion, share 0.47", {"source_share_threshold": 0.47}, 1),
+    ("default: stable + sub-clusters + confusion, share 0.5", {}, 1),
+    ("share 0.47, 2-level stability", {"source_share_threshold": 0.47}, 2),
 )
 
 
@@ -212,7 +213,10 @@ def exp_candidates(bench: ModuleType) -> str:
         "Digits: 5 seeds (the seed draws the poison and trains the proxy); MNIST-scale: seed 0. "
         "Targets of the issues: digits F1 >= 0.9 at 10 / 15 / 33%, MNIST F1 >= 0.95 at 5% and "
         "on the 7+ runs, >= 0.9 on the blended trigger, and no class flagged in any clean run "
-        "(clean digits, the 0 + 1 merge, clean MNIST, Fashion-MNIST, 7+ merged).\n\n"
+        "(clean digits, the 0 + 1 merge, clean MNIST, Fashion-MNIST, 7+ merged). Source share "
+        "0.5 over 0.47: both flag the same rows in every MNIST-scale run but the unpoisoned 7+ "
+        "one, where 0.47 flags class 7 (a false alarm blocks every scheduled run); on digits "
+        "0.47 has the higher F1 and the same clean flags (`source_share`).\n\n"
         + "\n".join(headers) + "\n"
         + _summary(bench, cached)
         + ("" if not missing else f"\nNot run yet: {', '.join(missing)}.\n")

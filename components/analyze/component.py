@@ -21,7 +21,7 @@ def analyze(
     analysis: str = "auto",
     size_threshold: Optional[float] = None,
     silhouette_threshold: float = 0.10,
-    source_share_threshold: float = 0.47,
+    source_share_threshold: float = 0.5,
     nested_source_share_threshold: float = 0.7,
     confusion_threshold: float = 0.03,
     reducer: str = "pca",

@@ -78,7 +78,7 @@ class Thresholds:
     size: float = 0.35
     silhouette: float = 0.10
     exre: float = 1.0
-    source_share: float = 0.47
+    source_share: float = 0.5
     nested_source_share: float = 0.7
     confusion: float = 0.03
 

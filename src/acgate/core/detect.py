@@ -55,7 +55,7 @@ SIZE_THRESHOLD = 0.35
 EXRE_SIZE_THRESHOLD = 0.45
 #: Default source share, nested-candidate source share and confusion cut under exclusionary
 #: reclassification (measured: bench/RESULTS.md, "candidates").
-SOURCE_SHARE_THRESHOLD = 0.47
+SOURCE_SHARE_THRESHOLD = 0.5
 NESTED_SOURCE_SHARE_THRESHOLD = 0.7
 CONFUSION_THRESHOLD = 0.03
 CLUSTER_MODES: tuple[str, ...] = ("auto", "stable")
