@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import NESTED_POISON_ROWS, mode_with_nested_poison
 
 from acgate.core import detect
 from acgate.core.analyses import natural_confusion
@@ -68,14 +69,9 @@ def test_one_gaussian_has_no_stable_small_cluster():
 
 
 def test_poison_inside_a_natural_mode_is_a_nested_candidate():
-    # A 35% mode far from the main mode; a tight 8% cluster sits inside the mode's region.
-    rng = np.random.default_rng(2)
-    main = rng.normal(0.0, 1.0, size=(340, 6))
-    mode = rng.normal(0.0, 1.5, size=(210, 6)) + np.array([14.0, 0, 0, 0, 0, 0])
-    poison = rng.normal(0.0, 0.3, size=(50, 6)) + np.array([14.0, 7.0, 0, 0, 0, 0])
-    x = np.concatenate([main, mode, poison])
+    x = mode_with_nested_poison(seed=2)
     k, _, candidates, _ = stable_candidates(x, random_state=0)
-    poison_rows = np.arange(550, 600)
+    poison_rows = NESTED_POISON_ROWS
     nested = [c for c in candidates if c.nested]
     assert any(np.isin(poison_rows, c.members).all() and len(c.members) <= 55
                for c in nested), candidates

@@ -9,17 +9,14 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from synthetic import mode_with_nested_poison
 
 from acgate.core import cluster_class
 from acgate.stages import pipeline_config, read_clustering, write_clustering
 
 
 def _stable_clustering():
-    rng = np.random.default_rng(0)
-    main = rng.normal(0.0, 1.0, size=(340, 6))
-    mode = rng.normal(0.0, 1.5, size=(210, 6)) + np.array([14.0, 0, 0, 0, 0, 0])
-    poison = rng.normal(0.0, 0.3, size=(50, 6)) + np.array([14.0, 7.0, 0, 0, 0, 0])
-    x = np.concatenate([main, mode, poison])
+    x = mode_with_nested_poison(seed=0)
     return cluster_class(x, label=3, positions=np.arange(1000, 1600), n_clusters="stable")
 
 

@@ -1,0 +1,19 @@
+"""Synthetic activations shared by the core and KFP tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Rows of the planted poison in :func:`mode_with_nested_poison`.
+NESTED_POISON_ROWS = np.arange(550, 600)
+
+
+def mode_with_nested_poison(seed: int = 2) -> np.ndarray:
+    """A class of 600 rows in 6 dimensions: a main mode (340 rows), a second natural mode of 35%
+    far from it (210 rows), and a tight 8% poison cluster (50 rows, the last ones) inside the
+    second mode's region: poison that 2-means leaves inside a mode."""
+    rng = np.random.default_rng(seed)
+    main = rng.normal(0.0, 1.0, size=(340, 6))
+    mode = rng.normal(0.0, 1.5, size=(210, 6)) + np.array([14.0, 0, 0, 0, 0, 0])
+    poison = rng.normal(0.0, 0.3, size=(50, 6)) + np.array([14.0, 7.0, 0, 0, 0, 0])
+    return np.concatenate([main, mode, poison])
