@@ -207,3 +207,17 @@ def test_bad_new_thresholds_are_refused(planted, name, value):
 def test_predictions_of_the_wrong_length_are_refused(planted):
     with pytest.raises(ValueError, match="predictions"):
         detect(planted.activations, planted.labels, predictions=planted.labels[:-1])
+
+
+def test_a_candidate_that_stays_in_its_class_says_so_in_the_reason(planted):
+    # A retrain that still puts every left-out row in its own label: no other class to name.
+    n_classes = int(planted.labels.max()) + 1
+
+    def own_label(train_mask: np.ndarray, query_positions: np.ndarray) -> np.ndarray:
+        return np.eye(n_classes)[planted.labels[np.asarray(query_positions)]]
+
+    result = detect(planted.activations, planted.labels, analysis="exre",
+                    retrain_and_predict=own_label)
+    report = result.class_report(2)
+    assert result.poisoned_classes == ()
+    assert "none as another class" in report.reason and "None" not in report.reason

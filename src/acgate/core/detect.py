@@ -241,9 +241,11 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
                     f"{confusion:.3f} ({'>=' if natural else '<'} {used.confusion:g}"
                     f"{': a natural overlap' if natural else ''})")
             poisoned = not natural
+    elsewhere = (f"{outcome.n_other} as class {outcome.source}" if outcome.source is not None
+                 else "none as another class")
     text = (f"{description}, {len(members) / n_class:.1%} of the class, left out of a retrain: "
-            f"{outcome.n_own} classified as {label}, {outcome.n_other} as class "
-            f"{outcome.source}; {why} -> {'poison' if poisoned else 'legitimate'}")
+            f"{outcome.n_own} classified as {label}, {elsewhere}; {why} -> "
+            f"{'poison' if poisoned else 'legitimate'}")
     return _GroupVerdict(group, members, outcome, poisoned, source_share, confusion, text)
 
 
