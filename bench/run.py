@@ -173,82 +173,73 @@ its cores (easily 2x noise). The reference tables ran on the device machine's 16
 10.9 s). Quality numbers (F1, flags) were identical across those two runs.
 
 Where the numbers come from: every table carries its own command and machine line. The
-2026-11-24 tables (reducers, size_threshold, text, the first art / scale runs) ran on the lent
-device machine's 16 CPU cores (GPU unused, torch 2.11 there vs 2.13 in the project venv); the
-2026-11-25 tables (mnist, multimodal, repair_mnist, scale, art, art_scale, source_share,
-digits_quality, beyond, beyond_mnist) ran on the project's 2-core machine with one torch
-thread, usually with a second benchmark on the other core. `--quick` runs locally and writes
-`RESULTS-quick.md` instead.
+2026-11-24 tables (reducers, size_threshold) ran on the lent device machine's 16 CPU cores (GPU
+unused, torch 2.11 there vs 2.13 in the project venv) with the core of that day (2-means
+candidates); scale, art_scale and repair_mnist are local runs of 2026-11-25, also before the
+stable candidates (scale and art_scale time `detect(size-silhouette)`, which still uses
+2-means; repair_mnist's flags came from the 2-means candidates). Every other table (candidates,
+source_share, digits_quality, beyond, text, mnist, multimodal, art, beyond_mnist) was rerun on
+2026-12-02 with the current defaults on the project's 2-core machine, one torch thread, usually
+with a second benchmark on the other core; the MNIST-scale experiments share each proxy
+through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activations).
+`--quick` runs locally and writes `RESULTS-quick.md` instead.
 
-### Findings (2026-11-24 device run, updated by the 2026-11-25 local runs; tables have the numbers)
+### Findings (2026-12-02; tables have the numbers)
 
-- **MNIST target met** (section `mnist`, local 2-core rerun after the 2026-11-25 core changes):
-  F1 0.996 / 0.998 / 0.999 at 10 / 15 / 33% BadNets (every class >= 0.98), 0 of 10 classes
-  flagged on unpoisoned MNIST. Raw-pixel baseline (FastICA 10 + 2-means, smaller cluster): F1
-  0.53 / 0.47 / 0.98 (paper 0.16 at 10%, 0.86 at 33%). Per-class size ratios of poisoned
-  classes 0.100-0.104 (paper Table 3: <= .11).
-- **Source-share test** (section `source_share`, new default 0.47): exclusionary reclassification
-  now also needs >= 47% of a left-out cluster to go to one other class. On digits every
-  unpoisoned run (seeds 0, 1, 2) flags nothing (the paper's l/p rule alone flagged classes 1 and
-  9 on seeds 1 and 2); 10% F1 drops 0.828 -> 0.815 (seed 0) and 0.688 -> 0.662 (seed 1), 15%
-  and 33% unchanged. 0.45 leaves a clean flag on seed 2; 0.50 loses a poisoned class at 15%.
-- **Digits target (F1 >= 0.9) still MISSED at 10% (0.815 / 0.662) and at 15% on seed 1 (0.778)**;
-  33%: 0.972 / 0.994 (section `digits_quality`, local). In classes 1, 2 and 6 2-means splits a
-  writing style, not the poison (the poison cluster is mixed with 30-70 clean samples).
-  `n_clusters="auto"` (k = 2..4 by silhouette) isolates more of it (10%: 0.882 / 0.806) but
-  splits clean classes into modes that get flagged unless the source share is raised to 0.6
-  (then 0.882 / 0.736 at 10%, 0.821 / 0.881 at 15%, no clean flag): not the default until
-  measured on MNIST. Tried and measured without gain (not in a table; scripts were
-  throw-away): confidence of the retrain, input-gradient (saliency) consistency of the
-  left-out group, one retrain per class instead of one for all.
-- **Multimodal "7+" MISSED** (section `multimodal`): 0 <- 7+ F1 0.00 with k = 2 (class 0's
-  2-means splits the zeros in half and hides the poison), 0.69 with k = auto; 7+ <- 6: 0.00
-  (the 7+ class splits 7 | 8,9 and the poison stays inside a mode); 7+ <- 4,5,6: 0.30. The
-  unpoisoned merged data flags nothing (the source-share test clears the 7 | 8,9 split).
-- **Scale** (section `scale`, local): `detect(size-silhouette)` 2.3 / 2.7 / 7.0 s at 60k / 200k
-  / 1M rows in memory; `acgate detect` streamed from Parquet 3.4 / 4.5 / 10.6 s with a peak RSS
-  of 423 / 624 / 1121 MiB (target <= 1.5 GB met; it was 3.8 GB before this session's fixes:
-  batch decoding into preallocated arrays, no Parquet pre-buffering, PCA from the covariance,
-  no SVD views kept). F1 0.985 at every size; time grows sub-linearly from 200k to 1M.
-- **ART at scale** (section `art_scale`): on the same synthetic activations ART's defaults
-  (PCA + one KMeans + "smaller", no silhouette, no test at all) are faster than acgate's
-  `detect(size-silhouette)`, whose time is ~80% the silhouette on 4,000 sampled points per
-  class; both reach F1 0.985 because every synthetic class is poisoned (ART's "smaller" flags
-  the smaller half of every clean class too, see `art`). Against this bare analysis the
-  issue's >= 5x / >= 20x speed targets are MISSED (0.08x at 60k, 0.44x at 1M).
-- **ART 1.20.1 side by side on MNIST** (section `art`, local rerun, same data and proxy, median
-  of 3): acgate's defaults F1 0.996 and 0 clean classes flagged (exre, 65 s with a fresh 2-epoch
-  retrain each run); acgate `size-silhouette` F1 0.995, 0 clean classes, 2.5 s. ART as a user
-  calls it (its own forward pass, which takes the logits) F1 0.54, 16.4 s, and it flags all 10
-  classes of the unpoisoned run (25,333 rows); the paper's FastICA + relative-size on logits
-  0.55, silhouette-scores 0.18; FastICA on the 128-d layer 0.00. ART's defaults fed the 128-d
-  layer: F1 0.995 in 0.14 s, but again all 10 clean classes flagged (27,266 rows): its
-  "smaller" rule has no test. Speed: acgate's detection call (2.5 s) is 6.7x faster than ART's
-  call as a user makes it (16.4 s), but that call includes ART's forward pass, and acgate's own
-  extraction of the same activations took ~14 s here outside its detection call; on given
-  activations ART's bare analysis is faster (0.14 s, section `art_scale`). So the issue's >= 5x
-  target is met only in the first reading; we count it as MISSED.
-- **Repair on MNIST at 33%** (section `repair_mnist`, local): the scan flags 29,530 rows (F1
-  0.999); before repair clean error 0.013 / attack success 0.978; `relabel` 0.010 / 0.001 after
-  18 epochs (converged: loss change < 1e-3 twice; paper: 14 epochs), 724 s; `remove` 0.011 /
-  0.027 (2 epochs, 53 s). Relabel trains on all 89,553 rows each epoch (replay fraction 1.0).
+- **Candidates** (section `candidates`, the table that chose the default): exclusionary
+  reclassification now judges *stable* clusters (k = 2..4, kept when the k + 1 clustering keeps
+  their boundary) plus stable sub-clusters inside them, with a natural-confusion test and source
+  share 0.5. Against the previous default (the 2-means small cluster): MNIST BadNets 5% F1
+  0.818 -> 0.995, 2% 0.000 -> 0.566; 7+ runs 0.758 / 0.000 / 0.000 -> 0.798 / 0.866 / 0.431;
+  Fashion-MNIST clean flags [4, 7] -> none; digits 10% mean F1 (5 seeds) 0.659 -> 0.815, 15%
+  0.806 -> 0.888, 33% 0.931 -> 0.897, blend 0.892 -> 0.951; clean digits 3 flags in 5 seeds
+  either way. 0.47 instead of 0.5 flags class 7 of the unpoisoned 7+ data.
+- **MNIST target met** (section `mnist`): F1 0.996 / 0.998 / 0.999 at 10 / 15 / 33% BadNets
+  (every class >= 0.987; paper: ~100%), 0 classes flagged on unpoisoned MNIST. Raw-pixel
+  baseline (FastICA 10 + 2-means, smaller cluster): F1 0.53 / 0.47 / 0.98 (paper 0.16 at 10%,
+  0.86 at 33%).
 - **Beyond the paper on MNIST** (section `beyond_mnist`, every analyzer on the same
-  activations): blended trigger at 10% F1 0.997 (alpha 0.1) / 0.995 (alpha 0.2) with the
-  default (target >= 0.9 met); BadNets 5% F1 0.74 (recall 0.59: target >= 0.95 MISSED; the plain
-  size + silhouette rule 0.81), 2% and 1% 0.00 (nothing flagged; the analyzers that flag
-  something there are at F1 <= 0.25). Clean runs: unpoisoned MNIST 0 classes flagged;
-  unpoisoned Fashion-MNIST flags class 7 with the default and with size + silhouette (target
-  MISSED), 0 with spectral and distance. Robust covariance flags 8-10 classes in every clean
-  run and "smaller cluster" (ART's rule) all 10: neither is a detector on its own.
+  activations): BadNets 5% F1 0.995 (target >= 0.95 met; the paper's size + silhouette rule
+  0.674), blended trigger at 10% F1 0.997 / 0.995 (alpha 0.1 / 0.2, target >= 0.9 met), no class
+  flagged on unpoisoned MNIST or Fashion-MNIST (target met; size + silhouette flags Fashion
+  class 7). 2%: F1 0.566 (4 classes found, precision 0.97); 1%: F1 0.000, and class 1 is flagged
+  on the wrong rows. Robust covariance flags all 10 classes of every run and "smaller cluster"
+  (ART's rule) too: neither is a detector on its own; spectral and distance find nothing at
+  1-5%.
+- **Multimodal "7+" MISSED** (section `multimodal`, target F1 >= 0.95): 0 <- 7+ F1 0.798, 7+ <- 6
+  0.866, 7+ <- 4,5,6 0.431 (previous default 0.758 / 0.000 / 0.000); the unpoisoned merged data
+  flags nothing. With three sources the poison inside 7+ splits by source and only part of it
+  forms a candidate that goes >= 70% to one class.
+- **Digits target (F1 >= 0.9) met on seed 0 only** (section `digits_quality`: 0.947 / 0.903 /
+  0.939 at 10 / 15 / 33%); over seeds 1-4 F1 ranges 0.686-0.942, and the unpoisoned run flags
+  one class on seeds 1, 3 and 4 (classes 1, 7, 4). With ~180 images a class a writing style and
+  the poison share a cluster at every k, and a writing style whose left-out rows go >= 50% to
+  one neighbour looks like poison to exclusionary reclassification. Source share (section
+  `source_share`): 0.6 clears seeds 3-4 but loses a poisoned class at 15% (min F1 0.672).
+- **Beyond the paper on digits** (section `beyond`): blended trigger at 15%, alpha 0.1-0.2, 5
+  seeds: F1 0.880-0.995, >= 0.9 in 13 of 15 runs (target met on
+  seed 0: 0.939 / 0.991 / 0.942); two clean classes merged under one label (0 + 1) flagged on 4 of 5
+  seeds (seed 0 clean).
+- **ART 1.20.1 side by side on MNIST** (section `art`, same data and proxy, median
+  of 3): acgate's defaults F1 0.996, no clean class flagged (58 s: the retrain is the cost);
+  acgate `size-silhouette` F1 0.996, none flagged, 1.7 s. ART as a user calls it (its forward
+  pass takes the logits) F1 0.57 in 14.4 s and flags all 10 classes of the unpoisoned run; its
+  paper configuration (FastICA + relative size) 0.60; ART's defaults fed the 128-d layer F1
+  0.996 in 0.46 s but again all 10 clean classes flagged: its "smaller" rule has no test.
 - **Text (Rotten Tomatoes, section `text`)**: "-travelerthehorse" signature at 10%: F1 0.998 /
-  0.998 / 1.000 (seeds 0-2), no flags in the unpoisoned runs (paper: 100% / 100%).
-- **Beyond the paper (digits, section `beyond`)**: blended trigger at 15%: F1 0.84-0.94
-  (alpha 0.1-0.2; >= 0.9 in 2 of 6 runs); two clean classes merged under one label (0+1, no
-  poison) ARE flagged (class 0, ~140 rows): the 1s left out go to one other class. Both
-  targets of that issue missed.
-- **PCA over ICA, size cut 0.45** (sections `reducers`, `size_threshold`, device run of
-  2026-11-24): whitened ICA crashed or collapsed at 33% and flags more clean classes; 0.35
-  loses the 33% case (F1 0.86-0.87 vs 0.98).
+  0.996 / 1.000 (seeds 0-2), no flags in the unpoisoned runs (paper: 100% / 100%); two-class
+  data keeps the 2-means candidate (run with source share 0.47, which cannot change a two-class
+  verdict: l/p < 1 already sends more than half of a cluster to the other class).
+- **Scale** (section `scale`, 2026-11-25): `acgate detect` streamed from Parquet 3.4 / 4.5 / 10.6
+  s at 60k / 200k / 1M rows, peak RSS 423 / 624 / 1121 MiB (target <= 1.5 GB met). ART's bare
+  analysis on given activations is faster than `detect(size-silhouette)` (section `art_scale`:
+  0.08x at 60k, 0.44x at 1M; the issue's speed targets MISSED there).
+- **Repair on MNIST at 33%** (section `repair_mnist`, 2026-11-25, flags from the 2-means
+  candidates, F1 0.999): clean error 0.013 / attack success 0.978 before; `relabel` 0.010 /
+  0.001 after 18 epochs (paper: 14); `remove` 0.011 / 0.027.
+- **PCA over ICA, size cut 0.45** (sections `reducers`, `size_threshold`, 2026-11-24): whitened
+  ICA crashed or collapsed at 33% and flags more clean classes; 0.35 loses the 33% case (F1
+  0.86-0.87 vs 0.98).
 
 Digits: scikit-learn's 1,797 8x8 digits, BadNets all-to-all (l -> l+1, inverted 2x2 corner),
 `rate` = poison share of each target class; proxy = the default small CNN, 30 epochs.
@@ -512,10 +503,10 @@ def exp_source_share() -> str:
             "turns sub-clusters off). Natural-confusion test at its default (on digits the proxy "
             "fits its training set, so it rarely fires). Cells: poison F1 over the seeds "
             f"{list(seeds())}; clean: the classes flagged in each seed's unpoisoned run. The "
-            "default (0.47, 0.7) has the highest F1 among the settings with the fewest clean "
-            "flags but one (0.6 flags fewer and loses a poisoned class at 15%; 0.4 adds two "
-            "clean flags); on the MNIST-scale runs 0.47 and 0.5 flag the same rows "
-            "(`candidates`).\n\n"
+            "default (0.5, 0.7) flags the same clean digits classes as 0.47 at a lower F1 "
+            "(0.6 flags fewer and loses a poisoned class at 15%; 0.4 adds two clean flags); it is "
+            "the default because on the MNIST-scale runs 0.47 flags class 7 of the unpoisoned "
+            "7+ data and 0.5 flags nothing (`candidates`).\n\n"
             + table_header() + "\n" + markdown_table(header, rows))
 
 
@@ -655,9 +646,10 @@ def exp_mnist() -> str:
         + markdown_table(["run", "mean class accuracy", "precision", "recall", "F1", "seconds",
                           "acgate default F1"], rows_raw)
         + "\nPer class: share of the suspicious (else smallest) cluster, silhouette of the "
-          "2-means split, exclusionary-reclassification l/p of the candidate (`-`: no candidate "
-          "under the 0.45 size cut) and suspected source (the paper's Table 3 analogue: the paper "
-          "reports size ratios <= .11 and silhouettes mostly >= .15 for poisoned classes).\n\n"
+          "clustering it comes from (the candidates' k), exclusionary-reclassification l/p of the "
+          "candidate (`-`: no stable candidate under the 0.45 size cut) and suspected source "
+          "(the paper's Table 3 analogue: the paper reports size ratios <= .11 and silhouettes "
+          "mostly >= .15 for poisoned classes).\n\n"
         + table_header() + "\n"
         + markdown_table(["run", "class", "size ratio", "silhouette", "exre l/p",
                           "suspected source", "verdict"], rows_table3)
