@@ -50,6 +50,13 @@ ANALYSES: tuple[str, ...] = get_args(AnalysisName)
 RetrainAndPredict = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
+#: Defaults of exclusionary reclassification's source share, nested-candidate source share
+#: and natural-confusion cut (measured: bench/RESULTS.md, "candidates").
+SOURCE_SHARE_THRESHOLD = 0.5
+NESTED_SOURCE_SHARE_THRESHOLD = 0.7
+CONFUSION_THRESHOLD = 0.03
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """The thresholds a class is judged with.
@@ -72,15 +79,15 @@ class Thresholds:
             of the source's samples it predicts as the class. A trigger makes poison trivially
             separable from its source, so poison pairs stay below (MNIST: at most 0.018); a
             class pair the proxy itself mixes up is a natural overlap (Fashion-MNIST shirt and
-            T-shirt: 0.19). Used only when the proxy's predictions are given; 1 disables it.
+            T-shirt: 0.19). Used only when the proxy's predictions are given; 2 disables it.
     """
 
     size: float = 0.35
     silhouette: float = 0.10
     exre: float = 1.0
-    source_share: float = 0.5
-    nested_source_share: float = 0.7
-    confusion: float = 0.03
+    source_share: float = SOURCE_SHARE_THRESHOLD
+    nested_source_share: float = NESTED_SOURCE_SHARE_THRESHOLD
+    confusion: float = CONFUSION_THRESHOLD
 
     def as_dict(self) -> dict[str, float]:
         """The thresholds by name."""

@@ -26,9 +26,12 @@ import numpy as np
 import sklearn
 
 from acgate.core import validation
-from acgate.core.analyses import (
+from acgate.core.analyses import (  # the ExRe defaults are re-exported for the adapters
     ANALYSES,
     ANALYSIS_REGISTRY,
+    CONFUSION_THRESHOLD,
+    NESTED_SOURCE_SHARE_THRESHOLD,
+    SOURCE_SHARE_THRESHOLD,
     AnalysisName,
     ClassContext,
     ClassJudgement,
@@ -53,11 +56,6 @@ AnalysisChoice = AnalysisName | Literal["auto"]
 SIZE_THRESHOLD = 0.35
 #: Default candidate cut under exclusionary reclassification (measured: bench/RESULTS.md).
 EXRE_SIZE_THRESHOLD = 0.45
-#: Default source share, nested-candidate source share and confusion cut under exclusionary
-#: reclassification (measured: bench/RESULTS.md, "candidates").
-SOURCE_SHARE_THRESHOLD = 0.5
-NESTED_SOURCE_SHARE_THRESHOLD = 0.7
-CONFUSION_THRESHOLD = 0.03
 CLUSTER_MODES: tuple[str, ...] = ("auto", "stable")
 
 
