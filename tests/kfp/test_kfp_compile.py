@@ -70,3 +70,24 @@ def test_compiled_inputs_pass_the_submitter_checks(tmp_path):
                             "silhouette_threshold": 0.1, "analysis": "exre"}, inputs,
                            package_path=path)
     assert sent["size_threshold"] == 0.35 and sent["model_version"] == "3"
+
+
+def test_compiled_exre_defaults_are_the_core_defaults(tmp_path):
+    # KFP needs the defaults as literals in the pipeline and component signatures; they must
+    # not drift from the library's (a scheduled run would judge by other thresholds than a scan).
+    from acgate.core.detect import (
+        CONFUSION_THRESHOLD,
+        NESTED_SOURCE_SHARE_THRESHOLD,
+        SOURCE_SHARE_THRESHOLD,
+    )
+
+    sys.path.insert(0, str(ROOT))
+    import pipeline
+
+    spec = yaml.safe_load(pipeline.compile_pipeline(tmp_path / "p.yaml").read_text())
+    expected = {"source_share_threshold": SOURCE_SHARE_THRESHOLD,
+                "nested_source_share_threshold": NESTED_SOURCE_SHARE_THRESHOLD,
+                "confusion_threshold": CONFUSION_THRESHOLD}
+    for where in (spec["root"], spec["components"]["comp-analyze"]):
+        parameters = where["inputDefinitions"]["parameters"]
+        assert {name: parameters[name]["defaultValue"] for name in expected} == expected
