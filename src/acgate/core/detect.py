@@ -377,6 +377,7 @@ def analyze(
     class_thresholds = dict(class_thresholds or {})
     analysis = resolve_analysis(analysis, retrain_and_predict)
     n = len(labels)
+    validation.check_informative(activations, segments)
     notes: list[str] = []
     for clustering in clusterings:
         notes.extend(f"class {clustering.label}: {w}" for w in clustering.warnings)

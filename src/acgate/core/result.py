@@ -195,9 +195,15 @@ class DetectionResult:
         return int(len(self.sample_ids))
 
     @property
-    def verdict(self) -> Literal["clean", "poisoned"]:
-        """``"poisoned"`` when any class is poisoned, else ``"clean"``."""
-        return "poisoned" if any(c.is_poisoned for c in self.classes) else "clean"
+    def verdict(self) -> Literal["clean", "poisoned", "incomplete"]:
+        """``"poisoned"``, ``"incomplete"`` or ``"clean"``.
+
+        ``"poisoned"`` when any class is poisoned; else ``"incomplete"`` when a class was skipped
+        (it could not be judged, so the data is not known to be clean); else ``"clean"``.
+        """
+        if any(c.is_poisoned for c in self.classes):
+            return "poisoned"
+        return "incomplete" if self.skipped_classes else "clean"
 
     @property
     def flagged_indices(self) -> np.ndarray:

@@ -123,6 +123,30 @@ def check_class_count(
                          f"at least {min_class_size} to be judged: drop or relabel those rows")
 
 
+def check_informative(activations: np.ndarray, segments: np.ndarray, *,
+                      name: str = "activations") -> None:
+    """Refuse activations that carry no information: identical vectors within every class.
+
+    All-zero activations (a dead layer, an untrained model, the wrong layer) or vectors that are
+    constant per class would leave every class unjudged; a verdict drawn from them would be
+    empty, so they are an error rather than a "clean" result.
+
+    Raises:
+        ValueError: Naming ``name``, saying whether the values are all zero or constant per
+            class.
+    """
+    for label in np.unique(segments):
+        rows = activations[segments == label]
+        if len(rows) > 1 and np.ptp(rows, axis=0).any():
+            return
+    what = ("all zero" if not activations.any() else
+            "identical within every class (constant per class)")
+    raise ValueError(
+        f"{name} carry no information: the {activations.shape[0]} x {activations.shape[1]} "
+        f"values are {what}, so no class can be judged. The model or layer is dead, untrained "
+        "or the wrong one: extract from another layer, or train the model")
+
+
 def check_sample_ids(sample_ids: Any, n_samples: int) -> np.ndarray:
     """Return unique int64 sample ids (default: ``0..n_samples-1``)."""
     if sample_ids is None:

@@ -45,6 +45,7 @@ h3 { font-size: 16px; margin-top: 22px; }
            border-radius: 10px; color: #fff; display: inline-block; }
 .verdict-poisoned { background: #c0392b; }
 .verdict-clean { background: #1e8449; }
+.verdict-incomplete { background: #b9770e; }
 .subverdict { font-size: 18px; margin: 10px 0 0 4px; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0; }
 th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
@@ -235,6 +236,10 @@ def _document(
     if verdict == "poisoned":
         subverdict = ("Poisoned classes: " + ", ".join(_e(c) for c in result.poisoned_classes)
                       + f" — {n_flagged} of {result.n_samples} samples flagged")
+    elif verdict == "incomplete":
+        subverdict = ("No class judged poisoned, but class(es) "
+                      + ", ".join(_e(c) for c in result.skipped_classes)
+                      + " could not be judged: the data is not known to be clean")
     else:
         subverdict = f"No class judged poisoned — {n_flagged} of {result.n_samples} flagged"
     sources = {r.label: r.suspected_source for r in result.classes if r.is_poisoned}
