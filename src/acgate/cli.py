@@ -1,26 +1,41 @@
 """The ``acgate`` command line: parses, configures logging, calls the library, maps exit codes.
 
-Exit codes: 0 clean (or success), 3 poison found (or promotion refused), 2 bad input or usage,
-1 the environment failed (disk full, file-size limit, ...) or an internal error.
+Exit codes (one table, :mod:`acgate.errors`): 0 clean / promoted, 1 internal error, 2 bad input or
+arguments, 3 poison found / promotion refused, 4 infrastructure (tracking store unreachable,
+stalled or full; disk full), 5 incomplete (a class could not be judged).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_CLEAN = 0
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
-EXIT_POISON = 3
+from acgate.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CLEAN,
+    EXIT_CODES,
+    EXIT_ERROR,
+    EXIT_INCOMPLETE,
+    EXIT_INFRASTRUCTURE,
+    EXIT_POISON,
+    InfrastructureError,
+)
+
+__all__ = ["EXIT_BAD_INPUT", "EXIT_CLEAN", "EXIT_ERROR", "EXIT_INCOMPLETE",
+           "EXIT_INFRASTRUCTURE", "EXIT_POISON", "build_parser", "main"]
 
 logger = logging.getLogger("acgate")
 
+#: Errors of the environment, not of the input: disk full, file too large, I/O error, quota.
+_INFRASTRUCTURE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EDQUOT,
+                                    errno.EROFS, errno.ENOMEM})
 
 
 def _n_clusters(text: str) -> int | str:
@@ -77,6 +92,18 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
                             f"{CONFUSION_THRESHOLD}; 2 disables the test)")
     group.add_argument("--segment-by", choices=("label", "prediction"), default="label")
     group.add_argument("--seed", type=int, default=0, help="seed of every random step")
+    group.add_argument("--allow-skipped", action="store_true",
+                       help="exit 0 instead of 5 (incomplete) when a class could not be judged "
+                            "and none was poisoned")
+
+
+def _add_output_options(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument("--out", type=Path, required=True, help=help_text + "; refused when it "
+                        "is the working folder, holds an input, or holds files acgate did not "
+                        "write")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a folder that holds other files: only acgate's outputs "
+                             "are replaced, every other file is kept")
 
 
 def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
@@ -92,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="acgate", description="Find backdoor-poisoned training data (Activation "
-        "Clustering) and gate model promotion on it.")
+        "Clustering) and gate model promotion on it.", epilog=exit_code_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"acgate {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     parser.add_argument("--torch-threads", type=int, default=1,
@@ -103,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan = sub.add_parser("scan", help="train a proxy, extract activations, detect poison")
     scan.add_argument("dataset", type=Path,
                       help="dataset Parquet file (label + image, or label + text)")
-    scan.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_output_options(scan, "output folder")
     scan.add_argument("--model", default=None, help="your model file (TorchScript or "
                       "state_dict) instead of training a proxy")
     scan.add_argument("--model-module", default=None,
@@ -121,14 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     det = sub.add_parser("detect", help="run the analysis on an activations Parquet file")
     det.add_argument("activations", type=Path)
-    det.add_argument("--out", type=Path, required=True)
+    _add_output_options(det, "output folder")
     _add_detector_options(det)
 
     poison = sub.add_parser("poison", help="write a BadNets/blend-poisoned copy of a dataset "
                             "(or a signature-poisoned copy of a text dataset)")
     poison.add_argument("dataset", help="dataset Parquet file, or 'digits' (embedded images) or "
                         "'rotten-tomatoes' (real review snippets, text)")
-    poison.add_argument("--out", type=Path, required=True, help="output Parquet file")
+    poison.add_argument("--out", type=Path, required=True,
+                        help="output Parquet file (never the input itself)")
     poison.add_argument("--rate", type=float, default=0.1,
                         help="poison share of each target class (default: 0.1)")
     poison.add_argument("--pairs", default=None,
@@ -151,8 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("dataset", type=Path, help="the scanned dataset Parquet file")
     repair.add_argument("--samples", type=Path, required=True,
                         help="the scan's samples.parquet")
-    repair.add_argument("--out", type=Path, required=True,
-                        help="output folder: cleaned.parquet, model.pt, repair.json")
+    _add_output_options(repair, "output folder: cleaned.parquet, model.pt, repair.json")
     repair.add_argument("--model", type=Path, default=None,
                         help="the proxy's state_dict (default: train a fresh proxy)")
     repair.add_argument("--strategy", choices=("relabel", "remove"), default="relabel")
@@ -184,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="poison the embedded digits, scan, print F1")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))
+    demo.add_argument("--overwrite", action="store_true",
+                      help="write into a folder that holds other files (only acgate's outputs "
+                           "are replaced)")
     demo.add_argument("--rate", type=float, default=0.33)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--no-mlflow", action="store_true")
@@ -242,8 +273,21 @@ def format_class_table(result: Any) -> str:
     return "\n".join(lines)
 
 
-def _exit_for(result: Any) -> int:
-    return EXIT_POISON if result.verdict == "poisoned" else EXIT_CLEAN
+def exit_code_help() -> str:
+    """The exit-code table of ``acgate --help`` (from :data:`acgate.errors.EXIT_CODES`)."""
+    return "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
+
+
+def _exit_for(result: Any, allow_skipped: bool = False) -> int:
+    """Exit code of a verdict: poisoned 3, incomplete 5 (0 with ``--allow-skipped``), clean 0."""
+    if result.verdict == "poisoned":
+        return EXIT_POISON
+    if result.verdict == "incomplete" and not allow_skipped:
+        print(f"class(es) {list(result.skipped_classes)} could not be judged (reasons in the "
+              "table's report); the data is not known to be clean. --allow-skipped accepts "
+              "that", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return EXIT_CLEAN
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
@@ -252,17 +296,24 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
     outcome = run_scan(args.dataset, args.out, _config(args), tracking_uri=_tracking_uri(args),
                        experiment=args.experiment, modality=args.modality,
-                       report=not args.no_report)
+                       report=not args.no_report, overwrite=args.overwrite)
     print(format_class_table(outcome.result))
     print(f"outputs: {outcome.out_dir}" + (f"  mlflow run: {outcome.run_id}"
                                             if outcome.run_id else ""))
-    return _exit_for(outcome.result)
+    code = _exit_for(outcome.result, args.allow_skipped)
+    if outcome.tracking_error is not None:
+        print(f"acgate scan: error: the verdict above is written to {outcome.out_dir}, but "
+              f"tracking failed: {outcome.tracking_error}", file=sys.stderr)
+        # A poisoned verdict stays exit 3: an outage must not hide it.
+        return code if code == EXIT_POISON else EXIT_INFRASTRUCTURE
+    return code
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
     """``acgate detect``: the analysis alone, on precomputed activations (any width)."""
+    from acgate.core.validation import check_class_count
     from acgate.io.activations import read_activations
-    from acgate.io.atomic import atomic_directory
+    from acgate.io.output import check_output_folder, output_folder
     from acgate.io.results import write_result
     from acgate.scan import detect_table
 
@@ -270,17 +321,17 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if config.analysis == "exre":
         raise ValueError("--analysis exre needs the data and a model to retrain; use "
                          "`acgate scan`, or another --analysis with `acgate detect`")
-    from acgate.core.validation import check_class_count
-
+    check_output_folder(args.out, inputs=[args.activations])
     table = read_activations(args.activations)
     if len(table.indices) == 0:
         raise ValueError(f"{args.activations}: the activations file has no rows")
     check_class_count(table.labels, name=f"{args.activations}: column 'label'")
     result = detect_table(table, config)
-    with atomic_directory(args.out) as staging:
-        write_result(result, staging)
+    with output_folder(args.out, command="detect", inputs=[args.activations],
+                       overwrite=args.overwrite) as output:
+        write_result(result, output.staging)
     print(format_class_table(result))
-    return _exit_for(result)
+    return _exit_for(result, args.allow_skipped)
 
 
 def _parse_pairs(text: str | None) -> list[tuple[int, int]] | None:
@@ -315,6 +366,20 @@ def _is_text_dataset_file(dataset: str) -> bool:
     return "text" in names and "image" not in names
 
 
+def _check_poison_out(args: argparse.Namespace) -> None:
+    """``poison --out`` must never be the input: the clean original would be overwritten."""
+    if args.dataset in ("digits", *TEXT_DATASETS):
+        return
+    source, out = Path(args.dataset), Path(args.out)
+    same = source.resolve() == out.resolve()
+    if not same and source.exists() and out.exists():
+        same = os.path.samefile(source, out)
+    if same:
+        raise ValueError(f"--out {str(args.out)!r} is the input dataset {args.dataset!r}; "
+                         "poison writes a poisoned copy and never replaces the original: give "
+                         "another --out")
+
+
 def cmd_poison_text(args: argparse.Namespace) -> int:
     """``acgate poison`` on a text dataset: append a signature to source-class copies."""
     from acgate.io.datasets import read_text_dataset, write_text_dataset
@@ -345,6 +410,7 @@ def cmd_poison_text(args: argparse.Namespace) -> int:
 
 def cmd_poison(args: argparse.Namespace) -> int:
     """``acgate poison``."""
+    _check_poison_out(args)
     if _is_text_dataset_file(args.dataset):
         return cmd_poison_text(args)
     given = [f"--{name}" for name in _TEXT_OPTIONS if getattr(args, name) is not None]
@@ -379,7 +445,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
     outcome = run_repair(args.dataset, args.samples, args.model, args.out,
                          strategy=args.strategy, seed=args.seed, epochs=args.epochs,
                          max_epochs=args.max_epochs, replay_fraction=args.replay_fraction,
-                         test_dataset_path=args.test_dataset, fingerprint=args.fingerprint)
+                         test_dataset_path=args.test_dataset, fingerprint=args.fingerprint,
+                         overwrite=args.overwrite)
     report = outcome.report
     print(f"{report['strategy']}: {report['n_relabelled']} relabelled, {report['n_removed']} "
           f"removed, {report['epochs']} epochs, {report['seconds']:.1f} s")
@@ -400,7 +467,12 @@ def cmd_repair(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    """``acgate gate``: fails closed; exit 3 when promotion is refused."""
+    """``acgate gate``: fails closed; the exit code says why the alias did not move.
+
+    0 promoted; 3 refused (poison, a skipped class, a training-data digest that is not the
+    scan's, tampered or inconsistent evidence); 2 bad arguments (unknown run, model or version,
+    a store that does not exist); 4 the store is unreachable, stalls or fails.
+    """
     from acgate.mlflow import promote
 
     decision = promote(tracking_uri=args.tracking_uri, run_id=args.run_id,
@@ -408,7 +480,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
                        alias=args.alias, silhouette_threshold=args.silhouette_threshold,
                        size_threshold=args.size_threshold, allow_skipped=args.allow_skipped)
     print(json.dumps(decision.to_dict(), indent=2, default=str))
-    return EXIT_CLEAN if decision.promoted else EXIT_POISON
+    if decision.promoted:
+        return EXIT_CLEAN
+    outcome = getattr(decision, "outcome", "refused")
+    return {"bad_input": EXIT_BAD_INPUT, "unavailable": EXIT_INFRASTRUCTURE}.get(
+        outcome, EXIT_POISON)
 
 
 def evaluation_table(result: Any, is_poison: Any) -> tuple[str, dict[str, float]]:
@@ -431,17 +507,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``acgate demo``: poison the embedded digits, scan them, score the flags."""
     from acgate.io.datasets import write_image_dataset
     from acgate.io.loaders import load_digits_dataset
+    from acgate.io.output import output_folder
     from acgate.io.poison import poison_image_dataset
     from acgate.scan import ScanConfig, run_scan
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    tracking_uri = _tracking_uri(args)
     poisoned = poison_image_dataset(load_digits_dataset(), rate=args.rate, seed=args.seed)
     data_path = args.out / "digits-poisoned.parquet"
-    write_image_dataset(poisoned, data_path)
-    print(f"poisoned digits: {len(poisoned)} rows, {int(poisoned.columns['is_poison'].sum())} "
-          f"poison (BadNets, l -> l+1, {args.rate:.0%} of each class) -> {data_path}")
-    outcome = run_scan(data_path, args.out / "scan", ScanConfig(seed=args.seed),
-                       tracking_uri=_tracking_uri(args))
+    with output_folder(args.out, command="demo", overwrite=args.overwrite) as output:
+        write_image_dataset(poisoned, output.staging / data_path.name)
+        output.commit()
+        print(f"poisoned digits: {len(poisoned)} rows, "
+              f"{int(poisoned.columns['is_poison'].sum())} poison (BadNets, l -> l+1, "
+              f"{args.rate:.0%} of each class) -> {data_path}")
+        outcome = run_scan(data_path, args.out / "scan", ScanConfig(seed=args.seed),
+                           tracking_uri=tracking_uri)
     print(format_class_table(outcome.result))
     table, _ = evaluation_table(outcome.result, poisoned.columns["is_poison"])
     print("\nagainst the ground truth (never used for detection):")
@@ -449,7 +529,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nreport: {outcome.files.get('report.html')}")
     if outcome.run_id:
         print(f"mlflow run {outcome.run_id}; browse with: mlflow ui --backend-store-uri "
-              f"{_tracking_uri(args)}")
+              f"{tracking_uri}")
     return EXIT_CLEAN
 
 
@@ -474,13 +554,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             torch.set_num_threads(max(1, args.torch_threads))
         return COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError) as error:
+    except InfrastructureError as error:
+        print(f"acgate {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_INFRASTRUCTURE
+    except (ValueError, TypeError) as error:
         print(f"acgate {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as error:
-        # The environment failed (disk full, file-size limit, permissions), not the input.
         print(f"acgate {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        # The environment failed (disk full, file-size limit, I/O), or the input did not
+        # exist or could not be opened (a missing file, a folder, no permission).
+        return EXIT_INFRASTRUCTURE if error.errno in _INFRASTRUCTURE_ERRNOS else EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"acgate {args.command}: interrupted", file=sys.stderr)
         return EXIT_ERROR

@@ -1,13 +1,16 @@
 """What can go wrong, and the exit code each outcome maps to: one table for the CLI and docs.
 
-| code | name | meaning |
-|---|---|---|
-| 0 | ``EXIT_CLEAN`` | clean verdict; model promoted; or the command succeeded |
-| 1 | ``EXIT_ERROR`` | an internal error (a bug in acgate: the traceback is printed) |
-| 2 | ``EXIT_BAD_INPUT`` | bad input or bad arguments (the message names the file, column or flag) |
-| 3 | ``EXIT_POISON`` | poison found; promotion refused (poison, or evidence that does not check out) |
-| 4 | ``EXIT_INFRASTRUCTURE`` | the environment failed: tracking store unreachable, stalled or full; disk full |
-| 5 | ``EXIT_INCOMPLETE`` | no poison found, but a class could not be judged (``--allow-skipped`` accepts it) |
+Exit codes of every ``acgate`` command:
+
+- 0 ``EXIT_CLEAN``: clean verdict; model promoted; or the command succeeded.
+- 1 ``EXIT_ERROR``: an internal error (a bug in acgate: the traceback is printed).
+- 2 ``EXIT_BAD_INPUT``: bad input or bad arguments (the message names the file, column, flag).
+- 3 ``EXIT_POISON``: poison found; promotion refused (poison, or evidence that does not check
+  out).
+- 4 ``EXIT_INFRASTRUCTURE``: the environment failed: tracking store unreachable, stalled or
+  full; disk full.
+- 5 ``EXIT_INCOMPLETE``: no poison found, but a class could not be judged (``--allow-skipped``
+  accepts it).
 
 A poisoned verdict, once reached, is printed and written before anything that can fail with an
 infrastructure error, and keeps exit 3 even when tracking fails afterwards.
@@ -38,6 +41,6 @@ class InfrastructureError(RuntimeError):
     """The environment failed, not the input (exit 4).
 
     A tracking store that is unreachable, stalls, answers with server errors or is full; a disk
-    that is full. Raised by the adapters (MLflow, file output) so that the CLI can tell an outage (exit 4)
-    from bad input (exit 2) and from poison (exit 3).
+    that is full. Raised by the adapters (MLflow, file output) so that the CLI can tell an
+    outage (exit 4) from bad input (exit 2) and from poison (exit 3).
     """

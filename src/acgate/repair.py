@@ -414,6 +414,7 @@ def run_repair(
     test_dataset_path: str | Path | None = None,
     fingerprint: str | None = None,
     config: Any = None,
+    overwrite: bool = False,
 ) -> RepairOutcome:
     """Repair a poisoned dataset and its model from a scan result.
 
@@ -443,6 +444,8 @@ def run_repair(
             the scan folder records.
         config: An :class:`acgate.scan.ScanConfig` for the proxy (architecture, batch size,
             learning rate, hidden width); its ``seed`` is replaced by ``seed``.
+        overwrite: Accept an output folder with files acgate did not write (only acgate's
+            outputs are replaced there; see :func:`acgate.io.output.output_folder`).
 
     Returns:
         The :class:`RepairOutcome`.
@@ -452,8 +455,8 @@ def run_repair(
             settings, a ``relabel`` with nothing left to fine-tune on.
         FileNotFoundError: A missing input file.
     """
-    from acgate.io.atomic import atomic_directory
     from acgate.io.datasets import dataset_fingerprint, read_image_dataset, write_image_dataset
+    from acgate.io.output import check_output_folder, output_folder
     from acgate.io.results import read_samples
     from acgate.scan import ScanConfig, check_dataset_labels, train_proxy
 
@@ -467,6 +470,8 @@ def run_repair(
     replay_fraction = _check_unit_fraction(replay_fraction, "replay_fraction")
     config = replace(config or ScanConfig(), seed=seed)
     dataset_path, samples_path, out_dir = Path(dataset_path), Path(samples_path), Path(out_dir)
+    inputs = (dataset_path, samples_path, model_path, test_dataset_path)
+    check_output_folder(out_dir, inputs=inputs)  # before anything is read or trained
     if model_path is not None and not Path(model_path).is_file():
         raise FileNotFoundError(f"model file {str(model_path)!r} does not exist")
 
@@ -503,8 +508,9 @@ def run_repair(
     if not measure:
         backdoor["reason"] = why
 
-    with atomic_directory(out_dir) as staging:
-        staging = Path(staging)
+    with output_folder(out_dir, command="repair", inputs=inputs,
+                       overwrite=overwrite) as output:
+        staging = output.staging
         timings: dict[str, float] = {}
         poisoned_model = None
         if model_path is not None:

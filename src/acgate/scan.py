@@ -162,8 +162,12 @@ class ScanOutcome:
         result: The detection result.
         out_dir: The output folder.
         files: Output files by name.
-        run_id: The MLflow run id, or ``None`` when tracking was off.
+        run_id: The MLflow run id, or ``None`` when tracking was off or failed.
         timings: Wall seconds per stage.
+        dataset_sha256: SHA-256 of the dataset file's bytes (what the gate compares with the
+            model version's training-data digest).
+        tracking_error: Why logging the run failed after the verdict was reached (an
+            infrastructure failure), or ``None``.
     """
 
     result: DetectionResult
@@ -171,6 +175,8 @@ class ScanOutcome:
     files: Mapping[str, Path]
     run_id: str | None = None
     timings: Mapping[str, float] = field(default_factory=dict)
+    dataset_sha256: str | None = None
+    tracking_error: str | None = None
 
 
 # ----------------------------------------------------------------------------- stages
@@ -441,11 +447,17 @@ def run_scan(
     experiment: str = "acgate",
     modality: str | None = None,
     report: bool = True,
+    overwrite: bool = False,
 ) -> ScanOutcome:
     """Scan a dataset: validate, train the proxy, extract, detect, report, track.
 
-    The output folder is written atomically: it holds either the previous complete result or
-    the new complete one, never a mix.
+    The output folder is checked before any work (see :func:`acgate.io.output.output_folder`:
+    never the dataset's own folder, the working folder, or a folder of someone else's files),
+    locked against a second writer until the MLflow run has logged it, and written
+    atomically: it holds either the previous complete result or the new complete one. The
+    tracking store is checked with a real API call before training, so an outage costs seconds;
+    a store that fails after the verdict was reached leaves the outputs written and the reason
+    in :attr:`ScanOutcome.tracking_error`.
 
     Args:
         dataset_path: The dataset Parquet file (``label`` + ``image``, or ``label`` +
@@ -460,22 +472,36 @@ def run_scan(
             built from the dataset's own texts (saved as ``vocab.json`` beside ``model.pt``);
             with ``config.model_path``, ``vocab.json`` must sit beside the model file.
         report: Write the HTML report.
+        overwrite: Accept an output folder with files acgate did not write (only acgate's
+            outputs are replaced there).
 
     Returns:
         The :class:`ScanOutcome`.
+
+    Raises:
+        ValueError: Bad input or a refused output folder (nothing is written).
+        acgate.errors.InfrastructureError: The tracking store cannot be used (before training).
     """
+    from acgate.errors import InfrastructureError
     from acgate.gx import (
         activations_summary_frame,
         validate_activations_frame,
         validate_classes_frame,
     )
-    from acgate.io.atomic import atomic_directory
     from acgate.io.datasets import dataset_fingerprint, read_dataset
+    from acgate.io.digest import file_sha256
+    from acgate.io.output import check_output_folder, output_folder
     from acgate.io.results import write_result
 
     config = config or ScanConfig()
     dataset_path = Path(dataset_path)
     out_dir = Path(out_dir)
+    inputs = (dataset_path, config.model_path)
+    check_output_folder(out_dir, inputs=inputs)  # before anything is read or trained
+    if tracking_uri is not None:
+        from acgate.mlflow import check_tracking_store
+
+        check_tracking_store(tracking_uri)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -505,10 +531,11 @@ def run_scan(
         vocabulary = (load_user_vocabulary(config) if config.model_path
                       else text_vocabulary(dataset))
     fingerprint = dataset_fingerprint(dataset)
+    dataset_sha256 = file_sha256(dataset_path)
     lap("read_validate")
 
-    with atomic_directory(out_dir) as staging:
-        staging = Path(staging)
+    with output_folder(out_dir, command="scan", inputs=inputs, overwrite=overwrite) as output:
+        staging = output.staging
         if config.model_path:
             model = load_user_model(config)
         else:
@@ -535,6 +562,7 @@ def run_scan(
         gx_classes = validate_classes_frame(result.classes_frame())
         files = dict(write_result(result, staging))
         scan_info = {"dataset": str(dataset_path), "fingerprint": fingerprint,
+                     "dataset_sha256": dataset_sha256, "verdict": result.verdict,
                      "config": config.to_dict(), "timings": timings}
         if vocabulary is not None:
             scan_info["text"] = text_scan_info(dataset, config, vocabulary)
@@ -552,28 +580,37 @@ def run_scan(
                                             title=f"acgate scan of {dataset_path.name}")
             files["report.html"] = Path(report_files.html_path)
         lap("report")
-    files = {name: out_dir / Path(path).name for name, path in files.items()}
-    files["activations.parquet"] = out_dir / "activations.parquet"
-    if (out_dir / "model.pt").exists():
-        files["model.pt"] = out_dir / "model.pt"
-    if (out_dir / VOCABULARY_FILE).exists():
-        files[VOCABULARY_FILE] = out_dir / VOCABULARY_FILE
+        output.commit()
+        files = {name: out_dir / Path(path).name for name, path in files.items()}
+        for name in ("activations.parquet", "model.pt", VOCABULARY_FILE):
+            if (out_dir / name).exists():
+                files[name] = out_dir / name
 
-    run_id = None
-    if tracking_uri is not None:
-        from acgate.mlflow import log_scan
+        # Still under the folder's lock: the run logs this scan's files, not a later writer's.
+        run_id, tracking_error = None, None
+        if tracking_uri is not None:
+            from acgate.mlflow import log_scan
 
-        gx_results = {"dataset": gx_dataset.to_dict(), "activations": gx_activations.to_dict(),
-                      "classes": gx_classes.to_dict()}
-        run_id = log_scan(
-            result, tracking_uri=tracking_uri, experiment=experiment, artifacts_dir=out_dir,
-            dataset_uri=str(dataset_path), dataset_fingerprint=fingerprint,
-            params={f"scan.{k}": v for k, v in config.to_dict().items()},
-            gx_results=gx_results,
-        )
-        lap("mlflow")
+            gx_results = {"dataset": gx_dataset.to_dict(),
+                          "activations": gx_activations.to_dict(),
+                          "classes": gx_classes.to_dict()}
+            try:
+                run_id = log_scan(
+                    result, tracking_uri=tracking_uri, experiment=experiment,
+                    artifacts_dir=out_dir, dataset_uri=str(dataset_path),
+                    dataset_fingerprint=fingerprint, dataset_sha256=dataset_sha256,
+                    params={f"scan.{k}": v for k, v in config.to_dict().items()},
+                    gx_results=gx_results,
+                )
+            except InfrastructureError as error:
+                # The verdict stands and is on disk; the caller reports the outage beside it.
+                tracking_error = str(error)
+                logger.error("scan verdict %s written to %s, but tracking failed: %s",
+                             result.verdict, out_dir, error)
+            lap("mlflow")
     return ScanOutcome(result=result, out_dir=out_dir, files=files, run_id=run_id,
-                       timings=timings)
+                       timings=timings, dataset_sha256=dataset_sha256,
+                       tracking_error=tracking_error)
 
 
 def with_overrides(config: ScanConfig, **overrides: Any) -> ScanConfig:

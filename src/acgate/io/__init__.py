@@ -22,6 +22,7 @@ from acgate.io.datasets import (
     write_image_dataset,
     write_text_dataset,
 )
+from acgate.io.digest import file_sha256
 from acgate.io.loaders import (
     default_cache_dir,
     load_digits_dataset,
@@ -29,6 +30,7 @@ from acgate.io.loaders import (
     load_mnist,
     load_rotten_tomatoes,
 )
+from acgate.io.output import output_folder
 from acgate.io.poison import (
     TriggerSpec,
     apply_trigger,
@@ -45,6 +47,8 @@ from acgate.io.results import (
 from acgate.io.schema import SCHEMA_KEY, SCHEMA_VERSIONS
 
 __all__ = [
+    "file_sha256",
+    "output_folder",
     "SCHEMA_KEY",
     "SCHEMA_VERSIONS",
     "ActivationTable",
