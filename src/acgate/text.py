@@ -12,7 +12,12 @@ the same text to the same ids on any machine:
   ``max_size`` most frequent (ties broken alphabetically), after the reserved ids
   :data:`PAD_ID` = 0 (``"<pad>"``) and :data:`UNK_ID` = 1 (``"<unk>"``).
 * :meth:`Vocabulary.encode` turns texts into an ``int64`` matrix ``N x L``: token ids, unknown
-  tokens as :data:`UNK_ID`, right-padded with :data:`PAD_ID`, truncated to ``L`` tokens.
+  tokens as :data:`UNK_ID`, right-padded with :data:`PAD_ID`, truncated to ``L`` tokens. ``L``
+  is the longest training text's token count, at most ``max_len_cap`` (default
+  :data:`DEFAULT_MAX_LEN_CAP` = 256). Truncation is never silent: when texts are cut,
+  :meth:`Vocabulary.encode` warns (:class:`TextTruncationWarning`) with how many texts were cut
+  and the longest length, because a trigger placed after the ``L``-th token is never seen.
+  Raise the cap with ``build_vocabulary(..., max_len_cap=...)``.
 
 A :class:`Vocabulary` round-trips through JSON (:meth:`Vocabulary.to_json`,
 :meth:`Vocabulary.from_json`, :meth:`Vocabulary.save`, :func:`load_vocabulary`), which is how a
@@ -24,6 +29,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +43,7 @@ __all__ = [
     "DEFAULT_MAX_LEN_CAP",
     "PAD_ID",
     "PAD_TOKEN",
+    "TextTruncationWarning",
     "UNK_ID",
     "UNK_TOKEN",
     "Vocabulary",
@@ -52,6 +60,12 @@ PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"
 #: Longest sequence :func:`build_vocabulary` picks by default (longer texts are truncated).
 DEFAULT_MAX_LEN_CAP = 256
+#: How a caller raises the cap (quoted in the truncation warning).
+_RAISE_CAP_HINT = "build_vocabulary(..., max_len_cap=...) (acgate scan --max-tokens)"
+
+
+class TextTruncationWarning(UserWarning):
+    """Texts were longer than the sequence length and lost their last tokens when encoded."""
 _FORMAT = "acgate-vocabulary/1"
 
 # A word (inner ' or - allowed), a word with a leading hyphen at the start of the text or after
@@ -151,7 +165,8 @@ class Vocabulary:
         Args:
             texts: ``N`` strings.
             max_len: Sequence length ``L`` (default :attr:`max_len`); longer texts lose their
-                last tokens.
+                last tokens, with a :class:`TextTruncationWarning` saying how many texts were
+                cut and the longest length.
 
         Returns:
             ``int64`` array ``N x L``. A text without any token encodes as one :data:`UNK_ID`
@@ -165,9 +180,24 @@ class Vocabulary:
         length = self.max_len if max_len is None else _positive_int(max_len, "max_len")
         checked = _checked_texts(texts, "texts")
         ids = np.full((len(checked), length), PAD_ID, dtype=np.int64)
+        n_cut, longest, first_cut = 0, 0, -1
         for row, text in enumerate(checked):
-            row_ids = [self._index.get(token, UNK_ID) for token in tokenize(text)[:length]]
+            tokens = tokenize(text)
+            if len(tokens) > length:
+                n_cut += 1
+                longest = max(longest, len(tokens))
+                first_cut = row if first_cut < 0 else first_cut
+            row_ids = [self._index.get(token, UNK_ID) for token in tokens[:length]]
             ids[row, :len(row_ids)] = row_ids or [UNK_ID]
+        if n_cut:
+            warnings.warn(
+                f"{n_cut} of {len(checked)} text(s) have more than {length} tokens (the longest "
+                f"{longest}, first in row {first_cut}) and were truncated: tokens beyond the "
+                f"first {length} (a trigger placed there) are never seen by the model; "
+                f"raise the sequence length with {_RAISE_CAP_HINT} to keep them",
+                TextTruncationWarning,
+                stacklevel=2,
+            )
         return ids
 
     def to_dict(self) -> dict[str, Any]:
@@ -222,9 +252,16 @@ def load_vocabulary(path: str | os.PathLike[str]) -> Vocabulary:
 
     Raises:
         FileNotFoundError: When the file does not exist.
-        ValueError: When it is not an acgate vocabulary (the message names the file).
+        ValueError: When it is not a regular file (a named pipe is never opened) or not an
+            acgate vocabulary (the message names the file).
     """
     path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist") from None
+    if not stat.S_ISREG(mode):  # a named pipe would block the read forever: never open it
+        raise ValueError(f"{path} is not a regular file; a vocabulary must be a JSON file")
     try:
         return Vocabulary.from_json(path.read_text(encoding="utf-8"))
     except ValueError as error:
@@ -249,7 +286,10 @@ def build_vocabulary(
         max_len: Default sequence length of :meth:`Vocabulary.encode`; ``None``: the longest
             text's token count, at most ``max_len_cap`` (so that a signature appended at the end
             of a text survives encoding).
-        max_len_cap: Upper bound of the automatic ``max_len``. Default 256.
+        max_len_cap: Upper bound of the automatic ``max_len``. Default
+            :data:`DEFAULT_MAX_LEN_CAP` (256). Texts longer than the resulting length are
+            truncated by :meth:`Vocabulary.encode`, which warns when it happens
+            (:class:`TextTruncationWarning`); raise the cap to keep late tokens.
 
     Returns:
         The :class:`Vocabulary`.

@@ -282,3 +282,23 @@ def test_activation_table_validation():
     table = ActivationTable([0, 1], [0, 0], [1, 1], np.zeros((2, 2)))
     with pytest.raises(ValueError):
         table.activations[0, 0] = 1.0
+
+
+@pytest.mark.parametrize("reader", [read_activations,
+                                    lambda path: list(iter_activation_batches(path))])
+def test_fifo_activation_file_is_refused_without_hanging(fifo, without_hanging, reader):
+    error = without_hanging(lambda: reader(fifo), fifo)
+    assert isinstance(error, ValueError)
+    assert str(error).startswith(f"{fifo} is not a readable Parquet file: it is a named pipe")
+
+
+def test_duplicate_activation_columns_are_refused(tmp_path):
+    indices, labels, _, activations = _data(n=4)
+    table = pa.Table.from_arrays(
+        [pa.array(indices), pa.array(labels), pa.array(labels), _fixed(activations)],
+        names=["index", "label", "label", "activation"])
+    path = tmp_path / "dup.parquet"
+    pq.write_table(table, path)
+    with pytest.raises(ValueError, match=r"dup\.parquet has duplicate column name\(s\): "
+                                         r"'label' \(2 times\)"):
+        read_activations(path)

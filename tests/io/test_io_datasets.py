@@ -1,5 +1,6 @@
 import io
 import json
+import resource
 
 import numpy as np
 import pyarrow as pa
@@ -8,15 +9,18 @@ import pytest
 from PIL import Image
 
 from acgate.io.datasets import (
+    DEFAULT_MAX_DECODED_BYTES,
     ImageDataset,
     TextDataset,
     dataset_fingerprint,
+    estimate_image_memory,
     read_dataset,
     read_image_dataset,
     read_text_dataset,
     write_image_dataset,
     write_text_dataset,
 )
+from acgate.io.inspect import validation_frame
 from acgate.io.loaders import load_digits_dataset
 
 
@@ -201,12 +205,71 @@ def test_mixed_shapes_name_first_offending_row(tmp_path):
         read_image_dataset(path)
 
 
-def test_gray_and_rgb_mixed(tmp_path):
-    gray = _png(np.zeros((4, 4), np.uint8))
-    rgb = _png(np.zeros((4, 4, 3), np.uint8))
-    path = _write_table(tmp_path / "m.parquet", {"image": pa.array([gray, rgb]), "label": [0, 0]})
-    with pytest.raises(ValueError, match=r"row 1 is \(3, 4, 4\)"):
-        read_image_dataset(path)
+def test_gray_and_rgb_mixed_become_rgb(tmp_path):
+    gray_pixels = np.arange(16, dtype=np.uint8).reshape(4, 4) * 10
+    rgb_pixels = np.random.default_rng(2).integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    gray, rgb = _png(gray_pixels), _png(rgb_pixels)
+    path = _write_table(tmp_path / "m.parquet",
+                        {"image": pa.array([gray, rgb, gray]), "label": [0, 0, 1]})
+    ds = read_image_dataset(path)
+    assert ds.images.shape == (3, 3, 4, 4)  # the channel rule: any colour -> all RGB
+    for channel in range(3):  # greyscale repeated into the three channels
+        np.testing.assert_allclose(ds.images[0, channel], gray_pixels / 255.0, atol=1e-7)
+    np.testing.assert_allclose(ds.images[1], np.transpose(rgb_pixels, (2, 0, 1)) / 255.0,
+                               atol=1e-7)
+
+
+def _encoded(image, format="PNG", **options):
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def test_rgba_drops_alpha(tmp_path):
+    rgba = np.random.default_rng(3).integers(0, 256, (5, 6, 4), dtype=np.uint8)
+    rgba[..., 3] = np.arange(6, dtype=np.uint8) * 40  # varied transparency, never composited
+    path = _write_table(tmp_path / "a.parquet",
+                        {"image": pa.array([_png(rgba), _png(rgba)]), "label": [0, 1]})
+    ds = read_image_dataset(path)
+    assert ds.images.shape == (2, 3, 5, 6)
+    np.testing.assert_allclose(ds.images[0], np.transpose(rgba[..., :3], (2, 0, 1)) / 255.0,
+                               atol=1e-7)
+
+
+def test_rgba_mixed_with_gray_and_palette(tmp_path):
+    gray = _png(np.full((4, 4), 51, np.uint8))
+    rgba = _png(np.full((4, 4, 4), 102, np.uint8))
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([255, 0, 0] + [0] * 765)
+    palette.info["transparency"] = 0
+    la = Image.fromarray(np.full((4, 4, 2), 204, np.uint8), mode="LA")
+    path = _write_table(tmp_path / "mix.parquet", {
+        "image": pa.array([gray, rgba, _encoded(palette), _encoded(la)]), "label": [0, 0, 1, 1]})
+    ds = read_image_dataset(path)
+    assert ds.images.shape == (4, 3, 4, 4)
+    np.testing.assert_allclose(ds.images[0], 51 / 255.0, atol=1e-7)
+    np.testing.assert_allclose(ds.images[1], 102 / 255.0, atol=1e-7)
+    np.testing.assert_allclose(ds.images[2, :, 0, 0], [1.0, 0.0, 0.0])  # red, transparency dropped
+    np.testing.assert_allclose(ds.images[3], 204 / 255.0, atol=1e-7)
+
+
+def test_gray_with_alpha_and_16_bit_stay_one_channel(tmp_path):
+    la = Image.fromarray(np.full((3, 3, 2), 100, np.uint8), mode="LA")
+    deep = np.array([[0, 65535, 1000], [2, 3, 4], [5, 6, 30000]], dtype=np.uint16)
+    path = _write_table(tmp_path / "g.parquet", {
+        "image": pa.array([_encoded(la), _png(deep)]), "label": [0, 1]})
+    ds = read_image_dataset(path)
+    assert ds.images.shape == (2, 1, 3, 3)
+    np.testing.assert_allclose(ds.images[0, 0], 100 / 255.0, atol=1e-7)
+    np.testing.assert_allclose(ds.images[1, 0], deep / 65535.0, atol=1e-7)
+
+
+def test_four_channel_png_round_trip_reads_back_rgb(tmp_path):
+    original = _dataset(channels=4)
+    path = write_image_dataset(original, tmp_path / "d.parquet", image_format="png")
+    back = read_image_dataset(path)
+    assert back.images.shape == (6, 3, 5, 5)
+    np.testing.assert_array_equal(back.images, original.images[:, :3])
 
 
 def test_null_and_path_only_images(tmp_path):
@@ -428,3 +491,110 @@ def test_empty_foreign_file_has_no_shape(tmp_path):
                         {"image": pa.array([], pa.binary()), "label": pa.array([], pa.int64())})
     with pytest.raises(ValueError, match="has no rows and the file has no 'acgate.image_shape'"):
         read_image_dataset(path)
+
+
+# ----------------------------------------------------------------------------- non-regular input
+
+
+@pytest.mark.parametrize("reader", [read_image_dataset, read_text_dataset, read_dataset,
+                                    validation_frame])
+def test_fifo_dataset_is_refused_without_hanging(fifo, without_hanging, reader):
+    error = without_hanging(lambda: reader(fifo), fifo)
+    assert isinstance(error, ValueError)
+    assert str(error).startswith(f"{fifo} is not a readable Parquet file: it is a named pipe")
+
+
+# ----------------------------------------------------------------------------- duplicate columns
+
+
+@pytest.mark.parametrize("names", [["label", "image", "label"], ["image", "label", "image"]])
+def test_duplicate_label_or_image_column(tmp_path, names):
+    png = _png(np.zeros((2, 2), np.uint8))
+    arrays = [pa.array([0, 1]) if name == "label" else pa.array([png, png]) for name in names]
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.Table.from_arrays(arrays, names=names), path)
+    repeated = "label" if names.count("label") > 1 else "image"
+    message = rf"dup\.parquet has duplicate column name\(s\): '{repeated}' \(2 times\)"
+    for read in (read_image_dataset, read_dataset, validation_frame):
+        with pytest.raises(ValueError, match=message):
+            read(path)
+
+
+def test_duplicate_text_column(tmp_path):
+    path = tmp_path / "dup.parquet"
+    table = pa.Table.from_arrays([pa.array(["a", "b"]), pa.array(["c", "d"]), pa.array([0, 1])],
+                                 names=["text", "text", "label"])
+    pq.write_table(table, path)
+    with pytest.raises(ValueError, match=r"duplicate column name\(s\): 'text' \(2 times\)"):
+        read_text_dataset(path)
+
+
+# ----------------------------------------------------------------------------- memory budget
+
+
+@pytest.fixture(scope="module")
+def black_4096_png():
+    return _encoded(Image.new("RGB", (4096, 4096)))
+
+
+@pytest.fixture
+def no_pixel_decoding(monkeypatch):
+    """Make any pixel decode fail loudly: the budget must refuse from the headers alone."""
+    from PIL import ImageFile
+
+    def refuse(self):
+        raise AssertionError("pixels were decoded before the budget check")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", refuse)
+
+
+def test_budget_refuses_big_images_from_the_headers(tmp_path, black_4096_png,
+                                                    no_pixel_decoding):
+    assert len(black_4096_png) < 200_000  # a tiny file that decodes to 192 MiB per image
+    path = _write_table(tmp_path / "huge.parquet",
+                        {"image": pa.array([black_4096_png] * 6), "label": [0, 1] * 3})
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    pattern = (r"huge\.parquet: column 'image': 6 image\(s\) of 3x4096x4096 \(C x H x W\) "
+               r"would need about [\d.]+ GiB \(1\.1 GiB of decoded float32 images \+ [\d.]+ GiB "
+               r"to train the proxy CNN at batch 64\), above the limit of 8\.0 GiB "
+               r"\(8589934592 bytes\).*max_decoded_bytes=")
+    for read in (read_image_dataset, read_dataset, validation_frame):
+        with pytest.raises(ValueError, match=pattern):
+            read(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500 * 1024  # KiB
+
+
+def test_budget_is_configurable(tmp_path):
+    rgb = _png(np.zeros((16, 16, 3), np.uint8))
+    path = _write_table(tmp_path / "s.parquet",
+                        {"image": pa.array([rgb] * 4), "label": [0, 1, 0, 1]})
+    needed = estimate_image_memory(4, (3, 16, 16)).total
+    with pytest.raises(ValueError, match=rf"above the limit of .* \({needed - 1} bytes\)"):
+        read_image_dataset(path, max_decoded_bytes=needed - 1)
+    with pytest.raises(ValueError, match="above the limit"):
+        validation_frame(path, max_decoded_bytes=needed - 1)
+    assert read_image_dataset(path, max_decoded_bytes=needed).images.shape == (4, 3, 16, 16)
+    assert read_image_dataset(path, max_decoded_bytes=None).images.shape == (4, 3, 16, 16)
+    assert validation_frame(path, max_decoded_bytes=None)["image_shape"].tolist() == \
+        ["3x16x16"] * 4
+    for bad, error in [(0, ValueError), (-5, ValueError), (float("inf"), ValueError),
+                       ("8G", TypeError), (True, TypeError)]:
+        with pytest.raises(error, match="max_decoded_bytes must be"):
+            read_image_dataset(path, max_decoded_bytes=bad)
+
+
+def test_budget_applies_to_array_encoding(tmp_path):
+    path = write_image_dataset(_dataset(n=6, channels=3, size=5), tmp_path / "a.parquet")
+    with pytest.raises(ValueError, match=r"a\.parquet: column 'image': 6 image\(s\) of 3x5x5"):
+        read_image_dataset(path, max_decoded_bytes=1000)
+
+
+def test_estimate_image_memory():
+    estimate = estimate_image_memory(10, (3, 32, 32))
+    assert estimate.decoded_bytes == 10 * 3 * 32 * 32 * 4
+    assert 0 < estimate.proxy_bytes < 512 * 1024**2
+    assert estimate.total == estimate.decoded_bytes + estimate.proxy_bytes
+    assert estimate_image_memory(0, (3, 4096, 4096)).proxy_bytes > 100 * 1024**3
+    assert estimate_image_memory(60_000, (1, 28, 28)).total < DEFAULT_MAX_DECODED_BYTES
+    with pytest.raises(ValueError, match="image_shape must be"):
+        estimate_image_memory(1, (28, 28))

@@ -8,12 +8,15 @@ import pytest
 from acgate.io.schema import (
     SCHEMA_KEY,
     check_schema,
+    check_unique_columns,
     decode_metadata,
     encode_metadata,
     float_matrix,
     integer_column,
+    open_parquet,
     parse_schema_tag,
     read_parquet,
+    require_regular_file,
     schema_tag,
     write_parquet,
 )
@@ -148,3 +151,63 @@ def test_float_matrix_checks():
         float_matrix("f", pa.array([[1.0, 2.0], [None, 1.0]], pa.list_(pa.float64())), "a")
     with pytest.raises(TypeError, match="must be a list of floats"):
         float_matrix("f", pa.array([[1, 2]], pa.list_(pa.int64())), "a")
+
+
+# ----------------------------------------------------------------------------- regular files only
+
+
+def test_fifo_is_refused_without_being_opened(fifo, without_hanging):
+    error = without_hanging(lambda: open_parquet(fifo), fifo)
+    assert isinstance(error, ValueError)
+    assert str(error) == (
+        f"{fifo} is not a readable Parquet file: it is a named pipe (FIFO), not a regular file; "
+        "acgate reads only regular files (copy the data into a file first)"
+    )
+    error = without_hanging(lambda: read_parquet(fifo, "dataset", required=["label"]), fifo)
+    assert isinstance(error, ValueError) and "named pipe (FIFO)" in str(error)
+
+
+def test_symlink_to_fifo_is_refused(fifo, without_hanging, tmp_path):
+    link = tmp_path / "link.parquet"
+    link.symlink_to(fifo)
+    error = without_hanging(lambda: read_parquet(link, "dataset"), fifo)
+    assert isinstance(error, ValueError)
+    assert str(error).startswith(f"{link} is not a readable Parquet file: it is a named pipe")
+
+
+def test_folder_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"is not a readable Parquet file: it is a folder"):
+        read_parquet(tmp_path, "dataset")
+    with pytest.raises(FileNotFoundError, match="nothing.parquet does not exist"):
+        require_regular_file(tmp_path / "nothing.parquet")
+    written = write_parquet(_table(), tmp_path / "d.parquet", "dataset")
+    assert require_regular_file(written) == written
+
+
+def test_character_device_is_refused():
+    with pytest.raises(ValueError, match=r"/dev/null is not a readable Parquet file: it is a "
+                                         r"character device"):
+        open_parquet("/dev/null")
+
+
+# ----------------------------------------------------------------------------- duplicate columns
+
+
+def _duplicated(path, names):
+    arrays = [pa.array([0, 1], pa.int64()) for _ in names]
+    pq.write_table(pa.Table.from_arrays(arrays, names=names), path)
+    return path
+
+
+def test_duplicate_columns_are_refused_naming_them(tmp_path):
+    path = _duplicated(tmp_path / "dup.parquet", ["label", "image", "label", "x", "x", "x"])
+    assert pq.read_schema(path).names.count("label") == 2  # Parquet itself allows it
+    with pytest.raises(ValueError, match=r"dup\.parquet has duplicate column name\(s\): "
+                                         r"'label' \(2 times\), 'x' \(3 times\)"):
+        open_parquet(path)
+    with pytest.raises(ValueError, match=r"dup\.parquet has duplicate column name"):
+        read_parquet(path, "dataset", required=["label"], columns=["image"])
+
+
+def test_check_unique_columns_accepts_distinct_names(tmp_path):
+    check_unique_columns("x.parquet", _table().schema)

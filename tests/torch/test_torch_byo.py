@@ -158,3 +158,139 @@ def test_load_errors_quote_the_problem(trained_cnn, tmp_path):
     (tmp_path / "text.pt").write_text("not a model")
     with pytest.raises(ValueError, match="text.pt"):
         load_model(tmp_path / "text.pt", module=CNN_SPEC, module_kwargs=CNN_KWARGS)
+
+
+# ------------------------------------------------------------------- what module= may name
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """Write ``<name>.py`` into a folder on sys.path; forget it from sys.modules afterwards."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def write(name, source):
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        monkeypatch.delitem(sys.modules, name, raising=False)
+        return name
+
+    return write
+
+
+@pytest.mark.parametrize(("source", "kind", "message"), [
+    ("raise RuntimeError('needs a GPU driver')", "RuntimeError", "needs a GPU driver"),
+    ("import sys\nsys.exit(3)", "SystemExit", "3"),
+    ("import not_installed_dependency_xyz", "ModuleNotFoundError",
+     "No module named 'not_installed_dependency_xyz'"),
+    ("def broken(:\n    pass", "SyntaxError", ""),
+])
+def test_module_raising_on_import_is_a_value_error(user_module, source, kind, message):
+    name = user_module(f"raises_{kind.lower()}", source)
+    spec = f"{name}:Net"
+    with pytest.raises(ValueError) as caught:
+        build_module(spec)
+    assert str(caught.value).startswith(
+        f"--model-module {spec!r}: importing {name} raised {kind}: {message}")
+
+
+def test_builtins_and_standard_library_are_never_called(user_module, tmp_path):
+    marker = tmp_path / "marker.txt"
+    command = {"command": f"touch {marker}"}
+    for spec in ("os:getpid", "os:system", "subprocess:run", "builtins:print"):
+        with pytest.raises(TypeError, match="names the standard-library module"):
+            build_module(spec, command)
+    name = user_module("reexports_os", "from os import getpid, system\n")
+    for attribute in ("getpid", "system"):
+        with pytest.raises(TypeError, match=r"names a builtin function, not a torch.nn.Module "
+                                            r"subclass or a Python factory function"):
+            build_module(f"{name}:{attribute}", command if attribute == "system" else None)
+    assert not marker.exists()
+
+
+def test_non_model_classes_and_callables_are_refused_before_calling(user_module, tmp_path):
+    marker = tmp_path / "marker.txt"
+    name = user_module("odd_things", f"""
+        import functools
+
+        from acgate.torch.models import SmallCNN
+
+        class NotAModel:
+            def __init__(self):
+                open({str(marker)!r}, "w").write("called")
+
+        class Factory:
+            def __call__(self):
+                open({str(marker)!r}, "w").write("called")
+                return SmallCNN(1, (8, 8), 10)
+
+        instance = Factory()
+        partial = functools.partial(SmallCNN, 1, (8, 8), 10)
+        number = 42
+    """)
+    for attribute, pattern in [
+        ("NotAModel", r"names the class odd_things.NotAModel, which is not a torch.nn.Module"),
+        ("instance", r"names a Factory, not a torch.nn.Module subclass"),
+        ("partial", r"names a partial, not a torch.nn.Module subclass"),
+        ("number", r"names a int, not a torch.nn.Module subclass"),
+    ]:
+        with pytest.raises(TypeError, match=pattern):
+            build_module(f"{name}:{attribute}")
+    assert not marker.exists()
+
+
+def test_factory_must_be_defined_in_the_named_module(user_module):
+    helpers = user_module("model_helpers", """
+        from acgate.torch.models import SmallCNN
+
+        def make():
+            return SmallCNN(1, (8, 8), 10)
+    """)
+    name = user_module("reexports_factory", f"from {helpers} import make\n"
+                                            "from acgate.torch.models import SmallCNN\n")
+    with pytest.raises(TypeError, match=r"names a function defined in 'model_helpers', not in "
+                                        r"'reexports_factory'.*name it as 'model_helpers:make'"):
+        build_module(f"{name}:make")
+    assert isinstance(build_module(f"{helpers}:make"), SmallCNN)
+    # a re-exported model class is fine: instantiating an nn.Module subclass is the contract
+    assert isinstance(build_module(f"{name}:SmallCNN", CNN_KWARGS), SmallCNN)
+
+
+def test_static_and_class_method_factories(user_module):
+    name = user_module("zoo", """
+        from acgate.torch.models import SmallCNN
+
+        class Zoo:
+            @staticmethod
+            def small():
+                return SmallCNN(1, (8, 8), 10)
+
+            @classmethod
+            def sized(cls, size):
+                return SmallCNN(1, (size, size), 10)
+    """)
+    assert isinstance(build_module(f"{name}:Zoo.small"), SmallCNN)
+    assert build_module(f"{name}:Zoo.sized", {"size": 12}).image_hw == (12, 12)
+
+
+def test_failing_constructor_or_factory_is_a_value_error(user_module):
+    name = user_module("fails_to_build", """
+        def factory():
+            raise RuntimeError("weights folder missing")
+    """)
+    with pytest.raises(ValueError, match=r"module 'fails_to_build:factory': building the model "
+                                         r"with \{\} raised RuntimeError: weights folder missing"):
+        build_module(f"{name}:factory")
+    with pytest.raises(ValueError, match=r"raised TypeError: .*unexpected keyword"):
+        build_module(CNN_SPEC, {"in_channels": 1, "image_hw": 8, "n_classes": 10, "depth": 3})
+
+
+def test_model_path_that_is_not_a_regular_file(tmp_path):
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("os.mkfifo is not available on this platform")
+    fifo = tmp_path / "model.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="model.pt' is not a regular file"):
+        load_model(fifo, module=CNN_SPEC, module_kwargs=CNN_KWARGS)
+    with pytest.raises(ValueError, match="is not a regular file"):
+        load_model(tmp_path)

@@ -17,7 +17,9 @@ model and dataset fingerprints) as ``acgate.<key>`` JSON entries.
 :class:`ActivationWriter` streams batches to a temporary file in the destination folder and
 renames it into place on a clean close; on an error the temporary file is removed. Readers
 reject NaN / inf, ragged or wrong-width rows and duplicate indices with a ``ValueError`` that
-names the file and the column.
+names the file and the column. They open files through :func:`acgate.io.schema.open_parquet`,
+so a named pipe (FIFO), socket or device is refused without being opened, and so is a file
+with duplicate column names.
 """
 
 from __future__ import annotations
@@ -495,9 +497,10 @@ def read_activations(path: PathLike) -> ActivationTable:
 
     Raises:
         FileNotFoundError: When the file does not exist.
-        ValueError: Not Parquet, newer schema, missing column, nulls, negative ids or labels,
-            NaN / inf, ragged or wrong-width activations, duplicate indices, partly-null
-            predictions (the message names the file and the column).
+        ValueError: Not a regular file (a FIFO is never opened), not Parquet, duplicate column
+            names, newer schema, missing column, nulls, negative ids or labels, NaN / inf,
+            ragged or wrong-width activations, duplicate indices, partly-null predictions (the
+            message names the file and the column).
         TypeError: A column of the wrong type.
     """
     info = _inspect(path)

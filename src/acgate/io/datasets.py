@@ -16,6 +16,23 @@ comes back in :attr:`ImageDataset.columns`; free-form metadata (a trigger spec) 
 
 Images are decoded with Pillow, restricted to PNG and JPEG, and refused above
 :data:`MAX_IMAGE_PIXELS` pixels (a decompression-bomb guard).
+
+Channel rule (encoded images): every image of a dataset ends with the same channel count,
+chosen from the image headers before anything is decoded. When every image is greyscale
+(Pillow modes ``1``, ``L``, ``LA``, ``I``, ``I;16``) the dataset is ``1 x H x W``; when any
+image has colour (``RGB``, ``RGBA``, ``P``, ``PA``, ``CMYK``, ``YCbCr``, ...) every image
+becomes ``3 x H x W`` RGB and greyscale images are repeated into the three channels. Alpha
+(transparency) is dropped, not composited: the stored colour values are kept, as
+``Image.convert("RGB")`` and torchvision's default image loader do. 16-bit greyscale is
+scaled by ``1/65535``, everything else by ``1/255``. Any other mode is refused, naming the
+row and the mode.
+
+Memory budget: before decoding, the readers estimate from the image headers (or, for the
+array encoding, the ``acgate.image_shape`` entry) what the dataset will cost: the decoded
+``float32`` images plus training the default proxy CNN on images of that size (see
+:func:`estimate_image_memory`). Above ``max_decoded_bytes`` (default
+:data:`DEFAULT_MAX_DECODED_BYTES`, 8 GiB) the file is refused with a ``ValueError`` that gives
+the figure, the limit and how to raise it; ``max_decoded_bytes=None`` turns the check off.
 """
 
 from __future__ import annotations
@@ -23,13 +40,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -47,11 +65,14 @@ from acgate.io.schema import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_DECODED_BYTES",
     "IMAGE_FORMATS",
     "MAX_IMAGE_PIXELS",
     "ImageDataset",
+    "MemoryEstimate",
     "TextDataset",
     "dataset_fingerprint",
+    "estimate_image_memory",
     "read_dataset",
     "read_image_dataset",
     "read_text_dataset",
@@ -67,6 +88,15 @@ Modality = Literal["image", "text"]
 MAX_IMAGE_PIXELS = 4096 * 4096
 #: Encodings Pillow may decode from a dataset file (others, e.g. EPS, are never tried).
 IMAGE_FORMATS = ("PNG", "JPEG")
+#: Default memory budget of an image dataset: decoded float32 images + proxy training (8 GiB).
+DEFAULT_MAX_DECODED_BYTES = 8 * 1024**3
+#: How a caller raises the budget (quoted in the refusal).
+_RAISE_BUDGET_HINT = "max_decoded_bytes=... (acgate scan --max-decoded-gb)"
+#: Pillow modes decoded as one greyscale channel.
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N"})
+#: Pillow modes decoded as three RGB channels (alpha dropped).
+_COLOUR_MODES = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB",
+                           "HSV"})
 
 _SHAPE_KEY = METADATA_PREFIX + "image_shape"
 _NAME_KEY = METADATA_PREFIX + "name"
@@ -257,91 +287,336 @@ class TextDataset:
 # --------------------------------------------------------------------------- decoding
 
 
-def _image_to_array(image: Any) -> np.ndarray | None:
-    """Pillow image -> ``C x H x W`` float32 in [0, 1]; ``None`` for unsupported modes."""
+class MemoryEstimate(NamedTuple):
+    """Estimated memory of an image dataset in a scan, in bytes.
+
+    Attributes:
+        decoded_bytes: The decoded ``float32`` images, ``N x C x H x W x 4``.
+        proxy_bytes: Training the default proxy CNN on images of that size (see
+            :func:`estimate_image_memory`).
+    """
+
+    decoded_bytes: int
+    proxy_bytes: int
+
+    @property
+    def total(self) -> int:
+        """``decoded_bytes + proxy_bytes``."""
+        return self.decoded_bytes + self.proxy_bytes
+
+
+def _proxy_bytes(shape: tuple[int, int, int], batch_size: int, hidden: int) -> int:
+    channels, height, width = shape
+    half_h, half_w = -(-height // 2), -(-width // 2)  # MaxPool2d(2, ceil_mode=True)
+    quarter_h, quarter_w = -(-half_h // 2), -(-half_w // 2)
+    full, half, quarter = height * width, half_h * half_w, quarter_h * quarter_w
+    # Values kept per sample for the backward pass: the input, conv1 and its ReLU (32 maps),
+    # the pooled maps with their int64 indices (2 float32 slots), conv2 + ReLU (64 maps),
+    # the pooled maps with indices, the hidden layer.
+    per_sample = (channels * full + 2 * 32 * full + 3 * 32 * half + 2 * 64 * half
+                  + 3 * 64 * quarter + 2 * hidden)
+    activations = batch_size * per_sample * 4 * 2  # x2: the gradients of the backward pass
+    parameters = (32 * (9 * channels + 1) + 64 * (9 * 32 + 1) + (64 * quarter + 1) * hidden
+                  + (hidden + 1) * 10)
+    return activations + parameters * 4 * 4  # weights, gradients and Adam's two moments
+
+
+def estimate_image_memory(
+    n_images: int,
+    image_shape: Sequence[int],
+    *,
+    batch_size: int = 64,
+    hidden: int = 128,
+) -> MemoryEstimate:
+    """Estimate what ``n_images`` images of ``image_shape`` cost a scan, before decoding them.
+
+    The decoded images are ``N x C x H x W`` ``float32``. The proxy estimate is for the default
+    proxy (:class:`acgate.torch.models.SmallCNN`, trained with Adam): per batch, the
+    activations its two conv blocks keep for the backward pass (twice over, for their
+    gradients), plus four copies of its weights (weights, gradients, Adam's two moments) —
+    the hidden layer alone has ``64 * ceil(H/4) * ceil(W/4) * hidden`` weights. It is an
+    estimate of the peak, good to a small factor, not a measurement.
+
+    Args:
+        n_images: Number of images ``N``.
+        image_shape: ``(C, H, W)`` of one image.
+        batch_size: Training batch size (the scan's default 64).
+        hidden: Width of the proxy's hidden layer (the scan's default 128).
+
+    Returns:
+        The :class:`MemoryEstimate`.
+
+    Raises:
+        ValueError: When ``image_shape`` is not three positive sizes or a count is negative.
+    """
+    shape = tuple(int(v) for v in image_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"image_shape must be (C, H, W) positive sizes, got {image_shape!r}")
+    if int(n_images) < 0 or int(batch_size) < 1 or int(hidden) < 1:
+        raise ValueError(f"n_images must be >= 0 and batch_size, hidden >= 1; got {n_images!r}, "
+                         f"{batch_size!r}, {hidden!r}")
+    channels, height, width = shape
+    decoded = int(n_images) * channels * height * width * 4
+    return MemoryEstimate(decoded, _proxy_bytes((channels, height, width), int(batch_size),
+                                                int(hidden)))
+
+
+def _checked_budget(value: Any) -> int | None:
+    """``max_decoded_bytes`` as a positive int, or ``None`` (no limit)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"max_decoded_bytes must be a number of bytes or None, got {value!r}")
+    if not math.isfinite(float(value)) or value < 1:
+        raise ValueError(f"max_decoded_bytes must be a positive number of bytes, got {value!r}")
+    return int(value)
+
+
+def _size_text(n_bytes: int) -> str:
+    if n_bytes >= 1024**3:
+        return f"{n_bytes / 1024**3:.1f} GiB"
+    return f"{n_bytes / 1024**2:.1f} MiB"
+
+
+def _check_budget(
+    path: PathLike,
+    column: str,
+    shapes: Mapping[tuple[int, int, int], int],
+    max_decoded_bytes: int | None,
+) -> None:
+    """Refuse a column whose estimated memory (see :func:`estimate_image_memory`) is too big.
+
+    Args:
+        path: The file (named in the message).
+        column: The image column (named in the message).
+        shapes: Number of images of each ``(C, H, W)`` shape.
+        max_decoded_bytes: The budget in bytes; ``None``: no limit.
+    """
+    if max_decoded_bytes is None or not shapes:
+        return
+    decoded = sum(estimate_image_memory(n, shape).decoded_bytes for shape, n in shapes.items())
+    largest = max(shapes, key=lambda shape: shape[0] * shape[1] * shape[2])
+    proxy = max(estimate_image_memory(0, shape).proxy_bytes for shape in shapes)
+    total = decoded + proxy
+    if total <= max_decoded_bytes:
+        return
+    n_images = sum(shapes.values())
+    what = "x".join(str(v) for v in largest)
+    described = f"of {what}" if len(shapes) == 1 else f"(the largest {what})"
+    raise ValueError(
+        f"{path}: column {column!r}: {n_images} image(s) {described} (C x H x W) would need "
+        f"about {_size_text(total)} ({_size_text(decoded)} of decoded float32 images + "
+        f"{_size_text(proxy)} to train the proxy CNN at batch 64), above the limit of "
+        f"{_size_text(max_decoded_bytes)} ({max_decoded_bytes} bytes); downscale the images, "
+        f"or raise the limit with {_RAISE_BUDGET_HINT} if the machine has the memory"
+    )
+
+
+class _Header(NamedTuple):
+    width: int
+    height: int
+    mode: str
+
+
+def _decode_error(path: PathLike, column: str, row: int, error: BaseException) -> ValueError:
+    return ValueError(
+        f"{path}: column {column!r} row {row}: cannot decode the image bytes as "
+        f"{' or '.join(IMAGE_FORMATS)}: {error}"
+    )
+
+
+def _open_image(blob: bytes, path: PathLike, column: str, row: int) -> Any:
+    """Open (lazily: only the header is read) one PNG / JPEG image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns on large images at open; the readers' pixel limit decides instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(blob), formats=list(IMAGE_FORMATS))
+    except Image.DecompressionBombError as error:
+        raise ValueError(
+            f"{path}: column {column!r} row {row}: image refused as a decompression bomb: {error}"
+        ) from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
+        raise _decode_error(path, column, row, error) from error
+
+
+def _checked_header(
+    image: Any, path: PathLike, column: str, row: int, max_pixels: int
+) -> _Header:
+    """Size and mode of an opened (not yet decoded) image, refusing oversized or odd ones."""
+    width, height = image.size
     mode = image.mode
-    if mode in ("1", "L", "LA"):
+    if width * height > max_pixels:
+        raise ValueError(
+            f"{path}: column {column!r} row {row}: image of {width}x{height} "
+            f"pixels exceeds the limit of {max_pixels} pixels (decompression-bomb guard)"
+        )
+    if mode not in _GREY_MODES and mode not in _COLOUR_MODES:
+        raise ValueError(
+            f"{path}: column {column!r} row {row}: unsupported image mode {mode!r} (supported: "
+            f"{sorted(_GREY_MODES | _COLOUR_MODES)})"
+        )
+    return _Header(int(width), int(height), mode)
+
+
+def _image_header(
+    blob: Any, path: PathLike, column: str, row: int, max_pixels: int
+) -> _Header:
+    """Size and mode of one encoded image from its header alone (no pixel is decoded).
+
+    Raises:
+        ValueError: Null bytes, bytes that are not PNG / JPEG, an image above ``max_pixels``
+            pixels or of an unsupported mode (naming the file, column and row).
+    """
+    if blob is None:
+        raise ValueError(f"{path}: column {column!r} row {row} has no image bytes (null)")
+    png = _png_header(blob)
+    if png is not None:  # the common case, without Pillow's per-image overhead
+        return _checked_header(png, path, column, row, max_pixels)
+    with _open_image(blob, path, column, row) as image:
+        return _checked_header(image, path, column, row, max_pixels)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: PNG IHDR colour type -> the Pillow mode it opens as (grey depth decides 1 / L / I;16).
+_PNG_MODES = {2: "RGB", 3: "P", 4: "LA", 6: "RGBA"}
+
+
+class _PngHeader(NamedTuple):
+    size: tuple[int, int]
+    mode: str
+
+
+def _png_header(blob: bytes) -> _PngHeader | None:
+    """Width, height and Pillow mode from a PNG's IHDR chunk; ``None`` when not plainly PNG.
+
+    Anything unusual (not PNG, a malformed IHDR) returns ``None`` and goes through Pillow.
+    """
+    if len(blob) < 33 or blob[:8] != _PNG_SIGNATURE or blob[12:16] != b"IHDR":
+        return None
+    width = int.from_bytes(blob[16:20], "big")
+    height = int.from_bytes(blob[20:24], "big")
+    depth, colour = blob[24], blob[25]
+    if width < 1 or height < 1:
+        return None
+    if colour == 0:
+        mode = {1: "1", 16: "I;16"}.get(depth, "L")
+    elif colour in _PNG_MODES:
+        mode = _PNG_MODES[colour]
+    else:
+        return None
+    return _PngHeader((width, height), mode)
+
+
+def _dataset_channels(modes: Iterable[str]) -> int:
+    """The channel rule: 3 (RGB) when any image has colour, else 1 (greyscale)."""
+    return 3 if any(mode in _COLOUR_MODES for mode in modes) else 1
+
+
+def _image_to_array(image: Any, channels: int | None = None) -> np.ndarray | None:
+    """Pillow image -> ``C x H x W`` float32 in [0, 1]; ``None`` for unsupported modes.
+
+    Greyscale modes give one channel, colour modes three (alpha dropped); with
+    ``channels=3`` a greyscale image is repeated into three channels.
+    """
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        array = np.clip(np.asarray(image).astype(np.float32) / 65535.0, 0.0, 1.0)
+    elif mode in _GREY_MODES:
         array = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    elif mode.startswith("I;16"):
-        array = np.asarray(image, dtype=np.float32) / 65535.0
-    elif mode in ("RGB", "RGBA"):
+    elif mode == "RGB":
         array = np.asarray(image, dtype=np.float32) / 255.0
-    elif mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    elif mode in _COLOUR_MODES:
+        with warnings.catch_warnings():
+            # "Palette images with Transparency ... should be converted to RGBA": alpha is
+            # dropped on purpose (the channel rule), so the advice does not apply.
+            warnings.simplefilter("ignore", UserWarning)
+            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     else:
         return None
     if array.ndim == 2:
         array = array[None, :, :]
+        if channels == 3:
+            array = np.repeat(array, 3, axis=0)
     else:
         array = np.transpose(array, (2, 0, 1))
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
 def _decode_image(
-    blob: bytes, path: PathLike, column: str, row: int, max_pixels: int
+    blob: bytes,
+    path: PathLike,
+    column: str,
+    row: int,
+    max_pixels: int,
+    channels: int | None = None,
 ) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    """Decode one image to ``C x H x W`` float32 (see the module docstring's channel rule).
 
-    too_large: tuple[int, int] | None = None
-    unsupported_mode: str | None = None
-    array: np.ndarray | None = None
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns on large images at open; the pixel limit below decides instead.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(blob), formats=list(IMAGE_FORMATS))
-        with image:
-            width, height = image.size
-            if width * height > max_pixels:
-                too_large = (width, height)
-            else:
+    Args:
+        blob: The encoded PNG / JPEG bytes.
+        path: The file (for messages).
+        column: The image column (for messages).
+        row: The row (for messages).
+        max_pixels: Refuse images above this many pixels before decoding them.
+        channels: The dataset's channel count (:func:`_dataset_channels`); ``None``: this
+            image's own (1 for greyscale, 3 for colour).
+    """
+    from PIL import Image
+
+    if blob is None:
+        raise ValueError(f"{path}: column {column!r} row {row} has no image bytes (null)")
+    with _open_image(blob, path, column, row) as image:
+        header = _checked_header(image, path, column, row, max_pixels)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image.load()
-                array = _image_to_array(image)
-                if array is None:
-                    unsupported_mode = image.mode
-    except Image.DecompressionBombError as error:
+                array = _image_to_array(image, channels)
+        except Image.DecompressionBombError as error:
+            raise ValueError(f"{path}: column {column!r} row {row}: image refused as a "
+                             f"decompression bomb: {error}") from error
+        except (OSError, SyntaxError, ValueError, EOFError) as error:
+            raise _decode_error(path, column, row, error) from error
+    if array is None:
         raise ValueError(
-            f"{path}: column {column!r} row {row}: image refused as a decompression bomb: {error}"
-        ) from error
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ValueError(
-            f"{path}: column {column!r} row {row}: cannot decode the image bytes as "
-            f"{' or '.join(IMAGE_FORMATS)}: {error}"
-        ) from error
-    if too_large is not None:
-        raise ValueError(
-            f"{path}: column {column!r} row {row}: image of {too_large[0]}x{too_large[1]} "
-            f"pixels exceeds the limit of {max_pixels} pixels (decompression-bomb guard)"
-        )
-    if unsupported_mode is not None or array is None:
-        raise ValueError(
-            f"{path}: column {column!r} row {row}: unsupported image mode {unsupported_mode!r}"
+            f"{path}: column {column!r} row {row}: unsupported image mode {header.mode!r}"
         )
     return array
 
 
 def _decode_images(
     blobs: list[Any], path: PathLike, column: str, max_pixels: int,
-    metadata: Mapping[str, str],
+    metadata: Mapping[str, str], max_decoded_bytes: int | None = None,
 ) -> np.ndarray:
-    images: np.ndarray | None = None
-    for row, blob in enumerate(blobs):
-        if blob is None:
-            raise ValueError(f"{path}: column {column!r} row {row} has no image bytes (null)")
-        array = _decode_image(blob, path, column, row, max_pixels)
-        if images is None:
-            images = np.empty((len(blobs), *array.shape), dtype=np.float32)
-        elif array.shape != images.shape[1:]:
-            raise ValueError(
-                f"{path}: column {column!r} has mixed image shapes: row {row} is "
-                f"{tuple(array.shape)} (C, H, W), row 0 is {tuple(images.shape[1:])}"
-            )
-        images[row] = array
-    if images is None:  # no rows: the shape comes from the metadata, when written by acgate
+    """Decode a column's images after checking every header, the shapes and the budget."""
+    if not blobs:  # no rows: the shape comes from the metadata, when written by acgate
         if _SHAPE_KEY not in metadata:
             raise ValueError(f"{path}: column {column!r} has no rows and the file has no "
                              f"{_SHAPE_KEY!r} entry; cannot tell the image shape")
         return np.empty((0, *_image_shape_from_metadata(path, metadata)), dtype=np.float32)
+    headers = [_image_header(blob, path, column, row, max_pixels)
+               for row, blob in enumerate(blobs)]
+    channels = _dataset_channels(header.mode for header in headers)
+    shape = (channels, headers[0].height, headers[0].width)
+    for row, header in enumerate(headers):
+        if (channels, header.height, header.width) != shape:
+            raise ValueError(
+                f"{path}: column {column!r} has mixed image shapes: row {row} is "
+                f"{(channels, header.height, header.width)} (C, H, W), row 0 is {shape}"
+            )
+    _check_budget(path, column, {shape: len(headers)}, max_decoded_bytes)
+    images = np.empty((len(blobs), *shape), dtype=np.float32)
+    for row, blob in enumerate(blobs):
+        array = _decode_image(blob, path, column, row, max_pixels, channels)
+        if array.shape != shape:  # the header said otherwise (a corrupt file)
+            raise ValueError(
+                f"{path}: column {column!r} row {row} decodes to {tuple(array.shape)} (C, H, W), "
+                f"but its header and row 0 say {shape}"
+            )
+        images[row] = array
     return images
 
 
@@ -371,6 +646,7 @@ def _images_from_column(
     name: str,
     metadata: Mapping[str, str],
     max_pixels: int,
+    max_decoded_bytes: int | None = None,
 ) -> np.ndarray:
     kind = column.type
     if pa.types.is_struct(kind):
@@ -388,11 +664,13 @@ def _images_from_column(
                     f"{path}: column {name!r} row {row} has no image bytes (only a path or "
                     f"null); embed the image bytes in the file"
                 )
-        return _decode_images(blobs, path, name, max_pixels, metadata)
+        return _decode_images(blobs, path, name, max_pixels, metadata, max_decoded_bytes)
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        return _decode_images(column.to_pylist(), path, name, max_pixels, metadata)
+        return _decode_images(column.to_pylist(), path, name, max_pixels, metadata,
+                              max_decoded_bytes)
     if pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind):
         shape = _image_shape_from_metadata(path, metadata)
+        _check_budget(path, name, {shape: len(column)}, max_decoded_bytes)
         width = int(np.prod(shape))
         flat = float_matrix(path, column, name, width=width)
         if flat.size and not np.isfinite(flat).all():
@@ -437,14 +715,28 @@ def read_image_dataset(
     image_column: str = "image",
     label_column: str = "label",
     max_pixels: int = MAX_IMAGE_PIXELS,
+    max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
 ) -> ImageDataset:
     """Read an image dataset from Parquet (any of the three image encodings).
+
+    Encoded (PNG / JPEG) images are checked in three passes, the first two reading only the
+    image headers: every header (decodable, at most ``max_pixels`` pixels, a supported mode),
+    then one shape for the whole column and the memory budget, and only then are the pixels
+    decoded. Channel rule: when every image is greyscale the dataset has one channel; when any
+    image has colour every image becomes 3-channel RGB (greyscale images repeated into the
+    three channels). Alpha is dropped (the stored colour values kept, not composited), as
+    ``Image.convert("RGB")`` does: RGBA -> RGB, LA -> L, P / PA -> RGB, CMYK / YCbCr -> RGB.
+    16-bit greyscale is scaled by ``1/65535``, everything else by ``1/255``.
 
     Args:
         path: The Parquet file.
         image_column: Name of the image column.
         label_column: Name of the integer label column.
         max_pixels: Refuse any encoded image larger than this many pixels.
+        max_decoded_bytes: Refuse the file, before decoding it, when the decoded ``float32``
+            images plus the estimated memory of training the proxy CNN on them (see
+            :func:`estimate_image_memory`) exceed this many bytes. Default
+            :data:`DEFAULT_MAX_DECODED_BYTES` (8 GiB); ``None``: no limit.
 
     Returns:
         The dataset; every column other than the image and label columns lands in
@@ -452,17 +744,19 @@ def read_image_dataset(
 
     Raises:
         FileNotFoundError: When the file does not exist.
-        ValueError: Not Parquet, newer schema, missing column, null / negative labels,
-            undecodable or oversized images, mixed image shapes (the message names the
-            file, the column and the row).
+        ValueError: Not a regular file, not Parquet, duplicate column names, newer schema,
+            missing column, null / negative labels, undecodable or oversized images, an
+            unsupported image mode, mixed image sizes, over the memory budget (the message
+            names the file, the column and the row or the figures).
         TypeError: When the label column is not integer or the image column has an
             unsupported type.
     """
+    budget = _checked_budget(max_decoded_bytes)
     table, metadata = read_parquet(path, "dataset", required=(label_column, image_column))
     labels = integer_column(path, table.column(label_column), label_column,
                             max_value=MAX_LABEL)
     images = _images_from_column(path, table.column(image_column), image_column, metadata,
-                                 max_pixels)
+                                 max_pixels, budget)
     return ImageDataset(
         images=images,
         labels=labels,
@@ -511,7 +805,8 @@ def write_image_dataset(
         image_format: ``"array"`` (default): lossless ``fixed_size_list<float32>`` with the
             shape in ``acgate.image_shape``. ``"png"``: a Hugging Face–style struct
             ``{bytes, path}`` of PNG bytes; pixels are quantised to 8 bits (``k / 255``), and
-            only 1, 3 or 4 channels are allowed.
+            only 1, 3 or 4 channels are allowed. A 4-channel image is written as RGBA but read
+            back as RGB: the readers drop alpha (see :func:`read_image_dataset`).
 
     Returns:
         The written path.
@@ -551,8 +846,9 @@ def read_text_dataset(
 
     Raises:
         FileNotFoundError: When the file does not exist.
-        ValueError: Not Parquet, newer schema, missing column, null / negative labels,
-            null or empty texts (the message names the file, the column and the row).
+        ValueError: Not a regular file, not Parquet, duplicate column names, newer schema,
+            missing column, null / negative labels, null or empty texts (the message names
+            the file, the column and the row).
         TypeError: When the text column is not a string column or labels are not integer.
     """
     table, metadata = read_parquet(path, "dataset", required=(label_column, text_column))
@@ -595,13 +891,20 @@ def write_text_dataset(dataset: TextDataset, path: PathLike) -> Path:
     )
 
 
-def read_dataset(path: PathLike, modality: Modality | None = None) -> ImageDataset | TextDataset:
+def read_dataset(
+    path: PathLike,
+    modality: Modality | None = None,
+    *,
+    max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
+) -> ImageDataset | TextDataset:
     """Read an image or a text dataset, choosing by the columns present.
 
     Args:
         path: The Parquet file.
         modality: ``"image"`` or ``"text"``; ``None`` picks from the columns (``image`` or
             ``text``).
+        max_decoded_bytes: Memory budget of an image dataset (see
+            :func:`read_image_dataset`); ignored for text.
 
     Raises:
         ValueError: Unknown modality, neither column present, or both present with
@@ -623,7 +926,7 @@ def read_dataset(path: PathLike, modality: Modality | None = None) -> ImageDatas
             )
         modality = "image" if has_image else "text"
     if modality == "image":
-        return read_image_dataset(path)
+        return read_image_dataset(path, max_decoded_bytes=max_decoded_bytes)
     return read_text_dataset(path)
 
 

@@ -4,17 +4,31 @@ The strict readers in :mod:`acgate.io.datasets` stop at the first bad row. The e
 suites want to see every row: the raw ``label`` values (nulls, floats and strings included) and
 each image's decoded shape (``None`` when it does not decode), so that a failed expectation can
 name what is wrong across the whole file.
+
+The file is opened through :func:`acgate.io.schema.open_parquet` (regular files only, unique
+column names), and the image memory budget of :func:`acgate.io.datasets.read_image_dataset`
+is checked from the image headers before any image is decoded.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from acgate.io.datasets import _decode_image, _image_shape_from_metadata
+from acgate.io.datasets import (
+    DEFAULT_MAX_DECODED_BYTES,
+    _check_budget,
+    _checked_budget,
+    _dataset_channels,
+    _decode_image,
+    _Header,
+    _image_header,
+    _image_shape_from_metadata,
+)
 from acgate.io.schema import open_parquet, raw_metadata
 
 PathLike = str | os.PathLike[str]
@@ -25,20 +39,25 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(str(s) for s in shape)
 
 
+def _blobs(column: pa.ChunkedArray) -> list[Any] | None:
+    """The encoded images of a struct ``{bytes, ...}`` or binary column; ``None`` otherwise."""
+    kind = column.type
+    if pa.types.is_struct(kind):
+        if kind.get_field_index("bytes") < 0:
+            return None
+        return column.combine_chunks().field("bytes").to_pylist()
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return column.to_pylist()
+    return None
+
+
 def first_decode_error(path: PathLike, column: str = "image") -> str | None:
     """The decoder's message for the first image of ``column`` that does not decode, or None."""
     parquet = open_parquet(path)
     if column not in parquet.schema_arrow.names:
         return None
-    values = parquet.read(columns=[column]).column(column)
-    kind = values.type
-    if pa.types.is_struct(kind):
-        if kind.get_field_index("bytes") < 0:
-            return None
-        blobs = values.combine_chunks().field("bytes").to_pylist()
-    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        blobs = values.to_pylist()
-    else:
+    blobs = _blobs(parquet.read(columns=[column]).column(column))
+    if blobs is None:
         return None
     for row, blob in enumerate(blobs):
         if blob is None:
@@ -50,28 +69,50 @@ def first_decode_error(path: PathLike, column: str = "image") -> str | None:
     return None
 
 
-def _row_shapes(path: PathLike, column: pa.ChunkedArray, metadata: dict[str, str]) -> list[Any]:
+def _headers(path: PathLike, blobs: list[Any]) -> list[_Header | None]:
+    headers: list[_Header | None] = []
+    for row, blob in enumerate(blobs):
+        try:
+            headers.append(_image_header(blob, path, "image", row, _MAX_PIXELS))
+        except (ValueError, TypeError):
+            headers.append(None)
+    return headers
+
+
+def _row_shapes(
+    path: PathLike,
+    column: pa.ChunkedArray,
+    metadata: dict[str, str],
+    max_decoded_bytes: int | None = None,
+) -> list[Any]:
     kind = column.type
-    if pa.types.is_struct(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
-        if pa.types.is_struct(kind):
-            if kind.get_field_index("bytes") < 0:
-                return [None] * len(column)
-            blobs = column.combine_chunks().field("bytes").to_pylist()
-        else:
-            blobs = column.to_pylist()
+    blobs = _blobs(column)
+    if blobs is not None:
+        headers = _headers(path, blobs)
+        readable = [header for header in headers if header is not None]
+        channels = _dataset_channels(header.mode for header in readable)
+        # Checked from the headers alone, before any image is decoded below.
+        _check_budget(path, "image", Counter((channels, h.height, h.width) for h in readable),
+                      max_decoded_bytes)
         shapes: list[Any] = []
-        for row, blob in enumerate(blobs):
+        for row, (blob, header) in enumerate(zip(blobs, headers, strict=True)):
+            if header is None:
+                shapes.append(None)
+                continue
             try:
-                shapes.append(_shape_text(_decode_image(blob, path, "image", row,
-                                                        _MAX_PIXELS).shape))
+                shapes.append(_shape_text(_decode_image(blob, path, "image", row, _MAX_PIXELS,
+                                                        channels).shape))
             except (ValueError, TypeError):
                 shapes.append(None)
         return shapes
+    if pa.types.is_struct(kind):
+        return [None] * len(column)
     if pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind):
         try:
             shape = _image_shape_from_metadata(path, metadata)
         except ValueError:
             return [None] * len(column)
+        _check_budget(path, "image", {shape: len(column)}, max_decoded_bytes)
         width = int(np.prod(shape))
         lengths = [None if v is None else len(v) for v in column.to_pylist()]
         return [_shape_text(shape) if n == width else (None if n is None else f"flat{n}")
@@ -79,27 +120,46 @@ def _row_shapes(path: PathLike, column: pa.ChunkedArray, metadata: dict[str, str
     return [None] * len(column)
 
 
-def validation_frame(path: PathLike, modality: str = "image") -> Any:
+def validation_frame(
+    path: PathLike,
+    modality: str = "image",
+    *,
+    max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
+) -> Any:
     """A pandas frame of raw per-row facts for the dataset expectation suite.
 
     Columns: ``label`` (raw values) and ``image_shape`` (``"CxHxW"`` or ``None``) for images, or
     ``text`` for text. Columns missing from the file are left out (the suite reports them).
+    Image shapes follow the readers' channel rule (one channel count for the whole column).
+
+    Args:
+        path: The dataset file.
+        modality: ``"image"`` or ``"text"``.
+        max_decoded_bytes: The memory budget of
+            :func:`acgate.io.datasets.read_image_dataset`, checked from the image headers
+            before any image is decoded. ``None``: no limit.
 
     Raises:
-        ValueError: When the file is not a readable Parquet file.
+        FileNotFoundError: When the file does not exist.
+        ValueError: When the file is not a regular, readable Parquet file, has duplicate
+            column names, or its images exceed ``max_decoded_bytes``.
     """
     import pandas as pd
 
+    budget = _checked_budget(max_decoded_bytes)
     parquet = open_parquet(path)
     names = parquet.schema_arrow.names
     wanted = [c for c in ("label", "image", "text") if c in names]
-    table = parquet.read(columns=wanted)
+    try:
+        table = parquet.read(columns=wanted)
+    except (pa.ArrowException, OSError) as error:
+        raise ValueError(f"{path} is not a readable Parquet file: {error}") from error
     frame: dict[str, Any] = {}
     if "label" in names:
         frame["label"] = pd.Series(table.column("label").to_pylist(), dtype=object)
     if modality == "image" and "image" in names:
         metadata = raw_metadata(parquet.schema_arrow)
-        frame["image_shape"] = _row_shapes(path, table.column("image"), metadata)
+        frame["image_shape"] = _row_shapes(path, table.column("image"), metadata, budget)
     if modality == "text" and "text" in names:
         frame["text"] = table.column("text").to_pylist()
     return pd.DataFrame(frame)

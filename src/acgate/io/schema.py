@@ -7,6 +7,11 @@ the entry (data made by other tools); a newer or unknown version, a file of anot
 file that is not Parquet, a missing column or a column of the wrong type is a ``ValueError`` /
 ``TypeError`` that names the file and the column.
 
+Every reader opens its file through :func:`open_parquet`, which reads only **regular files**
+(a named pipe, socket or device is refused without being opened: opening a FIFO blocks until
+a writer appears) and refuses files whose top-level column names repeat (Parquet allows
+duplicate field names; acgate could not tell which ``label`` is meant).
+
 Free-form metadata (a dataset's trigger spec, an activation file's layer name) is stored as
 one JSON value per key under ``acgate.<key>``; see :func:`encode_metadata` and
 :func:`decode_metadata`.
@@ -16,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,7 @@ __all__ = [
     "SCHEMA_VERSIONS",
     "check_finite",
     "check_schema",
+    "check_unique_columns",
     "decode_metadata",
     "encode_metadata",
     "float_matrix",
@@ -42,6 +50,7 @@ __all__ = [
     "raw_metadata",
     "read_parquet",
     "require_columns",
+    "require_regular_file",
     "schema_tag",
     "write_parquet",
 ]
@@ -91,22 +100,88 @@ def parse_schema_tag(value: str, *, path: PathLike | None = None) -> tuple[str, 
     return kind, int(version)
 
 
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def require_regular_file(path: PathLike, *, what: str = "a readable Parquet file") -> Path:
+    """Check, without opening it, that ``path`` is a regular file (symbolic links followed).
+
+    Only ``os.stat`` is called: opening a named pipe blocks until a writer appears, and a
+    device may never end, so neither is ever opened.
+
+    Args:
+        path: The input file.
+        what: What the file should be, for messages (``"<path> is not <what>: ..."``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        FileNotFoundError: When ``path`` does not exist.
+        ValueError: ``"<path> is not <what>: it is a folder"`` (or a named pipe (FIFO), a
+            socket, a device), or when it cannot be examined (permissions, a path too long).
+    """
+    file = Path(path)
+    try:
+        info = os.stat(file)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{file} does not exist") from None
+    except (OSError, ValueError) as error:  # ValueError: an embedded NUL byte
+        raise ValueError(f"{file} is not {what}: cannot examine it: {error}") from error
+    if stat.S_ISREG(info.st_mode):
+        return file
+    if stat.S_ISDIR(info.st_mode):
+        raise ValueError(f"{file} is not {what}: it is a folder")
+    kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a regular file")
+    raise ValueError(
+        f"{file} is not {what}: it is {kind}, not a regular file; acgate reads only regular "
+        f"files (copy the data into a file first)"
+    )
+
+
+def check_unique_columns(path: PathLike, schema: pa.Schema) -> None:
+    """Refuse a schema whose top-level column names repeat (Parquet allows it; acgate does not).
+
+    Raises:
+        ValueError: Naming the file and every duplicated column with its count.
+    """
+    counts = Counter(schema.names)
+    repeated = {name: count for name, count in counts.items() if count > 1}
+    if repeated:
+        listed = ", ".join(f"{name!r} ({count} times)" for name, count in repeated.items())
+        raise ValueError(
+            f"{path} has duplicate column name(s): {listed}; every column must have a unique "
+            f"name (rename or drop the copies)"
+        )
+
+
 def open_parquet(path: PathLike) -> pq.ParquetFile:
     """Open a Parquet file, turning Arrow's errors into one clear ``ValueError``.
+
+    The single way acgate opens a Parquet input: the path must be a regular file (see
+    :func:`require_regular_file`; a named pipe is refused without being opened) and its
+    column names must be unique (see :func:`check_unique_columns`).
 
     Raises:
         FileNotFoundError: When ``path`` does not exist.
         ValueError: ``"<path> is not a readable Parquet file: ..."`` when it is not Parquet,
-            is truncated or is a folder.
+            is truncated, is a folder, a named pipe (FIFO), a socket or a device; or when
+            column names repeat (the message names them).
     """
-    file = Path(path)
-    if not file.exists():
-        raise FileNotFoundError(f"{file} does not exist")
+    file = require_regular_file(path)
     try:
         # pre_buffer keeps every column chunk read so far cached (~600 MB extra at 1M x 128).
-        return pq.ParquetFile(file, pre_buffer=False)
+        parquet = pq.ParquetFile(file, pre_buffer=False)
+        schema = parquet.schema_arrow
     except (pa.ArrowException, OSError, ValueError) as error:
         raise ValueError(f"{file} is not a readable Parquet file: {error}") from error
+    check_unique_columns(file, schema)
+    return parquet
 
 
 def raw_metadata(schema: pa.Schema) -> dict[str, str]:

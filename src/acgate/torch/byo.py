@@ -12,16 +12,34 @@ Two file kinds are accepted:
 
 Any file that would run code while being unpickled (a pickle with a ``__reduce__`` payload, a
 pickled whole model) is refused with ``ValueError``; nothing in it is executed.
+
+What ``module="package.module:Name"`` may name (:func:`build_module`), checked before anything
+is called:
+
+* a **class** that subclasses ``torch.nn.Module`` (defined anywhere: re-exported model classes
+  are fine); it is instantiated with ``module_kwargs``;
+* a **Python function** (``def``, or a ``staticmethod`` / ``classmethod`` reached as
+  ``Name.attribute``) *defined in that very module* (its ``__module__`` is ``package.module``),
+  a factory called with ``module_kwargs`` that must return an ``nn.Module``.
+
+Anything else is refused with ``TypeError`` without being called: builtins and C functions
+(``os:getpid``, ``os:system``), classes that are not modules, callable instances, partials,
+functions imported from elsewhere (name them where they are defined), and every attribute of
+a standard-library module (``subprocess:run``; no model lives there). A module that raises
+while being imported, and a class or factory that raises while building the model, become a
+``ValueError`` carrying the module's own message.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import json
 import logging
 import os
 import pickle
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -63,8 +81,75 @@ def _parse_kwargs(module_kwargs: str | Mapping[str, Any] | None) -> dict[str, An
     return dict(parsed)
 
 
+def _function_of(target: Any) -> Any:
+    """The plain Python function behind a function, staticmethod or classmethod; else None."""
+    if inspect.isfunction(target):
+        return target
+    if inspect.ismethod(target) and inspect.isclass(target.__self__):  # a classmethod
+        return target.__func__ if inspect.isfunction(target.__func__) else None
+    return None
+
+
+def _check_buildable(target: Any, spec: str, module_path: str, attribute: str) -> None:
+    """Refuse, before calling it, anything that is not a model class or a model factory."""
+    if inspect.isclass(target):
+        if not issubclass(target, nn.Module):
+            raise TypeError(
+                f"module {spec!r} names the class {target.__module__}.{target.__qualname__}, "
+                f"which is not a torch.nn.Module subclass; name a model class or a factory "
+                f"function defined in {module_path!r}"
+            )
+        return
+    function = _function_of(target)
+    if function is None:
+        kind = "builtin function" if inspect.isbuiltin(target) else type(target).__name__
+        raise TypeError(
+            f"module {spec!r} names a {kind}, not a torch.nn.Module subclass or a Python "
+            f"factory function; refusing to call it"
+        )
+    defined_in = getattr(function, "__module__", None)
+    if defined_in != module_path:
+        hint = f" (name it as '{defined_in}:{attribute}')" if defined_in else ""
+        raise TypeError(
+            f"module {spec!r} names a function defined in {defined_in!r}, not in "
+            f"{module_path!r}; a factory must be defined in the module it is named from"
+            f"{hint}"
+        )
+
+
+def _import(spec: str, module_path: str) -> Any:
+    """Import the module of ``spec``; any failure becomes a ``ValueError`` quoting it."""
+    top = module_path.split(".")[0]
+    if top in sys.stdlib_module_names or top == "builtins":
+        raise TypeError(
+            f"module {spec!r} names the standard-library module {module_path!r}; a model class "
+            f"or factory never lives there, and its functions are not called"
+        )
+    try:
+        return importlib.import_module(module_path)
+    except ModuleNotFoundError as error:
+        missing = error.name or ""
+        if missing and (module_path == missing or module_path.startswith(missing + ".")):
+            raise ValueError(
+                f"cannot import {module_path!r} (from module={spec!r}): {error}"
+            ) from None
+        raise ValueError(
+            f"--model-module {spec!r}: importing {module_path} raised "
+            f"{type(error).__name__}: {error}"
+        ) from error
+    except (Exception, SystemExit) as error:  # the user's module code failed while importing
+        raise ValueError(
+            f"--model-module {spec!r}: importing {module_path} raised "
+            f"{type(error).__name__}: {error}"
+        ) from error
+
+
 def build_module(spec: str, module_kwargs: str | Mapping[str, Any] | None = None) -> nn.Module:
     """Build an eager model from ``"package.module:ClassName"`` or ``"package.module:factory"``.
+
+    Only a ``torch.nn.Module`` subclass or a Python function defined in the named module is
+    called (see the module docstring for the full rule); everything else is refused before
+    anything is called.
 
     Args:
         spec: Import path and attribute (dotted attributes allowed), separated by ``:``.
@@ -75,8 +160,12 @@ def build_module(spec: str, module_kwargs: str | Mapping[str, Any] | None = None
         The freshly built ``nn.Module``.
 
     Raises:
-        ValueError: A malformed spec, a module or attribute that cannot be found, or bad kwargs.
-        TypeError: The attribute is not callable or does not build an ``nn.Module``.
+        ValueError: A malformed spec, a module that cannot be imported or raises while being
+            imported (quoting its error), an attribute that cannot be found, bad kwargs, or a
+            class / factory that raises while building the model (quoting its error).
+        TypeError: The attribute is not an ``nn.Module`` subclass or a Python function defined
+            in the named module (builtins such as ``os:getpid`` are never called), the module
+            is part of the standard library, or the factory did not return an ``nn.Module``.
     """
     kwargs = _parse_kwargs(module_kwargs)
     module_path, sep, attribute = spec.partition(":") if isinstance(spec, str) else ("", "", "")
@@ -85,17 +174,19 @@ def build_module(spec: str, module_kwargs: str | Mapping[str, Any] | None = None
             f"module must look like 'package.module:ClassName' or 'package.module:factory', "
             f"got {spec!r}"
         )
-    try:
-        target: Any = importlib.import_module(module_path)
-    except ImportError as error:
-        raise ValueError(f"cannot import {module_path!r} (from module={spec!r}): {error}") from None
+    target: Any = _import(spec, module_path)
     for part in attribute.split("."):
-        if not hasattr(target, part):
+        if not part or not hasattr(target, part):
             raise ValueError(f"{module_path!r} has no attribute {attribute!r} (module={spec!r})")
         target = getattr(target, part)
-    if not callable(target):
-        raise TypeError(f"{spec!r} is not a class or factory function")
-    model = target(**kwargs)
+    _check_buildable(target, spec, module_path, attribute)
+    try:
+        model = target(**kwargs)
+    except Exception as error:  # the user's constructor / factory failed: say which and why
+        raise ValueError(
+            f"module {spec!r}: building the model with {kwargs!r} raised "
+            f"{type(error).__name__}: {error}"
+        ) from error
     if not isinstance(model, nn.Module):
         raise TypeError(f"{spec!r} built a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -169,11 +260,14 @@ def load_model(
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: A file that would execute code when unpickled, a state_dict without
+        ValueError: ``path`` is not a regular file (a folder, a named pipe: never opened), a
+            file that would execute code when unpickled, a state_dict without
             ``module``, a file that is not a torch file, or weights that do not fit ``module``.
     """
     path = Path(path)
     if not path.is_file():
+        if path.exists():  # a folder, a named pipe (never opened: it would block) or a device
+            raise ValueError(f"model file {str(path)!r} is not a regular file")
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
     if _is_torchscript(path):
         try:
