@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--epochs", type=int, default=None,
                       help="proxy epochs (default: 30 below 10k rows, else 2)")
     scan.add_argument("--exre-epochs", type=int, default=None)
+    scan.add_argument("--max-decoded-gb", type=float, default=None,
+                      help="budget of the decoded images plus the proxy's estimated training "
+                           "memory, checked from the image headers before decoding (default: "
+                           "8)")
+    scan.add_argument("--max-tokens", type=int, default=None,
+                      help="longest text the text proxy reads, in tokens; longer texts are cut "
+                           "with a warning (default: 256)")
     scan.add_argument("--no-report", action="store_true", help="skip the HTML report")
     scan.add_argument("--progress", action="store_true", help="show progress bars")
     _add_detector_options(scan)
@@ -237,7 +244,14 @@ def _tracking_uri(args: argparse.Namespace) -> str | None:
 def _config(args: argparse.Namespace) -> Any:
     from acgate.scan import ScanConfig
 
-    return ScanConfig(
+    budget = {}
+    if getattr(args, "max_decoded_gb", None) is not None:
+        if not args.max_decoded_gb > 0:
+            raise ValueError(f"--max-decoded-gb must be > 0, got {args.max_decoded_gb!r}")
+        budget["max_decoded_bytes"] = int(args.max_decoded_gb * 1024**3)
+    if getattr(args, "max_tokens", None) is not None:
+        budget["max_tokens"] = args.max_tokens
+    return ScanConfig(**budget,
         reducer=args.reducer, n_components=args.n_components, n_clusters=args.n_clusters,
         analysis=args.analysis, size_threshold=args.size_threshold,
         silhouette_threshold=args.silhouette_threshold, exre_threshold=args.exre_threshold,
@@ -546,6 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0) and EXIT_BAD_INPUT
+    logging.captureWarnings(True)  # e.g. texts cut at --max-tokens
     logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

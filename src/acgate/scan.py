@@ -24,6 +24,8 @@ from acgate.core.detect import (
 )
 from acgate.core.result import DetectionResult
 from acgate.core.validation import check_choice, check_positive_int
+from acgate.io.datasets import DEFAULT_MAX_DECODED_BYTES
+from acgate.text import DEFAULT_MAX_LEN_CAP
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,11 @@ class ScanConfig:
         model_module: ``"package.module:Class"`` for a state_dict model.
         layer: Module whose activations to take (default: input of the final Linear).
         progress: Show progress bars.
+        max_decoded_bytes: Budget of an image dataset's decoded pixels plus the proxy's
+            estimated training memory, checked from the image headers before anything is
+            decoded (``None``: no limit).
+        max_tokens: Longest text the text proxy reads, in tokens; longer texts are cut with a
+            warning (a trigger past the cut is never seen).
     """
 
     proxy: ProxyChoice = "auto"
@@ -110,6 +117,8 @@ class ScanConfig:
     model_module: str | None = None
     layer: str | None = None
     progress: bool = False
+    max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES
+    max_tokens: int = DEFAULT_MAX_LEN_CAP
 
     def __post_init__(self) -> None:  # noqa: D105
         check_choice(self.proxy, ("auto", "cnn", "mlp", "textcnn"), name="proxy")
@@ -119,6 +128,9 @@ class ScanConfig:
             check_positive_int(self.exre_epochs, name="exre_epochs")
         check_positive_int(self.batch_size, name="batch_size")
         check_positive_int(self.hidden, name="hidden")
+        check_positive_int(self.max_tokens, name="max_tokens")
+        if self.max_decoded_bytes is not None:
+            check_positive_int(self.max_decoded_bytes, name="max_decoded_bytes")
 
     def resolved_epochs(self, n_samples: int) -> int:
         """Epochs for a dataset of ``n_samples``."""
@@ -182,7 +194,8 @@ class ScanOutcome:
 # ----------------------------------------------------------------------------- stages
 
 
-def validate_dataset_file(path: str | Path, *, modality: str = "image") -> Any:
+def validate_dataset_file(path: str | Path, *, modality: str = "image",
+                          max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES) -> Any:
     """Run the dataset expectation suite on the raw file.
 
     Raises:
@@ -193,7 +206,7 @@ def validate_dataset_file(path: str | Path, *, modality: str = "image") -> Any:
     from acgate.io.inspect import first_decode_error, validation_frame
     from acgate.io.schema import open_parquet
 
-    frame = validation_frame(path, modality)
+    frame = validation_frame(path, modality, max_decoded_bytes=max_decoded_bytes)
     if len(frame) == 0:
         raise ValueError(f"{path}: the dataset has no rows")
     if modality == "image" and "image_shape" not in frame:
@@ -253,28 +266,32 @@ def _is_text(dataset: Any) -> bool:
     return isinstance(dataset, TextDataset)
 
 
-def text_vocabulary(dataset: Any) -> Any:
+def text_vocabulary(dataset: Any, max_tokens: int = DEFAULT_MAX_LEN_CAP) -> Any:
     """The vocabulary of a text dataset, built from its own texts (deterministic).
 
-    Every stage rebuilds the same vocabulary from the same texts, so the proxy, its extraction
-    and the exclusionary-reclassification retrain agree without passing it around.
+    Every stage rebuilds the same vocabulary from the same texts and ``max_tokens``, so the
+    proxy, its extraction and the exclusionary-reclassification retrain agree without passing
+    it around. Texts longer than ``max_tokens`` are cut when encoded, with a warning.
     """
     from acgate.text import build_vocabulary
 
-    return build_vocabulary(dataset.texts)
+    return build_vocabulary(dataset.texts, max_len_cap=max_tokens)
 
 
-def model_inputs(dataset: Any, vocabulary: Any = None) -> np.ndarray:
+def model_inputs(dataset: Any, vocabulary: Any = None, *,
+                 max_tokens: int = DEFAULT_MAX_LEN_CAP) -> np.ndarray:
     """What a model is fed: the images, or a text dataset's token ids ``N x L`` (int64).
 
     Args:
         dataset: An image or text dataset.
         vocabulary: A text dataset's :class:`acgate.text.Vocabulary` (default: built from its
             texts by :func:`text_vocabulary`). Ignored for images.
+        max_tokens: The cap of that default vocabulary.
     """
     if not _is_text(dataset):
         return dataset.images
-    vocabulary = text_vocabulary(dataset) if vocabulary is None else vocabulary
+    if vocabulary is None:
+        vocabulary = text_vocabulary(dataset, max_tokens)
     return vocabulary.encode(dataset.texts)
 
 
@@ -285,7 +302,7 @@ def _text_proxy_factory(dataset: Any, config: ScanConfig, n_classes: int) -> Any
     if name != "textcnn":
         raise ValueError(f"proxy {name!r} takes images; a text dataset needs proxy 'textcnn' "
                          "(or 'auto')")
-    vocabulary = text_vocabulary(dataset)
+    vocabulary = text_vocabulary(dataset, config.max_tokens)
 
     def factory() -> Any:
         import torch
@@ -331,7 +348,8 @@ def train_proxy(dataset: Any, config: ScanConfig) -> tuple[Any, Any]:
     epochs = (config.resolved_text_epochs(len(dataset)) if _is_text(dataset)
               else config.resolved_epochs(len(dataset)))
     stats = train_model(
-        model, model_inputs(dataset), dataset.labels, epochs=epochs,
+        model, model_inputs(dataset, max_tokens=config.max_tokens), dataset.labels,
+        epochs=epochs,
         batch_size=config.batch_size, lr=config.lr, seed=config.seed, progress=config.progress,
     )
     logger.info("proxy trained: %s", stats)
@@ -394,7 +412,9 @@ def extract_to_parquet(model: Any, dataset: Any, path: str | Path, config: ScanC
     start = 0
     try:
         for activations, predictions in iter_activations(model,
-                                                         model_inputs(dataset, vocabulary),
+                                                         model_inputs(
+                                                             dataset, vocabulary,
+                                                             max_tokens=config.max_tokens),
                                                          layer=config.layer):
             if writer is None:
                 writer = ActivationWriter(path, activations.shape[1],
@@ -422,7 +442,8 @@ def make_retrain(dataset: Any, config: ScanConfig) -> Any:
     epochs = config.exre_epochs or (config.resolved_text_epochs(len(dataset))
                                     if _is_text(dataset) else config.resolved_epochs(len(dataset)))
     return make_retrain_and_predict(
-        model_inputs(dataset), dataset.labels, model_factory=factory, epochs=epochs,
+        model_inputs(dataset, max_tokens=config.max_tokens), dataset.labels,
+        model_factory=factory, epochs=epochs,
         batch_size=config.batch_size, lr=config.lr, seed=config.seed,
         progress=config.progress,
     )
@@ -522,14 +543,16 @@ def run_scan(
     if modality not in ("image", "text"):
         raise ValueError(f"{dataset_path}: modality must be 'image' or 'text', got {modality!r}")
     # The suite also checks the label column (rows, classes, class sizes, range).
-    gx_dataset = validate_dataset_file(dataset_path, modality=modality)
-    dataset = read_dataset(dataset_path, modality=modality)
+    gx_dataset = validate_dataset_file(dataset_path, modality=modality,
+                                       max_decoded_bytes=config.max_decoded_bytes)
+    dataset = read_dataset(dataset_path, modality=modality,
+                           max_decoded_bytes=config.max_decoded_bytes)
     vocabulary = None
     if modality == "text":
         if config.size_threshold is None:
             config = replace(config, size_threshold=TEXT_SIZE_THRESHOLD)
         vocabulary = (load_user_vocabulary(config) if config.model_path
-                      else text_vocabulary(dataset))
+                      else text_vocabulary(dataset, config.max_tokens))
     fingerprint = dataset_fingerprint(dataset)
     dataset_sha256 = file_sha256(dataset_path)
     lap("read_validate")

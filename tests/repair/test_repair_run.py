@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from acgate.io.datasets import read_image_dataset
+from acgate.io.output import MARKER_FILE
 from acgate.repair import CLEANED_FILE, MODEL_FILE, REPAIR_FILE, run_repair
 from acgate.torch.byo import load_model
 
@@ -55,7 +56,8 @@ def test_repair_writes_cleaned_dataset_model_and_report(repaired, scanned, strat
     outcome = repaired[0][strategy]
     folder = outcome.cleaned_dataset_path.parent
     assert sorted(p.name for p in folder.iterdir()) == sorted([CLEANED_FILE, MODEL_FILE,
-                                                               REPAIR_FILE, "repair.html"])
+                                                               REPAIR_FILE, "repair.html",
+                                                               MARKER_FILE])
     assert json.loads((folder / REPAIR_FILE).read_text()) == json.loads(
         json.dumps(outcome.report, default=str))
     cleaned = read_image_dataset(outcome.cleaned_dataset_path)
@@ -88,17 +90,28 @@ def test_relabel_fine_tunes_fewer_epochs_than_training_from_scratch(repaired):
     assert outcomes["relabel"].report["converged"] is True
 
 
-def test_repair_replaces_an_existing_output_folder(scanned, tmp_path):
+def test_repair_keeps_a_users_files_and_replaces_its_own_output_folder(scanned, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "stale.txt").write_text("old")
+    kwargs = {"strategy": "relabel", "epochs": 1, "replay_fraction": 0.1}
+    with pytest.raises(ValueError, match="not written by acgate"):
+        run_repair(scanned.dataset_path, scanned.samples_path, scanned.model_path, out,
+                   **kwargs)
+    assert [p.name for p in out.iterdir()] == ["stale.txt"]
     run_repair(scanned.dataset_path, scanned.samples_path, scanned.model_path, out,
-               strategy="relabel", epochs=1, replay_fraction=0.1)
-    assert sorted(p.name for p in out.iterdir()) == sorted([CLEANED_FILE, MODEL_FILE,
-                                                            REPAIR_FILE, "repair.html"])
+               overwrite=True, **kwargs)
+    outputs = sorted([CLEANED_FILE, MODEL_FILE, REPAIR_FILE, "repair.html", MARKER_FILE])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*outputs, "stale.txt"])
+    assert (out / "stale.txt").read_text() == "old"
     report = json.loads((out / REPAIR_FILE).read_text())
     assert report["epochs"] == 1 and report["backdoor"]["measured"] is False
     assert "test set" in report["backdoor"]["reason"]
+    fresh = tmp_path / "fresh"
+    for _ in range(2):  # acgate's own folder is replaced whole
+        run_repair(scanned.dataset_path, scanned.samples_path, scanned.model_path, fresh,
+                   **kwargs)
+    assert sorted(p.name for p in fresh.iterdir()) == outputs
 
 
 def test_repair_is_logged_to_mlflow_as_a_child_of_the_scan_and_has_an_html_page(
