@@ -494,11 +494,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
                        alias=args.alias, silhouette_threshold=args.silhouette_threshold,
                        size_threshold=args.size_threshold, allow_skipped=args.allow_skipped)
     print(json.dumps(decision.to_dict(), indent=2, default=str))
-    if decision.promoted:
-        return EXIT_CLEAN
-    outcome = getattr(decision, "outcome", "refused")
-    return {"bad_input": EXIT_BAD_INPUT, "unavailable": EXIT_INFRASTRUCTURE}.get(
-        outcome, EXIT_POISON)
+    return decision.exit_code
 
 
 def evaluation_table(result: Any, is_poison: Any) -> tuple[str, dict[str, float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -82,13 +83,32 @@ def make_result(
     )
 
 
-def register_version(client, name: str, artifact_location: str | None = None) -> str:
-    """Register a real (tiny) model version whose source is a logged artifact folder."""
+#: SHA-256 of the bytes the test scans "scanned" and the test models were "trained" on.
+TRAIN_SHA256 = hashlib.sha256(b"the training file").hexdigest()
+OTHER_SHA256 = hashlib.sha256(b"another file").hexdigest()
+
+
+def register_version(client, name: str, artifact_location: str | None = None, *,
+                     sha256: str | None = TRAIN_SHA256, how: str = "version-tag") -> str:
+    """Register a real (tiny) model version whose source is a logged artifact folder.
+
+    ``sha256`` is the training-data digest, recorded the way ``how`` says: ``version-tag``
+    (the model version's ``acgate.training_data_sha256`` tag, the documented way), ``run-tag``
+    (the same tag on the training run) or ``dataset-input`` (a training dataset input of the
+    training run, :func:`acgate.mlflow.dataset_input`); ``None``: not recorded.
+    """
+    from acgate.mlflow import TRAINING_DATA_SHA256_TAG, dataset_input
+
     experiment = client.get_experiment_by_name("models")
     experiment_id = (experiment.experiment_id if experiment is not None
                      else client.create_experiment("models", artifact_location=artifact_location))
     run = client.create_run(experiment_id, run_name="train")
     client.log_text(run.info.run_id, "flavors: {}\n", "model/MLmodel")
+    if sha256 is not None and how == "run-tag":
+        client.set_tag(run.info.run_id, TRAINING_DATA_SHA256_TAG, sha256)
+    elif sha256 is not None and how == "dataset-input":
+        client.log_inputs(run.info.run_id, [dataset_input(
+            sha256, name="train.parquet", source="s3://bucket/train.parquet")])
     client.set_terminated(run.info.run_id, "FINISHED")
     try:
         client.get_registered_model(name)
@@ -97,6 +117,8 @@ def register_version(client, name: str, artifact_location: str | None = None) ->
     version = client.create_model_version(
         name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id
     )
+    if sha256 is not None and how == "version-tag":
+        client.set_model_version_tag(name, version.version, TRAINING_DATA_SHA256_TAG, sha256)
     return str(version.version)
 
 
@@ -158,3 +180,68 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class _FakeTrackingServer:
+    """An HTTP server on 127.0.0.1 (in a thread) that answers ``/health`` and fails the API.
+
+    ``mode="stall"``: API requests are read and never answered (until the server stops, at the
+    latest after ``stall_s``); ``mode="503"``: they get ``503 Service Unavailable``.
+    """
+
+    def __init__(self, mode: str, stall_s: float = 120.0) -> None:
+        import http.server
+        import threading
+
+        release = threading.Event()
+        self.api_requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                if self.path.rstrip("/") == "/health":
+                    self._send(200, b"OK")
+                    return
+                outer.api_requests += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                if mode == "503":
+                    self._send(503, b'{"error_code": "TEMPORARILY_UNAVAILABLE"}')
+                else:
+                    release.wait(stall_s)  # never answers while the test runs
+
+            def _send(self, status, body):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _answer
+
+            def log_message(self, *args):  # quiet
+                pass
+
+        self._release = release
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.1}, daemon=True)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._release.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def fake_server():
+    """Start a :class:`_FakeTrackingServer`: ``with fake_server("stall") as server: ...``."""
+    return _FakeTrackingServer

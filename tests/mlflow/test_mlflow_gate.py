@@ -1,3 +1,4 @@
+import hashlib
 import json
 import time
 
@@ -5,6 +6,9 @@ import pytest
 
 from acgate.mlflow.gate import GateDecision, promote
 from acgate.mlflow.tracking import default_artifact_location, default_tracking_uri, log_scan
+
+#: The digest conftest's ``register_version`` records by default: the "training file".
+TRAIN_SHA256 = hashlib.sha256(b"the training file").hexdigest()
 
 MODEL = "digits-cnn"
 
@@ -18,6 +22,7 @@ def model(store, register_version, request):
 
 
 def _scan(uri, result, **kwargs):
+    kwargs.setdefault("dataset_sha256", TRAIN_SHA256)
     return log_scan(result, tracking_uri=uri, experiment="gate-test", **kwargs)
 
 
@@ -192,12 +197,11 @@ def test_missing_metric_fails_closed(store, model, make_result):
     _assert_refused(decision, client, name, version, "poisoned/1 missing")
     assert decision.failing_classes == (1,)
 
-    # With thresholds, silhouette and size ratio become required too.
-    complete = _hand_logged_run(
-        client,
-        tags={**COMPLETE, "acgate.classes": "[0]"},
-        metrics={"poisoned/0": 0, "skipped/0": 0, "silhouette/0": 0.02},
-    )
+    # With thresholds, silhouette and size ratio become required too (a real scan whose
+    # class 0 has no size ratio, so the metric is not logged).
+    complete = _scan(uri, make_result(classes=(0,), poisoned=(),
+                                      suspicious={0: (0.02, None, None)}))
+    assert "size_ratio/0" not in client.get_run(complete).data.metrics
     assert promote(tracking_uri=uri, run_id=complete, model_name=name,
                    model_version=version).promoted
     client.delete_registered_model_alias(name, "champion")

@@ -1,5 +1,6 @@
 """End to end over HTTP: a real `mlflow server` subprocess, a scan logged to it, the gate."""
 
+import hashlib
 import json
 import os
 import signal
@@ -72,23 +73,36 @@ def test_scan_logged_over_http_is_gated(tmp_path, fast_dir_factory, free_port, m
         artifacts.mkdir()
         (artifacts / "report.json").write_text(json.dumps({"verdict": "clean"}))
 
+        digest = hashlib.sha256(b"digits").hexdigest()
         clean_run = log_scan(make_result(poisoned=()), tracking_uri=url,
-                             artifacts_dir=artifacts, dataset_uri="digits")
-        poisoned_run = log_scan(make_result(poisoned=(2,)), tracking_uri=url)
-        version = register_version(client, "http-model")
+                             artifacts_dir=artifacts, dataset_uri="digits",
+                             dataset_sha256=digest)
+        poisoned_run = log_scan(make_result(poisoned=(2,)), tracking_uri=url,
+                                dataset_sha256=digest)
+        version = register_version(client, "http-model", sha256=digest, how="dataset-input")
 
         refused = promote(tracking_uri=url, run_id=poisoned_run, model_name="http-model",
                           model_version=version)
         assert not refused.promoted and refused.failing_classes == (2,)
+        assert refused.outcome == "refused"
         assert client.get_registered_model("http-model").aliases == {}
 
         passed = promote(tracking_uri=url, run_id=clean_run, model_name="http-model",
                          model_version=version)
         assert passed.promoted, passed.reasons
         assert str(client.get_model_version_by_alias("http-model", "champion").version) == version
-        assert client.get_model_version("http-model", version).tags["acgate.verdict"] == "pass"
+        tags = client.get_model_version("http-model", version).tags
+        assert tags["acgate.verdict"] == "pass" and tags["acgate.gate.dataset_sha256"] == digest
+        # The evidence went through the server too: a re-logged metric is refused over HTTP.
+        client.log_metric(poisoned_run, "poisoned/2", 0)
+        tampered = promote(tracking_uri=url, run_id=poisoned_run, model_name="http-model",
+                           model_version=version)
+        assert tampered.outcome == "refused"
+        assert any("logged 2 times" in reason for reason in tampered.reasons), tampered.reasons
         # The artifacts went through the server's proxy into its artifact destination.
         assert {a.path for a in client.list_artifacts(clean_run)} >= {"acgate", "report.json"}
+        assert {a.path for a in client.list_artifacts(clean_run, "acgate")} >= {
+            "acgate/classes.json"}
         assert list((server_dir / "server-artifacts").rglob("report.json"))
     finally:
         _stop(process)

@@ -1,15 +1,19 @@
+import hashlib
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from acgate.errors import InfrastructureError
 from acgate.mlflow.tracking import (
     default_artifact_location,
     default_tracking_uri,
     log_scan,
     make_client,
 )
+
+DIGEST = hashlib.sha256(b"digits.parquet bytes").hexdigest()
 
 
 def _artifacts_dir(tmp_path: Path, result) -> Path:
@@ -52,6 +56,7 @@ def test_log_scan_records_params_metrics_tags_and_artifacts(store, tmp_path, mak
         result, tracking_uri=uri, experiment="tracking-test", artifacts_dir=artifacts,
         dataset_uri="file:///data/digits.parquet", dataset_fingerprint="sha256:abc",
         params={"reducer": "ica", "proxy_epochs": 3}, gx_results=gx_results, run_name="scan-1",
+        dataset_sha256=DIGEST.upper(),  # normalised to lowercase
     )
 
     run = client.get_run(run_id)
@@ -63,6 +68,7 @@ def test_log_scan_records_params_metrics_tags_and_artifacts(store, tmp_path, mak
     assert params["n_components"] == "10"
     assert params["dataset_uri"] == "file:///data/digits.parquet"
     assert params["dataset_fingerprint"] == "sha256:abc"
+    assert params["dataset_sha256"] == DIGEST
     assert params["seed"] == "0"
     assert params["acgate_version"]
 
@@ -91,12 +97,35 @@ def test_log_scan_records_params_metrics_tags_and_artifacts(store, tmp_path, mak
     assert json.loads(tags["acgate.poisoned_classes"]) == [1]
     assert json.loads(tags["acgate.suspected_sources"]) == {"1": 0}
     assert tags["acgate.gx_success"] == "true"
+    assert tags["acgate.kind"] == "scan"
+    assert tags["acgate.dataset_sha256"] == DIGEST
+
+    # The scanned file is a dataset input of the run, with its full digest.
+    (scanned,) = run.inputs.dataset_inputs
+    input_tags = {tag.key: tag.value for tag in scanned.tags}
+    assert input_tags == {"mlflow.data.context": "scan", "acgate.dataset_sha256": DIGEST}
+    assert scanned.dataset.name == "digits.parquet"
+    assert scanned.dataset.digest == DIGEST[:36]  # MLflow caps the digest field at 36
+    assert json.loads(scanned.dataset.source) == {"uri": "file:///data/digits.parquet"}
 
     paths = _artifact_paths(client, run_id)
     assert paths == sorted([
-        "acgate/result.json", "gx/results.json", "plots/silhouette.png",
+        "acgate/classes.json", "acgate/result.json", "gx/results.json", "plots/silhouette.png",
         "report.html", "report.json", "samples.parquet",
     ])
+    # The per-class table, byte for byte what the digest tag says.
+    classes_file = Path(client.download_artifacts(run_id, "acgate/classes.json", str(tmp_path)))
+    data = classes_file.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == tags["acgate.classes_sha256"]
+    table = json.loads(data)
+    assert table["schema"] == "acgate.classes/1"
+    assert table["dataset_sha256"] == DIGEST and table["verdict"] == "poisoned"
+    assert [(c["label"], c["verdict"], c["n_flagged"], c["skipped"]) for c in table["classes"]] \
+        == [(0, "clean", 0, False), (1, "poisoned", 4, False), (2, "clean", 0, False),
+            (3, "skipped", 0, True)]
+    assert table["classes"][1]["suspected_source"] == 0
+    assert table["classes"][3]["silhouette"] is None
+    assert {m.timestamp for m in run.data._metric_objs} == {table["metrics_timestamp_ms"]}
     # Artifacts land under <out_dir>/mlartifacts, not ./mlruns.
     local = Path(client.download_artifacts(run_id, "gx/results.json", str(tmp_path)))
     assert json.loads(local.read_text())["dataset"]["success"] is True
@@ -116,10 +145,14 @@ def test_log_scan_records_params_metrics_tags_and_artifacts(store, tmp_path, mak
 def test_clean_result_is_tagged_clean(store, make_result):
     _, uri, client = store
     run_id = log_scan(make_result(poisoned=()), tracking_uri=uri, experiment="tracking-test")
-    tags = client.get_run(run_id).data.tags
+    run = client.get_run(run_id)
+    tags = run.data.tags
     assert tags["acgate.verdict"] == "clean"
     assert json.loads(tags["acgate.poisoned_classes"]) == []
     assert "acgate.gx_success" not in tags
+    # Without a digest nothing claims one (the gate refuses such a run).
+    assert "dataset_sha256" not in run.data.params and "acgate.dataset_sha256" not in tags
+    assert not run.inputs.dataset_inputs
 
 
 def test_gx_reports_are_logged_and_summarised(store, tmp_path, make_result):
@@ -168,13 +201,16 @@ def test_invalid_input_is_refused_before_a_run_exists(store, tmp_path, make_resu
     with pytest.raises(ValueError, match="not JSON-serialisable"):
         log_scan(result, tracking_uri=uri, experiment="refused",
                  gx_results={"dataset": {"observed": {1, 2}}})
+    with pytest.raises(ValueError, match="dataset_sha256 must be a SHA-256.*'abc'"):
+        log_scan(result, tracking_uri=uri, experiment="refused", dataset_sha256="abc")
     assert client.get_experiment_by_name("refused") is None
 
 
 def test_unreachable_server_raises_connection_error_fast(free_port, make_result):
-    with pytest.raises(ConnectionError, match="unreachable"):
+    with pytest.raises(ConnectionError, match="unreachable") as caught:
         log_scan(make_result(), tracking_uri=f"http://127.0.0.1:{free_port}",
                  connect_timeout_s=2)
+    assert isinstance(caught.value, InfrastructureError)  # exit 4 in the CLI
 
 
 def test_make_client_rejects_empty_uri():

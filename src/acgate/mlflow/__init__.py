@@ -1,10 +1,15 @@
 """The one module family that talks to MLflow: tracking and the promotion gate.
 
 Importing this package does not import :mod:`mlflow`; the functions import it when called.
+See ``docs/gate.md`` for how a training script registers a model version the gate accepts.
 """
 
-from acgate.mlflow.gate import GateDecision, promote
+from acgate.mlflow.bounds import DEFAULT_BOUNDS, MlflowBounds, StoreUnreachableError
+from acgate.mlflow.gate import OUTCOME_EXIT_CODES, GateDecision, Outcome, exit_code, promote
 from acgate.mlflow.tracking import (
+    TRAINING_DATA_SHA256_TAG,
+    check_tracking_store,
+    dataset_input,
     default_artifact_location,
     default_tracking_uri,
     log_repair,
@@ -12,9 +17,18 @@ from acgate.mlflow.tracking import (
 )
 
 __all__ = [
+    "DEFAULT_BOUNDS",
+    "OUTCOME_EXIT_CODES",
+    "TRAINING_DATA_SHA256_TAG",
     "GateDecision",
+    "MlflowBounds",
+    "Outcome",
+    "StoreUnreachableError",
+    "check_tracking_store",
+    "dataset_input",
     "default_artifact_location",
     "default_tracking_uri",
+    "exit_code",
     "log_repair",
     "log_scan",
     "promote",

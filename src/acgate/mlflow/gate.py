@@ -1,41 +1,90 @@
-"""Promotion gate: move a model alias only when the scan run of its training data is clean.
+"""Promotion gate: move a model alias only when a clean scan covers the model's training data.
 
-The gate reads a scan run logged by :func:`acgate.mlflow.tracking.log_scan` and decides whether
-a registered model version may take an alias (``champion`` by default). It **fails closed**:
-a missing run, a run not ``FINISHED``, a run without ``acgate.status=complete``, a class of the
-run's class list without its metrics, an unreachable tracking server or any MLflow error gives
-``promoted=False`` with a reason, and the alias is not touched.
+The gate reads a scan run logged by :func:`acgate.mlflow.tracking.log_scan` and a registered model
+version, and decides whether the version may take an alias (``champion`` by default). It **fails
+closed**: anything it cannot verify refuses, and the alias is not touched unless the outcome is
+``promoted``. See ``docs/gate.md`` for how to register a version it accepts and for the threat
+model.
 
-Rule, per class ``c`` of the run's class list (tag ``acgate.classes``):
+What it checks, in order:
 
-* ``poisoned/<c>`` is 1 → fail;
-* ``skipped/<c>`` is 1 → fail unless ``allow_skipped``;
-* with thresholds given: ``silhouette/<c> >= silhouette_threshold`` and
-  ``size_ratio/<c> <= size_threshold`` → fail, unless ``exre/<c>`` is present and ``>= 1``
-  (exclusionary reclassification cleared the cluster). With one threshold only, that condition
-  alone decides.
+1. **The version exists** and **the run is an acgate scan run** (tag ``acgate.kind=scan`` or a
+   class list): otherwise ``bad_input``.
+2. **The run finished**: active, ``FINISHED``, ``acgate.status=complete``.
+3. **The evidence is intact**: the artifact ``acgate/classes.json`` has the SHA-256 of the tag
+   ``acgate.classes_sha256``; the tags ``acgate.classes``, ``acgate.verdict``,
+   ``acgate.poisoned_classes`` and the metrics ``poisoned/<c>``, ``skipped/<c>``,
+   ``flagged/<c>``, ``silhouette/<c>``, ``size_ratio/<c>``, ``exre/<c>`` and totals say what the
+   file says; every such metric's latest value carries the scan's timestamp and step 0, and
+   ``poisoned/<c>`` and ``skipped/<c>`` were logged exactly once (metric history). A re-logged
+   metric or an edited tag refuses.
+4. **The rule**, per class ``c`` of the class list:
 
-On a pass the version is tagged ``acgate.verdict=pass`` and ``acgate.run_id=<run>``, then the
-alias is set. On a fail it is tagged ``acgate.verdict=fail``, ``acgate.failing_classes`` (JSON
-list) and ``acgate.reasons``; tagging is best effort (the server may be the thing that is down).
-The CLI maps ``promoted=False`` to a non-zero exit status.
+   * ``poisoned/<c>`` is 1 → fail;
+   * ``skipped/<c>`` is 1 → fail unless ``allow_skipped``;
+   * with thresholds given: ``silhouette/<c> >= silhouette_threshold`` and
+     ``size_ratio/<c> <= size_threshold`` → fail, unless ``exre/<c>`` is present and ``>= 1``
+     (exclusionary reclassification cleared the cluster). With one threshold only, that
+     condition alone decides.
+5. **The digests match**: the scan's ``dataset_sha256`` (param; the tag, the dataset input and
+   ``classes.json`` must agree with it) equals the version's training-data digest: the version
+   tag ``acgate.training_data_sha256`` and/or, on the version's source run, the tag
+   ``acgate.training_data_sha256`` or a ``training`` dataset input carrying the input tag
+   ``acgate.dataset_sha256`` (:func:`acgate.mlflow.tracking.dataset_input`). All of those that
+   are present must agree; none present refuses.
+
+Every MLflow call runs under :func:`acgate.mlflow.bounds.bounded` (a stalled server gives
+``unavailable`` in about 30 s). What was checked is written onto the version (tags
+``acgate.gate.*``, see :data:`GATE_TAGS`) on every outcome but ``unavailable``; the alias is set
+last, and only on ``promoted``.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from numbers import Real
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from acgate.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CLEAN,
+    EXIT_INFRASTRUCTURE,
+    EXIT_POISON,
+    InfrastructureError,
+)
+from acgate.mlflow.bounds import (
+    MlflowBounds,
+    bounded,
+    describe_error,
+    is_not_found,
+    is_store_error,
+)
+from acgate.mlflow.evidence import (
+    CLASSES_ARTIFACT,
+    MAX_CLASSES_ARTIFACT_BYTES,
+    check_run_against_document,
+    is_sha256,
+    parse_document,
+    sha256_bytes,
+)
 from acgate.mlflow.tracking import (
+    CLASSES_SHA256_TAG,
     CLASSES_TAG,
+    DATASET_CONTEXT_TAG,
+    DATASET_SHA256_PARAM,
+    DATASET_SHA256_TAG,
     DEFAULT_CONNECT_TIMEOUT_S,
+    KIND_TAG,
+    POISONED_CLASSES_TAG,
     STATUS_COMPLETE,
     STATUS_TAG,
+    TRAINING_DATA_SHA256_TAG,
     VERDICT_TAG,
     check_server_reachable,
     make_client,
@@ -44,28 +93,95 @@ from acgate.mlflow.tracking import (
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
 
 logger = logging.getLogger(__name__)
 
+#: How a gate decision ends; see :data:`OUTCOME_EXIT_CODES`.
+Outcome = Literal["promoted", "refused", "bad_input", "unavailable"]
+
+#: Exit code of each outcome (the table of :mod:`acgate.errors`).
+OUTCOME_EXIT_CODES: Mapping[str, int] = {
+    "promoted": EXIT_CLEAN,
+    "refused": EXIT_POISON,
+    "bad_input": EXIT_BAD_INPUT,
+    "unavailable": EXIT_INFRASTRUCTURE,
+}
+
+# Model-version tags kept from earlier acgate versions.
 GATE_VERDICT_TAG = "acgate.verdict"
 GATE_RUN_TAG = "acgate.run_id"
 GATE_FAILING_TAG = "acgate.failing_classes"
 GATE_REASONS_TAG = "acgate.reasons"
+# Model-version tags recording what the gate checked.
+GATE_OUTCOME_TAG = "acgate.gate.outcome"
+GATE_CHECKED_RUN_TAG = "acgate.gate.checked_run"
+GATE_CHECKED_AT_TAG = "acgate.gate.checked_at"
+GATE_SCAN_VERDICT_TAG = "acgate.gate.verdict"
+GATE_DATASET_TAG = "acgate.gate.dataset_sha256"
+GATE_TRAINING_DATA_TAG = "acgate.gate.training_data_sha256"
+GATE_ALIAS_TAG = "acgate.gate.alias"
+GATE_GATE_REASONS_TAG = "acgate.gate.reasons"
+#: Every model-version tag the gate writes.
+GATE_TAGS = (GATE_VERDICT_TAG, GATE_RUN_TAG, GATE_FAILING_TAG, GATE_REASONS_TAG,
+             GATE_OUTCOME_TAG, GATE_CHECKED_RUN_TAG, GATE_CHECKED_AT_TAG, GATE_SCAN_VERDICT_TAG,
+             GATE_DATASET_TAG, GATE_TRAINING_DATA_TAG, GATE_ALIAS_TAG, GATE_GATE_REASONS_TAG)
+
+#: Metric histories read are ``poisoned/<c>`` and ``skipped/<c>`` of at most this many classes
+#: (two calls per class); beyond it the timestamp check of step 3 alone catches re-logging.
+MAX_HISTORY_CLASSES = 256
 _MAX_TAG_VALUE = 5000
+_T = TypeVar("_T")
+
+
+def exit_code(outcome: str) -> int:
+    """The process exit code of a gate outcome (:data:`OUTCOME_EXIT_CODES`).
+
+    Raises:
+        ValueError: ``outcome`` is not one of the four.
+    """
+    try:
+        return OUTCOME_EXIT_CODES[outcome]
+    except KeyError:
+        raise ValueError(f"unknown gate outcome {outcome!r}; expected one of "
+                         f"{sorted(OUTCOME_EXIT_CODES)}") from None
 
 
 @dataclass(frozen=True)
 class GateDecision:
     """Outcome of :func:`promote`.
 
+    ``outcome`` and the exit code it maps to (:attr:`exit_code`, :func:`exit_code`):
+
+    ==============  ====  ==========================================================
+    outcome         exit  when
+    ==============  ====  ==========================================================
+    ``promoted``    0     every check passed; the alias now points at the version
+    ``refused``     3     poison, a skipped class, a digest that is not the scan's or
+                          missing, tampered or inconsistent evidence, an unfinished run
+    ``bad_input``   2     unknown run, model or version; no run id; a SQLite store file
+                          that does not exist; a run that is not an acgate scan run
+    ``unavailable`` 4     the store is unreachable, stalls, answers 5xx, is locked or
+                          full, or fails otherwise
+    ==============  ====  ==========================================================
+
     Attributes:
         promoted: Whether the alias now points at the model version.
-        reasons: Plain-words reasons: why it failed, or a one-line summary of the pass.
-        failing_classes: Classes that failed the rule or lacked their metrics.
+        reasons: Plain-words reasons: why it did not promote, or a one-line summary of the pass.
+        failing_classes: Classes that failed the rule, lacked their metrics or whose evidence
+            disagrees.
         run_id: The scan run judged.
         model_name: Registered model name.
         model_version: Model version the alias was (or would have been) set on.
         alias: The alias.
+        thresholds: The gate thresholds used (``None``: not used).
+        outcome: ``promoted``, ``refused``, ``bad_input`` or ``unavailable`` (derived from
+            ``promoted`` when not given: ``promoted`` or ``refused``).
+        dataset_sha256: SHA-256 of the scanned file, as the scan run records it.
+        training_data_sha256: SHA-256 of the version's training data, as registered.
+        scan_verdict: The scan run's ``acgate.verdict`` tag.
+        checked_at: When the gate decided (ISO 8601, UTC).
     """
 
     promoted: bool
@@ -76,11 +192,32 @@ class GateDecision:
     model_version: str | None = None
     alias: str | None = None
     thresholds: Mapping[str, float | None] = field(default_factory=dict)
+    outcome: Outcome | None = None
+    dataset_sha256: str | None = None
+    training_data_sha256: str | None = None
+    scan_verdict: str | None = None
+    checked_at: str | None = None
+
+    def __post_init__(self) -> None:
+        """Derive ``outcome`` from ``promoted`` when not given; refuse a contradiction."""
+        if self.outcome is None:
+            object.__setattr__(self, "outcome", "promoted" if self.promoted else "refused")
+        if self.outcome not in OUTCOME_EXIT_CODES:
+            raise ValueError(f"unknown gate outcome {self.outcome!r}")
+        if (self.outcome == "promoted") != bool(self.promoted):
+            raise ValueError(f"outcome {self.outcome!r} contradicts promoted={self.promoted!r}")
+
+    @property
+    def exit_code(self) -> int:
+        """Process exit code of the outcome: 0, 3, 2 or 4 (see the class docstring)."""
+        return exit_code(str(self.outcome))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python dict (JSON-serialisable) of the decision."""
         return {
             "promoted": self.promoted,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
             "reasons": list(self.reasons),
             "failing_classes": list(self.failing_classes),
             "run_id": self.run_id,
@@ -88,7 +225,30 @@ class GateDecision:
             "model_version": self.model_version,
             "alias": self.alias,
             "thresholds": dict(self.thresholds),
+            "dataset_sha256": self.dataset_sha256,
+            "training_data_sha256": self.training_data_sha256,
+            "scan_verdict": self.scan_verdict,
+            "checked_at": self.checked_at,
         }
+
+
+class _Stop(Exception):
+    """Ends the checks early with ``bad_input`` or ``unavailable``."""
+
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+@dataclass
+class _Findings:
+    reasons: list[str] = field(default_factory=list)
+    failing: set[int] = field(default_factory=set)
+    version_found: bool = False
+    dataset_sha256: str | None = None
+    training_data_sha256: str | None = None
+    scan_verdict: str | None = None
 
 
 def promote(
@@ -102,12 +262,14 @@ def promote(
     size_threshold: float | None = None,
     allow_skipped: bool = False,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    bounds: MlflowBounds | None = None,
 ) -> GateDecision:
-    """Set ``alias`` on a model version only if the scan run passes the rule.
+    """Set ``alias`` on a model version only if a clean scan covers its training data.
 
     Args:
         tracking_uri: Tracking (and registry) URI of the scan run and the model.
-        run_id: The scan run (from :func:`acgate.mlflow.tracking.log_scan`); ``None`` fails.
+        run_id: The scan run (from :func:`acgate.mlflow.tracking.log_scan`); ``None`` or ``""``
+            gives ``bad_input``.
         model_name: Registered model name.
         model_version: Version number of the model trained on the scanned data.
         alias: Alias to move on a pass.
@@ -116,11 +278,14 @@ def promote(
         size_threshold: Fail a class whose suspicious-cluster share is at most this (together
             with ``silhouette_threshold``), unless ExRe cleared it. ``None``: not used.
         allow_skipped: Accept classes the scan could not analyse.
-        connect_timeout_s: Seconds to wait for an HTTP tracking server before failing closed.
+        connect_timeout_s: Seconds to wait for an HTTP tracking server's ``/health``.
+        bounds: Timeouts and retries of each MLflow request; ``None``:
+            :data:`acgate.mlflow.bounds.DEFAULT_BOUNDS` (a stalled server fails in ~30 s).
 
     Returns:
-        The decision; ``promoted`` is ``False`` on every failure (never raises for MLflow
-        problems).
+        The decision; ``outcome`` says which of promoted / refused / bad input / unavailable,
+        and :attr:`GateDecision.exit_code` maps it to the CLI's exit code. Never raises for
+        MLflow problems.
 
     Raises:
         ValueError: On invalid arguments (empty names, a non-integer version, thresholds out of
@@ -130,82 +295,391 @@ def promote(
         model_name, model_version, alias, silhouette_threshold, size_threshold
     )
     thresholds = {"silhouette": silhouette_threshold, "size_ratio": size_threshold}
+    checked_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    found = _Findings()
 
-    def decide(
-        promoted: bool, reasons: list[str], failing: tuple[int, ...] = ()
-    ) -> GateDecision:
+    def decide(outcome: Outcome, reasons: list[str]) -> GateDecision:
         decision = GateDecision(
-            promoted=promoted,
+            promoted=outcome == "promoted",
             reasons=tuple(reasons),
-            failing_classes=failing,
+            failing_classes=tuple(sorted(found.failing)),
             run_id=run_id,
             model_name=model_name,
             model_version=version,
             alias=alias,
             thresholds=thresholds,
+            outcome=outcome,
+            dataset_sha256=found.dataset_sha256,
+            training_data_sha256=found.training_data_sha256,
+            scan_verdict=found.scan_verdict,
+            checked_at=checked_at,
         )
-        log = logger.info if promoted else logger.warning
-        log("gate %s for %s v%s: %s", "passed" if promoted else "refused", model_name,
-            version, "; ".join(reasons))
+        log = logger.info if decision.promoted else logger.warning
+        log("gate %s for %s v%s: %s", outcome, model_name, version, "; ".join(reasons))
         return decision
 
     db_path = sqlite_path(tracking_uri)
     if db_path is not None and not db_path.is_file():
-        return decide(False, [f"tracking store {tracking_uri!r} does not exist ({db_path})"])
-    try:
-        check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
-        client = make_client(tracking_uri)
-    except ConnectionError as error:
-        return decide(False, [str(error)])
-    except Exception as error:  # fail closed on any client error
-        return decide(False, [f"cannot open tracking store {tracking_uri!r}: {error}"])
+        return decide("bad_input",
+                      [f"tracking store {tracking_uri!r} does not exist ({db_path})"])
 
-    try:
-        reasons, failing = _judge_run(
-            client, run_id, silhouette_threshold, size_threshold, allow_skipped
-        )
-    except Exception as error:  # fail closed on any MLflow error
-        reasons, failing = [f"MLflow error while reading run {run_id!r}: {error}"], ()
+    with bounded(bounds):
+        try:
+            check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
+            client = make_client(tracking_uri)
+        except ValueError as error:  # a URI MLflow does not support
+            return decide("bad_input", [str(error)])
+        except InfrastructureError as error:  # unreachable, locked, unreadable
+            return decide("unavailable", [str(error)])
+        except Exception as error:
+            if not is_store_error(error):
+                raise
+            return decide("unavailable", [f"cannot open tracking store {tracking_uri!r}: "
+                                          f"{describe_error(error)}"])
 
-    try:
-        model = client.get_model_version(model_name, version)
-    except Exception as error:  # fail closed on any MLflow error
-        return decide(
-            False, reasons + [f"model {model_name!r} version {version} not found: {error}"],
-            failing,
-        )
+        gate = _Gate(client, tracking_uri, found)
+        try:
+            model = gate.call(
+                f"reading model {model_name!r} version {version}",
+                client.get_model_version, model_name, version,
+                not_found=f"model {model_name!r} version {version} not found",
+            )
+            found.version_found = True
+            gate.judge(run_id, silhouette_threshold, size_threshold, allow_skipped)
+            gate.check_binding(run_id, model, model_name, version)
+        except _Stop as stop:
+            if stop.outcome != "unavailable" and found.version_found:
+                gate.tag_version(model_name, version, stop.outcome, run_id, alias, checked_at,
+                                 found.reasons + [stop.reason])
+            return decide(stop.outcome, found.reasons + [stop.reason])
 
-    if reasons:
-        _tag_quietly(
-            client, model_name, version,
-            {
-                GATE_VERDICT_TAG: "fail",
-                GATE_RUN_TAG: str(run_id),
-                GATE_FAILING_TAG: json.dumps(list(failing)),
-                GATE_REASONS_TAG: "; ".join(reasons)[:_MAX_TAG_VALUE],
-            },
-        )
-        return decide(False, reasons, failing)
+        if found.reasons:
+            gate.tag_version(model_name, version, "refused", run_id, alias, checked_at,
+                             found.reasons)
+            return decide("refused", found.reasons)
 
-    try:
-        client.set_model_version_tag(model_name, version, GATE_VERDICT_TAG, "pass")
-        client.set_model_version_tag(model_name, version, GATE_RUN_TAG, str(run_id))
-        for stale in (GATE_FAILING_TAG, GATE_REASONS_TAG):
-            if stale in (model.tags or {}):
-                client.delete_model_version_tag(model_name, version, stale)
-        client.set_registered_model_alias(model_name, alias, version)
-    except Exception as error:  # fail closed on any MLflow error
-        reason = f"could not set alias {alias!r} on {model_name!r} version {version}: {error}"
-        _tag_quietly(
-            client, model_name, version,
-            {GATE_VERDICT_TAG: "fail", GATE_REASONS_TAG: reason[:_MAX_TAG_VALUE]},
+        summary = (f"run {run_id}: every class passed and the scanned data (SHA-256 "
+                   f"{found.dataset_sha256}) is the version's training data; alias {alias!r} now "
+                   f"points at {model_name!r} version {version}")
+        try:
+            gate.tag_version(model_name, version, "promoted", run_id, alias, checked_at,
+                             [summary], strict=True, stale=model.tags or {})
+            gate.call(f"setting alias {alias!r}", client.set_registered_model_alias,
+                      model_name, alias, version)
+        except _Stop as stop:
+            reason = f"could not set alias {alias!r} on {model_name!r} version {version}: " \
+                     f"{stop.reason}"
+            with bounded(MlflowBounds(timeout_s=3, max_retries=0, backoff_factor=0)):
+                gate.tag_version(model_name, version, "unavailable", run_id, alias, checked_at,
+                                 [reason])
+            return decide(stop.outcome, [reason])
+        return decide("promoted", [summary])
+
+
+class _Gate:
+    """The checks of :func:`promote` over one client; findings accumulate in ``found``."""
+
+    def __init__(self, client: MlflowClient, tracking_uri: str, found: _Findings) -> None:
+        self.client = client
+        self.tracking_uri = tracking_uri
+        self.found = found
+        self.run: Run | None = None
+        self.document: dict[str, Any] | None = None
+
+    def call(self, doing: str, function: Callable[..., _T], *args: Any,
+             not_found: str | None = None) -> _T:
+        """Run one MLflow call; store errors become ``_Stop`` (``bad_input`` for not-found)."""
+        try:
+            return function(*args)
+        except Exception as error:
+            if not_found is not None and is_not_found(error):
+                raise _Stop("bad_input", f"{not_found}: {describe_error(error)}") from error
+            if is_store_error(error):
+                raise _Stop("unavailable", f"MLflow tracking store {self.tracking_uri!r} failed "
+                                           f"while {doing}: {describe_error(error)}") from error
+            raise
+
+    def refuse(self, reason: str, classes: set[int] | None = None) -> None:
+        self.found.reasons.append(reason)
+        self.found.failing.update(classes or ())
+
+    # ----------------------------------------------------------------------------- the run
+
+    def judge(self, run_id: str | None, silhouette_threshold: float | None,
+              size_threshold: float | None, allow_skipped: bool) -> None:
+        """Steps 1-4 of the module docstring."""
+        if not isinstance(run_id, str) or not run_id.strip():
+            raise _Stop("bad_input", f"no scan run id given (got {run_id!r})")
+        run = self.call(f"reading scan run {run_id!r}", self.client.get_run, run_id,
+                        not_found=f"scan run {run_id!r} not found")
+        self.run = run
+        tags = run.data.tags
+        self.found.scan_verdict = tags.get(VERDICT_TAG)
+        kind = tags.get(KIND_TAG)
+        classes = _class_list(tags.get(CLASSES_TAG))
+        if kind not in (None, "scan"):
+            raise _Stop("bad_input", f"run {run_id} is an acgate {kind!r} run, not a scan run "
+                                     f"(tag {KIND_TAG}={kind!r})")
+        if classes is None and kind != "scan":
+            raise _Stop("bad_input", f"scan run {run_id} has no valid {CLASSES_TAG} tag "
+                                     f"(got {tags.get(CLASSES_TAG)!r}); is it an acgate scan run?")
+
+        if run.info.lifecycle_stage != "active":
+            self.refuse(f"scan run {run_id} is {run.info.lifecycle_stage}")
+        if run.info.status != "FINISHED":
+            self.refuse(f"scan run {run_id} has status {run.info.status}, not FINISHED")
+        if tags.get(STATUS_TAG) != STATUS_COMPLETE:
+            self.refuse(f"scan run {run_id} has {STATUS_TAG}={tags.get(STATUS_TAG)!r}, not "
+                        f"{STATUS_COMPLETE!r} (logging did not finish)")
+        if classes is None:
+            self.refuse(f"scan run {run_id} has no valid {CLASSES_TAG} tag "
+                        f"(got {tags.get(CLASSES_TAG)!r}) although it is tagged {KIND_TAG}=scan")
+        elif not classes:
+            self.refuse(f"scan run {run_id} analysed no classes")
+        else:
+            self._judge_classes(run, classes, silhouette_threshold, size_threshold,
+                                allow_skipped)
+        if run.info.status != "FINISHED" or tags.get(STATUS_TAG) != STATUS_COMPLETE:
+            return  # refused already; its artifacts may be what failed
+        self.document = self._check_evidence(run)
+        labels = set(classes or ()) | {entry["label"] for entry in
+                                       (self.document or {}).get("classes", [])}
+        self._check_histories(run_id, sorted(labels))
+
+    def _judge_classes(self, run: Run, classes: list[int], silhouette_threshold: float | None,
+                       size_threshold: float | None, allow_skipped: bool) -> None:
+        run_id = run.info.run_id
+        metrics = run.data.metrics
+        for label in classes:
+            class_reasons = _judge_class(label, metrics, silhouette_threshold, size_threshold,
+                                         allow_skipped)
+            for reason in class_reasons:
+                self.refuse(reason, {label})
+        verdict = run.data.tags.get(VERDICT_TAG)
+        judged_poisoned = any(metrics.get(f"poisoned/{c}") == 1 for c in classes)
+        judged_skipped = any(metrics.get(f"skipped/{c}") == 1 for c in classes)
+        if verdict not in ("clean", "poisoned", "incomplete"):
+            self.refuse(f"scan run {run_id} has {VERDICT_TAG}={verdict!r}, not clean, poisoned "
+                        "or incomplete")
+        elif verdict == "poisoned" and not judged_poisoned:
+            self.refuse(f"scan run {run_id} is tagged {VERDICT_TAG}=poisoned but no class "
+                        "metric says so; refusing an inconsistent run")
+        elif verdict == "incomplete" and not judged_skipped:
+            self.refuse(f"scan run {run_id} is tagged {VERDICT_TAG}=incomplete but no class "
+                        "metric says a class was skipped; refusing an inconsistent run")
+        elif verdict == "clean" and (judged_poisoned or judged_skipped):
+            self.refuse(f"scan run {run_id} is tagged {VERDICT_TAG}=clean but its class metrics "
+                        "say poisoned or skipped; refusing an inconsistent run")
+
+    def _check_evidence(self, run: Run) -> dict[str, Any] | None:
+        """Step 3: download ``acgate/classes.json``, check its digest, compare the run with it."""
+        run_id = run.info.run_id
+        tags = run.data.tags
+        folder = CLASSES_ARTIFACT.rpartition("/")[0]
+        listed = self.call(f"listing the artifacts of scan run {run_id}",
+                           self.client.list_artifacts, run_id, folder)
+        info = next((item for item in listed if item.path == CLASSES_ARTIFACT
+                     and not item.is_dir), None)
+        if info is None:
+            self.refuse(f"scan run {run_id} has no {CLASSES_ARTIFACT} artifact (logged by an "
+                        "acgate without tamper evidence, or removed): re-scan the training data")
+            return None
+        want = tags.get(CLASSES_SHA256_TAG)
+        if not is_sha256(want):
+            self.refuse(f"scan run {run_id} has {CLASSES_SHA256_TAG}={want!r}, not a SHA-256: "
+                        f"{CLASSES_ARTIFACT} cannot be verified")
+            return None
+        size = getattr(info, "file_size", None)
+        if size is not None and size > MAX_CLASSES_ARTIFACT_BYTES:
+            self.refuse(f"scan run {run_id}: {CLASSES_ARTIFACT} is {size} bytes, over the "
+                        f"{MAX_CLASSES_ARTIFACT_BYTES} the gate reads")
+            return None
+        with tempfile.TemporaryDirectory(prefix="acgate-gate-") as tmp:
+            local = self.call(f"downloading {CLASSES_ARTIFACT} of scan run {run_id}",
+                              self.client.download_artifacts, run_id, CLASSES_ARTIFACT, tmp)
+            with open(local, "rb") as handle:
+                data = handle.read(MAX_CLASSES_ARTIFACT_BYTES + 1)
+        if len(data) > MAX_CLASSES_ARTIFACT_BYTES:
+            self.refuse(f"scan run {run_id}: {CLASSES_ARTIFACT} is over the "
+                        f"{MAX_CLASSES_ARTIFACT_BYTES} bytes the gate reads")
+            return None
+        got = sha256_bytes(data)
+        if got != want:
+            self.refuse(f"scan run {run_id}: {CLASSES_ARTIFACT} has SHA-256 {got} but the tag "
+                        f"{CLASSES_SHA256_TAG} says {want}: the artifact or the tag was changed "
+                        "after the scan")
+            return None
+        document, problems = parse_document(data)
+        for problem in problems:
+            self.refuse(f"scan run {run_id}: {problem}")
+        if document is None:
+            return None
+        objects = getattr(run.data, "_metric_objs", None)  # the latest Metric entities
+        if objects is None:  # pragma: no cover - an MLflow without them: history check only
+            stamp = document.get("metrics_timestamp_ms")
+            latest = {key: (float(value), stamp, 0) for key, value in run.data.metrics.items()}
+        else:
+            latest = {m.key: (float(m.value), int(m.timestamp), int(m.step)) for m in objects}
+        disagreements, concerned = check_run_against_document(
+            document, tags=tags, metrics=latest, classes_tag=CLASSES_TAG,
+            verdict_tag=VERDICT_TAG, poisoned_classes_tag=POISONED_CLASSES_TAG,
         )
-        return decide(False, [reason])
-    return decide(
-        True,
-        [f"run {run_id}: every class passed; alias {alias!r} now points at "
-         f"{model_name!r} version {version}"],
-    )
+        for problem in disagreements:
+            self.refuse(f"scan run {run_id}: {problem}")
+        self.found.failing.update(concerned)
+        return document
+
+    def _check_histories(self, run_id: str, labels: list[int]) -> None:
+        """Step 3: ``poisoned/<c>`` and ``skipped/<c>`` logged exactly once."""
+        if len(labels) > MAX_HISTORY_CLASSES:
+            logger.info("scan run %s has %d classes; reading the metric history of the first "
+                        "%d (the timestamp check covers all)", run_id, len(labels),
+                        MAX_HISTORY_CLASSES)
+        for label in labels[:MAX_HISTORY_CLASSES]:
+            for prefix in ("poisoned", "skipped"):
+                key = f"{prefix}/{label}"
+                history = self.call(f"reading the history of metric {key} of scan run {run_id}",
+                                    self.client.get_metric_history, run_id, key)
+                if len(history) > 1:
+                    values = ", ".join(f"{m.value:g}" for m in history[:10])
+                    self.refuse(f"scan run {run_id}: metric {key} was logged {len(history)} times "
+                                f"(values {values}); a scan logs it once, so it was re-logged "
+                                "after the scan", {label})
+
+    # ----------------------------------------------------------------------------- digests
+
+    def check_binding(self, run_id: str | None, model: ModelVersion, model_name: str,
+                      version: str) -> None:
+        """Step 5: the scan's dataset digest equals the version's training-data digest."""
+        scan_digest = self._scan_digest(self.run)
+        claimed = self._training_digests(model)
+        bad = {where: value for where, value in claimed.items() if not is_sha256(value)}
+        for where, value in bad.items():
+            self.refuse(f"{where} is {value!r}, not a SHA-256 (64 lowercase hex characters)")
+        digests = sorted({value for value in claimed.values() if is_sha256(value)})
+        if not claimed:
+            self.refuse(
+                f"model {model_name!r} version {version} has no training-data digest: set the "
+                f"version tag {TRAINING_DATA_SHA256_TAG} to the SHA-256 of its training file "
+                f"(client.set_model_version_tag({model_name!r}, {version!r}, "
+                f"{TRAINING_DATA_SHA256_TAG!r}, acgate.io.file_sha256(path)) or `sha256sum`), "
+                "or log that file as a training dataset input of its source run "
+                "(acgate.mlflow.dataset_input); see docs/gate.md")
+            return
+        if len(digests) > 1:
+            listing = "; ".join(f"{where}: {value}" for where, value in claimed.items())
+            self.refuse(f"model {model_name!r} version {version} names {len(digests)} different "
+                        f"training-data digests ({listing}); one scan covers one file")
+            return
+        if not digests:
+            return
+        self.found.training_data_sha256 = digests[0]
+        if scan_digest is not None and digests[0] != scan_digest:
+            self.refuse(f"model {model_name!r} version {version} was trained on data with "
+                        f"SHA-256 {digests[0]} ({', '.join(claimed)}), but scan run {run_id} "
+                        f"scanned data with SHA-256 {scan_digest}: the scan does not cover "
+                        "this model's training data")
+
+    def _scan_digest(self, run: Run | None) -> str | None:
+        if run is None:
+            return None
+        run_id = run.info.run_id
+        param = run.data.params.get(DATASET_SHA256_PARAM)
+        if param is None:
+            self.refuse(f"scan run {run_id} has no {DATASET_SHA256_PARAM} param: it was logged "
+                        "without the SHA-256 of the scanned file (an older acgate, or log_scan "
+                        "without dataset_sha256); re-scan the training data")
+            return None
+        if not is_sha256(param):
+            self.refuse(f"scan run {run_id} has {DATASET_SHA256_PARAM}={param!r}, not a SHA-256")
+            return None
+        copies = {f"tag {DATASET_SHA256_TAG}": run.data.tags.get(DATASET_SHA256_TAG)}
+        if self.document is not None:
+            copies[CLASSES_ARTIFACT] = self.document.get("dataset_sha256")
+        for index, value in enumerate(_input_digests(run, contexts=None)):
+            copies[f"dataset input {index}"] = value
+        for where, value in copies.items():
+            if value != param:
+                self.refuse(f"scan run {run_id}: {where} is {value!r} but the param "
+                            f"{DATASET_SHA256_PARAM} is {param!r}")
+        self.found.dataset_sha256 = param
+        return param
+
+    def _training_digests(self, model: ModelVersion) -> dict[str, str]:
+        claimed: dict[str, str] = {}
+        tag = (model.tags or {}).get(TRAINING_DATA_SHA256_TAG)
+        if tag is not None:
+            claimed[f"version tag {TRAINING_DATA_SHA256_TAG}"] = tag
+        source_id = getattr(model, "run_id", None)
+        if not source_id:
+            return claimed
+        try:
+            source = self.call(f"reading the source run {source_id} of the model version",
+                               self.client.get_run, source_id, not_found="")
+        except _Stop as stop:
+            if stop.outcome != "bad_input":
+                raise
+            logger.info("source run %s of the model version is not in the store", source_id)
+            return claimed
+        run_tag = source.data.tags.get(TRAINING_DATA_SHA256_TAG)
+        if run_tag is not None:
+            claimed[f"source run {source_id} tag {TRAINING_DATA_SHA256_TAG}"] = run_tag
+        for index, value in enumerate(_input_digests(source, contexts=(None, "training",
+                                                                      "train"))):
+            claimed[f"source run {source_id} training dataset input {index}"] = value
+        return claimed
+
+    # ----------------------------------------------------------------------------- writing
+
+    def tag_version(self, model_name: str, version: str, outcome: Outcome,
+                    run_id: str | None, alias: str, checked_at: str, reasons: list[str], *,
+                    strict: bool = False, stale: Mapping[str, str] | None = None) -> None:
+        """Write what was checked onto the version; best effort unless ``strict``."""
+        found = self.found
+        passed = outcome == "promoted"
+        tags = {
+            GATE_VERDICT_TAG: "pass" if passed else "fail",
+            GATE_RUN_TAG: str(run_id),
+            GATE_OUTCOME_TAG: outcome,
+            GATE_CHECKED_RUN_TAG: str(run_id),
+            GATE_CHECKED_AT_TAG: checked_at,
+            GATE_SCAN_VERDICT_TAG: str(found.scan_verdict or "unknown"),
+            GATE_DATASET_TAG: found.dataset_sha256 or "unknown",
+            GATE_TRAINING_DATA_TAG: found.training_data_sha256 or "unknown",
+            GATE_ALIAS_TAG: alias,
+            GATE_GATE_REASONS_TAG: "; ".join(reasons)[:_MAX_TAG_VALUE],
+        }
+        if not passed:
+            tags[GATE_FAILING_TAG] = json.dumps(sorted(found.failing))
+            tags[GATE_REASONS_TAG] = "; ".join(reasons)[:_MAX_TAG_VALUE]
+        for key, value in tags.items():
+            try:
+                self.call(f"tagging {model_name!r} version {version}",
+                          self.client.set_model_version_tag, model_name, version, key, value)
+            except _Stop as stop:
+                if strict:
+                    raise
+                logger.warning("could not tag %s v%s %s=%r: %s", model_name, version, key,
+                               value, stop.reason)
+                return
+        if passed:
+            for key in (GATE_FAILING_TAG, GATE_REASONS_TAG):
+                if key in (stale or {}):
+                    self.call(f"untagging {model_name!r} version {version}",
+                              self.client.delete_model_version_tag, model_name, version, key)
+
+
+def _input_digests(run: Run, contexts: tuple[str | None, ...] | None) -> list[str]:
+    """``acgate.dataset_sha256`` input tags of a run's dataset inputs (of ``contexts``)."""
+    inputs = getattr(run, "inputs", None)
+    digests = []
+    for dataset_input in getattr(inputs, "dataset_inputs", None) or []:
+        tags = {tag.key: tag.value for tag in dataset_input.tags or []}
+        if contexts is not None and tags.get(DATASET_CONTEXT_TAG) not in contexts:
+            continue
+        if DATASET_SHA256_TAG in tags:
+            digests.append(tags[DATASET_SHA256_TAG])
+    return digests
 
 
 def _check_arguments(
@@ -233,60 +707,6 @@ def _check_arguments(
         if not low <= value <= high:
             raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {value!r}")
     return str(int(version))
-
-
-def _judge_run(
-    client: MlflowClient,
-    run_id: str | None,
-    silhouette_threshold: float | None,
-    size_threshold: float | None,
-    allow_skipped: bool,
-) -> tuple[list[str], tuple[int, ...]]:
-    """Reasons to refuse (empty when the run passes) and the failing classes."""
-    if not isinstance(run_id, str) or not run_id.strip():
-        return [f"no scan run id given (got {run_id!r})"], ()
-    try:
-        run = client.get_run(run_id)
-    except Exception as error:  # a missing run is an MLflow error
-        return [f"scan run {run_id!r} not found: {error}"], ()
-
-    reasons: list[str] = []
-    if run.info.lifecycle_stage != "active":
-        reasons.append(f"scan run {run_id} is {run.info.lifecycle_stage}")
-    if run.info.status != "FINISHED":
-        reasons.append(f"scan run {run_id} has status {run.info.status}, not FINISHED")
-    tags = run.data.tags
-    if tags.get(STATUS_TAG) != STATUS_COMPLETE:
-        reasons.append(
-            f"scan run {run_id} has {STATUS_TAG}={tags.get(STATUS_TAG)!r}, not "
-            f"{STATUS_COMPLETE!r} (logging did not finish)"
-        )
-    classes = _class_list(tags.get(CLASSES_TAG))
-    if classes is None:
-        reasons.append(
-            f"scan run {run_id} has no valid {CLASSES_TAG} tag "
-            f"(got {tags.get(CLASSES_TAG)!r}); is it an acgate scan run?"
-        )
-        return reasons, ()
-    if not classes:
-        reasons.append(f"scan run {run_id} analysed no classes")
-        return reasons, ()
-
-    failing: list[int] = []
-    for label in classes:
-        class_reasons = _judge_class(
-            label, run.data.metrics, silhouette_threshold, size_threshold, allow_skipped
-        )
-        if class_reasons:
-            failing.append(label)
-            reasons.extend(class_reasons)
-    verdict = tags.get(VERDICT_TAG)
-    if verdict not in ("clean", "poisoned"):
-        reasons.append(f"scan run {run_id} has {VERDICT_TAG}={verdict!r}, not clean or poisoned")
-    elif verdict == "poisoned" and not failing:
-        reasons.append(f"scan run {run_id} is tagged {VERDICT_TAG}=poisoned but no class metric "
-                       "says so; refusing an inconsistent run")
-    return reasons, tuple(failing)
 
 
 def _class_list(text: str | None) -> list[int] | None:
@@ -366,14 +786,11 @@ def _judge_class(
     return reasons
 
 
-def _tag_quietly(
-    client: MlflowClient, model_name: str, version: str, tags: Mapping[str, str]
-) -> None:
-    """Set model-version tags; log and swallow errors (the decision stands regardless)."""
-    for key, value in tags.items():
-        try:
-            client.set_model_version_tag(model_name, version, key, value)
-        except Exception as error:  # best effort
-            logger.warning("could not tag %s v%s %s=%r: %s", model_name, version, key,
-                           value, error)
-            return
+__all__ = [
+    "GATE_TAGS",
+    "OUTCOME_EXIT_CODES",
+    "GateDecision",
+    "Outcome",
+    "exit_code",
+    "promote",
+]

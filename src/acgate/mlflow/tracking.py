@@ -1,24 +1,36 @@
-"""Log a scan to MLflow: params, per-class metrics, verdict tags and artifacts.
+"""Log a scan to MLflow: params, per-class metrics, verdict tags, the dataset digest, artifacts.
 
 This module and :mod:`acgate.mlflow.gate` are the only places that import :mod:`mlflow`, and
 they import it inside functions. The tracking URI is always passed explicitly (an
-``MlflowClient(tracking_uri=...)``); nothing here reads or writes ``os.environ``.
+``MlflowClient(tracking_uri=...)``). Every call runs inside :func:`acgate.mlflow.bounds.bounded`,
+which bounds MLflow's HTTP timeouts and retries through MLflow's own environment variables for
+the duration of the call (MLflow reads them nowhere else); nothing else here touches
+``os.environ``. Store failures (unreachable, stalled, 5xx, a locked or full database, a full
+disk) raise :class:`acgate.errors.InfrastructureError` with a one-line message.
 
 What a scan run holds (the promotion gate reads exactly this):
 
 * params: the detector settings (``result.info.params`` plus the ``params`` given), ``dataset_uri``,
-  ``dataset_fingerprint``, ``acgate_version``, ``seed``;
+  ``dataset_fingerprint``, ``dataset_sha256`` (SHA-256 of the scanned file's bytes),
+  ``acgate_version``, ``seed``;
 * metrics per class ``c``: ``silhouette/<c>``, ``size_ratio/<c>``, ``exre/<c>``,
   ``source_share/<c>`` and ``confusion/<c>`` (the exclusionary-reclassification source share and
   natural confusion of the judged candidate; each only when measured), ``flagged/<c>``
   (count), ``poisoned/<c>`` and ``skipped/<c>`` (1 or 0); totals
   ``n_samples``, ``n_flagged``, ``n_poisoned_classes``, ``n_skipped_classes``, ``n_classes``;
-* tags: ``acgate.classes`` (JSON list), ``acgate.verdict`` (``clean`` | ``poisoned``),
-  ``acgate.poisoned_classes`` (JSON list), ``acgate.suspected_sources`` (JSON object, poisoned
-  class -> suspected source or ``null``) and, set last, ``acgate.status=complete``; a run that
-  raised midway ends ``FAILED`` with ``acgate.status=failed``;
-* artifacts: ``acgate/result.json`` (the result summary), ``gx/results.json`` (when GX results are
-  given) and the report files of ``artifacts_dir``.
+  all logged once, at step 0, with one timestamp;
+* tags: ``acgate.kind=scan``, ``acgate.classes`` (JSON list), ``acgate.verdict`` (``clean`` |
+  ``poisoned`` | ``incomplete``), ``acgate.poisoned_classes`` (JSON list),
+  ``acgate.suspected_sources`` (JSON object, poisoned class -> suspected source or ``null``),
+  ``acgate.dataset_sha256``, ``acgate.classes_sha256`` (SHA-256 of ``acgate/classes.json``) and,
+  set last, ``acgate.status=complete``; a run that raised midway ends ``FAILED`` with
+  ``acgate.status=failed``;
+* dataset input (``mlflow.data``): the scanned file, context ``scan``, with the input tag
+  ``acgate.dataset_sha256`` (MLflow caps a dataset's own ``digest`` field at 36 characters, so it
+  holds the first 36 hex digits);
+* artifacts: ``acgate/classes.json`` (the per-class table the gate checks the tags and metrics
+  against, see :mod:`acgate.mlflow.evidence`), ``acgate/result.json`` (the result summary),
+  ``gx/results.json`` (when GX results are given) and the report files of ``artifacts_dir``.
 """
 
 from __future__ import annotations
@@ -27,17 +39,40 @@ import contextlib
 import json
 import logging
 import math
+import os
 import re
+import shutil
+import tempfile
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from acgate.errors import InfrastructureError
+from acgate.mlflow.bounds import (
+    MlflowBounds,
+    StoreUnreachableError,
+    bounded,
+    describe_error,
+    infrastructure_error,
+    is_store_error,
+)
+from acgate.mlflow.evidence import (
+    CLASSES_ARTIFACT,
+    classes_document,
+    document_bytes,
+    is_sha256,
+    sha256_bytes,
+)
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from mlflow import MlflowClient
+    from mlflow.entities import DatasetInput
 
     from acgate.core.result import DetectionResult
 
@@ -51,6 +86,17 @@ CLASSES_TAG = "acgate.classes"
 VERDICT_TAG = "acgate.verdict"
 POISONED_CLASSES_TAG = "acgate.poisoned_classes"
 SUSPECTED_SOURCES_TAG = "acgate.suspected_sources"
+#: Run tag: what the run is (``scan`` or ``repair``).
+KIND_TAG = "acgate.kind"
+#: Run param and run tag holding the SHA-256 of the scanned file's bytes.
+DATASET_SHA256_PARAM = "dataset_sha256"
+DATASET_SHA256_TAG = "acgate.dataset_sha256"
+#: Run tag holding the SHA-256 of the ``acgate/classes.json`` artifact.
+CLASSES_SHA256_TAG = "acgate.classes_sha256"
+#: Model-version tag (or training-run tag) holding the SHA-256 of the training data file.
+TRAINING_DATA_SHA256_TAG = "acgate.training_data_sha256"
+#: Input tag naming what a dataset input was used for (MLflow's own key).
+DATASET_CONTEXT_TAG = "mlflow.data.context"
 
 #: Files of ``artifacts_dir`` logged as artifacts (relative glob patterns). Anything else in the
 #: folder (an ``mlflow.db``, an ``mlartifacts/`` root) is left alone.
@@ -58,13 +104,22 @@ ARTIFACT_PATTERNS: tuple[str, ...] = ("*.parquet", "*.json", "*.html", "plots/*.
 
 #: Seconds to wait for an HTTP tracking server's ``/health`` before calling it unreachable.
 DEFAULT_CONNECT_TIMEOUT_S = 5.0
+#: Seconds :func:`check_tracking_store` waits for the store in all.
+DEFAULT_CHECK_TIMEOUT_S = 30.0
+#: Seconds to wait for another process that is creating or migrating the same SQLite store.
+STORE_LOCK_TIMEOUT_S = 120.0
+#: Free bytes :func:`check_tracking_store` wants beside a SQLite store.
+MIN_FREE_BYTES = 1 << 20
+#: Bounds of the best-effort calls that end a failed run (the store may be what failed).
+_CLEANUP_BOUNDS = MlflowBounds(timeout_s=3, max_retries=0, backoff_factor=0)
 
 _MAX_PARAM_VALUE = 6000  # MLflow's limit on a param value
 _MAX_TAG_VALUE = 8000  # MLflow's limit on a tag value
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
 _PARAM_NAME = re.compile(r"^[\w./\- ]+$")
-_RESERVED_PARAMS = ("dataset_uri", "dataset_fingerprint", "acgate_version", "seed")
+_RESERVED_PARAMS = ("dataset_uri", "dataset_fingerprint", DATASET_SHA256_PARAM, "acgate_version",
+                    "seed")
 
 
 def default_tracking_uri(out_dir: str | Path) -> str:
@@ -118,14 +173,17 @@ def check_server_reachable(
 
     MLflow's own client retries an unreachable server with backoff for minutes; this probe
     (``GET <uri>/health``) answers in at most ``timeout_s``. Any HTTP response, even an error
-    status, counts as reachable. Non-HTTP URIs are not probed.
+    status, counts as reachable. Non-HTTP URIs are not probed. A server that answers here but
+    stalls its API is caught by the bounds of :func:`acgate.mlflow.bounds.bounded`.
 
     Args:
         tracking_uri: The tracking URI.
         timeout_s: Seconds to wait for the server.
 
     Raises:
-        ConnectionError: When the server cannot be reached, naming the URI and the error.
+        acgate.mlflow.bounds.StoreUnreachableError: When the server cannot be reached, naming
+            the URI and the error (an :class:`~acgate.errors.InfrastructureError` and a
+            :class:`ConnectionError`).
     """
     if not is_http_uri(tracking_uri):
         return
@@ -137,13 +195,22 @@ def check_server_reachable(
         return  # the server answered
     except (urllib.error.URLError, OSError) as error:
         reason = getattr(error, "reason", error)
-        raise ConnectionError(
+        raise StoreUnreachableError(
             f"MLflow tracking server {tracking_uri!r} is unreachable ({health_url}: {reason})"
         ) from error
 
 
 def make_client(tracking_uri: str) -> MlflowClient:
-    """An ``MlflowClient`` bound to ``tracking_uri`` for tracking and the model registry."""
+    """An ``MlflowClient`` bound to ``tracking_uri`` for tracking and the model registry.
+
+    For a ``sqlite:///`` URI the database's folder, file and schema are created (or migrated)
+    here, under a lock beside the database.
+
+    Raises:
+        ValueError: ``tracking_uri`` is empty or of a kind MLflow does not support.
+        acgate.errors.InfrastructureError: The store cannot be opened (a folder that cannot be
+            created, a locked, full or unreadable database, a missing database driver).
+    """
     if not isinstance(tracking_uri, str) or not tracking_uri:
         raise ValueError(f"tracking_uri must be a non-empty string, got {tracking_uri!r}")
     try:
@@ -153,37 +220,227 @@ def make_client(tracking_uri: str) -> MlflowClient:
             "acgate.mlflow needs MLflow: pip install 'acgate[mlflow]'"
         ) from error
     db_path = sqlite_path(tracking_uri)
-    if db_path is None:
-        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    with _store_lock(db_path):
-        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        # Touch both schemas while locked: MLflow creates / migrates tables on first use.
-        client.search_experiments(max_results=1)
-        client.search_registered_models(max_results=1)
-    return client
+    try:
+        if db_path is None:
+            return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        with _store_lock(db_path, tracking_uri):
+            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            # Touch both schemas while locked: MLflow creates / migrates tables on first use.
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        return client
+    except InfrastructureError:
+        raise
+    except Exception as error:
+        if getattr(error, "error_code", None) == "INVALID_PARAMETER_VALUE":
+            raise ValueError(f"tracking URI {tracking_uri!r} cannot be used: "
+                             f"{describe_error(error)}") from error
+        if is_store_error(error) or isinstance(error, ImportError):
+            raise infrastructure_error(tracking_uri, "opening the store", error) from error
+        raise
 
 
 @contextlib.contextmanager
-def _store_lock(db_path: Path) -> Iterator[None]:
+def _store_lock(db_path: Path, tracking_uri: str = "",
+                timeout_s: float = STORE_LOCK_TIMEOUT_S) -> Iterator[None]:
     """Hold an exclusive lock on ``.<db>.lock`` (beside the database) while a store is opened.
 
     MLflow creates (or migrates) the schema when a client first opens a store; two processes
     doing that at once on a new file race ("table experiments already exists") and one dies.
     Serialising the opening makes concurrent scans safe; on an existing store the lock is held
-    for milliseconds. Without ``fcntl`` (not POSIX) no lock is taken.
+    for milliseconds. Waits at most ``timeout_s`` for another holder. Without ``fcntl`` (not
+    POSIX) no lock is taken.
+
+    Raises:
+        acgate.errors.InfrastructureError: The folder cannot be created, or another process held
+            the lock for ``timeout_s``.
     """
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InfrastructureError(
+            f"cannot create the folder {str(db_path.parent)!r} of tracking store "
+            f"{tracking_uri or str(db_path)!r}: {describe_error(error)}") from error
     try:
         import fcntl
     except ImportError:  # pragma: no cover - not POSIX
         yield
         return
-    with open(db_path.with_name(f".{db_path.name}.lock"), "a+b") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+    lock_path = db_path.with_name(f".{db_path.name}.lock")
+    try:
+        lock = open(lock_path, "a+b")  # noqa: SIM115 - closed below
+    except OSError as error:
+        raise InfrastructureError(
+            f"cannot open the lock file {str(lock_path)!r} of tracking store "
+            f"{tracking_uri or str(db_path)!r}: {describe_error(error)}") from error
+    with lock:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise InfrastructureError(
+                        f"tracking store {tracking_uri or str(db_path)!r}: another process has "
+                        f"held {str(lock_path)!r} for over {timeout_s:g} s") from None
+                time.sleep(0.05)
         try:
             yield
         finally:
             fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def check_tracking_store(
+    tracking_uri: str,
+    *,
+    timeout_s: float = DEFAULT_CHECK_TIMEOUT_S,
+    min_free_bytes: int = MIN_FREE_BYTES,
+) -> None:
+    """Check that a tracking store answers a real API call, within ``timeout_s``.
+
+    Call it before long work whose result will be logged (the scan calls it before training):
+    a store that is down should stop the work at once, not after it.
+
+    * ``sqlite:///``: the database's folder is created when missing and must have
+      ``min_free_bytes`` free and take a 64 KiB test write; the database is opened (created or
+      migrated when needed, like :func:`make_client`) and searched.
+    * ``http(s)://``: ``/health`` answers, then ``search_experiments(max_results=1)`` does, with
+      per-request timeouts and retries bounded to fit ``timeout_s``; a call still pending after
+      ``timeout_s`` is abandoned (its thread ends on its own). Other URIs (``postgresql://``,
+      ...) get the same search under the same overall limit.
+
+    Args:
+        tracking_uri: The tracking URI.
+        timeout_s: Seconds to wait in all (for an HTTP server; a SQLite store waits at most
+            MLflow's 20 s busy timeout for a locked database).
+        min_free_bytes: Free bytes wanted on the SQLite store's file system.
+
+    Raises:
+        ValueError: An empty or unsupported URI, or a non-positive ``timeout_s``.
+        acgate.errors.InfrastructureError: The store is unreachable, stalls, answers with
+            errors, is locked or full, or its folder is not writable; the message names the
+            URI.
+    """
+    if not isinstance(tracking_uri, str) or not tracking_uri:
+        raise ValueError(f"tracking_uri must be a non-empty string, got {tracking_uri!r}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not (
+            math.isfinite(timeout_s) and timeout_s > 0):
+        raise ValueError(f"timeout_s must be a positive number, got {timeout_s!r}")
+    db_path = sqlite_path(tracking_uri)
+    if db_path is not None:
+        _check_sqlite_folder(tracking_uri, db_path, min_free_bytes)
+        with bounded():
+            try:
+                make_client(tracking_uri).search_experiments(max_results=1)
+            except (InfrastructureError, ValueError):
+                raise
+            except Exception as error:
+                if is_store_error(error):
+                    raise infrastructure_error(tracking_uri, "searching experiments",
+                                               error) from error
+                raise
+        return
+
+    per_request = MlflowBounds(timeout_s=max(1, int(timeout_s / 3)), max_retries=1,
+                               backoff_factor=0)
+    outcome: dict[str, BaseException | None] = {}
+
+    def probe() -> None:
+        try:
+            with bounded(per_request):
+                check_server_reachable(tracking_uri, timeout_s=min(timeout_s / 3,
+                                                                   DEFAULT_CONNECT_TIMEOUT_S))
+                make_client(tracking_uri).search_experiments(max_results=1)
+            outcome["error"] = None
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=probe, name="acgate-check-tracking-store", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise InfrastructureError(
+            f"MLflow tracking store {tracking_uri!r} did not answer search_experiments within "
+            f"{timeout_s:g} s")
+    error = outcome.get("error")
+    if error is None:
+        return
+    if isinstance(error, InfrastructureError):
+        raise error
+    if isinstance(error, Exception) and is_store_error(error):
+        raise infrastructure_error(tracking_uri, "searching experiments", error) from error
+    raise error
+
+
+def _check_sqlite_folder(tracking_uri: str, db_path: Path, min_free_bytes: int) -> None:
+    folder = db_path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InfrastructureError(
+            f"tracking store {tracking_uri!r}: cannot create its folder {str(folder)!r}: "
+            f"{describe_error(error)}") from error
+    if db_path.exists() and not db_path.is_file():
+        raise InfrastructureError(
+            f"tracking store {tracking_uri!r}: {str(db_path)!r} is not a file")
+    free = shutil.disk_usage(folder).free
+    if free < min_free_bytes:
+        raise InfrastructureError(
+            f"tracking store {tracking_uri!r}: only {free} bytes free in {str(folder)!r} "
+            f"(want {min_free_bytes})")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".acgate-write-test-") as probe:
+            probe.write(b"\0" * 65536)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise InfrastructureError(
+            f"tracking store {tracking_uri!r}: cannot write in its folder {str(folder)!r}: "
+            f"{describe_error(error)}") from error
+
+
+def dataset_input(
+    sha256: str, *, name: str, source: str, context: str = "training"
+) -> DatasetInput:
+    """An MLflow dataset input for a data file, carrying its SHA-256 for the promotion gate.
+
+    Log it on a training run with ``MlflowClient.log_inputs(run_id, [dataset_input(...)])``; the
+    gate accepts the run's model versions when the digest equals the scan's. The full digest
+    is the input tag ``acgate.dataset_sha256`` (the dataset's own ``digest`` field is capped at
+    36 characters by MLflow and holds the first 36 hex digits).
+
+    Args:
+        sha256: SHA-256 of the file's bytes (:func:`acgate.io.file_sha256`, ``sha256sum``).
+        name: Dataset name shown by MLflow (e.g. the file name).
+        source: Where the file lives (a path or URI).
+        context: What the run used it for: ``training`` (what the gate reads), ``scan``, ...
+
+    Raises:
+        ValueError: ``sha256`` is not 64 hex characters, or ``name`` is empty.
+    """
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    digest = _normalise_sha256(sha256, "sha256")
+    if digest is None or not isinstance(name, str) or not name.strip():
+        raise ValueError(f"dataset_input needs a SHA-256 and a name, got {sha256!r}, {name!r}")
+    scheme = urllib.parse.urlparse(str(source)).scheme
+    source_type = scheme if len(scheme) > 1 else "local"  # a Windows drive letter is local
+    dataset = Dataset(
+        name=name[:500], digest=digest[:36], source_type=source_type[:36],
+        source=json.dumps({"uri": str(source)}), profile=json.dumps({"sha256": digest}),
+    )
+    return DatasetInput(dataset, tags=[InputTag(DATASET_CONTEXT_TAG, context),
+                                       InputTag(DATASET_SHA256_TAG, digest)])
+
+
+def _normalise_sha256(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    text = value.strip().lower() if isinstance(value, str) else value
+    if not is_sha256(text):
+        raise ValueError(f"{name} must be a SHA-256 digest (64 hex characters), got {value!r}")
+    return text
 
 
 def log_scan(
@@ -199,13 +456,16 @@ def log_scan(
     run_name: str | None = None,
     artifact_location: str | None = None,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    dataset_sha256: str | None = None,
+    bounds: MlflowBounds | None = None,
 ) -> str:
     """Log one scan as an MLflow run and return its run id.
 
     Everything is validated before the run is created. Once created, the run gets params,
-    metrics and tags, then artifacts, then ``acgate.status=complete`` and status ``FINISHED``;
-    when anything raises midway the run is ended ``FAILED`` (``acgate.status=failed``) and the
-    error propagates, so the promotion gate refuses it.
+    metrics and tags, the dataset input, then artifacts, then ``acgate.status=complete`` and
+    status ``FINISHED``; when anything raises midway the run is ended ``FAILED``
+    (``acgate.status=failed``, best effort) and the error propagates, so the promotion gate
+    refuses it.
 
     Args:
         result: The detection result.
@@ -227,25 +487,41 @@ def log_scan(
         artifact_location: Artifact root when the experiment is created; defaults to
             :func:`default_artifact_location` (``<db folder>/mlartifacts`` for SQLite).
         connect_timeout_s: Seconds to wait for an HTTP tracking server before giving up.
+        dataset_sha256: SHA-256 (hex) of the scanned file's bytes
+            (:func:`acgate.io.file_sha256`); logged as the param ``dataset_sha256``, the tag
+            ``acgate.dataset_sha256`` and a dataset input. The promotion gate needs it: it
+            promotes only a model version whose training data has this digest. ``None``: not
+            logged (the gate refuses the run).
+        bounds: Timeouts and retries of each MLflow request; ``None``:
+            :data:`acgate.mlflow.bounds.DEFAULT_BOUNDS` (a stalled server fails in ~30 s).
 
     Returns:
         The run id.
 
     Raises:
-        ValueError: On an invalid param name, conflicting param values, a missing
-            ``artifacts_dir`` or a deleted experiment.
-        ConnectionError: When an HTTP tracking server is unreachable.
-        mlflow.exceptions.MlflowException: When MLflow refuses a call (the run ends ``FAILED``).
+        ValueError: On an invalid param name, conflicting param values, a ``dataset_sha256``
+            that is not 64 hex characters, a missing ``artifacts_dir`` or a deleted experiment.
+        acgate.errors.InfrastructureError: The store is unreachable (also a
+            :class:`ConnectionError` then), stalls, fails, is locked or full, or an artifact
+            cannot be written; one line naming the store. A run created before the failure
+            is ended ``FAILED`` when the store still answers.
     """
     from mlflow.entities import Metric, Param, RunTag
 
     import acgate
 
+    digest = _normalise_sha256(dataset_sha256, "dataset_sha256")
     artifacts = _artifact_files(artifacts_dir) if artifacts_dir is not None else []
     fingerprint = dataset_fingerprint
     if fingerprint is None and result.info.extra.get("dataset_fingerprint") is not None:
         fingerprint = str(result.info.extra["dataset_fingerprint"])
     run_params = _run_params(result, params, dataset_uri, fingerprint, acgate.__version__)
+    if digest is not None:
+        if run_params.get(DATASET_SHA256_PARAM, digest) != digest:
+            raise ValueError(f"param {DATASET_SHA256_PARAM!r} is "
+                             f"{run_params[DATASET_SHA256_PARAM]!r} in params but "
+                             f"dataset_sha256 is {digest!r}")
+        run_params[DATASET_SHA256_PARAM] = digest
     metrics = _run_metrics(result)
     tags = _result_tags(result)
     gx_json = _gx_json(gx_results) if gx_results is not None else None
@@ -256,48 +532,94 @@ def log_scan(
     result_json = json.dumps(
         _json_safe(result.to_dict()), indent=2, sort_keys=True, default=str
     )
+    timestamp = int(time.time() * 1000)
+    classes_json = document_bytes(
+        classes_document(result, dataset_sha256=digest, metrics_timestamp_ms=timestamp)
+    )
+    tags[CLASSES_SHA256_TAG] = sha256_bytes(classes_json)
+    inputs = []
+    if digest is not None:
+        tags[DATASET_SHA256_TAG] = digest
+        source = dataset_uri or "unknown"
+        inputs.append(dataset_input(digest, name=Path(urllib.parse.urlparse(source).path).name
+                                    or source, source=source, context="scan"))
 
-    check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
-    client = make_client(tracking_uri)  # creates a SQLite store's folder and schema
-    experiment_id = _experiment_id(
-        client, experiment, artifact_location or default_artifact_location(tracking_uri)
-    )
-    run = client.create_run(
-        experiment_id,
-        run_name=run_name,
-        tags={STATUS_TAG: "running", "acgate.kind": "scan"},
-    )
-    run_id = run.info.run_id
-    try:
-        timestamp = int(time.time() * 1000)
-        param_items = [Param(k, v) for k, v in run_params.items()]
-        for chunk in _chunks(param_items, _MAX_PARAMS_PER_BATCH):
-            client.log_batch(run_id, params=chunk)
-        metric_items = [Metric(k, v, timestamp, 0) for k, v in metrics.items()]
-        for chunk in _chunks(metric_items, _MAX_METRICS_PER_BATCH):
-            client.log_batch(run_id, metrics=chunk)
-        tag_items = [RunTag(k, v) for k, v in tags.items()]
-        for chunk in _chunks(tag_items, _MAX_PARAMS_PER_BATCH):
-            client.log_batch(run_id, tags=chunk)
-        client.log_text(run_id, result_json, "acgate/result.json")
-        if gx_json is not None:
-            client.log_text(run_id, gx_json, "gx/results.json")
-        for path, artifact_path in artifacts:
-            client.log_artifact(run_id, str(path), artifact_path=artifact_path)
-        client.set_tag(run_id, STATUS_TAG, STATUS_COMPLETE)
-        client.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        logger.exception("logging scan run %s failed; ending it FAILED", run_id)
+    with bounded(bounds):
+        check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
+        client = make_client(tracking_uri)  # creates a SQLite store's folder and schema
         try:
-            client.set_tag(run_id, STATUS_TAG, "failed")
-            client.set_terminated(run_id, "FAILED")
-        except Exception:  # the original error matters more
-            logger.exception("could not mark run %s FAILED", run_id)
-        raise
+            experiment_id = _experiment_id(
+                client, experiment, artifact_location or default_artifact_location(tracking_uri)
+            )
+            run = client.create_run(
+                experiment_id,
+                run_name=run_name,
+                tags={STATUS_TAG: "running", KIND_TAG: "scan"},
+            )
+        except Exception as error:
+            if is_store_error(error):
+                raise infrastructure_error(tracking_uri, "creating the scan run",
+                                           error) from error
+            raise
+        run_id = run.info.run_id
+        step = "logging params"
+        try:
+            param_items = [Param(k, v) for k, v in run_params.items()]
+            for chunk in _chunks(param_items, _MAX_PARAMS_PER_BATCH):
+                client.log_batch(run_id, params=chunk)
+            step = "logging metrics"
+            metric_items = [Metric(k, v, timestamp, 0) for k, v in metrics.items()]
+            for chunk in _chunks(metric_items, _MAX_METRICS_PER_BATCH):
+                client.log_batch(run_id, metrics=chunk)
+            step = "logging tags"
+            tag_items = [RunTag(k, v) for k, v in tags.items()]
+            for chunk in _chunks(tag_items, _MAX_PARAMS_PER_BATCH):
+                client.log_batch(run_id, tags=chunk)
+            if inputs:
+                step = "logging the dataset input"
+                client.log_inputs(run_id, datasets=inputs)
+            step = "logging artifacts"
+            _log_bytes(client, run_id, classes_json, CLASSES_ARTIFACT)
+            client.log_text(run_id, result_json, "acgate/result.json")
+            if gx_json is not None:
+                client.log_text(run_id, gx_json, "gx/results.json")
+            for path, artifact_path in artifacts:
+                client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+            step = "finishing the run"
+            client.set_tag(run_id, STATUS_TAG, STATUS_COMPLETE)
+            client.set_terminated(run_id, "FINISHED")
+        except BaseException as error:
+            _end_failed(client, run_id, error)
+            if isinstance(error, Exception) and is_store_error(error):
+                raise infrastructure_error(
+                    tracking_uri, f"{step} of scan run {run_id}", error) from error
+            raise
     logger.info(
         "logged scan run %s (verdict %s) to %s", run_id, result.verdict, tracking_uri
     )
     return run_id
+
+
+def _log_bytes(client: MlflowClient, run_id: str, data: bytes, artifact_path: str) -> None:
+    """Log ``data`` as the artifact ``artifact_path`` byte for byte (no newline translation)."""
+    folder, _, name = artifact_path.rpartition("/")
+    with tempfile.TemporaryDirectory(prefix="acgate-artifact-") as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        client.log_artifact(run_id, str(path), artifact_path=folder or None)
+
+
+def _end_failed(client: MlflowClient, run_id: str, error: BaseException) -> None:
+    """Mark a run ``FAILED`` after ``error``; best effort, with short bounds."""
+    logger.error("logging run %s failed (%s); ending it FAILED", run_id,
+                 describe_error(error) if isinstance(error, Exception) else type(error).__name__)
+    try:
+        with bounded(_CLEANUP_BOUNDS):
+            client.set_tag(run_id, STATUS_TAG, "failed")
+            client.set_terminated(run_id, "FAILED")
+    except Exception as cleanup_error:  # the original error matters more
+        logger.warning("could not mark run %s FAILED: %s", run_id,
+                       describe_error(cleanup_error))
 
 
 def repair_metrics(report: Mapping[str, Any]) -> dict[str, float]:
@@ -324,6 +646,7 @@ def log_repair(
     experiment: str = "acgate",
     artifacts_dir: str | Path | None = None,
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+    bounds: MlflowBounds | None = None,
 ) -> str:
     """Log a repair as an MLflow run, a child of the scan's run when ``scan_run_id`` is given.
 
@@ -331,47 +654,70 @@ def log_repair(
     ``before/clean_accuracy``, ``before/attack_success_rate``, ``after/...``. Params: the
     strategy. Artifacts: ``repair.json`` (and ``repair.html`` when present in ``artifacts_dir``).
 
+    Args:
+        report: The repair report (``repair.json``).
+        tracking_uri: Tracking URI.
+        scan_run_id: The scan run the repair follows (becomes the parent run).
+        experiment: Experiment when no ``scan_run_id`` is given.
+        artifacts_dir: Folder holding ``repair.html``.
+        connect_timeout_s: Seconds to wait for an HTTP tracking server before giving up.
+        bounds: Timeouts and retries of each MLflow request (see :func:`log_scan`).
+
     Returns:
         The repair run's id.
 
     Raises:
         ValueError: ``scan_run_id`` names no run in this store.
-        ConnectionError: When an HTTP tracking server is unreachable.
+        acgate.errors.InfrastructureError: The store is unreachable (also a
+            :class:`ConnectionError` then), stalls, fails, is locked or full.
     """
-    from mlflow.exceptions import MlflowException
+    from acgate.mlflow.bounds import is_not_found
 
-    check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
-    client = make_client(tracking_uri)  # creates a SQLite store's folder and schema
-    tags = {STATUS_TAG: "running", "acgate.kind": "repair"}
-    if scan_run_id is not None:
+    with bounded(bounds):
+        check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
+        client = make_client(tracking_uri)  # creates a SQLite store's folder and schema
+        tags = {STATUS_TAG: "running", KIND_TAG: "repair"}
         try:
-            parent = client.get_run(scan_run_id)
-        except MlflowException as error:
-            raise ValueError(f"scan run {scan_run_id!r} is not in {tracking_uri}: {error}"
-                             ) from error
-        experiment_id = parent.info.experiment_id
-        tags["mlflow.parentRunId"] = scan_run_id
-    else:
-        experiment_id = _experiment_id(client, experiment,
-                                       default_artifact_location(tracking_uri))
-    run = client.create_run(experiment_id, run_name=f"repair-{report.get('strategy', '')}",
-                            tags=tags)
-    run_id = run.info.run_id
-    try:
-        client.log_param(run_id, "strategy", str(report.get("strategy")))
-        for name, value in repair_metrics(report).items():
-            client.log_metric(run_id, name, value)
-        client.log_text(run_id, json.dumps(_json_safe(dict(report)), indent=2, default=str),
-                        "repair/repair.json")
-        if artifacts_dir is not None:
-            page = Path(artifacts_dir) / "repair.html"
-            if page.is_file():
-                client.log_artifact(run_id, str(page), artifact_path="repair")
-        client.set_tag(run_id, STATUS_TAG, STATUS_COMPLETE)
-        client.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
+            if scan_run_id is not None:
+                try:
+                    parent = client.get_run(scan_run_id)
+                except Exception as error:
+                    if is_not_found(error):
+                        raise ValueError(f"scan run {scan_run_id!r} is not in {tracking_uri}: "
+                                         f"{describe_error(error)}") from error
+                    raise
+                experiment_id = parent.info.experiment_id
+                tags["mlflow.parentRunId"] = scan_run_id
+            else:
+                experiment_id = _experiment_id(client, experiment,
+                                               default_artifact_location(tracking_uri))
+            run = client.create_run(experiment_id,
+                                    run_name=f"repair-{report.get('strategy', '')}", tags=tags)
+        except Exception as error:
+            if is_store_error(error):
+                raise infrastructure_error(tracking_uri, "creating the repair run",
+                                           error) from error
+            raise
+        run_id = run.info.run_id
+        try:
+            client.log_param(run_id, "strategy", str(report.get("strategy")))
+            for name, value in repair_metrics(report).items():
+                client.log_metric(run_id, name, value)
+            client.log_text(run_id,
+                            json.dumps(_json_safe(dict(report)), indent=2, default=str),
+                            "repair/repair.json")
+            if artifacts_dir is not None:
+                page = Path(artifacts_dir) / "repair.html"
+                if page.is_file():
+                    client.log_artifact(run_id, str(page), artifact_path="repair")
+            client.set_tag(run_id, STATUS_TAG, STATUS_COMPLETE)
+            client.set_terminated(run_id, "FINISHED")
+        except BaseException as error:
+            _end_failed(client, run_id, error)
+            if isinstance(error, Exception) and is_store_error(error):
+                raise infrastructure_error(tracking_uri, f"logging repair run {run_id}",
+                                           error) from error
+            raise
     return run_id
 
 
