@@ -325,7 +325,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     """``acgate detect``: the analysis alone, on precomputed activations (any width)."""
-    from acgate.core.validation import check_class_count
+    from acgate.core.validation import check_class_count, check_informative
     from acgate.io.activations import read_activations
     from acgate.io.output import check_output_folder, output_folder
     from acgate.io.results import write_result
@@ -340,6 +340,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if len(table.indices) == 0:
         raise ValueError(f"{args.activations}: the activations file has no rows")
     check_class_count(table.labels, name=f"{args.activations}: column 'label'")
+    check_informative(table.activations, table.labels, name=f"{args.activations}: activations")
     result = detect_table(table, config)
     with output_folder(args.out, command="detect", inputs=[args.activations],
                        overwrite=args.overwrite) as output:

@@ -508,14 +508,14 @@ def run_repair(
     if not measure:
         backdoor["reason"] = why
 
+    # The given model is loaded (and refused when unsafe) before the output folder is touched.
+    user_model = _load_proxy(Path(model_path), dataset, config) if model_path is not None else None
     with output_folder(out_dir, command="repair", inputs=inputs,
                        overwrite=overwrite) as output:
         staging = output.staging
         timings: dict[str, float] = {}
-        poisoned_model = None
-        if model_path is not None:
-            poisoned_model = _load_proxy(Path(model_path), dataset, config)
-        elif strategy == "relabel" or measure:
+        poisoned_model = user_model
+        if poisoned_model is None and (strategy == "relabel" or measure):
             clock = time.perf_counter()
             poisoned_model, _ = train_proxy(dataset, config)
             timings["train_poisoned_proxy"] = time.perf_counter() - clock

@@ -557,10 +557,12 @@ def run_scan(
     dataset_sha256 = file_sha256(dataset_path)
     lap("read_validate")
 
+    # The user's model is loaded (and refused when unsafe) before the output folder is touched.
+    user_model = load_user_model(config) if config.model_path else None
     with output_folder(out_dir, command="scan", inputs=inputs, overwrite=overwrite) as output:
         staging = output.staging
-        if config.model_path:
-            model = load_user_model(config)
+        if user_model is not None:
+            model = user_model
         else:
             from acgate.torch.byo import save_state_dict
 

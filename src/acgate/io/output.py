@@ -15,7 +15,7 @@ Every command that writes a folder (``scan``, ``detect``, ``repair``, ``demo``) 
 * One writer at a time: an exclusive lock (``fcntl.flock``) on a hidden sibling
   ``.<name>.lock`` is held from the checks until the caller is done with the folder (the MLflow
   run logs the folder inside it), so two processes with the same ``--out`` cannot mix results.
-  The second one is refused at once, naming the first.
+  The second one is refused at once, naming the first. The lock file is removed on release.
 """
 
 from __future__ import annotations
@@ -189,25 +189,50 @@ def _foreign_entries(folder: Path) -> list[str] | None:
     return foreign
 
 
-@contextlib.contextmanager
-def _exclusive_lock(out: Path, name: str) -> Iterator[None]:
-    lock_path = out.with_name(f".{out.name}.lock")
-    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+def _open_locked(lock_path: Path, out: Path, name: str) -> int:
+    """Open and lock ``lock_path`` (non-blocking); retry when a releasing holder unlinked it."""
+    for _ in range(20):
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
+            holder = os.pread(descriptor, 200, 0).decode("utf-8", "replace").strip() or "?"
+            os.close(descriptor)
             if error.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
                 raise
-            holder = os.pread(descriptor, 200, 0).decode("utf-8", "replace").strip() or "?"
             raise ValueError(f"{name} {str(out)!r} is being written by another acgate process "
                              f"({holder}); wait for it to finish or choose another folder"
                              ) from None
+        try:
+            current = os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            current = None
+        if current == os.fstat(descriptor).st_ino:
+            return descriptor
+        os.close(descriptor)  # the holder removed this file as we locked it: take the new one
+    raise ValueError(f"{name} {str(out)!r}: could not take its lock {str(lock_path)!r}")
+
+
+@contextlib.contextmanager
+def _exclusive_lock(out: Path, name: str) -> Iterator[None]:
+    """Hold ``.<out>.lock`` beside ``out``; the file is removed when released.
+
+    It is unlinked while still locked, and a process that locked an unlinked copy notices (the
+    path no longer names its file) and retries, so two writers never both hold it. A killed
+    holder leaves the file behind, unlocked: the next writer takes it and removes it.
+    """
+    lock_path = out.with_name(f".{out.name}.lock")
+    descriptor = _open_locked(lock_path, out, name)
+    try:
         os.ftruncate(descriptor, 0)
         os.pwrite(descriptor, f"pid {os.getpid()} on {_HOST}\n".encode(), 0)
         yield
     finally:
-        os.close(descriptor)  # releases the lock; the lock file stays (removing it would race)
+        try:
+            os.unlink(lock_path)
+        except OSError:
+            pass
+        os.close(descriptor)
 
 
 @contextlib.contextmanager
