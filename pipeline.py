@@ -1,32 +1,49 @@
 """The acgate Kubeflow pipeline: scan the training data, then promote the model or repair the data.
 
-    train_proxy ──► extract_activations ──► cluster (ParallelFor over the classes)
-                                                 │  dsl.Collected
-                                                 ▼
-                                              analyze ──► If verdict == "clean": gate (MLflow)
-                                                      └─► Else:                  repair
+    dataset_digest ──► train_proxy ──► extract_activations ──► cluster (ParallelFor over classes)
+     (never cached)                                                │  dsl.Collected
+                                                                   ▼
+                                      analyze ──► If verdict == "clean": gate (MLflow, never cached)
+                                              └─► Else:                  repair
 
 Each step is a thin component in ``components/<stage>/component.py`` calling
 :mod:`acgate.stages`; the per-class fan-out gives the same flags as ``acgate scan``
 (:func:`acgate.scan.run_scan`) with the same settings and seed. The classes to fan out over
 come from the data (``extract_activations`` returns them), so no class list has to be passed.
 
+Caching: a scheduled run passes the same ``dataset_uri`` every night, and KFP's cache key is
+made of a task's inputs, so a URI alone would let KFP reuse yesterday's model and verdict for
+today's data. ``dataset_digest`` (caching off) hashes the bytes behind the URI, and every step
+that reads the data (``train_proxy``, ``extract_activations``, ``analyze``, ``repair``) takes
+that SHA-256 as the input ``dataset_sha256``: new bytes make new cache keys, unchanged bytes
+keep the cache. Each of those steps also checks that its dataset artifact still has that digest
+(the data did not change during the run). The digest is passed as a parameter, not as a staged
+artifact, because KFP keys a cache entry on the identity of its input artifacts and a step that
+is never cached makes a new artifact every run. The ``gate`` acts on MLflow's mutable state (the
+model version and its alias), so it always runs. The tasks that talk to MLflow (``analyze``,
+``gate``, ``repair``) carry the pod label ``acgate.io/mlflow-client: "true"``, which the Helm
+chart's NetworkPolicy admits to its MLflow server.
+
 Usage::
 
-    python pipeline.py compile [--out pipeline.yaml]
+    python pipeline.py compile [--out pipeline.yaml] [--image-digest sha256:...]
+        [--mlflow-credentials-secret NAME]
     python pipeline.py run --dataset data.parquet [--tracking-uri sqlite:///mlruns/mlflow.db]
         [--model-name NAME --model-version 3] [--epochs 3] [--seed 0] [--root local-runs]
+        [--cache]
 
 ``run`` executes the real compiled pipeline on this machine with kfp's local
 ``SubprocessRunner(use_venv=False)``: no cluster, no Docker, no network. kfp 2.17.3's local
 orchestrator runs ``ParallelFor``, ``dsl.Collected`` and ``dsl.If``/``dsl.Else`` itself, so
-the local run and the cluster run share one pipeline definition.
+the local run and the cluster run share one pipeline definition; with ``--cache`` it also
+caches tasks as KFP does (a file cache under the pipeline root, keyed on the task's inputs).
 """
 
 # No `from __future__ import annotations`: kfp reads the pipeline's annotations at runtime.
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -35,14 +52,35 @@ from kfp import compiler, dsl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from components._image import image_by_digest  # noqa: E402
 from components.analyze.component import analyze  # noqa: E402
 from components.cluster.component import cluster  # noqa: E402
+from components.dataset_digest.component import dataset_digest  # noqa: E402
 from components.extract_activations.component import extract_activations  # noqa: E402
 from components.gate.component import gate  # noqa: E402
 from components.repair.component import repair  # noqa: E402
 from components.train_proxy.component import train_proxy  # noqa: E402
 
 PIPELINE_NAME = "acgate-scan"
+#: Pod label of the tasks that talk to MLflow; the chart's NetworkPolicy admits these pods.
+MLFLOW_CLIENT_LABEL = ("acgate.io/mlflow-client", "true")
+#: Keys of the Secret named by ``--mlflow-credentials-secret`` and the variables they become.
+MLFLOW_CREDENTIALS_ENV = {"username": "MLFLOW_TRACKING_USERNAME",
+                          "password": "MLFLOW_TRACKING_PASSWORD"}
+#: The executors of the tasks that talk to MLflow.
+MLFLOW_CLIENT_EXECUTORS = ("exec-analyze", "exec-gate", "exec-repair")
+
+
+def _label_mlflow_client(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Add the pod label :data:`MLFLOW_CLIENT_LABEL` to a task's pod on Kubernetes.
+
+    Written as the ``kubernetes`` platform config that ``kfp.kubernetes.add_pod_label`` writes
+    (``podMetadata.labels``); the local runner ignores it.
+    """
+    kubernetes = task.platform_config.setdefault("kubernetes", {})
+    labels = kubernetes.setdefault("podMetadata", {}).setdefault("labels", {})
+    labels[MLFLOW_CLIENT_LABEL[0]] = MLFLOW_CLIENT_LABEL[1]
+    return task
 
 
 @dsl.pipeline(
@@ -69,7 +107,8 @@ def acgate_pipeline(
     segment_by: str = "label",
     repair_strategy: str = "relabel",
     alias: str = "champion",
-) -> NamedTuple("ScanOutputs", samples=dsl.Dataset, verdict=str, run_id=str):
+) -> NamedTuple("ScanOutputs", samples=dsl.Dataset, verdict=str, run_id=str,
+                dataset_sha256=str):
     """Scan ``dataset_uri``; promote ``model_name``/``model_version`` if clean, else repair.
 
     Args:
@@ -97,12 +136,23 @@ def acgate_pipeline(
         segment_by: ``"label"`` or ``"prediction"``.
         repair_strategy: ``"relabel"`` or ``"remove"`` (the repair of a poisoned dataset).
         alias: MLflow alias the gate moves on a pass.
+
+    Returns:
+        ``samples`` (the per-sample result), ``verdict``, ``run_id`` (the scan's MLflow run) and
+        ``dataset_sha256`` (the SHA-256 of the bytes that were scanned).
     """
-    trained = train_proxy(dataset_uri=dataset_uri, seed=seed, epochs=epochs)
+    digest = dataset_digest(dataset_uri=dataset_uri)
+    digest.set_display_name("dataset digest")
+    digest.set_caching_options(False)  # it must see today's bytes behind the same URI
+    sha256 = digest.output
+
+    trained = train_proxy(dataset_uri=dataset_uri, seed=seed, epochs=epochs,
+                          dataset_sha256=sha256)
     trained.set_display_name("train proxy")
 
     extracted = extract_activations(dataset=trained.outputs["dataset"],
-                                    model=trained.outputs["model"], segment_by=segment_by)
+                                    model=trained.outputs["model"], segment_by=segment_by,
+                                    dataset_sha256=sha256)
     extracted.set_display_name("extract activations")
 
     with dsl.ParallelFor(items=extracted.outputs["Output"], name="per-class") as label:
@@ -122,45 +172,113 @@ def acgate_pipeline(
         nested_source_share_threshold=nested_source_share_threshold,
         confusion_threshold=confusion_threshold, reducer=reducer, n_components=n_components,
         n_clusters=n_clusters, seed=seed, epochs=epochs, segment_by=segment_by,
-        mlflow_tracking_uri=mlflow_tracking_uri,
+        mlflow_tracking_uri=mlflow_tracking_uri, dataset_sha256=sha256,
     )
     analyzed.set_display_name("analyze")
+    _label_mlflow_client(analyzed)
 
     with dsl.If(analyzed.outputs["verdict"] == "clean", name="data-clean"):
         promoted = gate(run_id=analyzed.outputs["run_id"], model_name=model_name,
                         model_version=model_version, mlflow_tracking_uri=mlflow_tracking_uri,
                         alias=alias)
         promoted.set_display_name("promotion gate")
+        promoted.set_caching_options(False)  # decides on MLflow's current state, every run
+        _label_mlflow_client(promoted)
     with dsl.Else(name="data-poisoned"):
         repaired = repair(dataset=trained.outputs["dataset"],
                           samples=analyzed.outputs["samples"], model=trained.outputs["model"],
                           strategy=repair_strategy, seed=seed, epochs=epochs,
                           mlflow_tracking_uri=mlflow_tracking_uri,
-                          scan_run_id=analyzed.outputs["run_id"])
+                          scan_run_id=analyzed.outputs["run_id"], dataset_sha256=sha256)
         repaired.set_display_name("repair")
+        _label_mlflow_client(repaired)
 
-    outputs = NamedTuple("ScanOutputs", samples=dsl.Dataset, verdict=str, run_id=str)
+    outputs = NamedTuple("ScanOutputs", samples=dsl.Dataset, verdict=str, run_id=str,
+                         dataset_sha256=str)
     return outputs(samples=analyzed.outputs["samples"], verdict=analyzed.outputs["verdict"],
-                   run_id=analyzed.outputs["run_id"])
+                   run_id=analyzed.outputs["run_id"], dataset_sha256=sha256)
 
 
-def compile_pipeline(out: str | os.PathLike[str] = "pipeline.yaml") -> Path:
-    """Compile the pipeline to KFP IR YAML; returns the path written."""
+def compile_pipeline(
+    out: str | os.PathLike[str] = "pipeline.yaml",
+    *,
+    image_digest: Optional[str] = None,
+    mlflow_credentials_secret: Optional[str] = None,
+) -> Path:
+    """Compile the pipeline to KFP IR YAML; returns the path written.
+
+    Args:
+        out: The YAML file to write.
+        image_digest: Pin every step to this build of the acgate image (``sha256:`` and 64 hex
+            characters): the executors run ``ghcr.io/acgate/acgate@<digest>`` instead of the
+            version tag. ``None``: the version tag.
+        mlflow_credentials_secret: Name of an existing Kubernetes Secret (in the namespace the
+            runs execute in) with the keys ``username`` and ``password``: the MLflow steps
+            (``analyze``, ``gate``, ``repair``) get them as ``MLFLOW_TRACKING_USERNAME`` /
+            ``MLFLOW_TRACKING_PASSWORD`` (for an MLflow server with basic auth, such as the
+            chart's with ``mlflow.auth.enabled``). ``None``: no credentials.
+
+    Raises:
+        ValueError: A malformed digest or Secret name.
+    """
+    image = None if image_digest is None else image_by_digest(image_digest)
+    if mlflow_credentials_secret is not None and not re.fullmatch(
+            r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", mlflow_credentials_secret):
+        raise ValueError(f"--mlflow-credentials-secret {mlflow_credentials_secret!r} is not a "
+                         "Kubernetes Secret name (lowercase letters, digits, '-' and '.')")
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(acgate_pipeline, str(path))
+    if image is not None or mlflow_credentials_secret is not None:
+        _deploy_settings(path, image, mlflow_credentials_secret)
     return path
 
 
-def run_locally(root: str | os.PathLike[str] = "local-runs", **arguments: object) -> dict:
+def _deploy_settings(path: Path, image: Optional[str], secret: Optional[str]) -> None:
+    """Rewrite a compiled pipeline: every executor's image, the MLflow steps' credentials.
+
+    The image is ``deploymentSpec.executors.*.container.image`` of the IR; the credentials are
+    ``secretAsEnv`` entries of the ``kubernetes`` platform spec (the second YAML document), as
+    ``kfp.kubernetes.use_secret_as_env`` writes them.
+    """
+    import yaml
+
+    documents = [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    spec = documents[0]
+    if image is not None:
+        for executor in spec["deploymentSpec"]["executors"].values():
+            executor["container"]["image"] = image
+    if secret is not None:
+        if len(documents) == 1:
+            documents.append({"platforms": {}})
+        executors = (documents[1].setdefault("platforms", {})
+                     .setdefault("kubernetes", {})
+                     .setdefault("deploymentSpec", {})
+                     .setdefault("executors", {}))
+        for name in MLFLOW_CLIENT_EXECUTORS:
+            executors.setdefault(name, {}).setdefault("secretAsEnv", []).append({
+                "secretName": secret,
+                "keyToEnv": [{"secretKey": key, "envVar": env}
+                             for key, env in MLFLOW_CREDENTIALS_ENV.items()],
+            })
+    text = "# PIPELINE DEFINITION (acgate pipeline.py compile)\n" + yaml.safe_dump_all(
+        documents, sort_keys=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def run_locally(root: str | os.PathLike[str] = "local-runs", *, cache: bool = False,
+                **arguments: object) -> dict:
     """Run the pipeline on this machine (kfp ``SubprocessRunner``, no venv, no network).
 
     Args:
         root: Pipeline root: every task's artifacts land under it.
+        cache: Cache tasks as KFP does (kfp's local file cache under ``root/.kfp_cache``,
+            keyed on each task's inputs; ``dataset_digest`` and ``gate`` are never cached).
         **arguments: Pipeline inputs (``dataset_uri`` required; ``None`` values are dropped).
 
     Returns:
-        ``{"verdict", "run_id", "samples"}`` (the path of the per-sample result).
+        ``{"verdict", "run_id", "samples", "dataset_sha256"}`` (``samples``: the path of the
+        per-sample result; ``dataset_sha256``: the digest of the scanned bytes).
 
     Raises:
         RuntimeError: When a step fails (the message names the task; its log says why).
@@ -168,10 +286,11 @@ def run_locally(root: str | os.PathLike[str] = "local-runs", **arguments: object
     from kfp import local
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
-               raise_on_error=True)
+               raise_on_error=True, enable_caching=cache)
     task = acgate_pipeline(**_with_every_optional_input(arguments))
     return {"verdict": task.outputs["verdict"], "run_id": task.outputs["run_id"],
-            "samples": task.outputs["samples"].path}
+            "samples": task.outputs["samples"].path,
+            "dataset_sha256": task.outputs["dataset_sha256"]}
 
 
 def _with_every_optional_input(arguments: dict) -> dict:
@@ -207,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     comp = sub.add_parser("compile", help="write the pipeline YAML")
     comp.add_argument("--out", default="pipeline.yaml", help="output file (default: pipeline.yaml)")
+    comp.add_argument("--image-digest", default=None,
+                      help="pin every step to ghcr.io/acgate/acgate@<sha256:...> (default: the "
+                           "version tag)")
+    comp.add_argument("--mlflow-credentials-secret", default=None,
+                      help="Kubernetes Secret (keys username, password) that the MLflow steps "
+                           "get as MLFLOW_TRACKING_USERNAME/PASSWORD (MLflow basic auth)")
     run = sub.add_parser("run", help="run the pipeline locally (SubprocessRunner)")
     run.add_argument("--dataset", required=True, help="dataset Parquet file")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: none)")
@@ -219,12 +344,19 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--silhouette-threshold", type=float, default=0.10)
     run.add_argument("--repair-strategy", default="relabel", choices=("relabel", "remove"))
     run.add_argument("--root", default="local-runs", help="pipeline root (default: local-runs)")
+    run.add_argument("--cache", action="store_true",
+                     help="cache tasks like KFP (file cache under the pipeline root)")
     args = parser.parse_args(argv)
     if args.command == "compile":
-        print(compile_pipeline(args.out))
+        try:
+            path = compile_pipeline(args.out, image_digest=args.image_digest,
+                                    mlflow_credentials_secret=args.mlflow_credentials_secret)
+        except ValueError as error:
+            parser.error(str(error))
+        print(path)
         return 0
     outputs = run_locally(
-        args.root, dataset_uri=str(Path(args.dataset).resolve()),
+        args.root, cache=args.cache, dataset_uri=str(Path(args.dataset).resolve()),
         mlflow_tracking_uri=args.tracking_uri, model_name=args.model_name,
         model_version=args.model_version, epochs=args.epochs, seed=args.seed,
         analysis=args.analysis, size_threshold=args.size_threshold,

@@ -31,6 +31,7 @@ def analyze(
     epochs: Optional[int] = None,
     segment_by: str = "label",
     mlflow_tracking_uri: Optional[str] = None,
+    dataset_sha256: Optional[str] = None,
 ) -> NamedTuple("AnalyzeOutputs", verdict=str, run_id=str, n_flagged=int):
     """Run the analysis (exclusionary reclassification by default) over all class clusterings.
 
@@ -61,6 +62,9 @@ def analyze(
         epochs: Proxy epochs (the same as ``train_proxy``'s).
         segment_by: ``"label"`` or ``"prediction"``.
         mlflow_tracking_uri: Log the scan as an MLflow run; ``None``: no tracking.
+        dataset_sha256: SHA-256 of the dataset's bytes (from ``dataset_digest``): part of the
+            KFP cache key, recorded in ``samples``' metadata; ``dataset`` must have it.
+            ``None``: no check.
 
     Returns:
         ``verdict`` (``"clean"`` or ``"poisoned"``), ``run_id`` (the MLflow run, ``""`` when
@@ -70,9 +74,17 @@ def analyze(
     import tempfile
     from collections import namedtuple
 
-    from acgate.stages import analyze_stage, class_metrics, copy_file, pipeline_config
+    from acgate.stages import (
+        analyze_stage,
+        check_dataset_digest,
+        class_metrics,
+        copy_file,
+        pipeline_config,
+        write_metrics_file,
+    )
 
     logging.basicConfig(level=logging.INFO)
+    check_dataset_digest(dataset.path, dataset_sha256)
     config = pipeline_config(seed=seed, epochs=epochs, analysis=analysis,
                              size_threshold=size_threshold,
                              silhouette_threshold=silhouette_threshold, reducer=reducer,
@@ -91,7 +103,9 @@ def analyze(
         copy_file(outcome.files["html"], report.path)
     for name, value in class_metrics(outcome.result).items():
         metrics.log_metric(name, value)
+    write_metrics_file(metrics.path, metrics.metadata)
     verdict = outcome.result.verdict
-    samples.metadata.update({"verdict": verdict, "run_id": outcome.run_id or ""})
+    samples.metadata.update({"verdict": verdict, "run_id": outcome.run_id or "",
+                             "dataset_sha256": dataset_sha256 or ""})
     outputs = namedtuple("AnalyzeOutputs", ["verdict", "run_id", "n_flagged"])
     return outputs(verdict, outcome.run_id or "", int(outcome.result.is_poison.sum()))

@@ -1,6 +1,6 @@
 """KFP component ``extract_activations``: the proxy's last hidden layer, one row per sample."""
 
-from typing import List
+from typing import List, Optional
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Model, Output
@@ -14,6 +14,7 @@ def extract_activations(
     model: Input[Model],
     activations: Output[Dataset],
     segment_by: str = "label",
+    dataset_sha256: Optional[str] = None,
 ) -> List[int]:
     """Write the activations Parquet file and return the classes to cluster.
 
@@ -22,15 +23,18 @@ def extract_activations(
         model: The proxy model folder (from ``train_proxy``).
         activations: Activations Parquet file (schema ``activations/1``).
         segment_by: ``"label"`` or ``"prediction"``: what the returned classes are.
+        dataset_sha256: SHA-256 of the dataset's bytes (from ``dataset_digest``): part of the
+            KFP cache key; ``dataset`` must have it. ``None``: no check.
 
     Returns:
         The classes present, ascending: the pipeline runs one ``cluster`` task per class.
     """
     import logging
 
-    from acgate.stages import extract_stage, pipeline_config
+    from acgate.stages import check_dataset_digest, extract_stage, pipeline_config
 
     logging.basicConfig(level=logging.INFO)
+    check_dataset_digest(dataset.path, dataset_sha256)
     config = pipeline_config(segment_by=segment_by)
     classes = extract_stage(dataset.path, model.path, activations.path, config)
     activations.metadata["classes"] = classes

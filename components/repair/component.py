@@ -21,6 +21,7 @@ def repair(
     epochs: Optional[int] = None,
     mlflow_tracking_uri: Optional[str] = None,
     scan_run_id: Optional[str] = None,
+    dataset_sha256: Optional[str] = None,
 ) -> str:
     """Repair the dataset and the proxy from the scan's per-sample result.
 
@@ -38,15 +39,23 @@ def repair(
         mlflow_tracking_uri: Log the repair as an MLflow run; ``None``: no tracking.
         scan_run_id: The scan's MLflow run (from ``analyze``): the repair run becomes its
             child; ``None`` or ``""``: a top-level run.
+        dataset_sha256: SHA-256 of the dataset's bytes (from ``dataset_digest``): part of the
+            KFP cache key; ``dataset`` must have it. ``None``: no check.
 
     Returns:
         The repair's MLflow run id (``""`` when not tracked).
     """
     import logging
 
-    from acgate.stages import pipeline_config, repair_stage
+    from acgate.stages import (
+        check_dataset_digest,
+        pipeline_config,
+        repair_stage,
+        write_metrics_file,
+    )
 
     logging.basicConfig(level=logging.INFO)
+    check_dataset_digest(dataset.path, dataset_sha256)
     outcome = repair_stage(
         dataset.path, samples.path, model.path, cleaned_dataset.path, repaired_model.path,
         pipeline_config(seed=seed, epochs=epochs), strategy=strategy, epochs=epochs,
@@ -54,6 +63,8 @@ def repair(
     )
     for name, value in outcome.metrics.items():
         metrics.log_metric(name, value)
+    write_metrics_file(metrics.path, metrics.metadata)
     repaired_model.metadata.update({"strategy": strategy, "seed": seed,
-                                    "run_id": outcome.run_id or ""})
+                                    "run_id": outcome.run_id or "",
+                                    "dataset_sha256": dataset_sha256 or ""})
     return outcome.run_id or ""

@@ -16,6 +16,7 @@ def train_proxy(
     metrics: Output[Metrics],
     seed: int = 0,
     epochs: Optional[int] = None,
+    dataset_sha256: Optional[str] = None,
 ):
     """Copy the dataset into the pipeline, validate it and train the proxy model on it.
 
@@ -27,16 +28,28 @@ def train_proxy(
         metrics: Training statistics (``final_loss``, ``train_accuracy``, ...).
         seed: Seed of every random step.
         epochs: Proxy epochs; ``None``: 30 below 10k rows, else 2.
+        dataset_sha256: SHA-256 of the dataset's bytes (from ``dataset_digest``): part of the
+            KFP cache key, so new data behind the same URI is trained on again; the staged
+            copy must have it (the data did not change during the run). ``None``: no check.
     """
     import logging
 
-    from acgate.stages import pipeline_config, stage_dataset, train_proxy_stage
+    from acgate.stages import (
+        check_dataset_digest,
+        pipeline_config,
+        stage_dataset,
+        train_proxy_stage,
+        write_metrics_file,
+    )
 
     logging.basicConfig(level=logging.INFO)
     config = pipeline_config(seed=seed, epochs=epochs)
     stage_dataset(dataset_uri, dataset.path)
+    check_dataset_digest(dataset.path, dataset_sha256)
     info = train_proxy_stage(dataset.path, model.path, config)
     model.metadata.update(info)
+    dataset.metadata["sha256"] = dataset_sha256 or ""
     for name, value in info.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.log_metric(name, float(value))
+    write_metrics_file(metrics.path, metrics.metadata)

@@ -169,9 +169,10 @@ def stage_dataset(dataset_uri: str, destination: PathLike) -> Path:
                 pafs.copy_files(remote, str(temp), source_filesystem=filesystem)
                 validate_dataset_file(temp)  # before the rename: a bad copy never lands
         else:
-            source = Path(dataset_uri.removeprefix("file://"))
-            if not source.is_file():
-                raise FileNotFoundError(f"{source} is not a file")
+            from acgate.io.schema import require_regular_file
+
+            source = require_regular_file(Path(dataset_uri.removeprefix("file://")),
+                                          what="a dataset file")
             # Validate the input itself (errors name it), and only then copy it.
             validate_dataset_file(source)
             with atomic_write_path(destination) as temp:
@@ -294,6 +295,7 @@ def _validated_arrays(activations_path: PathLike, config: ScanConfig) -> tuple[A
             segments = predictions
         else:
             segments = y
+        validation.check_informative(x, segments, name=f"{activations_path}: activations")
     return table, _Arrays(x, y, ids, segments, predictions)
 
 
@@ -539,12 +541,14 @@ def analyze_stage(
     files["html"] = Path(report.html_path)
     run_id = None
     if tracking_uri:
+        from acgate.io.digest import file_sha256
         from acgate.mlflow import log_scan
 
         run_id = log_scan(
             result, tracking_uri=tracking_uri, experiment=experiment, artifacts_dir=folder,
             dataset_uri=dataset_uri or str(dataset_path),
             dataset_fingerprint=dataset_fingerprint(dataset),
+            dataset_sha256=file_sha256(dataset_path),
             params={f"scan.{k}": val for k, val in config.to_dict().items()},
         )
     return AnalyzeOutcome(result=result, files=files, run_id=run_id)
@@ -691,3 +695,102 @@ def _write_json(path: Path, value: Any) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+# ---------------------------------------------------------------------------- dataset_digest
+
+#: Bytes read at a time when hashing a remote dataset file.
+_DIGEST_CHUNK = 1 << 20
+
+
+def dataset_digest_stage(dataset_uri: str) -> str:
+    """SHA-256 (hex) of the bytes of the dataset file at ``dataset_uri``.
+
+    The first step of the pipeline: its result is an input of every step that reads the data,
+    so the KFP cache key of those steps changes whenever the bytes behind an unchanged URI do
+    (and stays the same, keeping the cache, when they do not). The same figure as
+    :func:`acgate.io.file_sha256` (``sha256sum``) of the local file.
+
+    Args:
+        dataset_uri: A local path, ``file://`` URI or any URI :mod:`pyarrow.fs` opens
+            (``s3://``, ``gs://``, ``hdfs://``), as :func:`stage_dataset` takes.
+
+    Returns:
+        64 lowercase hex characters.
+
+    Raises:
+        StageInputError: The file is missing or cannot be read (names ``dataset_uri``).
+    """
+    import hashlib
+
+    from acgate.io.digest import file_sha256
+
+    with reading("dataset_uri", dataset_uri):
+        try:
+            if "://" in dataset_uri and not dataset_uri.startswith("file://"):
+                import pyarrow.fs as pafs
+
+                filesystem, remote = pafs.FileSystem.from_uri(dataset_uri)
+                digest = hashlib.sha256()
+                with filesystem.open_input_stream(remote) as stream:
+                    while chunk := stream.read(_DIGEST_CHUNK):
+                        digest.update(chunk)
+                return digest.hexdigest()
+            return file_sha256(dataset_uri.removeprefix("file://"))
+        except OSError as error:
+            if isinstance(error, FileNotFoundError):
+                raise
+            raise ValueError(f"cannot read the dataset: {error}") from error
+
+
+def check_dataset_digest(dataset_path: PathLike, sha256: str | None, *,
+                         artifact: str = "dataset") -> None:
+    """Check that a dataset artifact holds the bytes whose digest the pipeline computed.
+
+    The staged copy is byte-for-byte the file at ``dataset_uri``, so its SHA-256 equals the
+    digest of :func:`dataset_digest_stage` unless the data changed between the two steps.
+
+    Args:
+        dataset_path: The local dataset file (a pipeline artifact).
+        sha256: The expected digest (hex); ``None`` or ``""``: nothing to check.
+        artifact: The artifact's name in the pipeline (quoted in the error).
+
+    Raises:
+        StageInputError: The file's digest differs (the data changed during the run), or the
+            expected digest is not 64 hex characters.
+    """
+    from acgate.io.digest import file_sha256
+
+    if not sha256:
+        return
+    expected = sha256.strip().lower()
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise StageInputError(f"dataset_sha256 {sha256!r} is not a SHA-256 (64 hex characters)")
+    with reading(artifact, dataset_path):
+        actual = file_sha256(dataset_path)
+    if actual != expected:
+        raise StageInputError(
+            f"input artifact {artifact!r} ({dataset_path}) has SHA-256 {actual}, but the run's "
+            f"dataset digest is {expected}: the data behind dataset_uri changed during the run; "
+            "rerun the pipeline")
+
+
+def write_metrics_file(path: PathLike, metrics: Mapping[str, float]) -> Path:
+    """Write a KFP ``Metrics`` artifact's numbers as a JSON object at its path (atomically).
+
+    KFP keeps logged metrics in the artifact's metadata and writes no file at its path; kfp's
+    local task cache treats an output artifact without a file as lost and never reuses the task
+    (so the local run could not show the cluster's caching). The file also gives the artifact
+    content to download.
+
+    Args:
+        path: The artifact's local path.
+        metrics: Metric name -> value, as logged with ``log_metric``.
+
+    Returns:
+        ``path``.
+    """
+    destination = Path(path)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(destination, {str(name): float(value) for name, value in metrics.items()})
+    return destination

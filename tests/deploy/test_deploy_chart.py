@@ -3,6 +3,8 @@ checked for the security settings of every pod and container and for inlined sec
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
 import re
@@ -66,8 +68,31 @@ def postgres_values(base_values) -> dict[str, Any]:
     }
 
 
+DIGEST = "sha256:" + "5f" * 32
+MLFLOW_DIGEST = "sha256:" + "a0" * 32
+
+
+def _auth_values(base_values):
+    """MLflow with basic auth, both images pinned by digest, pipeline pods in team-a."""
+    return {
+        **base_values,
+        "image": {"digest": DIGEST},
+        "kfp": {"namespace": "team-a"},
+        "mlflow": {
+            "enabled": True,
+            "image": {"repository": "ghcr.io/mlflow/mlflow", "digest": MLFLOW_DIGEST},
+            "auth": {"enabled": True, "secretRef": {"name": "mlflow-admin"}},
+            "networkPolicy": {
+                "clientNamespaces": ["batch"],
+                "extraFrom": [{"ipBlock": {"cidr": "10.1.0.0/16"}}],
+            },
+        },
+    }
+
+
 SCENARIOS = {
     "defaults": lambda b, p: b,
+    "mlflow-auth-digest": lambda b, p: _auth_values(b),
     "mlflow-sqlite": lambda b, p: {**b, "mlflow": {"enabled": True}},
     "mlflow-sqlite-no-persistence": lambda b, p: {
         **b,
@@ -105,6 +130,7 @@ def test_postgres_values_render_mlflow(helm, postgres_values):
         "ConfigMap",
         "CronJob",
         "Deployment",
+        "NetworkPolicy",
         "PersistentVolumeClaim",
         "Service",
         "ServiceAccount",
@@ -263,6 +289,48 @@ def test_the_chart_arguments_pass_the_real_submitter(scenario, compiled_pipeline
             ),
             r"passwordSecretRef\.name \(an existing Secret\) is required",
         ),
+        (
+            lambda v: v.update(mlflow={"enabled": True, "auth": {"enabled": True}}),
+            r"mlflow\.auth\.secretRef\.name \(an existing Secret",
+        ),
+        (
+            lambda v: v.update(
+                mlflow={
+                    "enabled": True,
+                    "auth": {
+                        "enabled": True,
+                        "secretRef": {"name": "a"},
+                        "defaultPermission": "ALL",
+                    },
+                }
+            ),
+            r"defaultPermission \"ALL\" is not one of",
+        ),
+        (lambda v: v.update(image={"digest": "sha256:abc"}), r"image\.digest \"sha256:abc\" must"),
+        (
+            lambda v: v.update(image={"digest": "5f" * 32}),
+            r"must be \"sha256:\" followed by 64 lowercase hex",
+        ),
+        (
+            lambda v: v.update(mlflow={"enabled": True, "image": {"repository": "mlflow"}}),
+            r"mlflow\.image\.tag or mlflow\.image\.digest is required",
+        ),
+        (
+            lambda v: v.update(
+                mlflow={"enabled": True, "image": {"repository": "m", "digest": "sha256:1"}}
+            ),
+            r"mlflow\.image\.digest \"sha256:1\" must",
+        ),
+        (
+            # null deletes the default label (Helm merges maps)
+            lambda v: v.update(
+                mlflow={
+                    "enabled": True,
+                    "networkPolicy": {"clientPodLabels": {"acgate.io/mlflow-client": None}},
+                }
+            ),
+            r"clientPodLabels is empty",
+        ),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(helm, base_values, change, message):
@@ -273,7 +341,7 @@ def test_bad_values_fail_with_a_clear_message(helm, base_values, change, message
 
 
 def test_helm_lint_is_clean(helm, base_values, postgres_values):
-    for values in (None, base_values, postgres_values):
+    for values in (None, base_values, postgres_values, _auth_values(base_values)):
         report = helm.lint(str(CHART), values, strict=True, kube_version="v1.27.0")
         problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
         assert problems == [], problems
@@ -284,6 +352,128 @@ def test_notes_render(helm, base_values, postgres_values):
     assert "create job --from=cronjob/acgate-submit" in notes
     assert "port-forward svc/acgate-mlflow" in notes
     assert "WARNING" not in render(helm, base_values)["acgate/templates/NOTES.txt"]
+    assert "WARNING: mlflow.auth.enabled=false" in notes
+    assert "in namespaces ml, team-a may connect" in notes
+    notes = render(helm, _auth_values(base_values))["acgate/templates/NOTES.txt"]
+    assert "Auth: MLflow basic auth; admin user from Secret mlflow-admin" in notes
+    assert "in namespaces ml, team-a, batch may connect" in notes
+    assert "WARNING" not in notes
+
+
+def _one(documents, kind):
+    found = [doc for doc in documents if doc["kind"] == kind]
+    assert len(found) == 1, (kind, kinds(documents))
+    return found[0]
+
+
+def test_images_are_pinned_by_digest(helm, base_values):
+    documents = manifests(
+        render(helm, {**base_values, "image": {"digest": DIGEST}, "mlflow": {"enabled": True}})
+    )
+    cronjob = _one(documents, "CronJob")
+    submit = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    mlflow = _one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    # the MLflow server runs the acgate image by default, pinned the same way
+    assert submit["image"] == mlflow["image"] == f"ghcr.io/acgate/acgate@{DIGEST}"
+    documents = manifests(render(helm, _auth_values(base_values)))
+    mlflow = _one(documents, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert mlflow["image"] == f"ghcr.io/mlflow/mlflow@{MLFLOW_DIGEST}"
+    # a tag still works without a digest
+    documents = manifests(render(helm, base_values))
+    cronjob = _one(documents, "CronJob")
+    submit = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert submit["image"] == "ghcr.io/acgate/acgate:0.1.0"
+
+
+def test_mlflow_network_policy_admits_only_labelled_clients(helm, base_values):
+    documents = manifests(render(helm, {**base_values, "mlflow": {"enabled": True}}))
+    policy = _one(documents, "NetworkPolicy")
+    deployment = _one(documents, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()  # it selects the MLflow pod ...
+    assert selector == deployment["spec"]["selector"]["matchLabels"]  # ... and only it
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["ports"][0]["name"] == "http"
+    [peer] = rule["from"]
+    assert peer["podSelector"] == {"matchLabels": {"acgate.io/mlflow-client": "true"}}
+    # the release namespace and single-user KFP's namespace; no other namespace, no ipBlock
+    assert peer["namespaceSelector"] == {
+        "matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["ml", "kubeflow"]}
+        ]
+    }
+
+    policy = _one(manifests(render(helm, _auth_values(base_values))), "NetworkPolicy")
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert peers[0]["namespaceSelector"]["matchExpressions"][0]["values"] == [
+        "ml",
+        "team-a",
+        "batch",
+    ]
+    assert peers[1:] == [{"ipBlock": {"cidr": "10.1.0.0/16"}}]
+
+    off = {**base_values, "mlflow": {"enabled": True, "networkPolicy": {"enabled": False}}}
+    assert "NetworkPolicy" not in kinds(manifests(render(helm, off)))
+    assert "NetworkPolicy" not in kinds(manifests(render(helm, base_values)))  # no MLflow
+
+
+def test_the_pipeline_steps_that_use_mlflow_carry_the_admitted_label(tmp_path):
+    """The label the compiled pipeline puts on its MLflow pods is the one the policy admits."""
+    pytest.importorskip("kfp", reason="the kfp extra is needed to compile the pipeline")
+    sys.path.insert(0, str(REPO))
+    import pipeline
+
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    admitted = values["mlflow"]["networkPolicy"]["clientPodLabels"]
+    documents = list(yaml.safe_load_all(pipeline.compile_pipeline(tmp_path / "p.yaml").read_text()))
+    executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert {"exec-analyze", "exec-gate", "exec-repair"} <= set(executors)
+    for config in executors.values():
+        assert admitted.items() <= config["podMetadata"]["labels"].items()
+
+
+def test_mlflow_basic_auth_takes_its_credentials_from_a_secret(helm, base_values):
+    rendered = render(helm, _auth_values(base_values))
+    documents = manifests(rendered)
+    deployment = _one(documents, "Deployment")
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert "--app-name=basic-auth" in container["args"]
+    env = {item["name"]: item for item in container["env"]}
+    assert env["MLFLOW_AUTH_ADMIN_USERNAME"]["valueFrom"] == {
+        "secretKeyRef": {"name": "mlflow-admin", "key": "username"}
+    }
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"] == {
+        "secretKeyRef": {"name": "mlflow-admin", "key": "password"}
+    }
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "mlflow-admin", "key": "flask-secret-key"}
+    }
+    config_path = env["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "auth-config")
+    assert config_path == f"{mount['mountPath']}/basic_auth.ini" and mount["readOnly"] is True
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "auth-config")
+    configmap = next(
+        doc
+        for doc in documents
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == volume["configMap"]["name"]
+    )
+    ini = configmap["data"]["basic_auth.ini"]
+    assert "default_permission = READ" in ini
+    assert "database_uri = sqlite:////mlflow/basic_auth.db" in ini
+    assert "password" not in ini.lower()
+    # a changed auth config rolls the pod
+    assert len(pod["metadata"]["annotations"]["checksum/auth-config"]) == 64
+    # without auth: none of it
+    plain = manifests(render(helm, {**base_values, "mlflow": {"enabled": True}}))
+    container = _one(plain, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert not any("app-name" in arg for arg in container["args"])
+    assert [e["name"] for e in container["env"]] == ["HOME"]
+    assert [d["metadata"]["name"] for d in plain if d["kind"] == "ConfigMap"] == ["acgate-pipeline"]
 
 
 def test_chart_versions_follow_the_package():
@@ -329,8 +519,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _get(url: str, host_header: str) -> int:
-    request = urllib.request.Request(url, headers={"Host": host_header})
+def _get(url: str, host_header: str, auth: tuple[str, str] | None = None) -> int:
+    headers = {"Host": host_header}
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    request = urllib.request.Request(url, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             return response.status
@@ -338,14 +532,13 @@ def _get(url: str, host_header: str) -> int:
         return error.code
 
 
-@pytest.mark.slow  # the MLflow server takes ~20 s to start (imports, sqlite migrations)
-def test_rendered_mlflow_server_command_runs(helm, tmp_path):
-    pytest.importorskip("mlflow", reason="the mlflow extra runs the server")
-    documents = manifests(
-        render(helm, {"cronJob": {"enabled": False}, "mlflow": {"enabled": True}})
-    )
-    deployment = next(doc for doc in documents if doc["kind"] == "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
+@contextlib.contextmanager
+def _serve(container: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None):
+    """Run the rendered `mlflow server` command on loopback, /mlflow/ moved into tmp_path.
+
+    Yields the base URL, the port and the data folder; the server's process group is stopped
+    at the end.
+    """
     port = _free_port()
     data = tmp_path / "mlflow"
     data.mkdir()
@@ -357,18 +550,18 @@ def test_rendered_mlflow_server_command_runs(helm, tmp_path):
     ]
     assert container["command"] == ["mlflow", "server"]
     mlflow_cli = Path(sys.executable).with_name("mlflow")
-    env = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
+    environment = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp_path), **(env or {})}
     server = subprocess.Popen(
         [str(mlflow_cli), "server", *args],
         cwd=tmp_path,
-        env=env,
+        env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group: the server and its workers stop together
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 40
+        deadline = time.monotonic() + 60
         while True:
             try:
                 if _get(f"{base}/health", f"127.0.0.1:{port}") == 200:
@@ -378,6 +571,26 @@ def test_rendered_mlflow_server_command_runs(helm, tmp_path):
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"mlflow server did not start: {server.stderr.read().decode()[-2000:]}")
             time.sleep(0.25)
+        yield base, port, data
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # the group is gone if it failed to start
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=5)
+
+
+@pytest.mark.slow  # the MLflow server takes ~20 s to start (imports, sqlite migrations)
+def test_rendered_mlflow_server_command_runs(helm, tmp_path):
+    pytest.importorskip("mlflow", reason="the mlflow extra runs the server")
+    documents = manifests(
+        render(helm, {"cronJob": {"enabled": False}, "mlflow": {"enabled": True}})
+    )
+    deployment = next(doc for doc in documents if doc["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    with _serve(container, tmp_path) as (base, _, data):
         api = f"{base}/api/2.0/mlflow/experiments/search?max_results=1"
         # the in-cluster Service name (what the pipeline gets as mlflow_tracking_uri) is allowed
         assert _get(api, "acgate-mlflow.ml.svc.cluster.local:5000") == 200
@@ -386,10 +599,45 @@ def test_rendered_mlflow_server_command_runs(helm, tmp_path):
         # any other Host header is refused (DNS-rebinding protection stays on)
         assert _get(api, "evil.example.com") == 403
         assert (data / "mlflow.db").is_file()
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=5)
+
+
+@pytest.mark.slow  # two MLflow apps start (~30 s)
+def test_rendered_mlflow_basic_auth_refuses_anonymous_clients(helm, base_values, tmp_path):
+    """The server the chart renders with mlflow.auth.enabled, run with its ConfigMap's settings
+    and the Secret's values in the environment the secretKeyRefs give it."""
+    pytest.importorskip("mlflow", reason="the mlflow extra runs the server")
+    pytest.importorskip(
+        "flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF (in the image's lock)"
+    )
+    values = _auth_values({"cronJob": {"enabled": False}})
+    documents = manifests(render(helm, values))
+    deployment = _one(documents, "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    ini = _one(documents, "ConfigMap")["data"]["basic_auth.ini"]
+    config = tmp_path / "basic_auth.ini"
+    config.write_text(ini.replace("/mlflow/", f"{tmp_path / 'mlflow'}/"), encoding="utf-8")
+    secret = {
+        "username": "admin",
+        "password": "a-long-test-password-1f9e",
+        "flask-secret-key": "0c5d" * 16,
+    }
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config)}
+    for item in container["env"]:
+        if "valueFrom" in item:
+            ref = item["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == "mlflow-admin"
+            env[item["name"]] = secret[ref["key"]]
+    assert set(env) == {
+        "MLFLOW_AUTH_CONFIG_PATH",
+        "MLFLOW_AUTH_ADMIN_USERNAME",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+    }
+    with _serve(container, tmp_path, env) as (base, port, data):
+        api = f"{base}/api/2.0/mlflow/registered-models/search?max_results=1"
+        host = f"127.0.0.1:{port}"
+        assert _get(f"{base}/health", host) == 200  # the probes need no credentials
+        assert _get(api, host) == 401  # anonymous: refused
+        assert _get(api, host, ("admin", "wrong-password")) == 401
+        assert _get(api, host, (secret["username"], secret["password"])) == 200
+        assert (data / "basic_auth.db").is_file()  # users live beside the tracking data

@@ -17,6 +17,8 @@ from deploy_helpers import REPO
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 HADOLINT_CONFIG = REPO / "docker" / ".hadolint.yaml"
 IGNORE_FILE = REPO / "docker" / "Dockerfile.dockerignore"
+LOCK = REPO / "docker" / "requirements.lock"
+BUILD_LOCK = REPO / "docker" / "build-requirements.lock"
 
 
 def instructions(text: str) -> list[tuple[str, str]]:
@@ -106,7 +108,13 @@ def test_multi_stage_wheel_build(parsed):
     assert any("pip wheel" in rest for keyword, rest in parsed if keyword == "RUN")
     runtime_runs = " ".join(rest for keyword, rest in final_stage(parsed) if keyword == "RUN")
     assert "from=builder" in runtime_runs
-    assert '-py3-none-any.whl[all]"' in runtime_runs
+    # the project's own wheel: no index, no dependencies (they all come from the lock)
+    assert re.search(
+        r'pip install --no-cache-dir --no-deps --no-index\s+"/wheels/acgate-\$\{ACGATE_VERSION\}'
+        r'-py3-none-any\.whl"',
+        runtime_runs,
+    )
+    assert "pip check" in runtime_runs
 
 
 def test_runs_as_non_root_uid_10001(parsed):
@@ -116,30 +124,142 @@ def test_runs_as_non_root_uid_10001(parsed):
     assert user == "10001"  # numeric, so Kubernetes' runAsNonRoot can verify it
 
 
-def test_cpu_torch_is_pinned_to_the_projects_version(parsed):
-    constraints = (REPO / "constraints.txt").read_text(encoding="utf-8")
-    pinned = re.search(r"^torch==(\S+)", constraints, re.MULTILINE).group(1)
-    args = dict(
+def _args(parsed) -> dict[str, str]:
+    return dict(
         rest.split("=", 1)
         for keyword, rest in final_stage(parsed)
         if keyword == "ARG" and "=" in rest
     )
+
+
+def test_cpu_torch_is_pinned_to_the_projects_version(parsed):
+    constraints = (REPO / "constraints.txt").read_text(encoding="utf-8")
+    pinned = re.search(r"^torch==(\S+)", constraints, re.MULTILINE).group(1)
+    args = _args(parsed)
     assert args["TORCH_VERSION"] == pinned
+    assert args["TORCH_INDEX_URL"] == "https://download.pytorch.org/whl/cpu"
+    assert lock_pins(LOCK)["torch"] == f"{pinned}+cpu"  # the CPU build, not PyPI's CUDA one
+    assert lock_pins(LOCK)["psycopg2-binary"] == args["PSYCOPG2_VERSION"]
     run = " ".join(rest for keyword, rest in final_stage(parsed) if keyword == "RUN")
-    assert "--index-url https://download.pytorch.org/whl/cpu" in run
-    assert '"torch==${TORCH_VERSION}"' in run
-    assert "--constraint /constraints.txt" in run
+    assert '--extra-index-url "${TORCH_INDEX_URL}"' in run
+    # the build arguments are checked against the lock before anything is installed
+    assert 'grep -Eq "^torch==${TORCH_VERSION}(\\+cpu)? " /requirements.lock' in run
+    assert 'grep -Eq "^psycopg2-binary==${PSYCOPG2_VERSION} " /requirements.lock' in run
+
+
+# --- the hashed lock ----------------------------------------------------------------------------
+
+PIN = re.compile(r"([a-z0-9][a-z0-9._-]*)==([^\s\\]+)")
+HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
+
+
+def lock_entries(path: Path) -> list[tuple[str, str, list[str]]]:
+    """(name, version, hashes) per requirement of a pip requirements file (continuations joined)."""
+    logical, pending = [], ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    assert not pending, f"{path.name} ends with a continuation"
+    entries = []
+    for line in logical:
+        requirement, *options = line.split()
+        match = PIN.fullmatch(requirement)
+        assert match, f"{path.name}: {requirement!r} is not pinned as name==version"
+        assert options and all(HASH.fullmatch(option) for option in options), (
+            f"{path.name}: {requirement} needs --hash=sha256:<64 hex> options only, got {options}"
+        )
+        entries.append((match.group(1), match.group(2), options))
+    return entries
+
+
+def lock_pins(path: Path) -> dict[str, str]:
+    return {name: version for name, version, _ in lock_entries(path)}
+
+
+@pytest.mark.parametrize("path", [LOCK, BUILD_LOCK], ids=lambda p: p.name)
+def test_every_lock_line_is_pinned_and_hashed(path):
+    entries = lock_entries(path)
+    assert entries
+    names = [name for name, _, _ in entries]
+    assert len(names) == len(set(names)), "a package is listed twice"
+    assert not any(re.search(r"[<>~!*]|===", version) for _, version, _ in entries)
+
+
+def test_lock_checker_rejects_unpinned_and_unhashed_lines(tmp_path):
+    for text in (
+        "numpy>=2 \\\n    --hash=sha256:" + "0" * 64 + "\n",
+        "numpy==2.4.6\n",
+        "numpy==2.4.6 --hash=md5:abc\n",
+        "numpy==2.4.6 \\\n    --hash=sha256:" + "0" * 64 + " --index-url http://x\n",
+    ):
+        bad = tmp_path / "bad.lock"
+        bad.write_text(text, encoding="utf-8")
+        with pytest.raises(AssertionError):
+            lock_entries(bad)
+
+
+def test_every_pip_install_is_hash_checked_or_the_local_wheel(parsed):
+    installs = [
+        command
+        for keyword, rest in parsed
+        if keyword == "RUN"
+        for command in re.split(r"&&|;", rest)
+        if re.search(r"\bpip install\b", command)
+    ]
+    assert len(installs) == 4  # builder backend; runtime backend, lock, acgate wheel
+    for command in installs:
+        if "--require-hashes" in command:
+            assert "--no-deps" in command and re.search(r"-r /\S+\.lock\b", command), command
+        else:
+            # only the wheel built in stage 1, offline, without dependencies
+            assert "--no-index" in command and "--no-deps" in command, command
+            assert re.search(r'"/wheels/acgate-[^"]+\.whl"\s*$', command.strip()), command
+    runtime = " ".join(rest for keyword, rest in final_stage(parsed) if keyword == "RUN")
+    assert "--require-hashes --no-deps --no-build-isolation" in runtime
+    assert "-r /requirements.lock" in runtime and "-r /build-requirements.lock" in runtime
+
+
+def test_lock_covers_the_packages_requirements():
+    """Every requirement of acgate[all] (as installed here) has a pin that satisfies it, and the
+    lock agrees with constraints.txt: the image runs the set the tests ran."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    pins = {canonicalize_name(name): version for name, version in lock_pins(LOCK).items()}
+    for line in metadata.distribution("acgate").requires or []:
+        requirement = Requirement(line)
+        extras = {"", *metadata.distribution("acgate").metadata.get_all("Provides-Extra")}
+        active = requirement.marker is None or any(
+            requirement.marker.evaluate({"extra": e}) for e in extras - {"dev", "bench"}
+        )
+        if not active or canonicalize_name(requirement.name) == "acgate":
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{requirement} has no pin in {LOCK.name}"
+        version = Version(pins[name])
+        assert requirement.specifier.contains(version, prereleases=True), (requirement, version)
+    for line in (REPO / "constraints.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            locked = pins[canonicalize_name(name)]
+            assert locked.split("+")[0] == version.strip(), (name, version, locked)
+    build = lock_pins(BUILD_LOCK)
+    assert build["setuptools"] == pins["setuptools"]
 
 
 def test_version_label_and_wheel_follow_pyproject(parsed):
     pyproject = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     version = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE).group(1)
-    args = dict(
-        rest.split("=", 1)
-        for keyword, rest in final_stage(parsed)
-        if keyword == "ARG" and "=" in rest
-    )
-    assert args["ACGATE_VERSION"] == version
+    assert _args(parsed)["ACGATE_VERSION"] == version
 
 
 def test_oci_labels(parsed):

@@ -14,8 +14,12 @@ if str(ROOT) not in sys.path:
 pytest.importorskip("kfp", reason="the kfp extra is needed for the pipeline tests")
 
 
-def register_version(client, name: str) -> str:
-    """Register a real (tiny) model version whose source is a logged artifact folder."""
+def register_version(client, name: str, training_data_sha256: str | None = None) -> str:
+    """Register a real (tiny) model version whose source is a logged artifact folder.
+
+    ``training_data_sha256``: the SHA-256 of the file the model was trained on, set as the
+    version tag the promotion gate compares with the scan's digest (as a training script does).
+    """
     experiment = client.get_experiment_by_name("models")
     experiment_id = (experiment.experiment_id if experiment is not None
                      else client.create_experiment("models"))
@@ -28,6 +32,11 @@ def register_version(client, name: str) -> str:
         client.create_registered_model(name)
     version = client.create_model_version(name, source=f"{run.info.artifact_uri}/model",
                                           run_id=run.info.run_id)
+    if training_data_sha256 is not None:
+        from acgate.mlflow import TRAINING_DATA_SHA256_TAG
+
+        client.set_model_version_tag(name, str(version.version), TRAINING_DATA_SHA256_TAG,
+                                     training_data_sha256)
     return str(version.version)
 
 

@@ -1,13 +1,17 @@
-"""The pipeline compiles to KFP IR with all six components, the per-class ParallelFor and the If."""
+"""The pipeline compiles to KFP IR with all seven components, the per-class ParallelFor and the If;
+every step that reads the data is keyed on the data's digest, and the digest is never cached."""
 
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("train-proxy", "extract-activations", "cluster", "analyze", "repair", "gate")
+STAGES = ("dataset-digest", "train-proxy", "extract-activations", "cluster", "analyze", "repair",
+          "gate")
 HELM_INPUTS = ("dataset_uri", "size_threshold", "silhouette_threshold", "analysis", "seed",
                "model_name", "model_version", "mlflow_tracking_uri")
 
@@ -26,7 +30,7 @@ def test_compile_cli_writes_pipeline_with_all_constructs(tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "compile", "--out",
                            str(out)], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    spec = yaml.safe_load(out.read_text())
+    spec = next(yaml.safe_load_all(out.read_text()))  # then the Kubernetes platform spec
     executors = spec["deploymentSpec"]["executors"]
     assert sorted(e.removeprefix("exec-") for e in executors) == sorted(STAGES)
     for executor in executors.values():
@@ -84,10 +88,117 @@ def test_compiled_exre_defaults_are_the_core_defaults(tmp_path):
     sys.path.insert(0, str(ROOT))
     import pipeline
 
-    spec = yaml.safe_load(pipeline.compile_pipeline(tmp_path / "p.yaml").read_text())
+    spec = next(yaml.safe_load_all(pipeline.compile_pipeline(tmp_path / "p.yaml").read_text()))
     expected = {"source_share_threshold": SOURCE_SHARE_THRESHOLD,
                 "nested_source_share_threshold": NESTED_SOURCE_SHARE_THRESHOLD,
                 "confusion_threshold": CONFUSION_THRESHOLD}
     for where in (spec["root"], spec["components"]["comp-analyze"]):
         parameters = where["inputDefinitions"]["parameters"]
         assert {name: parameters[name]["defaultValue"] for name in expected} == expected
+
+
+def _compiled(tmp_path, **options):
+    sys.path.insert(0, str(ROOT))
+    import pipeline
+
+    path = pipeline.compile_pipeline(tmp_path / "p.yaml", **options)
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _parameter_source(components, dag, task_name, parameter, parents=()):
+    """The task whose output feeds ``parameter`` of ``task_name`` (through nested DAGs)."""
+    spec = dag["tasks"][task_name]["inputs"]["parameters"].get(parameter)
+    if spec is None:
+        return None
+    if "taskOutputParameter" in spec:
+        return spec["taskOutputParameter"]["producerTask"]
+    if not parents:
+        return f"pipeline input {spec['componentInputParameter']}"
+    parent_dag, parent_task = parents[-1]
+    return _parameter_source(components, parent_dag, parent_task,
+                             spec["componentInputParameter"], parents[:-1])
+
+
+def _tasks_with_parents(components, dag, parents=()):
+    """(task name, task spec, its DAG, the chain of (DAG, task) it is nested in)."""
+    for name, task in dag.get("tasks", {}).items():
+        yield name, task, dag, parents
+        nested = components[task["componentRef"]["name"]]
+        if "dag" in nested:
+            yield from _tasks_with_parents(components, nested["dag"], (*parents, (dag, name)))
+
+
+def test_every_step_that_reads_the_data_is_keyed_on_its_digest(tmp_path):
+    spec = _compiled(tmp_path)[0]
+    components = spec["components"]
+    tasks = dict(_tasks(components, spec["root"]["dag"]))
+    readers = []
+    for name, task, dag, parents in _tasks_with_parents(components, spec["root"]["dag"]):
+        component = components[task["componentRef"]["name"]]
+        if name == "dataset-digest" or "dag" in component:
+            continue
+        inputs = component.get("inputDefinitions", {})
+        if "dataset_uri" in inputs.get("parameters", {}) or "dataset" in inputs.get(
+                "artifacts", {}):
+            readers.append(name)
+            assert _parameter_source(components, dag, name, "dataset_sha256",
+                                     parents) == "dataset-digest", name
+    assert sorted(readers) == ["analyze", "extract-activations", "repair", "train-proxy"]
+    # The digest sees today's bytes: never cached. So does the gate (MLflow's current state).
+    assert tasks["dataset-digest"].get("cachingOptions", {}).get("enableCache") is not True
+    assert tasks["gate"].get("cachingOptions", {}).get("enableCache") is not True
+    cached = {name for name, task in tasks.items()
+              if task.get("cachingOptions", {}).get("enableCache") is True}
+    assert cached == {"train-proxy", "extract-activations", "cluster", "analyze", "repair"}
+    # The scan's digest is a pipeline output.
+    outputs = spec["root"]["dag"]["outputs"]["parameters"]
+    assert outputs["dataset_sha256"]["valueFromParameter"]["producerSubtask"] == "dataset-digest"
+
+
+def test_mlflow_steps_carry_the_network_policy_label(tmp_path):
+    documents = _compiled(tmp_path)
+    assert len(documents) == 2  # the IR and the Kubernetes platform spec
+    executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert sorted(executors) == ["exec-analyze", "exec-gate", "exec-repair"]
+    for config in executors.values():
+        assert config["podMetadata"]["labels"] == {"acgate.io/mlflow-client": "true"}
+        assert "secretAsEnv" not in config  # no credentials unless asked for
+
+
+def test_compile_pins_the_image_by_digest_and_passes_mlflow_credentials(tmp_path):
+    from kfp import components
+
+    digest = "sha256:" + hashlib.sha256(b"acgate image").hexdigest()
+    out = tmp_path / "pinned.yaml"
+    done = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "compile", "--out",
+                           str(out), "--image-digest", digest, "--mlflow-credentials-secret",
+                           "acgate-mlflow-client"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    documents = list(yaml.safe_load_all(out.read_text()))
+    images = {e["container"]["image"]
+              for e in documents[0]["deploymentSpec"]["executors"].values()}
+    assert images == {f"ghcr.io/acgate/acgate@{digest}"}
+    executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for name in ("exec-analyze", "exec-gate", "exec-repair"):
+        assert executors[name]["secretAsEnv"] == [{
+            "secretName": "acgate-mlflow-client",
+            "keyToEnv": [{"secretKey": "username", "envVar": "MLFLOW_TRACKING_USERNAME"},
+                         {"secretKey": "password", "envVar": "MLFLOW_TRACKING_PASSWORD"}]}]
+        assert executors[name]["podMetadata"]["labels"] == {"acgate.io/mlflow-client": "true"}
+    # kfp itself reads the rewritten package (IR and platform spec) back
+    loaded = components.load_component_from_file(str(out))
+    gate = loaded.platform_spec.platforms["kubernetes"].deployment_spec.executors["exec-gate"]
+    assert gate["secretAsEnv"][0]["secretName"] == "acgate-mlflow-client"
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--image-digest", "sha256:abc", "64 lowercase hex"),
+    ("--image-digest", "latest", "64 lowercase hex"),
+    ("--mlflow-credentials-secret", "Bad_Name", "not a Kubernetes Secret name"),
+])
+def test_compile_refuses_a_bad_pin_or_secret(tmp_path, option, value, message):
+    done = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "compile", "--out",
+                           str(tmp_path / "p.yaml"), option, value], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "p.yaml").exists()

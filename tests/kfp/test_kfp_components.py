@@ -1,5 +1,7 @@
 """Each component's ``.python_func`` on real temp Parquet files (tiny digits, 3 epochs)."""
 
+import hashlib
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -9,6 +11,7 @@ from kfp import dsl
 
 from components.analyze.component import analyze
 from components.cluster.component import cluster
+from components.dataset_digest.component import dataset_digest
 from components.extract_activations.component import extract_activations
 from components.gate.component import gate
 from components.train_proxy.component import train_proxy
@@ -94,7 +97,10 @@ def test_analyze_and_gate_promote_clean_data(clean_chain, mlflow_store, register
     assert out.run_id and client.get_run(out.run_id).info.status == "FINISHED"
     assert metrics.metadata["poisoned/0"] == 0.0 and "n_flagged" in metrics.metadata
     assert "<html" in open(report.path, encoding="utf-8").read().lower()
-    version = register_version(client, "digits-clean")
+    # the model was trained on the scanned file (the staged copy has its bytes)
+    version = register_version(client, "digits-clean",
+                               hashlib.sha256(open(clean_chain["dataset"].path, "rb").read())
+                               .hexdigest())
     decision = gate.python_func(run_id=out.run_id, model_name="digits-clean",
                                 model_version=version, mlflow_tracking_uri=uri)
     assert decision.promoted is True
@@ -166,3 +172,30 @@ def test_malformed_dataset_uri_names_column(tmp_path):
                                 model=_artifact(dsl.Model, tmp_path, "m"),
                                 metrics=_artifact(dsl.Metrics, tmp_path, "x"), epochs=1)
     assert not (tmp_path / "m").exists()
+
+
+def test_dataset_digest_is_the_sha256_of_the_bytes(tmp_path, digits_parquet):
+    data = digits_parquet(None)
+    expected = hashlib.sha256(data.read_bytes()).hexdigest()
+    assert dataset_digest.python_func(dataset_uri=str(data)) == expected
+    assert dataset_digest.python_func(dataset_uri=f"file://{data}") == expected
+    with pytest.raises(ValueError, match=r"input artifact 'dataset_uri'.*does not exist"):
+        dataset_digest.python_func(dataset_uri=str(tmp_path / "missing.parquet"))
+
+
+def test_data_changed_during_the_run_fails_the_step(tmp_path, digits_parquet):
+    """The staged copy must have the digest the run started with (no training on other data)."""
+    data = digits_parquet(None)
+    stale = hashlib.sha256(b"yesterday's bytes").hexdigest()
+    with pytest.raises(ValueError, match=r"input artifact 'dataset'.*changed during the run"):
+        train_proxy.python_func(dataset_uri=str(data),
+                                dataset=_artifact(dsl.Dataset, tmp_path, "d"),
+                                model=_artifact(dsl.Model, tmp_path, "m"),
+                                metrics=_artifact(dsl.Metrics, tmp_path, "x"), epochs=1,
+                                dataset_sha256=stale)
+    assert not (tmp_path / "m").exists()  # nothing trained
+    staged = _artifact(dsl.Dataset, tmp_path, "d")
+    with pytest.raises(ValueError, match=r"input artifact 'dataset'.*changed during the run"):
+        extract_activations.python_func(dataset=staged, model=_artifact(dsl.Model, tmp_path, "m"),
+                                        activations=_artifact(dsl.Dataset, tmp_path, "a"),
+                                        dataset_sha256=stale)

@@ -1,8 +1,11 @@
 """Real local pipeline runs (kfp SubprocessRunner, no venv, no network).
 
-The poisoned run is the one unmarked end-to-end test (~90 s on 2 cores: every task is a fresh
-Python process); the clean run is marked slow.
+The poisoned run and the nightly re-scan (three runs with kfp's local task cache on) are the
+unmarked end-to-end tests (~90 s and ~4 min on 2 cores: every task is a fresh Python process);
+the clean run is marked slow.
 """
+
+import hashlib
 
 import numpy as np
 import pandas as pd
@@ -62,8 +65,10 @@ def test_poisoned_run_equals_scan_and_is_not_promoted(tmp_path, digits_parquet, 
 def test_clean_run_promotes(tmp_path, digits_parquet, one_thread, mlflow_store,
                             register_version, alias_version):
     uri, client = mlflow_store
-    version = register_version(client, "digits-clean")
-    outputs = pipeline.run_locally(tmp_path / "root", dataset_uri=str(digits_parquet(None)),
+    data = digits_parquet(None)
+    version = register_version(client, "digits-clean",
+                               hashlib.sha256(data.read_bytes()).hexdigest())
+    outputs = pipeline.run_locally(tmp_path / "root", dataset_uri=str(data),
                                    epochs=30, seed=0, mlflow_tracking_uri=uri,
                                    model_name="digits-clean", model_version=version)
     assert outputs["verdict"] == "clean"
@@ -72,6 +77,49 @@ def test_clean_run_promotes(tmp_path, digits_parquet, one_thread, mlflow_store,
 
 
 def test_failing_step_fails_the_run(tmp_path):
-    with pytest.raises(RuntimeError, match="train-proxy"):
+    with pytest.raises(RuntimeError, match="dataset-digest"):
         pipeline.run_locally(tmp_path / "root", dataset_uri=str(tmp_path / "missing.parquet"),
                              epochs=1)
+
+
+def _flagged(samples_path):
+    samples = pd.read_parquet(samples_path)
+    return np.sort(samples["index"][samples["is_poison"]].to_numpy())
+
+
+def test_scheduled_runs_rescan_changed_data(tmp_path, poisoned_digits, one_thread):
+    """A nightly run gets the same URI; when the bytes behind it change, KFP's cache must not
+    hand back yesterday's model and verdict. kfp's local runner caches tasks like KFP (keyed on
+    each task's inputs and input artifacts), so this is the cluster's caching, run here.
+    (Without the digest among train_proxy's inputs, night 2 is served night 1's results.)"""
+    from acgate.io.datasets import write_image_dataset
+    from acgate.scan import ScanConfig, run_scan
+
+    data = tmp_path / "bucket" / "train.parquet"  # the URI the chart sends every night
+    data.parent.mkdir()
+    root = tmp_path / "root"
+    settings = {"dataset_uri": str(data), "epochs": 10, "seed": 0}  # 10: clean digits pass
+    config = ScanConfig(seed=0, epochs=10)
+
+    write_image_dataset(poisoned_digits(None), data)
+    clean_sha256 = hashlib.sha256(data.read_bytes()).hexdigest()
+    clean = run_scan(data, tmp_path / "scan-clean", config, report=False).result
+    night1 = pipeline.run_locally(root, cache=True, **settings)
+    assert night1["verdict"] == clean.verdict  # "clean" with these settings
+    assert night1["dataset_sha256"] == clean_sha256
+
+    write_image_dataset(poisoned_digits(0.33, 0), data)  # same URI, poisoned bytes
+    poisoned_sha256 = hashlib.sha256(data.read_bytes()).hexdigest()
+    poisoned = run_scan(data, tmp_path / "scan-poisoned", config, report=False).result
+    night2 = pipeline.run_locally(root, cache=True, **settings)
+    assert night2["dataset_sha256"] == poisoned_sha256 != clean_sha256
+    assert night2["samples"] != night1["samples"]  # analyzed again, not served from the cache
+    assert night2["verdict"] == "poisoned" == poisoned.verdict
+    np.testing.assert_array_equal(_flagged(night2["samples"]), poisoned.flagged_indices)
+    assert not np.array_equal(_flagged(night2["samples"]), _flagged(night1["samples"]))
+
+    # Unchanged bytes keep the cache: the third night reuses the second night's results.
+    night3 = pipeline.run_locally(root, cache=True, **settings)
+    assert night3["dataset_sha256"] == poisoned_sha256
+    assert (night3["verdict"], night3["samples"]) == ("poisoned", night2["samples"])
+    assert len(list(root.glob("*/train-proxy"))) == 2  # trained on night 1 and night 2 only

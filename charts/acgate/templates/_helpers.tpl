@@ -61,22 +61,38 @@ Name of the ServiceAccount the pods run as.
 {{- end }}
 
 {{/*
-The acgate image: repository:tag (tag defaults to the chart's appVersion), or @digest.
+An image reference from (dict "repository" R "tag" T "digest" D "what" "image"):
+"R@D" when a digest is given (the registry serves exactly those bytes; the tag is then only
+documentation), else "R:T". Fails on a digest that is not "sha256:" and 64 hex characters.
+*/}}
+{{- define "acgate.imageRef" -}}
+{{- if .digest }}
+{{- if not (regexMatch "^sha256:[0-9a-f]{64}$" (toString .digest)) }}
+{{- fail (printf "%s.digest %q must be \"sha256:\" followed by 64 lowercase hex characters (e.g. the output of 'crane digest IMAGE')" .what (toString .digest)) }}
+{{- end }}
+{{- printf "%s@%s" .repository .digest }}
+{{- else }}
+{{- printf "%s:%s" .repository (toString .tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The acgate image: repository:tag (tag defaults to the chart's appVersion), or repository@digest.
 */}}
 {{- define "acgate.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
-{{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag | toString) }}
-{{- end }}
+{{- include "acgate.imageRef" (dict "repository" .Values.image.repository "tag" (default .Chart.AppVersion .Values.image.tag) "digest" .Values.image.digest "what" "image") }}
 {{- end }}
 
 {{/*
 The MLflow server image: mlflow.image.*, falling back to the acgate image.
 */}}
 {{- define "acgate.mlflow.image" -}}
-{{- if .Values.mlflow.image.repository }}
-{{- printf "%s:%s" .Values.mlflow.image.repository (required "mlflow.image.tag is required when mlflow.image.repository is set" .Values.mlflow.image.tag | toString) }}
+{{- $image := .Values.mlflow.image }}
+{{- if $image.repository }}
+{{- if not (or $image.tag $image.digest) }}
+{{- fail "mlflow.image.tag or mlflow.image.digest is required when mlflow.image.repository is set" }}
+{{- end }}
+{{- include "acgate.imageRef" (dict "repository" $image.repository "tag" $image.tag "digest" $image.digest "what" "mlflow.image") }}
 {{- else }}
 {{- include "acgate.image" . }}
 {{- end }}
