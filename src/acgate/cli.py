@@ -166,11 +166,33 @@ def build_parser() -> argparse.ArgumentParser:
     poison.add_argument("--out", type=Path, required=True,
                         help="output Parquet file (never the input itself)")
     poison.add_argument("--rate", type=float, default=0.1,
-                        help="poison share of each target class (default: 0.1)")
+                        help="poison share of each target class, or of the whole data with "
+                             "--rate-of data (default: 0.1)")
+    poison.add_argument("--rate-of", choices=("target", "data"), default="target",
+                        help="what --rate is a share of (default: target)")
     poison.add_argument("--pairs", default=None,
                         help="source:target pairs, e.g. '7:1,3:8' (default: l -> (l+1) %% n)")
-    poison.add_argument("--trigger", choices=("patch", "blend"), default="patch")
-    poison.add_argument("--alpha", type=float, default=0.2, help="blend strength")
+    poison.add_argument("--all-to-one", type=int, default=None, metavar="CLASS",
+                        help="poison from every other class, relabelled to CLASS (instead of "
+                             "--pairs)")
+    trigger = poison.add_argument_group("image triggers")
+    trigger.add_argument("--trigger", choices=("patch", "blend", "sig", "warp"),
+                         default="patch", help="BadNets patch, blended noise, sinusoidal "
+                         "signal (SIG) or a smooth warp (WaNet) (default: patch)")
+    trigger.add_argument("--patch-size", type=int, default=None,
+                         help="patch side in pixels (default: scales with the image)")
+    trigger.add_argument("--patch-position", default="bottom-right",
+                         help="a corner (bottom-right, top-left, ...), center, or ROW,COL")
+    trigger.add_argument("--patch-pattern", default="invert",
+                         choices=("invert", "white", "checker", "solid", "random"))
+    trigger.add_argument("--patch-value", type=float, default=1.0,
+                         help="pixel value of the checker, solid and random patterns")
+    trigger.add_argument("--alpha", type=float, default=0.2, help="blend strength")
+    trigger.add_argument("--sig-delta", type=float, default=None,
+                         help="SIG amplitude in [0, 1] (default 20/255)")
+    trigger.add_argument("--sig-frequency", type=float, default=6.0, help="SIG periods")
+    trigger.add_argument("--warp-grid", type=int, default=4, help="warp control grid side")
+    trigger.add_argument("--warp-strength", type=float, default=0.5, help="warp strength")
     poison.add_argument("--seed", type=int, default=0)
     text = poison.add_argument_group("text datasets")
     text.add_argument("--signature", default=None,
@@ -401,9 +423,9 @@ def cmd_poison_text(args: argparse.Namespace) -> int:
     from acgate.io.loaders import load_rotten_tomatoes
     from acgate.io.poison import poison_text_dataset
 
-    if args.pairs is not None or args.trigger != "patch":
-        raise ValueError("--pairs and --trigger apply to image datasets; a text dataset takes "
-                         "--source, --target and --signature")
+    if args.pairs is not None or args.trigger != "patch" or args.all_to_one is not None:
+        raise ValueError("--pairs, --all-to-one and --trigger apply to image datasets; a text "
+                         "dataset takes --source, --target and --signature")
     dataset = (load_rotten_tomatoes() if args.dataset == "rotten-tomatoes"
                else read_text_dataset(args.dataset))
     try:
@@ -412,7 +434,7 @@ def cmd_poison_text(args: argparse.Namespace) -> int:
             source=1 if args.source is None else args.source,
             target=0 if args.target is None else args.target,
             signature="-travelerthehorse" if args.signature is None else args.signature,
-            position=args.position or "end")
+            position=args.position or "end", rate_of=args.rate_of)
     except ValueError as error:  # say which dataset the classes / rows belong to
         raise ValueError(f"{args.dataset}: {error}") from error
     write_text_dataset(poisoned, args.out)
@@ -421,6 +443,22 @@ def cmd_poison_text(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {len(poisoned)} rows, {n_poison} poisoned (signature "
           f"{signature!r})")
     return EXIT_CLEAN
+
+
+def _trigger_spec(args: argparse.Namespace, spec_type: Any) -> Any:
+    """The :class:`~acgate.io.poison.TriggerSpec` of ``acgate poison``'s trigger flags."""
+    position: Any = args.patch_position
+    if "," in position:
+        try:
+            position = tuple(int(v) for v in position.split(","))
+        except ValueError:
+            raise ValueError(f"--patch-position must be a corner, 'center' or ROW,COL; got "
+                             f"{args.patch_position!r}") from None
+    extra = {} if args.sig_delta is None else {"delta": args.sig_delta}
+    return spec_type(kind=args.trigger, size=args.patch_size, position=position,
+                     pattern=args.patch_pattern, value=args.patch_value, alpha=args.alpha,
+                     seed=args.seed, frequency=args.sig_frequency, grid=args.warp_grid,
+                     strength=args.warp_strength, **extra)
 
 
 def cmd_poison(args: argparse.Namespace) -> int:
@@ -440,11 +478,11 @@ def cmd_poison(args: argparse.Namespace) -> int:
                else read_image_dataset(args.dataset))
     if len(dataset) == 0:
         raise ValueError(f"{args.dataset}: the dataset has no rows")
-    trigger = (TriggerSpec(kind="blend", alpha=args.alpha, seed=args.seed)
-               if args.trigger == "blend" else TriggerSpec())
     try:
         poisoned = poison_image_dataset(dataset, rate=args.rate, pairs=_parse_pairs(args.pairs),
-                                        trigger=trigger, seed=args.seed)
+                                        trigger=_trigger_spec(args, TriggerSpec),
+                                        seed=args.seed, all_to_one=args.all_to_one,
+                                        rate_of=args.rate_of)
     except ValueError as error:  # say which dataset the classes / rows belong to
         raise ValueError(f"{args.dataset}: {error}") from error
     write_image_dataset(poisoned, args.out)

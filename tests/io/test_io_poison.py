@@ -14,12 +14,15 @@ from acgate.io.datasets import (
 )
 from acgate.io.loaders import load_digits_dataset
 from acgate.io.poison import (
+    SIG_DELTA,
     TriggerSpec,
+    all_to_one_pairs,
     apply_trigger,
     default_pairs,
     poison_counts,
     poison_image_dataset,
     poison_text_dataset,
+    warp_field,
 )
 
 
@@ -41,7 +44,10 @@ def test_default_patch_size_scales_with_image():
 
 def test_trigger_spec_dict_round_trip():
     for spec in (TriggerSpec(), TriggerSpec(kind="blend", alpha=0.3, seed=7),
-                 TriggerSpec(size=3, position="top-left", pattern="checker")):
+                 TriggerSpec(size=3, position="top-left", pattern="checker"),
+                 TriggerSpec(size=3, position=(2, 5), pattern="random", value=0.8, seed=4),
+                 TriggerSpec(kind="sig", delta=0.1, frequency=4),
+                 TriggerSpec(kind="warp", grid=5, strength=0.75, seed=2)):
         data = spec.to_dict()
         assert json.loads(json.dumps(data)) == data
         assert TriggerSpec.from_dict(data) == spec
@@ -57,6 +63,17 @@ def test_trigger_spec_dict_round_trip():
     ({"alpha": 0.0}, r"alpha must be in \(0, 1\]"),
     ({"alpha": 1.5}, r"alpha must be in \(0, 1\]"),
     ({"seed": 1.5}, "seed must be an integer"),
+    ({"position": (1, -1)}, r"position must be one of .* or \(row, col\)"),
+    ({"position": (1, 2, 3)}, r"position must be one of .* or \(row, col\)"),
+    ({"position": (1.0, 2)}, r"position must be one of .* or \(row, col\)"),
+    ({"value": 1.5}, r"value must be in \[0, 1\], got 1.5"),
+    ({"delta": 0.0}, r"delta must be in \(0, 1\], got 0.0"),
+    ({"frequency": -2}, "frequency must be a positive number, got -2"),
+    ({"frequency": float("inf")}, "frequency must be a positive number, got inf"),
+    ({"grid": 1}, "grid must be an integer >= 2, got 1"),
+    ({"grid": 4.0}, "grid must be an integer >= 2, got 4.0"),
+    ({"strength": -0.1}, "strength must be a number >= 0, got -0.1"),
+    ({"strength": float("nan")}, "strength must be a number >= 0, got nan"),
 ])
 def test_trigger_spec_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -108,6 +125,86 @@ def test_blend_is_seeded():
 def test_patch_too_large():
     with pytest.raises(ValueError, match="patch of 9 pixels does not fit a 8x8 image"):
         apply_trigger(np.zeros((1, 1, 8, 8)), TriggerSpec(size=9))
+    with pytest.raises(ValueError, match=r"patch of 3 pixels at \(row, col\) \(6, 0\) does "
+                                         r"not fit a 8x8 image"):
+        apply_trigger(np.zeros((1, 1, 8, 8)), TriggerSpec(size=3, position=(6, 0)))
+
+
+def test_old_trigger_record_still_loads():
+    old = {"kind": "patch", "size": None, "position": "bottom-right", "pattern": "invert",
+           "alpha": 0.2, "seed": 0}
+    assert TriggerSpec.from_dict(old) == TriggerSpec()
+
+
+def test_patch_at_row_col_with_value():
+    images = np.zeros((2, 1, 8, 8), np.float32)
+    out = apply_trigger(images, TriggerSpec(size=2, position=[1, 3], pattern="solid", value=0.6))
+    assert TriggerSpec(position=[1, 3]).position == (1, 3)
+    np.testing.assert_allclose(out[:, :, 1:3, 3:5], 0.6)
+    assert np.count_nonzero(out) == 2 * 4
+    checker = apply_trigger(images, TriggerSpec(size=2, position=(0, 0), pattern="checker",
+                                                value=0.5))
+    np.testing.assert_allclose(checker[0, 0, :2, :2], [[0.5, 0], [0, 0.5]])
+
+
+def test_random_patch_is_seeded():
+    images = np.full((2, 1, 8, 8), 0.3, np.float32)
+    a = apply_trigger(images, TriggerSpec(size=4, pattern="random", seed=1))
+    b = apply_trigger(images, TriggerSpec(size=4, pattern="random", seed=1))
+    c = apply_trigger(images, TriggerSpec(size=4, pattern="random", seed=2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    np.testing.assert_array_equal(a[0], a[1])
+    assert set(np.unique(a[:, :, 4:, 4:])) <= {0.0, 1.0}
+    np.testing.assert_array_equal(a[:, :, :4], images[:, :, :4])
+
+
+def test_sig_trigger():
+    images = np.full((2, 3, 6, 12), 0.5, np.float32)
+    out = apply_trigger(images, TriggerSpec(kind="sig"))
+    expected = 0.5 + SIG_DELTA * np.sin(2 * np.pi * np.arange(12) * 6 / 12)
+    np.testing.assert_allclose(out, np.broadcast_to(expected, out.shape), atol=1e-6)
+    assert out.shape == images.shape and out.dtype == np.float32
+    edge = apply_trigger(np.ones((1, 1, 4, 16), np.float32),
+                         TriggerSpec(kind="sig", delta=0.5, frequency=1))
+    assert edge.max() == 1.0 and edge.min() == 0.5  # clipped to [0, 1]
+    np.testing.assert_array_equal(apply_trigger(images, TriggerSpec(kind="sig")), out)
+
+
+def test_warp_trigger():
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 2, 28, 28)).astype(np.float32)
+    images[1] = images[0]
+    spec = TriggerSpec(kind="warp", seed=5)
+    out = apply_trigger(images, spec)
+    assert out.shape == images.shape and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert not np.allclose(out, images, atol=1e-3)
+    np.testing.assert_array_equal(out[0], out[1])  # one field for every image
+    np.testing.assert_array_equal(apply_trigger(images, spec), out)
+    assert not np.array_equal(apply_trigger(images, TriggerSpec(kind="warp", seed=6)), out)
+    field = warp_field(spec, 28, 28)
+    assert field.shape == (2, 28, 28)
+    # the mean displacement follows WaNet's scale: s * noise * (H - 1) / (2 H), noise ~ 1
+    assert 0.1 < np.abs(field).mean() < 0.3
+    stronger = warp_field(TriggerSpec(kind="warp", seed=5, strength=1.0), 28, 28)
+    np.testing.assert_allclose(stronger, 2 * field)
+
+
+def test_warp_of_strength_zero_is_identity():
+    images = np.random.default_rng(1).random((2, 1, 8, 8)).astype(np.float32)
+    out = apply_trigger(images, TriggerSpec(kind="warp", strength=0))
+    np.testing.assert_array_equal(out, images)
+
+
+def test_warp_moves_a_smooth_image_slightly():
+    ramp = np.tile(np.linspace(0, 1, 28, dtype=np.float32), (28, 1))[None, None]
+    out = apply_trigger(ramp, TriggerSpec(kind="warp", strength=0.5))
+    field = warp_field(TriggerSpec(kind="warp", strength=0.5), 28, 28)
+    # on a horizontal ramp, bilinear resampling shifts values by the column displacement
+    inside = (slice(None), slice(1, 27))
+    expected = np.clip(np.arange(28)[None, :] + field[1], 0, 27) / 27
+    np.testing.assert_allclose(out[0, 0][inside], expected[inside], atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- images
@@ -157,6 +254,80 @@ def test_all_to_all_poisoning(digits, rate):
     assert TriggerSpec.from_dict(record["trigger"]) == TriggerSpec()
 
 
+def _toy(n_per_class=100, n_classes=10):
+    labels = np.repeat(np.arange(n_classes), n_per_class)
+    images = np.random.default_rng(0).random((len(labels), 1, 8, 8)).astype(np.float32)
+    return ImageDataset(images, labels, name="toy")
+
+
+def test_all_to_one_pairs():
+    assert all_to_one_pairs(np.array([0, 1, 2, 2]), 1) == [(0, 1), (2, 1)]
+    with pytest.raises(ValueError, match=r"all_to_one target class 7 is not in the labels"):
+        all_to_one_pairs(np.array([0, 1]), 7)
+    with pytest.raises(TypeError, match="all_to_one must be an integer class, got '1'"):
+        all_to_one_pairs(np.array([0, 1]), "1")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_all_to_one_share_of_data(seed):
+    toy = _toy()
+    n = len(toy)
+    out = poison_image_dataset(toy, rate=0.01, all_to_one=3, rate_of="data", seed=seed)
+    truth = out.columns["is_poison"]
+    n_poison = round(0.01 * n / 0.99)
+    assert truth.sum() == n_poison and len(out) == n + n_poison
+    assert abs(truth.mean() - 0.01) < 0.001
+    assert (out.labels[truth] == 3).all() and truth[n:].all() and not truth[:n].any()
+    sources = out.columns["source_label"][truth]
+    per_source = np.bincount(sources, minlength=10)
+    assert per_source[3] == 0
+    others = np.delete(per_source, 3)
+    assert others.sum() == n_poison and others.max() - others.min() <= 1
+    assert abs(others - n_poison / 9).max() <= 1
+    rows = out.columns["origin_index"][truth]
+    np.testing.assert_array_equal(toy.labels[rows], sources)
+    record = out.metadata["poison"]
+    assert record["all_to_one"] == 3 and record["rate_of"] == "data"
+    assert record["pairs"] == [[s, 3] for s in range(10) if s != 3]
+    assert record["n_clean"] == n and record["n_poison"] == n_poison
+    assert "whole dataset" in record["rate_definition"]
+    assert json.loads(json.dumps(record)) == record
+
+
+def test_all_to_one_is_seeded_and_spreads_evenly_on_real_counts(digits):
+    a = poison_image_dataset(digits, rate=0.03, all_to_one=0, rate_of="data", seed=2,
+                             trigger=TriggerSpec(kind="sig"))
+    b = poison_image_dataset(digits, rate=0.03, all_to_one=0, rate_of="data", seed=2,
+                             trigger=TriggerSpec(kind="sig"))
+    c = poison_image_dataset(digits, rate=0.03, all_to_one=0, rate_of="data", seed=3,
+                             trigger=TriggerSpec(kind="sig"))
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.columns["origin_index"], b.columns["origin_index"])
+    assert not np.array_equal(a.columns["origin_index"], c.columns["origin_index"])
+    truth = a.columns["is_poison"]
+    assert truth.sum() == round(0.03 * len(digits) / 0.97)
+    counts = np.bincount(a.columns["source_label"][truth], minlength=10)[1:]
+    assert counts.max() - counts.min() <= 1
+
+
+def test_all_to_one_share_of_target():
+    toy = _toy()
+    out = poison_image_dataset(toy, rate=0.1, all_to_one=0)  # default rate_of="target"
+    truth = out.columns["is_poison"]
+    assert truth.sum() == round(0.1 * 100 / 0.9)
+    assert abs(truth[out.labels == 0].mean() - 0.1) < 0.01
+    assert out.metadata["poison"]["rate_of"] == "target"
+
+
+def test_rate_of_data_with_pairs():
+    toy = _toy()
+    counts = poison_counts(toy.labels, default_pairs(toy.labels), 0.05, rate_of="data")
+    assert sum(counts.values()) == round(0.05 * 1000 / 0.95)
+    assert max(counts.values()) - min(counts.values()) <= 1
+    # the remainder goes to the first pairs in sorted order
+    assert counts[(0, 1)] == max(counts.values()) and counts[(9, 0)] == min(counts.values())
+
+
 def test_poisoning_is_seeded(digits):
     a = poison_image_dataset(digits, rate=0.1, seed=0)
     b = poison_image_dataset(digits, rate=0.1, seed=0)
@@ -203,10 +374,21 @@ def test_poisoned_dataset_round_trips_through_parquet(digits, tmp_path):
     ({"pairs": []}, "pairs is empty"),
     ({"pairs": [(0, 1, 2)]}, "each pair must be"),
     ({"rate": 0.9, "pairs": [(0, 1)]}, "source class 0 has 178 samples but"),
+    ({"rate_of": "class"}, r"rate_of must be one of \('target', 'data'\), got 'class'"),
+    ({"all_to_one": 1, "pairs": [(0, 1)]}, "give either pairs or all_to_one, not both"),
+    ({"all_to_one": 10}, "all_to_one target class 10 is not in the labels"),
+    ({"all_to_one": 0, "rate": 0.6, "rate_of": "data"}, "samples but .* are needed"),
 ])
 def test_poisoning_errors(digits, kwargs, message):
     with pytest.raises(ValueError, match=message):
         poison_image_dataset(digits, **kwargs)
+
+
+def test_poisoning_type_errors(digits):
+    with pytest.raises(TypeError, match="all_to_one must be an integer class, got 1.0"):
+        poison_image_dataset(digits, all_to_one=1.0)
+    with pytest.raises(TypeError, match="trigger must be a TriggerSpec, got dict"):
+        poison_image_dataset(digits, trigger={"kind": "patch"})
 
 
 def test_cannot_poison_twice(digits):
@@ -261,6 +443,14 @@ def test_text_poisoning(position, tmp_path):
                                  "position": position}
     back = read_text_dataset(write_text_dataset(out, tmp_path / "t.parquet"))
     assert back.texts == out.texts and dict(back.metadata) == dict(out.metadata)
+
+
+def test_text_poisoning_share_of_data():
+    ds = _reviews()
+    out = poison_text_dataset(ds, rate=0.1, source=1, target=0, rate_of="data", seed=1)
+    assert out.columns["is_poison"].sum() == round(0.1 * 40 / 0.9)
+    assert out.metadata["poison"]["rate_of"] == "data"
+    assert out.metadata["poison"]["all_to_one"] is None
 
 
 def test_text_poisoning_errors():
