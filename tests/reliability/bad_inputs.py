@@ -8,15 +8,27 @@ kind of input an entry point takes:
   KFP ``analyze``);
 * ``dataset(folder)`` -> a dataset Parquet file (``acgate scan / poison / repair``, KFP
   ``train_proxy``, ``extract_activations``, ``repair``);
-* ``model(folder)`` -> a model file that would run code when unpickled.
+* ``model(folder)`` -> a model file that would run code when unpickled;
+* ``model_module(folder)`` -> a ``--model-module`` spec (``package.module:Name``) that must be
+  refused (``acgate scan --model``, ``acgate.torch.load_model``);
+* ``gate(folder)`` -> the gate's arguments over a real SQLite store (or a closed port).
+
+What a row expects is in the row: the CLI exit code (:attr:`BadInput.cli_exit`, 2 unless said)
+and the exceptions of the library and KFP entry points (:attr:`BadInput.raises`).
 
 Every input is tiny (at most 60 rows of 8x8 digits, or 60 x 16 activations) and seeded.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import io
+import os
 import pickle
+import shutil
+import socket
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +170,11 @@ def write_malicious_model(path: Path, marker: Path) -> Path:
 # ----------------------------------------------------------------------------- rows
 
 
+#: What the library and Kubeflow entry points must raise on bad input.
+#: (A row's ``mentions`` must not match its own file name: the message has to say the problem.)
+INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError)
+
+
 @dataclass(frozen=True)
 class BadInput:
     """One row of the matrix.
@@ -170,8 +187,14 @@ class BadInput:
         activations: ``(folder) -> path`` of a bad activations file, or ``None``.
         dataset: ``(folder) -> path`` of a bad dataset file, or ``None``.
         model: ``True`` for the malicious-model row (entry points taking a model file).
+        model_module: ``(folder) -> spec`` of a ``--model-module`` that must be refused (the
+            folder is put on ``sys.path`` while the cell runs), or ``None``.
         gate: ``(folder) -> dict`` with the gate's arguments, or ``None``.
         lengths: ``True`` for the mismatched-lengths row (two inputs that disagree).
+        cli_exit: The exit code every ``acgate`` command must give (2: bad input).
+        raises: What the library and Kubeflow entry points must raise (a subclass of one).
+        not_for: Entry points that take this kind of input but cannot judge this row (n/a).
+        may_hang: Run the cell under a deadline (a regression must fail, not hang).
     """
 
     name: str
@@ -181,8 +204,13 @@ class BadInput:
     activations: Callable[[Path], Path] | None = None
     dataset: Callable[[Path], Path] | None = None
     model: bool = False
+    model_module: Callable[[Path], str] | None = None
     gate: Callable[[Path], dict[str, Any]] | None = None
     lengths: bool = False
+    cli_exit: int = 2
+    raises: tuple[type[BaseException], ...] = INPUT_ERRORS
+    not_for: tuple[str, ...] = ()
+    may_hang: bool = False
 
 
 def _acts_with(labels: Any = None, activations: Any = None) -> Callable[[], tuple[Any, Any]]:
@@ -373,6 +401,85 @@ def _bomb_dataset(folder: Path) -> Path:
                                  digits_subset().labels.tolist())
 
 
+def _fifo(path: Path) -> Path:
+    """A named pipe where the file should be: opening it for reading blocks until a writer
+    comes, so a reader that opens it hangs (the cell runs under a deadline, see ``may_hang``)."""
+    os.mkfifo(path)
+    return path
+
+
+def _fifo_dataset(folder: Path) -> Path:
+    return _fifo(folder / "fifo.dataset.parquet")
+
+
+def _fifo_acts(folder: Path) -> Path:
+    return _fifo(folder / "fifo.activations.parquet")
+
+
+def _with_copy_of(valid: Path, column: str, out: Path) -> Path:
+    """``valid`` with a second column named ``column`` (a copy of the first)."""
+    table = pq.read_table(valid)
+    names = [*table.column_names, column]
+    copy = pa.Table.from_arrays([*table.columns, table.column(column)], names=names)
+    pq.write_table(copy.replace_schema_metadata(table.schema.metadata), out)
+    return out
+
+
+def _duplicate_label_dataset(folder: Path) -> Path:
+    return _with_copy_of(_valid_dataset(folder), "label",
+                         folder / "duplicate-label.dataset.parquet")
+
+
+def _duplicate_label_acts(folder: Path) -> Path:
+    return _with_copy_of(_valid_acts(folder), "label",
+                         folder / "duplicate-label.activations.parquet")
+
+
+def _duplicate_image_dataset(folder: Path) -> Path:
+    return _with_copy_of(_valid_dataset(folder), "image",
+                         folder / "duplicate-image.dataset.parquet")
+
+
+#: Side of the budget row's images: 4096 x 4096 = 16,777,216 pixels, exactly the per-image
+#: decompression-bomb limit, so every image passes it; six of them are over the dataset budget.
+BUDGET_SIDE = 4096
+_BLACK_PNG: dict[int, bytes] = {}
+
+
+def _decoded_budget_dataset(folder: Path) -> Path:
+    if BUDGET_SIDE not in _BLACK_PNG:  # ~0.5 s to encode, ~50 kB of PNG
+        _BLACK_PNG[BUDGET_SIDE] = _png(np.zeros((BUDGET_SIDE, BUDGET_SIDE, 3), np.uint8))
+    blob = _BLACK_PNG[BUDGET_SIDE]
+    return _binary_image_dataset(folder / "decoded-budget.dataset.parquet", [blob] * 6,
+                                 [0, 0, 1, 1, 2, 2])
+
+
+def _zero_arrays() -> np.ndarray:
+    return np.zeros((N_ROWS, WIDTH), np.float32)
+
+
+def _constant_per_class_arrays() -> np.ndarray:
+    """One random vector per class, repeated for every row of the class (no spread at all)."""
+    per_class = np.random.default_rng(1).normal(size=(3, WIDTH)).astype(np.float32)
+    return per_class[base_labels()]
+
+
+# --- --model-module specs
+
+
+def _broken_module(folder: Path) -> str:
+    """A model module that raises while being imported (e.g. a missing dependency)."""
+    name = "acgate_rel_broken_model"
+    (folder / f"{name}.py").write_text(
+        'raise RuntimeError("this model module fails at import time: CUDA driver not found")\n'
+        "\n\nclass Net:\n    pass\n", encoding="utf-8")
+    return f"{name}:Net"
+
+
+def _builtin_module(folder: Path) -> str:  # noqa: ARG001 - nothing to write
+    return "os:getpid"
+
+
 def _text_dataset(name: str, texts: list[Any], kind: pa.DataType) -> Callable[[Path], Path]:
     def make(folder: Path) -> Path:
         labels = [i % 2 for i in range(len(texts))]
@@ -393,46 +500,174 @@ _EMPTY_TEXT[5] = ""
 # --- gate
 
 
-_STORE_CACHE: dict[str, tuple[Path, str]] = {}
+#: SHA-256 of the file the scan runs scanned and of another file (the digest-mismatch row).
+TRAIN_SHA256 = hashlib.sha256(b"the training file").hexdigest()
+OTHER_SHA256 = hashlib.sha256(b"another file").hexdigest()
+#: The run id the unknown-run row asks for (no store holds it).
+UNKNOWN_RUN = "0123456789abcdef0123456789abcdef"
+#: Model ``m`` of the gate store: version 1 has no training-data digest, version 2 the scans'
+#: digest, version 3 another file's digest.
+MODEL = "m"
+VERSION_NO_DIGEST, VERSION_SAME_DIGEST, VERSION_OTHER_DIGEST = "1", "2", "3"
+#: The class the poisoned scan run finds poisoned.
+POISONED_CLASS = 1
 
 
-def _gate_unknown_run(folder: Path) -> dict[str, Any]:
-    """A real SQLite store with model ``m`` version 1 (made once, copied: MLflow's schema
-    migration takes seconds)."""
-    import shutil
-    import tempfile
+@dataclass(frozen=True)
+class GateStore:
+    """The gate rows' SQLite store, made once per process and copied into each cell.
 
-    from acgate.mlflow.tracking import default_tracking_uri
+    Attributes:
+        folder: The store folder (``mlflow.db`` and ``mlartifacts``).
+        clean_run: A finished scan run of a real ``detect`` result, verdict clean.
+        poisoned_run: The same with class :data:`POISONED_CLASS` poisoned.
+    """
 
+    folder: Path
+    clean_run: str
+    poisoned_run: str
+
+
+_STORE_CACHE: dict[str, GateStore] = {}
+
+
+def scan_run_names() -> dict[str, str]:
+    """The gate store's run ids and a stable name for each (the doc shows names, not ids)."""
+    store = _STORE_CACHE.get("store")
+    if store is None:
+        return {}
+    return {store.clean_run: "<clean scan run>", store.poisoned_run: "<poisoned scan run>"}
+
+
+def _fast_temp_dir(prefix: str) -> Path:
+    """A fresh folder in /dev/shm when there is one (MLflow's schema migration fsyncs dozens
+    of times: ~1 s there against 5-20 s on a virtual disk); removed when the process ends."""
+    shm = Path("/dev/shm")
+    parent = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def gate_store() -> GateStore:
+    """The shared gate store (made on first use)."""
     if "store" not in _STORE_CACHE:
-        base = Path(tempfile.mkdtemp(prefix="acgate-rel-store-"))
-        _STORE_CACHE["store"] = _make_registry(base)
-    source, version = _STORE_CACHE["store"]
-    shutil.copytree(source, folder / "mlflow")
-    return {"tracking_uri": default_tracking_uri(folder / "mlflow"),
-            "run_id": "0123456789abcdef0123456789abcdef", "model_name": "m",
-            "model_version": version}
+        _STORE_CACHE["store"] = _make_registry(_fast_temp_dir("acgate-rel-store-"))
+    return _STORE_CACHE["store"]
 
 
-def _make_registry(base: Path) -> tuple[Path, str]:
+def blob_activations(poisoned: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(activations, labels)``: 3 classes x 40 rows of 8-D activations, far apart.
+
+    Three well-separated Gaussian blobs (the size/silhouette analysis finds them clean);
+    ``poisoned`` moves 8 rows of class :data:`POISONED_CLASS` into a tight cluster of their own
+    (20 % of the class).
+    """
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 40)
+    activations = rng.normal(size=(120, 8)) + labels[:, None] * 10.0
+    if poisoned:
+        start = 40 * POISONED_CLASS
+        activations[start:start + 8] = activations[start:start + 8] * 0.2 + 20.0
+    return activations.astype(np.float32), labels.astype(np.int64)
+
+
+def detection_result(poisoned: bool) -> Any:
+    """A real ``acgate.core.detect`` result of :func:`blob_activations`."""
+    from acgate.core import detect
+
+    activations, labels = blob_activations(poisoned)
+    result = detect(activations, labels, random_state=0, analysis="size",
+                    size_threshold=0.25 if poisoned else 0.05)
+    expected = (POISONED_CLASS,) if poisoned else ()
+    if tuple(result.poisoned_classes) != expected:  # the rows below rely on it
+        raise AssertionError(f"detect found {result.poisoned_classes}, expected {expected}")
+    return result
+
+
+def _make_registry(base: Path) -> GateStore:
+    """Two scan runs (``acgate.mlflow.log_scan``) and model ``m`` versions 1-3."""
+    from acgate.mlflow import TRAINING_DATA_SHA256_TAG, log_scan
     from acgate.mlflow.tracking import default_tracking_uri, make_client
 
     uri = default_tracking_uri(base / "mlflow")
+    runs = {poisoned: log_scan(detection_result(poisoned), tracking_uri=uri,
+                               experiment="scans", dataset_sha256=TRAIN_SHA256,
+                               dataset_uri="train.parquet")
+            for poisoned in (False, True)}
     client = make_client(uri)
     experiment_id = client.create_experiment("models")
-    run = client.create_run(experiment_id, run_name="train")
-    client.log_text(run.info.run_id, "flavors: {}\n", "model/MLmodel")
-    client.set_terminated(run.info.run_id, "FINISHED")
-    client.create_registered_model("m")
-    version = client.create_model_version("m", source=f"{run.info.artifact_uri}/model",
-                                          run_id=run.info.run_id)
-    return base / "mlflow", str(version.version)
+    client.create_registered_model(MODEL)
+    for version, digest in ((VERSION_NO_DIGEST, None), (VERSION_SAME_DIGEST, TRAIN_SHA256),
+                            (VERSION_OTHER_DIGEST, OTHER_SHA256)):
+        run = client.create_run(experiment_id, run_name="train")
+        client.log_text(run.info.run_id, "flavors: {}\n", "model/MLmodel")
+        client.set_terminated(run.info.run_id, "FINISHED")
+        made = client.create_model_version(MODEL, source=f"{run.info.artifact_uri}/model",
+                                           run_id=run.info.run_id)
+        assert str(made.version) == version, (made.version, version)
+        if digest is not None:  # the documented way (docs/gate.md)
+            client.set_model_version_tag(MODEL, version, TRAINING_DATA_SHA256_TAG, digest)
+    return GateStore(base / "mlflow", clean_run=runs[False], poisoned_run=runs[True])
+
+
+def _gate_case(run: str, version: str,
+               tamper: Callable[[Any, str], None] | None = None
+               ) -> Callable[[Path], dict[str, Any]]:
+    """A copy of the gate store in the cell's folder, optionally tampered with afterwards.
+
+    ``run``: ``"clean"``, ``"poisoned"`` or ``"unknown"``; ``tamper(client, run_id)`` edits
+    the copy through the MLflow API, as a user with write access could.
+    """
+    def make(folder: Path) -> dict[str, Any]:
+        from acgate.mlflow.tracking import default_tracking_uri, make_client
+
+        store = gate_store()
+        shutil.copytree(store.folder, folder / "mlflow")
+        uri = default_tracking_uri(folder / "mlflow")
+        run_id = {"clean": store.clean_run, "poisoned": store.poisoned_run,
+                  "unknown": UNKNOWN_RUN}[run]
+        if tamper is not None:
+            tamper(make_client(uri), run_id)
+        return {"tracking_uri": uri, "run_id": run_id, "model_name": MODEL,
+                "model_version": version}
+    return make
+
+
+def _relog_poisoned_metric(client: Any, run_id: str) -> None:
+    client.log_metric(run_id, f"poisoned/{POISONED_CLASS}", 0.0)
+
+
+def _drop_poisoned_class_tag(client: Any, run_id: str) -> None:
+    import json
+
+    classes = json.loads(client.get_run(run_id).data.tags["acgate.classes"])
+    client.set_tag(run_id, "acgate.classes",
+                   json.dumps([c for c in classes if c != POISONED_CLASS]))
+
+
+def closed_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, read, released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _gate_unreachable(folder: Path) -> dict[str, Any]:  # noqa: ARG001 - nothing to write
+    return {"tracking_uri": f"http://127.0.0.1:{closed_port()}", "run_id": UNKNOWN_RUN,
+            "model_name": MODEL, "model_version": VERSION_SAME_DIGEST}
 
 
 def _gate_missing_store(folder: Path) -> dict[str, Any]:
     return {"tracking_uri": f"sqlite:///{folder / 'no-such-store' / 'mlflow.db'}",
-            "run_id": "0123456789abcdef0123456789abcdef", "model_name": "m",
-            "model_version": "1"}
+            "run_id": UNKNOWN_RUN, "model_name": MODEL, "model_version": "1"}
+
+
+def _gate_row(name: str, title: str, mentions: str, cli_exit: int,
+              gate: Callable[[Path], dict[str, Any]]) -> BadInput:
+    """A gate row: the CLI exits ``cli_exit``; the KFP step fails with ``RuntimeError`` (an
+    ``acgate.errors.InfrastructureError`` is one)."""
+    return BadInput(name, title, mentions, gate=gate, cli_exit=cli_exit, raises=(RuntimeError,))
 
 
 ROWS: tuple[BadInput, ...] = (
@@ -506,10 +741,49 @@ ROWS: tuple[BadInput, ...] = (
              dataset=_text_dataset("empty-text", _EMPTY_TEXT, pa.string())),
     BadInput("malicious-model", "model file that executes code when unpickled",
              r"refusing|weights-only|unpickl", model=True),
-    BadInput("gate-unknown-run", "gate: scan run id unknown to the store", r"not found|run",
-             gate=_gate_unknown_run),
-    BadInput("gate-missing-store", "gate: tracking store does not exist",
-             r"does not exist|store", gate=_gate_missing_store),
+    BadInput("fifo", "a named pipe (FIFO) given as the file (must not hang)",
+             r"named pipe|not a regular file",
+             activations=_fifo_acts, dataset=_fifo_dataset, may_hang=True),
+    BadInput("duplicate-label", "duplicate 'label' column (dataset / activations file)",
+             r"duplicate column name\(s\): 'label'", activations=_duplicate_label_acts,
+             dataset=_duplicate_label_dataset),
+    BadInput("duplicate-image", "duplicate 'image' column",
+             r"duplicate column name\(s\): 'image'",
+             dataset=_duplicate_image_dataset),
+    BadInput("decoded-budget", f"enormous total decoded size (six black {BUDGET_SIDE}x"
+             f"{BUDGET_SIDE} RGB PNGs; each passes the per-image guard)",
+             r"would need about .* above the limit", dataset=_decoded_budget_dataset),
+    BadInput("all-zero", "activations all zero", r"all zero",
+             arrays=_acts_with(activations=_zero_arrays),
+             activations=_acts_file("all-zero", activations=_zero_arrays),
+             not_for=("kfp cluster",)),
+    BadInput("constant-per-class", "activations constant within every class",
+             r"identical within every class|constant per class",
+             arrays=_acts_with(activations=_constant_per_class_arrays),
+             activations=_acts_file("constant-per-class", activations=_constant_per_class_arrays),
+             not_for=("kfp cluster",)),
+    BadInput("module-import-error", "--model-module whose module raises on import",
+             r"importing .* raised RuntimeError: .*import time", model_module=_broken_module),
+    BadInput("module-builtin", "--model-module os:getpid (a builtin, not a model)",
+             r"standard-library|builtin|refusing", model_module=_builtin_module),
+    _gate_row("gate-unknown-run", "gate: scan run id unknown to the store", r"not found|run",
+              2, _gate_case("unknown", VERSION_SAME_DIGEST)),
+    _gate_row("gate-missing-store", "gate: tracking store does not exist",
+              r"does not exist|store", 2, _gate_missing_store),
+    _gate_row("gate-digest-mismatch", "gate: the version's training-data digest is not the "
+              "scan's dataset digest", r"trained on data with SHA-256 .* does not cover", 3,
+              _gate_case("clean", VERSION_OTHER_DIGEST)),
+    _gate_row("gate-no-digest", "gate: the version has no training-data digest",
+              r"no training-data digest", 3, _gate_case("clean", VERSION_NO_DIGEST)),
+    _gate_row("gate-relogged-metric", f"gate: poisoned/{POISONED_CLASS} re-logged as 0 after "
+              "the scan", rf"poisoned/{POISONED_CLASS} was logged 2 times", 3,
+              _gate_case("poisoned", VERSION_SAME_DIGEST, _relog_poisoned_metric)),
+    _gate_row("gate-edited-classes", "gate: acgate.classes tag edited to drop the poisoned "
+              "class", r"acgate\.classes", 3,
+              _gate_case("poisoned", VERSION_SAME_DIGEST, _drop_poisoned_class_tag)),
+    _gate_row("gate-unreachable", "gate: tracking server unreachable (closed port on "
+              "127.0.0.1)", r"127\.0\.0\.1:\d+.*(unreachable|refused|connect)", 4,
+              _gate_unreachable),
 )
 
 ROWS_BY_NAME = {row.name: row for row in ROWS}

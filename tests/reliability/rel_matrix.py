@@ -4,8 +4,10 @@ A cell is ``(row, entry)``: :data:`bad_inputs.ROWS` x :data:`ENTRIES`. :func:`ru
 row's bad input under a fresh folder, calls the entry point (the library, the CLI in-process, or
 a Kubeflow component's ``.python_func``), and returns what the user got (:class:`Observed`):
 the exit status or exception, the message, and every file the call left behind.
-:func:`check` says whether that meets the contract of issue 10 (exit 2 / ``ValueError`` or
-``TypeError``, a message naming the input and the problem, nothing written).
+:func:`check` says whether that meets the row's contract: the exit code and exception the row
+expects (:attr:`bad_inputs.BadInput.cli_exit`, :attr:`~bad_inputs.BadInput.raises`: exit 2 /
+``ValueError`` or ``TypeError`` for bad input; the gate's rows 2, 3 or 4 / ``RuntimeError``), a
+message naming the input and the problem, nothing written, no code from the data run.
 
 Both the tests (``test_rel_matrix.py``) and the doc generator (``make_matrix.py``) use it.
 """
@@ -13,11 +15,14 @@ Both the tests (``test_rel_matrix.py``) and the doc generator (``make_matrix.py`
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import os
 import re
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,21 +40,28 @@ for _path in (str(HERE), str(ROOT)):
 import bad_inputs as bi  # noqa: E402
 
 ENTRIES: tuple[str, ...] = (
-    "lib detect", "cli scan", "cli detect", "cli poison", "cli repair", "cli gate",
-    "kfp train_proxy", "kfp extract_activations", "kfp cluster", "kfp analyze", "kfp repair",
-    "kfp gate",
+    "lib detect", "lib load_model", "cli scan", "cli detect", "cli poison", "cli repair",
+    "cli gate", "kfp train_proxy", "kfp extract_activations", "kfp cluster", "kfp analyze",
+    "kfp repair", "kfp gate",
 )
 DATASET_ENTRIES = ("cli scan", "cli poison", "cli repair", "kfp train_proxy",
                    "kfp extract_activations", "kfp repair")
 ACTIVATION_ENTRIES = ("cli detect", "kfp cluster", "kfp analyze")
-MODEL_ENTRIES = ("cli scan", "cli repair", "kfp extract_activations", "kfp repair")
+MODEL_ENTRIES = ("lib load_model", "cli scan", "cli repair", "kfp extract_activations",
+                 "kfp repair")
+MODEL_MODULE_ENTRIES = ("lib load_model", "cli scan")
 GATE_ENTRIES = ("cli gate", "kfp gate")
 LENGTH_ENTRIES = ("lib detect", "cli repair", "kfp analyze", "kfp repair")
 EPOCHS = 1
+#: Deadline of a cell that may hang (``BadInput.may_hang``: a reader blocked on a FIFO).
+HANG_DEADLINE_S = 120.0
+#: The model class the model cells name (``acgate scan --model-module``, ``load_model``).
+PROXY_MODULE = "acgate.torch.models:SmallCNN"
 
 #: Cells that break the contract today, with the bug. Tests mark them ``xfail(strict=True)``:
 #: when the library is fixed the test turns XPASS -> fails -> remove the entry here.
-_ALL_BUT_GATE = ("lib detect", "cli scan", "cli detect", "cli poison", "cli repair",
+_ALL_BUT_GATE = ("lib detect", "lib load_model", "cli scan", "cli detect", "cli poison",
+                 "cli repair",
                  "kfp train_proxy", "kfp extract_activations", "kfp cluster", "kfp analyze",
                  "kfp repair")
 _BUG_GROUPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
@@ -90,7 +102,11 @@ class Observed:
 
 
 def applicable(row: bi.BadInput, entry: str) -> bool:
-    """Whether the row's bad input can be given to the entry point."""
+    """Whether the row's bad input can be given to the entry point (and judged by it)."""
+    if entry in row.not_for:
+        return False
+    if row.model_module is not None:
+        return entry in MODEL_MODULE_ENTRIES
     if row.model:
         return entry in MODEL_ENTRIES
     if row.gate is not None:
@@ -203,6 +219,8 @@ def _raw_labels(activations: Path) -> np.ndarray | None:
     """Integer labels of an activations file when they are plain non-negative integers."""
     import pyarrow.parquet as pq
 
+    if not Path(activations).is_file():  # a FIFO would block pyarrow's open
+        return None
     try:
         values = pq.read_table(activations, columns=["label"]).column("label").to_numpy()
     except Exception:
@@ -238,33 +256,67 @@ def _left_behind(*folders: Path, base: Path) -> list[str]:
     return found
 
 
-def _run_cli(argv: list[Any], cwd: Path) -> Observed:
+@dataclass
+class CliRun:
+    """One in-process ``acgate`` run: ``code`` (``None`` when an exception escaped ``main``,
+    then in ``error``), what it printed, and how long it took."""
+
+    code: int | None
+    stdout: str
+    stderr: str
+    seconds: float
+    error: BaseException | None = None
+
+
+def run_cli(argv: list[Any], cwd: Path, *, warnings_action: str = "ignore") -> CliRun:
+    """Run ``acgate.cli.main(argv)`` in ``cwd`` as a fresh process would: stdout and stderr
+    captured, the root logger without handlers (so ``main`` installs its own, writing to the
+    captured stderr), warnings filtered with ``warnings_action``."""
     from acgate.cli import main
 
     stdout, stderr = io.StringIO(), io.StringIO()
     root = logging.getLogger()
-    handlers = list(root.handlers)
-    with _chdir(cwd), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
-            warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            code = main([str(a) for a in argv])
-        except BaseException as error:  # what escapes main() is a traceback for the user
-            return Observed(f"traceback {type(error).__name__}",
-                            _one_line(f"{type(error).__name__}: {error}"), exception=error)
-        finally:
-            for handler in list(root.handlers):
-                if handler not in handlers:
-                    root.removeHandler(handler)
-    message = stderr.getvalue()
+    handlers, level = list(root.handlers), root.level
+    for handler in handlers:
+        root.removeHandler(handler)
+    started = time.perf_counter()
+    code, error = None, None
+    try:
+        with _chdir(cwd), contextlib.redirect_stdout(stdout), \
+                contextlib.redirect_stderr(stderr), warnings.catch_warnings():
+            warnings.simplefilter(warnings_action)
+            try:
+                code = main([str(a) for a in argv])
+            except BaseException as escaped:  # what escapes main() is a traceback for the user
+                error = escaped
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        logging.captureWarnings(False)
+    return CliRun(code, stdout.getvalue(), stderr.getvalue(), time.perf_counter() - started,
+                  error)
+
+
+def _run_cli(argv: list[Any], cwd: Path) -> Observed:
+    run = run_cli(argv, cwd)
+    if run.error is not None:
+        return Observed(f"traceback {type(run.error).__name__}",
+                        _one_line(f"{type(run.error).__name__}: {run.error}"),
+                        exception=run.error)
+    # The CLI's own lines ("acgate scan: error: ..."); library log lines are context.
+    own = [line for line in run.stderr.splitlines() if line.startswith("acgate ")]
+    message = "\n".join(own) if own else run.stderr
     if argv[0] == "gate":  # the gate's refusal reasons are in its JSON decision on stdout
         import json
 
         try:
-            message = "; ".join(json.loads(stdout.getvalue())["reasons"])
+            message = "; ".join(json.loads(run.stdout)["reasons"])
         except (ValueError, KeyError):
-            message = stderr.getvalue() or stdout.getvalue()
-    return Observed(f"exit {code}", _one_line(message))
+            message = run.stderr or run.stdout
+    return Observed(f"exit {run.code}", _one_line(message))
 
 
 def _run_call(call: Callable[[], Any]) -> Observed:
@@ -290,7 +342,8 @@ def run_cell(row_name: str, entry: str, folder: Path) -> Observed:
 
     ``folder`` gets ``in/`` (inputs), ``out/`` (every output path points inside it) and
     ``cwd/`` (the working folder of CLI runs); :attr:`Observed.written` lists what is left in
-    ``out/`` and ``cwd/`` afterwards.
+    ``out/`` and ``cwd/`` afterwards. A row that ``may_hang`` runs under
+    :data:`HANG_DEADLINE_S` (see :func:`run_bounded`).
     """
     row = bi.ROWS_BY_NAME[row_name]
     if not applicable(row, entry):
@@ -299,17 +352,99 @@ def run_cell(row_name: str, entry: str, folder: Path) -> Observed:
     for path in (inputs, out, cwd):
         path.mkdir(parents=True, exist_ok=True)
     marker = folder / "pwned.txt"
-    observed = _dispatch(row, entry, inputs, out, cwd, marker)
-    if entry != "lib detect" and row.gate is None and not row.lengths:
+    if row.may_hang:
+        observed = run_bounded(lambda: _dispatch(row, entry, inputs, out, cwd, marker),
+                               HANG_DEADLINE_S, unblock=inputs)
+    else:
+        observed = _dispatch(row, entry, inputs, out, cwd, marker)
+    if (entry != "lib detect" and row.gate is None and not row.lengths
+            and row.model_module is None):  # a model module's cells name its spec (_dispatch)
         named = [p.name for p in inputs.iterdir() if p.suffix in (".parquet", ".pt")
                  and p.name.split(".")[0] in (row.name, "notes", "no-image", "no-activation",
                                               "newer", "evil")]
         observed.input_name = named[0] if named else ("state_dict.pt" if row.model else None)
     observed.message = observed.message.replace(f"{folder.resolve()}/", "").replace(
         f"{folder}/", "")
+    for run_id, name in bi.scan_run_names().items():
+        observed.message = observed.message.replace(run_id, name)
     observed.written = _left_behind(out, cwd, base=folder)
     observed.code_ran = marker.exists()
     return observed
+
+
+def call_bounded(call: Callable[[], Any], deadline_s: float,
+                 on_deadline: Callable[[], None] | None = None) -> tuple[bool, Any, float]:
+    """``call()`` in a daemon thread, waited for at most ``deadline_s``.
+
+    Returns ``(finished, value, seconds)``; ``value`` is what ``call`` returned, or the
+    exception it raised. Past the deadline ``on_deadline()`` runs (to release the call) and the
+    thread is waited for 30 s more; ``finished`` is then ``False``.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as error:  # handed to the caller
+            box["value"] = error
+
+    thread = threading.Thread(target=target, daemon=True, name="acgate-rel-bounded")
+    started = time.perf_counter()
+    thread.start()
+    thread.join(deadline_s)
+    if thread.is_alive():
+        if on_deadline is not None:
+            on_deadline()
+        thread.join(30)
+        return False, None, time.perf_counter() - started
+    return True, box.get("value"), time.perf_counter() - started
+
+
+def run_bounded(call: Callable[[], Observed], deadline_s: float,
+                unblock: Path | None = None) -> Observed:
+    """``call()`` under a deadline (:func:`call_bounded`); past it the outcome is ``"hang"``.
+
+    A reader blocked opening a named pipe under ``unblock`` is released by opening the pipe's
+    write end and closing it (the reader sees end of file), so a regression fails the cell
+    instead of hanging the test run.
+    """
+    finished, value, seconds = call_bounded(
+        call, deadline_s, on_deadline=None if unblock is None
+        else lambda: _release_fifo_readers(unblock))
+    if not finished:
+        return Observed("hang", f"still running after {seconds:.0f} s (blocked reading a named "
+                                "pipe?)")
+    if isinstance(value, BaseException):
+        return Observed(f"traceback {type(value).__name__}",
+                        _one_line(f"{type(value).__name__}: {value}"), exception=value)
+    return value
+
+
+def _release_fifo_readers(folder: Path) -> None:
+    import stat
+
+    for path in folder.rglob("*"):
+        if stat.S_ISFIFO(path.lstat().st_mode):
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # ENXIO: nobody is reading it
+                pass
+
+
+@contextlib.contextmanager
+def _on_sys_path(folder: Path) -> Iterator[None]:
+    """``folder`` importable while the cell runs (as ``PYTHONPATH`` would make it)."""
+    before = set(sys.modules)
+    sys.path.insert(0, str(folder))
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+        for name in set(sys.modules) - before:
+            module_file = getattr(sys.modules[name], "__file__", None) or ""
+            if module_file.startswith(str(folder)):
+                del sys.modules[name]
 
 
 def _dispatch(row: bi.BadInput, entry: str, inputs: Path, out: Path, cwd: Path,
@@ -334,13 +469,34 @@ def _dispatch(row: bi.BadInput, entry: str, inputs: Path, out: Path, cwd: Path,
             run_id=args["run_id"], model_name=args["model_name"],
             model_version=args["model_version"], mlflow_tracking_uri=args["tracking_uri"]))
 
+    if row.model_module is not None:
+        spec = row.model_module(inputs)
+        weights = valid_model_dir(inputs) / "state_dict.pt"  # a real state_dict
+        with _on_sys_path(inputs):
+            if entry == "lib load_model":
+                from acgate.torch.byo import load_model
+
+                observed = _run_call(lambda: load_model(weights, module=spec))
+            else:
+                dataset = bi.write_digits(inputs / "digits.parquet")
+                observed = _run_cli(["scan", dataset, "--out", out / "scan", "--no-mlflow",
+                                     "--no-report", "--model", weights, "--model-module", spec,
+                                     "--epochs", EPOCHS], cwd)
+        observed.input_name = spec
+        return observed
+
     if row.model:
+        if entry == "lib load_model":
+            from acgate.torch.byo import load_model
+
+            evil = bi.write_malicious_model(inputs / "evil.pt", marker)
+            return _run_call(lambda: load_model(evil, module=PROXY_MODULE))
         dataset = bi.write_digits(inputs / "digits.parquet")
         if entry == "cli scan":
             evil = bi.write_malicious_model(inputs / "evil.pt", marker)
             return _run_cli(["scan", dataset, "--out", out / "scan", "--no-mlflow",
                              "--no-report", "--model", evil, "--model-module",
-                             "acgate.torch.models:SmallCNN", "--epochs", EPOCHS], cwd)
+                             PROXY_MODULE, "--epochs", EPOCHS], cwd)
         if entry == "cli repair":
             evil = bi.write_malicious_model(inputs / "evil.pt", marker)
             samples = samples_file(inputs, bi.digits_subset().labels)
@@ -461,35 +617,36 @@ def _run_analyze(inputs: Path, out: Path, activations: Path, dataset: Path | Non
 # ----------------------------------------------------------------------------- the contract
 
 
+def _names(kinds: tuple[type[BaseException], ...]) -> str:
+    return " or ".join(f"`{kind.__name__}`" for kind in kinds)
+
+
 def expected(entry: str, row: bi.BadInput) -> str:
-    """The outcome the contract asks for, in words."""
-    if entry == "cli gate":
-        return "exit 3 (refused)"
-    if entry == "kfp gate":
-        return "RuntimeError (step fails, alias untouched)"
-    return "exit 2" if entry.startswith("cli") else "ValueError or TypeError"
+    """The outcome the row's contract asks of ``entry``, in words."""
+    if entry.startswith("cli"):
+        return f"exit {row.cli_exit}"
+    return _names(row.raises)
 
 
 def check(row_name: str, entry: str, observed: Observed) -> list[str]:
-    """Ways the observation breaks the contract (empty: the cell passes)."""
+    """Ways the observation breaks the row's contract (empty: the cell passes)."""
     row = bi.ROWS_BY_NAME[row_name]
     problems = []
-    if entry == "cli gate":
-        if observed.outcome != "exit 3":
-            problems.append(f"outcome {observed.outcome}, expected exit 3")
-    elif entry == "kfp gate":
-        if not isinstance(observed.exception, RuntimeError):
-            problems.append(f"outcome {observed.outcome}, expected RuntimeError")
-    elif entry.startswith("cli"):
-        if observed.outcome != "exit 2":
-            problems.append(f"outcome {observed.outcome}, expected exit 2")
-    elif not isinstance(observed.exception, (ValueError, TypeError)):
-        problems.append(f"outcome {observed.outcome}, expected ValueError or TypeError")
-    if not problems and not re.search(row.mentions, observed.message, re.IGNORECASE):
+    if entry.startswith("cli"):
+        if observed.outcome != f"exit {row.cli_exit}":
+            problems.append(f"outcome {observed.outcome}, expected exit {row.cli_exit}")
+    elif not isinstance(observed.exception, row.raises):
+        problems.append(f"outcome {observed.outcome}, expected "
+                        f"{' or '.join(kind.__name__ for kind in row.raises)}")
+    # The problem must be said in words: the input's own name (e.g. 'nan.activations.parquet')
+    # does not count.
+    said = observed.message.replace(observed.input_name, "<input>") if observed.input_name \
+        else observed.message
+    if not problems and not re.search(row.mentions, said, re.IGNORECASE):
         problems.append(f"message does not name the problem (/{row.mentions}/)")
     if (not problems and observed.input_name
             and observed.input_name not in observed.message):
-        problems.append(f"message does not name the input file {observed.input_name!r}")
+        problems.append(f"message does not name the input {observed.input_name!r}")
     if observed.written:
         problems.append(f"left files behind: {observed.written[:4]}")
     if observed.code_ran:

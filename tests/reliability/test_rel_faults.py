@@ -149,8 +149,8 @@ def test_write_failing_for_lack_of_space_leaves_no_partial_file(command, no_spac
 def test_write_failing_for_lack_of_space_gives_a_clear_error(command, no_space_run):
     proc, _, _ = no_space_run(command)
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    # Exit 1: the environment failed, not the input (exit 2 is kept for bad input).
-    assert proc.returncode == 1
+    # Exit 4: the environment failed, not the input (exit 2 is kept for bad input).
+    assert proc.returncode == 4
     assert "File too large" in proc.stderr
 
 
@@ -241,7 +241,7 @@ def test_gate_refuses_when_the_mlflow_server_stopped_after_the_scan(tmp_path):
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         code = main(["gate", "--model-name", "guarded", "--model-version", version,
                      "--run-id", run_id, "--tracking-uri", url])
-    assert code == 3, stderr.getvalue()
+    assert code == 4, stderr.getvalue()  # infrastructure, not poison
     decision = json.loads(stdout.getvalue())
     assert decision["promoted"] is False
     assert any(f"127.0.0.1:{port}" in reason for reason in decision["reasons"]), decision
@@ -278,7 +278,7 @@ def _two_concurrent_scans(tmp_path, uri):
         run = client.get_run(run_id)
         assert run.info.status == "FINISHED"
         assert run.data.tags.get("acgate.status") == "complete"
-        assert run.data.tags.get("acgate.verdict") in ("clean", "poisoned")
+        assert run.data.tags.get("acgate.verdict") in ("clean", "poisoned", "incomplete")
         assert client.list_artifacts(run_id)
 
 
@@ -293,3 +293,43 @@ def test_two_scans_logging_to_one_existing_sqlite_store_at_once_both_complete(tm
 def test_two_scans_creating_one_sqlite_store_at_once_both_complete(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     _two_concurrent_scans(tmp_path, uri)
+
+
+def test_two_scans_with_the_same_out_never_mix_their_results(tmp_path):
+    """Seeds 10 and 11 into one ``--out``: the second writer is refused while the first holds
+    the folder, or runs after it; either way each MLflow run's artifacts are its own scan's."""
+    from acgate.mlflow.tracking import make_client
+
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    data = bi.write_digits(tmp_path / "digits.parquet", n_rows=200)
+    out = tmp_path / "scan"
+    processes = []
+    for seed in (10, 11):
+        argv = ["scan", data, "--out", out, "--tracking-uri", uri, "--experiment", "same-out",
+                "--epochs", "1", "--no-report", "--seed", seed]
+        processes.append(subprocess.Popen([*CLI, *map(str, argv)], cwd=tmp_path, env=_env(),
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                          text=True, start_new_session=True))
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=CHILD_TIMEOUT_S))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    codes = [process.returncode for process in processes]
+    refused = [err for code, (_, err) in zip(codes, outputs, strict=True) if code == 2]
+    assert all("being written by another acgate process" in err for err in refused), refused
+    assert sum(code in (0, 3, 5) for code in codes) >= 1, outputs
+    client = make_client(uri)
+    for seed, (stdout, _) in zip((10, 11), outputs, strict=True):
+        run_ids = [line.split("mlflow run: ")[1].strip() for line in stdout.splitlines()
+                   if "mlflow run: " in line]
+        for run_id in run_ids:
+            target = tmp_path / "downloads" / run_id
+            target.mkdir(parents=True)
+            logged = json.loads(Path(client.download_artifacts(run_id, "scan.json",
+                                                               str(target))).read_text())
+            assert logged["config"]["seed"] == seed, (seed, logged["config"]["seed"])
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    assert json.loads((out / "scan.json").read_text())["config"]["seed"] in (10, 11)
