@@ -361,7 +361,8 @@ def write_clustering(clustering: Any, path: PathLike) -> Path:
             for member in candidate.members:
                 membership[int(member)].append(index)
         columns["candidates"] = pa.array(membership, type=pa.list_(pa.int32()))
-        candidates = [{"k": c.k, "stability": c.stability, "nested": c.nested}
+        candidates = [{"k": c.k, "stability": c.stability, "nested": c.nested,
+                       "direction": c.direction, "separation": c.separation}
                       for c in clustering.candidates]
     meta = {
         "kind": CLUSTERING_KIND, "label": int(clustering.label),
@@ -441,7 +442,8 @@ def _read_candidates(path: PathLike, schema: Any, table: Any,
                          f"{int(indices.max())}, but the metadata describes {len(described)}")
     return tuple(
         CandidateCluster(owners[indices == index], int(entry["k"]), float(entry["stability"]),
-                         nested=bool(entry["nested"]))
+                         nested=bool(entry["nested"]), direction=entry.get("direction"),
+                         separation=entry.get("separation"))
         for index, entry in enumerate(described))
 
 

@@ -119,3 +119,60 @@ def test_auto_k_is_deterministic(nearest_centroid_retrain):
 def test_bad_n_clusters_is_refused(planted, value):
     with pytest.raises((ValueError, TypeError), match="n_clusters"):
         detect(planted.activations, planted.labels, n_clusters=value)
+
+
+def _all_to_one(seed=0, n_features=24, rate=0.08):
+    """Classes 0-4 (200 rows each); class 4 also holds ``rate`` of its rows drawn around the
+    means of classes 0-3 (several sources) and shifted along one shared trigger direction."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0.0, 4.0, size=(5, n_features))
+    trigger = np.zeros(n_features)
+    trigger[0] = 12.0
+    xs, ys, truth = [], [], []
+    for label in range(5):
+        xs.append(rng.normal(means[label], 1.0, size=(200, n_features)))
+        ys += [label] * 200
+        truth += [False] * 200
+    n_poison = int(round(rate * 200))
+    sources = rng.integers(0, 4, size=n_poison)
+    xs.append(rng.normal(means[sources], 1.0) + trigger)
+    ys += [4] * n_poison
+    truth += [True] * n_poison
+    return np.concatenate(xs), np.asarray(ys), np.asarray(truth), sources
+
+
+def _retrain_with_activations(x, y, trigger_column=0):
+    """Nearest centroid on the features with the trigger column dropped (a retrain that never
+    saw the trigger), with ``.activations`` (those features) for the typicality test."""
+    from conftest import nearest_centroid_retrain
+
+    features = np.delete(x, trigger_column, axis=1)
+    retrain = nearest_centroid_retrain(features, y)
+    retrain.activations = lambda mask, positions: features[np.asarray(positions)]
+    return retrain
+
+
+def test_poison_from_several_sources_into_one_class_is_flagged():
+    x, y, truth, _ = _all_to_one()
+    result = detect(x, y, analysis="exre", retrain_and_predict=_retrain_with_activations(x, y))
+    assert result.poisoned_classes == (4,)
+    assert "several source classes" in result.class_report(4).reason
+    flagged = result.is_poison
+    assert (flagged & truth).sum() / truth.sum() >= 0.9
+    assert (flagged & ~truth).sum() == 0
+
+
+def test_without_the_retrains_activations_the_several_sources_rule_stays_off(
+        nearest_centroid_retrain):
+    x, y, _, _ = _all_to_one()
+    retrain = nearest_centroid_retrain(np.delete(x, 0, axis=1), y)  # no .activations
+    result = detect(x, y, analysis="exre", retrain_and_predict=retrain)
+    # Only per-source sub-clusters can be judged then (one source each), never the whole mode.
+    assert "several source classes" not in result.class_report(4).reason
+
+
+def test_a_mode_between_classes_stays_clean_even_with_the_typicality_test():
+    x, y, _ = _dataset(_between_three)
+    retrain = _retrain_with_activations(np.column_stack([np.zeros(len(x)), x]), y)
+    result = detect(x, y, analysis="exre", retrain_and_predict=retrain)
+    assert result.poisoned_classes == ()

@@ -103,7 +103,7 @@ def test_candidate_cluster_is_frozen_and_sorted():
     candidate = CandidateCluster(np.array([5, 1, 3]), 3, 0.95)
     assert candidate.members.tolist() == [1, 3, 5] and not candidate.members.flags.writeable
     assert candidate.to_dict() == {"members": [1, 3, 5], "k": 3, "stability": 0.95,
-                                   "nested": False}
+                                   "nested": False, "direction": None, "separation": None}
 
 
 def test_n_clusters_defaults_to_stable_under_exre_only():
@@ -221,3 +221,28 @@ def test_a_candidate_that_stays_in_its_class_says_so_in_the_reason(planted):
     report = result.class_report(2)
     assert result.poisoned_classes == ()
     assert "none as another class" in report.reason and "None" not in report.reason
+
+
+def test_a_small_well_separated_mode_of_one_direction_is_a_direction_candidate():
+    from acgate.core.clustering import direction_candidates
+
+    rng = np.random.default_rng(0)
+    reduced = rng.normal(size=(500, 4))
+    reduced[:40, 2] += 8.0  # 8% of the class, far out along the third direction
+    candidates = direction_candidates(reduced)
+    assert [c.direction for c in candidates] == [2]
+    assert candidates[0].members.tolist() == list(range(40))
+    assert candidates[0].separation >= 4.0
+    assert direction_candidates(rng.normal(size=(500, 4))) == ()  # a plain Gaussian has none
+
+
+def test_a_candidates_margin_covers_the_rows_beyond_its_boundary():
+    from acgate.core.detect import HALO_MARGIN, candidate_margin
+
+    rng = np.random.default_rng(0)
+    reduced = rng.normal(size=(2000, 3))
+    reduced[:100, 0] += 6.0
+    margin = candidate_margin(reduced, np.arange(80))  # the candidate missed 20 of the mode
+    assert set(range(100)) <= set(margin.tolist())
+    assert len(margin) == pytest.approx((0.04 + HALO_MARGIN) * 2000, abs=2)
+    assert len(candidate_margin(reduced[:500], np.arange(80))) == 80  # small class: no margin

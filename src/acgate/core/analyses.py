@@ -360,6 +360,8 @@ class ExReOutcome:
         own_probability: Per-sample probability of the own label (aligned with the cluster's
             positions in the clustering).
         predicted: Per-sample predicted class.
+        max_probability: Per-sample probability of the predicted class (the retrain's
+            confidence), or ``None`` when not recorded.
     """
 
     label: int
@@ -370,6 +372,7 @@ class ExReOutcome:
     score: float
     own_probability: np.ndarray
     predicted: np.ndarray
+    max_probability: np.ndarray | None = None
 
 
 def exclusionary_reclassification(
@@ -425,6 +428,8 @@ def exclusionary_reclassification_groups(
     groups: Mapping[tuple[int, int], tuple[int, np.ndarray]],
     n_samples: int,
     retrain_and_predict: RetrainAndPredict,
+    *,
+    leave_out: np.ndarray | None = None,
 ) -> dict[tuple[int, int], ExReOutcome]:
     """Retrain once without every group, then classify each group's rows.
 
@@ -435,6 +440,8 @@ def exclusionary_reclassification_groups(
         groups: By key ``(label, group id)``: the group's label and its row positions.
         n_samples: Rows in the full arrays (for the training mask).
         retrain_and_predict: See :data:`RetrainAndPredict`.
+        leave_out: Further row positions kept out of the retrain (the candidates' margins:
+            poison left in training re-teaches the trigger).
 
     Returns:
         By key, the :class:`ExReOutcome` (``cluster`` is the group id).
@@ -447,7 +454,9 @@ def exclusionary_reclassification_groups(
     train_mask = np.ones(n_samples, dtype=bool)
     for _, positions in groups.values():
         train_mask[positions] = False
-    query = np.flatnonzero(~train_mask)
+    query = np.flatnonzero(~train_mask)  # the groups' rows: the margins are not judged
+    if leave_out is not None:
+        train_mask[np.asarray(leave_out, dtype=np.int64)] = False
     probabilities = np.asarray(retrain_and_predict(train_mask, query), dtype=np.float64)
     if probabilities.ndim != 2 or probabilities.shape[0] != len(query):
         raise ValueError(
@@ -468,7 +477,7 @@ def exclusionary_reclassification_groups(
         outcomes[(label, group)] = ExReOutcome(
             label=label, cluster=group, n_own=n_own, n_other=n_other, source=source,
             score=n_own / max(n_other, 1), own_probability=own_probability,
-            predicted=predicted,
+            predicted=predicted, max_probability=rows.max(axis=1),
         )
     return outcomes
 

@@ -57,6 +57,40 @@ SIZE_THRESHOLD = 0.35
 #: Default candidate cut under exclusionary reclassification (measured: bench/RESULTS.md).
 EXRE_SIZE_THRESHOLD = 0.45
 CLUSTER_MODES: tuple[str, ...] = ("auto", "stable")
+#: Exclusionary reclassification also keeps each candidate's *margin* out of the retrain: the
+#: rows of its class beyond the top ``share + HALO_MARGIN`` along the direction from the rest of
+#: the class to the candidate (at most ``HALO_MAX_SHARE`` of the class). Poison left in the
+#: training data re-teaches the trigger: MNIST 20k, BadNets all-to-one at 1%, a candidate with
+#: 173 of the 200 poisoned rows: with the other 27 still in training, 73% of the left-out poison
+#: was classified as the target again; with a margin that left 3 in training, none was.
+HALO_MARGIN = 0.15
+HALO_MAX_SHARE = 0.6
+#: Only candidates of at most this share get a margin: a larger one holds nearly all of its
+#: class's poison already, and margins around many large candidates starve the retrain
+#: (digits, BadNets 33% all-to-all: F1 0.94 -> 0.78 with margins on every candidate).
+HALO_MAX_CANDIDATE_SHARE = 0.25
+#: ... and only in classes of at least this many rows: in a small class the margin takes away
+#: much of what the retrain knows of the class's natural variety (digits, ~180 images a class:
+#: margins added clean-run false alarms and cost F1 at 33%, bench/RESULTS.md "attack matrix").
+HALO_MIN_CLASS_ROWS = 1000
+#: Multi-source poison: left out, at most this share of a candidate is classified as its own
+#: label ...
+MULTI_SOURCE_OWN_SHARE = 0.2
+#: ... the rest goes to at least two other classes with at least this mean confidence (the
+#: poisoned rows are genuine samples of their source classes; a natural mode of the class that
+#: has no other home scatters with low confidence) ...
+MULTI_SOURCE_CONFIDENCE = 0.85
+#: ... and no single other class takes the source share (that is the one-source rule's case) ...
+MULTI_SOURCE_MIN_CLASSES = 2
+#: ... and, when the retrain can give its activations, the rows it sends elsewhere are typical
+#: members of those classes: the median, over those rows, of the share of the class's own
+#: training rows lying at least as far from the class centre (in the retrained model's last
+#: hidden layer) is at least this. Poison rows are genuine source samples (typical); a natural
+#: mode of a class with no other home lies between classes, far from every centre, however
+#: confidently a model assigns it.
+MULTI_SOURCE_TYPICALITY = 0.05
+#: Reference rows per class for that typicality (seeded sample of the retrain's training rows).
+TYPICALITY_REFERENCE_ROWS = 300
 
 
 def _versions() -> dict[str, str]:
@@ -196,12 +230,38 @@ def _candidate_groups(clustering: ClassClustering, size: float
     otherwise every non-largest cluster within the size cut (group id = cluster id).
     """
     if clustering.candidates is not None:
-        return {i: (c.members, c.nested,
-                    f"{'sub-cluster' if c.nested else 'cluster'} of k = {c.k} "
-                    f"(stability {c.stability:.2f})")
+        return {i: (c.members, c.nested, _describe_candidate(c))
                 for i, c in enumerate(clustering.candidates)}
     return {c: (np.flatnonzero(clustering.clusters == c), False, f"cluster {c}")
             for c in _candidate_clusters(clustering, size)}
+
+
+def _describe_candidate(candidate: Any) -> str:
+    if candidate.direction is not None:
+        return (f"mode of principal direction {candidate.direction + 1} (separation "
+                f"{candidate.separation:.1f} SD)")
+    return (f"{'sub-cluster' if candidate.nested else 'cluster'} of k = {candidate.k} "
+            f"(stability {candidate.stability:.2f})")
+
+
+def candidate_margin(reduced: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Class-local indices of a candidate and its margin (see :data:`HALO_MARGIN`).
+
+    Along the direction from the mean of the rest of the class to the candidate's mean, the
+    top ``share + HALO_MARGIN`` of the class (at most :data:`HALO_MAX_SHARE`), plus the
+    candidate itself.
+    """
+    n = len(reduced)
+    inside = np.zeros(n, dtype=bool)
+    inside[members] = True
+    if (inside.all() or not inside.any() or inside.mean() > HALO_MAX_CANDIDATE_SHARE
+            or n < HALO_MIN_CLASS_ROWS):
+        return np.flatnonzero(inside)
+    direction = reduced[inside].mean(axis=0) - reduced[~inside].mean(axis=0)
+    projection = reduced @ direction
+    share = min(inside.mean() + HALO_MARGIN, HALO_MAX_SHARE)
+    inside |= projection >= np.quantile(projection, 1.0 - share)
+    return np.flatnonzero(inside)
 
 
 @dataclass(frozen=True)
@@ -219,13 +279,18 @@ class _GroupVerdict:
 
 def _judge_group(group: int, members: np.ndarray, nested: bool, description: str,
                  outcome: ExReOutcome, used: Thresholds, n_class: int,
-                 confusion_of: Callable[[int, int], float] | None) -> _GroupVerdict:
+                 confusion_of: Callable[[int, int], float] | None,
+                 typicality: np.ndarray | None = None) -> _GroupVerdict:
     """l/p, then the source share, then (when predictions are known) the natural confusion."""
     label = outcome.label
     source_share = outcome.n_other / max(len(members), 1)
     needed = used.nested_source_share if nested else used.source_share
     confusion = None
-    if outcome.score >= used.exre:
+    multi = _multi_source(outcome, len(members), needed, typicality)
+    if multi is not None:
+        poisoned = True
+        why = multi
+    elif outcome.score >= used.exre:
         poisoned = False
         why = f"l/p = {outcome.score:.2f} (>= {used.exre:g})"
     else:
@@ -245,6 +310,34 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
             f"{outcome.n_own} classified as {label}, {elsewhere}; {why} -> "
             f"{'poison' if poisoned else 'legitimate'}")
     return _GroupVerdict(group, members, outcome, poisoned, source_share, confusion, text)
+
+
+def _multi_source(outcome: ExReOutcome, n_members: int, needed: float,
+                  typicality: np.ndarray | None) -> str | None:
+    """Why a candidate is multi-source poison (see :data:`MULTI_SOURCE_OWN_SHARE`), or None.
+
+    Without ``typicality`` (a retrain that cannot give its activations) the rule is off: the
+    retrain's confidence alone does not tell a between-classes mode from source samples.
+    """
+    if outcome.max_probability is None or typicality is None or n_members == 0:
+        return None
+    elsewhere = outcome.predicted != outcome.label
+    own_share = 1.0 - elsewhere.mean()
+    classes = np.unique(outcome.predicted[elsewhere])
+    if (own_share > MULTI_SOURCE_OWN_SHARE or len(classes) < MULTI_SOURCE_MIN_CLASSES
+            or outcome.n_other / n_members >= needed):
+        return None
+    confidence = float(outcome.max_probability[elsewhere].mean())
+    typical = float(np.median(typicality[elsewhere]))
+    logger.debug("class %s candidate of %d: own %.2f, %d other classes, confidence %.2f, "
+                 "typicality %.2f", outcome.label, n_members, own_share, len(classes),
+                 confidence, typical)
+    if confidence < MULTI_SOURCE_CONFIDENCE or typical < MULTI_SOURCE_TYPICALITY:
+        return None
+    return (f"{own_share:.0%} classified as {outcome.label} (<= {MULTI_SOURCE_OWN_SHARE:.0%}), "
+            f"the rest as {len(classes)} other classes with mean confidence {confidence:.2f} "
+            f"(>= {MULTI_SOURCE_CONFIDENCE:g}) and median typicality {typical:.2f} (>= "
+            f"{MULTI_SOURCE_TYPICALITY:g}): samples of several source classes")
 
 
 def _no_candidate_judgement(clustering: ClassClustering, used: Thresholds) -> ClassJudgement:
@@ -301,6 +394,64 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
     )
 
 
+def _typicality(groups: Mapping[tuple[int, int], tuple[int, np.ndarray]],
+                outcomes: Mapping[tuple[int, int], ExReOutcome], labels: np.ndarray,
+                retrain_and_predict: RetrainAndPredict, leave_out: np.ndarray | None,
+                random_state: int) -> dict[tuple[int, int], np.ndarray]:
+    """Per group, how typical each row is of the class the retrain sent it to (NaN: own label).
+
+    Needs ``retrain_and_predict.activations(train_mask, positions)`` (the retrained model's
+    last-hidden-layer activations; :func:`acgate.torch.exre.make_retrain_and_predict` has it).
+    A row's typicality is the share of its predicted class's reference training rows (a seeded
+    sample of :data:`TYPICALITY_REFERENCE_ROWS`) lying at least as far from that class's centre
+    as the row: about uniform for genuine members of the class, near 0 for rows between classes.
+    """
+    embed = getattr(retrain_and_predict, "activations", None)
+    if embed is None or not groups:
+        return {}
+    train_mask = np.ones(len(labels), dtype=bool)
+    for _, positions in groups.values():
+        train_mask[positions] = False
+    if leave_out is not None:
+        train_mask[leave_out] = False
+    queries = {key: positions[outcomes[key].predicted != label]
+               for key, (label, positions) in groups.items()}
+    targets = {key: outcomes[key].predicted[outcomes[key].predicted != groups[key][0]]
+               for key in groups}
+    wanted = np.unique(np.concatenate([t for t in targets.values()] or [np.zeros(0, int)]))
+    if not len(wanted):
+        return {}
+    rng = np.random.default_rng(random_state)
+    references = {}
+    for target in wanted:
+        rows = np.flatnonzero(train_mask & (labels == target))
+        if len(rows) > TYPICALITY_REFERENCE_ROWS:
+            rows = np.sort(rng.choice(rows, TYPICALITY_REFERENCE_ROWS, replace=False))
+        references[int(target)] = rows
+    asked = np.concatenate([*queries.values(), *references.values()])
+    embedded = np.asarray(embed(train_mask, asked), dtype=np.float64)
+    row_of = {int(p): i for i, p in enumerate(asked)}
+    centres, spreads = {}, {}
+    for target, rows in references.items():
+        points = embedded[[row_of[int(r)] for r in rows]]
+        centres[target] = points.mean(axis=0)
+        spreads[target] = np.sort(np.linalg.norm(points - centres[target], axis=1))
+    result = {}
+    for key, (label, positions) in groups.items():
+        values = np.full(len(positions), np.nan)
+        elsewhere = np.flatnonzero(outcomes[key].predicted != label)
+        for index, target in zip(elsewhere, targets[key], strict=True):
+            reference = spreads.get(int(target))
+            if reference is None or not len(reference):
+                continue
+            point = embedded[row_of[int(positions[index])]]
+            distance = np.linalg.norm(point - centres[int(target)])
+            farther = len(reference) - np.searchsorted(reference, distance, side="left")
+            values[index] = (1 + farther) / (1 + len(reference))
+        result[key] = values
+    return result
+
+
 def _exre_judgements(
     clusterings: Sequence[ClassClustering],
     thresholds: Thresholds,
@@ -308,13 +459,21 @@ def _exre_judgements(
     labels: np.ndarray,
     predictions: np.ndarray | None,
     retrain_and_predict: RetrainAndPredict,
+    random_state: int = 0,
 ) -> dict[int, ClassJudgement]:
     judged = [c for c in clusterings if not c.skipped]
     candidates = {c.label: _candidate_groups(c, class_thresholds.get(c.label, thresholds).size)
                   for c in judged}
     groups = {(c.label, group): (c.label, c.positions[members])
               for c in judged for group, (members, _, _) in candidates[c.label].items()}
-    outcomes = exclusionary_reclassification_groups(groups, len(labels), retrain_and_predict)
+    margins = [c.positions[candidate_margin(c.reduced, members)]
+               for c in judged if c.reduced is not None
+               for members, _, _ in candidates[c.label].values()]
+    leave_out = np.concatenate(margins) if margins else None
+    outcomes = exclusionary_reclassification_groups(
+        groups, len(labels), retrain_and_predict, leave_out=leave_out)
+    typicality = _typicality(groups, outcomes, labels, retrain_and_predict, leave_out,
+                             random_state)
     left_out = np.zeros(len(labels), dtype=bool)
     for _, positions in groups.values():
         left_out[positions] = True
@@ -330,7 +489,7 @@ def _exre_judgements(
         verdicts = [
             _judge_group(group, members, nested, description,
                          outcomes[(clustering.label, group)], used, len(clustering.positions),
-                         confusion_of)
+                         confusion_of, typicality.get((clustering.label, group)))
             for group, (members, nested, description) in candidates[clustering.label].items()]
         judgements[clustering.label] = _class_judgement(clustering, verdicts)
     return judgements
@@ -384,7 +543,8 @@ def analyze(
 
     if analysis == "exre":
         judgements = _exre_judgements(clusterings, thresholds, class_thresholds, labels,
-                                      predictions, retrain_and_predict)
+                                      predictions, retrain_and_predict,
+                                      int(dict(params or {}).get("random_state", 0)))
     else:
         function = ANALYSIS_REGISTRY[analysis]
         centroids = {c.label: activations[c.positions].mean(axis=0) for c in clusterings

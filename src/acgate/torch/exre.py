@@ -58,7 +58,9 @@ def make_retrain_and_predict(
     Returns:
         The callable. It takes ``train_mask`` (bool ``N``: samples to train on) and
         ``query_positions`` (int ``M``: positions into ``inputs``) and returns float32
-        probabilities ``M x n_classes``.
+        probabilities ``M x n_classes``. Its attribute ``activations(train_mask,
+        query_positions)`` returns the same retrained model's last-hidden-layer activations
+        ``M x D`` (the core measures how typical a left-out sample is of the class it went to).
 
     Raises:
         ValueError / TypeError: Bad ``inputs``/``labels`` here; a bad mask or positions at call
@@ -72,7 +74,8 @@ def make_retrain_and_predict(
         raise TypeError(f"model_factory must be callable, got {type(model_factory).__name__}")
     cache: dict[bytes, nn.Module] = {}
 
-    def retrain_and_predict(train_mask: np.ndarray, query_positions: np.ndarray) -> np.ndarray:
+    def checked(train_mask: np.ndarray, query_positions: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
         mask = np.asarray(train_mask)
         if mask.dtype != np.bool_ or mask.shape != (n_samples,):
             raise ValueError(
@@ -92,6 +95,9 @@ def make_retrain_and_predict(
         if positions.size and (positions.min() < 0 or positions.max() >= n_samples):
             bad = positions[(positions < 0) | (positions >= n_samples)][0]
             raise ValueError(f"query position {int(bad)} is outside [0, {n_samples})")
+        return mask, positions
+
+    def model_for(mask: np.ndarray) -> nn.Module:
         key = np.packbits(mask).tobytes()
         model = cache.get(key)
         if model is None:
@@ -116,9 +122,25 @@ def make_retrain_and_predict(
                 n_samples,
                 time.perf_counter() - started,
             )
+        return model
+
+    def retrain_and_predict(train_mask: np.ndarray, query_positions: np.ndarray) -> np.ndarray:
+        mask, positions = checked(train_mask, query_positions)
+        model = model_for(mask)
         if positions.size == 0:
             n_classes = predict_proba(model, inputs[:1]).shape[1]
             return np.zeros((0, n_classes), dtype=np.float32)
         return predict_proba(model, inputs[positions])
 
+    def activations(train_mask: np.ndarray, query_positions: np.ndarray) -> np.ndarray:
+        from acgate.torch.extract import extract_activations
+
+        mask, positions = checked(train_mask, query_positions)
+        model = model_for(mask)
+        if positions.size == 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        model.eval()
+        return extract_activations(model, inputs[positions])[0]
+
+    retrain_and_predict.activations = activations  # type: ignore[attr-defined]
     return retrain_and_predict
