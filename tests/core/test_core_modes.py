@@ -141,20 +141,19 @@ def _all_to_one(seed=0, n_features=24, rate=0.08):
     return np.concatenate(xs), np.asarray(ys), np.asarray(truth), sources
 
 
-def _retrain_with_activations(x, y, trigger_column=0):
+def _retrain_with_activations(nearest_centroid_retrain, x, y, trigger_column=0):
     """Nearest centroid on the features with the trigger column dropped (a retrain that never
     saw the trigger), with ``.activations`` (those features) for the typicality test."""
-    from conftest import nearest_centroid_retrain
-
     features = np.delete(x, trigger_column, axis=1)
     retrain = nearest_centroid_retrain(features, y)
     retrain.activations = lambda mask, positions: features[np.asarray(positions)]
     return retrain
 
 
-def test_poison_from_several_sources_into_one_class_is_flagged():
+def test_poison_from_several_sources_into_one_class_is_flagged(nearest_centroid_retrain):
     x, y, truth, _ = _all_to_one()
-    result = detect(x, y, analysis="exre", retrain_and_predict=_retrain_with_activations(x, y))
+    retrain = _retrain_with_activations(nearest_centroid_retrain, x, y)
+    result = detect(x, y, analysis="exre", retrain_and_predict=retrain)
     assert result.poisoned_classes == (4,)
     assert "several source classes" in result.class_report(4).reason
     flagged = result.is_poison
@@ -171,8 +170,10 @@ def test_without_the_retrains_activations_the_several_sources_rule_stays_off(
     assert "several source classes" not in result.class_report(4).reason
 
 
-def test_a_mode_between_classes_stays_clean_even_with_the_typicality_test():
+def test_a_mode_between_classes_stays_clean_even_with_the_typicality_test(
+        nearest_centroid_retrain):
     x, y, _ = _dataset(_between_three)
-    retrain = _retrain_with_activations(np.column_stack([np.zeros(len(x)), x]), y)
+    retrain = _retrain_with_activations(nearest_centroid_retrain,
+                                        np.column_stack([np.zeros(len(x)), x]), y)
     result = detect(x, y, analysis="exre", retrain_and_predict=retrain)
     assert result.poisoned_classes == ()

@@ -250,17 +250,11 @@ def test_gate_refuses_when_the_mlflow_server_stopped_after_the_scan(tmp_path):
     assert store.get_registered_model("guarded").aliases == {}
 
 
-def _two_concurrent_scans(tmp_path, uri):
-    from acgate.mlflow.tracking import make_client
-
-    data = bi.write_digits(tmp_path / "digits.parquet", n_rows=200)
-    processes = []
-    for seed in (0, 1):
-        argv = ["scan", data, "--out", tmp_path / f"scan{seed}", "--tracking-uri", uri,
-                "--experiment", "concurrent", "--epochs", "1", "--no-report", "--seed", seed]
-        processes.append(subprocess.Popen([*CLI, *map(str, argv)], cwd=tmp_path, env=_env(),
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True, start_new_session=True))
+def _run_concurrently(argvs, cwd):
+    """Start every CLI command at once; their exit codes and (stdout, stderr)."""
+    processes = [subprocess.Popen([*CLI, *map(str, argv)], cwd=cwd, env=_env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True) for argv in argvs]
     outputs = []
     for process in processes:
         try:
@@ -268,8 +262,19 @@ def _two_concurrent_scans(tmp_path, uri):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             raise
-    for process, (_, err) in zip(processes, outputs, strict=True):
-        assert process.returncode in (0, 3), err[-1500:]
+    return [process.returncode for process in processes], outputs
+
+
+def _two_concurrent_scans(tmp_path, uri):
+    from acgate.mlflow.tracking import make_client
+
+    data = bi.write_digits(tmp_path / "digits.parquet", n_rows=200)
+    codes, outputs = _run_concurrently(
+        [["scan", data, "--out", tmp_path / f"scan{seed}", "--tracking-uri", uri,
+          "--experiment", "concurrent", "--epochs", "1", "--no-report", "--seed", seed]
+         for seed in (0, 1)], tmp_path)
+    for code, (_, err) in zip(codes, outputs, strict=True):
+        assert code in (0, 3), err[-1500:]
     run_ids = [line.split("mlflow run: ")[1].strip() for out, _ in outputs
                for line in out.splitlines() if "mlflow run: " in line]
     assert len(set(run_ids)) == 2, outputs
@@ -303,21 +308,9 @@ def test_two_scans_with_the_same_out_never_mix_their_results(tmp_path):
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     data = bi.write_digits(tmp_path / "digits.parquet", n_rows=200)
     out = tmp_path / "scan"
-    processes = []
-    for seed in (10, 11):
-        argv = ["scan", data, "--out", out, "--tracking-uri", uri, "--experiment", "same-out",
-                "--epochs", "1", "--no-report", "--seed", seed]
-        processes.append(subprocess.Popen([*CLI, *map(str, argv)], cwd=tmp_path, env=_env(),
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True, start_new_session=True))
-    outputs = []
-    for process in processes:
-        try:
-            outputs.append(process.communicate(timeout=CHILD_TIMEOUT_S))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
-    codes = [process.returncode for process in processes]
+    codes, outputs = _run_concurrently(
+        [["scan", data, "--out", out, "--tracking-uri", uri, "--experiment", "same-out",
+          "--epochs", "1", "--no-report", "--seed", seed] for seed in (10, 11)], tmp_path)
     refused = [err for code, (_, err) in zip(codes, outputs, strict=True) if code == 2]
     assert all("being written by another acgate process" in err for err in refused), refused
     assert sum(code in (0, 3, 5) for code in codes) >= 1, outputs
