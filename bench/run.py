@@ -48,7 +48,8 @@ EXPERIMENT_ORDER = ("reducers", "size_threshold", "candidates", "source_share", 
 #: Parts written by their own scripts (bench/text_rotten_tomatoes.py, bench/beyond_paper.py),
 #: assembled after the experiments above.
 SCRIPT_PARTS = {"text": "bench/text_rotten_tomatoes.py", "beyond": "bench/beyond_paper.py",
-                "detector_variants": "bench/detector_variants.py"}
+                "detector_variants": "bench/detector_variants.py",
+                "attack_matrix": "bench/attack_matrix.py"}
 DIGITS_RATES = (0.10, 0.15, 0.33, None)  # None: the unpoisoned (clean) run
 
 COMMAND = ""  # the exact command line, set in main()
