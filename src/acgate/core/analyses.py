@@ -424,6 +424,21 @@ def exclusionary_reclassification_clusters(
     return exclusionary_reclassification_groups(groups, n_samples, retrain_and_predict)
 
 
+def retrain_mask(groups: Mapping[tuple[int, int], tuple[int, np.ndarray]], n_samples: int,
+                 leave_out: np.ndarray | None = None) -> np.ndarray:
+    """The training mask of the one retrain: every row but the groups' and ``leave_out``.
+
+    Shared by :func:`exclusionary_reclassification_groups` and any later call that must reach
+    the same retrained model (a retrain callable caches its model by this mask).
+    """
+    train_mask = np.ones(n_samples, dtype=bool)
+    for _, positions in groups.values():
+        train_mask[positions] = False
+    if leave_out is not None:
+        train_mask[np.asarray(leave_out, dtype=np.int64)] = False
+    return train_mask
+
+
 def exclusionary_reclassification_groups(
     groups: Mapping[tuple[int, int], tuple[int, np.ndarray]],
     n_samples: int,
@@ -451,12 +466,8 @@ def exclusionary_reclassification_groups(
     """
     if not groups:
         return {}
-    train_mask = np.ones(n_samples, dtype=bool)
-    for _, positions in groups.values():
-        train_mask[positions] = False
-    query = np.flatnonzero(~train_mask)  # the groups' rows: the margins are not judged
-    if leave_out is not None:
-        train_mask[np.asarray(leave_out, dtype=np.int64)] = False
+    query = np.flatnonzero(~retrain_mask(groups, n_samples))  # the margins are not judged
+    train_mask = retrain_mask(groups, n_samples, leave_out)
     probabilities = np.asarray(retrain_and_predict(train_mask, query), dtype=np.float64)
     if probabilities.ndim != 2 or probabilities.shape[0] != len(query):
         raise ValueError(

@@ -41,6 +41,7 @@ from acgate.core.analyses import (  # the ExRe defaults are re-exported for the 
     exclusionary_reclassification_groups,
     membership_scores,
     natural_confusion,
+    retrain_mask,
     smallest_cluster,
 )
 from acgate.core.clustering import MIN_CLASS_SIZE, ClassClustering, ClusterMode, cluster_class
@@ -409,11 +410,7 @@ def _typicality(groups: Mapping[tuple[int, int], tuple[int, np.ndarray]],
     embed = getattr(retrain_and_predict, "activations", None)
     if embed is None or not groups:
         return {}
-    train_mask = np.ones(len(labels), dtype=bool)
-    for _, positions in groups.values():
-        train_mask[positions] = False
-    if leave_out is not None:
-        train_mask[leave_out] = False
+    train_mask = retrain_mask(groups, len(labels), leave_out)  # the retrain just made
     queries = {key: positions[outcomes[key].predicted != label]
                for key, (label, positions) in groups.items()}
     targets = {key: outcomes[key].predicted[outcomes[key].predicted != groups[key][0]]
