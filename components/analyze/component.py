@@ -41,8 +41,8 @@ def analyze(
         clusterings: One clustering per class (``dsl.Collected`` over the ``cluster`` tasks).
         samples: Per-sample result, schema ``samples/1`` (``index``, ``is_poison``, ...).
         classes: Per-class result, schema ``classes/1``.
-        metrics: Per-class numbers: ``poisoned/<c>``, ``flagged/<c>``, ``size_ratio/<c>``,
-            ``silhouette/<c>``, ``exre_score/<c>``, and totals.
+        metrics: The scan's numbers, named as in MLflow
+            (:func:`acgate.io.results.result_metrics`).
         report: Self-contained HTML report.
         dataset_uri: The dataset's original URI (recorded in MLflow and the report title).
         analysis: ``"auto"`` (exre), ``"exre"``, ``"size-silhouette"``, ``"size"``,
@@ -74,10 +74,10 @@ def analyze(
     import tempfile
     from collections import namedtuple
 
+    from acgate.io.results import result_metrics
     from acgate.stages import (
         analyze_stage,
         check_dataset_digest,
-        class_metrics,
         copy_file,
         pipeline_config,
         write_metrics_file,
@@ -101,7 +101,7 @@ def analyze(
         copy_file(outcome.files["samples"], samples.path)
         copy_file(outcome.files["classes"], classes.path)
         copy_file(outcome.files["html"], report.path)
-    for name, value in class_metrics(outcome.result).items():
+    for name, value in result_metrics(outcome.result).items():
         metrics.log_metric(name, value)
     write_metrics_file(metrics.path, metrics.metadata)
     verdict = outcome.result.verdict

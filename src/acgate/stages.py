@@ -576,25 +576,6 @@ def _check_clusterings(clusterings: Sequence[Any], arrays: _Arrays,
                               f"classes missing {missing}, unknown {extra}")
 
 
-def class_metrics(result: DetectionResult) -> dict[str, float]:
-    """Flat per-class numbers for a KFP ``Metrics`` artifact (``<name>/<class>``)."""
-    metrics: dict[str, float] = {
-        "n_samples": float(result.n_samples),
-        "n_flagged": float(int(np.count_nonzero(result.is_poison))),
-        "n_poisoned_classes": float(len(result.poisoned_classes)),
-    }
-    for report in result.classes:
-        c = report.label
-        metrics[f"poisoned/{c}"] = 1.0 if report.is_poisoned else 0.0
-        metrics[f"flagged/{c}"] = float(int(np.count_nonzero(
-            result.is_poison[result.segments == c])))
-        for name in ("size_ratio", "silhouette", "exre_score"):
-            value = getattr(report, name)
-            if value is not None and np.isfinite(value):
-                metrics[f"{name}/{c}"] = float(value)
-    return metrics
-
-
 # ------------------------------------------------------------------------------------ repair
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "read_flagged",
     "read_report",
     "read_samples",
+    "result_metrics",
     "write_result",
 ]
 
@@ -187,3 +188,35 @@ def read_report(path: PathLike) -> dict[str, Any]:
         if key not in report:
             raise ValueError(f"{file} has no {key!r} entry; is it an acgate report?")
     return report
+
+
+def result_metrics(result: DetectionResult) -> dict[str, float]:
+    """The scan's numbers under their one set of names (MLflow metrics, KFP ``Metrics``).
+
+    Per class ``c``: ``silhouette/<c>``, ``size_ratio/<c>``, ``exre/<c>``, ``source_share/<c>``
+    and ``confusion/<c>`` (each only when measured and finite), ``flagged/<c>`` (count),
+    ``poisoned/<c>`` and ``skipped/<c>`` (1 or 0). Totals: ``n_samples``, ``n_flagged``,
+    ``n_poisoned_classes``, ``n_skipped_classes``, ``n_classes``.
+    """
+    metrics: dict[str, float] = {}
+    for report in result.classes:
+        c = report.label
+        for prefix, value in (
+            ("silhouette", report.silhouette),
+            ("size_ratio", report.size_ratio),
+            ("exre", report.exre_score),
+            ("source_share", report.scores.get("source_share")),
+            ("confusion", report.scores.get("confusion")),
+        ):
+            if value is not None and np.isfinite(value):
+                metrics[f"{prefix}/{c}"] = float(value)
+        in_class = result.segments == c
+        metrics[f"flagged/{c}"] = float(np.count_nonzero(result.is_poison & in_class))
+        metrics[f"poisoned/{c}"] = 1.0 if report.verdict == "poisoned" else 0.0
+        metrics[f"skipped/{c}"] = 1.0 if report.verdict == "skipped" else 0.0
+    metrics["n_samples"] = float(result.n_samples)
+    metrics["n_flagged"] = float(np.count_nonzero(result.is_poison))
+    metrics["n_poisoned_classes"] = float(len(result.poisoned_classes))
+    metrics["n_skipped_classes"] = float(len(result.skipped_classes))
+    metrics["n_classes"] = float(len(result.classes))
+    return metrics

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from acgate.errors import InfrastructureError
+from acgate.io.results import result_metrics
 from acgate.mlflow.bounds import (
     MlflowBounds,
     StoreUnreachableError,
@@ -522,7 +523,7 @@ def log_scan(
                              f"{run_params[DATASET_SHA256_PARAM]!r} in params but "
                              f"dataset_sha256 is {digest!r}")
         run_params[DATASET_SHA256_PARAM] = digest
-    metrics = _run_metrics(result)
+    metrics = result_metrics(result)
     tags = _result_tags(result)
     gx_json = _gx_json(gx_results) if gx_results is not None else None
     if gx_json is not None:
@@ -805,33 +806,6 @@ def _run_params(
             if "seed" in merged:
                 break
     return merged
-
-
-def _run_metrics(result: DetectionResult) -> dict[str, float]:
-    import numpy as np
-
-    metrics: dict[str, float] = {}
-    for report in result.classes:
-        c = report.label
-        for prefix, value in (
-            ("silhouette", report.silhouette),
-            ("size_ratio", report.size_ratio),
-            ("exre", report.exre_score),
-            ("source_share", report.scores.get("source_share")),
-            ("confusion", report.scores.get("confusion")),
-        ):
-            if value is not None and np.isfinite(value):
-                metrics[f"{prefix}/{c}"] = float(value)
-        in_class = result.segments == c
-        metrics[f"flagged/{c}"] = float(np.count_nonzero(result.is_poison & in_class))
-        metrics[f"poisoned/{c}"] = 1.0 if report.verdict == "poisoned" else 0.0
-        metrics[f"skipped/{c}"] = 1.0 if report.verdict == "skipped" else 0.0
-    metrics["n_samples"] = float(result.n_samples)
-    metrics["n_flagged"] = float(np.count_nonzero(result.is_poison))
-    metrics["n_poisoned_classes"] = float(len(result.poisoned_classes))
-    metrics["n_skipped_classes"] = float(len(result.skipped_classes))
-    metrics["n_classes"] = float(len(result.classes))
-    return metrics
 
 
 def _result_tags(result: DetectionResult) -> dict[str, str]:
