@@ -493,6 +493,45 @@ def exclusionary_reclassification_groups(
     return outcomes
 
 
+def one_source_verdict(score: float, source_share: float, confusion: float | None,
+                       thresholds: Thresholds, *, nested: bool = False,
+                       label: int | None = None, source: int | None = None
+                       ) -> tuple[bool, str]:
+    """Exclusionary reclassification's one-source rule on a candidate's measured numbers.
+
+    Poison when ``l/p`` is below ``thresholds.exre``, at least the source share (nested: the
+    nested source share) of the left-out candidate went to one other class, and the proxy does
+    not itself confuse the two classes at ``thresholds.confusion`` or more. The scan judges
+    every candidate with this function, and the promotion gate replays it on the numbers a scan
+    run recorded, so the two can never disagree.
+
+    Args:
+        score: ``l/p`` of the candidate.
+        source_share: Share of the left-out candidate classified as its suspected source.
+        confusion: The natural confusion of the class and the source (``None``: not measured).
+        thresholds: The thresholds the class is judged with.
+        nested: The candidate is a sub-cluster inside a larger candidate.
+        label: The candidate's class (for the explanation).
+        source: The suspected source class (for the explanation).
+
+    Returns:
+        ``(poisoned, why)``.
+    """
+    needed = thresholds.nested_source_share if nested else thresholds.source_share
+    if score >= thresholds.exre:
+        return False, f"l/p = {score:.2f} (>= {thresholds.exre:g})"
+    poisoned = source_share >= needed
+    why = (f"l/p = {score:.2f} (< {thresholds.exre:g}), {source_share:.0%} of it in class "
+           f"{source} ({'>=' if poisoned else '<'} {needed:.0%})")
+    if poisoned and confusion is not None:
+        natural = confusion >= thresholds.confusion
+        why += (f"; the proxy confuses classes {label} and {source} at {confusion:.3f} "
+                f"({'>=' if natural else '<'} {thresholds.confusion:g}"
+                f"{': a natural overlap' if natural else ''})")
+        poisoned = not natural
+    return poisoned, why
+
+
 def natural_confusion(predictions: np.ndarray, labels: np.ndarray, label: int, source: int,
                       exclude: np.ndarray | None = None) -> float:
     """How much the proxy itself mixes up two classes, in [0, 2].

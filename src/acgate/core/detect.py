@@ -41,6 +41,7 @@ from acgate.core.analyses import (  # the ExRe defaults are re-exported for the 
     exclusionary_reclassification_groups,
     membership_scores,
     natural_confusion,
+    one_source_verdict,
     retrain_mask,
     smallest_cluster,
 )
@@ -291,20 +292,13 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
     if multi is not None:
         poisoned = True
         why = multi
-    elif outcome.score >= used.exre:
-        poisoned = False
-        why = f"l/p = {outcome.score:.2f} (>= {used.exre:g})"
     else:
-        poisoned = source_share >= needed
-        why = (f"l/p = {outcome.score:.2f} (< {used.exre:g}), {source_share:.0%} of it in class "
-               f"{outcome.source} ({'>=' if poisoned else '<'} {needed:.0%})")
-        if poisoned and confusion_of is not None and outcome.source is not None:
+        if (outcome.score < used.exre and source_share >= needed and confusion_of is not None
+                and outcome.source is not None):
             confusion = confusion_of(label, outcome.source)
-            natural = confusion >= used.confusion
-            why += (f"; the proxy confuses classes {label} and {outcome.source} at "
-                    f"{confusion:.3f} ({'>=' if natural else '<'} {used.confusion:g}"
-                    f"{': a natural overlap' if natural else ''})")
-            poisoned = not natural
+        poisoned, why = one_source_verdict(outcome.score, source_share, confusion, used,
+                                           nested=nested, label=label,
+                                           source=outcome.source)
     elsewhere = (f"{outcome.n_other} as class {outcome.source}" if outcome.source is not None
                  else "none as another class")
     text = (f"{description}, {len(members) / n_class:.1%} of the class, left out of a retrain: "
