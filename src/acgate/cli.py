@@ -38,63 +38,67 @@ _INFRASTRUCTURE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EIO, errno.
                                     errno.EROFS, errno.ENOMEM})
 
 
-def _n_clusters(text: str) -> int | str:
-    """``--n-clusters``: a whole number >= 2, ``auto`` or ``stable``."""
-    if text in ("auto", "stable"):
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number >= 2, 'auto' or 'stable', got {text!r}") from None
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
-    return value
+def _argument_type(item: Any) -> Any:
+    """The argparse ``type`` of a declared setting: its parser, or its annotation's type."""
+    parse = item.metadata["parse"]
+    if parse is None:  # argparse's own types say "invalid int value: 'x'"
+        annotation = str(item.type)
+        return (int if annotation.startswith("int") else
+                float if annotation.startswith("float") else str)
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    convert.__name__ = item.name  # argparse names it in "invalid <name> value"
+    return convert
+
+
+def add_setting_options(group: Any, items: Sequence[Any]) -> None:
+    """One flag per declared setting (:mod:`acgate.core.config`), help and default from it.
+
+    Every flag defaults to ``None`` (``False`` for a switch): :func:`_config` passes only what
+    was given, so the default is the configuration's, declared once.
+    """
+    from acgate.core.config import default_of
+
+    for item in items:
+        flag = item.metadata["flag"]
+        if flag == "":
+            continue
+        flag = flag or "--" + item.name.replace("_", "-")
+        default = default_of(item)
+        text = item.metadata["help"]
+        if isinstance(default, bool):
+            group.add_argument(flag, dest=item.name, action="store_true", help=text)
+            continue
+        if default is not None and item.metadata["parse"] is None:
+            text += f" (default: {default})"
+        metavar = None if item.metadata["choices"] else flag[2:].replace("-", "_").upper()
+        group.add_argument(flag, dest=item.name, default=None, type=_argument_type(item),
+                           choices=item.metadata["choices"], metavar=metavar, help=text)
+
 
 def _add_detector_options(parser: argparse.ArgumentParser) -> None:
-    from acgate.core.analyses import ANALYSES
-    from acgate.core.detect import (
-        CONFUSION_THRESHOLD,
-        NESTED_SOURCE_SHARE_THRESHOLD,
-        SOURCE_SHARE_THRESHOLD,
-    )
-    from acgate.core.reducers import REDUCERS
+    from acgate.core.config import DetectorConfig, settings
 
     group = parser.add_argument_group("detector")
-    group.add_argument("--reducer", choices=REDUCERS, default="pca",
-                       help="dimensionality reduction before clustering (default: pca)")
-    group.add_argument("--n-components", type=int, default=10, help="dimensions (default: 10)")
-    group.add_argument("--n-clusters", type=_n_clusters, default=None,
-                       help="k of k-means; 'auto': k = 2..4 per class by the best silhouette; "
-                            "'stable': the stable small clusters at the smallest k that has any "
-                            "(default: stable with exre, else 2)")
-    group.add_argument("--analysis", choices=("auto", *ANALYSES), default="auto",
-                       help="how a class is judged (default: auto = exre when a retrain is "
-                            "possible, else size-silhouette)")
-    group.add_argument("--size-threshold", type=float, default=None,
-                       help="largest share of a class a poison cluster may hold (default: 0.45 "
-                            "with exre, else 0.35)")
-    group.add_argument("--silhouette-threshold", type=float, default=0.10,
-                       help="smallest silhouette counted as two clusters (default: 0.10)")
-    group.add_argument("--exre-threshold", type=float, default=1.0,
-                       help="l/p below this is poison (default: 1.0)")
-    group.add_argument("--source-share-threshold", type=float,
-                       default=SOURCE_SHARE_THRESHOLD,
-                       help="and at least this share of the left-out cluster must go to one "
-                            f"other class (default: {SOURCE_SHARE_THRESHOLD})")
-    group.add_argument("--nested-source-share-threshold", type=float,
-                       default=NESTED_SOURCE_SHARE_THRESHOLD,
-                       help="the same for a stable sub-cluster inside a candidate (default: "
-                            f"{NESTED_SOURCE_SHARE_THRESHOLD})")
-    group.add_argument("--confusion-threshold", type=float, default=CONFUSION_THRESHOLD,
-                       help="a candidate is legitimate when the proxy itself mixes up its class "
-                            "and the suspected source at least this much (default: "
-                            f"{CONFUSION_THRESHOLD}; 2 disables the test)")
-    group.add_argument("--segment-by", choices=("label", "prediction"), default="label")
-    group.add_argument("--seed", type=int, default=0, help="seed of every random step")
+    add_setting_options(group, list(settings(DetectorConfig)))
     group.add_argument("--allow-skipped", action="store_true",
                        help="exit 0 instead of 5 (incomplete) when a class could not be judged "
                             "and none was poisoned")
+
+
+def _add_proxy_options(parser: argparse.ArgumentParser) -> None:
+    from acgate.core.config import DetectorConfig, settings
+    from acgate.scan import ScanConfig
+
+    detector = {item.name for item in settings(DetectorConfig)}
+    group = parser.add_argument_group("proxy and model")
+    add_setting_options(group, [item for item in settings(ScanConfig)
+                                if item.name not in detector])
 
 
 def _add_output_options(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -132,25 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("dataset", type=Path,
                       help="dataset Parquet file (label + image, or label + text)")
     _add_output_options(scan, "output folder")
-    scan.add_argument("--model", default=None, help="your model file (TorchScript or "
-                      "state_dict) instead of training a proxy")
-    scan.add_argument("--model-module", default=None,
-                      help="package.module:Class building the model for a state_dict file")
-    scan.add_argument("--layer", default=None,
-                      help="module whose activations to use (default: input of the final Linear)")
     scan.add_argument("--modality", choices=("image", "text"), default=None)
-    scan.add_argument("--epochs", type=int, default=None,
-                      help="proxy epochs (default: 30 below 10k rows, else 2)")
-    scan.add_argument("--exre-epochs", type=int, default=None)
-    scan.add_argument("--max-decoded-gb", type=float, default=None,
-                      help="budget of the decoded images plus the proxy's estimated training "
-                           "memory, checked from the image headers before decoding (default: "
-                           "8)")
-    scan.add_argument("--max-tokens", type=int, default=None,
-                      help="longest text the text proxy reads, in tokens; longer texts are cut "
-                           "with a warning (default: 256)")
     scan.add_argument("--no-report", action="store_true", help="skip the HTML report")
-    scan.add_argument("--progress", action="store_true", help="show progress bars")
+    _add_proxy_options(scan)
     _add_detector_options(scan)
     _add_tracking_options(scan)
 
@@ -264,27 +252,13 @@ def _tracking_uri(args: argparse.Namespace) -> str | None:
 
 
 def _config(args: argparse.Namespace) -> Any:
+    """The :class:`~acgate.scan.ScanConfig` of the flags given (the rest keep its defaults)."""
+    from acgate.core.config import settings
     from acgate.scan import ScanConfig
 
-    budget = {}
-    if getattr(args, "max_decoded_gb", None) is not None:
-        if not args.max_decoded_gb > 0:
-            raise ValueError(f"--max-decoded-gb must be > 0, got {args.max_decoded_gb!r}")
-        budget["max_decoded_bytes"] = int(args.max_decoded_gb * 1024**3)
-    if getattr(args, "max_tokens", None) is not None:
-        budget["max_tokens"] = args.max_tokens
-    return ScanConfig(**budget,
-        reducer=args.reducer, n_components=args.n_components, n_clusters=args.n_clusters,
-        analysis=args.analysis, size_threshold=args.size_threshold,
-        silhouette_threshold=args.silhouette_threshold, exre_threshold=args.exre_threshold,
-        source_share_threshold=args.source_share_threshold,
-        nested_source_share_threshold=args.nested_source_share_threshold,
-        confusion_threshold=args.confusion_threshold,
-        segment_by=args.segment_by, seed=args.seed,
-        epochs=getattr(args, "epochs", None), exre_epochs=getattr(args, "exre_epochs", None),
-        model_path=getattr(args, "model", None), model_module=getattr(args, "model_module", None),
-        layer=getattr(args, "layer", None), progress=getattr(args, "progress", False),
-    )
+    given = {item.name: getattr(args, item.name) for item in settings(ScanConfig)
+             if getattr(args, item.name, None) not in (None, False)}
+    return ScanConfig(**given)
 
 
 def format_class_table(result: Any) -> str:

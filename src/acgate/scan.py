@@ -16,12 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from acgate.core.detect import (
-    CONFUSION_THRESHOLD,
-    NESTED_SOURCE_SHARE_THRESHOLD,
-    SOURCE_SHARE_THRESHOLD,
-    detect,
-)
+from acgate.core.config import DetectorConfig, setting
+from acgate.core.detect import detect
 from acgate.core.result import DetectionResult
 from acgate.core.validation import check_choice, check_positive_int
 from acgate.io.datasets import DEFAULT_MAX_DECODED_BYTES
@@ -53,72 +49,48 @@ TEXT_SIZE_THRESHOLD = 0.35
 VOCABULARY_FILE = "vocab.json"
 
 
-@dataclass(frozen=True)
-class ScanConfig:
-    """Every setting of a scan (recorded in MLflow and ``report.json``).
+def _gigabytes(text: str) -> int:
+    """``--max-decoded-gb``: a positive number of GiB, as bytes."""
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"must be > 0, got {text!r}")
+    return int(value * 1024**3)
 
-    Attributes:
-        proxy: Proxy architecture: ``"auto"`` (CNN for images, Kim's text CNN for text),
-            ``"cnn"``, ``"mlp"`` or ``"textcnn"``.
-        epochs: Proxy training epochs; ``None``: images 30 below 10k samples, else 2; text
-            enough for 480 optimizer steps, 6 to 30 epochs.
-        exre_epochs: Epochs of the exclusionary-reclassification retrain (``None``: ``epochs``).
-        batch_size: Training batch size.
-        lr: Adam learning rate.
-        hidden: Width of the proxy's last hidden layer.
-        reducer: ``"pca"``, ``"ica"`` or ``"none"``.
-        n_components: Dimensions after reduction.
-        n_clusters: k of k-means, ``"auto"`` (k = 2..4 per class by silhouette) or
-            ``"stable"`` (stable small clusters, see :mod:`acgate.core.clustering`); ``None``:
-            ``"stable"`` under exclusionary reclassification, else 2.
-        analysis: ``"auto"``, ``"exre"``, ``"size-silhouette"``, ``"size"``, ``"silhouette"``,
-            ``"distance"``.
-        size_threshold: Largest share a poison cluster may hold (``None``: 0.45 under
-            exclusionary reclassification, else 0.35; text scans: 0.35).
-        silhouette_threshold: Smallest silhouette counted as two clusters.
-        exre_threshold: l/p below this is poison.
-        source_share_threshold: Smallest share of a candidate cluster the retrain must put in
-            one other class for it to be poison.
-        nested_source_share_threshold: The same for a stable sub-cluster inside a candidate.
-        confusion_threshold: A candidate is legitimate when the proxy itself confuses its class
-            and the suspected source at least this much (a natural overlap).
-        segment_by: ``"label"`` or ``"prediction"``.
-        seed: Seed of every random step.
-        model_path: The user's model (TorchScript or state_dict) instead of a proxy.
-        model_module: ``"package.module:Class"`` for a state_dict model.
-        layer: Module whose activations to take (default: input of the final Linear).
-        progress: Show progress bars.
-        max_decoded_bytes: Budget of an image dataset's decoded pixels plus the proxy's
-            estimated training memory, checked from the image headers before anything is
-            decoded (``None``: no limit).
-        max_tokens: Longest text the text proxy reads, in tokens; longer texts are cut with a
-            warning (a trigger past the cut is never seen).
+
+@dataclass(frozen=True)
+class ScanConfig(DetectorConfig):
+    """Every setting of a scan: the detector's and the proxy's.
+
+    The detector's come from :class:`acgate.core.config.DetectorConfig`. Recorded in MLflow
+    (``scan.<name>``) and ``scan.json``; each field's help text, stage and CLI flag are declared
+    with it (:func:`acgate.core.config.setting`).
     """
 
-    proxy: ProxyChoice = "auto"
-    epochs: int | None = None
-    exre_epochs: int | None = None
-    batch_size: int = 64
-    lr: float = 1e-3
-    hidden: int = 128
-    reducer: str = "pca"
-    n_components: int = 10
-    n_clusters: int | str | None = None
-    analysis: str = "auto"
-    size_threshold: float | None = None
-    silhouette_threshold: float = 0.10
-    exre_threshold: float = 1.0
-    source_share_threshold: float = SOURCE_SHARE_THRESHOLD
-    nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD
-    confusion_threshold: float = CONFUSION_THRESHOLD
-    segment_by: str = "label"
-    seed: int = 0
-    model_path: str | None = None
-    model_module: str | None = None
-    layer: str | None = None
-    progress: bool = False
-    max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES
-    max_tokens: int = DEFAULT_MAX_LEN_CAP
+    proxy: ProxyChoice = setting("auto", "proxy architecture (auto: CNN for images, Kim's "
+                                 "text CNN for text)", stage="proxy",
+                                 choices=("auto", "cnn", "mlp", "textcnn"))
+    epochs: int | None = setting(None, "proxy epochs (default: images 30 below 10k rows, else "
+                                 "2; text enough for 480 optimizer steps, 6 to 30)",
+                                 stage="proxy")
+    exre_epochs: int | None = setting(None, "epochs of the exclusionary-reclassification "
+                                      "retrain (default: the proxy's)", stage="proxy")
+    batch_size: int = setting(64, "training batch size", stage="proxy")
+    lr: float = setting(1e-3, "Adam learning rate", stage="proxy")
+    hidden: int = setting(128, "width of the proxy's last hidden layer", stage="proxy")
+    model_path: str | None = setting(None, "your model file (TorchScript or state_dict) "
+                                     "instead of training a proxy", stage="local",
+                                     flag="--model")
+    model_module: str | None = setting(None, "package.module:Class building the model for a "
+                                       "state_dict file", stage="local")
+    layer: str | None = setting(None, "module whose activations to use (default: input of the "
+                                "final Linear)", stage="local")
+    progress: bool = setting(False, "show progress bars", stage="local")
+    max_decoded_bytes: int | None = setting(
+        DEFAULT_MAX_DECODED_BYTES, "budget of the decoded images plus the proxy's estimated "
+        "training memory, checked from the image headers before decoding (flag in GiB; default 8)",
+        stage="proxy", flag="--max-decoded-gb", parse=_gigabytes)
+    max_tokens: int = setting(DEFAULT_MAX_LEN_CAP, "longest text the text proxy reads, in "
+                              "tokens; longer texts are cut with a warning", stage="proxy")
 
     def __post_init__(self) -> None:  # noqa: D105
         check_choice(self.proxy, ("auto", "cnn", "mlp", "textcnn"), name="proxy")
@@ -148,18 +120,7 @@ class ScanConfig:
 
     def detector_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of :func:`acgate.core.detect` this config sets."""
-        return {
-            "reducer": self.reducer, "n_components": self.n_components,
-            "n_clusters": self.n_clusters, "analysis": self.analysis,
-            "size_threshold": self.size_threshold,
-            "silhouette_threshold": self.silhouette_threshold,
-            "exre_threshold": self.exre_threshold,
-            "source_share_threshold": self.source_share_threshold,
-            "nested_source_share_threshold": self.nested_source_share_threshold,
-            "confusion_threshold": self.confusion_threshold,
-            "segment_by": self.segment_by,
-            "random_state": self.seed,
-        }
+        return self.detect_kwargs()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable settings."""
