@@ -243,12 +243,33 @@ class _Stop(Exception):
 
 @dataclass
 class _Findings:
+    """What the checks found so far: refusals, failing classes, the digests and verdict read."""
+
     reasons: list[str] = field(default_factory=list)
     failing: set[int] = field(default_factory=set)
     version_found: bool = False
     dataset_sha256: str | None = None
     training_data_sha256: str | None = None
     scan_verdict: str | None = None
+
+
+@dataclass(frozen=True)
+class _Request:
+    """The arguments of :func:`promote`, checked, and when the gate was asked."""
+
+    run_id: str | None
+    model_name: str
+    version: str
+    alias: str
+    silhouette_threshold: float | None
+    size_threshold: float | None
+    allow_skipped: bool
+    checked_at: str
+
+    @property
+    def thresholds(self) -> dict[str, float | None]:
+        """The gate thresholds by name, as :attr:`GateDecision.thresholds` reports them."""
+        return {"silhouette": self.silhouette_threshold, "size_ratio": self.size_threshold}
 
 
 def promote(
@@ -291,97 +312,87 @@ def promote(
         ValueError: On invalid arguments (empty names, a non-integer version, thresholds out of
             range) — a caller bug, not a gate decision.
     """
-    version = _check_arguments(
-        model_name, model_version, alias, silhouette_threshold, size_threshold
+    request = _Request(
+        run_id=run_id,
+        model_name=model_name,
+        version=_check_arguments(model_name, model_version, alias, silhouette_threshold,
+                                 size_threshold),
+        alias=alias,
+        silhouette_threshold=silhouette_threshold,
+        size_threshold=size_threshold,
+        allow_skipped=allow_skipped,
+        checked_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
-    thresholds = {"silhouette": silhouette_threshold, "size_ratio": size_threshold}
-    checked_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     found = _Findings()
-
-    def decide(outcome: Outcome, reasons: list[str]) -> GateDecision:
-        decision = GateDecision(
-            promoted=outcome == "promoted",
-            reasons=tuple(reasons),
-            failing_classes=tuple(sorted(found.failing)),
-            run_id=run_id,
-            model_name=model_name,
-            model_version=version,
-            alias=alias,
-            thresholds=thresholds,
-            outcome=outcome,
-            dataset_sha256=found.dataset_sha256,
-            training_data_sha256=found.training_data_sha256,
-            scan_verdict=found.scan_verdict,
-            checked_at=checked_at,
-        )
-        log = logger.info if decision.promoted else logger.warning
-        log("gate %s for %s v%s: %s", outcome, model_name, version, "; ".join(reasons))
-        return decision
-
     db_path = sqlite_path(tracking_uri)
     if db_path is not None and not db_path.is_file():
-        return decide("bad_input",
-                      [f"tracking store {tracking_uri!r} does not exist ({db_path})"])
-
+        return _decision(request, found, "bad_input",
+                         [f"tracking store {tracking_uri!r} does not exist ({db_path})"])
     with bounded(bounds):
         try:
-            check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
-            client = make_client(tracking_uri)
-        except ValueError as error:  # a URI MLflow does not support
-            return decide("bad_input", [str(error)])
-        except InfrastructureError as error:  # unreachable, locked, unreadable
-            return decide("unavailable", [str(error)])
-        except Exception as error:
-            if not is_store_error(error):
-                raise
-            return decide("unavailable", [f"cannot open tracking store {tracking_uri!r}: "
-                                          f"{describe_error(error)}"])
-
-        gate = _Gate(client, tracking_uri, found)
-        try:
-            model = gate.call(
-                f"reading model {model_name!r} version {version}",
-                client.get_model_version, model_name, version,
-                not_found=f"model {model_name!r} version {version} not found",
-            )
-            found.version_found = True
-            gate.judge(run_id, silhouette_threshold, size_threshold, allow_skipped)
-            gate.check_binding(run_id, model, model_name, version)
+            client = _open_store(tracking_uri, connect_timeout_s)
         except _Stop as stop:
-            if stop.outcome != "unavailable" and found.version_found:
-                gate.tag_version(model_name, version, stop.outcome, run_id, alias, checked_at,
-                                 found.reasons + [stop.reason])
-            return decide(stop.outcome, found.reasons + [stop.reason])
+            return _decision(request, found, stop.outcome, [stop.reason])
+        return _Gate(client, tracking_uri, request, found).decide()
 
-        if found.reasons:
-            gate.tag_version(model_name, version, "refused", run_id, alias, checked_at,
-                             found.reasons)
-            return decide("refused", found.reasons)
 
-        summary = (f"run {run_id}: every class passed and the scanned data (SHA-256 "
-                   f"{found.dataset_sha256}) is the version's training data; alias {alias!r} now "
-                   f"points at {model_name!r} version {version}")
-        try:
-            gate.tag_version(model_name, version, "promoted", run_id, alias, checked_at,
-                             [summary], strict=True, stale=model.tags or {})
-            gate.call(f"setting alias {alias!r}", client.set_registered_model_alias,
-                      model_name, alias, version)
-        except _Stop as stop:
-            reason = f"could not set alias {alias!r} on {model_name!r} version {version}: " \
-                     f"{stop.reason}"
-            with bounded(MlflowBounds(timeout_s=3, max_retries=0, backoff_factor=0)):
-                gate.tag_version(model_name, version, "unavailable", run_id, alias, checked_at,
-                                 [reason])
-            return decide(stop.outcome, [reason])
-        return decide("promoted", [summary])
+def _open_store(tracking_uri: str, connect_timeout_s: float) -> MlflowClient:
+    """Reach the store and make a client; an unusable URI or store becomes a ``_Stop``."""
+    try:
+        check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
+        return make_client(tracking_uri)
+    except ValueError as error:  # a URI MLflow does not support
+        raise _Stop("bad_input", str(error)) from error
+    except InfrastructureError as error:  # unreachable, locked, unreadable
+        raise _Stop("unavailable", str(error)) from error
+    except Exception as error:
+        if not is_store_error(error):
+            raise
+        raise _Stop("unavailable", f"cannot open tracking store {tracking_uri!r}: "
+                                   f"{describe_error(error)}") from error
+
+
+def _decision(request: _Request, found: _Findings, outcome: Outcome,
+              reasons: list[str]) -> GateDecision:
+    """The :class:`GateDecision` of ``outcome``, logged (info on a pass, warning otherwise)."""
+    decision = GateDecision(
+        promoted=outcome == "promoted",
+        reasons=tuple(reasons),
+        failing_classes=tuple(sorted(found.failing)),
+        run_id=request.run_id,
+        model_name=request.model_name,
+        model_version=request.version,
+        alias=request.alias,
+        thresholds=request.thresholds,
+        outcome=outcome,
+        dataset_sha256=found.dataset_sha256,
+        training_data_sha256=found.training_data_sha256,
+        scan_verdict=found.scan_verdict,
+        checked_at=request.checked_at,
+    )
+    log = logger.info if decision.promoted else logger.warning
+    log("gate %s for %s v%s: %s", outcome, request.model_name, request.version,
+        "; ".join(reasons))
+    return decision
+
+
+@dataclass
+class _Evidence:
+    """What step 3 read: the checked ``classes.json`` (``None``: unusable) and its problems."""
+
+    document: dict[str, Any] | None = None
+    problems: list[str] = field(default_factory=list)
+    concerned: set[int] = field(default_factory=set)
 
 
 class _Gate:
     """The checks of :func:`promote` over one client; findings accumulate in ``found``."""
 
-    def __init__(self, client: MlflowClient, tracking_uri: str, found: _Findings) -> None:
+    def __init__(self, client: MlflowClient, tracking_uri: str, request: _Request,
+                 found: _Findings) -> None:
         self.client = client
         self.tracking_uri = tracking_uri
+        self.request = request
         self.found = found
         self.run: Run | None = None
         self.document: dict[str, Any] | None = None
@@ -400,14 +411,77 @@ class _Gate:
             raise
 
     def refuse(self, reason: str, classes: set[int] | None = None) -> None:
+        """Record a refusal (and the classes it concerns)."""
         self.found.reasons.append(reason)
         self.found.failing.update(classes or ())
 
+    # ----------------------------------------------------------------------------- deciding
+
+    def decide(self) -> GateDecision:
+        """Run every check, write what was checked onto the version, move the alias on a pass."""
+        try:
+            model = self._read_version()
+            self.judge()
+            self.check_binding(model)
+        except _Stop as stop:
+            reasons = self.found.reasons + [stop.reason]
+            if stop.outcome != "unavailable" and self.found.version_found:
+                self.tag_version(stop.outcome, reasons)
+            return _decision(self.request, self.found, stop.outcome, reasons)
+        if self.found.reasons:
+            self.tag_version("refused", self.found.reasons)
+            return _decision(self.request, self.found, "refused", self.found.reasons)
+        return self._move_alias(model)
+
+    def _read_version(self) -> ModelVersion:
+        """Step 1: the model version exists (``bad_input`` otherwise)."""
+        name, version = self.request.model_name, self.request.version
+        model = self.call(f"reading model {name!r} version {version}",
+                          self.client.get_model_version, name, version,
+                          not_found=f"model {name!r} version {version} not found")
+        self.found.version_found = True
+        return model
+
+    def _move_alias(self, model: ModelVersion) -> GateDecision:
+        """Every check passed: tag the version ``promoted``, then set the alias."""
+        request = self.request
+        name, version, alias = request.model_name, request.version, request.alias
+        summary = (f"run {request.run_id}: every class passed and the scanned data (SHA-256 "
+                   f"{self.found.dataset_sha256}) is the version's training data; alias "
+                   f"{alias!r} now points at {name!r} version {version}")
+        try:
+            self.tag_version("promoted", [summary], strict=True, stale=model.tags or {})
+            self.call(f"setting alias {alias!r}", self.client.set_registered_model_alias,
+                      name, alias, version)
+        except _Stop as stop:
+            reason = f"could not set alias {alias!r} on {name!r} version {version}: " \
+                     f"{stop.reason}"
+            with bounded(MlflowBounds(timeout_s=3, max_retries=0, backoff_factor=0)):
+                self.tag_version("unavailable", [reason])
+            return _decision(request, self.found, stop.outcome, [reason])
+        return _decision(request, self.found, "promoted", [summary])
+
     # ----------------------------------------------------------------------------- the run
 
-    def judge(self, run_id: str | None, silhouette_threshold: float | None,
-              size_threshold: float | None, allow_skipped: bool) -> None:
-        """Steps 1-4 of the module docstring."""
+    def judge(self) -> None:
+        """Steps 1-4 of the module docstring (reasons in the order of the steps' checks)."""
+        run = self._read_scan_run(self.request.run_id)
+        classes = _class_list(run.data.tags.get(CLASSES_TAG))
+        finished = self._check_finished(run)
+        # Its artifacts may be what failed an unfinished run: evidence of finished runs only.
+        evidence = self._read_evidence(run) if finished else _Evidence()
+        self.document = evidence.document
+        self._judge_class_list(run, classes)
+        for problem in evidence.problems:
+            self.refuse(problem)
+        self.found.failing.update(evidence.concerned)
+        if finished:
+            labels = set(classes or ()) | {entry["label"] for entry in
+                                           (self.document or {}).get("classes", [])}
+            self._check_histories(run.info.run_id, sorted(labels))
+
+    def _read_scan_run(self, run_id: str | None) -> Run:
+        """Step 1: the run exists and is an acgate scan run (``bad_input`` otherwise)."""
         if not isinstance(run_id, str) or not run_id.strip():
             raise _Stop("bad_input", f"no scan run id given (got {run_id!r})")
         run = self.call(f"reading scan run {run_id!r}", self.client.get_run, run_id,
@@ -416,14 +490,17 @@ class _Gate:
         tags = run.data.tags
         self.found.scan_verdict = tags.get(VERDICT_TAG)
         kind = tags.get(KIND_TAG)
-        classes = _class_list(tags.get(CLASSES_TAG))
         if kind not in (None, "scan"):
             raise _Stop("bad_input", f"run {run_id} is an acgate {kind!r} run, not a scan run "
                                      f"(tag {KIND_TAG}={kind!r})")
-        if classes is None and kind != "scan":
+        if _class_list(tags.get(CLASSES_TAG)) is None and kind != "scan":
             raise _Stop("bad_input", f"scan run {run_id} has no valid {CLASSES_TAG} tag "
                                      f"(got {tags.get(CLASSES_TAG)!r}); is it an acgate scan run?")
+        return run
 
+    def _check_finished(self, run: Run) -> bool:
+        """Step 2: active, ``FINISHED``, ``acgate.status=complete``; whether it finished."""
+        run_id, tags = run.info.run_id, run.data.tags
         if run.info.lifecycle_stage != "active":
             self.refuse(f"scan run {run_id} is {run.info.lifecycle_stage}")
         if run.info.status != "FINISHED":
@@ -431,30 +508,27 @@ class _Gate:
         if tags.get(STATUS_TAG) != STATUS_COMPLETE:
             self.refuse(f"scan run {run_id} has {STATUS_TAG}={tags.get(STATUS_TAG)!r}, not "
                         f"{STATUS_COMPLETE!r} (logging did not finish)")
+        return run.info.status == "FINISHED" and tags.get(STATUS_TAG) == STATUS_COMPLETE
+
+    def _judge_class_list(self, run: Run, classes: list[int] | None) -> None:
+        """Step 4 over the class list: each class, then the verdict tag against them."""
+        run_id = run.info.run_id
         if classes is None:
             self.refuse(f"scan run {run_id} has no valid {CLASSES_TAG} tag "
-                        f"(got {tags.get(CLASSES_TAG)!r}) although it is tagged {KIND_TAG}=scan")
-        elif not classes:
+                        f"(got {run.data.tags.get(CLASSES_TAG)!r}) although it is tagged "
+                        f"{KIND_TAG}=scan")
+            return
+        if not classes:
             self.refuse(f"scan run {run_id} analysed no classes")
-        else:
-            self._judge_classes(run, classes, silhouette_threshold, size_threshold,
-                                allow_skipped)
-        if run.info.status != "FINISHED" or tags.get(STATUS_TAG) != STATUS_COMPLETE:
-            return  # refused already; its artifacts may be what failed
-        self.document = self._check_evidence(run)
-        labels = set(classes or ()) | {entry["label"] for entry in
-                                       (self.document or {}).get("classes", [])}
-        self._check_histories(run_id, sorted(labels))
-
-    def _judge_classes(self, run: Run, classes: list[int], silhouette_threshold: float | None,
-                       size_threshold: float | None, allow_skipped: bool) -> None:
-        run_id = run.info.run_id
-        metrics = run.data.metrics
+            return
         for label in classes:
-            class_reasons = _judge_class(label, metrics, silhouette_threshold, size_threshold,
-                                         allow_skipped)
-            for reason in class_reasons:
+            for reason in _judge_class(label, run.data.metrics, self.request):
                 self.refuse(reason, {label})
+        self._check_verdict_tag(run, classes)
+
+    def _check_verdict_tag(self, run: Run, classes: list[int]) -> None:
+        """The run's verdict tag says what its ``poisoned/<c>`` and ``skipped/<c>`` say."""
+        run_id, metrics = run.info.run_id, run.data.metrics
         verdict = run.data.tags.get(VERDICT_TAG)
         judged_poisoned = any(metrics.get(f"poisoned/{c}") == 1 for c in classes)
         judged_skipped = any(metrics.get(f"skipped/{c}") == 1 for c in classes)
@@ -471,63 +545,62 @@ class _Gate:
             self.refuse(f"scan run {run_id} is tagged {VERDICT_TAG}=clean but its class metrics "
                         "say poisoned or skipped; refusing an inconsistent run")
 
-    def _check_evidence(self, run: Run) -> dict[str, Any] | None:
-        """Step 3: download ``acgate/classes.json``, check its digest, compare the run with it."""
+    def _read_evidence(self, run: Run) -> _Evidence:
+        """Step 3: download ``acgate/classes.json``, check its digest, compare the run with it.
+
+        The problems are returned, not refused, so that they follow the class reasons.
+        """
         run_id = run.info.run_id
-        tags = run.data.tags
+        data, problem = self._download_classes_artifact(run)
+        if data is None:
+            return _Evidence(problems=[problem])
+        got, want = sha256_bytes(data), run.data.tags.get(CLASSES_SHA256_TAG)
+        if got != want:
+            return _Evidence(problems=[
+                f"scan run {run_id}: {CLASSES_ARTIFACT} has SHA-256 {got} but the tag "
+                f"{CLASSES_SHA256_TAG} says {want}: the artifact or the tag was changed after "
+                "the scan"])
+        document, problems = parse_document(data)
+        problems = [f"scan run {run_id}: {problem}" for problem in problems]
+        if document is None:
+            return _Evidence(problems=problems)
+        disagreements, concerned = check_run_against_document(
+            document, tags=run.data.tags, metrics=_latest_metrics(run, document),
+            classes_tag=CLASSES_TAG, verdict_tag=VERDICT_TAG,
+            poisoned_classes_tag=POISONED_CLASSES_TAG,
+        )
+        problems += [f"scan run {run_id}: {problem}" for problem in disagreements]
+        return _Evidence(document, problems, concerned)
+
+    def _download_classes_artifact(self, run: Run) -> tuple[bytes | None, str]:
+        """The bytes of ``acgate/classes.json``, or ``None`` and why they cannot be checked."""
+        run_id = run.info.run_id
         folder = CLASSES_ARTIFACT.rpartition("/")[0]
         listed = self.call(f"listing the artifacts of scan run {run_id}",
                            self.client.list_artifacts, run_id, folder)
         info = next((item for item in listed if item.path == CLASSES_ARTIFACT
                      and not item.is_dir), None)
         if info is None:
-            self.refuse(f"scan run {run_id} has no {CLASSES_ARTIFACT} artifact (logged by an "
-                        "acgate without tamper evidence, or removed): re-scan the training data")
-            return None
-        want = tags.get(CLASSES_SHA256_TAG)
+            return None, (f"scan run {run_id} has no {CLASSES_ARTIFACT} artifact (logged by an "
+                          "acgate without tamper evidence, or removed): re-scan the training "
+                          "data")
+        want = run.data.tags.get(CLASSES_SHA256_TAG)
         if not is_sha256(want):
-            self.refuse(f"scan run {run_id} has {CLASSES_SHA256_TAG}={want!r}, not a SHA-256: "
-                        f"{CLASSES_ARTIFACT} cannot be verified")
-            return None
+            return None, (f"scan run {run_id} has {CLASSES_SHA256_TAG}={want!r}, not a SHA-256: "
+                          f"{CLASSES_ARTIFACT} cannot be verified")
         size = getattr(info, "file_size", None)
         if size is not None and size > MAX_CLASSES_ARTIFACT_BYTES:
-            self.refuse(f"scan run {run_id}: {CLASSES_ARTIFACT} is {size} bytes, over the "
-                        f"{MAX_CLASSES_ARTIFACT_BYTES} the gate reads")
-            return None
+            return None, (f"scan run {run_id}: {CLASSES_ARTIFACT} is {size} bytes, over the "
+                          f"{MAX_CLASSES_ARTIFACT_BYTES} the gate reads")
         with tempfile.TemporaryDirectory(prefix="acgate-gate-") as tmp:
             local = self.call(f"downloading {CLASSES_ARTIFACT} of scan run {run_id}",
                               self.client.download_artifacts, run_id, CLASSES_ARTIFACT, tmp)
             with open(local, "rb") as handle:
                 data = handle.read(MAX_CLASSES_ARTIFACT_BYTES + 1)
         if len(data) > MAX_CLASSES_ARTIFACT_BYTES:
-            self.refuse(f"scan run {run_id}: {CLASSES_ARTIFACT} is over the "
-                        f"{MAX_CLASSES_ARTIFACT_BYTES} bytes the gate reads")
-            return None
-        got = sha256_bytes(data)
-        if got != want:
-            self.refuse(f"scan run {run_id}: {CLASSES_ARTIFACT} has SHA-256 {got} but the tag "
-                        f"{CLASSES_SHA256_TAG} says {want}: the artifact or the tag was changed "
-                        "after the scan")
-            return None
-        document, problems = parse_document(data)
-        for problem in problems:
-            self.refuse(f"scan run {run_id}: {problem}")
-        if document is None:
-            return None
-        objects = getattr(run.data, "_metric_objs", None)  # the latest Metric entities
-        if objects is None:  # pragma: no cover - an MLflow without them: history check only
-            stamp = document.get("metrics_timestamp_ms")
-            latest = {key: (float(value), stamp, 0) for key, value in run.data.metrics.items()}
-        else:
-            latest = {m.key: (float(m.value), int(m.timestamp), int(m.step)) for m in objects}
-        disagreements, concerned = check_run_against_document(
-            document, tags=tags, metrics=latest, classes_tag=CLASSES_TAG,
-            verdict_tag=VERDICT_TAG, poisoned_classes_tag=POISONED_CLASSES_TAG,
-        )
-        for problem in disagreements:
-            self.refuse(f"scan run {run_id}: {problem}")
-        self.found.failing.update(concerned)
-        return document
+            return None, (f"scan run {run_id}: {CLASSES_ARTIFACT} is over the "
+                          f"{MAX_CLASSES_ARTIFACT_BYTES} bytes the gate reads")
+        return data, ""
 
     def _check_histories(self, run_id: str, labels: list[int]) -> None:
         """Step 3: ``poisoned/<c>`` and ``skipped/<c>`` logged exactly once."""
@@ -548,9 +621,10 @@ class _Gate:
 
     # ----------------------------------------------------------------------------- digests
 
-    def check_binding(self, run_id: str | None, model: ModelVersion, model_name: str,
-                      version: str) -> None:
+    def check_binding(self, model: ModelVersion) -> None:
         """Step 5: the scan's dataset digest equals the version's training-data digest."""
+        run_id = self.request.run_id
+        model_name, version = self.request.model_name, self.request.version
         scan_digest = self._scan_digest(self.run)
         claimed = self._training_digests(model)
         bad = {where: value for where, value in claimed.items() if not is_sha256(value)}
@@ -631,11 +705,20 @@ class _Gate:
 
     # ----------------------------------------------------------------------------- writing
 
-    def tag_version(self, model_name: str, version: str, outcome: Outcome,
-                    run_id: str | None, alias: str, checked_at: str, reasons: list[str], *,
-                    strict: bool = False, stale: Mapping[str, str] | None = None) -> None:
-        """Write what was checked onto the version; best effort unless ``strict``."""
-        found = self.found
+    def tag_version(self, outcome: Outcome, reasons: list[str], *, strict: bool = False,
+                    stale: Mapping[str, str] | None = None) -> None:
+        """Write what was checked onto the version; best effort unless ``strict``.
+
+        Args:
+            outcome: The outcome being decided.
+            reasons: Its reasons (joined, cut to the tag-value limit).
+            strict: Raise ``_Stop`` when a tag cannot be written (else log and stop tagging).
+            stale: The version's tags before: ``acgate.failing_classes`` and
+                ``acgate.reasons`` among them are deleted on a pass.
+        """
+        found, request = self.found, self.request
+        model_name, version = request.model_name, request.version
+        run_id, alias, checked_at = request.run_id, request.alias, request.checked_at
         passed = outcome == "promoted"
         tags = {
             GATE_VERDICT_TAG: "pass" if passed else "fail",
@@ -723,20 +806,27 @@ def _class_list(text: str | None) -> list[int] | None:
     return values
 
 
-def _judge_class(
-    label: int,
-    metrics: Mapping[str, float],
-    silhouette_threshold: float | None,
-    size_threshold: float | None,
-    allow_skipped: bool,
-) -> list[str]:
-    def metric(prefix: str) -> float | None:
-        value = metrics.get(f"{prefix}/{label}")
-        if value is None or not math.isfinite(value):
-            return None
-        return float(value)
+def _latest_metrics(run: Run, document: Mapping[str, Any]) -> dict[str, tuple[float, int, int]]:
+    """The run's latest value of each metric with its timestamp and step."""
+    objects = getattr(run.data, "_metric_objs", None)  # the latest Metric entities
+    if objects is None:  # pragma: no cover - an MLflow without them: history check only
+        stamp = document.get("metrics_timestamp_ms")
+        return {key: (float(value), stamp, 0) for key, value in run.data.metrics.items()}
+    return {m.key: (float(m.value), int(m.timestamp), int(m.step)) for m in objects}
 
-    poisoned, skipped = metric("poisoned"), metric("skipped")
+
+def _class_metric(metrics: Mapping[str, float], prefix: str, label: int) -> float | None:
+    """The value of metric ``<prefix>/<label>``; ``None`` when absent or not finite."""
+    value = metrics.get(f"{prefix}/{label}")
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _judge_class(label: int, metrics: Mapping[str, float], request: _Request) -> list[str]:
+    """Step 4 for one class: the scan's verdict, then the gate's re-check when asked for."""
+    poisoned = _class_metric(metrics, "poisoned", label)
+    skipped = _class_metric(metrics, "skipped", label)
     missing = [f"{p}/{label}" for p, v in (("poisoned", poisoned), ("skipped", skipped))
                if v is None]
     if missing:
@@ -747,14 +837,20 @@ def _judge_class(
         reasons.append(f"class {label}: judged poisoned by the scan (poisoned/{label} = "
                        f"{poisoned:g})")
     if skipped != 0:
-        if not allow_skipped:
+        if not request.allow_skipped:
             reasons.append(f"class {label}: skipped by the scan (not analysed); "
                            "allow_skipped=True accepts it")
         return reasons
-    if silhouette_threshold is None and size_threshold is None:
+    if request.silhouette_threshold is None and request.size_threshold is None:
         return reasons
+    return reasons + _recheck_class(label, metrics, request)
 
-    silhouette, size_ratio = metric("silhouette"), metric("size_ratio")
+
+def _recheck_class(label: int, metrics: Mapping[str, float], request: _Request) -> list[str]:
+    """The gate's re-check: a cluster as tight and small as its thresholds must be cleared."""
+    silhouette_threshold, size_threshold = request.silhouette_threshold, request.size_threshold
+    silhouette = _class_metric(metrics, "silhouette", label)
+    size_ratio = _class_metric(metrics, "size_ratio", label)
     needed = [
         f"{p}/{label}"
         for p, v, threshold in (
@@ -764,26 +860,28 @@ def _judge_class(
         if threshold is not None and v is None
     ]
     if needed:
-        reasons.append(f"class {label}: metric(s) {', '.join(needed)} missing from the scan "
-                       "run, needed by the thresholds")
-        return reasons
-    over_silhouette = silhouette_threshold is None or silhouette >= silhouette_threshold
-    under_size = size_threshold is None or size_ratio <= size_threshold
-    if over_silhouette and under_size:
-        exre = metric("exre")
-        evidence = []
-        if silhouette_threshold is not None:
-            evidence.append(f"silhouette {silhouette:.3f} >= {silhouette_threshold:g}")
-        if size_threshold is not None:
-            evidence.append(f"size ratio {size_ratio:.3f} <= {size_threshold:g}")
-        if exre is not None and exre >= 1:
-            logger.info("class %s: %s, cleared by ExRe %.2f >= 1", label,
-                        " and ".join(evidence), exre)
-        else:
-            cleared = (f"ExRe {exre:.2f} < 1" if exre is not None
-                       else "no ExRe score to clear it")
-            reasons.append(f"class {label}: {' and '.join(evidence)}; {cleared}")
-    return reasons
+        return [f"class {label}: metric(s) {', '.join(needed)} missing from the scan run, "
+                "needed by the thresholds"]
+    evidence = []
+    if silhouette_threshold is not None:
+        if silhouette < silhouette_threshold:
+            return []
+        evidence.append(f"silhouette {silhouette:.3f} >= {silhouette_threshold:g}")
+    if size_threshold is not None:
+        if size_ratio > size_threshold:
+            return []
+        evidence.append(f"size ratio {size_ratio:.3f} <= {size_threshold:g}")
+    return _exre_clears(label, metrics, " and ".join(evidence))
+
+
+def _exre_clears(label: int, metrics: Mapping[str, float], cluster: str) -> list[str]:
+    """A tight small cluster (``cluster`` says why) refuses unless ``exre/<c> >= 1``."""
+    exre = _class_metric(metrics, "exre", label)
+    if exre is not None and exre >= 1:
+        logger.info("class %s: %s, cleared by ExRe %.2f >= 1", label, cluster, exre)
+        return []
+    cleared = f"ExRe {exre:.2f} < 1" if exre is not None else "no ExRe score to clear it"
+    return [f"class {label}: {cluster}; {cleared}"]
 
 
 __all__ = [

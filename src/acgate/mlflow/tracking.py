@@ -49,7 +49,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -507,22 +508,71 @@ def log_scan(
             cannot be written; one line naming the store. A run created before the failure
             is ended ``FAILED`` when the store still answers.
     """
-    from mlflow.entities import Metric, Param, RunTag
+    record = _scan_record(
+        result, artifacts_dir=artifacts_dir, dataset_uri=dataset_uri,
+        dataset_fingerprint=dataset_fingerprint, params=params, gx_results=gx_results,
+        dataset_sha256=dataset_sha256,
+    )
+    with bounded(bounds):
+        check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
+        client = make_client(tracking_uri)  # creates a SQLite store's folder and schema
+        run_id = _create_scan_run(
+            client, tracking_uri, experiment=experiment, run_name=run_name,
+            artifact_location=artifact_location or default_artifact_location(tracking_uri),
+        )
+        _write_scan_run(client, tracking_uri, run_id, record)
+    logger.info(
+        "logged scan run %s (verdict %s) to %s", run_id, result.verdict, tracking_uri
+    )
+    return run_id
 
-    import acgate
 
+@dataclass(frozen=True)
+class _ScanRecord:
+    """Everything a scan run will hold, built and validated before the run is created.
+
+    Attributes:
+        params: Run params, name -> text.
+        metrics: Run metrics (:func:`acgate.io.results.result_metrics`).
+        tags: Run tags, ``acgate.classes_sha256`` and ``acgate.dataset_sha256`` included
+            (``acgate.kind`` and ``acgate.status`` are set when the run is created and ended).
+        timestamp_ms: The one timestamp every metric is logged with (also in ``classes_json``).
+        classes_json: The exact bytes of ``acgate/classes.json``.
+        result_json: The text of ``acgate/result.json``.
+        gx_json: The text of ``gx/results.json``; ``None`` without GX results.
+        inputs: The scanned file as a dataset input; empty without a dataset digest.
+        artifacts: Report files to log: ``(path, artifact folder or None)``.
+    """
+
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    timestamp_ms: int
+    classes_json: bytes
+    result_json: str
+    gx_json: str | None
+    inputs: tuple[DatasetInput, ...]
+    artifacts: tuple[tuple[Path, str | None], ...]
+
+
+def _scan_record(
+    result: DetectionResult,
+    *,
+    artifacts_dir: str | Path | None,
+    dataset_uri: str | None,
+    dataset_fingerprint: str | None,
+    params: Mapping[str, Any] | None,
+    gx_results: Mapping[str, Any] | None,
+    dataset_sha256: str | None,
+) -> _ScanRecord:
+    """Validate the arguments of :func:`log_scan` and build what its run will hold.
+
+    Raises:
+        ValueError: As :func:`log_scan` says (nothing has been written yet).
+    """
     digest = _normalise_sha256(dataset_sha256, "dataset_sha256")
     artifacts = _artifact_files(artifacts_dir) if artifacts_dir is not None else []
-    fingerprint = dataset_fingerprint
-    if fingerprint is None and result.info.extra.get("dataset_fingerprint") is not None:
-        fingerprint = str(result.info.extra["dataset_fingerprint"])
-    run_params = _run_params(result, params, dataset_uri, fingerprint, acgate.__version__)
-    if digest is not None:
-        if run_params.get(DATASET_SHA256_PARAM, digest) != digest:
-            raise ValueError(f"param {DATASET_SHA256_PARAM!r} is "
-                             f"{run_params[DATASET_SHA256_PARAM]!r} in params but "
-                             f"dataset_sha256 is {digest!r}")
-        run_params[DATASET_SHA256_PARAM] = digest
+    run_params = _scan_params(result, params, dataset_uri, dataset_fingerprint, digest)
     metrics = result_metrics(result)
     tags = _result_tags(result)
     gx_json = _gx_json(gx_results) if gx_results is not None else None
@@ -541,64 +591,155 @@ def log_scan(
     inputs = []
     if digest is not None:
         tags[DATASET_SHA256_TAG] = digest
-        source = dataset_uri or "unknown"
-        inputs.append(dataset_input(digest, name=Path(urllib.parse.urlparse(source).path).name
-                                    or source, source=source, context="scan"))
-
-    with bounded(bounds):
-        check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
-        client = make_client(tracking_uri)  # creates a SQLite store's folder and schema
-        try:
-            experiment_id = _experiment_id(
-                client, experiment, artifact_location or default_artifact_location(tracking_uri)
-            )
-            run = client.create_run(
-                experiment_id,
-                run_name=run_name,
-                tags={STATUS_TAG: "running", KIND_TAG: "scan"},
-            )
-        except Exception as error:
-            if is_store_error(error):
-                raise infrastructure_error(tracking_uri, "creating the scan run",
-                                           error) from error
-            raise
-        run_id = run.info.run_id
-        step = "logging params"
-        try:
-            param_items = [Param(k, v) for k, v in run_params.items()]
-            for chunk in _chunks(param_items, _MAX_PARAMS_PER_BATCH):
-                client.log_batch(run_id, params=chunk)
-            step = "logging metrics"
-            metric_items = [Metric(k, v, timestamp, 0) for k, v in metrics.items()]
-            for chunk in _chunks(metric_items, _MAX_METRICS_PER_BATCH):
-                client.log_batch(run_id, metrics=chunk)
-            step = "logging tags"
-            tag_items = [RunTag(k, v) for k, v in tags.items()]
-            for chunk in _chunks(tag_items, _MAX_PARAMS_PER_BATCH):
-                client.log_batch(run_id, tags=chunk)
-            if inputs:
-                step = "logging the dataset input"
-                client.log_inputs(run_id, datasets=inputs)
-            step = "logging artifacts"
-            _log_bytes(client, run_id, classes_json, CLASSES_ARTIFACT)
-            client.log_text(run_id, result_json, "acgate/result.json")
-            if gx_json is not None:
-                client.log_text(run_id, gx_json, "gx/results.json")
-            for path, artifact_path in artifacts:
-                client.log_artifact(run_id, str(path), artifact_path=artifact_path)
-            step = "finishing the run"
-            client.set_tag(run_id, STATUS_TAG, STATUS_COMPLETE)
-            client.set_terminated(run_id, "FINISHED")
-        except BaseException as error:
-            _end_failed(client, run_id, error)
-            if isinstance(error, Exception) and is_store_error(error):
-                raise infrastructure_error(
-                    tracking_uri, f"{step} of scan run {run_id}", error) from error
-            raise
-    logger.info(
-        "logged scan run %s (verdict %s) to %s", run_id, result.verdict, tracking_uri
+        inputs.append(_scanned_file_input(digest, dataset_uri))
+    return _ScanRecord(
+        params=run_params, metrics=metrics, tags=tags, timestamp_ms=timestamp,
+        classes_json=classes_json, result_json=result_json, gx_json=gx_json,
+        inputs=tuple(inputs), artifacts=tuple(artifacts),
     )
-    return run_id
+
+
+def _scan_params(
+    result: DetectionResult,
+    params: Mapping[str, Any] | None,
+    dataset_uri: str | None,
+    dataset_fingerprint: str | None,
+    digest: str | None,
+) -> dict[str, str]:
+    """The run params: detector settings, dataset URI, fingerprint and SHA-256, versions.
+
+    Raises:
+        ValueError: A param named twice with different values, or a ``dataset_sha256`` param
+            that is not ``digest``.
+    """
+    import acgate
+
+    fingerprint = dataset_fingerprint
+    if fingerprint is None and result.info.extra.get("dataset_fingerprint") is not None:
+        fingerprint = str(result.info.extra["dataset_fingerprint"])
+    run_params = _run_params(result, params, dataset_uri, fingerprint, acgate.__version__)
+    if digest is not None:
+        if run_params.get(DATASET_SHA256_PARAM, digest) != digest:
+            raise ValueError(f"param {DATASET_SHA256_PARAM!r} is "
+                             f"{run_params[DATASET_SHA256_PARAM]!r} in params but "
+                             f"dataset_sha256 is {digest!r}")
+        run_params[DATASET_SHA256_PARAM] = digest
+    return run_params
+
+
+def _scanned_file_input(digest: str, dataset_uri: str | None) -> DatasetInput:
+    """The scanned file as a dataset input of context ``scan``, named after its file name."""
+    source = dataset_uri or "unknown"
+    name = Path(urllib.parse.urlparse(source).path).name or source
+    return dataset_input(digest, name=name, source=source, context="scan")
+
+
+def _create_scan_run(
+    client: MlflowClient,
+    tracking_uri: str,
+    *,
+    experiment: str,
+    run_name: str | None,
+    artifact_location: str | None,
+) -> str:
+    """Create the scan run (tags ``acgate.kind=scan``, ``acgate.status=running``); its id.
+
+    Raises:
+        ValueError: The experiment is deleted.
+        acgate.errors.InfrastructureError: The store failed.
+    """
+    try:
+        experiment_id = _experiment_id(client, experiment, artifact_location)
+        run = client.create_run(
+            experiment_id,
+            run_name=run_name,
+            tags={STATUS_TAG: "running", KIND_TAG: "scan"},
+        )
+    except Exception as error:
+        if is_store_error(error):
+            raise infrastructure_error(tracking_uri, "creating the scan run",
+                                       error) from error
+        raise
+    return run.info.run_id
+
+
+def _write_scan_run(
+    client: MlflowClient, tracking_uri: str, run_id: str, record: _ScanRecord
+) -> None:
+    """Log ``record`` into the run and end it ``FINISHED``; on any error end it ``FAILED``.
+
+    Raises:
+        acgate.errors.InfrastructureError: The store failed; the message names the step.
+        BaseException: Anything else that was raised, after the run was ended ``FAILED``.
+    """
+    step = "logging params"
+    try:
+        for step, write in _scan_writes(client, run_id, record):
+            write()
+    except BaseException as error:
+        _end_failed(client, run_id, error)
+        if isinstance(error, Exception) and is_store_error(error):
+            raise infrastructure_error(
+                tracking_uri, f"{step} of scan run {run_id}", error) from error
+        raise
+
+
+def _scan_writes(
+    client: MlflowClient, run_id: str, record: _ScanRecord
+) -> list[tuple[str, Callable[[], None]]]:
+    """The writes of a scan run in order, each with the words naming it in an error.
+
+    Params, metrics (one timestamp, step 0), tags, the dataset input, the artifacts
+    (``acgate/classes.json`` first), then ``acgate.status=complete`` and status ``FINISHED``.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    def log_params() -> None:
+        items = [Param(k, v) for k, v in record.params.items()]
+        _log_in_batches(client, run_id, "params", items, _MAX_PARAMS_PER_BATCH)
+
+    def log_metrics() -> None:
+        items = [Metric(k, v, record.timestamp_ms, 0) for k, v in record.metrics.items()]
+        _log_in_batches(client, run_id, "metrics", items, _MAX_METRICS_PER_BATCH)
+
+    def log_tags() -> None:
+        items = [RunTag(k, v) for k, v in record.tags.items()]
+        _log_in_batches(client, run_id, "tags", items, _MAX_PARAMS_PER_BATCH)
+
+    def log_inputs() -> None:
+        client.log_inputs(run_id, datasets=list(record.inputs))
+
+    writes = [("logging params", log_params), ("logging metrics", log_metrics),
+              ("logging tags", log_tags)]
+    if record.inputs:
+        writes.append(("logging the dataset input", log_inputs))
+    writes.append(("logging artifacts", lambda: _log_scan_artifacts(client, run_id, record)))
+    writes.append(("finishing the run", lambda: _finish_run(client, run_id)))
+    return writes
+
+
+def _log_in_batches(
+    client: MlflowClient, run_id: str, kind: str, items: Sequence[Any], size: int
+) -> None:
+    """``client.log_batch`` of ``items`` as ``kind`` (params, metrics, tags), ``size`` a call."""
+    for chunk in _chunks(items, size):
+        client.log_batch(run_id, **{kind: chunk})
+
+
+def _log_scan_artifacts(client: MlflowClient, run_id: str, record: _ScanRecord) -> None:
+    """``acgate/classes.json`` (byte for byte), ``acgate/result.json``, GX results, reports."""
+    _log_bytes(client, run_id, record.classes_json, CLASSES_ARTIFACT)
+    client.log_text(run_id, record.result_json, "acgate/result.json")
+    if record.gx_json is not None:
+        client.log_text(run_id, record.gx_json, "gx/results.json")
+    for path, artifact_path in record.artifacts:
+        client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+
+
+def _finish_run(client: MlflowClient, run_id: str) -> None:
+    """Tag the run ``acgate.status=complete`` (last tag) and end it ``FINISHED``."""
+    client.set_tag(run_id, STATUS_TAG, STATUS_COMPLETE)
+    client.set_terminated(run_id, "FINISHED")
 
 
 def _log_bytes(client: MlflowClient, run_id: str, data: bytes, artifact_path: str) -> None:
@@ -747,7 +888,7 @@ def _artifact_files(artifacts_dir: str | Path) -> list[tuple[Path, str | None]]:
     if not files:
         warnings.warn(
             f"artifacts_dir {str(folder)!r} holds no report files matching {ARTIFACT_PATTERNS}",
-            stacklevel=3,
+            stacklevel=4,  # log_scan's caller: log_scan, _scan_record, here
         )
     return files
 
@@ -758,7 +899,7 @@ def _param_value(name: str, value: Any) -> str:
         warnings.warn(
             f"param {name!r} is {len(text)} characters long; MLflow keeps {_MAX_PARAM_VALUE}, "
             "so it is truncated",
-            stacklevel=4,
+            stacklevel=7,  # log_scan's caller: log_scan, _scan_record, _scan_params, _run_params
         )
         text = text[: _MAX_PARAM_VALUE - 3] + "..."
     return text
