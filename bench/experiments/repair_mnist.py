@@ -1,6 +1,6 @@
 """``repair_mnist``: the paper's Table 4 analogue (backdoor repair) on real MNIST at 33% poison.
 
-Called by ``python bench/run.py --only repair_mnist``. Scans the poisoned MNIST file with
+Run by ``python bench/run.py --only repair_mnist``. Scans the poisoned MNIST file with
 ``acgate.scan.run_scan`` (default scan, no MLflow, no HTML report), then repairs it with
 ``acgate.repair.run_repair`` twice (``relabel``, ``remove``) starting from the scanned proxy
 (``model.pt``), and measures clean test error and attack success on the MNIST test split.
@@ -13,10 +13,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from bench.common import BenchSettings, markdown_table, table_header
 
 RATE = 0.33
 #: Upper bound of the relabel fine-tuning epochs (the library default is 50; 2 shared cores).
@@ -29,16 +30,16 @@ def _row(name: str, backdoor: dict[str, Any], epochs: Any, converged: Any, secon
     return [name, 1.0 - backdoor["clean_accuracy"], asr, epochs, converged, seconds, n_trained]
 
 
-def exp_repair_mnist(bench: ModuleType) -> str:
+def section(settings: BenchSettings) -> str:
     """Scan 33%-poisoned MNIST, repair it with relabel and remove, measure before / after."""
     work = Path(tempfile.mkdtemp(prefix="acgate-bench-repair-"))
     try:
-        return _run(bench, work)
+        return _run(settings, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(bench: ModuleType, work: Path) -> str:
+def _run(settings: BenchSettings, work: Path) -> str:
     import torch
 
     from acgate.core import flag_metrics
@@ -48,7 +49,7 @@ def _run(bench: ModuleType, work: Path) -> str:
     from acgate.repair import run_repair
     from acgate.scan import ScanConfig, run_scan
 
-    torch.set_num_threads(bench.THREADS)
+    torch.set_num_threads(settings.threads)
     dataset = poison_image_dataset(load_mnist(), rate=RATE, seed=0)
     truth = np.asarray(dataset.columns["is_poison"], dtype=bool)
     data_path = write_image_dataset(dataset, work / "poisoned.parquet")
@@ -98,7 +99,7 @@ def _run(bench: ModuleType, work: Path) -> str:
             "(the paper's \"poison error\" counts every misclassification of a triggered image, "
             "so it is >= this). Seconds = the repair training alone (before: the proxy's "
             "training in the scan).\n\n"
-            + bench.table_header() + "\n"
-            + bench.markdown_table(["model", "clean test error", "attack success", "epochs",
-                                    "converged", "training seconds", "rows trained on"],
-                                   rows))
+            + table_header(settings) + "\n"
+            + markdown_table(["model", "clean test error", "attack success", "epochs",
+                              "converged", "training seconds", "rows trained on"],
+                             rows))

@@ -1,6 +1,6 @@
 """``beyond_mnist``: detection beyond the paper on real MNIST, per analyzer.
 
-Called by ``python bench/run.py --only beyond_mnist``. ``ACGATE_BENCH_BEYOND_RUNS=a,b`` runs only
+Run by ``python bench/run.py --only beyond_mnist``. ``ACGATE_BENCH_BEYOND_RUNS=a,b`` runs only
 those runs (so they can be split over processes); each run's rows are kept in
 ``bench/parts/beyond_mnist/<run>.json`` and the section is rebuilt from every run present.
 Runs:
@@ -19,9 +19,10 @@ with the cut at 0.5) as the baseline row.
 
 from __future__ import annotations
 
-from pathlib import Path
-from types import ModuleType
 from typing import Any
+
+from bench.common import BenchSettings, cached_runs, markdown_table, table_header
+from bench.image_runs import detect_on, image_run, scores
 
 RUNS: dict[str, tuple[str, float | None, str]] = {
     # name: (dataset, rate, trigger)
@@ -41,7 +42,8 @@ ANALYZERS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("distance", {"analysis": "distance"}),
     ("smaller cluster (ART default rule)", {"analysis": "size", "size_threshold": 0.5}),
 )
-CACHE_DIR = Path(__file__).resolve().parent / "parts" / "beyond_mnist"
+#: Folder of the run records, under the settings' parts folder.
+CACHE_NAME = "beyond_mnist"
 
 
 def _dataset(name: str, rate: float | None, trigger: str) -> Any:
@@ -56,14 +58,14 @@ def _dataset(name: str, rate: float | None, trigger: str) -> Any:
     return poison_image_dataset(dataset, rate=rate, trigger=spec, seed=0)
 
 
-def _one_run(bench: ModuleType, name: str) -> list[list[Any]]:
-    run = bench.image_run(_dataset(*RUNS[name]))
+def _one_run(settings: BenchSettings, name: str) -> list[list[Any]]:
+    run = image_run(_dataset(*RUNS[name]), threads=settings.threads)
     truth = run["truth"]
     proxy_seconds = sum(run["timings"].values())
     rows = []
     for analyzer, kwargs in ANALYZERS:
-        result, seconds = bench.detect_on(run, **kwargs)
-        s = bench.scores(result, run)
+        result, seconds = detect_on(run, **kwargs)
+        s = scores(result, run)
         quality = ([s["precision"], s["recall"], s["f1"]] if truth.any() else ["-", "-", "-"])
         rows.append([name, analyzer, *quality, f"{len(s['classes'])} {list(s['classes'])}",
                      seconds])
@@ -72,23 +74,23 @@ def _one_run(bench: ModuleType, name: str) -> list[list[Any]]:
     return rows
 
 
-def exp_beyond_mnist(bench: ModuleType) -> str:
+def section(settings: BenchSettings) -> str:
     """Run the selected runs (env ``ACGATE_BENCH_BEYOND_RUNS``), merge with cached rows."""
     import torch
 
-    torch.set_num_threads(bench.THREADS)
-    cached = bench.cached_runs(
-        CACHE_DIR, "ACGATE_BENCH_BEYOND_RUNS", list(RUNS),
-        lambda name: {"rows": _one_run(bench, name), "header": bench.table_header()})
+    torch.set_num_threads(settings.threads)
+    cached = cached_runs(
+        settings.parts_dir / CACHE_NAME, "ACGATE_BENCH_BEYOND_RUNS", list(RUNS),
+        lambda name: {"rows": _one_run(settings, name), "header": table_header(settings)})
     sections = []
     for name in RUNS:
         if name not in cached:
             sections.append(f"`{name}`: not run yet.\n")
             continue
         sections.append(f"### {name}\n\n" + cached[name]["header"] + "\n"
-                        + bench.markdown_table(["run", "analyzer", "precision", "recall", "F1",
-                                                "classes flagged", "seconds"],
-                                               cached[name]["rows"]))
+                        + markdown_table(["run", "analyzer", "precision", "recall", "F1",
+                                          "classes flagged", "seconds"],
+                                         cached[name]["rows"]))
     return ("## beyond_mnist (real MNIST / Fashion-MNIST: low rates, blended trigger, clean "
             "runs; every analyzer on the same activations)\n\n"
             "Default proxy (2 epochs, seed 0), the 128-d last hidden layer, `detect` with each "

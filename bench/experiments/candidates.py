@@ -1,7 +1,8 @@
-"""``candidates``: which clusters exclusionary reclassification judges, and how (the table that
-chose the defaults).
+"""``candidates``: which clusters exclusionary reclassification judges, and how.
 
-Called by ``python bench/run.py --only candidates``. ``ACGATE_BENCH_CANDIDATE_RUNS=a,b`` runs only
+The table that chose the defaults.
+
+Run by ``python bench/run.py --only candidates``. ``ACGATE_BENCH_CANDIDATE_RUNS=a,b`` runs only
 those runs (to split them over processes); each run's rows are kept in
 ``bench/parts/candidates/<run>.json`` and the section is rebuilt from every run present.
 
@@ -21,21 +22,28 @@ Every run trains the default proxy once and judges the same activations with eac
 Digits: BadNets 5 / 10 / 15 / 33%, a blended trigger (alpha 0.1) at 15%, the unpoisoned data and
 two clean classes merged under one label (0 + 1), seeds 0-4 (the seed draws the poison and
 trains the proxy). MNIST-scale (seed 0): BadNets 2 / 5 / 10%, blend 0.1 at 10%, unpoisoned
-MNIST and Fashion-MNIST, and the paper's "7+" runs (7, 8, 9 merged; see ``bench_multimodal``).
+MNIST and Fashion-MNIST, and the paper's "7+" runs (7, 8, 9 merged; see
+:mod:`bench.experiments.multimodal`).
+
+The stability depth is a parameter of the clustering (``cluster_classes(...,
+stability_depth=...)``), not of ``detect``; :func:`detect_at_depth` therefore runs the steps of
+``acgate.core.detect.detect`` itself with the public functions it is made of.
 """
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 import re
-from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
+import time
 from typing import Any
 
 import numpy as np
 
-CACHE_DIR = Path(__file__).resolve().parent / "parts" / "candidates"
+from bench.common import BenchSettings, cached_runs, markdown_table, table_header
+from bench.image_runs import detector_inputs, image_run, merge_zero_and_one, scores
+
+#: Folder of the run records, under the settings' parts folder.
+CACHE_NAME = "candidates"
 DIGITS_SEEDS = (0, 1, 2, 3, 4)
 DIGITS_KINDS = ("5%", "10%", "15%", "33%", "blend", "clean", "merged")
 MNIST_RUNS = ("mnist-2%", "mnist-5%", "mnist-10%", "mnist-blend", "mnist-clean",
@@ -61,7 +69,6 @@ def run_names() -> list[str]:
 
 
 def _digits(kind: str, seed: int) -> Any:
-    from acgate.io.datasets import ImageDataset
     from acgate.io.loaders import load_digits_dataset
     from acgate.io.poison import TriggerSpec, poison_image_dataset
 
@@ -69,10 +76,7 @@ def _digits(kind: str, seed: int) -> Any:
     if kind == "clean":
         return base
     if kind == "merged":
-        labels = base.labels.copy()
-        labels[labels == 1] = 0
-        labels = np.where(labels > 1, labels - 1, labels)
-        return ImageDataset(images=base.images, labels=labels, name="digits-0+1")
+        return merge_zero_and_one(base)
     if kind == "blend":
         return poison_image_dataset(base, rate=0.15, seed=seed,
                                     trigger=TriggerSpec(kind="blend", alpha=0.1, seed=0))
@@ -86,7 +90,7 @@ def _mnist(name: str) -> Any:
     if name == "fashion-clean":
         return load_fashion_mnist()
     if name.startswith("7+"):
-        from bench_multimodal import RUNS, merged_mnist
+        from bench.experiments.multimodal import RUNS, merged_mnist
 
         pairs = {"7+ 0<-7+": RUNS[0][1], "7+ 7+<-6": RUNS[1][1], "7+ 7+<-4+5+6": RUNS[2][1],
                  "7+ clean": None}[name]
@@ -102,38 +106,110 @@ def _mnist(name: str) -> Any:
     return poison_image_dataset(mnist, rate=float(name.split("-")[1].rstrip("%")) / 100, seed=0)
 
 
-@contextlib.contextmanager
-def _stability_depth(depth: int) -> Iterator[None]:
-    from acgate.core import clustering
+def detect_at_depth(activations: Any, labels: Any, *, stability_depth: int,
+                    **settings: Any) -> Any:
+    """``acgate.core.detect.detect`` with the clustering's stability depth as a parameter.
 
-    defaults = clustering.stable_candidates.__kwdefaults__
-    before = defaults["depth"]
-    defaults["depth"] = depth
-    try:
-        yield
-    finally:
-        defaults["depth"] = before
+    The same steps as ``detect``: validate, ``resolve_settings``, ``resolve_n_clusters``,
+    ``cluster_classes`` (here with ``stability_depth``), ``analyze``.
+
+    Args:
+        activations: Last-hidden-layer activations (n_samples x n_features).
+        labels: Training label per sample.
+        stability_depth: How many larger k a stable cluster must keep its boundary at.
+        **settings: Keyword arguments of ``detect``; the ones not given take its defaults.
+
+    Returns:
+        The ``DetectionResult``.
+
+    Raises:
+        TypeError: A setting that is not a keyword argument of ``detect``.
+        ValueError: Invalid inputs or settings, as ``detect`` raises them.
+    """
+    from acgate.core import validation
+    from acgate.core.detect import (
+        REDUCERS,
+        SEGMENTS,
+        analyze,
+        cluster_classes,
+        detect,
+        detector_params,
+        resolve_n_clusters,
+        resolve_settings,
+    )
+
+    defaults = {name: parameter.default
+                for name, parameter in inspect.signature(detect).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
+    unknown = sorted(set(settings) - set(defaults))
+    if unknown:
+        raise TypeError(f"detect_at_depth: {unknown} are not keyword arguments of detect")
+    given = {**defaults, **settings}
+    start = time.perf_counter()
+    x = validation.check_activations(activations)
+    y = validation.check_labels(labels, x.shape[0])
+    validation.check_class_count(y)
+    ids = validation.check_sample_ids(given["sample_ids"], x.shape[0])
+    reducer = validation.check_choice(given["reducer"], REDUCERS, name="reducer")
+    segment_by = validation.check_choice(given["segment_by"], SEGMENTS, name="segment_by")
+    n_components = validation.check_positive_int(given["n_components"], name="n_components")
+    min_class_size = validation.check_positive_int(given["min_class_size"],
+                                                   name="min_class_size")
+    seed = validation.check_random_state(given["random_state"])
+    retrain = given["retrain_and_predict"]
+    analysis, thresholds = resolve_settings(
+        given["analysis"], retrain, size_threshold=given["size_threshold"],
+        silhouette_threshold=given["silhouette_threshold"],
+        exre_threshold=given["exre_threshold"],
+        source_share_threshold=given["source_share_threshold"],
+        nested_source_share_threshold=given["nested_source_share_threshold"],
+        confusion_threshold=given["confusion_threshold"])
+    n_clusters = resolve_n_clusters(given["n_clusters"], analysis, len(np.unique(y)))
+    predictions = given["predictions"]
+    if predictions is not None:
+        predictions = validation.check_labels(predictions, x.shape[0], name="predictions")
+    if segment_by == "prediction" and predictions is None:
+        raise ValueError("segment_by='prediction' needs predictions (one per sample)")
+    segments = predictions if segment_by == "prediction" else y
+    params = detector_params(
+        analysis, thresholds, reducer=reducer, n_components=n_components,
+        n_clusters=n_clusters, segment_by=segment_by, min_class_size=min_class_size,
+        random_state=seed)
+    validated = time.perf_counter()
+    clusterings = cluster_classes(
+        x, segments, ids, reducer=reducer, n_components=n_components, n_clusters=n_clusters,
+        random_state=seed, min_class_size=min_class_size, size_threshold=thresholds.size,
+        stability_depth=stability_depth)
+    clustered = time.perf_counter()
+    return analyze(
+        x, y, clusterings, sample_ids=ids, segments=segments, analysis=analysis,
+        thresholds=thresholds, class_thresholds=given["class_thresholds"],
+        retrain_and_predict=retrain, predictions=predictions, params=params,
+        timings={"validate": validated - start, "cluster": clustered - validated})
 
 
-def _one_run(bench: ModuleType, name: str) -> dict[str, Any]:
+def _one_run(settings: BenchSettings, name: str) -> dict[str, Any]:
     if name.startswith("digits-"):
         _, kind, seed_text = name.split("-")
         seed = int(seed_text[1:])
-        run = bench.image_run(_digits(kind, seed), seed=seed)
+        run = image_run(_digits(kind, seed), threads=settings.threads, seed=seed)
     else:
-        run = bench.image_run(_mnist(name))
+        run = image_run(_mnist(name), threads=settings.threads)
     poisoned = bool(run["truth"].any())
     cells = {}
     for variant, kwargs, depth in VARIANTS:
-        with _stability_depth(depth):
-            result, seconds = bench.detect_on(run, analysis="auto", **kwargs)
-        s = bench.scores(result, run)
+        start = time.perf_counter()
+        result = detect_at_depth(run["activations"], run["dataset"].labels,
+                                 stability_depth=depth,
+                                 **detector_inputs(run, {"analysis": "auto", **kwargs}))
+        seconds = time.perf_counter() - start
+        s = scores(result, run)
         cells[variant] = {"f1": s["f1"] if poisoned else None, "classes": list(s["classes"]),
                           "seconds": seconds}
         print(f"candidates {name} / {variant}: "
               f"{'F1 %.3f' % s['f1'] if poisoned else 'clean'} flagged {s['classes']}",
               flush=True)
-    return {"poisoned": poisoned, "cells": cells, "header": bench.table_header(),
+    return {"poisoned": poisoned, "cells": cells, "header": table_header(settings),
             "proxy_seconds": sum(run["timings"].values())}
 
 
@@ -141,7 +217,7 @@ def _mean(values: list[float]) -> str:
     return f"{np.mean(values):.3f}" if values else "-"
 
 
-def _summary(bench: ModuleType, cached: dict[str, dict[str, Any]]) -> str:
+def _summary(cached: dict[str, dict[str, Any]]) -> str:
     header = ["variant"] + [f"digits {k} F1 (mean / min)" for k in DIGITS_KINDS[:5]] + [
         "digits clean: flags (5 seeds)", "digits 0+1 merged: runs flagged",
         "MNIST 2 / 5 / 10% / blend F1", "7+ F1 (0<-7+, 7+<-6, 7+<-4+5+6)",
@@ -166,7 +242,7 @@ def _summary(bench: ModuleType, cached: dict[str, dict[str, Any]]) -> str:
         row.append(" / ".join(str(c["classes"]) if (c := cell(r)) else "-" for r in (
             "mnist-clean", "fashion-clean", "7+ clean")))
         rows.append(row)
-    return bench.markdown_table(header, rows)
+    return markdown_table(header, rows)
 
 
 def _merged_headers(headers: list[str]) -> list[str]:
@@ -185,14 +261,14 @@ def _merged_headers(headers: list[str]) -> list[str]:
     return merged
 
 
-def exp_candidates(bench: ModuleType) -> str:
+def section(settings: BenchSettings) -> str:
     """Run the selected runs (env ``ACGATE_BENCH_CANDIDATE_RUNS``), merge with cached rows."""
     import torch
 
-    torch.set_num_threads(bench.THREADS)
+    torch.set_num_threads(settings.threads)
     names = run_names()
-    cached = bench.cached_runs(CACHE_DIR, "ACGATE_BENCH_CANDIDATE_RUNS", names,
-                               lambda name: _one_run(bench, name))
+    cached = cached_runs(settings.parts_dir / CACHE_NAME, "ACGATE_BENCH_CANDIDATE_RUNS", names,
+                         lambda name: _one_run(settings, name))
     detail_rows = []
     for name in names:
         if name not in cached:
@@ -209,7 +285,8 @@ def exp_candidates(bench: ModuleType) -> str:
         "## candidates (which clusters exclusionary reclassification judges: the table that "
         "chose the defaults)\n\n"
         "Every run trains the default proxy once; each variant judges the same activations "
-        "(exclusionary reclassification; `bench/bench_candidates.py` describes the variants). "
+        "(exclusionary reclassification; `bench/experiments/candidates.py` describes the "
+        "variants). "
         "Digits: 5 seeds (the seed draws the poison and trains the proxy); MNIST-scale: seed 0. "
         "Targets of the issues: digits F1 >= 0.9 at 10 / 15 / 33%, MNIST F1 >= 0.95 at 5% and "
         "on the 7+ runs, >= 0.9 on the blended trigger, and no class flagged in any clean run "
@@ -218,11 +295,11 @@ def exp_candidates(bench: ModuleType) -> str:
         "one, where 0.47 flags class 7 (a false alarm blocks every scheduled run); on digits "
         "0.47 has the higher F1 and the same clean flags (`source_share`).\n\n"
         + "\n".join(headers) + "\n"
-        + _summary(bench, cached)
+        + _summary(cached)
         + ("" if not missing else f"\nNot run yet: {', '.join(missing)}.\n")
         + "\nPer run: F1 (poisoned runs) or `clean`, then the classes flagged; last columns: "
           "proxy training + extraction seconds, and the detection seconds of the first stable "
           "variant (stable clustering + its retrain + analysis: what the default costs; the "
           "later stable variants reuse that retrain).\n\n"
-        + bench.markdown_table(["run"] + [v for v, _, _ in VARIANTS]
-                               + ["proxy s", "stable detect s"], detail_rows))
+        + markdown_table(["run"] + [v for v, _, _ in VARIANTS]
+                         + ["proxy s", "stable detect s"], detail_rows))

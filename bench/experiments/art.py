@@ -1,6 +1,6 @@
 """``art``: acgate side by side with IBM ART 1.20.1's ``ActivationDefence`` on real MNIST.
 
-Called by ``python bench/run.py --only art``; needs the ``bench`` extra
+Run by ``python bench/run.py --only art``; needs the ``bench`` extra
 (``pip install --no-deps adversarial-robustness-toolbox==1.20.1``). Same poisoned data
 (MNIST 60k + BadNets 10% all-to-all, seed 0) and the SAME trained proxy (2 epochs) for every
 method; an unpoisoned run (its own proxy) gives the classes each method flags on clean data.
@@ -15,54 +15,14 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
+from bench.art_compat import patch_art_for_numpy2
+from bench.common import BenchSettings, markdown_table, table_header
+
 REPEATS = int(os.environ.get("ACGATE_BENCH_ART_REPEATS", "3"))
-ERRORS: list[str] = []
-UNPATCHED: list[str] = []
-
-
-class _SafeWhere(tuple):
-    """``np.where``'s tuple whose ``in`` works on numpy 2 (ART tests ``id in np.where(...)``)."""
-
-    def __contains__(self, value: object) -> bool:
-        return any(value in np.asarray(part).ravel().tolist() for part in self)
-
-
-class _NumpyForArt:
-    """numpy as ART's ``clustering_analyzer`` sees it, with its two numpy-2 crashes fixed.
-
-    * ``cluster_id in np.where(...)`` (only fills the report) raises "truth value of an empty
-      array is ambiguous": ``where`` returns a tuple whose ``in`` compares values.
-    * ``np.array([[]])`` used as the (empty) poison-cluster indices is a float array, which
-      numpy 2 refuses as an index: it becomes an empty int array.
-
-    Nothing else changes: which rows ART assigns clean or poison is its own logic.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(np, name)
-
-    @staticmethod
-    def where(*args: Any) -> Any:
-        result = np.where(*args)
-        return _SafeWhere(result) if len(args) == 1 else result
-
-    @staticmethod
-    def array(obj: Any, *args: Any, **kwargs: Any) -> np.ndarray:
-        if isinstance(obj, list) and len(obj) == 1 and isinstance(obj[0], list) and not obj[0]:
-            return np.array([], dtype=np.int64)
-        return np.array(obj, *args, **kwargs)
-
-
-def patch_art_for_numpy2() -> None:
-    """Apply :class:`_NumpyForArt` to ART's clustering analyzer module."""
-    from art.defences.detector.poison import clustering_analyzer
-
-    clustering_analyzer.np = _NumpyForArt()
 
 
 def _art_classifier(model: Any) -> Any:
@@ -109,8 +69,9 @@ def _acgate_call(activations: np.ndarray, labels: np.ndarray,
     return call
 
 
-def _measure(name: str, call: Callable[[], np.ndarray], repeats: int
+def _measure(name: str, call: Callable[[], np.ndarray], repeats: int, errors: list[str]
              ) -> tuple[np.ndarray | None, list[float], str]:
+    """Flags, the seconds of each repeat and the error text ("" when none; also in errors)."""
     flags, seconds = None, []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -118,7 +79,7 @@ def _measure(name: str, call: Callable[[], np.ndarray], repeats: int
             flags = call()
         except Exception as error:  # noqa: BLE001 - recorded as "crash" in the table
             message = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
-            ERRORS.append(f"{name}: {message}")
+            errors.append(f"{name}: {message}")
             return None, seconds, message
         seconds.append(time.perf_counter() - start)
     return flags, seconds, ""
@@ -193,26 +154,26 @@ def _flagged_classes(flags: np.ndarray, labels: np.ndarray) -> list[int]:
     return sorted(int(c) for c in np.unique(labels[flags]))
 
 
-def exp_art(bench: ModuleType) -> str:
+def section(settings: BenchSettings) -> str:
     """The side-by-side table; see the module docstring."""
     import art
     import torch
 
-    torch.set_num_threads(bench.THREADS)
-    ERRORS.clear()
+    torch.set_num_threads(settings.threads)
     poisoned = _prepare(0.10)
-    unpatched = _methods(poisoned["model"], poisoned["images"], poisoned["labels"],
-                         poisoned["hidden"], poisoned["retrain"])
-    for name, _, call in unpatched[1:3]:  # the paper's analyses, unpatched ART (logits)
-        flags, _, error = _measure(name, call, 1)
-        UNPATCHED.append(f"{name}: " + (error or f"ran ({int(flags.sum())} rows flagged)"))
-    ERRORS.clear()
+    unpatched_methods = _methods(poisoned["model"], poisoned["images"], poisoned["labels"],
+                                 poisoned["hidden"], poisoned["retrain"])
+    unpatched: list[str] = []
+    for name, _, call in unpatched_methods[1:3]:  # the paper's analyses, unpatched ART (logits)
+        flags, _, error = _measure(name, call, 1, [])
+        unpatched.append(f"{name}: " + (error or f"ran ({int(flags.sum())} rows flagged)"))
+    errors: list[str] = []
     patch_art_for_numpy2()
     rows: list[list[Any]] = []
     methods = _methods(poisoned["model"], poisoned["images"], poisoned["labels"],
                        poisoned["hidden"], poisoned["retrain"], poisoned["predictions"])
     for name, includes, call in methods:
-        flags, seconds, error = _measure(name, call, REPEATS)
+        flags, seconds, error = _measure(name, call, REPEATS, errors)
         if flags is None:
             rows.append([name, "crash", "crash", "crash", "-", "-", includes])
         else:
@@ -229,23 +190,24 @@ def exp_art(bench: ModuleType) -> str:
     clean_methods = _methods(clean["model"], clean["images"], clean["labels"],
                              clean["hidden"], clean["retrain"], clean["predictions"])
     for row, (name, _, call) in zip(rows, clean_methods, strict=True):
-        flags, _, error = _measure(f"{name} (clean run)", call, 1)
+        flags, _, error = _measure(f"{name} (clean run)", call, 1, errors)
         row[4] = ("crash" if flags is None else
                   f"{len(_flagged_classes(flags, clean['labels']))} "
                   f"{_flagged_classes(flags, clean['labels'])} ({int(flags.sum())} rows)")
         print(f"art clean: {row}", flush=True)
     unpatched_note = ("\nUnpatched ART on numpy " + np.__version__
                       + " (one call each, logits):\n\n"
-                      + "\n".join(f"- {u}" for u in UNPATCHED) + "\n\nEvery ART row in the "
-                      "table ran with `bench_art.patch_art_for_numpy2()` applied: a minimal shim "
-                      "of `numpy` inside `art.defences.detector.poison.clustering_analyzer` "
+                      + "\n".join(f"- {u}" for u in unpatched) + "\n\nEvery ART row in the "
+                      "table ran with `bench.art_compat.patch_art_for_numpy2()` applied: a "
+                      "minimal shim of `numpy` inside "
+                      "`art.defences.detector.poison.clustering_analyzer` "
                       "(`x in np.where(...)`, used only for the report, compares values; the "
                       "empty float index `np.array([[]])` becomes an empty int array). ART's "
                       "decision logic is unchanged; its `silhouette-scores` analysis leaves the "
                       "large cluster's rows of a suspicious class as `np.empty` (uninitialised) "
                       "values, so those rows' flags are arbitrary.\n")
-    errors = ("\n`crash` = the call raised:\n\n" + "\n".join(f"- {e}" for e in ERRORS) + "\n"
-              if ERRORS else "")
+    error_notes = ("\n`crash` = the call raised:\n\n" + "\n".join(f"- {e}" for e in errors)
+                   + "\n" if errors else "")
     return ("## art (acgate vs IBM ART ActivationDefence, real MNIST 60k, BadNets 10%)\n\n"
             f"ART {art.__version__} (`adversarial-robustness-toolbox`, the `bench` extra), "
             "with a numpy-2 shim (below). Same poisoned data (MNIST 60k + BadNets 10% "
@@ -262,8 +224,8 @@ def exp_art(bench: ModuleType) -> str:
             "no seed to KMeans / FastICA). Seconds: wall time of the detection call alone "
             f"(what it includes: last column), median of {REPEATS} runs in this one script "
             "run.\n\n"
-            + bench.table_header() + "\n"
-            + bench.markdown_table(["method", "precision", "recall", "F1",
-                                    "clean run: classes flagged", "seconds (median)",
-                                    "timing includes"], rows)
-            + unpatched_note + errors)
+            + table_header(settings) + "\n"
+            + markdown_table(["method", "precision", "recall", "F1",
+                              "clean run: classes flagged", "seconds (median)",
+                              "timing includes"], rows)
+            + unpatched_note + error_notes)

@@ -1,6 +1,6 @@
 """``multimodal``: the paper's "7+" experiments on real MNIST (a multimodal class).
 
-Called by ``python bench/run.py --only multimodal``. Digits 7, 8 and 9 are merged into one
+Run by ``python bench/run.py --only multimodal``. Digits 7, 8 and 9 are merged into one
 class "7+" (label 7; the data then has 8 classes, 0-7), then BadNets poison (inverted
 bottom-right patch, 10% of the target class) is added in three ways, as in the paper:
 
@@ -18,12 +18,11 @@ target: F1 >= 0.95.
 from __future__ import annotations
 
 import time
-from types import ModuleType
 from typing import Any
 
-import numpy as np
+from bench.common import BenchSettings, markdown_table, table_header
+from bench.image_runs import MERGED_7PLUS, detect_on, image_run, merge_7plus, scores
 
-MERGED = (7, 8, 9)
 RATE = 0.10
 #: (label in the tables, detect settings): the default and the previous default.
 VARIANTS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -41,23 +40,18 @@ RUNS: tuple[tuple[str, list[tuple[int, int]] | None], ...] = (
 
 def merged_mnist() -> Any:
     """MNIST 60k with 7, 8 and 9 relabelled 7 ("7+")."""
-    from acgate.io.datasets import ImageDataset
     from acgate.io.loaders import load_mnist
 
-    mnist = load_mnist()
-    labels = np.asarray(mnist.labels).copy()
-    labels[np.isin(labels, MERGED)] = MERGED[0]
-    return ImageDataset(images=mnist.images, labels=labels, metadata=dict(mnist.metadata),
-                        name="mnist-7plus")
+    return merge_7plus(load_mnist(), name="mnist-7plus")
 
 
-def exp_multimodal(bench: ModuleType) -> str:
+def section(settings: BenchSettings) -> str:
     """One default scan per run; poison F1, classes flagged, the 7+ class's report."""
     import torch
 
     from acgate.io.poison import poison_image_dataset
 
-    torch.set_num_threads(bench.THREADS)
+    torch.set_num_threads(settings.threads)
     rows, class_rows = [], []
     lowest: dict[Any, float] = {}
     clean_flags: dict[Any, list[int]] = {}
@@ -66,11 +60,11 @@ def exp_multimodal(bench: ModuleType) -> str:
         dataset = merged_mnist()
         if pairs is not None:
             dataset = poison_image_dataset(dataset, rate=RATE, pairs=pairs, seed=0)
-        run = bench.image_run(dataset)
+        run = image_run(dataset, threads=settings.threads)
         truth = run["truth"]
         for k, settings in VARIANTS:
-            result, _ = bench.detect_on(run, analysis="auto", **settings)
-            s = bench.scores(result, run)
+            result, _ = detect_on(run, analysis="auto", **settings)
+            s = scores(result, run)
             seconds = time.perf_counter() - clock
             if pairs is not None:
                 lowest[k] = min(lowest.get(k, 1.0), s["f1"])
@@ -83,9 +77,9 @@ def exp_multimodal(bench: ModuleType) -> str:
                          s["f1"], target_f1, s["source_accuracy"],
                          f"{len(s['classes'])} {list(s['classes'])}", seconds])
             for report in result.classes:
-                if report.label in (0, MERGED[0]):
+                if report.label in (0, MERGED_7PLUS[0]):
                     class_rows.append([
-                        name, k, "7+" if report.label == MERGED[0] else report.label,
+                        name, k, "7+" if report.label == MERGED_7PLUS[0] else report.label,
                         report.n_samples, list(report.cluster_sizes),
                         "-" if report.silhouette is None else f"{report.silhouette:.3f}",
                         "-" if report.exre_score is None else f"{report.exre_score:.2f}",
@@ -105,14 +99,14 @@ def exp_multimodal(bench: ModuleType) -> str:
         "poison whose suspected source is the true source (for `0 <- 7+` the true source is "
         "the merged label 7). Seconds: cumulative for the run (proxy, extraction, both "
         "detections).\n\n"
-        + bench.table_header() + "\n"
-        + bench.markdown_table(["run", "candidates", "rows", "poison rows", "precision",
-                                "recall", "F1",
-                                "target class F1", "source acc.", "classes flagged",
-                                "seconds (scan)"], rows)
+        + table_header(settings) + "\n"
+        + markdown_table(["run", "candidates", "rows", "poison rows", "precision",
+                          "recall", "F1",
+                          "target class F1", "source acc.", "classes flagged",
+                          "seconds (scan)"], rows)
         + "\nClass 0 and the 7+ class in each run (cluster sizes at the candidates' level, "
           "silhouette, exclusionary-reclassification l/p, verdict and reason):\n\n"
-        + bench.table_header() + "\n"
-        + bench.markdown_table(["run", "candidates", "class", "rows", "cluster sizes",
-                                "silhouette",
-                                "exre l/p", "verdict", "reason"], class_rows))
+        + table_header(settings) + "\n"
+        + markdown_table(["run", "candidates", "class", "rows", "cluster sizes",
+                          "silhouette",
+                          "exre l/p", "verdict", "reason"], class_rows))

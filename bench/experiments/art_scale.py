@@ -1,9 +1,9 @@
 """``art_scale``: IBM ART 1.20.1's ``ActivationDefence`` vs acgate's ``detect`` at scale.
 
-Called by ``python bench/run.py --only art_scale``; needs the ``bench`` extra
+Run by ``python bench/run.py --only art_scale``; needs the ``bench`` extra
 (``pip install --no-deps adversarial-robustness-toolbox==1.20.1``). Both tools analyse the SAME
-synthetic activations (``run.synthetic_activations``: 128-d float32, 10 classes, 5% planted
-poison) at 60k, 200k and 1M rows (``--quick``: 60k only).
+synthetic activations (:func:`bench.synthetic.synthetic_activations`: 128-d float32, 10
+classes, 5% planted poison) at 60k, 200k and 1M rows (``--quick``: 60k only).
 
 * ART as a user calls it on given activations: its defaults (PCA 10, KMeans k = 2, cluster
   analysis ``smaller``), ``np.random.seed(0)`` first (ART passes no seed). A tiny
@@ -13,7 +13,8 @@ poison) at 60k, 200k and 1M rows (``--quick``: 60k only).
 * acgate: ``detect(activations, labels, analysis="size-silhouette", random_state=0)`` (no
   retrain, like ART). Timed: that call.
 
-Every (tool, size, repeat) runs in a fresh subprocess (``--child TOOL ROWS``) that generates the
+Every (tool, size, repeat) runs in a fresh subprocess
+(``python -m bench.experiments.art_scale --child TOOL ROWS``) that generates the
 data (not timed), times the detection call alone and prints one JSON line: seconds, peak RSS
 (Linux ``VmHWM``), RSS just before detection, precision / recall / F1 against the planted truth.
 """
@@ -30,12 +31,21 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-BENCH_DIR = Path(__file__).resolve().parent
+from bench.art_compat import patch_art_for_numpy2
+from bench.common import (
+    REPO_DIR,
+    BenchSettings,
+    markdown_table,
+    peak_rss_kib,
+    status_kib,
+    table_header,
+)
+from bench.synthetic import synthetic_activations
+
 SIZES = (60_000, 200_000, 1_000_000)
 QUICK_SIZES = (60_000,)
 #: Fresh subprocesses per cell: the median of 3 below 1M rows, one run at 1M.
@@ -43,6 +53,8 @@ REPEATS_SMALL = 3
 REPEATS_LARGE = 1
 LARGE_ROWS = 1_000_000
 TIMEOUT_S = 600
+#: The module the measurement children run (``python -m``, from the repository root).
+CHILD_MODULE = "bench.experiments.art_scale"
 #: The parent passes its thread count to the children through this variable.
 THREADS_ENV = "ACGATE_BENCH_THREADS"
 TOOLS = ("art", "acgate")
@@ -55,39 +67,6 @@ TARGETS = ((60_000, 5.0, True), (1_000_000, 20.0, False))  # (rows, speed-up, F1
 
 
 # ----------------------------------------------------------------------------- child side
-
-
-def _data(n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``run.synthetic_activations`` (run.py imports only numpy + the standard library)."""
-    if str(BENCH_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCH_DIR))
-    import run
-
-    return run.synthetic_activations(n_rows)
-
-
-def _status_kib(field: str) -> int | None:
-    """A ``/proc/self/status`` memory field in KiB (``VmHWM``, ``VmRSS``); ``None`` off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def peak_rss_kib() -> int:
-    """Peak RSS of this process in KiB (Linux ``VmHWM``; ``ru_maxrss`` elsewhere).
-
-    A copy of ``run.peak_rss_kib``: ``ru_maxrss`` survives fork + exec, ``VmHWM`` does not.
-    """
-    peak = _status_kib("VmHWM")
-    if peak is not None:
-        return peak
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
 def _reset_peak_rss() -> bool:
@@ -105,11 +84,10 @@ def _reset_peak_rss() -> bool:
 
 def _art_call(activations: np.ndarray, labels: np.ndarray,
               threads: int) -> Callable[[], np.ndarray]:
-    """ART's detection on given activations, as ``bench_art.py`` hands them over."""
+    """ART's detection on given activations, handed over as the ``art`` experiment does."""
     import torch
     from art.defences.detector.poison import ActivationDefence
     from art.estimators.classification import PyTorchClassifier
-    from bench_art import patch_art_for_numpy2
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -130,7 +108,7 @@ def _art_call(activations: np.ndarray, labels: np.ndarray,
 
 
 def _acgate_call(activations: np.ndarray, labels: np.ndarray) -> Callable[[], np.ndarray]:
-    """acgate's ``detect`` without a retrain (the analysis comparable to ART's)."""
+    """The ``detect`` of acgate without a retrain (the analysis comparable to ART's)."""
     from acgate.core.detect import detect
 
     def call() -> np.ndarray:
@@ -165,13 +143,13 @@ def child(tool: str, n_rows: int) -> dict[str, Any]:
     if tool not in TOOLS:
         raise ValueError(f"tool must be one of {TOOLS}, got {tool!r}")
     threads = int(os.environ.get(THREADS_ENV, "1"))
-    activations, labels, truth = _data(n_rows)
+    activations, labels, truth = synthetic_activations(n_rows)
     if tool == "art":
         call = _art_call(activations, labels, threads)
     else:
         call = _acgate_call(activations, labels)
     rss_after_data = peak_rss_kib()
-    rss_before = _status_kib("VmRSS") or rss_after_data
+    rss_before = status_kib("VmRSS") or rss_after_data
     reset = _reset_peak_rss()
     np.random.seed(0)  # ART's KMeans / PCA draw from the global generator
     start = time.perf_counter()
@@ -212,8 +190,8 @@ def _run_child(tool: str, n_rows: int, threads: int) -> dict[str, Any]:
            "MKL_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
     try:
         completed = subprocess.run(  # noqa: S603 - this script, fixed arguments
-            [sys.executable, __file__, "--child", tool, str(n_rows)],
-            timeout=TIMEOUT_S, capture_output=True, text=True, env=env, cwd=BENCH_DIR.parent)
+            [sys.executable, "-m", CHILD_MODULE, "--child", tool, str(n_rows)],
+            timeout=TIMEOUT_S, capture_output=True, text=True, env=env, cwd=REPO_DIR)
     except subprocess.TimeoutExpired:
         return {"error": f"> {TIMEOUT_S} s (killed)", "timeout": True}
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
@@ -312,12 +290,11 @@ def _verdicts(cells: dict[tuple[str, int], dict[str, Any]], sizes: tuple[int, ..
     return "\n".join(lines) + "\n"
 
 
-def exp_art_scale(bench: ModuleType) -> str:
+def section(settings: BenchSettings) -> str:
     """The timing table: ART vs acgate on synthetic activations at each size.
 
     Args:
-        bench: The ``bench/run.py`` module (``QUICK``, ``THREADS``, ``table_header``,
-            ``markdown_table``).
+        settings: ``quick`` (60k rows only) and ``threads`` (the children's threads).
 
     Returns:
         The Markdown section ``## art_scale (...)``.
@@ -325,13 +302,13 @@ def exp_art_scale(bench: ModuleType) -> str:
     import art
     import torch
 
-    torch.set_num_threads(bench.THREADS)  # the machine line reports the parent's threads
-    sizes = QUICK_SIZES if bench.QUICK else SIZES
+    torch.set_num_threads(settings.threads)  # the machine line reports the parent's threads
+    sizes = QUICK_SIZES if settings.quick else SIZES
     cells: dict[tuple[str, int], dict[str, Any]] = {}
     rows: list[list[Any]] = []
     for n_rows in sizes:
         for tool in TOOLS:
-            cells[(tool, n_rows)] = _cell(tool, n_rows, bench.THREADS)
+            cells[(tool, n_rows)] = _cell(tool, n_rows, settings.threads)
         art_cell, ours = cells[("art", n_rows)], cells[("acgate", n_rows)]
         rows.append(_row(n_rows, "art", art_cell, "-"))
         rows.append(_row(n_rows, "acgate", ours, _speedup(art_cell, ours)[1]))
@@ -339,7 +316,7 @@ def exp_art_scale(bench: ModuleType) -> str:
         "## art_scale (IBM ART ActivationDefence vs acgate detect, synthetic activations "
         "60k / 200k / 1M)\n\n"
         f"ART {art.__version__} (`adversarial-robustness-toolbox`, the `bench` extra) with "
-        "`bench_art.patch_art_for_numpy2()` applied (without it ART's `smaller` analysis "
+        "`bench.art_compat.patch_art_for_numpy2()` applied (without it ART's `smaller` analysis "
         f"raises on numpy {np.__version__}). Both tools get the same synthetic activations "
         "(`synthetic_activations`: 128-d float32, 10 classes, 5% planted poison per class "
         "shifted by 6 units, seed 0). Timed, with `time.perf_counter` around the detection "
@@ -359,7 +336,7 @@ def exp_art_scale(bench: ModuleType) -> str:
         "unpoisoned class it still flags a cluster. acgate's `size-silhouette` also computes a "
         "silhouette per class (on a seeded 4,000-point sample), which ART's `smaller` "
         "skips.\n\n"
-        f"Each run is a fresh subprocess ({bench.THREADS} thread(s): `OMP_NUM_THREADS`, "
+        f"Each run is a fresh subprocess ({settings.threads} thread(s): `OMP_NUM_THREADS`, "
         "torch); seconds = median of "
         f"{REPEATS_SMALL} runs below {LARGE_ROWS:,} rows, {REPEATS_LARGE} run at "
         f"{LARGE_ROWS:,}; a run over {TIMEOUT_S} s is killed. Memory in MiB, the highest "
@@ -370,11 +347,11 @@ def exp_art_scale(bench: ModuleType) -> str:
         "`VmHWM`, which also counts the data generator's transient second copy of the array "
         "(about 1 GiB at 1M rows). Speed-up = ART median seconds / acgate median "
         "seconds.\n\n"
-        + bench.table_header() + "\n"
-        + bench.markdown_table(["rows", "tool", "detection seconds (median)", "runs (s)",
-                                "RSS before detection (MiB)", "peak RSS during detection (MiB)",
-                                "process peak RSS (MiB)", "precision",
-                                "recall", "F1", "speed-up (ART / acgate)"], rows)
+        + table_header(settings) + "\n"
+        + markdown_table(["rows", "tool", "detection seconds (median)", "runs (s)",
+                          "RSS before detection (MiB)", "peak RSS during detection (MiB)",
+                          "process peak RSS (MiB)", "precision",
+                          "recall", "F1", "speed-up (ART / acgate)"], rows)
         + "\nTargets from the issue:\n\n" + _verdicts(cells, sizes))
 
 
