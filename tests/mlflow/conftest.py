@@ -13,12 +13,23 @@ import pytest
 
 from acgate.core.result import ClassReport, DetectionResult, RunInfo
 
+#: The thresholds a hand-built scan judges every class with (``Thresholds`` field names). A
+#: real scan records them per class (``ClassReport.thresholds``, in ``acgate/classes.json``)
+#: and as the params ``<name>_threshold``.
+THRESHOLDS = {
+    "size": 0.35,
+    "silhouette": 0.10,
+    "exre": 1.0,
+    "source_share": 0.5,
+    "nested_source_share": 0.7,
+    "confusion": 0.03,
+}
+
 PARAMS = {
     "reducer": "ica",
     "n_components": 10,
     "n_clusters": 2,
-    "size_threshold": 0.35,
-    "silhouette_threshold": 0.10,
+    **{f"{name}_threshold": value for name, value in THRESHOLDS.items()},
     "random_state": 0,
 }
 
@@ -30,9 +41,20 @@ def make_result(
     skipped=(),
     suspicious=None,
     n_per_class=20,
+    class_scores=None,
+    thresholds=None,
+    params=None,
 ):
-    """A result over ``classes``; ``suspicious`` maps a clean class to (silhouette, size, exre)."""
+    """A result over ``classes``; ``suspicious`` maps a clean class to (silhouette, size, exre).
+
+    ``class_scores`` maps a clean class to its report's scores (``source_share``,
+    ``confusion``: the numbers of its exclusionary reclassification); ``thresholds`` maps a
+    class to the thresholds its report records (default :data:`THRESHOLDS`; ``{}``: none);
+    ``params`` are the run info's params (default :data:`PARAMS`).
+    """
     suspicious = dict(suspicious or {})
+    class_scores = dict(class_scores or {})
+    thresholds = {c: dict(THRESHOLDS) for c in classes} | dict(thresholds or {})
     sample_ids, labels, clusters, flags, scores, sources, reports = [], [], [], [], [], [], []
     for c in classes:
         start = len(sample_ids)
@@ -48,6 +70,7 @@ def make_result(
                 label=c, n_samples=n_per_class, n_clusters=0, cluster_sizes=(),
                 suspicious_cluster=None, size_ratio=None, silhouette=None, exre_score=None,
                 suspected_source=None, verdict="skipped", reason="too few samples",
+                thresholds=thresholds[c],
             ))
             continue
         cluster = [0] * (n_per_class - n_small) + [1] * n_small
@@ -62,7 +85,7 @@ def make_result(
                 cluster_sizes=(n_per_class - n_small, n_small), suspicious_cluster=1,
                 size_ratio=n_small / n_per_class, silhouette=0.31, exre_score=0.1,
                 suspected_source=source, verdict="poisoned", reason="small tight cluster",
-                scores={"source_share": 0.9, "confusion": 0.004},
+                scores={"source_share": 0.9, "confusion": 0.004}, thresholds=thresholds[c],
             ))
         else:
             silhouette, size, exre = suspicious.get(c, (0.05, 0.45, None))
@@ -74,12 +97,14 @@ def make_result(
                 cluster_sizes=(n_per_class - n_small, n_small), suspicious_cluster=None,
                 size_ratio=size, silhouette=silhouette, exre_score=exre,
                 suspected_source=None, verdict="clean", reason="one cluster fits",
+                scores=class_scores.get(c, {}), thresholds=thresholds[c],
             ))
     return DetectionResult(
         sample_ids=np.array(sample_ids), labels=np.array(labels), segments=np.array(labels),
         clusters=np.array(clusters), is_poison=np.array(flags), poison_score=np.array(scores),
         suspected_source=np.array(sources), classes=tuple(reports),
-        info=RunInfo(params=PARAMS, versions={"acgate": "0.1.0", "numpy": np.__version__}),
+        info=RunInfo(params=PARAMS if params is None else params,
+                     versions={"acgate": "0.1.0", "numpy": np.__version__}),
     )
 
 
@@ -164,6 +189,18 @@ def store(fast_dir_factory):
 def make_result_fixture():
     """The :func:`make_result` factory."""
     return make_result
+
+
+@pytest.fixture(name="scan_thresholds")
+def scan_thresholds_fixture():
+    """A copy of :data:`THRESHOLDS`, the thresholds :func:`make_result` records by default."""
+    return dict(THRESHOLDS)
+
+
+@pytest.fixture(name="scan_params")
+def scan_params_fixture():
+    """A copy of :data:`PARAMS`, the run params :func:`make_result` records by default."""
+    return dict(PARAMS)
 
 
 @pytest.fixture(name="register_version")

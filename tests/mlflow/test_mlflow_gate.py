@@ -77,8 +77,9 @@ def test_thresholds_fail_a_tight_small_cluster_unless_exre_clears_it(
     _, uri, client = store
     name, version = model
     # Class 2 was judged clean by the scan, but its numbers look like poison under the
-    # stricter gate thresholds.
-    run_id = _scan(uri, make_result(poisoned=(), suspicious={2: (0.24, 0.18, exre)}))
+    # stricter gate thresholds. Like a real scan, it records a source share with its l/p.
+    run_id = _scan(uri, make_result(poisoned=(), suspicious={2: (0.24, 0.18, exre)},
+                                    class_scores={2: {"source_share": 0.9}}))
 
     decision = promote(tracking_uri=uri, run_id=run_id, model_name=name, model_version=version,
                        silhouette_threshold=0.15, size_threshold=0.35)

@@ -14,6 +14,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -42,6 +43,9 @@ MAX_CLASSES_ARTIFACT_BYTES = 64 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: Per-class metrics compared with the document: (metric prefix, document field).
 _FLOAT_METRICS = (("silhouette", "silhouette"), ("size_ratio", "size_ratio"), ("exre", "exre"))
+#: The same for fields a document written before the gate replayed the scan's rule lacks:
+#: compared when the class's entry has the field.
+_NEWER_FLOAT_METRICS = (("source_share", "source_share"), ("confusion", "confusion"))
 _COUNT_METRICS = (("poisoned", None), ("skipped", None), ("flagged", "n_flagged"))
 _VERDICTS = ("clean", "poisoned", "skipped")
 
@@ -78,8 +82,11 @@ def classes_document(
         A JSON-able dict: ``schema``, ``dataset_sha256``, ``verdict``, ``metrics_timestamp_ms``,
         ``n_samples``, ``n_flagged`` and ``classes`` (one entry per class: ``label``,
         ``verdict``, ``n_samples``, ``n_flagged``, ``skipped``, ``suspected_source``,
-        ``reason``, ``silhouette``, ``size_ratio``, ``exre``; non-finite numbers are ``null``,
-        as in the metrics, where they are not logged).
+        ``reason``, ``silhouette``, ``size_ratio``, ``exre``, ``source_share``, ``confusion``
+        (the exclusionary-reclassification numbers of the judged candidate), ``thresholds``
+        (the thresholds the class was judged with, by :class:`acgate.core.analyses.Thresholds`
+        field name: the promotion gate replays the scan's rule with them); non-finite numbers
+        are ``null``, as in the metrics, where they are not logged).
     """
     import numpy as np
 
@@ -98,6 +105,9 @@ def classes_document(
             "silhouette": _finite(report.silhouette),
             "size_ratio": _finite(report.size_ratio),
             "exre": _finite(report.exre_score),
+            "source_share": _finite(report.scores.get("source_share")),
+            "confusion": _finite(report.scores.get("confusion")),
+            "thresholds": _thresholds_entry(report.label, report.thresholds),
         })
     return {
         "schema": CLASSES_SCHEMA,
@@ -108,6 +118,20 @@ def classes_document(
         "n_flagged": int(np.count_nonzero(result.is_poison)),
         "classes": classes,
     }
+
+
+def _thresholds_entry(label: int, thresholds: Mapping[str, Any]) -> dict[str, float | None]:
+    """A class's thresholds as the document records them (non-finite ones ``null``).
+
+    Raises:
+        ValueError: A threshold is not a number.
+    """
+    entry = {}
+    for name, value in thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, Real):
+            raise ValueError(f"class {label}: threshold {name!r} is {value!r}, not a number")
+        entry[str(name)] = _finite(value)
+    return entry
 
 
 def document_bytes(document: Mapping[str, Any]) -> bytes:
@@ -222,7 +246,9 @@ def check_run_against_document(
         expected[f"poisoned/{label}"] = 1.0 if entry["verdict"] == "poisoned" else 0.0
         expected[f"skipped/{label}"] = 1.0 if entry["verdict"] == "skipped" else 0.0
         expected[f"flagged/{label}"] = float(entry["n_flagged"])
-        for prefix, key in _FLOAT_METRICS:
+        for prefix, key in _FLOAT_METRICS + _NEWER_FLOAT_METRICS:
+            if key not in entry and (prefix, key) in _NEWER_FLOAT_METRICS:
+                continue
             value = entry.get(key)
             expected[f"{prefix}/{label}"] = None if value is None else float(value)
     expected["n_classes"] = float(len(classes))

@@ -23,9 +23,13 @@ What it checks, in order:
    * ``poisoned/<c>`` is 1 → fail;
    * ``skipped/<c>`` is 1 → fail unless ``allow_skipped``;
    * with thresholds given: ``silhouette/<c> >= silhouette_threshold`` and
-     ``size_ratio/<c> <= size_threshold`` → fail, unless ``exre/<c>`` is present and ``>= 1``
-     (exclusionary reclassification cleared the cluster). With one threshold only, that
-     condition alone decides.
+     ``size_ratio/<c> <= size_threshold`` → fail, unless the scan's own one-source rule of
+     exclusionary reclassification (:func:`acgate.core.analyses.one_source_verdict`), replayed
+     on the numbers the run recorded (``exre/<c>``, ``source_share/<c>``, ``confusion/<c>``)
+     with the thresholds the scan judged the class with (its entry of the checked
+     ``classes.json``, else the run params ``<name>_threshold``), clears the cluster. A
+     missing number or threshold fails. With one gate threshold only, that condition alone
+     decides.
 5. **The digests match**: the scan's ``dataset_sha256`` (param; the tag, the dataset input and
    ``classes.json`` must agree with it) equals the version's training-data digest: the version
    tag ``acgate.training_data_sha256`` and/or, on the version's source run, the tag
@@ -47,10 +51,11 @@ import logging
 import math
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from numbers import Real
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from acgate.core.analyses import Thresholds, one_source_verdict
 from acgate.errors import (
     EXIT_BAD_INPUT,
     EXIT_CLEAN,
@@ -295,9 +300,11 @@ def promote(
         model_version: Version number of the model trained on the scanned data.
         alias: Alias to move on a pass.
         silhouette_threshold: Fail a class whose silhouette is at least this (together with
-            ``size_threshold``), unless ExRe cleared it. ``None``: not used.
+            ``size_threshold``), unless the scan's one-source rule, replayed on the recorded
+            numbers, clears it. ``None``: not used.
         size_threshold: Fail a class whose suspicious-cluster share is at most this (together
-            with ``silhouette_threshold``), unless ExRe cleared it. ``None``: not used.
+            with ``silhouette_threshold``), unless the replayed rule clears it. ``None``: not
+            used.
         allow_skipped: Accept classes the scan could not analyse.
         connect_timeout_s: Seconds to wait for an HTTP tracking server's ``/health``.
         bounds: Timeouts and retries of each MLflow request; ``None``:
@@ -464,7 +471,12 @@ class _Gate:
     # ----------------------------------------------------------------------------- the run
 
     def judge(self) -> None:
-        """Steps 1-4 of the module docstring (reasons in the order of the steps' checks)."""
+        """Steps 1-4 of the module docstring.
+
+        The evidence (step 3) is read before the classes are judged (step 4), whose re-check
+        replays the scan's rule with the thresholds in the checked ``classes.json``; its
+        problems are refused after the class reasons, in the order the gate has always given.
+        """
         run = self._read_scan_run(self.request.run_id)
         classes = _class_list(run.data.tags.get(CLASSES_TAG))
         finished = self._check_finished(run)
@@ -511,7 +523,11 @@ class _Gate:
         return run.info.status == "FINISHED" and tags.get(STATUS_TAG) == STATUS_COMPLETE
 
     def _judge_class_list(self, run: Run, classes: list[int] | None) -> None:
-        """Step 4 over the class list: each class, then the verdict tag against them."""
+        """Step 4 over the class list: each class, then the verdict tag against them.
+
+        The re-check replays the scan's rule with the thresholds of the checked
+        ``classes.json`` (:attr:`document`, read first), else of the run params.
+        """
         run_id = run.info.run_id
         if classes is None:
             self.refuse(f"scan run {run_id} has no valid {CLASSES_TAG} tag "
@@ -521,8 +537,13 @@ class _Gate:
         if not classes:
             self.refuse(f"scan run {run_id} analysed no classes")
             return
+        document, params = self.document, run.data.params
+
+        def thresholds_of(label: int) -> Thresholds | str:
+            return _recorded_thresholds(label, document, params)
+
         for label in classes:
-            for reason in _judge_class(label, run.data.metrics, self.request):
+            for reason in _judge_class(label, run.data.metrics, self.request, thresholds_of):
                 self.refuse(reason, {label})
         self._check_verdict_tag(run, classes)
 
@@ -823,8 +844,20 @@ def _class_metric(metrics: Mapping[str, float], prefix: str, label: int) -> floa
     return float(value)
 
 
-def _judge_class(label: int, metrics: Mapping[str, float], request: _Request) -> list[str]:
-    """Step 4 for one class: the scan's verdict, then the gate's re-check when asked for."""
+def _judge_class(label: int, metrics: Mapping[str, float], request: _Request,
+                 thresholds_of: Callable[[int], Thresholds | str]) -> list[str]:
+    """Step 4 for one class: the scan's verdict, then the gate's re-check when asked for.
+
+    Args:
+        label: The class.
+        metrics: The run's latest metrics.
+        request: The gate's thresholds and ``allow_skipped``.
+        thresholds_of: The thresholds the scan judged a class with, or why they are unknown
+            (:func:`_recorded_thresholds`).
+
+    Returns:
+        The refusal reasons (none: the class passes).
+    """
     poisoned = _class_metric(metrics, "poisoned", label)
     skipped = _class_metric(metrics, "skipped", label)
     missing = [f"{p}/{label}" for p, v in (("poisoned", poisoned), ("skipped", skipped))
@@ -843,10 +876,11 @@ def _judge_class(label: int, metrics: Mapping[str, float], request: _Request) ->
         return reasons
     if request.silhouette_threshold is None and request.size_threshold is None:
         return reasons
-    return reasons + _recheck_class(label, metrics, request)
+    return reasons + _recheck_class(label, metrics, request, thresholds_of)
 
 
-def _recheck_class(label: int, metrics: Mapping[str, float], request: _Request) -> list[str]:
+def _recheck_class(label: int, metrics: Mapping[str, float], request: _Request,
+                   thresholds_of: Callable[[int], Thresholds | str]) -> list[str]:
     """The gate's re-check: a cluster as tight and small as its thresholds must be cleared."""
     silhouette_threshold, size_threshold = request.silhouette_threshold, request.size_threshold
     silhouette = _class_metric(metrics, "silhouette", label)
@@ -871,17 +905,112 @@ def _recheck_class(label: int, metrics: Mapping[str, float], request: _Request) 
         if size_ratio > size_threshold:
             return []
         evidence.append(f"size ratio {size_ratio:.3f} <= {size_threshold:g}")
-    return _exre_clears(label, metrics, " and ".join(evidence))
+    return _replay_one_source_rule(label, metrics, " and ".join(evidence), thresholds_of)
 
 
-def _exre_clears(label: int, metrics: Mapping[str, float], cluster: str) -> list[str]:
-    """A tight small cluster (``cluster`` says why) refuses unless ``exre/<c> >= 1``."""
+def _replay_one_source_rule(label: int, metrics: Mapping[str, float], cluster: str,
+                            thresholds_of: Callable[[int], Thresholds | str]) -> list[str]:
+    """Refuse a tight small cluster unless the scan's one-source rule clears it.
+
+    The rule (:func:`acgate.core.analyses.one_source_verdict`, the one the scan judged every
+    candidate with) is replayed on the numbers the run recorded: ``exre/<c>`` (l/p),
+    ``source_share/<c>`` and ``confusion/<c>`` (absent: not measured), with the thresholds
+    the scan used for the class. The run does not record whether the judged candidate was a
+    sub-cluster, so the smaller of the two source-share thresholds applies: the replay is
+    never more lenient than the scan.
+
+    Args:
+        label: The class.
+        metrics: The run's latest metrics.
+        cluster: Why the cluster counts as tight and small (starts each reason).
+        thresholds_of: The thresholds the scan judged a class with, or why they are unknown.
+
+    Returns:
+        The refusal reason, or nothing when the rule clears the cluster.
+    """
     exre = _class_metric(metrics, "exre", label)
-    if exre is not None and exre >= 1:
-        logger.info("class %s: %s, cleared by ExRe %.2f >= 1", label, cluster, exre)
-        return []
-    cleared = f"ExRe {exre:.2f} < 1" if exre is not None else "no ExRe score to clear it"
-    return [f"class {label}: {cluster}; {cleared}"]
+    if exre is None:
+        return [f"class {label}: {cluster}; no ExRe score to clear it (no metric exre/{label} "
+                "in the scan run)"]
+    thresholds = thresholds_of(label)
+    if isinstance(thresholds, str):
+        return [f"class {label}: {cluster}; the scan's one-source rule cannot be replayed: "
+                f"{thresholds}"]
+    source_share = _class_metric(metrics, "source_share", label)
+    if source_share is None and exre < thresholds.exre:
+        return [f"class {label}: {cluster}; l/p = {exre:.2f} (< {thresholds.exre:g}) and no "
+                f"metric source_share/{label} in the scan run to replay the scan's one-source "
+                "rule"]
+    poisoned, why = one_source_verdict(
+        exre, math.nan if source_share is None else source_share,  # unread when l/p clears
+        _class_metric(metrics, "confusion", label), thresholds,
+        nested=thresholds.nested_source_share < thresholds.source_share, label=label,
+    )
+    why = _name_unrecorded_source(why)
+    if poisoned:
+        return [f"class {label}: {cluster}; not cleared by the scan's one-source rule on the "
+                f"recorded numbers: {why}"]
+    logger.info("class %s: %s, cleared by the scan's one-source rule: %s", label, cluster, why)
+    return []
+
+
+def _name_unrecorded_source(why: str) -> str:
+    """Word the rule's explanation for a source class the run does not record.
+
+    A scan records the suspected source of poisoned classes only; the replay names none.
+    """
+    return (why.replace(" in class None ", " in one other class ")
+            .replace(" and None at ", " and that class at "))
+
+
+def _recorded_thresholds(label: int, document: Mapping[str, Any] | None,
+                         params: Mapping[str, str]) -> Thresholds | str:
+    """The thresholds the scan judged class ``label`` with, as its run recorded them.
+
+    The class's ``thresholds`` in the checked ``classes.json`` (per class, calibrated ones
+    included) when it has them; else the run params ``<name>_threshold`` (the scan's global
+    thresholds; a document written before thresholds were recorded per class). Nothing is
+    guessed: a threshold recorded in neither, or not a finite number, is named.
+
+    Args:
+        label: The class.
+        document: The run's ``classes.json`` (``None``: unusable).
+        params: The run's params.
+
+    Returns:
+        The thresholds, or why they cannot be known.
+    """
+    names = [item.name for item in fields(Thresholds)]
+    entries = (document or {}).get("classes") or []
+    entry = next((e for e in entries if isinstance(e, Mapping) and e.get("label") == label),
+                 None)
+    recorded = (entry or {}).get("thresholds")
+    if recorded:
+        where = f"the thresholds of class {label} in {CLASSES_ARTIFACT}"
+        table = recorded if isinstance(recorded, Mapping) else {}
+        values = {name: _threshold_value(table.get(name)) for name in names}
+        missing = [name for name, value in values.items() if value is None]
+    else:
+        where = "the run params"
+        values = {name: _threshold_value(params.get(f"{name}_threshold")) for name in names}
+        missing = [f"{name}_threshold" for name, value in values.items() if value is None]
+    if missing:
+        return f"{where} have no finite {', '.join(missing)}"
+    try:
+        return Thresholds(**values)
+    except (TypeError, ValueError) as error:
+        return f"{where} are not valid thresholds ({error})"
+
+
+def _threshold_value(value: Any) -> float | None:
+    """A recorded threshold (a JSON number or a param's text) as a finite float, else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 __all__ = [
