@@ -90,21 +90,30 @@ def _label_mlflow_client(task: dsl.PipelineTask) -> dsl.PipelineTask:
 )
 def acgate_pipeline(
     dataset_uri: str,
-    size_threshold: Optional[float] = None,
-    silhouette_threshold: float = 0.10,
-    source_share_threshold: float = 0.5,
-    nested_source_share_threshold: float = 0.7,
-    confusion_threshold: float = 0.03,
-    analysis: str = "auto",
-    seed: int = 0,
-    model_name: Optional[str] = None,
-    model_version: Optional[str] = None,
-    mlflow_tracking_uri: Optional[str] = None,
-    epochs: Optional[int] = None,
     reducer: str = "pca",
     n_components: int = 10,
     n_clusters: str = "",
+    analysis: str = "auto",
+    size_threshold: Optional[float] = None,
+    silhouette_threshold: float = 0.10,
+    exre_threshold: float = 1.0,
+    source_share_threshold: float = 0.5,
+    nested_source_share_threshold: float = 0.7,
+    confusion_threshold: float = 0.03,
     segment_by: str = "label",
+    min_class_size: int = 10,
+    seed: int = 0,
+    proxy: str = "auto",
+    epochs: Optional[int] = None,
+    exre_epochs: Optional[int] = None,
+    batch_size: int = 64,
+    lr: float = 0.001,
+    hidden: int = 128,
+    max_decoded_bytes: Optional[int] = 8589934592,
+    max_tokens: int = 256,
+    model_name: Optional[str] = None,
+    model_version: Optional[str] = None,
+    mlflow_tracking_uri: Optional[str] = None,
     repair_strategy: str = "relabel",
     alias: str = "champion",
 ) -> NamedTuple("ScanOutputs", samples=dsl.Dataset, verdict=str, run_id=str,
@@ -112,28 +121,39 @@ def acgate_pipeline(
     """Scan ``dataset_uri``; promote ``model_name``/``model_version`` if clean, else repair.
 
     Args:
-        dataset_uri: Dataset Parquet file (``label`` + ``image``), a path or URI.
+        dataset_uri: Dataset Parquet file (``label`` + ``image``, or ``label`` + ``text``),
+            a path or URI.
+        reducer: ``"pca"``, ``"ica"`` or ``"none"``.
+        n_components: Dimensions after reduction.
+        n_clusters: ``"2"`` (k of k-means), ``"auto"`` or ``"stable"``; ``""``: ``"stable"``
+            under exclusionary reclassification, else 2.
+        analysis: ``"auto"`` (exclusionary reclassification), ``"exre"``,
+            ``"size-silhouette"``, ``"size"``, ``"silhouette"``, ``"distance"``,
+            ``"spectral"`` or ``"robust"``.
         size_threshold: Largest share a poison cluster may hold; ``None``: 0.45 under
-            exclusionary reclassification, else 0.35.
+            exclusionary reclassification, else 0.35 (text: 0.35).
         silhouette_threshold: Smallest silhouette counted as two clusters.
+        exre_threshold: l/p below this is poison.
         source_share_threshold: Exclusionary reclassification: smallest share of a left-out
             cluster that must go to one other class for it to be poison.
         nested_source_share_threshold: The same for a stable sub-cluster inside a candidate.
         confusion_threshold: A candidate is legitimate when the proxy itself confuses its class
             and the suspected source at least this much (2 disables the test).
-        analysis: ``"auto"`` (exclusionary reclassification), ``"exre"``,
-            ``"size-silhouette"``, ``"size"``, ``"silhouette"`` or ``"distance"``.
+        segment_by: ``"label"`` or ``"prediction"``.
+        min_class_size: Smaller classes are skipped (the scan is then incomplete).
         seed: Seed of every random step.
+        proxy: ``"auto"``, ``"cnn"``, ``"mlp"`` or ``"textcnn"``.
+        epochs: Proxy epochs; ``None``: images 30 below 10k rows, else 2; text 6 to 30.
+        exre_epochs: Epochs of the exclusionary-reclassification retrain; ``None``: the proxy's.
+        batch_size: Training batch size.
+        lr: Adam learning rate.
+        hidden: Width of the proxy's last hidden layer.
+        max_decoded_bytes: Memory budget of the decoded images plus training; ``None``: none.
+        max_tokens: Longest text the text proxy reads, in tokens.
         model_name: Registered MLflow model trained on this data; ``None``: no promotion.
         model_version: Its version.
         mlflow_tracking_uri: MLflow tracking and registry URI; ``None``: no tracking (and the
             gate then refuses any named model).
-        epochs: Proxy epochs; ``None``: 30 below 10k rows, else 2.
-        reducer: ``"pca"``, ``"ica"`` or ``"none"``.
-        n_components: Dimensions after reduction.
-        n_clusters: ``"2"`` (k of k-means), ``"auto"`` or ``"stable"``; ``""``: ``"stable"``
-            under exclusionary reclassification, else 2.
-        segment_by: ``"label"`` or ``"prediction"``.
         repair_strategy: ``"relabel"`` or ``"remove"`` (the repair of a poisoned dataset).
         alias: MLflow alias the gate moves on a pass.
 
@@ -146,33 +166,35 @@ def acgate_pipeline(
     digest.set_caching_options(False)  # it must see today's bytes behind the same URI
     sha256 = digest.output
 
-    trained = train_proxy(dataset_uri=dataset_uri, seed=seed, epochs=epochs,
-                          dataset_sha256=sha256)
+    proxy_settings = {"seed": seed, "proxy": proxy, "epochs": epochs, "batch_size": batch_size,
+                      "lr": lr, "hidden": hidden, "max_decoded_bytes": max_decoded_bytes,
+                      "max_tokens": max_tokens}
+    cluster_settings = {"reducer": reducer, "n_components": n_components,
+                        "n_clusters": n_clusters, "analysis": analysis,
+                        "size_threshold": size_threshold, "segment_by": segment_by,
+                        "min_class_size": min_class_size}
+    trained = train_proxy(dataset_uri=dataset_uri, dataset_sha256=sha256, **proxy_settings)
     trained.set_display_name("train proxy")
 
     extracted = extract_activations(dataset=trained.outputs["dataset"],
                                     model=trained.outputs["model"], segment_by=segment_by,
-                                    dataset_sha256=sha256)
+                                    max_decoded_bytes=max_decoded_bytes, dataset_sha256=sha256)
     extracted.set_display_name("extract activations")
 
     with dsl.ParallelFor(items=extracted.outputs["Output"], name="per-class") as label:
-        clustered = cluster(
-            activations=extracted.outputs["activations"], label=label, reducer=reducer,
-            n_components=n_components, n_clusters=n_clusters, seed=seed,
-            segment_by=segment_by, analysis=analysis, size_threshold=size_threshold,
-        )
+        clustered = cluster(activations=extracted.outputs["activations"], label=label,
+                            seed=seed, **cluster_settings)
         clustered.set_display_name("cluster class")
 
     analyzed = analyze(
         activations=extracted.outputs["activations"], dataset=trained.outputs["dataset"],
         clusterings=dsl.Collected(clustered.outputs["clustering"]), dataset_uri=dataset_uri,
-        analysis=analysis, size_threshold=size_threshold,
-        silhouette_threshold=silhouette_threshold,
+        silhouette_threshold=silhouette_threshold, exre_threshold=exre_threshold,
         source_share_threshold=source_share_threshold,
         nested_source_share_threshold=nested_source_share_threshold,
-        confusion_threshold=confusion_threshold, reducer=reducer, n_components=n_components,
-        n_clusters=n_clusters, seed=seed, epochs=epochs, segment_by=segment_by,
+        confusion_threshold=confusion_threshold, exre_epochs=exre_epochs,
         mlflow_tracking_uri=mlflow_tracking_uri, dataset_sha256=sha256,
+        **proxy_settings, **cluster_settings,
     )
     analyzed.set_display_name("analyze")
     _label_mlflow_client(analyzed)
@@ -187,9 +209,9 @@ def acgate_pipeline(
     with dsl.Else(name="data-poisoned"):
         repaired = repair(dataset=trained.outputs["dataset"],
                           samples=analyzed.outputs["samples"], model=trained.outputs["model"],
-                          strategy=repair_strategy, seed=seed, epochs=epochs,
-                          mlflow_tracking_uri=mlflow_tracking_uri,
-                          scan_run_id=analyzed.outputs["run_id"], dataset_sha256=sha256)
+                          strategy=repair_strategy, mlflow_tracking_uri=mlflow_tracking_uri,
+                          scan_run_id=analyzed.outputs["run_id"], dataset_sha256=sha256,
+                          **proxy_settings)
         repaired.set_display_name("repair")
         _label_mlflow_client(repaired)
 
@@ -299,24 +321,36 @@ def _with_every_optional_input(arguments: dict) -> dict:
     kfp 2.17.3's local orchestrator can neither read the (absent) default of an
     ``Optional[...] = None`` pipeline input (``Unknown value type``) nor take an explicit
     ``None`` argument, so a local run passes the equivalent values: ``""`` for the MLflow
-    strings (the components read ``""`` as "not given"), the resolved epochs (30 below 10k rows,
-    else 2) and the resolved size threshold (0.45 under exclusionary reclassification, else
-    0.35). On a cluster the ``None`` defaults are used as declared.
+    strings (the components read ``""`` as "not given"), the resolved epochs (images: 30 below
+    10k rows, else 2; text: as :meth:`acgate.scan.ScanConfig.resolved_text_epochs`), the same
+    for the retrain, and the resolved size threshold (text 0.35; images 0.45 under exclusionary
+    reclassification, else 0.35). On a cluster the ``None`` defaults are used as declared.
     """
     from acgate.core.detect import EXRE_SIZE_THRESHOLD, SIZE_THRESHOLD
     from acgate.io.schema import open_parquet
-    from acgate.scan import ScanConfig
+    from acgate.scan import TEXT_SIZE_THRESHOLD, ScanConfig
 
     complete = dict(arguments)
     for name in ("model_name", "model_version", "mlflow_tracking_uri"):
         if complete.get(name) is None:
             complete[name] = ""
+    try:
+        dataset = open_parquet(complete["dataset_uri"])
+    except (OSError, ValueError):  # the run's first step reports it, naming the input
+        dataset = None
+    names = dataset.schema_arrow.names if dataset is not None else ()
+    text = "text" in names and "image" not in names
     if complete.get("epochs") is None:
-        n_rows = open_parquet(complete["dataset_uri"]).metadata.num_rows
-        complete["epochs"] = ScanConfig().resolved_epochs(n_rows)
+        n_rows = dataset.metadata.num_rows if dataset is not None else 0
+        config = ScanConfig(batch_size=complete.get("batch_size", ScanConfig.batch_size))
+        complete["epochs"] = (config.resolved_text_epochs(n_rows) if text
+                              else config.resolved_epochs(n_rows))
+    if complete.get("exre_epochs") is None:  # the retrain's default: the proxy's epochs
+        complete["exre_epochs"] = complete["epochs"]
     if complete.get("size_threshold") is None:
         exre = complete.get("analysis", "auto") in ("auto", "exre")
-        complete["size_threshold"] = EXRE_SIZE_THRESHOLD if exre else SIZE_THRESHOLD
+        complete["size_threshold"] = (TEXT_SIZE_THRESHOLD if text else
+                                      EXRE_SIZE_THRESHOLD if exre else SIZE_THRESHOLD)
     return {name: value for name, value in complete.items() if value is not None}
 
 

@@ -18,18 +18,27 @@ def analyze(
     metrics: Output[Metrics],
     report: Output[HTML],
     dataset_uri: str = "",
-    analysis: str = "auto",
-    size_threshold: Optional[float] = None,
-    silhouette_threshold: float = 0.10,
-    source_share_threshold: float = 0.5,
-    nested_source_share_threshold: float = 0.7,
-    confusion_threshold: float = 0.03,
     reducer: str = "pca",
     n_components: int = 10,
     n_clusters: str = "",
-    seed: int = 0,
-    epochs: Optional[int] = None,
+    analysis: str = "auto",
+    size_threshold: Optional[float] = None,
+    silhouette_threshold: float = 0.10,
+    exre_threshold: float = 1.0,
+    source_share_threshold: float = 0.5,
+    nested_source_share_threshold: float = 0.7,
+    confusion_threshold: float = 0.03,
     segment_by: str = "label",
+    min_class_size: int = 10,
+    seed: int = 0,
+    proxy: str = "auto",
+    epochs: Optional[int] = None,
+    exre_epochs: Optional[int] = None,
+    batch_size: int = 64,
+    lr: float = 0.001,
+    hidden: int = 128,
+    max_decoded_bytes: Optional[int] = 8589934592,
+    max_tokens: int = 256,
     mlflow_tracking_uri: Optional[str] = None,
     dataset_sha256: Optional[str] = None,
 ) -> NamedTuple("AnalyzeOutputs", verdict=str, run_id=str, n_flagged=int):
@@ -45,22 +54,31 @@ def analyze(
             (:func:`acgate.io.results.result_metrics`).
         report: Self-contained HTML report.
         dataset_uri: The dataset's original URI (recorded in MLflow and the report title).
+        reducer: As given to ``cluster``.
+        n_components: As given to ``cluster``.
+        n_clusters: As given to ``cluster``.
         analysis: ``"auto"`` (exre), ``"exre"``, ``"size-silhouette"``, ``"size"``,
-            ``"silhouette"``, ``"distance"``.
+            ``"silhouette"``, ``"distance"``, ``"spectral"``, ``"robust"``.
         size_threshold: Largest share a poison cluster may hold; ``None``: 0.45 under exre,
-            else 0.35.
+            else 0.35 (text: 0.35).
         silhouette_threshold: Smallest silhouette counted as two clusters.
+        exre_threshold: l/p below this is poison.
         source_share_threshold: Exclusionary reclassification: smallest share of a left-out
             cluster that must go to one other class for it to be poison.
         nested_source_share_threshold: The same for a stable sub-cluster inside a candidate.
         confusion_threshold: A candidate is legitimate when the proxy itself confuses its class
             and the suspected source at least this much (2 disables the test).
-        reducer: As given to ``cluster`` (recorded).
-        n_components: As given to ``cluster`` (recorded).
-        n_clusters: As given to ``cluster`` (recorded).
-        seed: Seed (the same as ``train_proxy``'s: the retrain must match the proxy).
-        epochs: Proxy epochs (the same as ``train_proxy``'s).
         segment_by: ``"label"`` or ``"prediction"``.
+        min_class_size: As given to ``cluster``.
+        seed: Seed (the same as ``train_proxy``'s: the retrain must match the proxy).
+        proxy: The proxy architecture (as ``train_proxy``'s; the retrain rebuilds it).
+        epochs: Proxy epochs (as ``train_proxy``'s).
+        exre_epochs: Epochs of the retrain; ``None``: the proxy's.
+        batch_size: Training batch size (as ``train_proxy``'s).
+        lr: Adam learning rate (as ``train_proxy``'s).
+        hidden: Width of the proxy's last hidden layer (as ``train_proxy``'s).
+        max_decoded_bytes: Memory budget of the decoded images plus training.
+        max_tokens: Longest text the text proxy reads (as ``train_proxy``'s).
         mlflow_tracking_uri: Log the scan as an MLflow run; ``None``: no tracking.
         dataset_sha256: SHA-256 of the dataset's bytes (from ``dataset_digest``): part of the
             KFP cache key, recorded in ``samples``' metadata; ``dataset`` must have it.
@@ -79,25 +97,31 @@ def analyze(
         analyze_stage,
         check_dataset_digest,
         copy_file,
+        pin_torch_threads,
         pipeline_config,
+        track_scan,
         write_metrics_file,
     )
 
     logging.basicConfig(level=logging.INFO)
+    pin_torch_threads()
     check_dataset_digest(dataset.path, dataset_sha256)
-    config = pipeline_config(seed=seed, epochs=epochs, analysis=analysis,
-                             size_threshold=size_threshold,
-                             silhouette_threshold=silhouette_threshold, reducer=reducer,
-                             n_components=n_components, n_clusters=n_clusters,
-                             segment_by=segment_by,
-                             source_share_threshold=source_share_threshold,
-                             nested_source_share_threshold=nested_source_share_threshold,
-                             confusion_threshold=confusion_threshold)
+    config = pipeline_config(
+        reducer=reducer, n_components=n_components, n_clusters=n_clusters, analysis=analysis,
+        size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
+        exre_threshold=exre_threshold, source_share_threshold=source_share_threshold,
+        nested_source_share_threshold=nested_source_share_threshold,
+        confusion_threshold=confusion_threshold, segment_by=segment_by,
+        min_class_size=min_class_size, seed=seed, proxy=proxy, epochs=epochs,
+        exre_epochs=exre_epochs, batch_size=batch_size, lr=lr, hidden=hidden,
+        max_decoded_bytes=max_decoded_bytes, max_tokens=max_tokens)
+    run_id = ""
     with tempfile.TemporaryDirectory(prefix="acgate-analyze-") as out_dir:
         outcome = analyze_stage(
             activations.path, dataset.path, [c.path for c in clusterings], out_dir, config,
-            tracking_uri=mlflow_tracking_uri or None, dataset_uri=dataset_uri or None,
-        )
+            dataset_uri=dataset_uri or None, dataset_sha256=dataset_sha256 or None)
+        if mlflow_tracking_uri:
+            run_id = track_scan(outcome, out_dir, config, tracking_uri=mlflow_tracking_uri)
         copy_file(outcome.files["samples"], samples.path)
         copy_file(outcome.files["classes"], classes.path)
         copy_file(outcome.files["html"], report.path)
@@ -105,7 +129,7 @@ def analyze(
         metrics.log_metric(name, value)
     write_metrics_file(metrics.path, metrics.metadata)
     verdict = outcome.result.verdict
-    samples.metadata.update({"verdict": verdict, "run_id": outcome.run_id or "",
+    samples.metadata.update({"verdict": verdict, "run_id": run_id,
                              "dataset_sha256": dataset_sha256 or ""})
     outputs = namedtuple("AnalyzeOutputs", ["verdict", "run_id", "n_flagged"])
-    return outputs(verdict, outcome.run_id or "", int(outcome.result.is_poison.sum()))
+    return outputs(verdict, run_id, int(outcome.result.is_poison.sum()))

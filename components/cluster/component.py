@@ -20,6 +20,7 @@ def cluster(
     segment_by: str = "label",
     analysis: str = "auto",
     size_threshold: Optional[float] = None,
+    min_class_size: int = 10,
 ):
     """Cluster the activations of one class and write its clustering as Parquet.
 
@@ -38,6 +39,7 @@ def cluster(
         analysis: The analysis ``analyze`` will run (decides the default ``n_clusters``).
         size_threshold: Largest share of the class a stable candidate may hold; ``None``: as
             ``analyze`` resolves it.
+        min_class_size: Smaller classes are skipped (the scan is then incomplete).
     """
     import logging
 
@@ -46,7 +48,7 @@ def cluster(
     logging.basicConfig(level=logging.INFO)
     config = pipeline_config(seed=seed, reducer=reducer, n_components=n_components,
                              n_clusters=n_clusters, segment_by=segment_by, analysis=analysis,
-                             size_threshold=size_threshold)
+                             size_threshold=size_threshold, min_class_size=min_class_size)
     result = cluster_stage(activations.path, label, clustering.path, config)
     clustering.metadata.update({
         "label": result.label, "n_clusters": result.n_clusters,

@@ -14,6 +14,7 @@ def extract_activations(
     model: Input[Model],
     activations: Output[Dataset],
     segment_by: str = "label",
+    max_decoded_bytes: Optional[int] = 8589934592,
     dataset_sha256: Optional[str] = None,
 ) -> List[int]:
     """Write the activations Parquet file and return the classes to cluster.
@@ -23,6 +24,7 @@ def extract_activations(
         model: The proxy model folder (from ``train_proxy``).
         activations: Activations Parquet file (schema ``activations/1``).
         segment_by: ``"label"`` or ``"prediction"``: what the returned classes are.
+        max_decoded_bytes: Memory budget of the decoded images (as ``train_proxy``'s).
         dataset_sha256: SHA-256 of the dataset's bytes (from ``dataset_digest``): part of the
             KFP cache key; ``dataset`` must have it. ``None``: no check.
 
@@ -31,11 +33,17 @@ def extract_activations(
     """
     import logging
 
-    from acgate.stages import check_dataset_digest, extract_stage, pipeline_config
+    from acgate.stages import (
+        check_dataset_digest,
+        extract_stage,
+        pin_torch_threads,
+        pipeline_config,
+    )
 
     logging.basicConfig(level=logging.INFO)
+    pin_torch_threads()
     check_dataset_digest(dataset.path, dataset_sha256)
-    config = pipeline_config(segment_by=segment_by)
-    classes = extract_stage(dataset.path, model.path, activations.path, config)
+    config = pipeline_config(segment_by=segment_by, max_decoded_bytes=max_decoded_bytes)
+    classes, _ = extract_stage(dataset.path, model.path, activations.path, config)
     activations.metadata["classes"] = classes
     return classes

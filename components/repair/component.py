@@ -18,7 +18,13 @@ def repair(
     metrics: Output[Metrics],
     strategy: str = "relabel",
     seed: int = 0,
+    proxy: str = "auto",
     epochs: Optional[int] = None,
+    batch_size: int = 64,
+    lr: float = 0.001,
+    hidden: int = 128,
+    max_decoded_bytes: Optional[int] = 8589934592,
+    max_tokens: int = 256,
     mlflow_tracking_uri: Optional[str] = None,
     scan_run_id: Optional[str] = None,
     dataset_sha256: Optional[str] = None,
@@ -35,7 +41,13 @@ def repair(
         strategy: ``"relabel"`` (fine-tune on the flagged samples relabelled with their
             suspected source) or ``"remove"`` (drop them, retrain from scratch).
         seed: Seed of every random step.
+        proxy: The proxy architecture (as ``train_proxy``'s).
         epochs: Fixed epochs; ``None``: the library's default.
+        batch_size: Training batch size.
+        lr: Adam learning rate.
+        hidden: Width of the proxy's last hidden layer (as ``train_proxy``'s).
+        max_decoded_bytes: Memory budget of the decoded images plus training; ``None``: none.
+        max_tokens: Longest text the text proxy reads (as ``train_proxy``'s).
         mlflow_tracking_uri: Log the repair as an MLflow run; ``None``: no tracking.
         scan_run_id: The scan's MLflow run (from ``analyze``): the repair run becomes its
             child; ``None`` or ``""``: a top-level run.
@@ -49,16 +61,20 @@ def repair(
 
     from acgate.stages import (
         check_dataset_digest,
+        pin_torch_threads,
         pipeline_config,
         repair_stage,
         write_metrics_file,
     )
 
     logging.basicConfig(level=logging.INFO)
+    pin_torch_threads()
     check_dataset_digest(dataset.path, dataset_sha256)
     outcome = repair_stage(
         dataset.path, samples.path, model.path, cleaned_dataset.path, repaired_model.path,
-        pipeline_config(seed=seed, epochs=epochs), strategy=strategy, epochs=epochs,
+        pipeline_config(seed=seed, proxy=proxy, epochs=epochs, batch_size=batch_size, lr=lr,
+                        hidden=hidden, max_decoded_bytes=max_decoded_bytes,
+                        max_tokens=max_tokens), strategy=strategy, epochs=epochs,
         tracking_uri=mlflow_tracking_uri, scan_run_id=scan_run_id,
     )
     for name, value in outcome.metrics.items():

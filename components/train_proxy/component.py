@@ -15,19 +15,32 @@ def train_proxy(
     model: Output[Model],
     metrics: Output[Metrics],
     seed: int = 0,
+    proxy: str = "auto",
     epochs: Optional[int] = None,
+    batch_size: int = 64,
+    lr: float = 0.001,
+    hidden: int = 128,
+    max_decoded_bytes: Optional[int] = 8589934592,
+    max_tokens: int = 256,
     dataset_sha256: Optional[str] = None,
 ):
     """Copy the dataset into the pipeline, validate it and train the proxy model on it.
 
     Args:
-        dataset_uri: Dataset Parquet file (``label`` + ``image``): a path or a ``file://``,
-            ``s3://``, ``gs://`` URI.
+        dataset_uri: Dataset Parquet file (``label`` + ``image``, or ``label`` + ``text``): a
+            path or a ``file://``, ``s3://``, ``gs://`` URI.
         dataset: The validated copy (every later step reads this one).
-        model: The proxy: a folder with ``state_dict.pt`` and ``model.json``.
+        model: The proxy: a folder with ``model.pt``, ``model.json`` (and ``vocab.json``).
         metrics: Training statistics (``final_loss``, ``train_accuracy``, ...).
         seed: Seed of every random step.
-        epochs: Proxy epochs; ``None``: 30 below 10k rows, else 2.
+        proxy: ``"auto"`` (CNN for images, Kim's text CNN for text), ``"cnn"``, ``"mlp"`` or
+            ``"textcnn"``.
+        epochs: Proxy epochs; ``None``: images 30 below 10k rows, else 2; text 6 to 30.
+        batch_size: Training batch size.
+        lr: Adam learning rate.
+        hidden: Width of the proxy's last hidden layer.
+        max_decoded_bytes: Memory budget of the decoded images plus training; ``None``: none.
+        max_tokens: Longest text the text proxy reads, in tokens.
         dataset_sha256: SHA-256 of the dataset's bytes (from ``dataset_digest``): part of the
             KFP cache key, so new data behind the same URI is trained on again; the staged
             copy must have it (the data did not change during the run). ``None``: no check.
@@ -36,6 +49,7 @@ def train_proxy(
 
     from acgate.stages import (
         check_dataset_digest,
+        pin_torch_threads,
         pipeline_config,
         stage_dataset,
         train_proxy_stage,
@@ -43,7 +57,10 @@ def train_proxy(
     )
 
     logging.basicConfig(level=logging.INFO)
-    config = pipeline_config(seed=seed, epochs=epochs)
+    pin_torch_threads()
+    config = pipeline_config(seed=seed, proxy=proxy, epochs=epochs, batch_size=batch_size, lr=lr,
+                             hidden=hidden, max_decoded_bytes=max_decoded_bytes,
+                             max_tokens=max_tokens)
     stage_dataset(dataset_uri, dataset.path)
     check_dataset_digest(dataset.path, dataset_sha256)
     info = train_proxy_stage(dataset.path, model.path, config)

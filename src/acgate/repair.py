@@ -375,18 +375,15 @@ def _attack_of(dataset: Any) -> tuple[dict[str, Any], list[tuple[int, int]]] | N
 # ----------------------------------------------------------------------------- models
 
 
-def _proxy_spec(dataset: Any, config: Any, n_classes: int) -> dict[str, Any]:
-    name = config.proxy if config.proxy != "auto" else "cnn"
-    return {"name": name, "input_shape": list(dataset.images.shape[1:]),
-            "n_classes": int(n_classes), "hidden": config.hidden}
+def _load_proxy(model_path: Path) -> Any:
+    """The scanned proxy: ``model.pt`` in its folder with ``model.json`` (one format)."""
+    from acgate.stages import MODEL_SPEC_FILE, load_proxy
 
-
-def _load_proxy(model_path: Path, dataset: Any, config: Any) -> Any:
-    from acgate.scan import n_classes_of
-    from acgate.torch.byo import load_model
-
-    spec = _proxy_spec(dataset, config, n_classes_of(dataset.labels))
-    return load_model(model_path, module="acgate.torch.models:build_proxy", module_kwargs=spec)
+    if not (model_path.parent / MODEL_SPEC_FILE).is_file():
+        raise ValueError(f"{model_path}: no {MODEL_SPEC_FILE} beside it; the proxy folder of an "
+                         "acgate scan (the scan's output folder, or the pipeline's model "
+                         "artifact) holds both")
+    return load_proxy(model_path.parent)
 
 
 def _replay_rows(kept: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -509,7 +506,7 @@ def run_repair(
         backdoor["reason"] = why
 
     # The given model is loaded (and refused when unsafe) before the output folder is touched.
-    user_model = _load_proxy(Path(model_path), dataset, config) if model_path is not None else None
+    user_model = _load_proxy(Path(model_path)) if model_path is not None else None
     with output_folder(out_dir, command="repair", inputs=inputs,
                        overwrite=overwrite) as output:
         staging = output.staging
@@ -557,9 +554,9 @@ def run_repair(
             backdoor["pairs"] = [list(p) for p in attack[1]]
             backdoor["test_dataset"] = str(test_dataset_path)
         write_image_dataset(cleaned, staging / CLEANED_FILE)
-        from acgate.torch.byo import save_state_dict
+        from acgate.stages import save_proxy
 
-        save_state_dict(model, staging / MODEL_FILE)
+        save_proxy(model, dataset, config, staging)  # model.pt + model.json, as the scan's
         timings["total"] = time.perf_counter() - started
         report = {**record, "cleaned_fingerprint": dataset_fingerprint(cleaned),
                   "n_cleaned": len(cleaned), "seed": seed, "replay_fraction": replay_fraction,

@@ -1,16 +1,18 @@
-"""The scan stages, as library functions: the CLI and the Kubeflow components both call these.
+"""``acgate scan``: the settings (:class:`ScanConfig`) and the proxy's building blocks.
 
-train-proxy -> extract-activations -> cluster -> analyze (-> report, MLflow). Each stage reads
-and writes files through :mod:`acgate.io`; the detection itself is the pure core.
+:func:`run_scan` is the sequential composition of the stage functions of :mod:`acgate.stages`,
+exactly those the Kubeflow components wrap (train-proxy -> extract-activations -> cluster per
+class -> analyze -> MLflow), on the same files. This module holds what the stages share:
+dataset validation, the proxy's construction and training, the extraction to Parquet and the
+exclusionary-reclassification retrain.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,7 +75,7 @@ class ScanConfig(DetectorConfig):
                                  "2; text enough for 480 optimizer steps, 6 to 30)",
                                  stage="proxy")
     exre_epochs: int | None = setting(None, "epochs of the exclusionary-reclassification "
-                                      "retrain (default: the proxy's)", stage="proxy")
+                                      "retrain (default: the proxy's)", stage="analyze")
     batch_size: int = setting(64, "training batch size", stage="proxy")
     lr: float = setting(1e-3, "Adam learning rate", stage="proxy")
     hidden: int = setting(128, "width of the proxy's last hidden layer", stage="proxy")
@@ -351,7 +353,7 @@ def load_user_model(config: ScanConfig) -> Any:
 
 
 def extract_to_parquet(model: Any, dataset: Any, path: str | Path, config: ScanConfig, *,
-                       vocabulary: Any = None) -> Any:
+                       vocabulary: Any = None, metadata: Mapping[str, Any] | None = None) -> Any:
     """Stream the last-hidden-layer activations of every sample to an activations Parquet file.
 
     Args:
@@ -361,6 +363,7 @@ def extract_to_parquet(model: Any, dataset: Any, path: str | Path, config: ScanC
         config: Scan settings (``layer``).
         vocabulary: For text: the vocabulary the model was trained with (default: the one
             built from the dataset's texts, as :func:`train_proxy` does).
+        metadata: More entries for the file's metadata (e.g. the modality).
 
     Returns:
         The :class:`acgate.io.activations.ActivationTable` read back from the file.
@@ -379,7 +382,8 @@ def extract_to_parquet(model: Any, dataset: Any, path: str | Path, config: ScanC
                                                          layer=config.layer):
             if writer is None:
                 writer = ActivationWriter(path, activations.shape[1],
-                                          metadata={"layer": config.layer or "last-hidden"})
+                                          metadata={"layer": config.layer or "last-hidden",
+                                                    **dict(metadata or {})})
                 writer.open()
             stop = start + len(activations)
             writer.write_batch(np.arange(start, stop), labels[start:stop], predictions,
@@ -465,15 +469,10 @@ def run_scan(
         acgate.errors.InfrastructureError: The tracking store cannot be used (before training).
     """
     from acgate.errors import InfrastructureError
-    from acgate.gx import (
-        activations_summary_frame,
-        validate_activations_frame,
-        validate_classes_frame,
-    )
-    from acgate.io.datasets import dataset_fingerprint, read_dataset
+    from acgate.io.datasets import read_dataset
     from acgate.io.digest import file_sha256
     from acgate.io.output import check_output_folder, output_folder
-    from acgate.io.results import write_result
+    from acgate.stages import dataset_modality, modality_config
 
     config = config or ScanConfig()
     dataset_path = Path(dataset_path)
@@ -484,121 +483,91 @@ def run_scan(
         from acgate.mlflow import check_tracking_store
 
         check_tracking_store(tracking_uri)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = now - clock
-        clock = now
-
-    if modality is None:
-        from acgate.io.schema import open_parquet
-
-        names = set(open_parquet(dataset_path).schema_arrow.names)
-        if "image" in names and "text" in names:
-            raise ValueError(f"{dataset_path} has both an 'image' and a 'text' column; "
-                             "pass --modality image or --modality text")
-        modality = "text" if "text" in names else "image"
-    if modality not in ("image", "text"):
-        raise ValueError(f"{dataset_path}: modality must be 'image' or 'text', got {modality!r}")
+    timings = _Laps()
+    modality = dataset_modality(dataset_path, modality)
     # The suite also checks the label column (rows, classes, class sizes, range).
-    gx_dataset = validate_dataset_file(dataset_path, modality=modality,
-                                       max_decoded_bytes=config.max_decoded_bytes)
+    validate_dataset_file(dataset_path, modality=modality,
+                          max_decoded_bytes=config.max_decoded_bytes)
     dataset = read_dataset(dataset_path, modality=modality,
                            max_decoded_bytes=config.max_decoded_bytes)
-    vocabulary = None
-    if modality == "text":
-        if config.size_threshold is None:
-            config = replace(config, size_threshold=TEXT_SIZE_THRESHOLD)
-        vocabulary = (load_user_vocabulary(config) if config.model_path
-                      else text_vocabulary(dataset, config.max_tokens))
-    fingerprint = dataset_fingerprint(dataset)
+    config = modality_config(config, modality)
     dataset_sha256 = file_sha256(dataset_path)
-    lap("read_validate")
+    timings.lap("read_validate")
 
     # The user's model is loaded (and refused when unsafe) before the output folder is touched.
     user_model = load_user_model(config) if config.model_path else None
     with output_folder(out_dir, command="scan", inputs=inputs, overwrite=overwrite) as output:
-        staging = output.staging
-        if user_model is not None:
-            model = user_model
-        else:
-            from acgate.torch.byo import save_state_dict
-
-            model, _ = train_proxy(dataset, config)
-            # Saved so that `acgate repair` can fine-tune the very proxy that was scanned.
-            save_state_dict(model, staging / "model.pt")
-            if vocabulary is not None:  # a text proxy is reloaded with its vocabulary
-                vocabulary.save(staging / VOCABULARY_FILE)
-        lap("train_proxy")
-        table = extract_to_parquet(model, dataset, staging / "activations.parquet", config,
-                                   vocabulary=vocabulary)
-        gx_activations = validate_activations_frame(
-            activations_summary_frame(table.indices, table.labels, table.activations),
-            n_dataset_rows=len(dataset))
-        lap("extract")
-        retrain = None
-        if config.analysis in ("auto", "exre"):
-            retrain = make_retrain(dataset, config)
-        result = detect_table(table, config, retrain_and_predict=retrain)
-        timings.update({f"detect_{k}": v for k, v in result.info.timings.items()})
-        lap("detect")
-        gx_classes = validate_classes_frame(result.classes_frame())
-        files = dict(write_result(result, staging))
-        scan_info = {"dataset": str(dataset_path), "fingerprint": fingerprint,
-                     "dataset_sha256": dataset_sha256, "verdict": result.verdict,
-                     "config": config.to_dict(), "timings": timings}
-        if vocabulary is not None:
-            scan_info["text"] = text_scan_info(dataset, config, vocabulary)
-        (staging / "scan.json").write_text(json.dumps(scan_info, indent=2, default=str))
-        if report:
-            from acgate.report import write_report
-
-            if vocabulary is not None:
-                report_files = write_report(result, staging / "report.html",
-                                            activations=table.activations, texts=dataset.texts,
-                                            title=f"acgate scan of {dataset_path.name}")
-            else:
-                report_files = write_report(result, staging / "report.html",
-                                            activations=table.activations, images=dataset.images,
-                                            title=f"acgate scan of {dataset_path.name}")
-            files["report.html"] = Path(report_files.html_path)
-        lap("report")
+        analyzed = _scan_stages(dataset_path, dataset, output.staging, config, user_model,
+                                timings, report=report, dataset_sha256=dataset_sha256)
         output.commit()
-        files = {name: out_dir / Path(path).name for name, path in files.items()}
-        for name in ("activations.parquet", "model.pt", VOCABULARY_FILE):
+        files = {name: out_dir / Path(path).name for name, path in analyzed.files.items()}
+        for name in ("activations.parquet", "model.pt", "model.json", VOCABULARY_FILE):
             if (out_dir / name).exists():
                 files[name] = out_dir / name
 
         # Still under the folder's lock: the run logs this scan's files, not a later writer's.
         run_id, tracking_error = None, None
         if tracking_uri is not None:
-            from acgate.mlflow import log_scan
+            from acgate.stages import track_scan
 
-            gx_results = {"dataset": gx_dataset.to_dict(),
-                          "activations": gx_activations.to_dict(),
-                          "classes": gx_classes.to_dict()}
             try:
-                run_id = log_scan(
-                    result, tracking_uri=tracking_uri, experiment=experiment,
-                    artifacts_dir=out_dir, dataset_uri=str(dataset_path),
-                    dataset_fingerprint=fingerprint, dataset_sha256=dataset_sha256,
-                    params={f"scan.{k}": v for k, v in config.to_dict().items()},
-                    gx_results=gx_results,
-                )
+                run_id = track_scan(analyzed, out_dir, config, tracking_uri=tracking_uri,
+                                    experiment=experiment)
             except InfrastructureError as error:
                 # The verdict stands and is on disk; the caller reports the outage beside it.
                 tracking_error = str(error)
                 logger.error("scan verdict %s written to %s, but tracking failed: %s",
-                             result.verdict, out_dir, error)
-            lap("mlflow")
-    return ScanOutcome(result=result, out_dir=out_dir, files=files, run_id=run_id,
-                       timings=timings, dataset_sha256=dataset_sha256,
+                             analyzed.result.verdict, out_dir, error)
+            timings.lap("mlflow")
+    return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,
+                       timings=dict(timings), dataset_sha256=dataset_sha256,
                        tracking_error=tracking_error)
 
 
-def with_overrides(config: ScanConfig, **overrides: Any) -> ScanConfig:
-    """A copy of ``config`` with the non-``None`` overrides applied."""
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
+class _Laps(dict):  # type: ignore[type-arg]
+    """Wall seconds per stage, measured lap by lap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self[name] = now - self._clock
+        self._clock = now
+
+
+def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanConfig,
+                 user_model: Any, timings: _Laps, *, report: bool,
+                 dataset_sha256: str) -> Any:
+    """The pipeline's stages, in order, in one process: train, extract, cluster, analyze.
+
+    Exactly the functions the Kubeflow components wrap (:mod:`acgate.stages`), on the same
+    files, so both paths give the same result.
+    """
+    import tempfile
+
+    from acgate.stages import analyze_stage, cluster_stage, extract_stage, train_proxy_stage
+
+    vocabulary = None
+    if user_model is None:
+        train_proxy_stage(dataset_path, staging, config, dataset=dataset)
+    elif hasattr(dataset, "texts"):
+        vocabulary = load_user_vocabulary(config)
+    timings.lap("train_proxy")
+    activations = staging / "activations.parquet"
+    segments, _ = extract_stage(dataset_path, None if user_model else staging, activations,
+                                config, dataset=dataset, model=user_model,
+                                vocabulary=vocabulary)
+    timings.lap("extract")
+    with tempfile.TemporaryDirectory(prefix="acgate-clusterings-") as work:
+        paths = [Path(work) / f"class-{label}.parquet" for label in segments]
+        for label, path in zip(segments, paths, strict=True):
+            cluster_stage(activations, label, path, config)
+        timings.lap("cluster")
+        analyzed = analyze_stage(activations, dataset_path, paths, staging, config,
+                                 dataset_sha256=dataset_sha256, dataset=dataset,
+                                 report=report, scan_info={"timings": dict(timings)})
+    timings.update({f"detect_{k}": v for k, v in analyzed.result.info.timings.items()})
+    timings.lap("analyze_report")
+    return analyzed

@@ -35,11 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from acgate.core.detect import (
-    CONFUSION_THRESHOLD,
-    NESTED_SOURCE_SHARE_THRESHOLD,
-    SOURCE_SHARE_THRESHOLD,
-)
 from acgate.core.result import DetectionResult
 from acgate.scan import ScanConfig
 
@@ -49,10 +44,15 @@ PathLike = str | os.PathLike[str]
 
 #: File kind of a per-class clustering (Parquet ``acgate.stage`` metadata entry).
 CLUSTERING_KIND = "clustering/1"
-#: Name of the weights file inside a proxy model artifact folder.
-MODEL_WEIGHTS_FILE = "state_dict.pt"
-#: Name of the model description inside a proxy model artifact folder.
+#: The proxy's one file format, a folder (the scan's output folder, or the pipeline's ``model``
+#: artifact): the weights (``torch.save`` of the state_dict, loaded ``weights_only``) ...
+MODEL_WEIGHTS_FILE = "model.pt"
+#: ... how to rebuild the module (proxy name, modality, input shape, classes, hidden width) ...
 MODEL_SPEC_FILE = "model.json"
+#: ... and, for a text proxy, its vocabulary (:data:`acgate.scan.VOCABULARY_FILE`).
+#: Environment variable: torch CPU threads of a pipeline step (default 1: with 2 threads on
+#: shared cores training slowed 10-40x; the CLI's ``--torch-threads``).
+TORCH_THREADS_ENV = "ACGATE_TORCH_THREADS"
 _CLUSTERING_META = "acgate.clustering"
 _CLUSTERING_COLUMNS = ("position", "cluster")
 
@@ -84,37 +84,81 @@ def reading(artifact: str, path: PathLike) -> Iterator[None]:
         raise StageInputError(f"input artifact {artifact!r} ({path}): {error}") from error
 
 
-def pipeline_config(
-    *,
-    seed: int = 0,
-    epochs: int | None = None,
-    analysis: str = "auto",
-    size_threshold: float | None = None,
-    silhouette_threshold: float = 0.10,
-    reducer: str = "pca",
-    n_components: int = 10,
-    n_clusters: int | str | None = None,
-    segment_by: str = "label",
-    source_share_threshold: float = SOURCE_SHARE_THRESHOLD,
-    nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD,
-    confusion_threshold: float = CONFUSION_THRESHOLD,
-) -> ScanConfig:
-    """The :class:`ScanConfig` of a pipeline run, from the pipeline's inputs.
+def pipeline_config(**parameters: Any) -> ScanConfig:
+    """The :class:`ScanConfig` of a pipeline step, from its parameters.
 
-    Every stage builds its config with this function from the same pipeline inputs, so the
-    proxy, the extraction and the exclusionary-reclassification retrain agree. ``n_clusters``
-    may come as text from a component (``"2"``, ``"auto"``, ``"stable"``; ``""`` or ``None``:
-    the default).
+    Every step builds its config with this function from the same pipeline inputs, so the
+    proxy, the extraction and the exclusionary-reclassification retrain agree. Parameters come
+    as KFP passes them: ``""`` means the default of a setting whose default is ``None``, and
+    ``n_clusters`` is text (``"2"``, ``"auto"``, ``"stable"``).
+
+    Raises:
+        ValueError: An unknown setting name.
     """
-    if isinstance(n_clusters, str):
-        n_clusters = (None if n_clusters == "" else
-                      int(n_clusters) if n_clusters.strip().lstrip("-").isdigit() else n_clusters)
-    return ScanConfig(seed=seed, epochs=epochs, analysis=analysis,
-                      size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
-                      reducer=reducer, n_components=n_components, n_clusters=n_clusters,
-                      segment_by=segment_by, source_share_threshold=source_share_threshold,
-                      nested_source_share_threshold=nested_source_share_threshold,
-                      confusion_threshold=confusion_threshold)
+    from acgate.core.config import from_text
+
+    return from_text(ScanConfig, parameters)
+
+
+def pin_torch_threads() -> int:
+    """Set torch's CPU threads from ``$ACGATE_TORCH_THREADS`` (default 1); return the number.
+
+    Raises:
+        ValueError: A value that is not a whole number >= 1.
+    """
+    import torch
+
+    text = os.environ.get(TORCH_THREADS_ENV, "1")
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"${TORCH_THREADS_ENV} must be a whole number >= 1, got {text!r}")
+    torch.set_num_threads(threads)
+    return threads
+
+
+def dataset_modality(path: PathLike, modality: str | None = None) -> str:
+    """``"image"`` or ``"text"``: the given one, or the one the file's columns say.
+
+    Raises:
+        ValueError: A file with both an ``image`` and a ``text`` column and no ``modality``, or
+            an unknown modality.
+    """
+    from acgate.io.schema import open_parquet
+
+    if modality is None:
+        names = set(open_parquet(path).schema_arrow.names)
+        if "image" in names and "text" in names:
+            raise ValueError(f"{path} has both an 'image' and a 'text' column; "
+                             "pass --modality image or --modality text")
+        modality = "text" if "text" in names else "image"
+    if modality not in ("image", "text"):
+        raise ValueError(f"{path}: modality must be 'image' or 'text', got {modality!r}")
+    return modality
+
+
+def modality_config(config: ScanConfig, modality: str) -> ScanConfig:
+    """The settings a modality runs with: text scans cut candidates at 0.35 by default."""
+    from acgate.scan import TEXT_SIZE_THRESHOLD
+
+    if modality == "text" and config.size_threshold is None:
+        return dataclasses.replace(config, size_threshold=TEXT_SIZE_THRESHOLD)
+    return config
+
+
+def read_stage_dataset(path: PathLike, config: ScanConfig, modality: str | None = None,
+                       *, artifact: str = "dataset") -> Any:
+    """Read an image or text dataset artifact and check it can be scanned."""
+    from acgate.io.datasets import read_dataset
+    from acgate.scan import check_scannable
+
+    with reading(artifact, path):
+        dataset = read_dataset(path, modality=dataset_modality(path, modality),
+                               max_decoded_bytes=config.max_decoded_bytes)
+        check_scannable(dataset, path)
+    return dataset
 
 
 def clustering_settings(config: ScanConfig, n_classes: int) -> tuple[int | str, float]:
@@ -167,49 +211,85 @@ def stage_dataset(dataset_uri: str, destination: PathLike) -> Path:
             filesystem, remote = pafs.FileSystem.from_uri(dataset_uri)
             with atomic_write_path(destination) as temp:
                 pafs.copy_files(remote, str(temp), source_filesystem=filesystem)
-                validate_dataset_file(temp)  # before the rename: a bad copy never lands
+                # Before the rename: a bad copy never lands.
+                validate_dataset_file(temp, modality=dataset_modality(temp))
         else:
             from acgate.io.schema import require_regular_file
 
             source = require_regular_file(Path(dataset_uri.removeprefix("file://")),
                                           what="a dataset file")
             # Validate the input itself (errors name it), and only then copy it.
-            validate_dataset_file(source)
+            validate_dataset_file(source, modality=dataset_modality(source))
             with atomic_write_path(destination) as temp:
                 shutil.copyfile(source, temp)
     return destination
 
 
-def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike,
-                      config: ScanConfig) -> dict[str, Any]:
+def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike, config: ScanConfig, *,
+                      modality: str | None = None, dataset: Any = None) -> dict[str, Any]:
     """Train the seeded proxy on the dataset and save it as a model folder.
 
-    The folder holds ``state_dict.pt`` (weights only) and ``model.json`` (how to rebuild the
-    module: proxy name, input shape, number of classes, hidden width).
+    The folder holds ``model.pt`` (weights only), ``model.json`` (how to rebuild the module:
+    proxy name, modality, input shape, number of classes, hidden width) and, for text,
+    ``vocab.json``. The CLI's output folder and the pipeline's ``model`` artifact are such a
+    folder; :func:`load_proxy` reads it back.
+
+    Args:
+        dataset_path: The dataset Parquet file.
+        model_dir: The folder to write (created when missing).
+        config: The scan's settings.
+        modality: ``"image"`` or ``"text"``; ``None``: from the columns.
+        dataset: The dataset already read from ``dataset_path`` (saves reading it again).
 
     Returns:
         ``model.json``'s content plus the training statistics (``final_loss``, ...).
     """
-    from acgate.io.datasets import read_image_dataset
-    from acgate.scan import check_scannable, n_classes_of, train_proxy
+    from acgate.scan import train_proxy
+
+    if dataset is None:
+        dataset = read_stage_dataset(dataset_path, config, modality)
+    model, stats = train_proxy(dataset, config)
+    spec = save_proxy(model, dataset, config, model_dir)
+    numbers = {k: v for k, v in dataclasses.asdict(stats).items() if isinstance(v, (int, float))}
+    return {**spec, **numbers}
+
+
+def save_proxy(model: Any, dataset: Any, config: ScanConfig, model_dir: PathLike
+               ) -> dict[str, Any]:
+    """Write a proxy folder: ``model.pt``, ``model.json`` and, for text, ``vocab.json``.
+
+    Returns:
+        ``model.json``'s content.
+    """
+    from acgate.scan import VOCABULARY_FILE, n_classes_of, text_vocabulary
     from acgate.torch.byo import save_state_dict
 
-    with reading("dataset", dataset_path):
-        dataset = read_image_dataset(dataset_path)
-        check_scannable(dataset, dataset_path)
-    model, stats = train_proxy(dataset, config)
     folder = Path(model_dir)
     folder.mkdir(parents=True, exist_ok=True)
     save_state_dict(model, folder / MODEL_WEIGHTS_FILE)
-    spec = {
-        "proxy": config.proxy if config.proxy != "auto" else "cnn",
-        "input_shape": [int(v) for v in dataset.images.shape[1:]],
-        "n_classes": n_classes_of(dataset.labels),
-        "hidden": config.hidden,
-    }
+    modality = "text" if hasattr(dataset, "texts") else "image"
+    spec: dict[str, Any] = {"modality": modality, "n_classes": n_classes_of(dataset.labels),
+                            "hidden": config.hidden}
+    if modality == "text":
+        vocabulary = text_vocabulary(dataset, config.max_tokens)
+        vocabulary.save(folder / VOCABULARY_FILE)
+        spec.update(proxy="textcnn", input_shape=[vocabulary.max_len],
+                    vocab_size=vocabulary.size)
+    else:
+        spec.update(proxy=config.proxy if config.proxy != "auto" else "cnn",
+                    input_shape=[int(v) for v in dataset.images.shape[1:]])
     _write_json(folder / MODEL_SPEC_FILE, spec)
-    numbers = {k: v for k, v in dataclasses.asdict(stats).items() if isinstance(v, (int, float))}
-    return {**spec, **numbers}
+    return spec
+
+
+def load_proxy_vocabulary(model_dir: PathLike) -> Any:
+    """The vocabulary saved with a text proxy (``None`` for an image proxy)."""
+    from acgate.scan import VOCABULARY_FILE
+    from acgate.text import load_vocabulary
+
+    path = Path(model_dir) / VOCABULARY_FILE
+    with reading("model", model_dir):
+        return load_vocabulary(path) if path.is_file() else None
 
 
 def load_proxy(model_dir: PathLike) -> Any:
@@ -221,8 +301,9 @@ def load_proxy(model_dir: PathLike) -> Any:
     folder = Path(model_dir)
     with reading("model", folder):
         spec = json.loads((folder / MODEL_SPEC_FILE).read_text(encoding="utf-8"))
+        extra = {"vocab_size": spec["vocab_size"]} if "vocab_size" in spec else {}
         model = build_proxy(spec["proxy"], spec["input_shape"], spec["n_classes"],
-                            hidden=spec["hidden"])
+                            hidden=spec["hidden"], **extra)
         try:
             state = torch.load(folder / MODEL_WEIGHTS_FILE, weights_only=True)
             model.load_state_dict(state)
@@ -239,26 +320,45 @@ def load_proxy(model_dir: PathLike) -> Any:
 # ----------------------------------------------------------------------- extract_activations
 
 
-def extract_stage(dataset_path: PathLike, model_dir: PathLike, activations_path: PathLike,
-                  config: ScanConfig) -> list[int]:
-    """Write the proxy's last-hidden-layer activations; return the classes to fan out over.
+def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
+                  activations_path: PathLike, config: ScanConfig, *, dataset: Any = None,
+                  model: Any = None, vocabulary: Any = None) -> tuple[list[int], Any]:
+    """Write the model's activations and validate them; return the classes to fan out over.
+
+    The activations file records the dataset's modality (``acgate.modality``), which the
+    ``cluster`` and ``analyze`` steps read.
+
+    Args:
+        dataset_path: The dataset Parquet file.
+        model_dir: The proxy folder (from :func:`train_proxy_stage`); ``None`` with ``model``.
+        activations_path: The activations Parquet file to write.
+        config: The scan's settings (``layer``, ``segment_by``, ``max_tokens``).
+        dataset: The dataset already read from ``dataset_path``.
+        model: The user's own model instead of the proxy folder.
+        vocabulary: The user's text model's vocabulary (with ``model``).
 
     Returns:
         The segments present (labels, or predictions with ``segment_by="prediction"``),
-        ascending: one ``cluster`` task per entry.
+        ascending: one ``cluster`` task per entry; and the activations suite's result.
     """
-    from acgate.io.datasets import read_image_dataset
-    from acgate.scan import check_scannable, extract_to_parquet
+    from acgate.gx import activations_summary_frame, validate_activations_frame
+    from acgate.scan import extract_to_parquet
 
-    with reading("dataset", dataset_path):
-        dataset = read_image_dataset(dataset_path)
-        check_scannable(dataset, dataset_path)
-    model = load_proxy(model_dir)
-    table = extract_to_parquet(model, dataset, activations_path, config)
+    if dataset is None:
+        dataset = read_stage_dataset(dataset_path, config)
+    if model is None:
+        model = load_proxy(model_dir)
+        vocabulary = load_proxy_vocabulary(model_dir)
+    modality = "text" if hasattr(dataset, "texts") else "image"
+    table = extract_to_parquet(model, dataset, activations_path, config, vocabulary=vocabulary,
+                               metadata={"modality": modality})
+    gx_activations = validate_activations_frame(
+        activations_summary_frame(table.indices, table.labels, table.activations),
+        n_dataset_rows=len(dataset))
     segments = table.predictions if config.segment_by == "prediction" else table.labels
     if segments is None:
         raise ValueError("segment_by='prediction' needs predictions; the model gave none")
-    return [int(s) for s in np.unique(segments)]
+    return [int(s) for s in np.unique(segments)], gx_activations
 
 
 # ----------------------------------------------------------------------------------- cluster
@@ -299,6 +399,11 @@ def _validated_arrays(activations_path: PathLike, config: ScanConfig) -> tuple[A
     return table, _Arrays(x, y, ids, segments, predictions)
 
 
+def activations_modality(table: Any) -> str:
+    """The dataset modality an activations file records (files before it: images)."""
+    return str(table.metadata.get("modality", "image"))
+
+
 def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
                   config: ScanConfig) -> Any:
     """Cluster one class (segment) and write its clustering as Parquet.
@@ -312,7 +417,8 @@ def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
     from acgate.core import cluster_class
     from acgate.core.detect import segment_rows
 
-    _, arrays = _validated_arrays(activations_path, config)
+    table, arrays = _validated_arrays(activations_path, config)
+    config = modality_config(config, activations_modality(table))
     rows = segment_rows(arrays.sample_ids, arrays.segments)
     if int(label) not in rows:
         raise StageInputError(
@@ -325,6 +431,7 @@ def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
         arrays.activations[positions], label=int(label), positions=positions,
         reducer=config.reducer, n_components=config.n_components,
         n_clusters=n_clusters, random_state=config.seed, size_threshold=size_threshold,
+        min_class_size=config.min_class_size,
     )
     write_clustering(clustering, out_path)
     return clustering
@@ -454,7 +561,6 @@ def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], confi
                         *, retrain_and_predict: Any = None) -> DetectionResult:
     """Run :func:`acgate.core.analyze` with the thresholds and params ``detect`` would use."""
     from acgate.core import analyze
-    from acgate.core.clustering import MIN_CLASS_SIZE
     from acgate.core.detect import detector_params, resolve_n_clusters, resolve_settings
 
     resolved, thresholds = resolve_settings(
@@ -467,7 +573,8 @@ def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], confi
         resolved, thresholds, reducer=config.reducer, n_components=config.n_components,
         n_clusters=resolve_n_clusters(config.n_clusters, resolved,
                                       len(np.unique(table_arrays.labels))),
-        segment_by=config.segment_by, min_class_size=MIN_CLASS_SIZE, random_state=config.seed)
+        segment_by=config.segment_by, min_class_size=config.min_class_size,
+        random_state=config.seed)
     ordered = sorted(clusterings, key=lambda c: c.label)
     return analyze(
         table_arrays.activations, table_arrays.labels, ordered,
@@ -483,13 +590,17 @@ class AnalyzeOutcome:
 
     Attributes:
         result: The detection result.
-        files: ``samples``, ``classes``, ``flagged``, ``report`` (JSON) and ``html`` paths.
-        run_id: The MLflow run id, or ``None`` when tracking was off.
+        files: ``samples``, ``classes``, ``flagged``, ``report`` (JSON), ``scan`` and ``html``
+            paths (``html`` only with a report).
+        gx_results: The Great Expectations results of the dataset, activations and classes
+            suites (logged to MLflow).
+        scan_info: The content of ``scan.json``.
     """
 
     result: DetectionResult
     files: Mapping[str, Path]
-    run_id: str | None
+    gx_results: Mapping[str, Any]
+    scan_info: Mapping[str, Any]
 
 
 def analyze_stage(
@@ -499,61 +610,116 @@ def analyze_stage(
     out_dir: PathLike,
     config: ScanConfig,
     *,
-    tracking_uri: str | None = None,
     dataset_uri: str | None = None,
-    experiment: str = "acgate",
+    dataset_sha256: str | None = None,
+    dataset: Any = None,
+    report: bool = True,
+    scan_info: Mapping[str, Any] | None = None,
 ) -> AnalyzeOutcome:
-    """Analyse all class clusterings, write the result files and report, track in MLflow.
+    """Judge every class, validate, and write the result files, ``scan.json`` and the report.
 
     Args:
         activations_path: The activations Parquet file.
         dataset_path: The dataset (for the exclusionary-reclassification retrain and sprites).
         clustering_paths: One clustering file per class (from :func:`cluster_stage`).
         out_dir: Folder for ``samples.parquet``, ``classes.parquet``, ``flagged.parquet``,
-            ``report.json``, ``report.html`` and ``plots/``.
+            ``report.json``, ``scan.json``, ``report.html`` and ``plots/``.
         config: The run's config (same as the other stages').
-        tracking_uri: MLflow tracking URI; ``None`` turns tracking off.
-        dataset_uri: The dataset's original URI (recorded in MLflow).
-        experiment: MLflow experiment name.
+        dataset_uri: The dataset's original URI (recorded; default ``dataset_path``).
+        dataset_sha256: SHA-256 of the dataset's bytes (default: computed).
+        dataset: The dataset already read from ``dataset_path``.
+        report: Write the HTML report.
+        scan_info: More entries for ``scan.json`` (e.g. timings).
 
     Returns:
         The :class:`AnalyzeOutcome`.
     """
-    from acgate.io.datasets import dataset_fingerprint, read_image_dataset
+    from acgate.gx import activations_summary_frame, validate_activations_frame
+    from acgate.io.datasets import dataset_fingerprint
+    from acgate.io.digest import file_sha256
     from acgate.io.results import write_result
-    from acgate.report import write_report
-    from acgate.scan import make_retrain
+    from acgate.scan import make_retrain, validate_dataset_file
 
-    _, arrays = _validated_arrays(activations_path, config)
+    table, arrays = _validated_arrays(activations_path, config)
+    modality = activations_modality(table)
+    config = modality_config(config, modality)
     clusterings = [read_clustering(path) for path in clustering_paths]
     _check_clusterings(clusterings, arrays, clustering_paths)
-    with reading("dataset", dataset_path):
-        dataset = read_image_dataset(dataset_path)
+    gx_dataset = validate_dataset_file(dataset_path, modality=modality,
+                                       max_decoded_bytes=config.max_decoded_bytes)
+    if dataset is None:
+        dataset = read_stage_dataset(dataset_path, config, modality)
     if len(dataset) != len(arrays.labels):
         raise StageInputError(
             f"input artifact 'dataset' ({dataset_path}) has {len(dataset)} rows but "
             f"'activations' ({activations_path}) has {len(arrays.labels)}")
     retrain = make_retrain(dataset, config) if config.analysis in ("auto", "exre") else None
     result = analyze_clusterings(arrays, clusterings, config, retrain_and_predict=retrain)
+    gx_results = {
+        "dataset": gx_dataset.to_dict(),
+        "activations": validate_activations_frame(
+            activations_summary_frame(arrays.sample_ids, arrays.labels, arrays.activations),
+            n_dataset_rows=len(dataset)).to_dict(),
+        "classes": _validate_classes(result).to_dict(),
+    }
     folder = Path(out_dir)
-    files = dict(write_result(result, folder))
-    report = write_report(result, folder / "report.html", activations=arrays.activations,
-                          images=dataset.images,
-                          title=f"acgate scan of {dataset_uri or Path(dataset_path).name}")
-    files["html"] = Path(report.html_path)
-    run_id = None
-    if tracking_uri:
-        from acgate.io.digest import file_sha256
-        from acgate.mlflow import log_scan
+    identity = {"fingerprint": dataset_fingerprint(dataset),
+                "dataset_sha256": dataset_sha256 or file_sha256(dataset_path)}
+    files = dict(write_result(result, folder, samples_metadata=identity))
+    info = {"dataset": dataset_uri or str(dataset_path), **identity,
+            "modality": modality, "verdict": result.verdict, "config": config.to_dict(),
+            **dict(scan_info or {})}
+    if modality == "text" and not config.model_path:
+        from acgate.scan import text_scan_info, text_vocabulary
 
-        run_id = log_scan(
-            result, tracking_uri=tracking_uri, experiment=experiment, artifacts_dir=folder,
-            dataset_uri=dataset_uri or str(dataset_path),
-            dataset_fingerprint=dataset_fingerprint(dataset),
-            dataset_sha256=file_sha256(dataset_path),
-            params={f"scan.{k}": val for k, val in config.to_dict().items()},
-        )
-    return AnalyzeOutcome(result=result, files=files, run_id=run_id)
+        info["text"] = text_scan_info(dataset, config,
+                                      text_vocabulary(dataset, config.max_tokens))
+    files["scan"] = folder / "scan.json"
+    _write_json(files["scan"], info)
+    if report:
+        files["html"] = _write_report(result, folder, arrays, dataset,
+                                      dataset_uri or Path(dataset_path).name)
+    return AnalyzeOutcome(result=result, files=files, gx_results=gx_results, scan_info=info)
+
+
+def _validate_classes(result: DetectionResult) -> Any:
+    from acgate.gx import validate_classes_frame
+
+    return validate_classes_frame(result.classes_frame())
+
+
+def _write_report(result: DetectionResult, folder: Path, arrays: _Arrays, dataset: Any,
+                  name: Any) -> Path:
+    """The HTML report with the dataset's images or texts as sprites."""
+    from acgate.report import write_report
+
+    shown = ({"texts": dataset.texts} if hasattr(dataset, "texts")
+             else {"images": dataset.images})
+    files = write_report(result, folder / "report.html", activations=arrays.activations,
+                         title=f"acgate scan of {name}", **shown)
+    return Path(files.html_path)
+
+
+def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
+               tracking_uri: str, experiment: str = "acgate") -> str:
+    """Log an analysed scan as an MLflow run (the same run from the CLI and the pipeline).
+
+    Returns:
+        The run id.
+
+    Raises:
+        acgate.errors.InfrastructureError: The store cannot be used.
+    """
+    from acgate.mlflow import log_scan
+
+    info = outcome.scan_info
+    return log_scan(
+        outcome.result, tracking_uri=tracking_uri, experiment=experiment,
+        artifacts_dir=Path(folder), dataset_uri=str(info["dataset"]),
+        dataset_fingerprint=info["fingerprint"], dataset_sha256=info["dataset_sha256"],
+        params={f"scan.{k}": v for k, v in config.to_dict().items()},
+        gx_results=outcome.gx_results,
+    )
 
 
 def _check_clusterings(clusterings: Sequence[Any], arrays: _Arrays,

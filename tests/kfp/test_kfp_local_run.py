@@ -6,7 +6,10 @@ the clean run is marked slow.
 """
 
 import hashlib
+import json
+from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -32,12 +35,33 @@ def test_poisoned_run_equals_scan_and_is_not_promoted(tmp_path, digits_parquet, 
     outputs = pipeline.run_locally(tmp_path / "root", dataset_uri=str(data), epochs=3, seed=0,
                                    mlflow_tracking_uri=uri, model_name="digits-poisoned",
                                    model_version=version)
-    reference = run_scan(data, tmp_path / "scan", ScanConfig(seed=0, epochs=3), report=False)
+    reference = run_scan(data, tmp_path / "scan", ScanConfig(seed=0, epochs=3), report=False,
+                         tracking_uri=uri, experiment="cli-reference")
     samples = pd.read_parquet(outputs["samples"])
     flagged = np.sort(samples["index"][samples["is_poison"]].to_numpy())
     assert outputs["verdict"] == "poisoned" == reference.result.verdict
     assert len(flagged) > 0
     np.testing.assert_array_equal(flagged, reference.result.flagged_indices)
+    # One flow: the pipeline's MLflow run and the CLI's carry the same numbers under the same
+    # names, the same Great Expectations outcomes and the same scan.json facts.
+    piped, cli = client.get_run(outputs["run_id"]), client.get_run(reference.run_id)
+    assert set(piped.data.metrics) == set(cli.data.metrics)
+    for name, value in cli.data.metrics.items():
+        assert piped.data.metrics[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    assert piped.data.tags["acgate.gx_success"] == cli.data.tags["acgate.gx_success"]
+    outcomes = []
+    for run in (piped, cli):
+        folder = tmp_path / "gx" / run.info.run_id
+        path = mlflow.artifacts.download_artifacts(run_id=run.info.run_id,
+                                                   artifact_path="gx/results.json",
+                                                   dst_path=str(folder), tracking_uri=uri)
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+        outcomes.append({suite: (value["success"], value.get("statistics"))
+                         for suite, value in results.items()})
+    assert set(outcomes[0]) == {"dataset", "activations", "classes"}
+    assert outcomes[0] == outcomes[1]
+    for name in ("scan.json", "samples.parquet", "classes.parquet", "report.json"):
+        assert name in {a.path for a in client.list_artifacts(outputs["run_id"])}, name
     # The gate sits under the clean branch: it did not run, the alias is not set ...
     assert alias_version(client, "digits-poisoned") is None
     assert not list((tmp_path / "root").glob("*/gate"))

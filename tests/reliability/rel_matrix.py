@@ -138,7 +138,7 @@ _MODEL_DIRS: dict[str, Path] = {}
 
 
 def valid_model_dir(folder: Path) -> Path:
-    """A proxy model folder (``state_dict.pt`` + ``model.json``) for 8x8 digits, 10 classes.
+    """A proxy model folder (``model.pt`` + ``model.json``) for 8x8 digits, 10 classes.
 
     Trained once per process (1 epoch on 60 digits) and copied into ``folder``.
     """
@@ -175,9 +175,9 @@ def model_dir_for(dataset: Path, folder: Path) -> Path:
 
 
 def malicious_model_dir(folder: Path, marker: Path) -> Path:
-    """A model folder whose ``state_dict.pt`` runs code when unpickled."""
+    """A model folder whose ``model.pt`` runs code when unpickled."""
     target = valid_model_dir(folder)
-    bi.write_malicious_model(target / "state_dict.pt", marker)
+    bi.write_malicious_model(target / "model.pt", marker)
     return target
 
 
@@ -362,7 +362,7 @@ def run_cell(row_name: str, entry: str, folder: Path) -> Observed:
         named = [p.name for p in inputs.iterdir() if p.suffix in (".parquet", ".pt")
                  and p.name.split(".")[0] in (row.name, "notes", "no-image", "no-activation",
                                               "newer", "evil")]
-        observed.input_name = named[0] if named else ("state_dict.pt" if row.model else None)
+        observed.input_name = named[0] if named else ("model.pt" if row.model else None)
     observed.message = observed.message.replace(f"{folder.resolve()}/", "").replace(
         f"{folder}/", "")
     for run_id, name in bi.scan_run_names().items():
@@ -471,7 +471,7 @@ def _dispatch(row: bi.BadInput, entry: str, inputs: Path, out: Path, cwd: Path,
 
     if row.model_module is not None:
         spec = row.model_module(inputs)
-        weights = valid_model_dir(inputs) / "state_dict.pt"  # a real state_dict
+        weights = valid_model_dir(inputs) / "model.pt"  # a real state_dict
         with _on_sys_path(inputs):
             if entry == "lib load_model":
                 from acgate.torch.byo import load_model
@@ -497,8 +497,8 @@ def _dispatch(row: bi.BadInput, entry: str, inputs: Path, out: Path, cwd: Path,
             return _run_cli(["scan", dataset, "--out", out / "scan", "--no-mlflow",
                              "--no-report", "--model", evil, "--model-module",
                              PROXY_MODULE, "--epochs", EPOCHS], cwd)
-        if entry == "cli repair":
-            evil = bi.write_malicious_model(inputs / "evil.pt", marker)
+        if entry == "cli repair":  # a scan's proxy folder whose model.pt was replaced
+            evil = malicious_model_dir(inputs, marker) / "model.pt"
             samples = samples_file(inputs, bi.digits_subset().labels)
             return _run_cli(["repair", dataset, "--samples", samples, "--out", out / "repair",
                              "--model", evil, "--epochs", EPOCHS, "--max-epochs", EPOCHS], cwd)

@@ -15,7 +15,7 @@ from acgate.io.poison import poison_image_dataset
 from acgate.io.results import write_result
 from acgate.repair import holdout_split
 from acgate.scan import ScanConfig, detect_table, extract_to_parquet, make_retrain, train_proxy
-from acgate.torch.byo import save_state_dict
+from acgate.stages import save_proxy
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ def scanned(tmp_path_factory) -> Scanned:
     config = ScanConfig(seed=0)
     with torch_threads(1):
         model, _ = train_proxy(poisoned, config)
-        model_path = save_state_dict(model, folder / "proxy.pt")
+        save_proxy(model, poisoned, config, folder / "proxy")  # model.pt + model.json
+        model_path = folder / "proxy" / "model.pt"
         table = extract_to_parquet(model, poisoned, folder / "activations.parquet", config)
         result = detect_table(table, config, retrain_and_predict=make_retrain(poisoned, config))
     scan_dir = folder / "scan"

@@ -55,9 +55,8 @@ def test_repair_never_modifies_the_input_file(repaired):
 def test_repair_writes_cleaned_dataset_model_and_report(repaired, scanned, strategy):
     outcome = repaired[0][strategy]
     folder = outcome.cleaned_dataset_path.parent
-    assert sorted(p.name for p in folder.iterdir()) == sorted([CLEANED_FILE, MODEL_FILE,
-                                                               REPAIR_FILE, "repair.html",
-                                                               MARKER_FILE])
+    expected = [CLEANED_FILE, MODEL_FILE, "model.json", REPAIR_FILE, "repair.html", MARKER_FILE]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
     assert json.loads((folder / REPAIR_FILE).read_text()) == json.loads(
         json.dumps(outcome.report, default=str))
     cleaned = read_image_dataset(outcome.cleaned_dataset_path)
@@ -101,7 +100,8 @@ def test_repair_keeps_a_users_files_and_replaces_its_own_output_folder(scanned, 
     assert [p.name for p in out.iterdir()] == ["stale.txt"]
     run_repair(scanned.dataset_path, scanned.samples_path, scanned.model_path, out,
                overwrite=True, **kwargs)
-    outputs = sorted([CLEANED_FILE, MODEL_FILE, REPAIR_FILE, "repair.html", MARKER_FILE])
+    outputs = sorted([CLEANED_FILE, MODEL_FILE, "model.json", REPAIR_FILE, "repair.html",
+                      MARKER_FILE])
     assert sorted(p.name for p in out.iterdir()) == sorted([*outputs, "stale.txt"])
     assert (out / "stale.txt").read_text() == "old"
     report = json.loads((out / REPAIR_FILE).read_text())

@@ -75,13 +75,16 @@ def _frame_table(frame: Any) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
-def write_result(result: DetectionResult, out_dir: PathLike) -> dict[str, Path]:
+def write_result(result: DetectionResult, out_dir: PathLike, *,
+                 samples_metadata: Mapping[str, Any] | None = None) -> dict[str, Path]:
     """Write a detection result as four files in ``out_dir`` (created when missing).
 
     Args:
         result: The result.
         out_dir: The output folder; existing files of the same names are replaced, other
             files are left alone.
+        samples_metadata: Entries for ``samples.parquet``'s metadata (e.g. the dataset's
+            fingerprint, which ``acgate repair`` checks the scan against).
 
     Returns:
         The written paths by name: ``samples``, ``classes``, ``flagged``, ``report``.
@@ -98,7 +101,8 @@ def write_result(result: DetectionResult, out_dir: PathLike) -> dict[str, Path]:
     flagged = samples.loc[samples["is_poison"].to_numpy(dtype=bool), list(_FLAGGED_COLUMNS)]
     flagged = flagged.reset_index(drop=True)
     paths = {
-        "samples": write_parquet(_frame_table(samples), folder / SAMPLES_FILE, "samples"),
+        "samples": write_parquet(_frame_table(samples), folder / SAMPLES_FILE, "samples",
+                                 metadata=samples_metadata),
         "classes": write_parquet(_frame_table(classes), folder / CLASSES_FILE, "classes"),
         "flagged": write_parquet(_frame_table(flagged), folder / FLAGGED_FILE, "flagged"),
     }
