@@ -354,8 +354,18 @@ def _with_every_optional_input(arguments: dict) -> dict:
     return {name: value for name, value in complete.items() if value is not None}
 
 
+def _pipeline_settings() -> list:
+    """The settings of the one configuration that the pipeline takes as inputs."""
+    from acgate.core.config import settings
+    from acgate.scan import ScanConfig
+
+    return [item for item in settings(ScanConfig) if item.metadata["pipeline"]]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``compile`` or ``run``."""
+    from acgate.cli import add_setting_options
+
     parser = argparse.ArgumentParser(prog="python pipeline.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     comp = sub.add_parser("compile", help="write the pipeline YAML")
@@ -371,11 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: none)")
     run.add_argument("--model-name", default=None)
     run.add_argument("--model-version", default=None)
-    run.add_argument("--epochs", type=int, default=None)
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--analysis", default="auto")
-    run.add_argument("--size-threshold", type=float, default=None)
-    run.add_argument("--silhouette-threshold", type=float, default=0.10)
+    settings = run.add_argument_group("scan settings (acgate.core.config; default: the "
+                                      "pipeline's)")
+    add_setting_options(settings, _pipeline_settings())
     run.add_argument("--repair-strategy", default="relabel", choices=("relabel", "remove"))
     run.add_argument("--root", default="local-runs", help="pipeline root (default: local-runs)")
     run.add_argument("--cache", action="store_true",
@@ -389,12 +397,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
         print(path)
         return 0
+    given = {item.name: getattr(args, item.name) for item in _pipeline_settings()
+             if getattr(args, item.name) is not None}
+    if isinstance(given.get("n_clusters"), int):  # the pipeline takes it as text
+        given["n_clusters"] = str(given["n_clusters"])
     outputs = run_locally(
         args.root, cache=args.cache, dataset_uri=str(Path(args.dataset).resolve()),
         mlflow_tracking_uri=args.tracking_uri, model_name=args.model_name,
-        model_version=args.model_version, epochs=args.epochs, seed=args.seed,
-        analysis=args.analysis, size_threshold=args.size_threshold,
-        silhouette_threshold=args.silhouette_threshold, repair_strategy=args.repair_strategy,
+        model_version=args.model_version, repair_strategy=args.repair_strategy, **given,
     )
     print(json.dumps(outputs, indent=2))
     return 0 if outputs["verdict"] == "clean" else 3

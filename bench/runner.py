@@ -33,6 +33,7 @@ from bench.experiments import (
     digits_quality,
     mnist,
     multimodal,
+    one_flow,
     reducers,
     repair_mnist,
     scale,
@@ -55,10 +56,11 @@ EXPERIMENTS: dict[str, Callable[[BenchSettings], str]] = {
     "multimodal": multimodal.section,
     "art_scale": art_scale.section,
     "beyond_mnist": beyond_mnist.section,
+    "one_flow": one_flow.section,
 }
 #: Left out of ``--quick`` (MNIST-scale data, ART, or long).
 NOT_IN_QUICK = ("mnist", "art", "repair_mnist", "multimodal", "art_scale", "beyond_mnist",
-                "candidates")
+                "candidates", "one_flow")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -88,24 +88,20 @@ def analyze(
         ``verdict`` (``"clean"`` or ``"poisoned"``), ``run_id`` (the MLflow run, ``""`` when
         tracking is off) and ``n_flagged``.
     """
-    import logging
     import tempfile
     from collections import namedtuple
 
     from acgate.io.results import result_metrics
     from acgate.stages import (
         analyze_stage,
-        check_dataset_digest,
+        begin_step,
         copy_file,
-        pin_torch_threads,
+        log_metrics,
         pipeline_config,
         track_scan,
-        write_metrics_file,
     )
 
-    logging.basicConfig(level=logging.INFO)
-    pin_torch_threads()
-    check_dataset_digest(dataset.path, dataset_sha256)
+    begin_step(dataset.path, dataset_sha256)
     config = pipeline_config(
         reducer=reducer, n_components=n_components, n_clusters=n_clusters, analysis=analysis,
         size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
@@ -125,9 +121,7 @@ def analyze(
         copy_file(outcome.files["samples"], samples.path)
         copy_file(outcome.files["classes"], classes.path)
         copy_file(outcome.files["html"], report.path)
-    for name, value in result_metrics(outcome.result).items():
-        metrics.log_metric(name, value)
-    write_metrics_file(metrics.path, metrics.metadata)
+    log_metrics(metrics, result_metrics(outcome.result))
     verdict = outcome.result.verdict
     samples.metadata.update({"verdict": verdict, "run_id": run_id,
                              "dataset_sha256": dataset_sha256 or ""})

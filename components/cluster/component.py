@@ -41,11 +41,9 @@ def cluster(
             ``analyze`` resolves it.
         min_class_size: Smaller classes are skipped (the scan is then incomplete).
     """
-    import logging
+    from acgate.stages import begin_step, cluster_stage, pipeline_config
 
-    from acgate.stages import cluster_stage, pipeline_config
-
-    logging.basicConfig(level=logging.INFO)
+    begin_step()
     config = pipeline_config(seed=seed, reducer=reducer, n_components=n_components,
                              n_clusters=n_clusters, segment_by=segment_by, analysis=analysis,
                              size_threshold=size_threshold, min_class_size=min_class_size)

@@ -31,18 +31,13 @@ def extract_activations(
     Returns:
         The classes present, ascending: the pipeline runs one ``cluster`` task per class.
     """
-    import logging
-
     from acgate.stages import (
-        check_dataset_digest,
+        begin_step,
         extract_stage,
-        pin_torch_threads,
         pipeline_config,
     )
 
-    logging.basicConfig(level=logging.INFO)
-    pin_torch_threads()
-    check_dataset_digest(dataset.path, dataset_sha256)
+    begin_step(dataset.path, dataset_sha256)
     config = pipeline_config(segment_by=segment_by, max_decoded_bytes=max_decoded_bytes)
     classes, _ = extract_stage(dataset.path, model.path, activations.path, config)
     activations.metadata["classes"] = classes

@@ -57,19 +57,14 @@ def repair(
     Returns:
         The repair's MLflow run id (``""`` when not tracked).
     """
-    import logging
-
     from acgate.stages import (
-        check_dataset_digest,
-        pin_torch_threads,
+        begin_step,
+        log_metrics,
         pipeline_config,
         repair_stage,
-        write_metrics_file,
     )
 
-    logging.basicConfig(level=logging.INFO)
-    pin_torch_threads()
-    check_dataset_digest(dataset.path, dataset_sha256)
+    begin_step(dataset.path, dataset_sha256)
     outcome = repair_stage(
         dataset.path, samples.path, model.path, cleaned_dataset.path, repaired_model.path,
         pipeline_config(seed=seed, proxy=proxy, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -77,9 +72,7 @@ def repair(
                         max_tokens=max_tokens), strategy=strategy, epochs=epochs,
         tracking_uri=mlflow_tracking_uri, scan_run_id=scan_run_id,
     )
-    for name, value in outcome.metrics.items():
-        metrics.log_metric(name, value)
-    write_metrics_file(metrics.path, metrics.metadata)
+    log_metrics(metrics, outcome.metrics)
     repaired_model.metadata.update({"strategy": strategy, "seed": seed,
                                     "run_id": outcome.run_id or "",
                                     "dataset_sha256": dataset_sha256 or ""})

@@ -45,19 +45,16 @@ def train_proxy(
             KFP cache key, so new data behind the same URI is trained on again; the staged
             copy must have it (the data did not change during the run). ``None``: no check.
     """
-    import logging
-
     from acgate.stages import (
+        begin_step,
         check_dataset_digest,
-        pin_torch_threads,
+        log_metrics,
         pipeline_config,
         stage_dataset,
         train_proxy_stage,
-        write_metrics_file,
     )
 
-    logging.basicConfig(level=logging.INFO)
-    pin_torch_threads()
+    begin_step()
     config = pipeline_config(seed=seed, proxy=proxy, epochs=epochs, batch_size=batch_size, lr=lr,
                              hidden=hidden, max_decoded_bytes=max_decoded_bytes,
                              max_tokens=max_tokens)
@@ -66,7 +63,4 @@ def train_proxy(
     info = train_proxy_stage(dataset.path, model.path, config)
     model.metadata.update(info)
     dataset.metadata["sha256"] = dataset_sha256 or ""
-    for name, value in info.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            metrics.log_metric(name, float(value))
-    write_metrics_file(metrics.path, metrics.metadata)
+    log_metrics(metrics, info)

@@ -397,6 +397,136 @@ def _replay_rows(kept: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 # ----------------------------------------------------------------------------- the stage
 
 
+@dataclass(frozen=True)
+class _RepairTask:
+    """A repair's checked inputs: the data, its plan, the attack to measure, the record."""
+
+    dataset: Any
+    plan: RepairPlan
+    cleaned: Any
+    test: Any
+    attack: tuple[dict[str, Any], list[tuple[int, int]]] | None
+    record: dict[str, Any]
+    backdoor: dict[str, Any]
+
+
+def _check_repair_settings(strategy: str, epochs: int | None, max_epochs: int,
+                           replay_fraction: float) -> float:
+    check_choice(strategy, STRATEGIES, name="strategy")
+    if epochs is not None:
+        check_positive_int(epochs, name="epochs")
+    check_positive_int(max_epochs, name="max_epochs")
+    return _check_unit_fraction(replay_fraction, "replay_fraction")
+
+
+def _read_repair_inputs(dataset_path: Path, samples_path: Path,
+                        test_dataset_path: str | Path | None, strategy: str,
+                        replay_fraction: float, fingerprint: str | None) -> _RepairTask:
+    """Read and check the dataset, the scan result and the test set; plan the repair."""
+    from acgate.io.datasets import dataset_fingerprint, read_image_dataset
+    from acgate.io.results import read_samples
+    from acgate.scan import check_dataset_labels
+
+    check_dataset_labels(dataset_path)  # one column, before the images are decoded
+    dataset = read_image_dataset(dataset_path)
+    samples = read_samples(samples_path)
+    _check_scan_matches(dataset, dataset_path, samples, samples_path, fingerprint)
+    plan = plan_repair(samples, len(dataset), dataset.labels, strategy)
+    if strategy == "relabel" and len(plan.relabelled_rows) == 0 and replay_fraction == 0.0:
+        raise ValueError(f"{samples_path}: no flagged sample has a suspected source class and "
+                         "replay_fraction is 0: nothing to fine-tune on")
+    if len(plan.keep_rows) == 0:
+        raise ValueError(f"{samples_path}: every row of {dataset_path} is flagged; nothing "
+                         "would be left to train on")
+    test = read_image_dataset(test_dataset_path) if test_dataset_path is not None else None
+    attack = _attack_of(dataset)
+    if test is not None and test.image_shape != dataset.image_shape:
+        raise ValueError(f"test set {test_dataset_path} has images {test.image_shape}, the "
+                         f"dataset {dataset_path} has {dataset.image_shape}")
+    backdoor: dict[str, Any] = {"measured": attack is not None and test is not None}
+    if not backdoor["measured"]:
+        backdoor["reason"] = ("no clean test set was given (test_dataset_path)" if test is None
+                              else f"{dataset_path} records no image trigger (metadata "
+                              "'poison')")
+        logger.info("backdoor metrics skipped: %s", backdoor["reason"])
+    record: dict[str, Any] = {
+        "strategy": strategy, "input": str(dataset_path),
+        "input_fingerprint": dataset_fingerprint(dataset), "samples": str(samples_path),
+        "n_input": len(dataset), "n_flagged": int(samples["is_poison"].sum()),
+        "n_relabelled": int(len(plan.relabelled_rows)), "n_removed": int(len(plan.removed_rows)),
+    }
+    cleaned = _cleaned_dataset(dataset, plan, record)
+    return _RepairTask(dataset, plan, cleaned, test, attack, record, backdoor)
+
+
+def _measure(task: _RepairTask, model: Any, when: str) -> None:
+    """The backdoor's success on the clean test set, before or after (when measurable)."""
+    if task.backdoor["measured"]:
+        trigger, pairs = task.attack
+        task.backdoor[when] = evaluate_backdoor(model, task.test.images, task.test.labels,
+                                                trigger, pairs)
+        task.backdoor["trigger"] = trigger
+        task.backdoor["pairs"] = [list(p) for p in pairs]
+
+
+def _repaired_model(task: _RepairTask, user_model: Any, config: Any,
+                    timings: dict[str, float], *, strategy: str, epochs: int | None,
+                    max_epochs: int, replay_fraction: float, seed: int) -> Any:
+    """Fine-tune the poisoned proxy on the relabelled rows, or retrain on the cleaned data."""
+    from acgate.scan import train_proxy
+    from acgate.torch.train import fine_tune, train_model
+
+    dataset, plan, record = task.dataset, task.plan, task.record
+    poisoned_model = user_model
+    if poisoned_model is None and (strategy == "relabel" or task.backdoor["measured"]):
+        clock = time.perf_counter()
+        poisoned_model, _ = train_proxy(dataset, config)
+        timings["train_poisoned_proxy"] = time.perf_counter() - clock
+    _measure(task, poisoned_model, "before")
+    clock = time.perf_counter()
+    if strategy == "relabel":
+        model = poisoned_model
+        replay = _replay_rows(np.setdiff1d(plan.keep_rows, plan.relabelled_rows),
+                              replay_fraction, seed)
+        rows = np.concatenate([plan.relabelled_rows, replay])
+        new_labels = np.array(dataset.labels, dtype=np.int64, copy=True)
+        new_labels[plan.keep_rows] = plan.new_labels
+        kwargs = {"batch_size": config.batch_size, "lr": config.lr, "seed": seed,
+                  "progress": config.progress}
+        if epochs is None:
+            stats = fine_tune(model, dataset.images[rows], new_labels[rows],
+                              max_epochs=max_epochs, **kwargs)
+            converged = stats.converged
+        else:
+            stats = train_model(model, dataset.images[rows], new_labels[rows], epochs=epochs,
+                                **kwargs)
+            converged = None
+        record.update({"n_replayed": int(len(replay)), "n_trained_on": int(len(rows)),
+                       "converged": converged})
+    else:
+        model, stats = train_proxy(task.cleaned, replace(config, epochs=epochs))
+        record.update({"n_trained_on": len(task.cleaned), "converged": None})
+    timings["repair_training"] = time.perf_counter() - clock
+    record.update({"epochs": int(stats.epochs), "final_loss": float(stats.final_loss),
+                   "seconds": timings["repair_training"]})
+    _measure(task, model, "after")
+    return model
+
+
+def _write_repair_outputs(staging: Path, task: _RepairTask, model: Any, config: Any,
+                          report: dict[str, Any]) -> None:
+    """``cleaned.parquet``, the proxy folder (``model.pt`` + ``model.json``), the report."""
+    from acgate.io.datasets import write_image_dataset
+    from acgate.report.html import write_repair_report
+    from acgate.stages import save_proxy
+
+    write_image_dataset(task.cleaned, staging / CLEANED_FILE)
+    save_proxy(model, task.dataset, config, staging)  # the scan's proxy format
+    (staging / REPAIR_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n",
+                                       encoding="utf-8")
+    write_repair_report(report, staging / "repair.html")
+
+
 def run_repair(
     dataset_path: str | Path,
     samples_path: str | Path,
@@ -452,122 +582,40 @@ def run_repair(
             settings, a ``relabel`` with nothing left to fine-tune on.
         FileNotFoundError: A missing input file.
     """
-    from acgate.io.datasets import dataset_fingerprint, read_image_dataset, write_image_dataset
+    from acgate.io.datasets import dataset_fingerprint
     from acgate.io.output import check_output_folder, output_folder
-    from acgate.io.results import read_samples
-    from acgate.scan import ScanConfig, check_dataset_labels, train_proxy
+    from acgate.scan import ScanConfig
 
     started = time.perf_counter()
     if out_dir is None:
         raise ValueError("out_dir is required")
-    check_choice(strategy, STRATEGIES, name="strategy")
-    if epochs is not None:
-        check_positive_int(epochs, name="epochs")
-    check_positive_int(max_epochs, name="max_epochs")
-    replay_fraction = _check_unit_fraction(replay_fraction, "replay_fraction")
+    replay_fraction = _check_repair_settings(strategy, epochs, max_epochs, replay_fraction)
     config = replace(config or ScanConfig(), seed=seed)
     dataset_path, samples_path, out_dir = Path(dataset_path), Path(samples_path), Path(out_dir)
     inputs = (dataset_path, samples_path, model_path, test_dataset_path)
     check_output_folder(out_dir, inputs=inputs)  # before anything is read or trained
     if model_path is not None and not Path(model_path).is_file():
         raise FileNotFoundError(f"model file {str(model_path)!r} does not exist")
-
-    check_dataset_labels(dataset_path)  # one column, before the images are decoded
-    dataset = read_image_dataset(dataset_path)
-    samples = read_samples(samples_path)
-    _check_scan_matches(dataset, dataset_path, samples, samples_path, fingerprint)
-    plan = plan_repair(samples, len(dataset), dataset.labels, strategy)
-    if strategy == "relabel" and len(plan.relabelled_rows) == 0 and replay_fraction == 0.0:
-        raise ValueError(f"{samples_path}: no flagged sample has a suspected source class and "
-                         "replay_fraction is 0: nothing to fine-tune on")
-    if len(plan.keep_rows) == 0:
-        raise ValueError(f"{samples_path}: every row of {dataset_path} is flagged; nothing "
-                         "would be left to train on")
-    test = read_image_dataset(test_dataset_path) if test_dataset_path is not None else None
-    attack = _attack_of(dataset)
-    if test is not None and test.image_shape != dataset.image_shape:
-        raise ValueError(f"test set {test_dataset_path} has images {test.image_shape}, the "
-                         f"dataset {dataset_path} has {dataset.image_shape}")
-    measure = attack is not None and test is not None
-    if not measure:
-        why = ("no clean test set was given (test_dataset_path)" if test is None else
-               f"{dataset_path} records no image trigger (metadata 'poison')")
-        logger.info("backdoor metrics skipped: %s", why)
-
-    record: dict[str, Any] = {
-        "strategy": strategy, "input": str(dataset_path),
-        "input_fingerprint": dataset_fingerprint(dataset), "samples": str(samples_path),
-        "n_input": len(dataset), "n_flagged": int(samples["is_poison"].sum()),
-        "n_relabelled": int(len(plan.relabelled_rows)), "n_removed": int(len(plan.removed_rows)),
-    }
-    cleaned = _cleaned_dataset(dataset, plan, record)
-    backdoor: dict[str, Any] = {"measured": measure}
-    if not measure:
-        backdoor["reason"] = why
-
+    task = _read_repair_inputs(dataset_path, samples_path, test_dataset_path, strategy,
+                               replay_fraction, fingerprint)
     # The given model is loaded (and refused when unsafe) before the output folder is touched.
     user_model = _load_proxy(Path(model_path)) if model_path is not None else None
     with output_folder(out_dir, command="repair", inputs=inputs,
                        overwrite=overwrite) as output:
-        staging = output.staging
         timings: dict[str, float] = {}
-        poisoned_model = user_model
-        if poisoned_model is None and (strategy == "relabel" or measure):
-            clock = time.perf_counter()
-            poisoned_model, _ = train_proxy(dataset, config)
-            timings["train_poisoned_proxy"] = time.perf_counter() - clock
-        if measure:
-            backdoor["before"] = evaluate_backdoor(poisoned_model, test.images, test.labels,
-                                                   attack[0], attack[1])
-        clock = time.perf_counter()
-        if strategy == "relabel":
-            from acgate.torch.train import fine_tune, train_model
-
-            model = poisoned_model
-            replay = _replay_rows(np.setdiff1d(plan.keep_rows, plan.relabelled_rows),
-                                  replay_fraction, seed)
-            rows = np.concatenate([plan.relabelled_rows, replay])
-            new_labels = np.array(dataset.labels, dtype=np.int64, copy=True)
-            new_labels[plan.keep_rows] = plan.new_labels
-            kwargs = {"batch_size": config.batch_size, "lr": config.lr, "seed": seed,
-                      "progress": config.progress}
-            if epochs is None:
-                stats = fine_tune(model, dataset.images[rows], new_labels[rows],
-                                  max_epochs=max_epochs, **kwargs)
-                converged = stats.converged
-            else:
-                stats = train_model(model, dataset.images[rows], new_labels[rows],
-                                    epochs=epochs, **kwargs)
-                converged = None
-            record.update({"n_replayed": int(len(replay)), "n_trained_on": int(len(rows)),
-                           "converged": converged})
-        else:
-            model, stats = train_proxy(cleaned, replace(config, epochs=epochs))
-            record.update({"n_trained_on": len(cleaned), "converged": None})
-        timings["repair_training"] = time.perf_counter() - clock
-        record.update({"epochs": int(stats.epochs), "final_loss": float(stats.final_loss),
-                       "seconds": timings["repair_training"]})
-        if measure:
-            backdoor["after"] = evaluate_backdoor(model, test.images, test.labels,
-                                                  attack[0], attack[1])
-            backdoor["trigger"] = attack[0]
-            backdoor["pairs"] = [list(p) for p in attack[1]]
-            backdoor["test_dataset"] = str(test_dataset_path)
-        write_image_dataset(cleaned, staging / CLEANED_FILE)
-        from acgate.stages import save_proxy
-
-        save_proxy(model, dataset, config, staging)  # model.pt + model.json, as the scan's
+        model = _repaired_model(task, user_model, config, timings, strategy=strategy,
+                                epochs=epochs, max_epochs=max_epochs,
+                                replay_fraction=replay_fraction, seed=seed)
         timings["total"] = time.perf_counter() - started
-        report = {**record, "cleaned_fingerprint": dataset_fingerprint(cleaned),
-                  "n_cleaned": len(cleaned), "seed": seed, "replay_fraction": replay_fraction,
-                  "max_epochs": max_epochs, "model_path": str(model_path) if model_path else None,
-                  "config": config.to_dict(), "timings": timings, "backdoor": backdoor}
-        (staging / REPAIR_FILE).write_text(json.dumps(report, indent=2, default=str) + "\n",
-                                           encoding="utf-8")
-        from acgate.report.html import write_repair_report
-
-        write_repair_report(report, staging / "repair.html")
+        report = {**task.record, "cleaned_fingerprint": dataset_fingerprint(task.cleaned),
+                  "n_cleaned": len(task.cleaned), "seed": seed,
+                  "replay_fraction": replay_fraction, "max_epochs": max_epochs,
+                  "model_path": str(model_path) if model_path else None,
+                  "config": config.to_dict(), "timings": timings, "backdoor": task.backdoor}
+        if task.backdoor["measured"]:
+            task.backdoor["test_dataset"] = str(test_dataset_path)
+        _write_repair_outputs(output.staging, task, model, config, report)
     logger.info("repair (%s): %d relabelled, %d removed, %d epochs, %.1f s", strategy,
-                record["n_relabelled"], record["n_removed"], record["epochs"], timings["total"])
+                report["n_relabelled"], report["n_removed"], report["epochs"], timings["total"])
     return RepairOutcome(cleaned_dataset_path=out_dir / CLEANED_FILE,
                          model_path=out_dir / MODEL_FILE, report=report)

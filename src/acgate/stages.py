@@ -100,6 +100,19 @@ def pipeline_config(**parameters: Any) -> ScanConfig:
     return from_text(ScanConfig, parameters)
 
 
+def begin_step(dataset_path: PathLike | None = None, dataset_sha256: str | None = None) -> None:
+    """What every pipeline step does first: log at INFO, pin torch's threads, check the data.
+
+    Args:
+        dataset_path: The step's dataset artifact, checked against ``dataset_sha256``.
+        dataset_sha256: The run's dataset digest (``None`` or ``""``: no check).
+    """
+    logging.basicConfig(level=logging.INFO)
+    pin_torch_threads()
+    if dataset_path is not None:
+        check_dataset_digest(dataset_path, dataset_sha256)
+
+
 def pin_torch_threads() -> int:
     """Set torch's CPU threads from ``$ACGATE_TORCH_THREADS`` (default 1); return the number.
 
@@ -922,6 +935,17 @@ def check_dataset_digest(dataset_path: PathLike, sha256: str | None, *,
             f"input artifact {artifact!r} ({dataset_path}) has SHA-256 {actual}, but the run's "
             f"dataset digest is {expected}: the data behind dataset_uri changed during the run; "
             "rerun the pipeline")
+
+
+def log_metrics(artifact: Any, numbers: Mapping[str, Any]) -> None:
+    """Log the numbers (booleans and non-numbers left out) on a KFP ``Metrics`` artifact.
+
+    Also writes them as JSON at the artifact's path (:func:`write_metrics_file`).
+    """
+    for name, value in numbers.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            artifact.log_metric(name, float(value))
+    write_metrics_file(artifact.path, artifact.metadata)
 
 
 def write_metrics_file(path: PathLike, metrics: Mapping[str, float]) -> Path:
