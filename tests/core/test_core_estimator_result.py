@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import BaseEstimator, clone
 
 from acgate.core import ActivationClustering, detect, flag_metrics, precision_recall_f1
 
@@ -26,11 +28,45 @@ def test_get_and_set_params():
     assert ActivationClustering(**est.get_params()).get_params() == est.get_params()
 
 
+def test_it_is_a_scikit_learn_estimator_whose_params_are_its_init_arguments():
+    assert isinstance(ActivationClustering(), BaseEstimator)
+    init = inspect.signature(ActivationClustering.__init__).parameters
+    names = {name for name, p in init.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert set(ActivationClustering().get_params()) == names
+    assert set(init) - names == {"self"}
+    # Every parameter of the estimator is a keyword argument of detect (fit passes them all).
+    assert names <= set(inspect.signature(detect).parameters)
+
+
+def test_clone_round_trips_the_parameters_and_is_unfitted(planted):
+    est = ActivationClustering(analysis="size-silhouette", n_components=6, random_state=3,
+                               size_threshold=0.3).fit(planted.activations, planted.labels)
+    copy = clone(est)
+    assert copy is not est
+    assert copy.get_params() == est.get_params()
+    assert not hasattr(copy, "result_") and not hasattr(copy, "is_poison_")
+    assert "n_components=6" in repr(copy)  # BaseEstimator's repr shows the non-defaults
+
+
 def test_unknown_param_is_an_error():
     est = ActivationClustering()
-    with pytest.raises(ValueError, match=r"unknown parameter 'n_component'"):
+    with pytest.raises(ValueError, match=r"Invalid parameter 'n_component'"):
         est.set_params(n_component=5)
     assert est.n_components == 10
+
+
+@pytest.mark.parametrize("analysis", ["size-silhouette", "robust"])
+def test_fit_after_clone_gives_identical_flags(planted, analysis):
+    est = ActivationClustering(analysis=analysis, random_state=5)
+    first = est.fit(planted.activations, planted.labels)
+    again = clone(est).fit(planted.activations, planted.labels)
+    np.testing.assert_array_equal(again.is_poison_, first.is_poison_)
+    np.testing.assert_array_equal(again.poison_score_, first.poison_score_)
+    np.testing.assert_array_equal(again.suspected_source_, first.suspected_source_)
+    expected = detect(planted.activations, planted.labels, analysis=analysis, random_state=5)
+    np.testing.assert_array_equal(again.is_poison_, expected.is_poison)
+    assert again.result_.info.params["random_state"] == 5
+    assert first.is_poison_[planted.is_poison].mean() > 0.5  # it found the planted cluster
 
 
 def test_init_does_not_validate_but_fit_does(planted):

@@ -4,7 +4,7 @@ Main entry points: :func:`detect` and the :class:`ActivationClustering` estimato
 halves :func:`cluster_classes` / :func:`cluster_class` and :func:`analyze` for fan-out.
 """
 
-from acgate.core.analyses import ANALYSES, RetrainAndPredict, Thresholds
+from acgate.core.analyses import ANALYSES, ANALYZERS, Analyzer, RetrainAndPredict, Thresholds
 from acgate.core.calibration import calibrate_thresholds
 from acgate.core.clustering import ClassClustering, cluster_class
 from acgate.core.detect import ActivationClustering, analyze, cluster_classes, detect
@@ -14,8 +14,10 @@ from acgate.core.result import ClassReport, DetectionResult, RunInfo
 
 __all__ = [
     "ANALYSES",
+    "ANALYZERS",
     "REDUCERS",
     "ActivationClustering",
+    "Analyzer",
     "ClassClustering",
     "ClassReport",
     "DetectionResult",

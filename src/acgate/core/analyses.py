@@ -1,130 +1,58 @@
-"""Analyses that decide whether a class holds a poison cluster: one function each, one registry.
+"""Analyzers that decide whether a class holds a poison cluster: one registry of equals.
 
-Per-class analyses take a :class:`~acgate.core.clustering.ClassClustering` and return a
-:class:`ClassJudgement`. Exclusionary reclassification (``"exre"``) needs a retrain over all
-classes at once, so :func:`exclusionary_reclassification` works on every class's candidate
-cluster together; :func:`acgate.core.detect.detect` wires it up.
+Every analyzer is an :class:`Analyzer` entry of :data:`ANALYZERS`: a name, a *judge* (every
+class's clustering and one :class:`~acgate.core.evidence.Evidence` object in, a
+:class:`~acgate.core.evidence.ClassJudgement` per class out), a one-line summary, the kinds of
+evidence it needs (and those it uses when given), and its default size cut and clustering. The
+registry drives the list of choices (:data:`ANALYSES`), the resolution of ``"auto"``
+(:data:`AUTO_ORDER`), the check that the evidence an analysis needs is there, the dispatch in
+:func:`acgate.core.detect.analyze` and the text below (:func:`describe_analyses`).
 
-Analyses (see the README's "How it decides"):
+Most analyzers look at one class at a time (:class:`PerClassJudge` wraps a function of one
+class's clustering); exclusionary reclassification (:mod:`acgate.core.exre`) judges every class
+with one shared retrain. See the README's "How it decides".
 
-* ``size`` — relative size: the smallest cluster is suspicious when its share of the class is at
-  most ``size_threshold`` (ART's ``relative-size``). Alone it flags natural sub-populations.
-* ``silhouette`` — the 2-clustering fits well (silhouette >= ``silhouette_threshold``).
-* ``size-silhouette`` — both at once: the paper's plain recipe.
-* ``distance`` — the suspicious cluster's centroid is nearer another class's centroid than its
-  own class's main cluster (ART's ``distance``); that class is the suspected source.
-* ``spectral`` — spectral signature (Tran et al. 2018): per class, project the centred
-  activations on the top singular vector; the optimal 1-D two-way split of the projections is a
-  poison cluster when its smaller side holds at most ``size_threshold`` and the two sides are
-  well separated (Ashman's D >= :data:`SEPARATION_THRESHOLD`).
-* ``robust`` — in the spirit of SPECTRE (Hayase et al. 2021): a robust mean and covariance
-  (Minimum Covariance Determinant, seeded) of the reduced activations; samples whose robust
-  Mahalanobis distance exceeds the chi-square 99.9% quantile are outliers, and they are a
-  poison cluster when they hold between :data:`ROBUST_MIN_SHARE` and ``size_threshold`` of the
-  class (a clean second mode of equal size is more than ``size_threshold`` and stays clean).
-* ``exre`` — exclusionary reclassification (the paper's recommended analysis): candidate
-  clusters are left out of a retrain; a candidate whose samples are then classified mostly as
-  one other class (``l / p < exre_threshold`` and at least ``source_share`` of it in that class)
-  is poison and that class is the suspected source — unless the proxy itself confuses the two
-  classes (``confusion``: a natural class overlap, not a trigger).
+Analyses:
+
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 
-from acgate.core.clustering import ClassClustering
+from acgate.core.clustering import ClassClustering, ClusterMode
+from acgate.core.evidence import (  # re-exported: imported from here by the adapters
+    CONFUSION_THRESHOLD,
+    EVIDENCE_KINDS,
+    NESTED_SOURCE_SHARE_THRESHOLD,
+    SIZE_THRESHOLD,
+    SOURCE_SHARE_THRESHOLD,
+    ClassJudgement,
+    Evidence,
+    Judge,
+    RetrainAndPredict,
+    Thresholds,
+    membership_scores,
+    smallest_cluster,
+)
+from acgate.core.exre import (  # re-exported: imported from here by the adapters
+    EXRE_SIZE_THRESHOLD,
+    ExReOutcome,
+    exclusionary_reclassification_groups,
+    judge_exre,
+    natural_confusion,
+    one_source_verdict,
+    retrain_mask,
+)
 
+#: The registry's names, spelled out for type checkers (a test keeps the two equal).
 AnalysisName = Literal[
     "exre", "size-silhouette", "size", "silhouette", "distance", "spectral", "robust"
 ]
-ANALYSES: tuple[str, ...] = get_args(AnalysisName)
-
-#: ``retrain_and_predict(train_mask, query_positions) -> probabilities (m x n_classes)``:
-#: train a fresh model on the rows where ``train_mask`` is true and return class probabilities
-#: for the rows at ``query_positions``. Supplied by the torch adapter; the core never trains.
-RetrainAndPredict = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-#: Defaults of exclusionary reclassification's source share, nested-candidate source share
-#: and natural-confusion cut (measured: bench/RESULTS.md, "candidates").
-SOURCE_SHARE_THRESHOLD = 0.5
-NESTED_SOURCE_SHARE_THRESHOLD = 0.7
-CONFUSION_THRESHOLD = 0.03
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """The thresholds a class is judged with.
-
-    Attributes:
-        size: Largest share of a class that a poison cluster may hold.
-        silhouette: Smallest silhouette score that counts as "two real clusters".
-        exre: l/p below this means poison under exclusionary reclassification.
-        source_share: Under exclusionary reclassification, the smallest share of a candidate
-            cluster that the retrained model must put in one other class (the suspected
-            source) for the cluster to be poison. Poison is another class's samples with a
-            trigger, so once left out it goes to that class almost unanimously (MNIST:
-            0.93-1.00 of the cluster); a natural mode of the class scatters over its
-            neighbours (measured: ``bench/RESULTS.md``, "candidates").
-        nested_source_share: The same for a sub-cluster found inside a candidate at a larger
-            k: smaller, purer groups of a natural mode go to one look-alike class more often,
-            so they must go there more unanimously.
-        confusion: Largest natural confusion between the class and the suspected source: the
-            share of the class's other samples the proxy predicts as the source plus the share
-            of the source's samples it predicts as the class. A trigger makes poison trivially
-            separable from its source, so poison pairs stay below (MNIST: at most 0.018); a
-            class pair the proxy itself mixes up is a natural overlap (Fashion-MNIST shirt and
-            T-shirt: 0.19). Used only when the proxy's predictions are given; 2 disables it.
-    """
-
-    size: float = 0.35
-    silhouette: float = 0.10
-    exre: float = 1.0
-    source_share: float = SOURCE_SHARE_THRESHOLD
-    nested_source_share: float = NESTED_SOURCE_SHARE_THRESHOLD
-    confusion: float = CONFUSION_THRESHOLD
-
-    def as_dict(self) -> dict[str, float]:
-        """The thresholds by name."""
-        return {"size": self.size, "silhouette": self.silhouette, "exre": self.exre,
-                "source_share": self.source_share,
-                "nested_source_share": self.nested_source_share, "confusion": self.confusion}
-
-
-@dataclass(frozen=True)
-class ClassJudgement:
-    """One analysis's decision on one class.
-
-    Attributes:
-        suspicious_cluster: The poison candidate, or ``None``.
-        size_ratio: Share of the class in the suspicious (else smallest) cluster.
-        is_poisoned: The decision.
-        reason: Plain-words explanation.
-        flagged: Per-position flags (aligned with ``clustering.positions``).
-        sample_scores: Per-position poison score in [0, 1].
-        suspected_source: Suspected source class, or ``None``.
-        exre_score: l/p of the suspicious cluster when exclusionary reclassification ran.
-        scores: Named scores for the class report.
-        sample_sources: Per-position suspected source (``-1`` for none), when the analysis
-            names one per sample (exclusionary reclassification: the retrained model's
-            prediction); ``None`` means every flagged sample gets ``suspected_source``.
-    """
-
-    suspicious_cluster: int | None
-    size_ratio: float | None
-    is_poisoned: bool
-    reason: str
-    flagged: np.ndarray
-    sample_scores: np.ndarray
-    suspected_source: int | None = None
-    exre_score: float | None = None
-    scores: Mapping[str, float] = field(default_factory=dict)
-    sample_sources: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -139,30 +67,7 @@ class ClassContext:
 
     centroids: Mapping[int, np.ndarray]
     activations: np.ndarray
-    random_state: int = 0
-
-
-def smallest_cluster(clustering: ClassClustering) -> tuple[int, float]:
-    """The smallest cluster and its share of the class."""
-    sizes = np.asarray(clustering.cluster_sizes)
-    smallest = int(np.argmin(sizes))
-    return smallest, float(sizes[smallest] / sizes.sum())
-
-
-def membership_scores(clustering: ClassClustering, suspicious: int) -> np.ndarray:
-    """Per-sample score in [0, 1]: how much nearer the suspicious centroid than the main one.
-
-    ``d_main / (d_main + d_suspicious)`` in the reduced space: 0.5 on the boundary, towards 1
-    inside the suspicious cluster.
-    """
-    reduced = clustering.reduced
-    main = 0 if suspicious != 0 else 1
-    c_main = reduced[clustering.clusters == main].mean(axis=0)
-    c_susp = reduced[clustering.clusters == suspicious].mean(axis=0)
-    d_main = np.linalg.norm(reduced - c_main, axis=1)
-    d_susp = np.linalg.norm(reduced - c_susp, axis=1)
-    total = d_main + d_susp
-    return np.divide(d_main, total, out=np.full(len(total), 0.5), where=total > 0)
+    random_state: int
 
 
 def _judgement(clustering: ClassClustering, suspicious: int, share: float, poisoned: bool,
@@ -335,222 +240,147 @@ def analyze_robust(clustering: ClassClustering, thresholds: Thresholds,
 
 
 PerClassAnalysis = Callable[[ClassClustering, Thresholds, ClassContext], ClassJudgement]
-ANALYSIS_REGISTRY: dict[str, PerClassAnalysis | None] = {
-    "exre": None,  # cross-class: see exclusionary_reclassification
-    "size-silhouette": analyze_size_silhouette,
-    "size": analyze_size,
-    "silhouette": analyze_silhouette,
-    "distance": analyze_distance,
-    "spectral": analyze_spectral,
-    "robust": analyze_robust,
-}
 
 
 @dataclass(frozen=True)
-class ExReOutcome:
-    """Exclusionary reclassification of one candidate cluster.
+class PerClassJudge:
+    """A judge that applies a per-class analysis to every class that was not skipped.
 
     Attributes:
-        label: The class the cluster belongs to.
-        cluster: The candidate cluster id.
-        n_own: ``l``: samples classified as their own label by the retrained model.
-        n_other: ``p``: samples classified as the most common other class.
-        source: That most common other class (the suspected source), or ``None``.
-        score: ``l / max(p, 1)``; below the threshold means poison.
-        own_probability: Per-sample probability of the own label (aligned with the cluster's
-            positions in the clustering).
-        predicted: Per-sample predicted class.
-        max_probability: Per-sample probability of the predicted class (the retrain's
-            confidence), or ``None`` when not recorded.
+        analysis: ``(clustering, thresholds, context) -> ClassJudgement`` for one class.
     """
 
-    label: int
-    cluster: int
-    n_own: int
-    n_other: int
-    source: int | None
-    score: float
-    own_probability: np.ndarray
-    predicted: np.ndarray
-    max_probability: np.ndarray | None = None
+    analysis: PerClassAnalysis
+
+    def __call__(self, clusterings: Sequence[ClassClustering],
+                 evidence: Evidence) -> dict[int, ClassJudgement]:
+        """Judge each class with its own thresholds and a :class:`ClassContext`."""
+        centroids = {c.label: evidence.activations[c.positions].mean(axis=0)
+                     for c in clusterings if len(c.positions)}
+        judgements = {}
+        for clustering in clusterings:
+            if clustering.skipped:
+                continue
+            context = ClassContext(centroids=centroids,
+                                   activations=evidence.activations[clustering.positions],
+                                   random_state=evidence.random_state)
+            judgements[clustering.label] = self.analysis(
+                clustering, evidence.thresholds_for(clustering.label), context)
+        return judgements
 
 
-def exclusionary_reclassification(
-    candidates: Mapping[int, tuple[ClassClustering, int]],
-    n_samples: int,
-    retrain_and_predict: RetrainAndPredict,
-) -> dict[int, ExReOutcome]:
-    """Retrain once without every candidate cluster, then classify the candidates.
+@dataclass(frozen=True)
+class Analyzer:
+    """One analysis: how it judges, what evidence it needs, its defaults.
 
-    Leaving out all candidates at once (not one at a time) keeps an undetected poison cluster of
-    one class from teaching the retrained model the trigger that another candidate carries.
-
-    Args:
-        candidates: By label: the class clustering and its candidate cluster id.
-        n_samples: Rows in the full arrays (for the training mask).
-        retrain_and_predict: See :data:`RetrainAndPredict`.
-
-    Returns:
-        By label, the :class:`ExReOutcome` of its candidate.
-
-    Raises:
-        ValueError: When ``retrain_and_predict`` returns probabilities of the wrong shape.
+    Attributes:
+        name: The choice's name (``analysis=...``).
+        judge: Every class's clustering and the :class:`Evidence` in, a judgement per judged
+            class out (see :data:`acgate.core.evidence.Judge`).
+        summary: One line for help texts.
+        needs: Kinds of evidence (:data:`~acgate.core.evidence.EVIDENCE_KINDS`) the analysis
+            cannot run without.
+        uses: Kinds it uses when given (and does without otherwise).
+        size_threshold: Default largest share of a class a poison cluster (or candidate) may
+            hold.
+        n_clusters: Default clustering (``n_clusters`` of :func:`acgate.core.detect.detect`).
     """
-    outcomes = exclusionary_reclassification_clusters(
-        {label: (clustering, [cluster]) for label, (clustering, cluster) in candidates.items()},
-        n_samples, retrain_and_predict)
-    return {label: outcomes[(label, cluster)] for label, (_, cluster) in candidates.items()}
+
+    name: str
+    judge: Judge
+    summary: str
+    needs: frozenset[str] = field(default_factory=frozenset)
+    uses: frozenset[str] = field(default_factory=frozenset)
+    size_threshold: float = SIZE_THRESHOLD
+    n_clusters: ClusterMode = 2
+
+    def missing(self, available: frozenset[str]) -> frozenset[str]:
+        """The needed kinds of evidence that ``available`` lacks."""
+        return self.needs - available
 
 
-def exclusionary_reclassification_clusters(
-    candidates: Mapping[int, tuple[ClassClustering, Sequence[int]]],
-    n_samples: int,
-    retrain_and_predict: RetrainAndPredict,
-) -> dict[tuple[int, int], ExReOutcome]:
-    """:func:`exclusionary_reclassification` with any number of candidate clusters per class.
-
-    One retrain leaves out every candidate of every class; each candidate is then judged on
-    its own (``l`` and ``p`` counted over its members).
-
-    Returns:
-        By ``(label, cluster)``, the :class:`ExReOutcome`.
-
-    Raises:
-        ValueError: When ``retrain_and_predict`` returns probabilities of the wrong shape.
-    """
-    groups = {
-        (label, int(cluster)): (label, clustering.positions[clustering.clusters == cluster])
-        for label, (clustering, clusters) in candidates.items() for cluster in clusters}
-    return exclusionary_reclassification_groups(groups, n_samples, retrain_and_predict)
+def _registry(*analyzers: Analyzer) -> Mapping[str, Analyzer]:
+    return {analyzer.name: analyzer for analyzer in analyzers}
 
 
-def retrain_mask(groups: Mapping[tuple[int, int], tuple[int, np.ndarray]], n_samples: int,
-                 leave_out: np.ndarray | None = None) -> np.ndarray:
-    """The training mask of the one retrain: every row but the groups' and ``leave_out``.
-
-    Shared by :func:`exclusionary_reclassification_groups` and any later call that must reach
-    the same retrained model (a retrain callable caches its model by this mask).
-    """
-    train_mask = np.ones(n_samples, dtype=bool)
-    for _, positions in groups.values():
-        train_mask[positions] = False
-    if leave_out is not None:
-        train_mask[np.asarray(leave_out, dtype=np.int64)] = False
-    return train_mask
-
-
-def exclusionary_reclassification_groups(
-    groups: Mapping[tuple[int, int], tuple[int, np.ndarray]],
-    n_samples: int,
-    retrain_and_predict: RetrainAndPredict,
-    *,
-    leave_out: np.ndarray | None = None,
-) -> dict[tuple[int, int], ExReOutcome]:
-    """Retrain once without every group, then classify each group's rows.
-
-    Groups may overlap (a sub-cluster inside a candidate cluster): the retrain leaves out their
-    union and each group is judged over its own rows.
-
-    Args:
-        groups: By key ``(label, group id)``: the group's label and its row positions.
-        n_samples: Rows in the full arrays (for the training mask).
-        retrain_and_predict: See :data:`RetrainAndPredict`.
-        leave_out: Further row positions kept out of the retrain (the candidates' margins:
-            poison left in training re-teaches the trigger).
-
-    Returns:
-        By key, the :class:`ExReOutcome` (``cluster`` is the group id).
-
-    Raises:
-        ValueError: When ``retrain_and_predict`` returns probabilities of the wrong shape.
-    """
-    if not groups:
-        return {}
-    query = np.flatnonzero(~retrain_mask(groups, n_samples))  # the margins are not judged
-    train_mask = retrain_mask(groups, n_samples, leave_out)
-    probabilities = np.asarray(retrain_and_predict(train_mask, query), dtype=np.float64)
-    if probabilities.ndim != 2 or probabilities.shape[0] != len(query):
-        raise ValueError(
-            f"retrain_and_predict returned shape {probabilities.shape}; expected "
-            f"({len(query)}, n_classes)"
-        )
-    row_of = np.full(n_samples, -1, dtype=np.int64)
-    row_of[query] = np.arange(len(query))
-    outcomes: dict[tuple[int, int], ExReOutcome] = {}
-    for (label, group), (_, positions) in groups.items():
-        rows = probabilities[row_of[positions]]
-        predicted = rows.argmax(axis=1)
-        own_probability = rows[:, label] if label < rows.shape[1] else np.zeros(len(rows))
-        n_own = int((predicted == label).sum())
-        others = np.bincount(predicted[predicted != label], minlength=rows.shape[1])
-        source = int(others.argmax()) if others.sum() else None
-        n_other = int(others.max()) if others.sum() else 0
-        outcomes[(label, group)] = ExReOutcome(
-            label=label, cluster=group, n_own=n_own, n_other=n_other, source=source,
-            score=n_own / max(n_other, 1), own_probability=own_probability,
-            predicted=predicted, max_probability=rows.max(axis=1),
-        )
-    return outcomes
+#: Every analysis, by name, in the order choices are listed.
+ANALYZERS: Mapping[str, Analyzer] = _registry(
+    Analyzer(
+        "exre", judge_exre,
+        "exclusionary reclassification (the paper's recommended analysis): the candidate "
+        "clusters of every class are left out of one retrain; a candidate the retrained model "
+        "then classifies mostly as one other class (l/p < exre threshold, at least the source "
+        "share in that class) is poison and that class its suspected source, unless the proxy "
+        "itself confuses the two classes; a candidate sent confidently to several classes as "
+        "typical members there is multi-source poison",
+        needs=frozenset({"retrain"}), uses=frozenset({"predictions"}),
+        size_threshold=EXRE_SIZE_THRESHOLD, n_clusters="stable"),
+    Analyzer(
+        "size-silhouette", PerClassJudge(analyze_size_silhouette),
+        "the paper's plain recipe: the smallest cluster holds at most the size threshold and "
+        "the 2-clustering's silhouette is at least the silhouette threshold"),
+    Analyzer(
+        "size", PerClassJudge(analyze_size),
+        "relative size (ART's relative-size): the smallest cluster holds at most the size "
+        "threshold; alone it flags natural sub-populations"),
+    Analyzer(
+        "silhouette", PerClassJudge(analyze_silhouette),
+        "the 2-clustering fits well (silhouette at least the threshold); the smaller cluster "
+        "is flagged"),
+    Analyzer(
+        "distance", PerClassJudge(analyze_distance),
+        "ART's distance: the small cluster's centroid is nearer another class's centroid than "
+        "its own class's main cluster; that class is the suspected source",
+        needs=frozenset({"activations"})),
+    Analyzer(
+        "spectral", PerClassJudge(analyze_spectral),
+        "spectral signature (Tran et al. 2018): the top singular direction of the class's "
+        f"activations splits off at most the size threshold with separation D >= "
+        f"{SEPARATION_THRESHOLD:g}",
+        needs=frozenset({"activations"})),
+    Analyzer(
+        "robust", PerClassJudge(analyze_robust),
+        "robust covariance in the spirit of SPECTRE (Hayase et al. 2021): seeded Minimum "
+        "Covariance Determinant outliers beyond the chi-square 99.9% radius of the reduced "
+        f"activations, poison when they hold between {ROBUST_MIN_SHARE:.0%} and the size "
+        "threshold of the class"),
+)
+#: The analysis names (the choices of ``analysis``, besides ``"auto"``).
+ANALYSES: tuple[str, ...] = tuple(ANALYZERS)
+#: ``analysis="auto"`` is the first of these whose needed evidence is given: exclusionary
+#: reclassification when a retrain is available (the only analysis that told natural
+#: sub-populations from poison in our measurements), else size + silhouette.
+AUTO_ORDER: tuple[str, ...] = ("exre", "size-silhouette")
 
 
-def one_source_verdict(score: float, source_share: float, confusion: float | None,
-                       thresholds: Thresholds, *, nested: bool = False,
-                       label: int | None = None, source: int | None = None
-                       ) -> tuple[bool, str]:
-    """Exclusionary reclassification's one-source rule on a candidate's measured numbers.
-
-    Poison when ``l/p`` is below ``thresholds.exre``, at least the source share (nested: the
-    nested source share) of the left-out candidate went to one other class, and the proxy does
-    not itself confuse the two classes at ``thresholds.confusion`` or more. The scan judges
-    every candidate with this function, and the promotion gate replays it on the numbers a scan
-    run recorded, so the two can never disagree.
-
-    Args:
-        score: ``l/p`` of the candidate.
-        source_share: Share of the left-out candidate classified as its suspected source.
-        confusion: The natural confusion of the class and the source (``None``: not measured).
-        thresholds: The thresholds the class is judged with.
-        nested: The candidate is a sub-cluster inside a larger candidate.
-        label: The candidate's class (for the explanation).
-        source: The suspected source class (for the explanation).
-
-    Returns:
-        ``(poisoned, why)``.
-    """
-    needed = thresholds.nested_source_share if nested else thresholds.source_share
-    if score >= thresholds.exre:
-        return False, f"l/p = {score:.2f} (>= {thresholds.exre:g})"
-    poisoned = source_share >= needed
-    why = (f"l/p = {score:.2f} (< {thresholds.exre:g}), {source_share:.0%} of it in class "
-           f"{source} ({'>=' if poisoned else '<'} {needed:.0%})")
-    if poisoned and confusion is not None:
-        natural = confusion >= thresholds.confusion
-        why += (f"; the proxy confuses classes {label} and {source} at {confusion:.3f} "
-                f"({'>=' if natural else '<'} {thresholds.confusion:g}"
-                f"{': a natural overlap' if natural else ''})")
-        poisoned = not natural
-    return poisoned, why
+def auto_analysis(available: frozenset[str]) -> str:
+    """The analysis ``"auto"`` stands for when the ``available`` kinds of evidence are given."""
+    return next(name for name in AUTO_ORDER if not ANALYZERS[name].missing(available))
 
 
-def natural_confusion(predictions: np.ndarray, labels: np.ndarray, label: int, source: int,
-                      exclude: np.ndarray | None = None) -> float:
-    """How much the proxy itself mixes up two classes, in [0, 2].
+def describe_analyses() -> str:
+    """A bullet list of the analyses: summary, needed evidence, defaults (from the registry)."""
+    lines = [f"* ``auto`` — the first of {', '.join(AUTO_ORDER)} whose needed evidence is "
+             "given."]
+    for analyzer in ANALYZERS.values():
+        needs = (", ".join(EVIDENCE_KINDS[kind] for kind in sorted(analyzer.needs))
+                 or "nothing beyond the clusterings")
+        uses = ", ".join(EVIDENCE_KINDS[kind] for kind in sorted(analyzer.uses))
+        lines.append(
+            f"* ``{analyzer.name}`` — {analyzer.summary}. Needs: {needs}"
+            f"{f'; uses when given: {uses}' if uses else ''}. Defaults: size threshold "
+            f"{analyzer.size_threshold:g}, n_clusters {analyzer.n_clusters!r}.")
+    return "\n".join(lines)
 
-    The share of ``label``'s samples the proxy predicts as ``source`` plus the share of
-    ``source``'s samples it predicts as ``label``, over the samples not in ``exclude`` (the
-    candidate clusters: poison the proxy has not fully learnt must not count as confusion).
 
-    Args:
-        predictions: The proxy's prediction per sample.
-        labels: Label per sample.
-        label: The judged class.
-        source: The suspected source class.
-        exclude: Boolean mask of samples to leave out of the count.
-    """
-    keep = np.ones(len(labels), dtype=bool) if exclude is None else ~np.asarray(exclude)
-    total = 0.0
-    for a, b in ((label, source), (source, label)):
-        rows = keep & (labels == a)
-        if rows.any():
-            total += float(np.mean(predictions[rows] == b))
-    return total
+__doc__ = (__doc__ or "") + describe_analyses() + "\n"
+__all__ = [
+    "ANALYSES", "ANALYZERS", "AUTO_ORDER", "CONFUSION_THRESHOLD", "EXRE_SIZE_THRESHOLD",
+    "NESTED_SOURCE_SHARE_THRESHOLD", "ROBUST_MIN_SHARE", "ROBUST_QUANTILE",
+    "SEPARATION_THRESHOLD", "SIZE_THRESHOLD", "SOURCE_SHARE_THRESHOLD", "AnalysisName",
+    "Analyzer", "ClassContext", "ClassJudgement", "Evidence", "ExReOutcome", "PerClassJudge",
+    "RetrainAndPredict", "Thresholds", "analyze_distance", "analyze_robust", "analyze_silhouette",
+    "analyze_size", "analyze_size_silhouette", "analyze_spectral", "auto_analysis",
+    "describe_analyses", "exclusionary_reclassification_groups", "membership_scores",
+    "natural_confusion", "one_source_verdict", "retrain_mask", "smallest_cluster",
+]

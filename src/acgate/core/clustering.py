@@ -18,6 +18,7 @@ inside a mode of a class that merges several digits). See ``bench/RESULTS.md``, 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
 
 from acgate.core.reducers import ReducerName, reduce
+from acgate.core.validation import check_positive_int
 
 #: Classes smaller than this are skipped (too few samples to split meaningfully).
 MIN_CLASS_SIZE = 10
@@ -401,6 +403,7 @@ def cluster_class(
     max_clusters: int = MAX_AUTO_CLUSTERS,
     size_threshold: float = CANDIDATE_SHARE,
     directions: bool = True,
+    stability_depth: int = STABILITY_DEPTH,
 ) -> ClassClustering:
     """Reduce one class's activations and split them with seeded k-means.
 
@@ -424,33 +427,32 @@ def cluster_class(
             hold.
         directions: ``n_clusters="stable"``: also name the :func:`direction_candidates`
             (modes of single principal directions) that no stable cluster already covers.
+        stability_depth: ``n_clusters="stable"``: finer levels a candidate must keep its
+            boundary at (``depth`` of :func:`stable_candidates`; default
+            :data:`STABILITY_DEPTH`).
+
+    Raises:
+        ValueError: When ``stability_depth`` is below 1.
+        TypeError: When ``stability_depth`` is not an integer.
 
     Returns:
         The :class:`ClassClustering`.
     """
     start = time.perf_counter()
+    stability_depth = check_positive_int(stability_depth, name="stability_depth")
     n = len(positions)
-    auto = n_clusters == "auto"
     stable = n_clusters == "stable"
-    k_values = (list(range(2, max(2, int(max_clusters)) + 1)) if auto
+    k_values = (list(range(2, max(2, int(max_clusters)) + 1)) if n_clusters == "auto"
                 else [2] if stable else [int(n_clusters)])
     needed = max(min_class_size, 2 * k_values[0])
     if n < needed:
-        return ClassClustering(
-            label=label, positions=positions, clusters=np.full(n, -1, dtype=np.int64),
-            n_clusters=0, silhouette=None, reduced=None,
-            skipped_reason=f"class {label} has {n} samples; at least {needed} are needed "
-                           f"to split it into {k_values[0]} clusters",
-            candidates=() if stable else None,
-        )
+        return _unclustered(label, positions, np.full(n, -1, dtype=np.int64), 0, None, stable,
+                            f"class {label} has {n} samples; at least {needed} are needed "
+                            f"to split it into {k_values[0]} clusters")
     x = np.asarray(activations, dtype=np.float64)
     if np.ptp(x, axis=0).max() == 0.0:
-        return ClassClustering(
-            label=label, positions=positions, clusters=np.zeros(n, dtype=np.int64),
-            n_clusters=1, silhouette=None, reduced=x[:, :1],
-            skipped_reason=f"class {label}: all {n} activation vectors are identical",
-            candidates=() if stable else None,
-        )
+        return _unclustered(label, positions, np.zeros(n, dtype=np.int64), 1, x[:, :1], stable,
+                            f"class {label}: all {n} activation vectors are identical")
     # One BLAS thread: the same seed must give the same clusters on 1 or 2 cores.
     with threadpool_limits(limits=1, user_api="blas"):
         # When x is this function's own float64 copy the reducer may centre it in place.
@@ -458,36 +460,66 @@ def cluster_class(
         reduced, notes = reduce(x, reducer=reducer, n_components=n_components,
                                 random_state=random_state, copy=not owned)
         if stable:
-            k, clusters, candidates, found = stable_candidates(
-                reduced, random_state=random_state, size_threshold=size_threshold)
-            if directions:
-                extra = _new_candidates(candidates, direction_candidates(
-                    reduced, max_share=min(size_threshold, DIRECTION_SHARE)))
-                candidates = (*candidates, *extra)
-                if extra:
-                    found = [*found, "split along a principal direction: " + ", ".join(
-                        f"{len(c.members)} rows (direction {c.direction + 1}, separation "
-                        f"{c.separation:.1f})" for c in extra)]
-            return ClassClustering(
-                label=label, positions=positions, clusters=clusters, n_clusters=k,
-                silhouette=silhouette(reduced, clusters, random_state=random_state),
-                reduced=reduced, warnings=tuple([*notes, *found]),
-                seconds=time.perf_counter() - start, candidates=candidates,
-            )
-        fits = []
-        for k in k_values:
-            if k * 2 > n:
-                break
-            clusters = _canonical_ids(_kmeans(reduced, k, random_state), k)
-            fits.append((k, clusters, silhouette(reduced, clusters, random_state=random_state)))
+            clustering = _stable_clustering(
+                reduced, label=label, positions=positions, random_state=random_state,
+                size_threshold=size_threshold, directions=directions,
+                stability_depth=stability_depth, notes=notes)
+        else:
+            clustering = _best_k_clustering(
+                reduced, label=label, positions=positions, random_state=random_state,
+                k_values=k_values, notes=notes, report_choice=n_clusters == "auto")
+    return dataclasses.replace(clustering, seconds=time.perf_counter() - start)
+
+
+def _unclustered(label: int, positions: np.ndarray, clusters: np.ndarray, n_clusters: int,
+                 reduced: np.ndarray | None, stable: bool, reason: str) -> ClassClustering:
+    """A class that is not split (too small, or no variation), with the reason."""
+    return ClassClustering(
+        label=label, positions=positions, clusters=clusters, n_clusters=n_clusters,
+        silhouette=None, reduced=reduced,
+        skipped_reason=reason, candidates=() if stable else None,
+    )
+
+
+def _stable_clustering(reduced: np.ndarray, *, label: int, positions: np.ndarray,
+                       random_state: int, size_threshold: float, directions: bool,
+                       stability_depth: int, notes: list[str]) -> ClassClustering:
+    """``n_clusters="stable"``: the level of :func:`stable_candidates` and its candidates."""
+    k, clusters, candidates, found = stable_candidates(
+        reduced, random_state=random_state, size_threshold=size_threshold,
+        depth=stability_depth)
+    if directions:
+        extra = _new_candidates(candidates, direction_candidates(
+            reduced, max_share=min(size_threshold, DIRECTION_SHARE)))
+        candidates = (*candidates, *extra)
+        if extra:
+            found = [*found, "split along a principal direction: " + ", ".join(
+                f"{len(c.members)} rows (direction {c.direction + 1}, separation "
+                f"{c.separation:.1f})" for c in extra)]
+    return ClassClustering(
+        label=label, positions=positions, clusters=clusters, n_clusters=k,
+        silhouette=silhouette(reduced, clusters, random_state=random_state),
+        reduced=reduced, warnings=tuple([*notes, *found]), candidates=candidates,
+    )
+
+
+def _best_k_clustering(reduced: np.ndarray, *, label: int, positions: np.ndarray,
+                       random_state: int, k_values: list[int], notes: list[str],
+                       report_choice: bool) -> ClassClustering:
+    """k-means at each of ``k_values`` (while 2k <= n); the best silhouette wins."""
+    fits = []
+    for k in k_values:
+        if k * 2 > len(positions):
+            break
+        clusters = _canonical_ids(_kmeans(reduced, k, random_state), k)
+        fits.append((k, clusters, silhouette(reduced, clusters, random_state=random_state)))
     # Best silhouette wins; ties (and undefined scores) go to the smaller k.
     n_clusters, clusters, score = max(
         fits, key=lambda fit: (-1.0 if fit[2] is None else fit[2], -fit[0]))
-    if auto:
+    if report_choice:
         tried = ", ".join(f"k={k}: {'n/a' if q is None else f'{q:.3f}'}" for k, _, q in fits)
         notes = [*notes, f"k = {n_clusters} chosen by silhouette ({tried})"]
     return ClassClustering(
         label=label, positions=positions, clusters=clusters, n_clusters=n_clusters,
         silhouette=score, reduced=reduced, warnings=tuple(notes),
-        seconds=time.perf_counter() - start,
     )

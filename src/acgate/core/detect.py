@@ -6,8 +6,9 @@ Pipeline (Chen et al. 2018, with the changes measured in ``bench/RESULTS.md``):
 2. per class, reduce (PCA 10 by default) and split with seeded k-means: under exclusionary
    reclassification the stable small clusters at the smallest k that has any
    (``n_clusters="stable"``, see :mod:`acgate.core.clustering`), else k = 2;
-3. decide per class with the chosen analysis (exclusionary reclassification when a
-   ``retrain_and_predict`` callable is supplied, else the size + silhouette recipe);
+3. judge the classes with the chosen analyzer (:data:`acgate.core.analyses.ANALYZERS`;
+   ``"auto"``: exclusionary reclassification when a ``retrain_and_predict`` callable is
+   supplied, else the size + silhouette recipe);
 4. flag samples, name the suspected source class.
 
 :func:`cluster_classes` and :func:`analyze` are the two halves, exposed separately so the
@@ -18,81 +19,71 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import sklearn
+from sklearn.base import BaseEstimator
 
 from acgate.core import validation
-from acgate.core.analyses import (  # the ExRe defaults are re-exported for the adapters
-    ANALYSES,
-    ANALYSIS_REGISTRY,
+from acgate.core.analyses import ANALYSES, ANALYZERS, AnalysisName, auto_analysis
+from acgate.core.clustering import (
+    MIN_CLASS_SIZE,
+    STABILITY_DEPTH,
+    ClassClustering,
+    ClusterMode,
+    cluster_class,
+)
+from acgate.core.evidence import (
     CONFUSION_THRESHOLD,
+    EVIDENCE_KINDS,
     NESTED_SOURCE_SHARE_THRESHOLD,
+    SIZE_THRESHOLD,
     SOURCE_SHARE_THRESHOLD,
-    AnalysisName,
-    ClassContext,
     ClassJudgement,
-    ExReOutcome,
+    Evidence,
     RetrainAndPredict,
     Thresholds,
-    exclusionary_reclassification_groups,
-    membership_scores,
-    natural_confusion,
+    available_evidence,
+)
+from acgate.core.exre import (  # re-exported: the adapters and the bench import them from here
+    EXRE_SIZE_THRESHOLD,
+    HALO_MARGIN,
+    HALO_MAX_CANDIDATE_SHARE,
+    HALO_MAX_SHARE,
+    HALO_MIN_CLASS_ROWS,
+    MULTI_SOURCE_CONFIDENCE,
+    MULTI_SOURCE_MIN_CLASSES,
+    MULTI_SOURCE_OWN_SHARE,
+    MULTI_SOURCE_TYPICALITY,
+    TYPICALITY_REFERENCE_ROWS,
+    ExReOutcome,
+    candidate_margin,
     one_source_verdict,
     retrain_mask,
-    smallest_cluster,
 )
-from acgate.core.clustering import MIN_CLASS_SIZE, ClassClustering, ClusterMode, cluster_class
 from acgate.core.reducers import REDUCERS, ReducerName
 from acgate.core.result import NO_VALUE, ClassReport, DetectionResult, RunInfo
+
+__all__ = [
+    "ANALYSES", "CLUSTER_MODES", "CONFUSION_THRESHOLD", "EXRE_SIZE_THRESHOLD", "HALO_MARGIN",
+    "HALO_MAX_CANDIDATE_SHARE", "HALO_MAX_SHARE", "HALO_MIN_CLASS_ROWS", "MULTI_SOURCE_CONFIDENCE",
+    "MULTI_SOURCE_MIN_CLASSES", "MULTI_SOURCE_OWN_SHARE", "MULTI_SOURCE_TYPICALITY",
+    "NESTED_SOURCE_SHARE_THRESHOLD", "REDUCERS", "SEGMENTS", "SIZE_THRESHOLD",
+    "SOURCE_SHARE_THRESHOLD", "TYPICALITY_REFERENCE_ROWS", "ActivationClustering",
+    "ClassJudgement", "ExReOutcome", "RetrainAndPredict", "Thresholds", "analyze",
+    "candidate_margin", "cluster_classes", "detect", "detector_params", "one_source_verdict",
+    "resolve_analysis", "resolve_n_clusters", "resolve_settings", "retrain_mask", "segment_rows",
+]
 
 logger = logging.getLogger(__name__)
 
 SegmentBy = Literal["label", "prediction"]
 SEGMENTS: tuple[str, ...] = ("label", "prediction")
 AnalysisChoice = AnalysisName | Literal["auto"]
-#: Default size cut of the per-class analyses (ART's relative-size default; the paper's 35%).
-SIZE_THRESHOLD = 0.35
-#: Default candidate cut under exclusionary reclassification (measured: bench/RESULTS.md).
-EXRE_SIZE_THRESHOLD = 0.45
 CLUSTER_MODES: tuple[str, ...] = ("auto", "stable")
-#: Exclusionary reclassification also keeps each candidate's *margin* out of the retrain: the
-#: rows of its class beyond the top ``share + HALO_MARGIN`` along the direction from the rest of
-#: the class to the candidate (at most ``HALO_MAX_SHARE`` of the class). Poison left in the
-#: training data re-teaches the trigger: MNIST 20k, BadNets all-to-one at 1%, a candidate with
-#: 173 of the 200 poisoned rows: with the other 27 still in training, 73% of the left-out poison
-#: was classified as the target again; with a margin that left 3 in training, none was.
-HALO_MARGIN = 0.15
-HALO_MAX_SHARE = 0.6
-#: Only candidates of at most this share get a margin: a larger one holds nearly all of its
-#: class's poison already, and margins around many large candidates starve the retrain
-#: (digits, BadNets 33% all-to-all: F1 0.94 -> 0.78 with margins on every candidate).
-HALO_MAX_CANDIDATE_SHARE = 0.25
-#: ... and only in classes of at least this many rows: in a small class the margin takes away
-#: much of what the retrain knows of the class's natural variety (digits, ~180 images a class:
-#: margins added clean-run false alarms and cost F1 at 33%, bench/RESULTS.md "attack matrix").
-HALO_MIN_CLASS_ROWS = 1000
-#: Multi-source poison: left out, at most this share of a candidate is classified as its own
-#: label ...
-MULTI_SOURCE_OWN_SHARE = 0.2
-#: ... the rest goes to at least two other classes with at least this mean confidence (the
-#: poisoned rows are genuine samples of their source classes; a natural mode of the class that
-#: has no other home scatters with low confidence) ...
-MULTI_SOURCE_CONFIDENCE = 0.85
-#: ... and no single other class takes the source share (that is the one-source rule's case) ...
-MULTI_SOURCE_MIN_CLASSES = 2
-#: ... and, when the retrain can give its activations, the rows it sends elsewhere are typical
-#: members of those classes: the median, over those rows, of the share of the class's own
-#: training rows lying at least as far from the class centre (in the retrained model's last
-#: hidden layer) is at least this. Poison rows are genuine source samples (typical); a natural
-#: mode of a class with no other home lies between classes, far from every centre, however
-#: confidently a model assigns it.
-MULTI_SOURCE_TYPICALITY = 0.05
-#: Reference rows per class for that typicality (seeded sample of the retrain's training rows).
-TYPICALITY_REFERENCE_ROWS = 300
 
 
 def _versions() -> dict[str, str]:
@@ -101,20 +92,36 @@ def _versions() -> dict[str, str]:
     return {"acgate": __version__, "numpy": np.__version__, "scikit-learn": sklearn.__version__}
 
 
-def resolve_analysis(analysis: str, retrain_and_predict: RetrainAndPredict | None) -> str:
-    """Resolve ``"auto"`` and check that ``"exre"`` has its retrain callable.
+def resolve_analysis(analysis: str, retrain_and_predict: RetrainAndPredict | None,
+                     predictions: Any = None) -> str:
+    """Resolve ``"auto"`` and check that the analysis has the evidence it needs.
 
-    ``"auto"`` is exclusionary reclassification when a retrain is available (the only analysis
-    that told natural sub-populations from poison in our measurements), else size + silhouette.
+    ``"auto"`` is the first analysis of :data:`acgate.core.analyses.AUTO_ORDER` whose needed
+    evidence is given. What each analysis needs is its registry entry's ``needs``.
+
+    Args:
+        analysis: A name from :data:`ANALYSES` (the registry's names), or ``"auto"``.
+        retrain_and_predict: The retrain (evidence ``"retrain"``), or ``None``.
+        predictions: The proxy's predictions (evidence ``"predictions"``), or ``None``.
+
+    Returns:
+        The analysis name.
+
+    Raises:
+        ValueError: For an unknown name, or when evidence the analysis needs is missing.
     """
-    validation.check_choice(analysis, (*ANALYSES, "auto"), name="analysis")
+    validation.check_choice(analysis, (*ANALYZERS, "auto"), name="analysis")
+    available = available_evidence(retrain_and_predict, predictions)
     if analysis == "auto":
-        return "exre" if retrain_and_predict is not None else "size-silhouette"
-    if analysis == "exre" and retrain_and_predict is None:
+        return auto_analysis(available)
+    missing = ANALYZERS[analysis].missing(available)
+    if missing:
+        possible = [name for name, entry in ANALYZERS.items() if not entry.missing(available)]
         raise ValueError(
-            "analysis='exre' needs retrain_and_predict (a callable that retrains the proxy "
-            "without the candidate clusters); pass one, or choose another analysis from "
-            f"{[a for a in ANALYSES if a != 'exre']}"
+            f"analysis={analysis!r} needs "
+            f"{' and '.join(EVIDENCE_KINDS[kind] for kind in sorted(missing))}; pass "
+            f"{'it' if len(missing) == 1 else 'them'}, or choose another analysis from "
+            f"{possible}"
         )
     return analysis
 
@@ -123,15 +130,23 @@ def resolve_n_clusters(n_clusters: ClusterMode | None, analysis: str,
                        n_classes: int | None = None) -> ClusterMode:
     """Validate ``n_clusters`` and resolve its default.
 
-    ``None`` is ``"stable"`` under exclusionary reclassification with more than two classes,
-    else 2 (the paper's 2-means, which the other analyses are defined on). With two classes the
-    source-share test cannot clear a natural cluster (whatever leaves its class goes to the one
-    other class), so the stable search's extra candidates only add false alarms (measured on
-    Rotten Tomatoes: F1 0.51 vs 0.998, ``bench/RESULTS.md`` "text").
+    ``None`` is the analysis's declared default clustering (its registry entry's
+    ``n_clusters``: ``"stable"`` under exclusionary reclassification, else the paper's 2-means,
+    which the other analyses are defined on). A ``"stable"`` default falls back to 2 with two
+    classes: there the source-share test cannot clear a natural cluster (whatever leaves its
+    class goes to the one other class), so the stable search's extra candidates only add false
+    alarms (measured on Rotten Tomatoes: F1 0.51 vs 0.998, ``bench/RESULTS.md`` "text").
+
+    Raises:
+        ValueError: For an unknown ``n_clusters`` mode, a k below 2, or (when ``n_clusters`` is
+            ``None``) an analysis name not in :data:`ANALYSES` (resolve ``"auto"`` first).
+        TypeError: For an ``n_clusters`` that is neither a mode nor an integer.
     """
     if n_clusters is None:
-        many = n_classes is None or n_classes > 2
-        return "stable" if analysis == "exre" and many else 2
+        default = ANALYZERS[validation.check_choice(analysis, ANALYZERS, name="analysis")]
+        if default.n_clusters == "stable" and n_classes is not None and n_classes <= 2:
+            return 2
+        return default.n_clusters
     if isinstance(n_clusters, str):
         return validation.check_choice(n_clusters, CLUSTER_MODES, name="n_clusters")
     return validation.check_positive_int(n_clusters, name="n_clusters", minimum=2)
@@ -147,15 +162,20 @@ def resolve_settings(
     source_share_threshold: float = SOURCE_SHARE_THRESHOLD,
     nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD,
     confusion_threshold: float = CONFUSION_THRESHOLD,
+    predictions: Any = None,
 ) -> tuple[str, Thresholds]:
     """Resolve ``"auto"`` and the default size cut, and validate the thresholds.
+
+    ``size_threshold=None`` is the analysis's declared default (its registry entry's
+    ``size_threshold``); ``retrain_and_predict`` and ``predictions`` (either may be ``None``)
+    tell :func:`resolve_analysis` which evidence is given.
 
     Returns:
         The analysis name and the :class:`Thresholds` that :func:`detect` would use.
     """
-    resolved = resolve_analysis(analysis, retrain_and_predict)
+    resolved = resolve_analysis(analysis, retrain_and_predict, predictions)
     if size_threshold is None:
-        size_threshold = EXRE_SIZE_THRESHOLD if resolved == "exre" else SIZE_THRESHOLD
+        size_threshold = ANALYZERS[resolved].size_threshold
     thresholds = Thresholds(
         size=validation.check_fraction(size_threshold, name="size_threshold"),
         silhouette=validation.check_fraction(silhouette_threshold, name="silhouette_threshold",
@@ -205,285 +225,26 @@ def cluster_classes(
     random_state: int = 0,
     min_class_size: int = MIN_CLASS_SIZE,
     size_threshold: float = EXRE_SIZE_THRESHOLD,
+    stability_depth: int = STABILITY_DEPTH,
 ) -> list[ClassClustering]:
-    """Cluster every segment (validated arrays in; see :func:`detect`)."""
+    """Cluster every segment (validated arrays in; see :func:`detect`).
+
+    ``stability_depth`` is passed to :func:`acgate.core.clustering.cluster_class` (how many
+    finer levels a stable candidate must keep its boundary at; an experiment's knob, not a
+    user setting of :func:`detect`).
+    """
     clusterings = []
     for label, positions in segment_rows(sample_ids, segments).items():
         clusterings.append(cluster_class(
             activations[positions], label=label, positions=positions, reducer=reducer,
             n_components=n_components, n_clusters=n_clusters, random_state=random_state,
             min_class_size=min_class_size, size_threshold=size_threshold,
+            stability_depth=stability_depth,
         ))
     return clusterings
 
 
-def _candidate_clusters(clustering: ClassClustering, size: float) -> list[int]:
-    """Every cluster but the largest (id 0) holding at most ``size`` of the class."""
-    sizes = np.asarray(clustering.cluster_sizes, dtype=np.float64)
-    shares = sizes / sizes.sum()
-    return [c for c in range(1, clustering.n_clusters) if shares[c] <= size]
-
-
-def _candidate_groups(clustering: ClassClustering, size: float
-                      ) -> dict[int, tuple[np.ndarray, bool, str]]:
-    """The class's candidates: ``group id -> (member indices, nested, description)``.
-
-    Stable mode: the clustering's :class:`~acgate.core.clustering.CandidateCluster` list;
-    otherwise every non-largest cluster within the size cut (group id = cluster id).
-    """
-    if clustering.candidates is not None:
-        return {i: (c.members, c.nested, _describe_candidate(c))
-                for i, c in enumerate(clustering.candidates)}
-    return {c: (np.flatnonzero(clustering.clusters == c), False, f"cluster {c}")
-            for c in _candidate_clusters(clustering, size)}
-
-
-def _describe_candidate(candidate: Any) -> str:
-    if candidate.direction is not None:
-        return (f"mode of principal direction {candidate.direction + 1} (separation "
-                f"{candidate.separation:.1f} SD)")
-    return (f"{'sub-cluster' if candidate.nested else 'cluster'} of k = {candidate.k} "
-            f"(stability {candidate.stability:.2f})")
-
-
-def candidate_margin(reduced: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Class-local indices of a candidate and its margin (see :data:`HALO_MARGIN`).
-
-    Along the direction from the mean of the rest of the class to the candidate's mean, the
-    top ``share + HALO_MARGIN`` of the class (at most :data:`HALO_MAX_SHARE`), plus the
-    candidate itself.
-    """
-    n = len(reduced)
-    inside = np.zeros(n, dtype=bool)
-    inside[members] = True
-    if (inside.all() or not inside.any() or inside.mean() > HALO_MAX_CANDIDATE_SHARE
-            or n < HALO_MIN_CLASS_ROWS):
-        return np.flatnonzero(inside)
-    direction = reduced[inside].mean(axis=0) - reduced[~inside].mean(axis=0)
-    projection = reduced @ direction
-    share = min(inside.mean() + HALO_MARGIN, HALO_MAX_SHARE)
-    inside |= projection >= np.quantile(projection, 1.0 - share)
-    return np.flatnonzero(inside)
-
-
-@dataclass(frozen=True)
-class _GroupVerdict:
-    """Exclusionary reclassification's verdict on one candidate group of a class."""
-
-    group: int
-    members: np.ndarray
-    outcome: ExReOutcome
-    poisoned: bool
-    source_share: float
-    confusion: float | None
-    text: str
-
-
-def _judge_group(group: int, members: np.ndarray, nested: bool, description: str,
-                 outcome: ExReOutcome, used: Thresholds, n_class: int,
-                 confusion_of: Callable[[int, int], float] | None,
-                 typicality: np.ndarray | None = None) -> _GroupVerdict:
-    """l/p, then the source share, then (when predictions are known) the natural confusion."""
-    label = outcome.label
-    source_share = outcome.n_other / max(len(members), 1)
-    needed = used.nested_source_share if nested else used.source_share
-    confusion = None
-    multi = _multi_source(outcome, len(members), needed, typicality)
-    if multi is not None:
-        poisoned = True
-        why = multi
-    else:
-        if (outcome.score < used.exre and source_share >= needed and confusion_of is not None
-                and outcome.source is not None):
-            confusion = confusion_of(label, outcome.source)
-        poisoned, why = one_source_verdict(outcome.score, source_share, confusion, used,
-                                           nested=nested, label=label,
-                                           source=outcome.source)
-    elsewhere = (f"{outcome.n_other} as class {outcome.source}" if outcome.source is not None
-                 else "none as another class")
-    text = (f"{description}, {len(members) / n_class:.1%} of the class, left out of a retrain: "
-            f"{outcome.n_own} classified as {label}, {elsewhere}; {why} -> "
-            f"{'poison' if poisoned else 'legitimate'}")
-    return _GroupVerdict(group, members, outcome, poisoned, source_share, confusion, text)
-
-
-def _multi_source(outcome: ExReOutcome, n_members: int, needed: float,
-                  typicality: np.ndarray | None) -> str | None:
-    """Why a candidate is multi-source poison (see :data:`MULTI_SOURCE_OWN_SHARE`), or None.
-
-    Without ``typicality`` (a retrain that cannot give its activations) the rule is off: the
-    retrain's confidence alone does not tell a between-classes mode from source samples.
-    """
-    if outcome.max_probability is None or typicality is None or n_members == 0:
-        return None
-    elsewhere = outcome.predicted != outcome.label
-    own_share = 1.0 - elsewhere.mean()
-    classes = np.unique(outcome.predicted[elsewhere])
-    if (own_share > MULTI_SOURCE_OWN_SHARE or len(classes) < MULTI_SOURCE_MIN_CLASSES
-            or outcome.n_other / n_members >= needed):
-        return None
-    confidence = float(outcome.max_probability[elsewhere].mean())
-    typical = float(np.median(typicality[elsewhere]))
-    logger.debug("class %s candidate of %d: own %.2f, %d other classes, confidence %.2f, "
-                 "typicality %.2f", outcome.label, n_members, own_share, len(classes),
-                 confidence, typical)
-    if confidence < MULTI_SOURCE_CONFIDENCE or typical < MULTI_SOURCE_TYPICALITY:
-        return None
-    return (f"{own_share:.0%} classified as {outcome.label} (<= {MULTI_SOURCE_OWN_SHARE:.0%}), "
-            f"the rest as {len(classes)} other classes with mean confidence {confidence:.2f} "
-            f"(>= {MULTI_SOURCE_CONFIDENCE:g}) and median typicality {typical:.2f} (>= "
-            f"{MULTI_SOURCE_TYPICALITY:g}): samples of several source classes")
-
-
-def _no_candidate_judgement(clustering: ClassClustering, used: Thresholds) -> ClassJudgement:
-    smallest, share = smallest_cluster(clustering)
-    why = (f"no stable cluster of at most {used.size:.0%} of the class"
-           if clustering.candidates is not None else
-           f"smallest cluster holds {share:.1%} of the class (> size threshold {used.size:.0%})")
-    silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
-    return ClassJudgement(
-        suspicious_cluster=None, size_ratio=share, is_poisoned=False,
-        reason=f"no candidate: {why}", flagged=np.zeros(len(clustering.positions), dtype=bool),
-        sample_scores=membership_scores(clustering, smallest),
-        scores={"size_ratio": share, "silhouette": silhouette},
-    )
-
-
-def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdict]
-                     ) -> ClassJudgement:
-    """Combine the verdicts on a class's candidate groups into its judgement."""
-    label = clustering.label
-    n_class = len(clustering.positions)
-    flagged = np.zeros(n_class, dtype=bool)
-    sample_sources = np.full(n_class, NO_VALUE, dtype=np.int64)
-    for verdict in verdicts:
-        sample_sources[verdict.members] = verdict.outcome.predicted
-        if verdict.poisoned:
-            # Per-sample refinement: a member still classified as its own label is kept.
-            flagged[verdict.members[verdict.outcome.predicted != label]] = True
-    is_poisoned = any(v.poisoned for v in verdicts)
-    # The class is reported through its most poison-like candidate (lowest l/p); when it is
-    # poisoned, through the most poison-like of the candidates judged poison.
-    worst = min([v for v in verdicts if v.poisoned] or verdicts,
-                key=lambda v: (v.outcome.score, -v.outcome.n_other))
-    suspicious = int(np.bincount(clustering.clusters[worst.members]).argmax())
-    scores = membership_scores(clustering, suspicious)
-    for verdict in verdicts:
-        # Inside a candidate, the retrained model's own-label probability is the score (one
-        # retrain: a row in two overlapping candidates has one probability).
-        scores[verdict.members] = 1.0 - verdict.outcome.own_probability
-    share = len(worst.members) / n_class
-    silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
-    named = {"size_ratio": share, "silhouette": silhouette, "exre": worst.outcome.score,
-             "source_share": worst.source_share}
-    if worst.confusion is not None:
-        named["confusion"] = worst.confusion
-    if clustering.candidates is not None:
-        named["candidate_k"] = float(clustering.candidates[worst.group].k)
-        named["stability"] = clustering.candidates[worst.group].stability
-    return ClassJudgement(
-        suspicious_cluster=suspicious, size_ratio=share, is_poisoned=is_poisoned,
-        reason="; ".join(v.text for v in verdicts), flagged=flagged, sample_scores=scores,
-        suspected_source=worst.outcome.source if is_poisoned else None,
-        exre_score=worst.outcome.score, scores=named, sample_sources=sample_sources,
-    )
-
-
-def _typicality(groups: Mapping[tuple[int, int], tuple[int, np.ndarray]],
-                outcomes: Mapping[tuple[int, int], ExReOutcome], labels: np.ndarray,
-                retrain_and_predict: RetrainAndPredict, leave_out: np.ndarray | None,
-                random_state: int) -> dict[tuple[int, int], np.ndarray]:
-    """Per group, how typical each row is of the class the retrain sent it to (NaN: own label).
-
-    Needs ``retrain_and_predict.activations(train_mask, positions)`` (the retrained model's
-    last-hidden-layer activations; :func:`acgate.torch.exre.make_retrain_and_predict` has it).
-    A row's typicality is the share of its predicted class's reference training rows (a seeded
-    sample of :data:`TYPICALITY_REFERENCE_ROWS`) lying at least as far from that class's centre
-    as the row: about uniform for genuine members of the class, near 0 for rows between classes.
-    """
-    embed = getattr(retrain_and_predict, "activations", None)
-    if embed is None or not groups:
-        return {}
-    train_mask = retrain_mask(groups, len(labels), leave_out)  # the retrain just made
-    queries = {key: positions[outcomes[key].predicted != label]
-               for key, (label, positions) in groups.items()}
-    targets = {key: outcomes[key].predicted[outcomes[key].predicted != groups[key][0]]
-               for key in groups}
-    wanted = np.unique(np.concatenate([t for t in targets.values()] or [np.zeros(0, int)]))
-    if not len(wanted):
-        return {}
-    rng = np.random.default_rng(random_state)
-    references = {}
-    for target in wanted:
-        rows = np.flatnonzero(train_mask & (labels == target))
-        if len(rows) > TYPICALITY_REFERENCE_ROWS:
-            rows = np.sort(rng.choice(rows, TYPICALITY_REFERENCE_ROWS, replace=False))
-        references[int(target)] = rows
-    asked = np.concatenate([*queries.values(), *references.values()])
-    embedded = np.asarray(embed(train_mask, asked), dtype=np.float64)
-    row_of = {int(p): i for i, p in enumerate(asked)}
-    centres, spreads = {}, {}
-    for target, rows in references.items():
-        points = embedded[[row_of[int(r)] for r in rows]]
-        centres[target] = points.mean(axis=0)
-        spreads[target] = np.sort(np.linalg.norm(points - centres[target], axis=1))
-    result = {}
-    for key, (label, positions) in groups.items():
-        values = np.full(len(positions), np.nan)
-        elsewhere = np.flatnonzero(outcomes[key].predicted != label)
-        for index, target in zip(elsewhere, targets[key], strict=True):
-            reference = spreads.get(int(target))
-            if reference is None or not len(reference):
-                continue
-            point = embedded[row_of[int(positions[index])]]
-            distance = np.linalg.norm(point - centres[int(target)])
-            farther = len(reference) - np.searchsorted(reference, distance, side="left")
-            values[index] = (1 + farther) / (1 + len(reference))
-        result[key] = values
-    return result
-
-
-def _exre_judgements(
-    clusterings: Sequence[ClassClustering],
-    thresholds: Thresholds,
-    class_thresholds: Mapping[int, Thresholds],
-    labels: np.ndarray,
-    predictions: np.ndarray | None,
-    retrain_and_predict: RetrainAndPredict,
-    random_state: int = 0,
-) -> dict[int, ClassJudgement]:
-    judged = [c for c in clusterings if not c.skipped]
-    candidates = {c.label: _candidate_groups(c, class_thresholds.get(c.label, thresholds).size)
-                  for c in judged}
-    groups = {(c.label, group): (c.label, c.positions[members])
-              for c in judged for group, (members, _, _) in candidates[c.label].items()}
-    margins = [c.positions[candidate_margin(c.reduced, members)]
-               for c in judged if c.reduced is not None
-               for members, _, _ in candidates[c.label].values()]
-    leave_out = np.concatenate(margins) if margins else None
-    outcomes = exclusionary_reclassification_groups(
-        groups, len(labels), retrain_and_predict, leave_out=leave_out)
-    typicality = _typicality(groups, outcomes, labels, retrain_and_predict, leave_out,
-                             random_state)
-    left_out = np.zeros(len(labels), dtype=bool)
-    for _, positions in groups.values():
-        left_out[positions] = True
-    confusion_of = None if predictions is None else (
-        lambda label, source: natural_confusion(predictions, labels, label, source,
-                                                exclude=left_out))
-    judgements: dict[int, ClassJudgement] = {}
-    for clustering in judged:
-        used = class_thresholds.get(clustering.label, thresholds)
-        if not candidates[clustering.label]:
-            judgements[clustering.label] = _no_candidate_judgement(clustering, used)
-            continue
-        verdicts = [
-            _judge_group(group, members, nested, description,
-                         outcomes[(clustering.label, group)], used, len(clustering.positions),
-                         confusion_of, typicality.get((clustering.label, group)))
-            for group, (members, nested, description) in candidates[clustering.label].items()]
-        judgements[clustering.label] = _class_judgement(clustering, verdicts)
-    return judgements
+# ------------------------------------------------------------------------------- analyze
 
 
 def analyze(
@@ -498,6 +259,7 @@ def analyze(
     class_thresholds: Mapping[int, Thresholds] | None = None,
     retrain_and_predict: RetrainAndPredict | None = None,
     predictions: np.ndarray | None = None,
+    random_state: int | None = None,
     params: Mapping[str, Any] | None = None,
     timings: Mapping[str, float] | None = None,
 ) -> DetectionResult:
@@ -513,84 +275,55 @@ def analyze(
         thresholds: Global thresholds (default: paper values 0.35 / 0.10 / 1.0).
         class_thresholds: Per-class thresholds (e.g. calibrated on trusted data) that override
             the global ones for those classes.
-        retrain_and_predict: Needed by ``"exre"``.
+        retrain_and_predict: The retrain, for the analyses that need one (``"exre"``).
         predictions: The proxy's prediction per sample (validated); exclusionary
             reclassification uses them for the natural-confusion test.
-        params: Parameters to record in the run info.
+        random_state: Seed of the analyzers' random steps (the robust analysis, the
+            typicality sample of exclusionary reclassification). ``None`` takes
+            ``params["random_state"]`` (the seed a caller that records its parameters already
+            names there); without either it is an error, never a silent 0.
+        params: Parameters to record in the run info (the seed used is added when absent).
         timings: Timings measured before this call (recorded in the run info).
 
     Returns:
         The detection result.
+
+    Raises:
+        ValueError: For an unknown analysis, missing evidence the analysis needs, activations
+            that carry no information, or a missing (or contradicting) seed.
     """
     start = time.perf_counter()
-    thresholds = thresholds or Thresholds()
-    class_thresholds = dict(class_thresholds or {})
-    analysis = resolve_analysis(analysis, retrain_and_predict)
-    n = len(labels)
+    analyzer = ANALYZERS[resolve_analysis(analysis, retrain_and_predict, predictions)]
+    seed = _analysis_seed(random_state, params)
     validation.check_informative(activations, segments)
-    notes: list[str] = []
-    for clustering in clusterings:
-        notes.extend(f"class {clustering.label}: {w}" for w in clustering.warnings)
+    evidence = Evidence(
+        activations=activations, labels=labels, thresholds=thresholds or Thresholds(),
+        random_state=seed, class_thresholds=dict(class_thresholds or {}),
+        retrain_and_predict=retrain_and_predict, predictions=predictions)
+    judgements = analyzer.judge(clusterings, evidence)
+    return _assemble_result(
+        clusterings, judgements, evidence, sample_ids=sample_ids, segments=segments,
+        params=_recorded_params(params, analyzer.name, evidence.thresholds, seed),
+        timings=timings, start=start)
 
-    if analysis == "exre":
-        judgements = _exre_judgements(clusterings, thresholds, class_thresholds, labels,
-                                      predictions, retrain_and_predict,
-                                      int(dict(params or {}).get("random_state", 0)))
-    else:
-        function = ANALYSIS_REGISTRY[analysis]
-        centroids = {c.label: activations[c.positions].mean(axis=0) for c in clusterings
-                     if len(c.positions)}
-        judgements = {}
-        for clustering in clusterings:
-            if clustering.skipped:
-                continue
-            context = ClassContext(centroids=centroids,
-                                   activations=activations[clustering.positions],
-                                   random_state=int(dict(params or {}).get("random_state", 0)))
-            judgements[clustering.label] = function(
-                clustering, class_thresholds.get(clustering.label, thresholds), context)
 
-    clusters = np.full(n, NO_VALUE, dtype=np.int64)
-    is_poison = np.zeros(n, dtype=bool)
-    poison_score = np.zeros(n, dtype=np.float64)
-    suspected_source = np.full(n, NO_VALUE, dtype=np.int64)
-    reports = []
-    for clustering in clusterings:
-        label = clustering.label
-        positions = clustering.positions
-        used = class_thresholds.get(label, thresholds)
-        if clustering.skipped:
-            notes.append(clustering.skipped_reason or f"class {label} skipped")
-            logger.warning("%s", clustering.skipped_reason)
-            reports.append(ClassReport(
-                label=label, n_samples=len(positions), n_clusters=0, cluster_sizes=(),
-                suspicious_cluster=None, size_ratio=None, silhouette=None, exre_score=None,
-                suspected_source=None, verdict="skipped",
-                reason=clustering.skipped_reason or "skipped", thresholds=used.as_dict(),
-            ))
-            continue
-        judgement = judgements[label]
-        clusters[positions] = clustering.clusters
-        is_poison[positions] = judgement.flagged
-        poison_score[positions] = np.clip(judgement.sample_scores, 0.0, 1.0)
-        if judgement.is_poisoned:
-            if judgement.sample_sources is not None:
-                flagged = judgement.flagged
-                suspected_source[positions[flagged]] = judgement.sample_sources[flagged]
-            elif judgement.suspected_source is not None:
-                suspected_source[positions[judgement.flagged]] = judgement.suspected_source
-        reports.append(ClassReport(
-            label=label, n_samples=len(positions), n_clusters=clustering.n_clusters,
-            cluster_sizes=clustering.cluster_sizes,
-            suspicious_cluster=judgement.suspicious_cluster,
-            size_ratio=judgement.size_ratio, silhouette=clustering.silhouette,
-            exre_score=judgement.exre_score, suspected_source=judgement.suspected_source,
-            verdict="poisoned" if judgement.is_poisoned else "clean", reason=judgement.reason,
-            scores=judgement.scores, thresholds=used.as_dict(),
-        ))
+def _analysis_seed(random_state: int | None, params: Mapping[str, Any] | None) -> int:
+    """The seed :func:`analyze` uses: ``random_state``, else the recorded one (see there)."""
+    recorded = dict(params or {}).get("random_state")
+    if random_state is None:
+        if recorded is None:
+            raise ValueError("analyze needs random_state (the seed of the analyzers' random "
+                             "steps): pass random_state=..., as detect does")
+        random_state = recorded
+    elif recorded is not None and recorded != random_state:
+        raise ValueError(f"random_state={random_state!r} contradicts the recorded "
+                         f"params['random_state']={recorded!r}")
+    return validation.check_random_state(random_state)
 
-    all_timings = dict(timings or {})
-    all_timings["analyze"] = time.perf_counter() - start
+
+def _recorded_params(params: Mapping[str, Any] | None, analysis: str, thresholds: Thresholds,
+                     seed: int) -> dict[str, Any]:
+    """The run's parameters: as given, with the analysis, thresholds and seed used filled in."""
     recorded = dict(params or {})
     recorded["analysis"] = analysis
     recorded.setdefault("size_threshold", thresholds.size)
@@ -599,13 +332,94 @@ def analyze(
     recorded.setdefault("source_share_threshold", thresholds.source_share)
     recorded.setdefault("nested_source_share_threshold", thresholds.nested_source_share)
     recorded.setdefault("confusion_threshold", thresholds.confusion)
+    recorded.setdefault("random_state", seed)
+    return recorded
+
+
+@dataclass(frozen=True)
+class _SampleArrays:
+    """The per-sample arrays of a result, filled class by class."""
+
+    clusters: np.ndarray
+    is_poison: np.ndarray
+    poison_score: np.ndarray
+    suspected_source: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> _SampleArrays:
+        """Arrays for ``n`` samples: no cluster, no flag, score 0, no source."""
+        return cls(clusters=np.full(n, NO_VALUE, dtype=np.int64),
+                   is_poison=np.zeros(n, dtype=bool), poison_score=np.zeros(n, dtype=np.float64),
+                   suspected_source=np.full(n, NO_VALUE, dtype=np.int64))
+
+    def fill(self, clustering: ClassClustering, judgement: ClassJudgement) -> None:
+        """Write one judged class's clusters, flags, scores and suspected sources."""
+        positions = clustering.positions
+        self.clusters[positions] = clustering.clusters
+        self.is_poison[positions] = judgement.flagged
+        self.poison_score[positions] = np.clip(judgement.sample_scores, 0.0, 1.0)
+        if not judgement.is_poisoned:
+            return
+        if judgement.sample_sources is not None:
+            flagged = judgement.flagged
+            self.suspected_source[positions[flagged]] = judgement.sample_sources[flagged]
+        elif judgement.suspected_source is not None:
+            self.suspected_source[positions[judgement.flagged]] = judgement.suspected_source
+
+
+def _assemble_result(clusterings: Sequence[ClassClustering],
+                     judgements: Mapping[int, ClassJudgement], evidence: Evidence, *,
+                     sample_ids: np.ndarray, segments: np.ndarray, params: Mapping[str, Any],
+                     timings: Mapping[str, float] | None, start: float) -> DetectionResult:
+    """The per-sample arrays, class reports and run info of the judged classes."""
+    notes = [f"class {c.label}: {w}" for c in clusterings for w in c.warnings]
+    samples = _SampleArrays.empty(len(evidence.labels))
+    reports = []
+    for clustering in clusterings:
+        used = evidence.thresholds_for(clustering.label)
+        if clustering.skipped:
+            notes.append(clustering.skipped_reason or f"class {clustering.label} skipped")
+            logger.warning("%s", clustering.skipped_reason)
+            reports.append(_skipped_report(clustering, used))
+            continue
+        judgement = judgements[clustering.label]
+        samples.fill(clustering, judgement)
+        reports.append(_class_report(clustering, judgement, used))
+    all_timings = dict(timings or {})
+    all_timings["analyze"] = time.perf_counter() - start
     return DetectionResult(
-        sample_ids=sample_ids, labels=labels, segments=segments, clusters=clusters,
-        is_poison=is_poison, poison_score=poison_score, suspected_source=suspected_source,
+        sample_ids=sample_ids, labels=evidence.labels, segments=segments,
+        clusters=samples.clusters, is_poison=samples.is_poison,
+        poison_score=samples.poison_score, suspected_source=samples.suspected_source,
         classes=tuple(reports),
-        info=RunInfo(params=recorded, versions=_versions(), timings=all_timings,
+        info=RunInfo(params=params, versions=_versions(), timings=all_timings,
                      warnings=tuple(notes)),
     )
+
+
+def _skipped_report(clustering: ClassClustering, used: Thresholds) -> ClassReport:
+    return ClassReport(
+        label=clustering.label, n_samples=len(clustering.positions), n_clusters=0,
+        cluster_sizes=(), suspicious_cluster=None, size_ratio=None, silhouette=None,
+        exre_score=None, suspected_source=None, verdict="skipped",
+        reason=clustering.skipped_reason or "skipped", thresholds=used.as_dict(),
+    )
+
+
+def _class_report(clustering: ClassClustering, judgement: ClassJudgement,
+                  used: Thresholds) -> ClassReport:
+    return ClassReport(
+        label=clustering.label, n_samples=len(clustering.positions),
+        n_clusters=clustering.n_clusters, cluster_sizes=clustering.cluster_sizes,
+        suspicious_cluster=judgement.suspicious_cluster, size_ratio=judgement.size_ratio,
+        silhouette=clustering.silhouette, exre_score=judgement.exre_score,
+        suspected_source=judgement.suspected_source,
+        verdict="poisoned" if judgement.is_poisoned else "clean", reason=judgement.reason,
+        scores=judgement.scores, thresholds=used.as_dict(),
+    )
+
+
+# -------------------------------------------------------------------------------- detect
 
 
 def detect(
@@ -641,16 +455,18 @@ def detect(
             silhouette, every cluster but the largest that is within the size threshold is
             then a candidate; or ``"stable"``: the candidates are the stable small clusters
             at the smallest k that has any, plus stable sub-clusters inside them (see
-            :mod:`acgate.core.clustering`). ``None``: ``"stable"`` under exclusionary
-            reclassification with more than two classes (measured: ``bench/RESULTS.md``,
-            "candidates" and "text"), else 2.
-        analysis: ``"auto"`` (exclusionary reclassification when ``retrain_and_predict`` is
-            given, else ``"size-silhouette"``), or one of ``"exre"``, ``"size-silhouette"``,
-            ``"size"``, ``"silhouette"``, ``"distance"``.
-        size_threshold: Largest share of a class a poison cluster may hold. ``None``: 0.45 for
-            ``"exre"`` (a candidate cut: the retrain is the arbiter, and 33% poison plus a few
-            clean neighbours form clusters of ~0.39), else 0.35 (ART's cut); see
-            ``bench/RESULTS.md``.
+            :mod:`acgate.core.clustering`). ``None``: the analysis's default
+            (:func:`resolve_n_clusters`: ``"stable"`` under exclusionary reclassification with
+            more than two classes, measured in ``bench/RESULTS.md``, "candidates" and "text";
+            else 2).
+        analysis: A name from :data:`acgate.core.analyses.ANALYSES` (each described, with the
+            evidence it needs, in :mod:`acgate.core.analyses`), or ``"auto"`` (exclusionary
+            reclassification when ``retrain_and_predict`` is given, else
+            ``"size-silhouette"``).
+        size_threshold: Largest share of a class a poison cluster may hold. ``None``: the
+            analysis's default: 0.45 for ``"exre"`` (a candidate cut: the retrain is the
+            arbiter, and 33% poison plus a few clean neighbours form clusters of ~0.39), else
+            0.35 (ART's cut); see ``bench/RESULTS.md``.
         silhouette_threshold: Smallest silhouette that counts as two clusters (paper: .10-.15).
         exre_threshold: ``l/p`` below this is poison under exclusionary reclassification.
         source_share_threshold: ... and at least this share of the cluster must go to the
@@ -680,6 +496,55 @@ def detect(
         TypeError: Non-numeric activations, non-integer labels, wrong parameter types.
     """
     start = time.perf_counter()
+    inputs = _validated_inputs(
+        activations, labels, sample_ids=sample_ids, reducer=reducer, segment_by=segment_by,
+        n_components=n_components, min_class_size=min_class_size, random_state=random_state,
+        retrain_and_predict=retrain_and_predict)
+    resolved, thresholds = resolve_settings(
+        analysis, retrain_and_predict, size_threshold=size_threshold,
+        silhouette_threshold=silhouette_threshold, exre_threshold=exre_threshold,
+        source_share_threshold=source_share_threshold,
+        nested_source_share_threshold=nested_source_share_threshold,
+        confusion_threshold=confusion_threshold, predictions=predictions)
+    n_clusters = resolve_n_clusters(n_clusters, resolved, len(np.unique(inputs.labels)))
+    predictions, segments = _segments(inputs, predictions, segment_by)
+    params = detector_params(
+        resolved, thresholds, reducer=reducer, n_components=inputs.n_components,
+        n_clusters=n_clusters, segment_by=segment_by, min_class_size=inputs.min_class_size,
+        random_state=inputs.random_state)
+    validated = time.perf_counter()
+    clusterings = cluster_classes(
+        inputs.activations, segments, inputs.sample_ids, reducer=reducer,
+        n_components=inputs.n_components, n_clusters=n_clusters,
+        random_state=inputs.random_state, min_class_size=inputs.min_class_size,
+        size_threshold=thresholds.size,
+    )
+    clustered = time.perf_counter()
+    return analyze(
+        inputs.activations, inputs.labels, clusterings, sample_ids=inputs.sample_ids,
+        segments=segments, analysis=resolved, thresholds=thresholds,
+        class_thresholds=class_thresholds, retrain_and_predict=retrain_and_predict,
+        predictions=predictions, random_state=inputs.random_state, params=params,
+        timings={"validate": validated - start, "cluster": clustered - validated},
+    )
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """:func:`detect`'s validated arrays and integer settings."""
+
+    activations: np.ndarray
+    labels: np.ndarray
+    sample_ids: np.ndarray
+    n_components: int
+    min_class_size: int
+    random_state: int
+
+
+def _validated_inputs(activations: Any, labels: Any, *, sample_ids: Any, reducer: str,
+                      segment_by: str, n_components: Any, min_class_size: Any,
+                      random_state: Any, retrain_and_predict: Any) -> _Inputs:
+    """Validate the arrays and the settings that do not depend on the analysis."""
     x = validation.check_activations(activations)
     y = validation.check_labels(labels, x.shape[0])
     validation.check_class_count(y)
@@ -691,45 +556,37 @@ def detect(
     seed = validation.check_random_state(random_state)
     if retrain_and_predict is not None and not callable(retrain_and_predict):
         raise TypeError(f"retrain_and_predict must be callable; got {type(retrain_and_predict)}")
-    resolved, thresholds = resolve_settings(
-        analysis, retrain_and_predict, size_threshold=size_threshold,
-        silhouette_threshold=silhouette_threshold, exre_threshold=exre_threshold,
-        source_share_threshold=source_share_threshold,
-        nested_source_share_threshold=nested_source_share_threshold,
-        confusion_threshold=confusion_threshold)
-    n_clusters = resolve_n_clusters(n_clusters, resolved, len(np.unique(y)))
+    return _Inputs(activations=x, labels=y, sample_ids=ids, n_components=n_components,
+                   min_class_size=min_class_size, random_state=seed)
+
+
+def _segments(inputs: _Inputs, predictions: Any,
+              segment_by: str) -> tuple[np.ndarray | None, np.ndarray]:
+    """The validated predictions (or ``None``) and the segment of every row."""
     if predictions is not None:
-        predictions = validation.check_labels(predictions, x.shape[0], name="predictions")
+        predictions = validation.check_labels(predictions, len(inputs.labels),
+                                              name="predictions")
     if segment_by == "prediction":
         if predictions is None:
             raise ValueError("segment_by='prediction' needs predictions (one per sample)")
-        segments = predictions
-    else:
-        segments = y
-    params = detector_params(
-        resolved, thresholds, reducer=reducer, n_components=n_components,
-        n_clusters=n_clusters, segment_by=segment_by, min_class_size=min_class_size,
-        random_state=seed)
-    validated = time.perf_counter()
-    clusterings = cluster_classes(
-        x, segments, ids, reducer=reducer, n_components=n_components, n_clusters=n_clusters,
-        random_state=seed, min_class_size=min_class_size, size_threshold=thresholds.size,
-    )
-    clustered = time.perf_counter()
-    return analyze(
-        x, y, clusterings, sample_ids=ids, segments=segments, analysis=resolved,
-        thresholds=thresholds, class_thresholds=class_thresholds,
-        retrain_and_predict=retrain_and_predict, predictions=predictions, params=params,
-        timings={"validate": validated - start, "cluster": clustered - validated},
-    )
+        return predictions, predictions
+    return predictions, inputs.labels
 
 
-class ActivationClustering:
-    """Scikit-learn-style estimator around :func:`detect`.
+# ----------------------------------------------------------------------------- estimator
 
-    ``__init__`` only stores parameters; :meth:`fit` validates and learns. Learned attributes:
-    ``result_`` (the :class:`DetectionResult`), ``labels_`` (cluster per sample), ``is_poison_``,
-    ``poison_score_``, ``suspected_source_``.
+
+class ActivationClustering(BaseEstimator):
+    """Scikit-learn estimator around :func:`detect`.
+
+    ``__init__`` only stores parameters; :meth:`fit` validates and learns. ``get_params`` /
+    ``set_params`` / :func:`sklearn.base.clone` come from :class:`sklearn.base.BaseEstimator`
+    (the parameters are those of ``__init__``; an unknown name is an error). Learned
+    attributes: ``result_`` (the :class:`DetectionResult`), ``labels_`` (cluster per sample),
+    ``is_poison_``, ``poison_score_``, ``suspected_source_``.
+
+    No clusterer or outlier mixin: :meth:`fit_predict` returns the boolean poison flags (not
+    cluster ids, not scikit-learn's +1/-1 outlier labels).
 
     Example:
         >>> est = ActivationClustering(analysis="size-silhouette").fit(acts, labels)
@@ -768,27 +625,9 @@ class ActivationClustering:
         self.min_class_size = min_class_size
         self.random_state = random_state
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Parameters of this estimator (scikit-learn convention)."""
-        del deep
-        return {name: getattr(self, name) for name in (
-            "reducer", "n_components", "n_clusters", "analysis", "size_threshold",
-            "silhouette_threshold", "exre_threshold", "source_share_threshold",
-            "nested_source_share_threshold", "confusion_threshold", "segment_by",
-            "min_class_size", "random_state")}
-
-    def set_params(self, **params: Any) -> ActivationClustering:
-        """Set parameters; unknown names are an error (never silently ignored)."""
-        valid = self.get_params()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"unknown parameter {name!r}; valid: {sorted(valid)}")
-            setattr(self, name, value)
-        return self
-
     def fit(self, X: Any, y: Any, *, predictions: Any = None, sample_ids: Any = None,
             retrain_and_predict: RetrainAndPredict | None = None) -> ActivationClustering:
-        """Run the detection on activations ``X`` with labels ``y``."""
+        """Run the detection on activations ``X`` with labels ``y`` (every parameter, seed too)."""
         self.result_ = detect(X, y, predictions=predictions, sample_ids=sample_ids,
                               retrain_and_predict=retrain_and_predict, **self.get_params())
         self.labels_ = np.asarray(self.result_.clusters)

@@ -1,0 +1,568 @@
+"""Exclusionary reclassification: the analyzer that judges every class with one shared retrain.
+
+Candidate clusters of every class are left out of one retrain (:data:`RetrainAndPredict`);
+the retrained model then classifies each candidate's rows. ``l`` = rows classified as their
+own label, ``p`` = rows of the most common other class. A candidate is poison when
+``l / p < exre`` and at least ``source_share`` of it went to that one class (the suspected
+source), unless the proxy itself confuses the two classes (:func:`natural_confusion`); or when
+it is *multi-source* poison (see :data:`MULTI_SOURCE_OWN_SHARE`). Chen et al. 2018, section
+"Exclusionary reclassification", with the changes measured in ``bench/RESULTS.md``.
+
+:func:`judge_exre` is the analyzer's judge (registered as ``"exre"`` in
+:mod:`acgate.core.analyses`); the rest are its steps, exposed for the promotion gate
+(:func:`one_source_verdict`, :func:`retrain_mask`) and the tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from acgate.core.clustering import ClassClustering
+from acgate.core.evidence import (
+    ClassJudgement,
+    Evidence,
+    RetrainAndPredict,
+    Thresholds,
+    membership_scores,
+    smallest_cluster,
+)
+from acgate.core.result import NO_VALUE
+
+logger = logging.getLogger(__name__)
+
+#: Default candidate cut under exclusionary reclassification (measured: bench/RESULTS.md).
+EXRE_SIZE_THRESHOLD = 0.45
+#: Exclusionary reclassification also keeps each candidate's *margin* out of the retrain: the
+#: rows of its class beyond the top ``share + HALO_MARGIN`` along the direction from the rest of
+#: the class to the candidate (at most ``HALO_MAX_SHARE`` of the class). Poison left in the
+#: training data re-teaches the trigger: MNIST 20k, BadNets all-to-one at 1%, a candidate with
+#: 173 of the 200 poisoned rows: with the other 27 still in training, 73% of the left-out poison
+#: was classified as the target again; with a margin that left 3 in training, none was.
+HALO_MARGIN = 0.15
+HALO_MAX_SHARE = 0.6
+#: Only candidates of at most this share get a margin: a larger one holds nearly all of its
+#: class's poison already, and margins around many large candidates starve the retrain
+#: (digits, BadNets 33% all-to-all: F1 0.94 -> 0.78 with margins on every candidate).
+HALO_MAX_CANDIDATE_SHARE = 0.25
+#: ... and only in classes of at least this many rows: in a small class the margin takes away
+#: much of what the retrain knows of the class's natural variety (digits, ~180 images a class:
+#: margins added clean-run false alarms and cost F1 at 33%, bench/RESULTS.md "attack matrix").
+HALO_MIN_CLASS_ROWS = 1000
+#: Multi-source poison: left out, at most this share of a candidate is classified as its own
+#: label ...
+MULTI_SOURCE_OWN_SHARE = 0.2
+#: ... the rest goes to at least two other classes with at least this mean confidence (the
+#: poisoned rows are genuine samples of their source classes; a natural mode of the class that
+#: has no other home scatters with low confidence) ...
+MULTI_SOURCE_CONFIDENCE = 0.85
+#: ... and no single other class takes the source share (that is the one-source rule's case) ...
+MULTI_SOURCE_MIN_CLASSES = 2
+#: ... and, when the retrain can give its activations, the rows it sends elsewhere are typical
+#: members of those classes: the median, over those rows, of the share of the class's own
+#: training rows lying at least as far from the class centre (in the retrained model's last
+#: hidden layer) is at least this. Poison rows are genuine source samples (typical); a natural
+#: mode of a class with no other home lies between classes, far from every centre, however
+#: confidently a model assigns it.
+MULTI_SOURCE_TYPICALITY = 0.05
+#: Reference rows per class for that typicality (seeded sample of the retrain's training rows).
+TYPICALITY_REFERENCE_ROWS = 300
+
+#: Retrain groups: by key ``(label, group id)``, the group's label and its row positions.
+Groups = Mapping[tuple[int, int], tuple[int, np.ndarray]]
+#: A class's candidates: by group id, ``(member indices into the class, nested, description)``.
+Candidates = dict[int, tuple[np.ndarray, bool, str]]
+
+
+@dataclass(frozen=True)
+class ExReOutcome:
+    """Exclusionary reclassification of one candidate cluster.
+
+    Attributes:
+        label: The class the cluster belongs to.
+        cluster: The candidate cluster id.
+        n_own: ``l``: samples classified as their own label by the retrained model.
+        n_other: ``p``: samples classified as the most common other class.
+        source: That most common other class (the suspected source), or ``None``.
+        score: ``l / max(p, 1)``; below the threshold means poison.
+        own_probability: Per-sample probability of the own label (aligned with the cluster's
+            positions in the clustering).
+        predicted: Per-sample predicted class.
+        max_probability: Per-sample probability of the predicted class (the retrain's
+            confidence), or ``None`` when not recorded.
+    """
+
+    label: int
+    cluster: int
+    n_own: int
+    n_other: int
+    source: int | None
+    score: float
+    own_probability: np.ndarray
+    predicted: np.ndarray
+    max_probability: np.ndarray | None = None
+
+
+def retrain_mask(groups: Groups, n_samples: int,
+                 leave_out: np.ndarray | None = None) -> np.ndarray:
+    """The training mask of the one retrain: every row but the groups' and ``leave_out``.
+
+    Shared by :func:`exclusionary_reclassification_groups` and any later call that must reach
+    the same retrained model (a retrain callable caches its model by this mask).
+    """
+    train_mask = np.ones(n_samples, dtype=bool)
+    for _, positions in groups.values():
+        train_mask[positions] = False
+    if leave_out is not None:
+        train_mask[np.asarray(leave_out, dtype=np.int64)] = False
+    return train_mask
+
+
+def exclusionary_reclassification_groups(
+    groups: Groups,
+    n_samples: int,
+    retrain_and_predict: RetrainAndPredict,
+    *,
+    leave_out: np.ndarray | None = None,
+) -> dict[tuple[int, int], ExReOutcome]:
+    """Retrain once without every group, then classify each group's rows.
+
+    Groups may overlap (a sub-cluster inside a candidate cluster): the retrain leaves out their
+    union and each group is judged over its own rows.
+
+    Args:
+        groups: By key ``(label, group id)``: the group's label and its row positions.
+        n_samples: Rows in the full arrays (for the training mask).
+        retrain_and_predict: See :data:`RetrainAndPredict`.
+        leave_out: Further row positions kept out of the retrain (the candidates' margins:
+            poison left in training re-teaches the trigger).
+
+    Returns:
+        By key, the :class:`ExReOutcome` (``cluster`` is the group id).
+
+    Raises:
+        ValueError: When ``retrain_and_predict`` returns probabilities of the wrong shape.
+    """
+    if not groups:
+        return {}
+    query = np.flatnonzero(~retrain_mask(groups, n_samples))  # the margins are not judged
+    train_mask = retrain_mask(groups, n_samples, leave_out)
+    probabilities = np.asarray(retrain_and_predict(train_mask, query), dtype=np.float64)
+    if probabilities.ndim != 2 or probabilities.shape[0] != len(query):
+        raise ValueError(
+            f"retrain_and_predict returned shape {probabilities.shape}; expected "
+            f"({len(query)}, n_classes)"
+        )
+    row_of = np.full(n_samples, -1, dtype=np.int64)
+    row_of[query] = np.arange(len(query))
+    return {key: _outcome(label, key[1], probabilities[row_of[positions]])
+            for key, (label, positions) in groups.items()}
+
+
+def _outcome(label: int, group: int, rows: np.ndarray) -> ExReOutcome:
+    """``l``, ``p`` and the suspected source of one group from its rows' probabilities."""
+    predicted = rows.argmax(axis=1)
+    own_probability = rows[:, label] if label < rows.shape[1] else np.zeros(len(rows))
+    n_own = int((predicted == label).sum())
+    others = np.bincount(predicted[predicted != label], minlength=rows.shape[1])
+    source = int(others.argmax()) if others.sum() else None
+    n_other = int(others.max()) if others.sum() else 0
+    return ExReOutcome(
+        label=label, cluster=group, n_own=n_own, n_other=n_other, source=source,
+        score=n_own / max(n_other, 1), own_probability=own_probability,
+        predicted=predicted, max_probability=rows.max(axis=1),
+    )
+
+
+def one_source_verdict(score: float, source_share: float, confusion: float | None,
+                       thresholds: Thresholds, *, nested: bool = False,
+                       label: int | None = None, source: int | None = None
+                       ) -> tuple[bool, str]:
+    """Exclusionary reclassification's one-source rule on a candidate's measured numbers.
+
+    Poison when ``l/p`` is below ``thresholds.exre``, at least the source share (nested: the
+    nested source share) of the left-out candidate went to one other class, and the proxy does
+    not itself confuse the two classes at ``thresholds.confusion`` or more. The scan judges
+    every candidate with this function, and the promotion gate replays it on the numbers a scan
+    run recorded, so the two can never disagree.
+
+    Args:
+        score: ``l/p`` of the candidate.
+        source_share: Share of the left-out candidate classified as its suspected source.
+        confusion: The natural confusion of the class and the source (``None``: not measured).
+        thresholds: The thresholds the class is judged with.
+        nested: The candidate is a sub-cluster inside a larger candidate.
+        label: The candidate's class (for the explanation).
+        source: The suspected source class (for the explanation).
+
+    Returns:
+        ``(poisoned, why)``.
+    """
+    needed = thresholds.nested_source_share if nested else thresholds.source_share
+    if score >= thresholds.exre:
+        return False, f"l/p = {score:.2f} (>= {thresholds.exre:g})"
+    poisoned = source_share >= needed
+    why = (f"l/p = {score:.2f} (< {thresholds.exre:g}), {source_share:.0%} of it in class "
+           f"{source} ({'>=' if poisoned else '<'} {needed:.0%})")
+    if poisoned and confusion is not None:
+        natural = confusion >= thresholds.confusion
+        why += (f"; the proxy confuses classes {label} and {source} at {confusion:.3f} "
+                f"({'>=' if natural else '<'} {thresholds.confusion:g}"
+                f"{': a natural overlap' if natural else ''})")
+        poisoned = not natural
+    return poisoned, why
+
+
+def natural_confusion(predictions: np.ndarray, labels: np.ndarray, label: int, source: int,
+                      exclude: np.ndarray | None = None) -> float:
+    """How much the proxy itself mixes up two classes, in [0, 2].
+
+    The share of ``label``'s samples the proxy predicts as ``source`` plus the share of
+    ``source``'s samples it predicts as ``label``, over the samples not in ``exclude`` (the
+    candidate clusters: poison the proxy has not fully learnt must not count as confusion).
+
+    Args:
+        predictions: The proxy's prediction per sample.
+        labels: Label per sample.
+        label: The judged class.
+        source: The suspected source class.
+        exclude: Boolean mask of samples to leave out of the count.
+    """
+    keep = np.ones(len(labels), dtype=bool) if exclude is None else ~np.asarray(exclude)
+    total = 0.0
+    for a, b in ((label, source), (source, label)):
+        rows = keep & (labels == a)
+        if rows.any():
+            total += float(np.mean(predictions[rows] == b))
+    return total
+
+
+# --------------------------------------------------------------------------- the candidates
+
+
+def _candidate_clusters(clustering: ClassClustering, size: float) -> list[int]:
+    """Every cluster but the largest (id 0) holding at most ``size`` of the class."""
+    sizes = np.asarray(clustering.cluster_sizes, dtype=np.float64)
+    shares = sizes / sizes.sum()
+    return [c for c in range(1, clustering.n_clusters) if shares[c] <= size]
+
+
+def _candidate_groups(clustering: ClassClustering, size: float) -> Candidates:
+    """The class's candidates: ``group id -> (member indices, nested, description)``.
+
+    Stable mode: the clustering's :class:`~acgate.core.clustering.CandidateCluster` list;
+    otherwise every non-largest cluster within the size cut (group id = cluster id).
+    """
+    if clustering.candidates is not None:
+        return {i: (c.members, c.nested, _describe_candidate(c))
+                for i, c in enumerate(clustering.candidates)}
+    return {c: (np.flatnonzero(clustering.clusters == c), False, f"cluster {c}")
+            for c in _candidate_clusters(clustering, size)}
+
+
+def _describe_candidate(candidate: Any) -> str:
+    if candidate.direction is not None:
+        return (f"mode of principal direction {candidate.direction + 1} (separation "
+                f"{candidate.separation:.1f} SD)")
+    return (f"{'sub-cluster' if candidate.nested else 'cluster'} of k = {candidate.k} "
+            f"(stability {candidate.stability:.2f})")
+
+
+def candidate_margin(reduced: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Class-local indices of a candidate and its margin (see :data:`HALO_MARGIN`).
+
+    Along the direction from the mean of the rest of the class to the candidate's mean, the
+    top ``share + HALO_MARGIN`` of the class (at most :data:`HALO_MAX_SHARE`), plus the
+    candidate itself.
+    """
+    n = len(reduced)
+    inside = np.zeros(n, dtype=bool)
+    inside[members] = True
+    if (inside.all() or not inside.any() or inside.mean() > HALO_MAX_CANDIDATE_SHARE
+            or n < HALO_MIN_CLASS_ROWS):
+        return np.flatnonzero(inside)
+    direction = reduced[inside].mean(axis=0) - reduced[~inside].mean(axis=0)
+    projection = reduced @ direction
+    share = min(inside.mean() + HALO_MARGIN, HALO_MAX_SHARE)
+    inside |= projection >= np.quantile(projection, 1.0 - share)
+    return np.flatnonzero(inside)
+
+
+def _retrain_groups(judged: Sequence[ClassClustering],
+                    candidates: Mapping[int, Candidates]) -> tuple[Groups, np.ndarray | None]:
+    """The retrain's groups (every candidate of every class) and the margins kept out too."""
+    groups = {(c.label, group): (c.label, c.positions[members])
+              for c in judged for group, (members, _, _) in candidates[c.label].items()}
+    margins = [c.positions[candidate_margin(c.reduced, members)]
+               for c in judged if c.reduced is not None
+               for members, _, _ in candidates[c.label].values()]
+    return groups, (np.concatenate(margins) if margins else None)
+
+
+# ----------------------------------------------------------------------------- the verdicts
+
+
+@dataclass(frozen=True)
+class _GroupVerdict:
+    """Exclusionary reclassification's verdict on one candidate group of a class."""
+
+    group: int
+    members: np.ndarray
+    outcome: ExReOutcome
+    poisoned: bool
+    source_share: float
+    confusion: float | None
+    text: str
+
+
+def _judge_group(group: int, members: np.ndarray, nested: bool, description: str,
+                 outcome: ExReOutcome, used: Thresholds, n_class: int,
+                 confusion_of: Callable[[int, int], float] | None,
+                 typicality: np.ndarray | None = None) -> _GroupVerdict:
+    """The multi-source rule, else l/p, the source share and (when known) the confusion."""
+    label = outcome.label
+    source_share = outcome.n_other / max(len(members), 1)
+    needed = used.nested_source_share if nested else used.source_share
+    confusion = None
+    multi = _multi_source(outcome, len(members), needed, typicality)
+    if multi is not None:
+        poisoned = True
+        why = multi
+    else:
+        if (outcome.score < used.exre and source_share >= needed and confusion_of is not None
+                and outcome.source is not None):
+            confusion = confusion_of(label, outcome.source)
+        poisoned, why = one_source_verdict(outcome.score, source_share, confusion, used,
+                                           nested=nested, label=label,
+                                           source=outcome.source)
+    elsewhere = (f"{outcome.n_other} as class {outcome.source}" if outcome.source is not None
+                 else "none as another class")
+    text = (f"{description}, {len(members) / n_class:.1%} of the class, left out of a retrain: "
+            f"{outcome.n_own} classified as {label}, {elsewhere}; {why} -> "
+            f"{'poison' if poisoned else 'legitimate'}")
+    return _GroupVerdict(group, members, outcome, poisoned, source_share, confusion, text)
+
+
+def _multi_source(outcome: ExReOutcome, n_members: int, needed: float,
+                  typicality: np.ndarray | None) -> str | None:
+    """Why a candidate is multi-source poison (see :data:`MULTI_SOURCE_OWN_SHARE`), or None.
+
+    Without ``typicality`` (a retrain that cannot give its activations) the rule is off: the
+    retrain's confidence alone does not tell a between-classes mode from source samples.
+    """
+    if outcome.max_probability is None or typicality is None or n_members == 0:
+        return None
+    elsewhere = outcome.predicted != outcome.label
+    own_share = 1.0 - elsewhere.mean()
+    classes = np.unique(outcome.predicted[elsewhere])
+    if (own_share > MULTI_SOURCE_OWN_SHARE or len(classes) < MULTI_SOURCE_MIN_CLASSES
+            or outcome.n_other / n_members >= needed):
+        return None
+    confidence = float(outcome.max_probability[elsewhere].mean())
+    typical = float(np.median(typicality[elsewhere]))
+    logger.debug("class %s candidate of %d: own %.2f, %d other classes, confidence %.2f, "
+                 "typicality %.2f", outcome.label, n_members, own_share, len(classes),
+                 confidence, typical)
+    if confidence < MULTI_SOURCE_CONFIDENCE or typical < MULTI_SOURCE_TYPICALITY:
+        return None
+    return (f"{own_share:.0%} classified as {outcome.label} (<= {MULTI_SOURCE_OWN_SHARE:.0%}), "
+            f"the rest as {len(classes)} other classes with mean confidence {confidence:.2f} "
+            f"(>= {MULTI_SOURCE_CONFIDENCE:g}) and median typicality {typical:.2f} (>= "
+            f"{MULTI_SOURCE_TYPICALITY:g}): samples of several source classes")
+
+
+def _no_candidate_judgement(clustering: ClassClustering, used: Thresholds) -> ClassJudgement:
+    smallest, share = smallest_cluster(clustering)
+    why = (f"no stable cluster of at most {used.size:.0%} of the class"
+           if clustering.candidates is not None else
+           f"smallest cluster holds {share:.1%} of the class (> size threshold {used.size:.0%})")
+    silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
+    return ClassJudgement(
+        suspicious_cluster=None, size_ratio=share, is_poisoned=False,
+        reason=f"no candidate: {why}", flagged=np.zeros(len(clustering.positions), dtype=bool),
+        sample_scores=membership_scores(clustering, smallest),
+        scores={"size_ratio": share, "silhouette": silhouette},
+    )
+
+
+def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdict]
+                     ) -> ClassJudgement:
+    """Combine the verdicts on a class's candidate groups into its judgement."""
+    label = clustering.label
+    n_class = len(clustering.positions)
+    flagged = np.zeros(n_class, dtype=bool)
+    sample_sources = np.full(n_class, NO_VALUE, dtype=np.int64)
+    for verdict in verdicts:
+        sample_sources[verdict.members] = verdict.outcome.predicted
+        if verdict.poisoned:
+            # Per-sample refinement: a member still classified as its own label is kept.
+            flagged[verdict.members[verdict.outcome.predicted != label]] = True
+    is_poisoned = any(v.poisoned for v in verdicts)
+    # The class is reported through its most poison-like candidate (lowest l/p); when it is
+    # poisoned, through the most poison-like of the candidates judged poison.
+    worst = min([v for v in verdicts if v.poisoned] or verdicts,
+                key=lambda v: (v.outcome.score, -v.outcome.n_other))
+    suspicious = int(np.bincount(clustering.clusters[worst.members]).argmax())
+    scores = membership_scores(clustering, suspicious)
+    for verdict in verdicts:
+        # Inside a candidate, the retrained model's own-label probability is the score (one
+        # retrain: a row in two overlapping candidates has one probability).
+        scores[verdict.members] = 1.0 - verdict.outcome.own_probability
+    share = len(worst.members) / n_class
+    return ClassJudgement(
+        suspicious_cluster=suspicious, size_ratio=share, is_poisoned=is_poisoned,
+        reason="; ".join(v.text for v in verdicts), flagged=flagged, sample_scores=scores,
+        suspected_source=worst.outcome.source if is_poisoned else None,
+        exre_score=worst.outcome.score, scores=_named_scores(clustering, worst, share),
+        sample_sources=sample_sources,
+    )
+
+
+def _named_scores(clustering: ClassClustering, worst: _GroupVerdict,
+                  share: float) -> dict[str, float]:
+    """The class report's scores, taken from its most poison-like candidate."""
+    silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
+    named = {"size_ratio": share, "silhouette": silhouette, "exre": worst.outcome.score,
+             "source_share": worst.source_share}
+    if worst.confusion is not None:
+        named["confusion"] = worst.confusion
+    if clustering.candidates is not None:
+        named["candidate_k"] = float(clustering.candidates[worst.group].k)
+        named["stability"] = clustering.candidates[worst.group].stability
+    return named
+
+
+# ----------------------------------------------------------------------------- typicality
+
+
+def _typicality(groups: Groups, outcomes: Mapping[tuple[int, int], ExReOutcome],
+                labels: np.ndarray, retrain_and_predict: RetrainAndPredict,
+                leave_out: np.ndarray | None,
+                random_state: int) -> dict[tuple[int, int], np.ndarray]:
+    """Per group, how typical each row is of the class the retrain sent it to (NaN: own label).
+
+    Needs ``retrain_and_predict.activations(train_mask, positions)`` (the retrained model's
+    last-hidden-layer activations; :func:`acgate.torch.exre.make_retrain_and_predict` has it).
+    A row's typicality is the share of its predicted class's reference training rows (a seeded
+    sample of :data:`TYPICALITY_REFERENCE_ROWS`) lying at least as far from that class's centre
+    as the row: about uniform for genuine members of the class, near 0 for rows between classes.
+    """
+    embed = getattr(retrain_and_predict, "activations", None)
+    if embed is None or not groups:
+        return {}
+    train_mask = retrain_mask(groups, len(labels), leave_out)  # the retrain just made
+    queries = {key: positions[outcomes[key].predicted != label]
+               for key, (label, positions) in groups.items()}
+    targets = {key: outcomes[key].predicted[outcomes[key].predicted != groups[key][0]]
+               for key in groups}
+    wanted = np.unique(np.concatenate([t for t in targets.values()] or [np.zeros(0, int)]))
+    if not len(wanted):
+        return {}
+    references = _reference_rows(wanted, train_mask, labels, random_state)
+    asked = np.concatenate([*queries.values(), *references.values()])
+    embedded = np.asarray(embed(train_mask, asked), dtype=np.float64)
+    row_of = {int(p): i for i, p in enumerate(asked)}
+    centres, spreads = {}, {}
+    for target, rows in references.items():
+        points = embedded[[row_of[int(r)] for r in rows]]
+        centres[target] = points.mean(axis=0)
+        spreads[target] = np.sort(np.linalg.norm(points - centres[target], axis=1))
+    return {key: _group_typicality(label, positions, outcomes[key], targets[key],
+                                   lambda p: embedded[row_of[int(p)]], centres, spreads)
+            for key, (label, positions) in groups.items()}
+
+
+def _reference_rows(wanted: np.ndarray, train_mask: np.ndarray, labels: np.ndarray,
+                    random_state: int) -> dict[int, np.ndarray]:
+    """Per wanted class, its training rows (a seeded sample of at most the reference count)."""
+    rng = np.random.default_rng(random_state)
+    references = {}
+    for target in wanted:
+        rows = np.flatnonzero(train_mask & (labels == target))
+        if len(rows) > TYPICALITY_REFERENCE_ROWS:
+            rows = np.sort(rng.choice(rows, TYPICALITY_REFERENCE_ROWS, replace=False))
+        references[int(target)] = rows
+    return references
+
+
+def _group_typicality(label: int, positions: np.ndarray, outcome: ExReOutcome,
+                      targets: np.ndarray, embedding_of: Callable[[int], np.ndarray],
+                      centres: Mapping[int, np.ndarray],
+                      spreads: Mapping[int, np.ndarray]) -> np.ndarray:
+    """One group's typicality per row (NaN for rows kept in their own label)."""
+    values = np.full(len(positions), np.nan)
+    elsewhere = np.flatnonzero(outcome.predicted != label)
+    for index, target in zip(elsewhere, targets, strict=True):
+        reference = spreads.get(int(target))
+        if reference is None or not len(reference):
+            continue
+        distance = np.linalg.norm(embedding_of(positions[index]) - centres[int(target)])
+        farther = len(reference) - np.searchsorted(reference, distance, side="left")
+        values[index] = (1 + farther) / (1 + len(reference))
+    return values
+
+
+# ------------------------------------------------------------------------------- the judge
+
+
+def judge_exre(clusterings: Sequence[ClassClustering],
+               evidence: Evidence) -> dict[int, ClassJudgement]:
+    """Exclusionary reclassification of every class's candidates, with one shared retrain.
+
+    Leaving out all candidates at once (not one at a time) keeps an undetected poison cluster of
+    one class from teaching the retrained model the trigger that another candidate carries.
+
+    Args:
+        clusterings: Every class's clustering (skipped classes are not judged).
+        evidence: Needs ``retrain_and_predict``; uses ``predictions`` when given (the
+            natural-confusion test) and ``retrain_and_predict.activations`` when present (the
+            multi-source rule's typicality).
+
+    Returns:
+        By label, the judgement of every class that was not skipped.
+
+    Raises:
+        ValueError: Without a retrain, or when it returns probabilities of the wrong shape.
+    """
+    retrain = evidence.retrain_and_predict
+    if retrain is None:
+        raise ValueError("exclusionary reclassification needs retrain_and_predict")
+    labels = evidence.labels
+    judged = [c for c in clusterings if not c.skipped]
+    candidates = {c.label: _candidate_groups(c, evidence.thresholds_for(c.label).size)
+                  for c in judged}
+    groups, leave_out = _retrain_groups(judged, candidates)
+    outcomes = exclusionary_reclassification_groups(groups, len(labels), retrain,
+                                                    leave_out=leave_out)
+    typicality = _typicality(groups, outcomes, labels, retrain, leave_out,
+                             evidence.random_state)
+    confusion_of = _confusion_test(groups, evidence)
+    judgements: dict[int, ClassJudgement] = {}
+    for clustering in judged:
+        label = clustering.label
+        used = evidence.thresholds_for(label)
+        if not candidates[label]:
+            judgements[label] = _no_candidate_judgement(clustering, used)
+            continue
+        verdicts = [
+            _judge_group(group, members, nested, description, outcomes[(label, group)], used,
+                         len(clustering.positions), confusion_of, typicality.get((label, group)))
+            for group, (members, nested, description) in candidates[label].items()]
+        judgements[label] = _class_judgement(clustering, verdicts)
+    return judgements
+
+
+def _confusion_test(groups: Groups, evidence: Evidence) -> Callable[[int, int], float] | None:
+    """The natural-confusion measure over the rows outside every candidate (needs predictions)."""
+    predictions = evidence.predictions
+    if predictions is None:
+        return None
+    left_out = np.zeros(len(evidence.labels), dtype=bool)
+    for _, positions in groups.values():
+        left_out[positions] = True
+    return lambda label, source: natural_confusion(predictions, evidence.labels, label, source,
+                                                   exclude=left_out)
