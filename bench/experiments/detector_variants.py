@@ -84,16 +84,17 @@ def run(path: Path, variant: str) -> dict[str, Any]:
     from acgate.scan import ScanConfig, make_retrain
 
     detect_module = sys.modules["acgate.core.detect"]
+    exre_module = sys.modules["acgate.core.exre"]  # the exclusionary reclassification rules
     clustering = sys.modules["acgate.core.clustering"]
-    saved = (detect_module.HALO_MIN_CLASS_ROWS, detect_module.HALO_MAX_CANDIDATE_SHARE,
-             detect_module.MULTI_SOURCE_OWN_SHARE, detect_module.cluster_class)
+    saved = (exre_module.HALO_MIN_CLASS_ROWS, exre_module.HALO_MAX_CANDIDATE_SHARE,
+             exre_module.MULTI_SOURCE_OWN_SHARE, detect_module.cluster_class)
     if variant == "previous":
-        detect_module.HALO_MAX_CANDIDATE_SHARE = 0.0
-        detect_module.MULTI_SOURCE_OWN_SHARE = -1.0
+        exre_module.HALO_MAX_CANDIDATE_SHARE = 0.0
+        exre_module.MULTI_SOURCE_OWN_SHARE = -1.0
         detect_module.cluster_class = functools.partial(clustering.cluster_class,
                                                         directions=False)
     elif variant == "margins":
-        detect_module.HALO_MIN_CLASS_ROWS = 0
+        exre_module.HALO_MIN_CLASS_ROWS = 0
     torch.set_num_threads(1)
     data = np.load(path)
     seed = int(data["seed"])
@@ -104,8 +105,8 @@ def run(path: Path, variant: str) -> dict[str, Any]:
         result = detect(data["acts"], data["labels"], predictions=data["preds"],
                         retrain_and_predict=retrain, random_state=seed)
     finally:
-        (detect_module.HALO_MIN_CLASS_ROWS, detect_module.HALO_MAX_CANDIDATE_SHARE,
-         detect_module.MULTI_SOURCE_OWN_SHARE, detect_module.cluster_class) = saved
+        (exre_module.HALO_MIN_CLASS_ROWS, exre_module.HALO_MAX_CANDIDATE_SHARE,
+         exre_module.MULTI_SOURCE_OWN_SHARE, detect_module.cluster_class) = saved
     truth = data["truth"]
     flagged = result.is_poison
     tp = int((flagged & truth).sum())

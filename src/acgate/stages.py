@@ -593,7 +593,7 @@ def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], confi
         table_arrays.activations, table_arrays.labels, ordered,
         sample_ids=table_arrays.sample_ids, segments=table_arrays.segments, analysis=resolved,
         thresholds=thresholds, retrain_and_predict=retrain_and_predict,
-        predictions=table_arrays.predictions, params=params,
+        predictions=table_arrays.predictions, params=params, random_state=config.seed,
     )
 
 

@@ -98,7 +98,7 @@ def test_recorded_confusion_over_its_threshold_is_a_natural_overlap(
     else:
         _assert_refused(decision, store, model,
                         "90% of it in one other class (>= 50%)",
-                        "the proxy confuses classes 2 and that class at 0.010 (< 0.03)")
+                        "the proxy confuses the two classes at 0.010 (< 0.03)")
 
 
 @pytest.mark.parametrize(

@@ -206,11 +206,14 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
     if score >= thresholds.exre:
         return False, f"l/p = {score:.2f} (>= {thresholds.exre:g})"
     poisoned = source_share >= needed
-    why = (f"l/p = {score:.2f} (< {thresholds.exre:g}), {source_share:.0%} of it in class "
-           f"{source} ({'>=' if poisoned else '<'} {needed:.0%})")
+    where = f"class {source}" if source is not None else "one other class"
+    why = (f"l/p = {score:.2f} (< {thresholds.exre:g}), {source_share:.0%} of it in {where} "
+           f"({'>=' if poisoned else '<'} {needed:.0%})")
     if poisoned and confusion is not None:
         natural = confusion >= thresholds.confusion
-        why += (f"; the proxy confuses classes {label} and {source} at {confusion:.3f} "
+        pair = (f"classes {label} and {source}" if label is not None and source is not None
+                else "the two classes")
+        why += (f"; the proxy confuses {pair} at {confusion:.3f} "
                 f"({'>=' if natural else '<'} {thresholds.confusion:g}"
                 f"{': a natural overlap' if natural else ''})")
         poisoned = not natural

@@ -946,21 +946,11 @@ def _replay_one_source_rule(label: int, metrics: Mapping[str, float], cluster: s
         _class_metric(metrics, "confusion", label), thresholds,
         nested=thresholds.nested_source_share < thresholds.source_share, label=label,
     )
-    why = _name_unrecorded_source(why)
     if poisoned:
         return [f"class {label}: {cluster}; not cleared by the scan's one-source rule on the "
                 f"recorded numbers: {why}"]
     logger.info("class %s: %s, cleared by the scan's one-source rule: %s", label, cluster, why)
     return []
-
-
-def _name_unrecorded_source(why: str) -> str:
-    """Word the rule's explanation for a source class the run does not record.
-
-    A scan records the suspected source of poisoned classes only; the replay names none.
-    """
-    return (why.replace(" in class None ", " in one other class ")
-            .replace(" and None at ", " and that class at "))
 
 
 def _recorded_thresholds(label: int, document: Mapping[str, Any] | None,

@@ -16,13 +16,11 @@ from collections.abc import Callable
 import numpy as np
 from torch import nn
 
+from acgate.core.analyses import RetrainAndPredict
 from acgate.torch._arrays import as_input_tensor, as_label_tensor, positive_int
 from acgate.torch.train import predict_proba, seeded_model, train_model
 
 logger = logging.getLogger(__name__)
-
-RetrainAndPredict = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
 
 def make_retrain_and_predict(
     inputs: np.ndarray,
