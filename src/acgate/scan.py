@@ -500,7 +500,8 @@ def run_scan(
         analyzed = _scan_stages(dataset_path, dataset, output.staging, config, user_model,
                                 timings, report=report, dataset_sha256=dataset_sha256)
         output.commit()
-        files = {name: out_dir / Path(path).name for name, path in analyzed.files.items()}
+        files = {("report.html" if name == "html" else name): out_dir / Path(path).name
+                 for name, path in analyzed.files.items()}
         for name in ("activations.parquet", "model.pt", "model.json", VOCABULARY_FILE):
             if (out_dir / name).exists():
                 files[name] = out_dir / name

@@ -98,3 +98,17 @@ def test_same_seed_cli_and_library_scans_flag_the_same_rows(poisoned_cli_scan, d
     samples = pq.read_table(poisoned_cli_scan.out / "samples.parquet").to_pandas()
     cli_flags = np.sort(samples.loc[samples["is_poison"], "index"].to_numpy())
     np.testing.assert_array_equal(cli_flags, digits_scan(0.33).result.flagged_indices)
+
+
+def test_scan_outcome_names_every_file_it_wrote(digits_scan):
+    """``ScanOutcome.files``: each name points at a file of the output folder (the demo prints
+    ``files["report.html"]``; the proxy folder is model.pt + model.json)."""
+    outcome = digits_scan(0.33)
+    expected = {"samples", "classes", "flagged", "report", "scan", "activations.parquet",
+                "model.pt", "model.json"}
+    assert expected <= set(outcome.files), sorted(outcome.files)
+    for name, path in outcome.files.items():
+        assert path.parent == outcome.out_dir and path.is_file(), (name, path)
+    scan = json.loads(outcome.files["scan"].read_text())
+    assert scan["verdict"] == outcome.result.verdict
+    assert scan["dataset_sha256"] == outcome.dataset_sha256
