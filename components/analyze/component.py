@@ -88,6 +88,7 @@ def analyze(
         ``verdict`` (``"clean"`` or ``"poisoned"``), ``run_id`` (the MLflow run, ``""`` when
         tracking is off) and ``n_flagged``.
     """
+    parameters = dict(locals())  # the settings, before any other local name exists
     import tempfile
     from collections import namedtuple
 
@@ -97,20 +98,12 @@ def analyze(
         begin_step,
         copy_file,
         log_metrics,
-        pipeline_config,
+        step_config,
         track_scan,
     )
 
     begin_step(dataset.path, dataset_sha256)
-    config = pipeline_config(
-        reducer=reducer, n_components=n_components, n_clusters=n_clusters, analysis=analysis,
-        size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
-        exre_threshold=exre_threshold, source_share_threshold=source_share_threshold,
-        nested_source_share_threshold=nested_source_share_threshold,
-        confusion_threshold=confusion_threshold, segment_by=segment_by,
-        min_class_size=min_class_size, seed=seed, proxy=proxy, epochs=epochs,
-        exre_epochs=exre_epochs, batch_size=batch_size, lr=lr, hidden=hidden,
-        max_decoded_bytes=max_decoded_bytes, max_tokens=max_tokens)
+    config = step_config(parameters)
     run_id = ""
     with tempfile.TemporaryDirectory(prefix="acgate-analyze-") as out_dir:
         outcome = analyze_stage(

@@ -41,12 +41,11 @@ def cluster(
             ``analyze`` resolves it.
         min_class_size: Smaller classes are skipped (the scan is then incomplete).
     """
-    from acgate.stages import begin_step, cluster_stage, pipeline_config
+    parameters = dict(locals())  # the settings, before any other local name exists
+    from acgate.stages import begin_step, cluster_stage, step_config
 
     begin_step()
-    config = pipeline_config(seed=seed, reducer=reducer, n_components=n_components,
-                             n_clusters=n_clusters, segment_by=segment_by, analysis=analysis,
-                             size_threshold=size_threshold, min_class_size=min_class_size)
+    config = step_config(parameters)
     result = cluster_stage(activations.path, label, clustering.path, config)
     clustering.metadata.update({
         "label": result.label, "n_clusters": result.n_clusters,

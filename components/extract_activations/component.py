@@ -31,14 +31,15 @@ def extract_activations(
     Returns:
         The classes present, ascending: the pipeline runs one ``cluster`` task per class.
     """
+    parameters = dict(locals())  # the settings, before any other local name exists
     from acgate.stages import (
         begin_step,
         extract_stage,
-        pipeline_config,
+        step_config,
     )
 
     begin_step(dataset.path, dataset_sha256)
-    config = pipeline_config(segment_by=segment_by, max_decoded_bytes=max_decoded_bytes)
+    config = step_config(parameters)
     classes, _ = extract_stage(dataset.path, model.path, activations.path, config)
     activations.metadata["classes"] = classes
     return classes

@@ -57,19 +57,18 @@ def repair(
     Returns:
         The repair's MLflow run id (``""`` when not tracked).
     """
+    parameters = dict(locals())  # the settings, before any other local name exists
     from acgate.stages import (
         begin_step,
         log_metrics,
-        pipeline_config,
         repair_stage,
+        step_config,
     )
 
     begin_step(dataset.path, dataset_sha256)
     outcome = repair_stage(
         dataset.path, samples.path, model.path, cleaned_dataset.path, repaired_model.path,
-        pipeline_config(seed=seed, proxy=proxy, epochs=epochs, batch_size=batch_size, lr=lr,
-                        hidden=hidden, max_decoded_bytes=max_decoded_bytes,
-                        max_tokens=max_tokens), strategy=strategy, epochs=epochs,
+        step_config(parameters), strategy=strategy, epochs=epochs,
         tracking_uri=mlflow_tracking_uri, scan_run_id=scan_run_id,
     )
     log_metrics(metrics, outcome.metrics)

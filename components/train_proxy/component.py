@@ -45,19 +45,18 @@ def train_proxy(
             KFP cache key, so new data behind the same URI is trained on again; the staged
             copy must have it (the data did not change during the run). ``None``: no check.
     """
+    parameters = dict(locals())  # the settings, before any other local name exists
     from acgate.stages import (
         begin_step,
         check_dataset_digest,
         log_metrics,
-        pipeline_config,
         stage_dataset,
+        step_config,
         train_proxy_stage,
     )
 
     begin_step()
-    config = pipeline_config(seed=seed, proxy=proxy, epochs=epochs, batch_size=batch_size, lr=lr,
-                             hidden=hidden, max_decoded_bytes=max_decoded_bytes,
-                             max_tokens=max_tokens)
+    config = step_config(parameters)
     stage_dataset(dataset_uri, dataset.path)
     check_dataset_digest(dataset.path, dataset_sha256)
     info = train_proxy_stage(dataset.path, model.path, config)

@@ -486,8 +486,8 @@ def run_scan(
     timings = _Laps()
     modality = dataset_modality(dataset_path, modality)
     # The suite also checks the label column (rows, classes, class sizes, range).
-    validate_dataset_file(dataset_path, modality=modality,
-                          max_decoded_bytes=config.max_decoded_bytes)
+    gx_dataset = validate_dataset_file(dataset_path, modality=modality,
+                                       max_decoded_bytes=config.max_decoded_bytes)
     dataset = read_dataset(dataset_path, modality=modality,
                            max_decoded_bytes=config.max_decoded_bytes)
     config = modality_config(config, modality)
@@ -498,7 +498,8 @@ def run_scan(
     user_model = load_user_model(config) if config.model_path else None
     with output_folder(out_dir, command="scan", inputs=inputs, overwrite=overwrite) as output:
         analyzed = _scan_stages(dataset_path, dataset, output.staging, config, user_model,
-                                timings, report=report, dataset_sha256=dataset_sha256)
+                                timings, report=report, dataset_sha256=dataset_sha256,
+                                gx_dataset=gx_dataset)
         output.commit()
         files = {("report.html" if name == "html" else name): out_dir / Path(path).name
                  for name, path in analyzed.files.items()}
@@ -540,7 +541,7 @@ class _Laps(dict):  # type: ignore[type-arg]
 
 def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanConfig,
                  user_model: Any, timings: _Laps, *, report: bool,
-                 dataset_sha256: str) -> Any:
+                 dataset_sha256: str, gx_dataset: Any) -> Any:
     """The pipeline's stages, in order, in one process: train, extract, cluster, analyze.
 
     Exactly the functions the Kubeflow components wrap (:mod:`acgate.stages`), on the same
@@ -557,9 +558,9 @@ def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanCo
         vocabulary = load_user_vocabulary(config)
     timings.lap("train_proxy")
     activations = staging / "activations.parquet"
-    segments, _ = extract_stage(dataset_path, None if user_model else staging, activations,
-                                config, dataset=dataset, model=user_model,
-                                vocabulary=vocabulary)
+    segments, gx_activations = extract_stage(
+        dataset_path, None if user_model else staging, activations, config, dataset=dataset,
+        model=user_model, vocabulary=vocabulary)
     timings.lap("extract")
     with tempfile.TemporaryDirectory(prefix="acgate-clusterings-") as work:
         paths = [Path(work) / f"class-{label}.parquet" for label in segments]
@@ -568,7 +569,9 @@ def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanCo
         timings.lap("cluster")
         analyzed = analyze_stage(activations, dataset_path, paths, staging, config,
                                  dataset_sha256=dataset_sha256, dataset=dataset,
-                                 report=report, scan_info={"timings": dict(timings)})
+                                 report=report, scan_info={"timings": dict(timings)},
+                                 validated={"dataset": gx_dataset,
+                                            "activations": gx_activations})
     timings.update({f"detect_{k}": v for k, v in analyzed.result.info.timings.items()})
     timings.lap("analyze_report")
     return analyzed

@@ -100,6 +100,19 @@ def pipeline_config(**parameters: Any) -> ScanConfig:
     return from_text(ScanConfig, parameters)
 
 
+def step_config(values: Mapping[str, Any]) -> ScanConfig:
+    """The :class:`ScanConfig` of a component, from its parameters (``locals()``).
+
+    A KFP component's signature lists its settings literally; this picks the declared settings
+    out of its parameters, so the component does not list them a second time (the names and
+    defaults are checked against the configuration by ``tests/cli/test_config_walk.py``).
+    """
+    from acgate.core.config import settings
+
+    names = {item.name for item in settings(ScanConfig)}
+    return pipeline_config(**{name: value for name, value in values.items() if name in names})
+
+
 def begin_step(dataset_path: PathLike | None = None, dataset_sha256: str | None = None) -> None:
     """What every pipeline step does first: log at INFO, pin torch's threads, check the data.
 
@@ -354,7 +367,6 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
         The segments present (labels, or predictions with ``segment_by="prediction"``),
         ascending: one ``cluster`` task per entry; and the activations suite's result.
     """
-    from acgate.gx import activations_summary_frame, validate_activations_frame
     from acgate.scan import extract_to_parquet
 
     if dataset is None:
@@ -365,9 +377,8 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
     modality = "text" if hasattr(dataset, "texts") else "image"
     table = extract_to_parquet(model, dataset, activations_path, config, vocabulary=vocabulary,
                                metadata={"modality": modality})
-    gx_activations = validate_activations_frame(
-        activations_summary_frame(table.indices, table.labels, table.activations),
-        n_dataset_rows=len(dataset))
+    gx_activations = validate_activations_table(table.indices, table.labels, table.activations,
+                                                len(dataset))
     segments = table.predictions if config.segment_by == "prediction" else table.labels
     if segments is None:
         raise ValueError("segment_by='prediction' needs predictions; the model gave none")
@@ -410,6 +421,15 @@ def _validated_arrays(activations_path: PathLike, config: ScanConfig) -> tuple[A
             segments = y
         validation.check_informative(x, segments, name=f"{activations_path}: activations")
     return table, _Arrays(x, y, ids, segments, predictions)
+
+
+def validate_activations_table(sample_ids: Any, labels: Any, activations: Any,
+                               n_dataset_rows: int) -> Any:
+    """The activations suite on an activations table (raises when an expectation fails)."""
+    from acgate.gx import activations_summary_frame, validate_activations_frame
+
+    return validate_activations_frame(
+        activations_summary_frame(sample_ids, labels, activations), n_dataset_rows=n_dataset_rows)
 
 
 def activations_modality(table: Any) -> str:
@@ -628,6 +648,7 @@ def analyze_stage(
     dataset: Any = None,
     report: bool = True,
     scan_info: Mapping[str, Any] | None = None,
+    validated: Mapping[str, Any] | None = None,
 ) -> AnalyzeOutcome:
     """Judge every class, validate, and write the result files, ``scan.json`` and the report.
 
@@ -643,11 +664,13 @@ def analyze_stage(
         dataset: The dataset already read from ``dataset_path``.
         report: Write the HTML report.
         scan_info: More entries for ``scan.json`` (e.g. timings).
+        validated: The ``"dataset"`` and ``"activations"`` suites' results, when this process
+            already ran them on these very files (``run_scan``); a suite not given is run
+            here (a pipeline step checks its own input artifacts).
 
     Returns:
         The :class:`AnalyzeOutcome`.
     """
-    from acgate.gx import activations_summary_frame, validate_activations_frame
     from acgate.io.datasets import dataset_fingerprint
     from acgate.io.digest import file_sha256
     from acgate.io.results import write_result
@@ -658,23 +681,24 @@ def analyze_stage(
     config = modality_config(config, modality)
     clusterings = [read_clustering(path) for path in clustering_paths]
     _check_clusterings(clusterings, arrays, clustering_paths)
-    gx_dataset = validate_dataset_file(dataset_path, modality=modality,
-                                       max_decoded_bytes=config.max_decoded_bytes)
+    validated = dict(validated or {})
+    if "dataset" not in validated:
+        validated["dataset"] = validate_dataset_file(dataset_path, modality=modality,
+                                                     max_decoded_bytes=config.max_decoded_bytes)
     if dataset is None:
         dataset = read_stage_dataset(dataset_path, config, modality)
     if len(dataset) != len(arrays.labels):
         raise StageInputError(
             f"input artifact 'dataset' ({dataset_path}) has {len(dataset)} rows but "
             f"'activations' ({activations_path}) has {len(arrays.labels)}")
+    if "activations" not in validated:
+        validated["activations"] = validate_activations_table(arrays.sample_ids, arrays.labels,
+                                                              arrays.activations, len(dataset))
     retrain = make_retrain(dataset, config) if config.analysis in ("auto", "exre") else None
     result = analyze_clusterings(arrays, clusterings, config, retrain_and_predict=retrain)
-    gx_results = {
-        "dataset": gx_dataset.to_dict(),
-        "activations": validate_activations_frame(
-            activations_summary_frame(arrays.sample_ids, arrays.labels, arrays.activations),
-            n_dataset_rows=len(dataset)).to_dict(),
-        "classes": _validate_classes(result).to_dict(),
-    }
+    gx_results = {"dataset": validated["dataset"].to_dict(),
+                  "activations": validated["activations"].to_dict(),
+                  "classes": _validate_classes(result).to_dict()}
     folder = Path(out_dir)
     identity = {"fingerprint": dataset_fingerprint(dataset),
                 "dataset_sha256": dataset_sha256 or file_sha256(dataset_path)}
