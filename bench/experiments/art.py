@@ -56,7 +56,7 @@ def _acgate_call(activations: np.ndarray, labels: np.ndarray,
     from acgate.core.detect import detect
     from acgate.scan import ScanConfig
 
-    kwargs = {**ScanConfig(seed=0).detector_kwargs(), **params}
+    kwargs = {**ScanConfig(seed=0).detect_kwargs(), **params}
 
     def call() -> np.ndarray:
         # a fresh retrain callable per call: it caches its retrained model, so reusing one

@@ -120,10 +120,6 @@ class ScanConfig(DetectorConfig):
         wanted = -(-TEXT_TRAIN_STEPS // steps_per_epoch)
         return int(min(TEXT_MAX_EPOCHS, max(TEXT_MIN_EPOCHS, wanted)))
 
-    def detector_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`acgate.core.detect` this config sets."""
-        return self.detect_kwargs()
-
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable settings."""
         return asdict(self)
@@ -420,7 +416,7 @@ def detect_table(table: Any, config: ScanConfig, *, retrain_and_predict: Any = N
     return detect(
         table.activations, table.labels, predictions=table.predictions,
         sample_ids=table.indices, retrain_and_predict=retrain_and_predict,
-        **config.detector_kwargs(),
+        **config.detect_kwargs(),
     )
 
 
