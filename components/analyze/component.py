@@ -113,7 +113,7 @@ def analyze(
             run_id = track_scan(outcome, out_dir, config, tracking_uri=mlflow_tracking_uri)
         copy_file(outcome.files["samples"], samples.path)
         copy_file(outcome.files["classes"], classes.path)
-        copy_file(outcome.files["html"], report.path)
+        copy_file(outcome.files["report.html"], report.path)
     log_metrics(metrics, result_metrics(outcome.result))
     verdict = outcome.result.verdict
     samples.metadata.update({"verdict": verdict, "run_id": run_id,

@@ -497,8 +497,7 @@ def run_scan(
                                 timings, report=report, dataset_sha256=dataset_sha256,
                                 gx_dataset=gx_dataset)
         output.commit()
-        files = {("report.html" if name == "html" else name): out_dir / Path(path).name
-                 for name, path in analyzed.files.items()}
+        files = {name: out_dir / Path(path).name for name, path in analyzed.files.items()}
         for name in ("activations.parquet", "model.pt", "model.json", VOCABULARY_FILE):
             if (out_dir / name).exists():
                 files[name] = out_dir / name

@@ -623,8 +623,9 @@ class AnalyzeOutcome:
 
     Attributes:
         result: The detection result.
-        files: ``samples``, ``classes``, ``flagged``, ``report`` (JSON), ``scan`` and ``html``
-            paths (``html`` only with a report).
+        files: ``samples``, ``classes``, ``flagged``, ``report`` (JSON), ``scan`` and
+            ``report.html`` paths (``report.html`` only with a report; ``run_scan`` reports the
+            same names).
         gx_results: The Great Expectations results of the dataset, activations and classes
             suites (logged to MLflow).
         scan_info: The content of ``scan.json``.
@@ -714,8 +715,8 @@ def analyze_stage(
     files["scan"] = folder / "scan.json"
     _write_json(files["scan"], info)
     if report:
-        files["html"] = _write_report(result, folder, arrays, dataset,
-                                      dataset_uri or Path(dataset_path).name)
+        files["report.html"] = _write_report(result, folder, arrays, dataset,
+                                             dataset_uri or Path(dataset_path).name)
     return AnalyzeOutcome(result=result, files=files, gx_results=gx_results, scan_info=info)
 
 
