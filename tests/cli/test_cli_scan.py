@@ -21,7 +21,9 @@ def test_scan_of_poisoned_digits_exits_3_and_writes_every_file(poisoned_cli_scan
     assert "verdict: POISONED" in run.stdout
     report = json.loads((run.out / "report.json").read_text())
     assert report["verdict"] == "poisoned"
-    assert len(report["poisoned_classes"]) >= 8
+    # The detection target at 33% is asserted in test_cli_digits_quality (>= 7 classes, as
+    # bench/RESULTS.md reports it): 7 or 8 of the 10 poisoned classes, by CPU (Intel / AMD).
+    assert len(report["poisoned_classes"]) >= 7
     samples = pq.read_table(run.out / "samples.parquet").to_pandas()
     assert len(samples) == report["n_samples"] == pq.ParquetFile(
         run.out / "activations.parquet").metadata.num_rows

@@ -5,8 +5,10 @@ the retrained model then classifies each candidate's rows. ``l`` = rows classifi
 own label, ``p`` = rows of the most common other class. A candidate is poison when
 ``l / p < exre`` and at least ``source_share`` of it went to that one class (the suspected
 source), unless the proxy itself confuses the two classes (:func:`natural_confusion`); or when
-it is *multi-source* poison (see :data:`MULTI_SOURCE_OWN_SHARE`). Chen et al. 2018, section
-"Exclusionary reclassification", with the changes measured in ``bench/RESULTS.md``.
+it is *multi-source* poison (see :data:`MULTI_SOURCE_OWN_SHARE`). A second retrain, without
+the candidates and every class's *tail* as well, judges the tails: poison that no candidate
+holds (:mod:`acgate.core.tail`). Chen et al. 2018, section "Exclusionary reclassification",
+with the changes measured in ``bench/RESULTS.md``.
 
 :func:`judge_exre` is the analyzer's judge (registered as ``"exre"`` in
 :mod:`acgate.core.analyses`); the rest are its steps, exposed for the promotion gate
@@ -32,6 +34,7 @@ from acgate.core.evidence import (
     smallest_cluster,
 )
 from acgate.core.result import NO_VALUE
+from acgate.core.tail import TAIL_GROUP, TailVerdict, tail_members, tail_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -378,25 +381,42 @@ def _multi_source(outcome: ExReOutcome, n_members: int, needed: float,
             f"{MULTI_SOURCE_TYPICALITY:g}): samples of several source classes")
 
 
-def _no_candidate_judgement(clustering: ClassClustering, used: Thresholds) -> ClassJudgement:
+def _no_candidate_judgement(clustering: ClassClustering, used: Thresholds,
+                            tail: TailVerdict | None) -> ClassJudgement:
     smallest, share = smallest_cluster(clustering)
     why = (f"no stable cluster of at most {used.size:.0%} of the class"
            if clustering.candidates is not None else
            f"smallest cluster holds {share:.1%} of the class (> size threshold {used.size:.0%})")
     silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
+    reason = f"no candidate: {why}"
+    if tail is not None:
+        reason += "; " + tail.explain(clustering.label, len(clustering.positions))
     return ClassJudgement(
-        suspicious_cluster=None, size_ratio=share, is_poisoned=False,
-        reason=f"no candidate: {why}", flagged=np.zeros(len(clustering.positions), dtype=bool),
+        suspicious_cluster=None, size_ratio=share, is_poisoned=False, reason=reason,
+        flagged=np.zeros(len(clustering.positions), dtype=bool),
         sample_scores=membership_scores(clustering, smallest),
-        scores={"size_ratio": share, "silhouette": silhouette},
+        scores={"size_ratio": share, "silhouette": silhouette, **_tail_scores(tail)},
     )
 
 
-def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdict]
-                     ) -> ClassJudgement:
-    """Combine the verdicts on a class's candidate groups into its judgement."""
+def _tail_scores(tail: TailVerdict | None) -> dict[str, float]:
+    """The tail's counts for the class report (none when the tail was not measured)."""
+    if tail is None:
+        return {}
+    return {"tail_flips": float(tail.flips.sum()), "tail_cohesive": float(tail.cohesive.sum())}
+
+
+def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdict],
+                     tail: TailVerdict | None, tail_outcome: ExReOutcome | None,
+                     used: Thresholds) -> ClassJudgement:
+    """Combine the verdicts on a class's candidate groups and its tail into its judgement."""
     label = clustering.label
     n_class = len(clustering.positions)
+    tail_poisoned = tail is not None and tail.poisoned
+    if not any(v.poisoned for v in verdicts) and tail_poisoned:
+        return _tail_judgement(clustering, verdicts, tail, tail_outcome)
+    if not verdicts:
+        return _no_candidate_judgement(clustering, used, tail)
     flagged = np.zeros(n_class, dtype=bool)
     sample_sources = np.full(n_class, NO_VALUE, dtype=np.int64)
     for verdict in verdicts:
@@ -405,6 +425,12 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
             # Per-sample refinement: a member still classified as its own label is kept.
             flagged[verdict.members[verdict.outcome.predicted != label]] = True
     is_poisoned = any(v.poisoned for v in verdicts)
+    if tail_poisoned:
+        # Beside a poison candidate, only the tail's cohesive flips join it: its other rows
+        # sent away are the class's ordinary hard cases.
+        cohesive = tail.members[tail.cohesive]
+        flagged[cohesive] = True
+        sample_sources[cohesive] = tail_outcome.predicted[tail.cohesive]
     # The class is reported through its most poison-like candidate (lowest l/p); when it is
     # poisoned, through the most poison-like of the candidates judged poison.
     worst = min([v for v in verdicts if v.poisoned] or verdicts,
@@ -416,11 +442,43 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
         # retrain: a row in two overlapping candidates has one probability).
         scores[verdict.members] = 1.0 - verdict.outcome.own_probability
     share = len(worst.members) / n_class
+    texts = [v.text for v in verdicts]
+    if tail is not None:
+        texts.append(tail.explain(label, n_class))
     return ClassJudgement(
         suspicious_cluster=suspicious, size_ratio=share, is_poisoned=is_poisoned,
-        reason="; ".join(v.text for v in verdicts), flagged=flagged, sample_scores=scores,
+        reason="; ".join(texts), flagged=flagged, sample_scores=scores,
         suspected_source=worst.outcome.source if is_poisoned else None,
-        exre_score=worst.outcome.score, scores=_named_scores(clustering, worst, share),
+        exre_score=worst.outcome.score,
+        scores={**_named_scores(clustering, worst, share), **_tail_scores(tail)},
+        sample_sources=sample_sources,
+    )
+
+
+def _tail_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdict],
+                    tail: TailVerdict, tail_outcome: ExReOutcome) -> ClassJudgement:
+    """A class whose poison only its tail shows: every tail row the retrain sent away."""
+    label = clustering.label
+    n_class = len(clustering.positions)
+    flagged = np.zeros(n_class, dtype=bool)
+    flagged[tail.members[tail.sent_away]] = True
+    sample_sources = np.full(n_class, NO_VALUE, dtype=np.int64)
+    for verdict in verdicts:
+        sample_sources[verdict.members] = verdict.outcome.predicted
+    sample_sources[tail.members] = tail_outcome.predicted
+    suspicious = int(np.bincount(clustering.clusters[flagged]).argmax())
+    scores = membership_scores(clustering, suspicious)
+    scores[tail.members] = 1.0 - tail_outcome.own_probability
+    share = float(flagged.mean())
+    silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
+    return ClassJudgement(
+        suspicious_cluster=suspicious, size_ratio=share, is_poisoned=True,
+        reason="; ".join([tail.explain(label, n_class), *(v.text for v in verdicts)]),
+        flagged=flagged, sample_scores=scores, suspected_source=tail.source,
+        exre_score=tail_outcome.score,
+        scores={"size_ratio": share, "silhouette": silhouette, "exre": tail_outcome.score,
+                "source_share": tail_outcome.n_other / max(len(tail.members), 1),
+                **_tail_scores(tail)},
         sample_sources=sample_sources,
     )
 
@@ -518,12 +576,14 @@ def judge_exre(clusterings: Sequence[ClassClustering],
 
     Leaving out all candidates at once (not one at a time) keeps an undetected poison cluster of
     one class from teaching the retrained model the trigger that another candidate carries.
+    When the retrain can give its activations, a second retrain judges every class's tail
+    (:func:`_tails`): a class is also poisoned when its tail is (:mod:`acgate.core.tail`).
 
     Args:
         clusterings: Every class's clustering (skipped classes are not judged).
         evidence: Needs ``retrain_and_predict``; uses ``predictions`` when given (the
             natural-confusion test) and ``retrain_and_predict.activations`` when present (the
-            multi-source rule's typicality).
+            multi-source rule's typicality and the tails).
 
     Returns:
         By label, the judgement of every class that was not skipped.
@@ -539,24 +599,59 @@ def judge_exre(clusterings: Sequence[ClassClustering],
     candidates = {c.label: _candidate_groups(c, evidence.thresholds_for(c.label).size)
                   for c in judged}
     groups, leave_out = _retrain_groups(judged, candidates)
+    confusion_of = _confusion_test(groups, evidence)
     outcomes = exclusionary_reclassification_groups(groups, len(labels), retrain,
                                                     leave_out=leave_out)
     typicality = _typicality(groups, outcomes, labels, retrain, leave_out,
                              evidence.random_state)
-    confusion_of = _confusion_test(groups, evidence)
+    tails, tail_outcomes, tail_typicality = _tails(judged, groups, leave_out, evidence)
     judgements: dict[int, ClassJudgement] = {}
     for clustering in judged:
         label = clustering.label
         used = evidence.thresholds_for(label)
-        if not candidates[label]:
-            judgements[label] = _no_candidate_judgement(clustering, used)
-            continue
         verdicts = [
             _judge_group(group, members, nested, description, outcomes[(label, group)], used,
                          len(clustering.positions), confusion_of, typicality.get((label, group)))
             for group, (members, nested, description) in candidates[label].items()]
-        judgements[label] = _class_judgement(clustering, verdicts)
+        tail, tail_outcome = None, tail_outcomes.get((label, TAIL_GROUP))
+        if tail_outcome is not None:
+            tail = tail_verdict(clustering.reduced, tails[label], label, tail_outcome.predicted,
+                                tail_outcome.max_probability,
+                                tail_typicality.get((label, TAIL_GROUP),
+                                                    np.full(len(tails[label]), np.nan)))
+        judgements[label] = _class_judgement(clustering, verdicts, tail, tail_outcome, used)
     return judgements
+
+
+def _tails(judged: Sequence[ClassClustering], groups: Groups, leave_out: np.ndarray | None,
+           evidence: Evidence) -> tuple[dict[int, np.ndarray],
+                                        dict[tuple[int, int], ExReOutcome],
+                                        dict[tuple[int, int], np.ndarray]]:
+    """Every class's tail, judged by a second retrain without the tails and the candidates.
+
+    A retrain of its own: leaving 20% of every class out of the candidates' retrain as well
+    takes away the natural variety a legitimate candidate is recognised by (clean digits:
+    class 1's sub-clusters then went to class 9 and were judged poison). The candidates and
+    their margins stay out of this one too (poison in training re-teaches the trigger). Needs
+    the retrain's activations (the flips' typicality); without them no tail is judged.
+
+    Returns:
+        The tails (class-local indices by label), their outcomes and their typicality.
+    """
+    retrain = evidence.retrain_and_predict
+    if getattr(retrain, "activations", None) is None:
+        return {}, {}, {}
+    tails = {c.label: tail_members(c.reduced) for c in judged if c.reduced is not None}
+    tail_groups = {(c.label, TAIL_GROUP): (c.label, c.positions[tails[c.label]])
+                   for c in judged if c.label in tails}
+    if not tail_groups:
+        return {}, {}, {}
+    kept_out = np.flatnonzero(~retrain_mask(groups, len(evidence.labels), leave_out))
+    outcomes = exclusionary_reclassification_groups(tail_groups, len(evidence.labels), retrain,
+                                                    leave_out=kept_out)
+    typicality = _typicality(tail_groups, outcomes, evidence.labels, retrain, kept_out,
+                             evidence.random_state)
+    return tails, outcomes, typicality
 
 
 def _confusion_test(groups: Groups, evidence: Evidence) -> Callable[[int, int], float] | None:

@@ -197,8 +197,9 @@ def read_report(path: PathLike) -> dict[str, Any]:
 def result_metrics(result: DetectionResult) -> dict[str, float]:
     """The scan's numbers under their one set of names (MLflow metrics, KFP ``Metrics``).
 
-    Per class ``c``: ``silhouette/<c>``, ``size_ratio/<c>``, ``exre/<c>``, ``source_share/<c>``
-    and ``confusion/<c>`` (each only when measured and finite), ``flagged/<c>`` (count),
+    Per class ``c``: ``silhouette/<c>``, ``size_ratio/<c>``, ``exre/<c>``, ``source_share/<c>``,
+    ``confusion/<c>``, ``tail_flips/<c>`` and ``tail_cohesive/<c>`` (the class's tail, see
+    :mod:`acgate.core.tail`; each only when measured and finite), ``flagged/<c>`` (count),
     ``poisoned/<c>`` and ``skipped/<c>`` (1 or 0). Totals: ``n_samples``, ``n_flagged``,
     ``n_poisoned_classes``, ``n_skipped_classes``, ``n_classes``.
     """
@@ -211,6 +212,8 @@ def result_metrics(result: DetectionResult) -> dict[str, float]:
             ("exre", report.exre_score),
             ("source_share", report.scores.get("source_share")),
             ("confusion", report.scores.get("confusion")),
+            ("tail_flips", report.scores.get("tail_flips")),
+            ("tail_cohesive", report.scores.get("tail_cohesive")),
         ):
             if value is not None and np.isfinite(value):
                 metrics[f"{prefix}/{c}"] = float(value)

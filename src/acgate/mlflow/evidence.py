@@ -45,7 +45,8 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _FLOAT_METRICS = (("silhouette", "silhouette"), ("size_ratio", "size_ratio"), ("exre", "exre"))
 #: The same for fields a document written before the gate replayed the scan's rule lacks:
 #: compared when the class's entry has the field.
-_NEWER_FLOAT_METRICS = (("source_share", "source_share"), ("confusion", "confusion"))
+_NEWER_FLOAT_METRICS = (("source_share", "source_share"), ("confusion", "confusion"),
+                        ("tail_flips", "tail_flips"), ("tail_cohesive", "tail_cohesive"))
 _COUNT_METRICS = (("poisoned", None), ("skipped", None), ("flagged", "n_flagged"))
 _VERDICTS = ("clean", "poisoned", "skipped")
 
@@ -83,7 +84,8 @@ def classes_document(
         ``n_samples``, ``n_flagged`` and ``classes`` (one entry per class: ``label``,
         ``verdict``, ``n_samples``, ``n_flagged``, ``skipped``, ``suspected_source``,
         ``reason``, ``silhouette``, ``size_ratio``, ``exre``, ``source_share``, ``confusion``
-        (the exclusionary-reclassification numbers of the judged candidate), ``thresholds``
+        (the exclusionary-reclassification numbers of the judged candidate), ``tail_flips``,
+        ``tail_cohesive`` (the class's tail, :mod:`acgate.core.tail`), ``thresholds``
         (the thresholds the class was judged with, by :class:`acgate.core.analyses.Thresholds`
         field name: the promotion gate replays the scan's rule with them); non-finite numbers
         are ``null``, as in the metrics, where they are not logged).
@@ -107,6 +109,8 @@ def classes_document(
             "exre": _finite(report.exre_score),
             "source_share": _finite(report.scores.get("source_share")),
             "confusion": _finite(report.scores.get("confusion")),
+            "tail_flips": _finite(report.scores.get("tail_flips")),
+            "tail_cohesive": _finite(report.scores.get("tail_cohesive")),
             "thresholds": _thresholds_entry(report.label, report.thresholds),
         })
     return {

@@ -1,0 +1,158 @@
+"""The class's tail (``acgate.core.tail``): poison that no cluster isolates, found by where the
+retrain sends the rows farthest from their class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acgate.core import detect
+from acgate.core.tail import (
+    TAIL_MIN_COHESIVE,
+    TAIL_SHARE,
+    tail_members,
+    tail_verdict,
+    whitened,
+)
+
+
+def _with_activations(retrain, activations: np.ndarray):
+    """The nearest-centroid retrain, able to give its embedding (the activations themselves),
+    as the torch retrain gives its last hidden layer: what the typicality of the tail needs."""
+    retrain.activations = lambda train_mask, positions: activations[np.asarray(positions)]
+    return retrain
+
+
+def test_whitened_space_has_unit_variance_and_keeps_constant_components_at_zero():
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(0, 5, 300), rng.normal(3, 0.1, 300), np.full(300, 7.0)])
+    w = whitened(x)
+    np.testing.assert_allclose(w.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(w.std(axis=0), [1, 1, 0], atol=1e-12)
+
+
+def test_the_tail_is_the_share_of_rows_farthest_from_the_centre_in_whitened_space():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 4)) * [10.0, 1.0, 1.0, 1.0]
+    far = np.arange(0, 500, 50)
+    x[far, 1] = 8.0  # 8 SD on a narrow axis: farther than any row along the wide one
+    tail = tail_members(x)
+    assert len(tail) == int(np.ceil(TAIL_SHARE * 500))
+    assert set(far) <= set(tail)
+    assert np.all(np.diff(tail) > 0)
+    np.testing.assert_array_equal(tail, tail_members(x.copy()))
+
+
+def _class_with_tail(clumped: bool, seed: int = 0):
+    """A 400-row class whose tail rows at ``flip_at`` are sent to class 5 confidently as
+    typical rows: a clump of 30 neighbouring rows, or 30 rows spread over the tail."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(400, 5))
+    if clumped:
+        x[:30] = rng.normal(6.0, 0.3, size=(30, 5))
+    tail = tail_members(x)
+    flip_at = (np.flatnonzero(np.isin(tail, np.arange(30))) if clumped
+               else np.arange(0, len(tail), len(tail) // 30)[:30])
+    predicted = np.full(len(tail), 3)
+    predicted[flip_at] = 5
+    return x, tail, predicted, flip_at
+
+
+@pytest.mark.parametrize("clumped", [True, False])
+def test_only_a_clump_of_confident_typical_flips_makes_the_tail_poison(clumped):
+    x, tail, predicted, flip_at = _class_with_tail(clumped)
+    verdict = tail_verdict(x, tail, 3, predicted, np.full(len(tail), 0.99),
+                           np.full(len(tail), 0.5))
+    assert int(verdict.flips.sum()) == len(flip_at) == 30
+    assert verdict.poisoned is clumped
+    assert (verdict.source == 5) is clumped
+    text = verdict.explain(3, len(x))
+    assert text.startswith("tail") and text.endswith("poison" if clumped else "legitimate")
+
+
+@pytest.mark.parametrize("weak", ["confidence", "typicality"])
+def test_hesitant_or_atypical_rows_sent_away_are_not_flips(weak):
+    x, tail, predicted, _ = _class_with_tail(True)
+    confidence = np.full(len(tail), 0.99 if weak != "confidence" else 0.6)
+    typicality = np.full(len(tail), 0.5 if weak != "typicality" else 0.01)
+    verdict = tail_verdict(x, tail, 3, predicted, confidence, typicality)
+    assert int(verdict.sent_away.sum()) == 30
+    assert not verdict.flips.any() and not verdict.poisoned
+
+
+def test_unmeasured_typicality_never_makes_a_flip():
+    x, tail, predicted, _ = _class_with_tail(True)
+    verdict = tail_verdict(x, tail, 3, predicted, np.full(len(tail), 0.99),
+                           np.full(len(tail), np.nan))
+    assert not verdict.flips.any()
+
+
+def test_a_clump_smaller_than_the_minimum_is_not_poison():
+    x, tail, predicted, flip_at = _class_with_tail(True)
+    predicted[flip_at[TAIL_MIN_COHESIVE - 1:]] = 3  # keep 9 of the 30 flips
+    verdict = tail_verdict(x, tail, 3, predicted, np.full(len(tail), 0.99),
+                           np.full(len(tail), 0.5))
+    assert int(verdict.flips.sum()) == TAIL_MIN_COHESIVE - 1 and not verdict.poisoned
+
+
+def _low_rate_poison(make_blobs, seed: int = 0):
+    """4 classes x 500; class 2's 5% poison drawn around class 0's mean, inside a class that
+    is stretched along one axis, so 2-means halves the class and leaves no candidate."""
+    blobs = make_blobs(poisoned={2: 0}, poison_share=0.05, n_per_class=500, seed=seed)
+    x = blobs.activations.copy()
+    rng = np.random.default_rng(seed)
+    clean_2 = (blobs.labels == 2) & ~blobs.is_poison
+    direction = rng.normal(size=x.shape[1])
+    direction /= np.linalg.norm(direction)
+    x[clean_2] += np.outer(rng.normal(0.0, 15.0, clean_2.sum()), direction)
+    return x, blobs
+
+
+def test_the_tail_finds_poison_that_no_candidate_holds(make_blobs, nearest_centroid_retrain):
+    x, blobs = _low_rate_poison(make_blobs)
+    retrain = _with_activations(nearest_centroid_retrain(x, blobs.labels), x)
+    result = detect(x, blobs.labels, analysis="exre", retrain_and_predict=retrain,
+                    n_clusters=2)
+    assert result.poisoned_classes == (2,)
+    report = result.class_report(2)
+    assert report.reason.startswith("tail") and report.suspected_source == 0
+    assert report.scores["tail_cohesive"] >= TAIL_MIN_COHESIVE
+    flagged = set(result.flagged_indices)
+    assert len(flagged & set(blobs.poison_ids)) >= 0.9 * len(blobs.poison_ids)
+    # Without the retrain's embedding there is no typicality, so no tail is judged.
+    plain = detect(x, blobs.labels, analysis="exre", n_clusters=2,
+                   retrain_and_predict=nearest_centroid_retrain(x, blobs.labels))
+    assert plain.poisoned_classes == ()
+    assert "tail_cohesive" not in plain.class_report(2).scores
+
+
+def test_clean_classes_tails_stay_legitimate(make_blobs, nearest_centroid_retrain):
+    for seed in range(3):
+        clean = make_blobs(seed=seed + 10, n_per_class=400)
+        retrain = _with_activations(
+            nearest_centroid_retrain(clean.activations, clean.labels), clean.activations)
+        result = detect(clean.activations, clean.labels, analysis="exre",
+                        retrain_and_predict=retrain)
+        assert result.poisoned_classes == (), seed
+        assert all("tail" in result.class_report(c).reason for c in range(4))
+
+
+def test_the_tails_get_a_retrain_of_their_own_without_the_candidates(
+        planted, nearest_centroid_retrain):
+    calls: list = []
+    retrain = _with_activations(
+        nearest_centroid_retrain(planted.activations, planted.labels, calls),
+        planted.activations)
+    result = detect(planted.activations, planted.labels, analysis="exre",
+                    retrain_and_predict=retrain)
+    assert result.poisoned_classes == (2,)
+    assert len(calls) == 2
+    (candidates_mask, candidates_query), (tails_mask, tails_query) = calls
+    # The candidates' retrain keeps every tail row it does not judge.
+    assert candidates_mask.sum() + len(candidates_query) >= 0.9 * len(planted.labels)
+    # The tails' retrain leaves out the tails and everything the candidates' retrain did.
+    assert not np.any(tails_mask & ~candidates_mask)
+    for label in range(4):
+        rows = planted.labels == label
+        assert (~tails_mask[rows]).mean() >= TAIL_SHARE - 0.01
+    assert not np.any(tails_mask[tails_query])
