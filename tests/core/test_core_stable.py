@@ -246,3 +246,23 @@ def test_a_candidates_margin_covers_the_rows_beyond_its_boundary():
     assert set(range(100)) <= set(margin.tolist())
     assert len(margin) == pytest.approx((0.04 + HALO_MARGIN) * 2000, abs=2)
     assert len(candidate_margin(reduced[:500], np.arange(80))) == 80  # small class: no margin
+
+
+@pytest.mark.parametrize(
+    ("confidence", "typicality", "poisoned"),
+    [(None, None, True), (0.95, 0.3, True), (0.7, 0.3, False), (0.95, 0.02, False),
+     (0.95, None, True)],
+)
+def test_the_one_source_rule_asks_how_surely_a_large_class_candidate_went(confidence,
+                                                                          typicality, poisoned):
+    from acgate.core.analyses import Thresholds, one_source_verdict
+
+    verdict, why = one_source_verdict(0.1, 0.9, 0.0, Thresholds(), label=1, source=7,
+                                      confidence=confidence, typicality=typicality)
+    assert verdict is poisoned, why
+    assert ("not sure" in why) is not poisoned
+    # The cuts never clear what l/p already cleared, nor turn legitimate into poison.
+    assert one_source_verdict(1.5, 0.9, 0.0, Thresholds(), confidence=confidence,
+                              typicality=typicality)[0] is False
+    assert one_source_verdict(0.1, 0.3, 0.0, Thresholds(), confidence=confidence,
+                              typicality=typicality)[0] is False

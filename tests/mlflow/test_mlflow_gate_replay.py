@@ -102,6 +102,25 @@ def test_recorded_confusion_over_its_threshold_is_a_natural_overlap(
 
 
 @pytest.mark.parametrize(
+    ("sureness", "promoted"),
+    [({"confidence": 0.6, "typicality": 0.3}, True),
+     ({"confidence": 0.95, "typicality": 0.01}, True),
+     ({"confidence": 0.95, "typicality": 0.3}, False)],
+    ids=["hesitant", "atypical", "sure"],
+)
+def test_recorded_confidence_and_typicality_are_replayed(store, model, make_result, sureness,
+                                                         promoted):
+    """A large class's candidate sent to one source hesitantly or atypically was cleared."""
+    decision = _gate_class_2(store, model, make_result, exre=0.4,
+                             scores={"source_share": 0.9, "confusion": 0.01, **sureness})
+    if promoted:
+        _assert_promoted(decision, store, model)
+    else:
+        _assert_refused(decision, store, model, "mean confidence there 0.95 (>= 0.85)",
+                        "median typicality there 0.30 (>= 0.05)")
+
+
+@pytest.mark.parametrize(
     ("exre_threshold", "promoted"), [(0.5, True), (1.0, False)], ids=["recorded-0.5", "1"],
 )
 def test_the_recorded_exre_threshold_is_used_not_1(store, model, make_result, scan_thresholds,

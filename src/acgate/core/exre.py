@@ -72,6 +72,16 @@ MULTI_SOURCE_MIN_CLASSES = 2
 #: mode of a class with no other home lies between classes, far from every centre, however
 #: confidently a model assigns it.
 MULTI_SOURCE_TYPICALITY = 0.05
+#: In classes of at least this many rows, the one-source rule also asks how surely the rows a
+#: candidate sends to its suspected source go there: with at least this mean confidence ...
+#: (MNIST 20k, all-to-one 1%: a 30-40% natural cluster of class 1 left out went >= 50% to one
+#: look-alike class, hesitantly and as rows far from that class's centre; poison rows are
+#: genuine source samples and go there surely and typically.) Digits-sized classes keep the rule
+#: without it: 8x8 poison rows are not typical of their source (median 0.02-0.03).
+ONE_SOURCE_SURE_MIN_CLASS_ROWS = 1000
+ONE_SOURCE_CONFIDENCE = 0.85
+#: ... and at least this median typicality (see :data:`MULTI_SOURCE_TYPICALITY`).
+ONE_SOURCE_TYPICALITY = 0.05
 #: Reference rows per class for that typicality (seeded sample of the retrain's training rows).
 TYPICALITY_REFERENCE_ROWS = 300
 
@@ -183,7 +193,8 @@ def _outcome(label: int, group: int, rows: np.ndarray) -> ExReOutcome:
 
 def one_source_verdict(score: float, source_share: float, confusion: float | None,
                        thresholds: Thresholds, *, nested: bool = False,
-                       label: int | None = None, source: int | None = None
+                       label: int | None = None, source: int | None = None,
+                       confidence: float | None = None, typicality: float | None = None
                        ) -> tuple[bool, str]:
     """Exclusionary reclassification's one-source rule on a candidate's measured numbers.
 
@@ -201,6 +212,9 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
         nested: The candidate is a sub-cluster inside a larger candidate.
         label: The candidate's class (for the explanation).
         source: The suspected source class (for the explanation).
+        confidence: Mean confidence of the rows the retrain sent to the source (``None``: the
+            cut does not apply, see :data:`ONE_SOURCE_SURE_MIN_CLASS_ROWS`).
+        typicality: Their median typicality there (``None``: the cut does not apply).
 
     Returns:
         ``(poisoned, why)``.
@@ -220,6 +234,13 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
                 f"({'>=' if natural else '<'} {thresholds.confusion:g}"
                 f"{': a natural overlap' if natural else ''})")
         poisoned = not natural
+    for name, value, cut in (("confidence", confidence, ONE_SOURCE_CONFIDENCE),
+                             ("typicality", typicality, ONE_SOURCE_TYPICALITY)):
+        if poisoned and value is not None:
+            sure = value >= cut
+            why += (f"; {'mean' if name == 'confidence' else 'median'} {name} there {value:.2f} "
+                    f"({'>=' if sure else '<'} {cut:g}{'' if sure else ': not sure'})")
+            poisoned = sure
     return poisoned, why
 
 
@@ -323,6 +344,8 @@ class _GroupVerdict:
     source_share: float
     confusion: float | None
     text: str
+    confidence: float | None = None
+    typicality: float | None = None
 
 
 def _judge_group(group: int, members: np.ndarray, nested: bool, description: str,
@@ -334,6 +357,7 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
     source_share = outcome.n_other / max(len(members), 1)
     needed = used.nested_source_share if nested else used.source_share
     confusion = None
+    sure: tuple[float | None, float | None] = (None, None)
     multi = _multi_source(outcome, len(members), needed, typicality)
     if multi is not None:
         poisoned = True
@@ -342,15 +366,35 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
         if (outcome.score < used.exre and source_share >= needed and confusion_of is not None
                 and outcome.source is not None):
             confusion = confusion_of(label, outcome.source)
+        if n_class >= ONE_SOURCE_SURE_MIN_CLASS_ROWS:
+            sure = _sureness(outcome, typicality)
         poisoned, why = one_source_verdict(outcome.score, source_share, confusion, used,
-                                           nested=nested, label=label,
-                                           source=outcome.source)
+                                           nested=nested, label=label, source=outcome.source,
+                                           confidence=sure[0], typicality=sure[1])
     elsewhere = (f"{outcome.n_other} as class {outcome.source}" if outcome.source is not None
                  else "none as another class")
     text = (f"{description}, {len(members) / n_class:.1%} of the class, left out of a retrain: "
             f"{outcome.n_own} classified as {label}, {elsewhere}; {why} -> "
             f"{'poison' if poisoned else 'legitimate'}")
-    return _GroupVerdict(group, members, outcome, poisoned, source_share, confusion, text)
+    return _GroupVerdict(group, members, outcome, poisoned, source_share, confusion, text,
+                         *sure)
+
+
+def _sureness(outcome: ExReOutcome, typicality: np.ndarray | None
+              ) -> tuple[float | None, float | None]:
+    """Mean confidence and median typicality of the rows sent to the suspected source.
+
+    ``(None, None)`` when they cannot be measured (no activations from the retrain, or no row
+    sent to another class): the one-source rule then goes without these cuts.
+    """
+    if outcome.source is None or outcome.max_probability is None or typicality is None:
+        return None, None
+    to_source = outcome.predicted == outcome.source
+    values = typicality[to_source]
+    values = values[np.isfinite(values)]
+    if not to_source.any() or not len(values):
+        return None, None
+    return float(outcome.max_probability[to_source].mean()), float(np.median(values))
 
 
 def _multi_source(outcome: ExReOutcome, n_members: int, needed: float,
@@ -491,6 +535,10 @@ def _named_scores(clustering: ClassClustering, worst: _GroupVerdict,
              "source_share": worst.source_share}
     if worst.confusion is not None:
         named["confusion"] = worst.confusion
+    if worst.confidence is not None:
+        named["confidence"] = worst.confidence
+    if worst.typicality is not None:
+        named["typicality"] = worst.typicality
     if clustering.candidates is not None:
         named["candidate_k"] = float(clustering.candidates[worst.group].k)
         named["stability"] = clustering.candidates[worst.group].stability

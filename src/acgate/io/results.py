@@ -198,8 +198,11 @@ def result_metrics(result: DetectionResult) -> dict[str, float]:
     """The scan's numbers under their one set of names (MLflow metrics, KFP ``Metrics``).
 
     Per class ``c``: ``silhouette/<c>``, ``size_ratio/<c>``, ``exre/<c>``, ``source_share/<c>``,
-    ``confusion/<c>``, ``tail_flips/<c>`` and ``tail_cohesive/<c>`` (the class's tail, see
-    :mod:`acgate.core.tail`; each only when measured and finite), ``flagged/<c>`` (count),
+    ``confusion/<c>``, ``confidence/<c>`` and ``typicality/<c>`` (how surely the judged
+    candidate went to its source, in classes of at least
+    :data:`acgate.core.exre.ONE_SOURCE_SURE_MIN_CLASS_ROWS` rows), ``tail_flips/<c>`` and
+    ``tail_cohesive/<c>`` (the class's tail, see :mod:`acgate.core.tail`; each only when
+    measured and finite), ``flagged/<c>`` (count),
     ``poisoned/<c>`` and ``skipped/<c>`` (1 or 0). Totals: ``n_samples``, ``n_flagged``,
     ``n_poisoned_classes``, ``n_skipped_classes``, ``n_classes``.
     """
@@ -212,6 +215,8 @@ def result_metrics(result: DetectionResult) -> dict[str, float]:
             ("exre", report.exre_score),
             ("source_share", report.scores.get("source_share")),
             ("confusion", report.scores.get("confusion")),
+            ("confidence", report.scores.get("confidence")),
+            ("typicality", report.scores.get("typicality")),
             ("tail_flips", report.scores.get("tail_flips")),
             ("tail_cohesive", report.scores.get("tail_cohesive")),
         ):

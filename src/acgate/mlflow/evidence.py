@@ -46,6 +46,7 @@ _FLOAT_METRICS = (("silhouette", "silhouette"), ("size_ratio", "size_ratio"), ("
 #: The same for fields a document written before the gate replayed the scan's rule lacks:
 #: compared when the class's entry has the field.
 _NEWER_FLOAT_METRICS = (("source_share", "source_share"), ("confusion", "confusion"),
+                        ("confidence", "confidence"), ("typicality", "typicality"),
                         ("tail_flips", "tail_flips"), ("tail_cohesive", "tail_cohesive"))
 _COUNT_METRICS = (("poisoned", None), ("skipped", None), ("flagged", "n_flagged"))
 _VERDICTS = ("clean", "poisoned", "skipped")
@@ -84,7 +85,8 @@ def classes_document(
         ``n_samples``, ``n_flagged`` and ``classes`` (one entry per class: ``label``,
         ``verdict``, ``n_samples``, ``n_flagged``, ``skipped``, ``suspected_source``,
         ``reason``, ``silhouette``, ``size_ratio``, ``exre``, ``source_share``, ``confusion``
-        (the exclusionary-reclassification numbers of the judged candidate), ``tail_flips``,
+        ``confidence``, ``typicality`` (the exclusionary-reclassification numbers of the
+        judged candidate), ``tail_flips``,
         ``tail_cohesive`` (the class's tail, :mod:`acgate.core.tail`), ``thresholds``
         (the thresholds the class was judged with, by :class:`acgate.core.analyses.Thresholds`
         field name: the promotion gate replays the scan's rule with them); non-finite numbers
@@ -109,6 +111,8 @@ def classes_document(
             "exre": _finite(report.exre_score),
             "source_share": _finite(report.scores.get("source_share")),
             "confusion": _finite(report.scores.get("confusion")),
+            "confidence": _finite(report.scores.get("confidence")),
+            "typicality": _finite(report.scores.get("typicality")),
             "tail_flips": _finite(report.scores.get("tail_flips")),
             "tail_cohesive": _finite(report.scores.get("tail_cohesive")),
             "thresholds": _thresholds_entry(report.label, report.thresholds),

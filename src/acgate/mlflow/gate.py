@@ -25,7 +25,8 @@ What it checks, in order:
    * with thresholds given: ``silhouette/<c> >= silhouette_threshold`` and
      ``size_ratio/<c> <= size_threshold`` → fail, unless the scan's own one-source rule of
      exclusionary reclassification (:func:`acgate.core.analyses.one_source_verdict`), replayed
-     on the numbers the run recorded (``exre/<c>``, ``source_share/<c>``, ``confusion/<c>``)
+     on the numbers the run recorded (``exre/<c>``, ``source_share/<c>``, ``confusion/<c>``,
+     ``confidence/<c>``, ``typicality/<c>``)
      with the thresholds the scan judged the class with (its entry of the checked
      ``classes.json``, else the run params ``<name>_threshold``), clears the cluster. A
      missing number or threshold fails. With one gate threshold only, that condition alone
@@ -914,7 +915,8 @@ def _replay_one_source_rule(label: int, metrics: Mapping[str, float], cluster: s
 
     The rule (:func:`acgate.core.analyses.one_source_verdict`, the one the scan judged every
     candidate with) is replayed on the numbers the run recorded: ``exre/<c>`` (l/p),
-    ``source_share/<c>`` and ``confusion/<c>`` (absent: not measured), with the thresholds
+    ``source_share/<c>``, ``confusion/<c>``, ``confidence/<c>`` and ``typicality/<c>``
+    (absent: not measured, that cut not applied), with the thresholds
     the scan used for the class. The run does not record whether the judged candidate was a
     sub-cluster, so the smaller of the two source-share thresholds applies: the replay is
     never more lenient than the scan.
@@ -945,6 +947,8 @@ def _replay_one_source_rule(label: int, metrics: Mapping[str, float], cluster: s
         exre, math.nan if source_share is None else source_share,  # unread when l/p clears
         _class_metric(metrics, "confusion", label), thresholds,
         nested=thresholds.nested_source_share < thresholds.source_share, label=label,
+        confidence=_class_metric(metrics, "confidence", label),
+        typicality=_class_metric(metrics, "typicality", label),
     )
     if poisoned:
         return [f"class {label}: {cluster}; not cleared by the scan's one-source rule on the "
