@@ -49,6 +49,16 @@ through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activat
 
 ### Findings (2026-12-02; tables have the numbers)
 
+- **All-to-one and other triggers, issue 18** (section `attack_matrix`, 2026-12-03, MNIST 20k,
+  seeds 0-2, the Intel Xeon 2-core machine): the class's *tail* (20% farthest from its centre,
+  judged by a second retrain) finds all-to-one BadNets at 1%: F1 0.956 / 0.967 / 0.998 (was
+  0.39-0.97, mean 0.74), at 3% 0.980-0.997, at 0.5% 0.72-0.85 (was 0.00); SIG, checker and
+  blended triggers at 1% are found on every seed (F1 0.32-0.98: low precision where the tail
+  flags more than the poison, one clean tail flagged beside the blend). A one-source candidate
+  of a class of >= 1,000 rows must now go to its source with mean confidence >= 0.9 (poison
+  0.92-1.00, the clean class-7 clusters that raised false alarms 0.85-0.89): unpoisoned MNIST
+  runs flag nothing on 3 seeds (was class 7 on seeds 1 and 2). All-to-all 5 / 10 / 33%, blend
+  and warp 10% stay at 0.95-0.996 (seed 0).
 - **Candidates** (section `candidates`, the table that chose the default): exclusionary
   reclassification now judges *stable* clusters (k = 2..4, kept when the k + 1 clustering keeps
   their boundary) plus stable sub-clusters inside them, with a natural-confusion test and source
