@@ -17,3 +17,18 @@ def mode_with_nested_poison(seed: int = 2) -> np.ndarray:
     mode = rng.normal(0.0, 1.5, size=(210, 6)) + np.array([14.0, 0, 0, 0, 0, 0])
     poison = rng.normal(0.0, 0.3, size=(50, 6)) + np.array([14.0, 7.0, 0, 0, 0, 0])
     return np.concatenate([main, mode, poison])
+
+
+def poison_inside_spread(make_blobs, *, n_per_class: int = 400, seed: int = 0):
+    """``make_blobs`` data (tests/core/conftest.py): 4 classes; class 2 is stretched along one
+    axis (2-means halves it) and holds 5% poison drawn around class 0's mean. (With a
+    nearest-centroid retrain, a far stretched end left out goes to another class, so not every
+    stretch and seed makes a clean example.)"""
+    blobs = make_blobs(poisoned={2: 0}, poison_share=0.05, n_per_class=n_per_class, seed=seed)
+    x = blobs.activations.copy()
+    rng = np.random.default_rng(seed)
+    clean_2 = (blobs.labels == 2) & ~blobs.is_poison
+    direction = rng.normal(size=x.shape[1])
+    direction /= np.linalg.norm(direction)
+    x[clean_2] += np.outer(rng.normal(0.0, 15.0, clean_2.sum()), direction)
+    return x, blobs

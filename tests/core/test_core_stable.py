@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from synthetic import NESTED_POISON_ROWS, mode_with_nested_poison
+from synthetic import NESTED_POISON_ROWS, mode_with_nested_poison, poison_inside_spread
 
 from acgate.core import detect
 from acgate.core.analyses import natural_confusion
@@ -120,23 +120,9 @@ def test_n_clusters_defaults_to_stable_under_exre_only():
 # ---------------------------------------------------------------- detect with stable mode
 
 
-def _blobs_with_poison_inside_spread(make_blobs, seed: int = 0):
-    """4 classes; class 2 is stretched along one axis (2-means halves it) and holds 5% poison
-    drawn around class 0's mean. (With a nearest-centroid retrain, a far stretched end left
-    out goes to another class, so not every stretch and seed makes a clean example.)"""
-    blobs = make_blobs(poisoned={2: 0}, poison_share=0.05, n_per_class=400, seed=seed)
-    x = blobs.activations.copy()
-    rng = np.random.default_rng(seed)
-    clean_2 = (blobs.labels == 2) & ~blobs.is_poison
-    direction = rng.normal(size=x.shape[1])
-    direction /= np.linalg.norm(direction)
-    x[clean_2] += np.outer(rng.normal(0.0, 15.0, clean_2.sum()), direction)
-    return x, blobs
-
-
 def test_stable_mode_finds_low_rate_poison_that_two_means_misses(make_blobs,
                                                                  nearest_centroid_retrain):
-    x, blobs = _blobs_with_poison_inside_spread(make_blobs)
+    x, blobs = poison_inside_spread(make_blobs)
     retrain = nearest_centroid_retrain(x, blobs.labels)
     stable = detect(x, blobs.labels, analysis="exre", retrain_and_predict=retrain)
     assert stable.info.params["n_clusters"] == "stable"

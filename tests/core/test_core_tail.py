@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import poison_inside_spread
 
 from acgate.core import detect
 from acgate.core.tail import (
@@ -95,21 +96,8 @@ def test_a_clump_smaller_than_the_minimum_is_not_poison():
     assert int(verdict.flips.sum()) == TAIL_MIN_COHESIVE - 1 and not verdict.poisoned
 
 
-def _low_rate_poison(make_blobs, seed: int = 0):
-    """4 classes x 500; class 2's 5% poison drawn around class 0's mean, inside a class that
-    is stretched along one axis, so 2-means halves the class and leaves no candidate."""
-    blobs = make_blobs(poisoned={2: 0}, poison_share=0.05, n_per_class=500, seed=seed)
-    x = blobs.activations.copy()
-    rng = np.random.default_rng(seed)
-    clean_2 = (blobs.labels == 2) & ~blobs.is_poison
-    direction = rng.normal(size=x.shape[1])
-    direction /= np.linalg.norm(direction)
-    x[clean_2] += np.outer(rng.normal(0.0, 15.0, clean_2.sum()), direction)
-    return x, blobs
-
-
 def test_the_tail_finds_poison_that_no_candidate_holds(make_blobs, nearest_centroid_retrain):
-    x, blobs = _low_rate_poison(make_blobs)
+    x, blobs = poison_inside_spread(make_blobs, n_per_class=500)
     retrain = _with_activations(nearest_centroid_retrain(x, blobs.labels), x)
     result = detect(x, blobs.labels, analysis="exre", retrain_and_predict=retrain,
                     n_clusters=2)
