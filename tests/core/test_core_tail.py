@@ -37,11 +37,11 @@ def test_the_tail_is_the_share_of_rows_farthest_from_the_centre_in_whitened_spac
     x = rng.normal(size=(500, 4)) * [10.0, 1.0, 1.0, 1.0]
     far = np.arange(0, 500, 50)
     x[far, 1] = 8.0  # 8 SD on a narrow axis: farther than any row along the wide one
-    tail = tail_members(x)
+    tail = tail_members(whitened(x))
     assert len(tail) == int(np.ceil(TAIL_SHARE * 500))
     assert set(far) <= set(tail)
     assert np.all(np.diff(tail) > 0)
-    np.testing.assert_array_equal(tail, tail_members(x.copy()))
+    np.testing.assert_array_equal(tail, tail_members(whitened(x.copy())))
 
 
 def _class_with_tail(clumped: bool, seed: int = 0):
@@ -51,6 +51,7 @@ def _class_with_tail(clumped: bool, seed: int = 0):
     x = rng.normal(size=(400, 5))
     if clumped:
         x[:30] = rng.normal(6.0, 0.3, size=(30, 5))
+    x = whitened(x)
     tail = tail_members(x)
     flip_at = (np.flatnonzero(np.isin(tail, np.arange(30))) if clumped
                else np.arange(0, len(tail), len(tail) // 30)[:30])
@@ -65,6 +66,7 @@ def test_only_a_clump_of_confident_typical_flips_makes_the_tail_poison(clumped):
     verdict = tail_verdict(x, tail, 3, predicted, np.full(len(tail), 0.99),
                            np.full(len(tail), 0.5))
     assert int(verdict.flips.sum()) == len(flip_at) == 30
+    assert int(verdict.clump.sum()) == (30 if clumped else 0)
     assert verdict.poisoned is clumped
     assert (verdict.source == 5) is clumped
     text = verdict.explain(3, len(x))
@@ -79,6 +81,32 @@ def test_hesitant_or_atypical_rows_sent_away_are_not_flips(weak):
     verdict = tail_verdict(x, tail, 3, predicted, confidence, typicality)
     assert int(verdict.sent_away.sum()) == 30
     assert not verdict.flips.any() and not verdict.poisoned
+
+
+def test_only_the_rows_sent_away_within_the_clumps_reach_are_flagged():
+    x, tail, predicted, flip_at = _class_with_tail(True)
+    # A third of the other tail rows sent away, hesitantly: the class's hard cases.
+    hard = np.setdiff1d(np.arange(len(tail)), flip_at)[::3]
+    predicted[hard] = 7
+    confidence = np.full(len(tail), 0.99)
+    confidence[hard] = 0.6
+    verdict = tail_verdict(x, tail, 3, predicted, confidence, np.full(len(tail), 0.5))
+    assert verdict.poisoned and int(verdict.sent_away.sum()) == 30 + len(hard) > 40
+    np.testing.assert_array_equal(np.flatnonzero(verdict.reach), flip_at)
+    assert verdict.source == 5
+
+
+def test_scattered_cohesive_pairs_of_flips_make_no_clump():
+    """Clean hard cases: flips that sit in twos and threes are cohesive only by chance."""
+    rng = np.random.default_rng(3)
+    x = whitened(rng.normal(size=(600, 5)))
+    tail = tail_members(x)
+    predicted = np.full(len(tail), 3)
+    predicted[::2] = 5  # half the tail sent away, spread over it
+    verdict = tail_verdict(x, tail, 3, predicted, np.full(len(tail), 0.99),
+                           np.full(len(tail), 0.5))
+    assert int(verdict.flips.sum()) == len(tail[::2])
+    assert int(verdict.clump.sum()) < verdict.needed and not verdict.poisoned
 
 
 def test_unmeasured_typicality_never_makes_a_flip():
@@ -104,7 +132,7 @@ def test_the_tail_finds_poison_that_no_candidate_holds(make_blobs, nearest_centr
     assert result.poisoned_classes == (2,)
     report = result.class_report(2)
     assert report.reason.startswith("tail") and report.suspected_source == 0
-    assert report.scores["tail_cohesive"] >= TAIL_MIN_COHESIVE
+    assert report.scores["tail_clump"] >= TAIL_MIN_COHESIVE
     flagged = set(result.flagged_indices)
     assert len(flagged & set(blobs.poison_ids)) >= 0.9 * len(blobs.poison_ids)
     # Without the retrain's embedding there is no typicality, so no tail is judged.

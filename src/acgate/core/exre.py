@@ -34,7 +34,7 @@ from acgate.core.evidence import (
     smallest_cluster,
 )
 from acgate.core.result import NO_VALUE
-from acgate.core.tail import TAIL_GROUP, TailVerdict, tail_members, tail_verdict
+from acgate.core.tail import TAIL_GROUP, TailVerdict, tail_members, tail_verdict, whitened
 
 logger = logging.getLogger(__name__)
 
@@ -448,7 +448,8 @@ def _tail_scores(tail: TailVerdict | None) -> dict[str, float]:
     """The tail's counts for the class report (none when the tail was not measured)."""
     if tail is None:
         return {}
-    return {"tail_flips": float(tail.flips.sum()), "tail_cohesive": float(tail.cohesive.sum())}
+    return {"tail_flips": float(tail.flips.sum()), "tail_cohesive": float(tail.cohesive.sum()),
+            "tail_clump": float(tail.clump.sum())}
 
 
 def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdict],
@@ -463,19 +464,17 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
     if not verdicts:
         return _no_candidate_judgement(clustering, used, tail)
     flagged = np.zeros(n_class, dtype=bool)
-    sample_sources = np.full(n_class, NO_VALUE, dtype=np.int64)
+    sample_sources = _candidate_sources(verdicts, n_class)
     for verdict in verdicts:
-        sample_sources[verdict.members] = verdict.outcome.predicted
         if verdict.poisoned:
             # Per-sample refinement: a member still classified as its own label is kept.
             flagged[verdict.members[verdict.outcome.predicted != label]] = True
     is_poisoned = any(v.poisoned for v in verdicts)
     if tail_poisoned:
-        # Beside a poison candidate, only the tail's cohesive flips join it: its other rows
-        # sent away are the class's ordinary hard cases.
-        cohesive = tail.members[tail.cohesive]
-        flagged[cohesive] = True
-        sample_sources[cohesive] = tail_outcome.predicted[tail.cohesive]
+        # Beside a poison candidate, the tail's clump joins it (the rows within its reach).
+        reach = tail.members[tail.reach]
+        flagged[reach] = True
+        sample_sources[reach] = tail_outcome.predicted[tail.reach]
     # The class is reported through its most poison-like candidate (lowest l/p); when it is
     # poisoned, through the most poison-like of the candidates judged poison.
     worst = min([v for v in verdicts if v.poisoned] or verdicts,
@@ -502,14 +501,12 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
 
 def _tail_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdict],
                     tail: TailVerdict, tail_outcome: ExReOutcome) -> ClassJudgement:
-    """A class whose poison only its tail shows: every tail row the retrain sent away."""
+    """A class whose poison only its tail shows: the tail rows sent away in its clump's reach."""
     label = clustering.label
     n_class = len(clustering.positions)
     flagged = np.zeros(n_class, dtype=bool)
-    flagged[tail.members[tail.sent_away]] = True
-    sample_sources = np.full(n_class, NO_VALUE, dtype=np.int64)
-    for verdict in verdicts:
-        sample_sources[verdict.members] = verdict.outcome.predicted
+    flagged[tail.members[tail.reach]] = True
+    sample_sources = _candidate_sources(verdicts, n_class)
     sample_sources[tail.members] = tail_outcome.predicted
     suspicious = int(np.bincount(clustering.clusters[flagged]).argmax())
     scores = membership_scores(clustering, suspicious)
@@ -526,6 +523,14 @@ def _tail_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdic
                 **_tail_scores(tail)},
         sample_sources=sample_sources,
     )
+
+
+def _candidate_sources(verdicts: Sequence[_GroupVerdict], n_class: int) -> np.ndarray:
+    """Per row of the class, where the retrain sent it (:data:`NO_VALUE`: in no candidate)."""
+    sample_sources = np.full(n_class, NO_VALUE, dtype=np.int64)
+    for verdict in verdicts:
+        sample_sources[verdict.members] = verdict.outcome.predicted
+    return sample_sources
 
 
 def _named_scores(clustering: ClassClustering, worst: _GroupVerdict,
@@ -653,7 +658,7 @@ def judge_exre(clusterings: Sequence[ClassClustering],
                                                     leave_out=leave_out)
     typicality = _typicality(groups, outcomes, labels, retrain, leave_out,
                              evidence.random_state)
-    tails, tail_outcomes, tail_typicality = _tails(judged, groups, leave_out, evidence)
+    tails = _tails(judged, groups, leave_out, evidence)
     judgements: dict[int, ClassJudgement] = {}
     for clustering in judged:
         label = clustering.label
@@ -662,20 +667,13 @@ def judge_exre(clusterings: Sequence[ClassClustering],
             _judge_group(group, members, nested, description, outcomes[(label, group)], used,
                          len(clustering.positions), confusion_of, typicality.get((label, group)))
             for group, (members, nested, description) in candidates[label].items()]
-        tail, tail_outcome = None, tail_outcomes.get((label, TAIL_GROUP))
-        if tail_outcome is not None:
-            tail = tail_verdict(clustering.reduced, tails[label], label, tail_outcome.predicted,
-                                tail_outcome.max_probability,
-                                tail_typicality.get((label, TAIL_GROUP),
-                                                    np.full(len(tails[label]), np.nan)))
+        tail, tail_outcome = tails.get(label, (None, None))
         judgements[label] = _class_judgement(clustering, verdicts, tail, tail_outcome, used)
     return judgements
 
 
 def _tails(judged: Sequence[ClassClustering], groups: Groups, leave_out: np.ndarray | None,
-           evidence: Evidence) -> tuple[dict[int, np.ndarray],
-                                        dict[tuple[int, int], ExReOutcome],
-                                        dict[tuple[int, int], np.ndarray]]:
+           evidence: Evidence) -> dict[int, tuple[TailVerdict, ExReOutcome]]:
     """Every class's tail, judged by a second retrain without the tails and the candidates.
 
     A retrain of its own: leaving 20% of every class out of the candidates' retrain as well
@@ -685,22 +683,29 @@ def _tails(judged: Sequence[ClassClustering], groups: Groups, leave_out: np.ndar
     the retrain's activations (the flips' typicality); without them no tail is judged.
 
     Returns:
-        The tails (class-local indices by label), their outcomes and their typicality.
+        By label, the tail's verdict and the retrain's outcome on its rows.
     """
     retrain = evidence.retrain_and_predict
     if getattr(retrain, "activations", None) is None:
-        return {}, {}, {}
-    tails = {c.label: tail_members(c.reduced) for c in judged if c.reduced is not None}
-    tail_groups = {(c.label, TAIL_GROUP): (c.label, c.positions[tails[c.label]])
-                   for c in judged if c.label in tails}
+        return {}
+    spaces = {c.label: whitened(c.reduced) for c in judged if c.reduced is not None}
+    members = {label: tail_members(space) for label, space in spaces.items()}
+    tail_groups = {(c.label, TAIL_GROUP): (c.label, c.positions[members[c.label]])
+                   for c in judged if c.label in members}
     if not tail_groups:
-        return {}, {}, {}
+        return {}
     kept_out = np.flatnonzero(~retrain_mask(groups, len(evidence.labels), leave_out))
     outcomes = exclusionary_reclassification_groups(tail_groups, len(evidence.labels), retrain,
                                                     leave_out=kept_out)
     typicality = _typicality(tail_groups, outcomes, evidence.labels, retrain, kept_out,
                              evidence.random_state)
-    return tails, outcomes, typicality
+    tails = {}
+    for label, space in spaces.items():
+        outcome = outcomes[(label, TAIL_GROUP)]
+        typical = typicality.get((label, TAIL_GROUP), np.full(len(members[label]), np.nan))
+        tails[label] = (tail_verdict(space, members[label], label, outcome.predicted,
+                                     outcome.max_probability, typical), outcome)
+    return tails
 
 
 def _confusion_test(groups: Groups, evidence: Evidence) -> Callable[[int, int], float] | None:

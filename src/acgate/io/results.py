@@ -200,9 +200,9 @@ def result_metrics(result: DetectionResult) -> dict[str, float]:
     Per class ``c``: ``silhouette/<c>``, ``size_ratio/<c>``, ``exre/<c>``, ``source_share/<c>``,
     ``confusion/<c>``, ``confidence/<c>`` and ``typicality/<c>`` (how surely the judged
     candidate went to its source, in classes of at least
-    :data:`acgate.core.exre.ONE_SOURCE_SURE_MIN_CLASS_ROWS` rows), ``tail_flips/<c>`` and
-    ``tail_cohesive/<c>`` (the class's tail, see :mod:`acgate.core.tail`; each only when
-    measured and finite), ``flagged/<c>`` (count),
+    :data:`acgate.core.exre.ONE_SOURCE_SURE_MIN_CLASS_ROWS` rows), ``tail_flips/<c>``,
+    ``tail_cohesive/<c>`` and ``tail_clump/<c>`` (the class's tail, see
+    :mod:`acgate.core.tail`; each only when measured and finite), ``flagged/<c>`` (count),
     ``poisoned/<c>`` and ``skipped/<c>`` (1 or 0). Totals: ``n_samples``, ``n_flagged``,
     ``n_poisoned_classes``, ``n_skipped_classes``, ``n_classes``.
     """
@@ -219,6 +219,7 @@ def result_metrics(result: DetectionResult) -> dict[str, float]:
             ("typicality", report.scores.get("typicality")),
             ("tail_flips", report.scores.get("tail_flips")),
             ("tail_cohesive", report.scores.get("tail_cohesive")),
+            ("tail_clump", report.scores.get("tail_clump")),
         ):
             if value is not None and np.isfinite(value):
                 metrics[f"{prefix}/{c}"] = float(value)

@@ -47,7 +47,8 @@ _FLOAT_METRICS = (("silhouette", "silhouette"), ("size_ratio", "size_ratio"), ("
 #: compared when the class's entry has the field.
 _NEWER_FLOAT_METRICS = (("source_share", "source_share"), ("confusion", "confusion"),
                         ("confidence", "confidence"), ("typicality", "typicality"),
-                        ("tail_flips", "tail_flips"), ("tail_cohesive", "tail_cohesive"))
+                        ("tail_flips", "tail_flips"), ("tail_cohesive", "tail_cohesive"),
+                        ("tail_clump", "tail_clump"))
 _COUNT_METRICS = (("poisoned", None), ("skipped", None), ("flagged", "n_flagged"))
 _VERDICTS = ("clean", "poisoned", "skipped")
 
@@ -86,8 +87,8 @@ def classes_document(
         ``verdict``, ``n_samples``, ``n_flagged``, ``skipped``, ``suspected_source``,
         ``reason``, ``silhouette``, ``size_ratio``, ``exre``, ``source_share``, ``confusion``
         ``confidence``, ``typicality`` (the exclusionary-reclassification numbers of the
-        judged candidate), ``tail_flips``,
-        ``tail_cohesive`` (the class's tail, :mod:`acgate.core.tail`), ``thresholds``
+        judged candidate), ``tail_flips``, ``tail_cohesive``,
+        ``tail_clump`` (the class's tail, :mod:`acgate.core.tail`), ``thresholds``
         (the thresholds the class was judged with, by :class:`acgate.core.analyses.Thresholds`
         field name: the promotion gate replays the scan's rule with them); non-finite numbers
         are ``null``, as in the metrics, where they are not logged).
@@ -115,6 +116,7 @@ def classes_document(
             "typicality": _finite(report.scores.get("typicality")),
             "tail_flips": _finite(report.scores.get("tail_flips")),
             "tail_cohesive": _finite(report.scores.get("tail_cohesive")),
+            "tail_clump": _finite(report.scores.get("tail_clump")),
             "thresholds": _thresholds_entry(report.label, report.thresholds),
         })
     return {
