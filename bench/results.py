@@ -49,16 +49,22 @@ through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activat
 
 ### Findings (2026-12-02; tables have the numbers)
 
-- **All-to-one and other triggers, issue 18** (section `attack_matrix`, 2026-12-03, MNIST 20k,
-  seeds 0-2, the Intel Xeon 2-core machine): the class's *tail* (20% farthest from its centre,
-  judged by a second retrain) finds all-to-one BadNets at 1%: F1 0.956 / 0.967 / 0.998 (was
-  0.39-0.97, mean 0.74), at 3% 0.980-0.997, at 0.5% 0.72-0.85 (was 0.00); SIG, checker and
-  blended triggers at 1% are found on every seed (F1 0.32-0.98: low precision where the tail
-  flags more than the poison, one clean tail flagged beside the blend). A one-source candidate
-  of a class of >= 1,000 rows must now go to its source with mean confidence >= 0.9 (poison
-  0.92-1.00, the clean class-7 clusters that raised false alarms 0.85-0.89): unpoisoned MNIST
-  runs flag nothing on 3 seeds (was class 7 on seeds 1 and 2). All-to-all 5 / 10 / 33%, blend
-  and warp 10% stay at 0.95-0.996 (seed 0).
+- **All-to-one and other triggers, issue 18** (section `attack_matrix`, 2026-12-03, MNIST and
+  Fashion-MNIST 20k, Rotten Tomatoes, seeds 0-2, the Intel Xeon 2-core machine): the class's
+  *tail* (20% farthest from its centre, judged by a second retrain) is poison when the rows it
+  sends away form a *clump* (>= 50% of their 10 neighbours cohesive flips; >= 2% of the class),
+  and only the clump's reach is flagged. Clean MNIST classes make clumps of at most 30 rows,
+  poisoned ones 126-196 (cohesive flips alone: 65 clean vs 111 poisoned, a clean class flagged).
+  All-to-one BadNets 1%: F1 0.985 / 0.957 / 0.998 (was 0.39-0.97, mean 0.74), 3% 0.989-0.997,
+  0.5% 0.85-0.93 (was 0.00); checker 1% 0.945-1.000; SIG 1% 0.956 / 0.800 / 0.873 and blend 1%
+  0.934 / 0.900 / 0.815 (every tail row sent away flagged before: 0.78-0.87 and 0.58-0.90). A
+  text signature at 3% of the target class: 0.79-0.97 (was 0.00). Fashion-MNIST BadNets 1%
+  0.65-0.95; blended 1% not found (0.00-0.18: the poison's clump is 42 rows of 45 needed, and a
+  natural sneaker / ankle-boot clump or candidate is flagged on 2 seeds). A one-source
+  candidate of a class of >= 1,000 rows must go to its source with mean confidence >= 0.9
+  (poison 0.92-1.00, the clean class-7 clusters that raised false alarms 0.85-0.89). Unpoisoned
+  MNIST, Fashion-MNIST and Rotten Tomatoes flag nothing on 3 seeds each. All-to-all 5 / 10 /
+  33%, blend and warp 10%: 0.960 / 0.987 / 0.997 / 0.988 / 0.949 (seed 0).
 - **Candidates** (section `candidates`, the table that chose the default): exclusionary
   reclassification now judges *stable* clusters (k = 2..4, kept when the k + 1 clustering keeps
   their boundary) plus stable sub-clusters inside them, with a natural-confusion test and source
