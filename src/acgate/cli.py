@@ -110,10 +110,25 @@ def _add_output_options(parser: argparse.ArgumentParser, help_text: str) -> None
                              "are replaced, every other file is kept")
 
 
+#: The environment variables every MLflow user sets, honoured when the flags are not given.
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"
+#: The experiment of a scan when neither ``--experiment`` nor ``$MLFLOW_EXPERIMENT_NAME`` is set.
+DEFAULT_EXPERIMENT = "acgate"
+
+
+def _experiment(args: argparse.Namespace) -> str:
+    """The scan's experiment: the flag, else ``$MLFLOW_EXPERIMENT_NAME``, else 'acgate'."""
+    return getattr(args, "experiment", None) or os.environ.get(EXPERIMENT_ENV) or DEFAULT_EXPERIMENT
+
+
 def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: sqlite store under ./mlruns)")
-    parser.add_argument("--experiment", default="acgate", help="MLflow experiment name")
+                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a "
+                             "SQLite store under ./mlruns)")
+    parser.add_argument("--experiment", default=None,
+                        help=f"MLflow experiment name (default: ${EXPERIMENT_ENV}, else "
+                             f"'{DEFAULT_EXPERIMENT}')")
     parser.add_argument("--no-mlflow", action="store_true", help="do not track the run")
 
 
@@ -213,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset fingerprint the scan was made on (checked)")
     repair.add_argument("--seed", type=int, default=0)
     repair.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI: log the repair as a run (off when omitted)")
+                        help="MLflow tracking URI: log the repair as a run (default: "
+                             "$MLFLOW_TRACKING_URI; off when neither is set)")
     repair.add_argument("--scan-run-id", default=None,
                         help="the scan's MLflow run: the repair run becomes its child")
 
@@ -222,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--model-version", required=True)
     gate.add_argument("--run-id", required=True)
     gate.add_argument("--alias", default="champion")
-    gate.add_argument("--tracking-uri", required=True)
+    gate.add_argument("--tracking-uri", default=None,
+                      help="MLflow tracking URI of the registry and the scan run (default: "
+                           "$MLFLOW_TRACKING_URI; one of the two is required)")
     gate.add_argument("--silhouette-threshold", type=float, default=None)
     gate.add_argument("--size-threshold", type=float, default=None)
     gate.add_argument("--allow-skipped", action="store_true")
@@ -240,10 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _tracking_uri(args: argparse.Namespace) -> str | None:
+    """Where a scan is tracked: the flag, else ``$MLFLOW_TRACKING_URI``, else ./mlruns."""
     if getattr(args, "no_mlflow", False):
         return None
-    if args.tracking_uri:
-        return args.tracking_uri
+    if args.tracking_uri or os.environ.get(TRACKING_URI_ENV):
+        return args.tracking_uri or os.environ[TRACKING_URI_ENV]
     from acgate.mlflow import default_tracking_uri
 
     folder = Path("mlruns")
@@ -305,7 +324,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from acgate.scan import run_scan
 
     outcome = run_scan(args.dataset, args.out, _config(args), tracking_uri=_tracking_uri(args),
-                       experiment=args.experiment, modality=args.modality,
+                       experiment=_experiment(args), modality=args.modality,
                        report=not args.no_report, overwrite=args.overwrite)
     print(format_class_table(outcome.result))
     print(f"outputs: {outcome.out_dir}" + (f"  mlflow run: {outcome.run_id}"
@@ -484,10 +503,11 @@ def cmd_repair(args: argparse.Namespace) -> int:
             print(f"{when:>6}: clean accuracy {m['clean_accuracy']:.3f}, attack success "
                   f"{m['attack_success_rate']:.3f}")
     print(f"outputs: {args.out}")
-    if args.tracking_uri:
+    tracking_uri = args.tracking_uri or os.environ.get(TRACKING_URI_ENV)
+    if tracking_uri:
         from acgate.mlflow import log_repair
 
-        run_id = log_repair(report, tracking_uri=args.tracking_uri,
+        run_id = log_repair(report, tracking_uri=tracking_uri,
                             scan_run_id=args.scan_run_id, artifacts_dir=args.out)
         print(f"mlflow run: {run_id}")
     return EXIT_CLEAN
@@ -502,7 +522,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
     """
     from acgate.mlflow import promote
 
-    decision = promote(tracking_uri=args.tracking_uri, run_id=args.run_id,
+    tracking_uri = args.tracking_uri or os.environ.get(TRACKING_URI_ENV)
+    if not tracking_uri:
+        raise ValueError(f"no MLflow tracking URI: pass --tracking-uri or set "
+                         f"${TRACKING_URI_ENV}")
+    decision = promote(tracking_uri=tracking_uri, run_id=args.run_id,
                        model_name=args.model_name, model_version=args.model_version,
                        alias=args.alias, silhouette_threshold=args.silhouette_threshold,
                        size_threshold=args.size_threshold, allow_skipped=args.allow_skipped)
@@ -544,7 +568,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"{int(poisoned.columns['is_poison'].sum())} poison (BadNets, l -> l+1, "
               f"{args.rate:.0%} of each class) -> {data_path}")
         outcome = run_scan(data_path, args.out / "scan", ScanConfig(seed=args.seed),
-                           tracking_uri=tracking_uri)
+                           tracking_uri=tracking_uri, experiment=_experiment(args))
     print(format_class_table(outcome.result))
     table, _ = evaluation_table(outcome.result, poisoned.columns["is_poison"])
     print("\nagainst the ground truth (never used for detection):")
