@@ -64,7 +64,10 @@ through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activat
   candidate of a class of >= 1,000 rows must go to its source with mean confidence >= 0.9
   (poison 0.92-1.00, the clean class-7 clusters that raised false alarms 0.85-0.89). Unpoisoned
   MNIST, Fashion-MNIST and Rotten Tomatoes flag nothing on 3 seeds each. All-to-all 5 / 10 /
-  33%, blend and warp 10%: 0.960 / 0.987 / 0.997 / 0.988 / 0.949 (seed 0).
+  33%, blend and warp 10%: 0.960 / 0.987 / 0.997 / 0.988 / 0.949 (seed 0). ART 1.20.1 on the
+  same activations (MNIST all-to-one 1%, Fashion blend, text 3%): ActivationDefence F1
+  0.02-0.07 (it flags every class), spectral signature 0.00-0.06 (0.00-0.48 told the true
+  poison share).
 - **Candidates** (section `candidates`, the table that chose the default): exclusionary
   reclassification now judges *stable* clusters (k = 2..4, kept when the k + 1 clustering keeps
   their boundary) plus stable sub-clusters inside them, with a natural-confusion test and source
