@@ -257,12 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _given_tracking_uri(args: argparse.Namespace) -> str | None:
+    """The tracking URI the user gave: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``."""
+    return args.tracking_uri or os.environ.get(TRACKING_URI_ENV) or None
+
+
 def _tracking_uri(args: argparse.Namespace) -> str | None:
-    """Where a scan is tracked: the flag, else ``$MLFLOW_TRACKING_URI``, else ./mlruns."""
+    """Where a scan is tracked: the URI the user gave, else a SQLite store under ./mlruns."""
     if getattr(args, "no_mlflow", False):
         return None
-    if args.tracking_uri or os.environ.get(TRACKING_URI_ENV):
-        return args.tracking_uri or os.environ[TRACKING_URI_ENV]
+    given = _given_tracking_uri(args)
+    if given:
+        return given
     from acgate.mlflow import default_tracking_uri
 
     folder = Path("mlruns")
@@ -503,7 +509,7 @@ def cmd_repair(args: argparse.Namespace) -> int:
             print(f"{when:>6}: clean accuracy {m['clean_accuracy']:.3f}, attack success "
                   f"{m['attack_success_rate']:.3f}")
     print(f"outputs: {args.out}")
-    tracking_uri = args.tracking_uri or os.environ.get(TRACKING_URI_ENV)
+    tracking_uri = _given_tracking_uri(args)
     if tracking_uri:
         from acgate.mlflow import log_repair
 
@@ -522,7 +528,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     """
     from acgate.mlflow import promote
 
-    tracking_uri = args.tracking_uri or os.environ.get(TRACKING_URI_ENV)
+    tracking_uri = _given_tracking_uri(args)
     if not tracking_uri:
         raise ValueError(f"no MLflow tracking URI: pass --tracking-uri or set "
                          f"${TRACKING_URI_ENV}")
