@@ -8,7 +8,14 @@ import pytest
 
 from acgate.core import detect
 from acgate.core.clustering import cluster_class
-from acgate.core.detect import SOURCE_SHARE_THRESHOLD
+from acgate.core.detect import (
+    MULTI_SOURCE_CONFIDENCE,
+    MULTI_SOURCE_WIDE_CONFIDENCE,
+    MULTI_SOURCE_WIDE_TYPICALITY,
+    SOURCE_SHARE_THRESHOLD,
+    ExReOutcome,
+)
+from acgate.core.exre import _flagging, _GroupVerdict, _multi_source, effective_classes
 
 
 def _class_with_modes(rng, centres, sizes, spread=1.0):
@@ -177,3 +184,58 @@ def test_a_mode_between_classes_stays_clean_even_with_the_typicality_test(
                                         np.column_stack([np.zeros(len(x)), x]), y)
     result = detect(x, y, analysis="exre", retrain_and_predict=retrain)
     assert result.poisoned_classes == ()
+
+
+def _left_out(predicted, confidence, label=9):
+    predicted = np.asarray(predicted)
+    counts = np.bincount(predicted[predicted != label], minlength=label + 1)
+    source = int(counts.argmax())
+    n_own = int((predicted == label).sum())
+    return ExReOutcome(label=label, cluster=0, n_own=n_own, n_other=int(counts[source]),
+                       source=source, score=n_own / max(int(counts[source]), 1),
+                       own_probability=np.zeros(len(predicted)), predicted=predicted,
+                       max_probability=np.full(len(predicted), confidence))
+
+
+def test_effective_classes_counts_equal_shares():
+    assert effective_classes(np.array([3, 3, 3])) == pytest.approx(1.0)
+    assert effective_classes(np.repeat(np.arange(9), 20)) == pytest.approx(9.0)
+    assert effective_classes(np.array([0, 0, 0, 1])) == pytest.approx(1.6)
+    assert effective_classes(np.array([], dtype=int)) == 0.0
+
+
+def test_poison_spread_over_many_sources_needs_less_confidence():
+    # All-to-one poison on overlapping classes: nine sources, reached at confidence 0.7.
+    spread = _left_out(np.repeat(np.arange(9), 20), confidence=0.7)
+    typical = np.full(180, 0.3)
+    why, wide = _multi_source(spread, 180, SOURCE_SHARE_THRESHOLD, typical)
+    assert "9.0 effective classes" in why and wide == pytest.approx(9.0)
+    # The same confidence is not enough for rows that leave for two neighbours ...
+    two = _left_out(np.repeat([0, 1], [110, 70]), confidence=0.7)
+    assert _multi_source(two, 180, SOURCE_SHARE_THRESHOLD, typical) is None
+    # ... nor for widely scattered rows that lie between classes (atypical everywhere) ...
+    assert _multi_source(spread, 180, SOURCE_SHARE_THRESHOLD,
+                         np.full(180, MULTI_SOURCE_WIDE_TYPICALITY / 2)) is None
+    # ... nor for wide scatter at a confidence below the wide cut.
+    unsure = _left_out(np.repeat(np.arange(9), 20), confidence=MULTI_SOURCE_WIDE_CONFIDENCE - 0.1)
+    assert _multi_source(unsure, 180, SOURCE_SHARE_THRESHOLD, typical) is None
+    # Three sources reached surely stay the confident rule's case.
+    sure = _left_out(np.repeat([0, 1, 2], 60), confidence=MULTI_SOURCE_CONFIDENCE + 0.05)
+    why, wide = _multi_source(sure, 180, SOURCE_SHARE_THRESHOLD, typical)
+    assert "effective" not in why and wide is None
+
+
+def _verdict(members, spread, poisoned=True, label=9):
+    members = np.asarray(members)
+    outcome = _left_out(np.zeros(len(members), dtype=int), confidence=0.7, label=label)
+    return _GroupVerdict(0, members, outcome, poisoned, 1.0, None, "", spread=spread)
+
+
+def test_of_overlapping_wide_candidates_only_the_widest_is_flagged():
+    # Nested candidates accepted by their spread: the wider holds less of the clean neighbours.
+    wide, wider = _verdict(np.arange(0, 300), 6.3), _verdict(np.arange(0, 200), 6.8)
+    apart = _verdict(np.arange(400, 450), 5.1)       # no overlap: flagged as well
+    confident = _verdict(np.arange(100, 250), None)  # the confident rules keep their union
+    cleared = _verdict(np.arange(500, 600), 7.0, poisoned=False)
+    kept = _flagging([wide, wider, apart, confident, cleared])
+    assert [id(v) for v in kept] == [id(confident), id(wider), id(apart)]

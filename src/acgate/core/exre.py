@@ -72,6 +72,18 @@ MULTI_SOURCE_MIN_CLASSES = 2
 #: mode of a class with no other home lies between classes, far from every centre, however
 #: confidently a model assigns it.
 MULTI_SOURCE_TYPICALITY = 0.05
+#: A candidate whose rows spread over many classes needs less confidence: at least this
+#: effective number of destination classes (the inverse Simpson index of the rows sent
+#: elsewhere: 9 equal sources give 9, one source 1) ...
+MULTI_SOURCE_WIDE_CLASSES = 5.0
+#: ... with at least this mean confidence ...
+MULTI_SOURCE_WIDE_CONFIDENCE = 0.6
+#: ... and this median typicality. All-to-one poison on Fashion-MNIST, whose classes overlap,
+#: goes to its nine sources at mean confidence 0.64-0.87 (effective classes 5.3-8.6); the
+#: natural modes that leave a clean Fashion-MNIST, MNIST or digits class go to one or two
+#: neighbours (effective classes <= 3.4, bench/RESULTS.md "attack_matrix"); the few that scatter
+#: wider lie between classes (typicality <= 0.06).
+MULTI_SOURCE_WIDE_TYPICALITY = 0.1
 #: In classes of at least this many rows, the one-source rule also asks how surely the rows a
 #: candidate sends to its suspected source go there: with at least this mean confidence ...
 #: (MNIST 20k, bench/RESULTS.md "attack_matrix": one-source poison candidates of all-to-all
@@ -347,6 +359,8 @@ class _GroupVerdict:
     text: str
     confidence: float | None = None
     typicality: float | None = None
+    #: The effective number of destination classes when the wide multi-source rule decided.
+    spread: float | None = None
 
 
 def _judge_group(group: int, members: np.ndarray, nested: bool, description: str,
@@ -360,9 +374,10 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
     confusion = None
     sure: tuple[float | None, float | None] = (None, None)
     multi = _multi_source(outcome, len(members), needed, typicality)
+    spread = None
     if multi is not None:
         poisoned = True
-        why = multi
+        why, spread = multi
     else:
         if (outcome.score < used.exre and source_share >= needed and confusion_of is not None
                 and outcome.source is not None):
@@ -378,7 +393,7 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
             f"{outcome.n_own} classified as {label}, {elsewhere}; {why} -> "
             f"{'poison' if poisoned else 'legitimate'}")
     return _GroupVerdict(group, members, outcome, poisoned, source_share, confusion, text,
-                         *sure)
+                         *sure, spread=spread)
 
 
 def _sureness(outcome: ExReOutcome, typicality: np.ndarray | None
@@ -399,8 +414,13 @@ def _sureness(outcome: ExReOutcome, typicality: np.ndarray | None
 
 
 def _multi_source(outcome: ExReOutcome, n_members: int, needed: float,
-                  typicality: np.ndarray | None) -> str | None:
+                  typicality: np.ndarray | None) -> tuple[str, float | None] | None:
     """Why a candidate is multi-source poison (see :data:`MULTI_SOURCE_OWN_SHARE`), or None.
+
+    Returns:
+        The reason, and the effective number of destination classes when only the wide rule
+        (:data:`MULTI_SOURCE_WIDE_CLASSES`) accepts the candidate (else ``None``); ``None`` when
+        the candidate is not multi-source poison.
 
     Without ``typicality`` (a retrain that cannot give its activations) the rule is off: the
     retrain's confidence alone does not tell a between-classes mode from source samples.
@@ -415,15 +435,33 @@ def _multi_source(outcome: ExReOutcome, n_members: int, needed: float,
         return None
     confidence = float(outcome.max_probability[elsewhere].mean())
     typical = float(np.median(typicality[elsewhere]))
-    logger.debug("class %s candidate of %d: own %.2f, %d other classes, confidence %.2f, "
-                 "typicality %.2f", outcome.label, n_members, own_share, len(classes),
-                 confidence, typical)
-    if confidence < MULTI_SOURCE_CONFIDENCE or typical < MULTI_SOURCE_TYPICALITY:
+    spread = effective_classes(outcome.predicted[elsewhere])
+    logger.debug("class %s candidate of %d: own %.2f, %d other classes (effective %.1f), "
+                 "confidence %.2f, typicality %.2f", outcome.label, n_members, own_share,
+                 len(classes), spread, confidence, typical)
+    wide = None
+    if confidence >= MULTI_SOURCE_CONFIDENCE and typical >= MULTI_SOURCE_TYPICALITY:
+        how = (f"with mean confidence {confidence:.2f} (>= {MULTI_SOURCE_CONFIDENCE:g}) and "
+               f"median typicality {typical:.2f} (>= {MULTI_SOURCE_TYPICALITY:g})")
+    elif (spread >= MULTI_SOURCE_WIDE_CLASSES and confidence >= MULTI_SOURCE_WIDE_CONFIDENCE
+          and typical >= MULTI_SOURCE_WIDE_TYPICALITY):
+        wide = spread
+        how = (f"spread as {spread:.1f} effective classes (>= {MULTI_SOURCE_WIDE_CLASSES:g}) "
+               f"with mean confidence {confidence:.2f} (>= {MULTI_SOURCE_WIDE_CONFIDENCE:g}) and "
+               f"median typicality {typical:.2f} (>= {MULTI_SOURCE_WIDE_TYPICALITY:g})")
+    else:
         return None
     return (f"{own_share:.0%} classified as {outcome.label} (<= {MULTI_SOURCE_OWN_SHARE:.0%}), "
-            f"the rest as {len(classes)} other classes with mean confidence {confidence:.2f} "
-            f"(>= {MULTI_SOURCE_CONFIDENCE:g}) and median typicality {typical:.2f} (>= "
-            f"{MULTI_SOURCE_TYPICALITY:g}): samples of several source classes")
+            f"the rest as {len(classes)} other classes {how}: samples of several source "
+            f"classes"), wide
+
+
+def effective_classes(predicted: np.ndarray) -> float:
+    """The effective number of classes among ``predicted`` (inverse Simpson index; 0 if empty)."""
+    if not len(predicted):
+        return 0.0
+    shares = np.unique(predicted, return_counts=True)[1] / len(predicted)
+    return float(1.0 / np.sum(shares ** 2))
 
 
 def _no_candidate_judgement(clustering: ClassClustering, used: Thresholds,
@@ -465,10 +503,9 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
         return _no_candidate_judgement(clustering, used, tail)
     flagged = np.zeros(n_class, dtype=bool)
     sample_sources = _candidate_sources(verdicts, n_class)
-    for verdict in verdicts:
-        if verdict.poisoned:
-            # Per-sample refinement: a member still classified as its own label is kept.
-            flagged[verdict.members[verdict.outcome.predicted != label]] = True
+    for verdict in _flagging(verdicts):
+        # Per-sample refinement: a member still classified as its own label is kept.
+        flagged[verdict.members[verdict.outcome.predicted != label]] = True
     is_poisoned = any(v.poisoned for v in verdicts)
     if tail_poisoned:
         # Beside a poison candidate, the tail's clump joins it (the rows within its reach).
@@ -497,6 +534,23 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
         scores={**_named_scores(clustering, worst, share), **_tail_scores(tail)},
         sample_sources=sample_sources,
     )
+
+
+def _flagging(verdicts: Sequence[_GroupVerdict]) -> list[_GroupVerdict]:
+    """The poisoned candidates whose rows are flagged.
+
+    Of overlapping candidates that only the wide multi-source rule accepted, the widest: clean
+    rows that join the poison go to one or two neighbours and narrow the spread (Fashion-MNIST
+    all-to-one, bench/RESULTS.md "attack_matrix": the widest of nested candidates held the same
+    poison and 15-190 fewer clean rows).
+    """
+    poisoned = [v for v in verdicts if v.poisoned]
+    widest_first = sorted((v for v in poisoned if v.spread is not None), key=lambda v: -v.spread)
+    kept: list[_GroupVerdict] = []
+    for verdict in widest_first:
+        if not any(np.intersect1d(verdict.members, k.members).size for k in kept):
+            kept.append(verdict)
+    return [v for v in poisoned if v.spread is None] + kept
 
 
 def _tail_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdict],
