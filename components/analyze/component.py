@@ -50,8 +50,8 @@ def analyze(
         clusterings: One clustering per class (``dsl.Collected`` over the ``cluster`` tasks).
         samples: Per-sample result, schema ``samples/1`` (``index``, ``is_poison``, ...).
         classes: Per-class result, schema ``classes/1``.
-        metrics: The scan's numbers, named as in MLflow
-            (:func:`acgate.io.results.result_metrics`).
+        metrics: The scan's numbers, named as in MLflow (:func:`acgate.stages.scan_metrics`:
+            the result's and the proxy's).
         report: Self-contained HTML report.
         dataset_uri: The dataset's original URI (recorded in MLflow and the report title).
         reducer: As given to ``cluster``.
@@ -92,12 +92,12 @@ def analyze(
     import tempfile
     from collections import namedtuple
 
-    from acgate.io.results import result_metrics
     from acgate.stages import (
         analyze_stage,
         begin_step,
         copy_file,
         log_metrics,
+        scan_metrics,
         step_config,
         track_scan,
     )
@@ -114,7 +114,7 @@ def analyze(
         copy_file(outcome.files["samples"], samples.path)
         copy_file(outcome.files["classes"], classes.path)
         copy_file(outcome.files["report.html"], report.path)
-    log_metrics(metrics, result_metrics(outcome.result))
+    log_metrics(metrics, scan_metrics(outcome))
     verdict = outcome.result.verdict
     samples.metadata.update({"verdict": verdict, "run_id": run_id,
                              "dataset_sha256": dataset_sha256 or ""})

@@ -31,7 +31,8 @@ def train_proxy(
             path or a ``file://``, ``s3://``, ``gs://`` URI.
         dataset: The validated copy (every later step reads this one).
         model: The proxy: a folder with ``model.pt``, ``model.json`` (and ``vocab.json``).
-        metrics: Training statistics (``final_loss``, ``train_accuracy``, ...).
+        metrics: Training statistics (``final_loss``, ``train_accuracy``, ...; and
+            ``attack_success``, ``attack_success_rows`` when the dataset records its attack).
         seed: Seed of every random step.
         proxy: ``"auto"`` (CNN for images, Kim's text CNN for text), ``"cnn"``, ``"mlp"`` or
             ``"textcnn"``.

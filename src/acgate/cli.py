@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +308,26 @@ def format_class_table(result: Any) -> str:
     return "\n".join(lines)
 
 
+def format_proxy_summary(proxy: Mapping[str, Any] | None) -> str | None:
+    """The proxy's lines printed by ``scan`` under the class table (``None`` without a proxy).
+
+    Train accuracy, the attack success of the recorded trigger when the dataset records one,
+    and a ``warning:`` line when it is below :data:`acgate.scan.WEAK_ATTACK_SUCCESS` (the proxy
+    never learned the backdoor; the verdict and exit code stay as they are).
+    """
+    from acgate.scan import weak_proxy_warning
+
+    if proxy is None:
+        return None
+    accuracy = proxy.get("train_accuracy")
+    line = "proxy: train accuracy " + ("-" if accuracy is None else f"{accuracy:.3f}")
+    if proxy.get("attack_success") is not None:
+        line += (f"; attack success of the recorded trigger {proxy['attack_success']:.3f} on "
+                 f"{proxy.get('attack_success_rows', '-')} triggered rows")
+    warning = weak_proxy_warning(proxy)
+    return line if warning is None else f"{line}\nwarning: {warning}"
+
+
 def exit_code_help() -> str:
     """The exit-code table of ``acgate --help`` (from :data:`acgate.errors.EXIT_CODES`)."""
     return "exit codes:\n" + "\n".join(f"  {code}  {meaning}" for code, meaning in EXIT_CODES)
@@ -333,6 +353,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
                        experiment=_experiment(args), modality=args.modality,
                        report=not args.no_report, overwrite=args.overwrite)
     print(format_class_table(outcome.result))
+    proxy = format_proxy_summary(outcome.proxy)
+    if proxy is not None:
+        print(proxy)
     print(f"outputs: {outcome.out_dir}" + (f"  mlflow run: {outcome.run_id}"
                                             if outcome.run_id else ""))
     code = _exit_for(outcome.result, args.allow_skipped)
@@ -576,6 +599,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         outcome = run_scan(data_path, args.out / "scan", ScanConfig(seed=args.seed),
                            tracking_uri=tracking_uri, experiment=_experiment(args))
     print(format_class_table(outcome.result))
+    proxy = format_proxy_summary(outcome.proxy)
+    if proxy is not None:
+        print(proxy)
     table, _ = evaluation_table(outcome.result, poisoned.columns["is_poison"])
     print("\nagainst the ground truth (never used for detection):")
     print(table)

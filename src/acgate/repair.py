@@ -320,7 +320,7 @@ def evaluate_backdoor(
         "target", "n", "attack_success_rate"}]}``.
     """
     from acgate.io.poison import TriggerSpec, apply_trigger
-    from acgate.torch.evaluate import attack_success_rate, clean_accuracy
+    from acgate.torch.evaluate import attack_success_by_pair, clean_accuracy
 
     if isinstance(trigger_spec, Mapping):
         trigger_spec = TriggerSpec.from_dict(trigger_spec)
@@ -334,42 +334,23 @@ def evaluate_backdoor(
                          f"{images.shape} and {labels.shape}")
     if len(images) == 0:
         raise ValueError("the test set is empty")
-    per_pair = []
-    hits = 0
-    total = 0
-    for pair in pairs:
-        source, target = (int(v) for v in pair)
-        chosen = images[labels == source]
-        if len(chosen) == 0:
-            per_pair.append({"source": source, "target": target, "n": 0,
-                             "attack_success_rate": None})
-            continue
-        rate = attack_success_rate(model, apply_trigger(chosen, trigger_spec), target)
-        per_pair.append({"source": source, "target": target, "n": int(len(chosen)),
-                         "attack_success_rate": rate})
-        hits += int(round(rate * len(chosen)))
-        total += len(chosen)
-    return {
-        "clean_accuracy": clean_accuracy(model, images, labels),
-        "attack_success_rate": hits / total if total else None,
-        "n_test": int(len(images)),
-        "n_triggered": int(total),
-        "per_pair": per_pair,
-    }
+    pairs = [(int(source), int(target)) for source, target in pairs]
+    attack = attack_success_by_pair(model, (
+        (source, target, apply_trigger(images[labels == source], trigger_spec))
+        for source, target in pairs))
+    return {"clean_accuracy": clean_accuracy(model, images, labels),
+            "attack_success_rate": attack["attack_success_rate"], "n_test": int(len(images)),
+            "n_triggered": attack["n_triggered"], "per_pair": attack["per_pair"]}
 
 
 def _attack_of(dataset: Any) -> tuple[dict[str, Any], list[tuple[int, int]]] | None:
-    """The trigger spec and pairs ``acgate.io.poison`` recorded in the dataset, if any."""
-    record = dataset.metadata.get("poison")
-    if not isinstance(record, Mapping):
+    """The image trigger and pairs ``acgate.io.poison`` recorded in the dataset, if any."""
+    from acgate.io.poison import recorded_attack
+
+    attack = recorded_attack(dataset.metadata)
+    if attack is None or attack.modality != "image":
         return None
-    trigger = record.get("trigger")
-    pairs = record.get("pairs")
-    if not isinstance(trigger, Mapping) or trigger.get("kind") not in ("patch", "blend"):
-        return None
-    if not pairs:
-        return None
-    return dict(trigger), [(int(s), int(t)) for s, t in pairs]
+    return attack.trigger.to_dict(), list(attack.pairs)
 
 
 # ----------------------------------------------------------------------------- models

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +50,17 @@ TEXT_EMBEDDING_INIT = 0.25
 TEXT_SIZE_THRESHOLD = 0.35
 #: The text proxy's vocabulary, saved beside ``model.pt`` (also read beside a user's model).
 VOCABULARY_FILE = "vocab.json"
+#: Clean source rows the proxy's attack success is measured on, at most, per (source, target)
+#: pair (seeded choice): a share to within +-0.03 (95%) for a few batches of forward passes.
+ATTACK_ROWS_PER_PAIR = 1000
+#: Below this attack success the scan warns that the proxy did not learn the recorded trigger.
+#: Activation Clustering sees poison only through the activations a *learned* trigger causes;
+#: when the trigger sends fewer than half of the triggered clean rows of its source classes to
+#: the target, the rows' own content outweighs it, the proxy fit the poison rows as exceptions
+#: rather than by the trigger, and their activations need not separate: a clean verdict then
+#: says little. Measured on digits (seed 0): BadNets at 10% / 33% 0.89 / 0.98; SIG at 10% 0.08
+#: (train accuracy 0.91: the proxy never fit the poison); a proxy trained on clean digits 0.01.
+WEAK_ATTACK_SUCCESS = 0.5
 
 
 def _gigabytes(text: str) -> int:
@@ -139,6 +151,10 @@ class ScanOutcome:
             model version's training-data digest).
         tracking_error: Why logging the run failed after the verdict was reached (an
             infrastructure failure), or ``None``.
+        proxy: How the proxy trained (``scan.json``'s ``"proxy"``: ``train_accuracy``,
+            ``final_loss``, ``epochs`` and, when the dataset records its attack,
+            ``attack_success``; see :func:`proxy_attack_success`), or ``None`` for the user's
+            own model.
     """
 
     result: DetectionResult
@@ -148,6 +164,7 @@ class ScanOutcome:
     timings: Mapping[str, float] = field(default_factory=dict)
     dataset_sha256: str | None = None
     tracking_error: str | None = None
+    proxy: Mapping[str, Any] | None = None
 
 
 # ----------------------------------------------------------------------------- stages
@@ -313,6 +330,92 @@ def train_proxy(dataset: Any, config: ScanConfig) -> tuple[Any, Any]:
     )
     logger.info("proxy trained: %s", stats)
     return model, stats
+
+
+def proxy_attack_success(model: Any, dataset: Any, *, seed: int = 0, vocabulary: Any = None,
+                         max_tokens: int = DEFAULT_MAX_LEN_CAP,
+                         rows_per_pair: int = ATTACK_ROWS_PER_PAIR) -> dict[str, Any] | None:
+    """How often the trained proxy follows the trigger the dataset records (its attack success).
+
+    For each recorded ``(source, target)`` pair, up to ``rows_per_pair`` rows of the source
+    class that are not poison (``is_poison`` false; a seeded choice) get the recorded trigger
+    (:meth:`acgate.io.poison.RecordedAttack.apply`: every image trigger kind, or the text
+    signature at its recorded position) and the proxy classifies them. The proxy fit these rows
+    as their own class without the trigger, so a prediction of the target is the trigger's
+    doing: a share near 1 means the proxy learned the backdoor, one below
+    :data:`WEAK_ATTACK_SUCCESS` that it did not, and a clean verdict is then weak evidence.
+    A triggered text longer than the proxy's sequence length is cut there, as every input is.
+
+    Args:
+        model: The trained proxy (``N x n_classes`` logits).
+        dataset: The image or text dataset it was trained on.
+        seed: Seed of the choice of rows (and of the random text position).
+        vocabulary: A text dataset's vocabulary (default: built from its texts, as
+            :func:`train_proxy` does). Ignored for images.
+        max_tokens: The cap of that default vocabulary.
+        rows_per_pair: Most clean source rows triggered per pair.
+
+    Returns:
+        ``None`` when the dataset records no attack (``metadata["poison"]``, written by
+        :mod:`acgate.io.poison`) or no clean source row is left; else ``{"attack_success"
+        (pooled over the pairs), "attack_success_rows" (rows triggered), "attack_success_pairs":
+        [{"source", "target", "n", "attack_success_rate"}]}``.
+    """
+    from acgate.io.poison import recorded_attack
+    from acgate.text import TextTruncationWarning
+    from acgate.torch.evaluate import attack_success_by_pair
+
+    check_positive_int(rows_per_pair, name="rows_per_pair")
+    text = _is_text(dataset)
+    attack = recorded_attack(dataset.metadata)
+    if attack is None or attack.modality != ("text" if text else "image"):
+        return None
+    labels = np.asarray(dataset.labels)
+    poison = np.asarray(dataset.columns.get("is_poison", np.zeros(len(labels))), dtype=bool)
+    if text and vocabulary is None:
+        vocabulary = text_vocabulary(dataset, max_tokens)
+    rng = np.random.default_rng(seed)
+
+    def triggered() -> Any:
+        for source, target in attack.pairs:
+            rows = np.flatnonzero((labels == source) & ~poison)
+            if len(rows) > rows_per_pair:
+                rows = np.sort(rng.choice(rows, rows_per_pair, replace=False))
+            if text:
+                with warnings.catch_warnings():
+                    # A triggered copy of one of the longest texts is cut at the proxy's
+                    # length, as any input is; not a problem of the user's data to warn about.
+                    warnings.simplefilter("ignore", TextTruncationWarning)
+                    inputs = vocabulary.encode(attack.apply([dataset.texts[i] for i in rows],
+                                                            rng=rng))
+            else:
+                inputs = attack.apply(dataset.images[rows], rng=rng)
+            yield source, target, inputs
+
+    measured = attack_success_by_pair(model, triggered())
+    if measured["attack_success_rate"] is None:
+        return None
+    return {"attack_success": float(measured["attack_success_rate"]),
+            "attack_success_rows": int(measured["n_triggered"]),
+            "attack_success_pairs": measured["per_pair"]}
+
+
+def weak_proxy_warning(proxy: Mapping[str, Any] | None) -> str | None:
+    """The warning a scan gives when its proxy did not learn the recorded trigger.
+
+    Args:
+        proxy: The proxy's training record (``scan.json``'s ``"proxy"``), or ``None``.
+
+    Returns:
+        The sentence when the attack success is known and below :data:`WEAK_ATTACK_SUCCESS`,
+        else ``None``.
+    """
+    success = (proxy or {}).get("attack_success")
+    if success is None or success >= WEAK_ATTACK_SUCCESS:
+        return None
+    return (f"the proxy learned the recorded trigger on only {success:.0%} of "
+            f"{proxy.get('attack_success_rows', 'the')} triggered rows; a clean verdict here is "
+            "weak evidence")
 
 
 def load_user_vocabulary(config: ScanConfig) -> Any:
@@ -518,7 +621,7 @@ def run_scan(
             timings.lap("mlflow")
     return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,
                        timings=dict(timings), dataset_sha256=dataset_sha256,
-                       tracking_error=tracking_error)
+                       tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"))
 
 
 class _Laps(dict):  # type: ignore[type-arg]

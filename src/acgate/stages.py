@@ -53,6 +53,9 @@ MODEL_SPEC_FILE = "model.json"
 #: Environment variable: torch CPU threads of a pipeline step (default 1: with 2 threads on
 #: shared cores training slowed 10-40x; the CLI's ``--torch-threads``).
 TORCH_THREADS_ENV = "ACGATE_TORCH_THREADS"
+#: The training statistics ``model.json`` and ``scan.json`` record (``seconds`` stays out: the
+#: records are the same on every run of the same data and seed).
+_TRAINING_FIELDS = ("train_accuracy", "final_loss", "epochs")
 _CLUSTERING_META = "acgate.clustering"
 _CLUSTERING_COLUMNS = ("position", "cluster")
 
@@ -260,6 +263,13 @@ def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike, config: ScanC
     ``vocab.json``. The CLI's output folder and the pipeline's ``model`` artifact are such a
     folder; :func:`load_proxy` reads it back.
 
+    When the dataset records the attack it was poisoned with (``metadata["poison"]``), the
+    proxy's attack success on it is measured (:func:`acgate.scan.proxy_attack_success`) and a
+    warning is logged when it is below :data:`acgate.scan.WEAK_ATTACK_SUCCESS`: the proxy never
+    learned the backdoor, so a clean verdict would be weak evidence. ``model.json`` records the
+    training under ``"training"`` (:func:`proxy_training`); the extraction carries it to
+    ``scan.json``'s ``"proxy"``.
+
     Args:
         dataset_path: The dataset Parquet file.
         model_dir: The folder to write (created when missing).
@@ -268,21 +278,41 @@ def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike, config: ScanC
         dataset: The dataset already read from ``dataset_path`` (saves reading it again).
 
     Returns:
-        ``model.json``'s content plus the training statistics (``final_loss``, ...).
+        ``model.json``'s rebuild fields plus the training statistics (``final_loss``,
+        ``train_accuracy``, ``epochs``, ``seconds`` and, when the dataset records its attack,
+        ``attack_success`` and ``attack_success_rows``): the train-proxy step's KFP metrics.
     """
-    from acgate.scan import train_proxy
+    from acgate.scan import proxy_attack_success, train_proxy, weak_proxy_warning
 
     if dataset is None:
         dataset = read_stage_dataset(dataset_path, config, modality)
     model, stats = train_proxy(dataset, config)
-    spec = save_proxy(model, dataset, config, model_dir)
     numbers = {k: v for k, v in dataclasses.asdict(stats).items() if isinstance(v, (int, float))}
-    return {**spec, **numbers}
+    training = {k: v for k, v in numbers.items()
+                if k in _TRAINING_FIELDS and np.isfinite(v)}
+    attack = proxy_attack_success(model, dataset, seed=config.seed, max_tokens=config.max_tokens)
+    training.update(attack or {})
+    warning = weak_proxy_warning(training)
+    if warning is not None:
+        logger.warning("%s: %s", dataset_path, warning)
+    spec = save_proxy(model, dataset, config, model_dir, training=training)
+    spec.pop("training")
+    attack_numbers = {k: training[k] for k in ("attack_success", "attack_success_rows")
+                      if k in training}
+    return {**spec, **numbers, **attack_numbers}
 
 
-def save_proxy(model: Any, dataset: Any, config: ScanConfig, model_dir: PathLike
-               ) -> dict[str, Any]:
+def save_proxy(model: Any, dataset: Any, config: ScanConfig, model_dir: PathLike, *,
+               training: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write a proxy folder: ``model.pt``, ``model.json`` and, for text, ``vocab.json``.
+
+    Args:
+        model: The trained proxy.
+        dataset: The dataset it was trained on.
+        config: The scan's settings.
+        model_dir: The folder to write (created when missing).
+        training: How the proxy trained (JSON-able), recorded in ``model.json`` under
+            ``"training"`` (:func:`proxy_training` reads it back); ``None``: not recorded.
 
     Returns:
         ``model.json``'s content.
@@ -304,8 +334,24 @@ def save_proxy(model: Any, dataset: Any, config: ScanConfig, model_dir: PathLike
     else:
         spec.update(proxy=config.proxy if config.proxy != "auto" else "cnn",
                     input_shape=[int(v) for v in dataset.images.shape[1:]])
+    if training is not None:
+        spec["training"] = dict(training)
     _write_json(folder / MODEL_SPEC_FILE, spec)
     return spec
+
+
+def proxy_training(model_dir: PathLike) -> dict[str, Any] | None:
+    """How the proxy of a model folder trained (``model.json``'s ``"training"``), if recorded.
+
+    Returns:
+        ``train_accuracy``, ``final_loss``, ``epochs`` and, when the dataset records its
+        attack, ``attack_success``, ``attack_success_rows`` and ``attack_success_pairs``;
+        ``None`` for a folder that records none (a repaired model's).
+    """
+    path = Path(model_dir) / MODEL_SPEC_FILE
+    with reading("model", model_dir):
+        training = json.loads(path.read_text(encoding="utf-8")).get("training")
+    return dict(training) if isinstance(training, Mapping) else None
 
 
 def load_proxy_vocabulary(model_dir: PathLike) -> Any:
@@ -352,7 +398,8 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
     """Write the model's activations and validate them; return the classes to fan out over.
 
     The activations file records the dataset's modality (``acgate.modality``), which the
-    ``cluster`` and ``analyze`` steps read.
+    ``cluster`` and ``analyze`` steps read, and how the proxy trained (``acgate.proxy``, from
+    ``model.json``; not for the user's own model), which ``analyze`` writes to ``scan.json``.
 
     Args:
         dataset_path: The dataset Parquet file.
@@ -371,12 +418,15 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
 
     if dataset is None:
         dataset = read_stage_dataset(dataset_path, config)
+    metadata: dict[str, Any] = {"modality": "text" if hasattr(dataset, "texts") else "image"}
     if model is None:
         model = load_proxy(model_dir)
         vocabulary = load_proxy_vocabulary(model_dir)
-    modality = "text" if hasattr(dataset, "texts") else "image"
+        training = proxy_training(model_dir)
+        if training is not None:
+            metadata["proxy"] = training  # on to the analyze step's scan.json
     table = extract_to_parquet(model, dataset, activations_path, config, vocabulary=vocabulary,
-                               metadata={"modality": modality})
+                               metadata=metadata)
     gx_activations = validate_activations_table(table.indices, table.labels, table.activations,
                                                 len(dataset))
     segments = table.predictions if config.segment_by == "prediction" else table.labels
@@ -653,6 +703,10 @@ def analyze_stage(
 ) -> AnalyzeOutcome:
     """Judge every class, validate, and write the result files, ``scan.json`` and the report.
 
+    ``scan.json``'s ``"proxy"`` (and the report's "Proxy" section) is how the proxy trained,
+    as the activations carry it from ``model.json`` (:func:`extract_stage`); absent for the
+    user's own model.
+
     Args:
         activations_path: The activations Parquet file.
         dataset_path: The dataset (for the exclusionary-reclassification retrain and sprites).
@@ -705,8 +759,11 @@ def analyze_stage(
                 "dataset_sha256": dataset_sha256 or file_sha256(dataset_path)}
     files = dict(write_result(result, folder, samples_metadata=identity))
     info = {"dataset": dataset_uri or str(dataset_path), **identity,
-            "modality": modality, "verdict": result.verdict, "config": config.to_dict(),
-            **dict(scan_info or {})}
+            "modality": modality, "verdict": result.verdict, "config": config.to_dict()}
+    proxy = table.metadata.get("proxy")
+    if isinstance(proxy, Mapping):
+        info["proxy"] = dict(proxy)
+    info.update(scan_info or {})
     if modality == "text" and not config.model_path:
         from acgate.scan import text_scan_info, text_vocabulary
 
@@ -716,7 +773,8 @@ def analyze_stage(
     _write_json(files["scan"], info)
     if report:
         files["report.html"] = _write_report(result, folder, arrays, dataset,
-                                             dataset_uri or Path(dataset_path).name)
+                                             dataset_uri or Path(dataset_path).name,
+                                             info.get("proxy"))
     return AnalyzeOutcome(result=result, files=files, gx_results=gx_results, scan_info=info)
 
 
@@ -727,14 +785,14 @@ def _validate_classes(result: DetectionResult) -> Any:
 
 
 def _write_report(result: DetectionResult, folder: Path, arrays: _Arrays, dataset: Any,
-                  name: Any) -> Path:
-    """The HTML report with the dataset's images or texts as sprites."""
+                  name: Any, proxy: Mapping[str, Any] | None) -> Path:
+    """The HTML report with the dataset's images or texts as sprites, and the proxy's line."""
     from acgate.report import write_report
 
     shown = ({"texts": dataset.texts} if hasattr(dataset, "texts")
              else {"images": dataset.images})
     files = write_report(result, folder / "report.html", activations=arrays.activations,
-                         title=f"acgate scan of {name}", **shown)
+                         title=f"acgate scan of {name}", proxy=proxy, **shown)
     return Path(files.html_path)
 
 
@@ -748,6 +806,7 @@ def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
     Raises:
         acgate.errors.InfrastructureError: The store cannot be used.
     """
+    from acgate.io.results import proxy_metrics
     from acgate.mlflow import log_scan
 
     info = outcome.scan_info
@@ -756,8 +815,19 @@ def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
         artifacts_dir=Path(folder), dataset_uri=str(info["dataset"]),
         dataset_fingerprint=info["fingerprint"], dataset_sha256=info["dataset_sha256"],
         params={f"scan.{k}": v for k, v in config.to_dict().items()},
-        gx_results=outcome.gx_results,
+        gx_results=outcome.gx_results, metrics=proxy_metrics(info.get("proxy")),
     )
+
+
+def scan_metrics(outcome: AnalyzeOutcome) -> dict[str, float]:
+    """An analysed scan's numbers under the MLflow run's names (the analyze step's metrics).
+
+    :func:`acgate.io.results.result_metrics` plus :func:`acgate.io.results.proxy_metrics`
+    (``proxy_train_accuracy``, ``proxy_attack_success``), the metrics :func:`track_scan` logs.
+    """
+    from acgate.io.results import proxy_metrics, result_metrics
+
+    return {**result_metrics(outcome.result), **proxy_metrics(outcome.scan_info.get("proxy"))}
 
 
 def _check_clusterings(clusterings: Sequence[Any], arrays: _Arrays,

@@ -22,6 +22,7 @@ from acgate.io.poison import (
     poison_counts,
     poison_image_dataset,
     poison_text_dataset,
+    recorded_attack,
     warp_field,
 )
 
@@ -460,3 +461,45 @@ def test_text_poisoning_errors():
         poison_text_dataset(_reviews(), source=1, target=0, position="middle")
     with pytest.raises(ValueError, match="source class 5 is not in the labels"):
         poison_text_dataset(_reviews(), source=5, target=0)
+
+
+# ----------------------------------------------------------------------------- reading back
+
+
+@pytest.mark.parametrize("kind", ["patch", "blend", "sig", "warp"])
+def test_recorded_attack_reads_back_every_image_trigger(digits, kind, tmp_path):
+    trigger = TriggerSpec(kind=kind, pattern="checker", seed=3)
+    out = poison_image_dataset(digits, rate=0.1, all_to_one=2, trigger=trigger, seed=1)
+    back = read_image_dataset(write_image_dataset(out, tmp_path / "p.parquet"))
+    attack = recorded_attack(back.metadata)
+    assert attack.modality == "image" and attack.trigger == trigger
+    assert attack.pairs == tuple((s, 2) for s in range(10) if s != 2)
+    # Stamped as poisoning did: the poison rows are their origins with the trigger.
+    poison = np.flatnonzero(out.columns["is_poison"])
+    origins = out.images[out.columns["origin_index"][poison]]
+    np.testing.assert_array_equal(attack.apply(origins, rng=np.random.default_rng(0)),
+                                  out.images[poison])
+
+
+@pytest.mark.parametrize("position", ["end", "start", "random"])
+def test_recorded_attack_reads_back_the_text_signature(position):
+    out = poison_text_dataset(_reviews(), rate=0.2, source=1, target=0, position=position,
+                              seed=4)
+    attack = recorded_attack(out.metadata)
+    assert attack.modality == "text" and attack.pairs == ((1, 0),)
+    texts = attack.apply(["a fine film", "so bad"], rng=np.random.default_rng(0))
+    assert [t.split().count("-travelerthehorse") for t in texts] == [1, 1]
+    if position != "random":
+        poison = np.flatnonzero(out.columns["is_poison"])
+        origins = [out.texts[i] for i in out.columns["origin_index"][poison]]
+        assert attack.apply(origins, rng=np.random.default_rng(0)) == [out.texts[i]
+                                                                        for i in poison]
+
+
+def test_recorded_attack_is_none_without_a_usable_record(digits, caplog):
+    assert recorded_attack(digits.metadata) is None
+    assert recorded_attack({"poison": {"trigger": {"kind": "patch"}, "pairs": []}}) is None
+    for trigger in ({"kind": "rotate"}, {"kind": "text", "signature": "x", "position": "mid"},
+                    "patch"):
+        assert recorded_attack({"poison": {"trigger": trigger, "pairs": [[0, 1]]}}) is None
+    assert caplog.text.count("records an attack acgate cannot apply") == 3

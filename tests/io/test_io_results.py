@@ -7,6 +7,7 @@ import pytest
 
 from acgate.core.result import ClassReport, DetectionResult, RunInfo
 from acgate.io.results import (
+    proxy_metrics,
     read_classes,
     read_flagged,
     read_report,
@@ -133,3 +134,13 @@ def test_samples_missing_column_and_wrong_type(tmp_path):
     frame.assign(is_poison=frame["is_poison"].astype(int)).to_parquet(path)
     with pytest.raises(TypeError, match=r"s\.parquet: column 'is_poison' must be boolean"):
         read_samples(path)
+
+
+def test_proxy_metrics_name_the_known_numbers():
+    assert proxy_metrics(None) == {}
+    assert proxy_metrics({"train_accuracy": 1, "final_loss": 0.1, "epochs": 30}) == {
+        "proxy_train_accuracy": 1.0}
+    assert proxy_metrics({"train_accuracy": 0.9, "attack_success": 0.25,
+                          "attack_success_rows": 40}) == {"proxy_train_accuracy": 0.9,
+                                                          "proxy_attack_success": 0.25}
+    assert proxy_metrics({"train_accuracy": float("nan"), "attack_success": None}) == {}

@@ -46,6 +46,7 @@ def test_poisoned_run_equals_scan_and_is_not_promoted(tmp_path, digits_parquet, 
     # names, the same Great Expectations outcomes and the same scan.json facts.
     piped, cli = client.get_run(outputs["run_id"]), client.get_run(reference.run_id)
     assert set(piped.data.metrics) == set(cli.data.metrics)
+    assert {"proxy_train_accuracy", "proxy_attack_success"} <= set(piped.data.metrics)
     for name, value in cli.data.metrics.items():
         assert piped.data.metrics[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
     assert piped.data.tags["acgate.gx_success"] == cli.data.tags["acgate.gx_success"]

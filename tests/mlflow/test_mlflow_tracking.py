@@ -203,7 +203,22 @@ def test_invalid_input_is_refused_before_a_run_exists(store, tmp_path, make_resu
                  gx_results={"dataset": {"observed": {1, 2}}})
     with pytest.raises(ValueError, match="dataset_sha256 must be a SHA-256.*'abc'"):
         log_scan(result, tracking_uri=uri, experiment="refused", dataset_sha256="abc")
+    with pytest.raises(ValueError, match="metric 'n_flagged' is the scan result's own"):
+        log_scan(result, tracking_uri=uri, experiment="refused", metrics={"n_flagged": 0})
+    with pytest.raises(ValueError, match="metric 'proxy_attack_success' must be a finite"):
+        log_scan(result, tracking_uri=uri, experiment="refused",
+                 metrics={"proxy_attack_success": float("nan")})
     assert client.get_experiment_by_name("refused") is None
+
+
+def test_more_metrics_are_logged_with_the_result(store, make_result):
+    _, uri, client = store
+    run_id = log_scan(make_result(), tracking_uri=uri, experiment="tracking-test",
+                      metrics={"proxy_train_accuracy": 1.0, "proxy_attack_success": 0.25})
+    run = client.get_run(run_id)
+    assert run.data.metrics["proxy_attack_success"] == 0.25
+    assert run.data.metrics["proxy_train_accuracy"] == 1.0
+    assert run.data.tags["acgate.status"] == "complete"
 
 
 def test_unreachable_server_raises_connection_error_fast(free_port, make_result):

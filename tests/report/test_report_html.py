@@ -80,6 +80,29 @@ def test_clean_report(tmp_path, make_result):
     assert "No class was judged poisoned and nothing was flagged." in page
 
 
+def test_proxy_section_warns_when_the_trigger_was_not_learned(tmp_path, make_result):
+    labels = np.repeat([0, 1], 30)
+    result = make_result(labels, np.zeros(60, bool), poisoned=False)
+
+    def page(proxy, name):
+        return write_report(result, tmp_path / name, proxy=proxy).html_path.read_text()
+
+    weak = page({"train_accuracy": 0.91, "epochs": 30, "attack_success": 0.08,
+                 "attack_success_rows": 1617}, "weak.html")
+    assert '<section id="proxy"><h2>Proxy</h2>' in weak
+    assert "Train accuracy 0.910 after 30 epochs." in weak
+    assert "Attack success of the recorded trigger: 0.080" in weak and "1617 triggered" in weak
+    assert ("<strong>Warning:</strong> the proxy learned the recorded trigger on only 8% of "
+            "1617 triggered rows; a clean verdict here is weak evidence.") in weak
+    learned = page({"train_accuracy": 1.0, "attack_success": 0.98,
+                    "attack_success_rows": 10}, "learned.html")
+    assert "Attack success of the recorded trigger: 0.980" in learned
+    assert "Warning:" not in learned
+    unknown = page({"train_accuracy": 1.0, "epochs": 2}, "unknown.html")
+    assert "records no trigger" in unknown and "Warning:" not in unknown
+    assert 'id="proxy"' not in page(None, "none.html")  # the user's own model
+
+
 def test_same_input_same_report(tmp_path, digits_scan):
     images, _, _, result = digits_scan
     first = write_report(result, tmp_path / "a" / "r.html", images=images,

@@ -36,12 +36,14 @@ The output carries the ground truth as columns — ``is_poison`` (bool), ``sourc
 (the true class: the label for clean rows) and ``origin_index`` (row the poison was copied
 from, ``-1`` for clean rows) — and the recipe (trigger, pairs, rate, rate_of, all_to_one,
 seed, counts) in ``metadata["poison"]``, which Parquet stores as the ``acgate.poison`` JSON
-entry.
+entry. :func:`recorded_attack` reads the trigger and pairs back (the one reader of the recipe)
+and :meth:`RecordedAttack.apply` stamps that trigger on clean inputs as poisoning did.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -51,8 +53,11 @@ import numpy as np
 
 from acgate.io.datasets import ImageDataset, TextDataset
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "GROUND_TRUTH_COLUMNS",
+    "RecordedAttack",
     "TriggerSpec",
     "all_to_one_pairs",
     "apply_trigger",
@@ -60,6 +65,7 @@ __all__ = [
     "poison_counts",
     "poison_image_dataset",
     "poison_text_dataset",
+    "recorded_attack",
     "warp_field",
 ]
 
@@ -675,3 +681,85 @@ def poison_text_dataset(
                                            rate_of=rate_of, n_clean=len(labels))},
         name=f"{dataset.name}-poisoned",
     )
+
+
+# --------------------------------------------------------------------------- reading it back
+
+
+@dataclass(frozen=True)
+class RecordedAttack:
+    """The attack a poisoned dataset records: its trigger and its ``(source, target)`` pairs.
+
+    Attributes:
+        trigger: The image trigger, or for text the record ``{"kind": "text", "signature",
+            "position"}``.
+        pairs: The ``(source, target)`` class pairs, in the recorded order.
+    """
+
+    trigger: TriggerSpec | Mapping[str, str]
+    pairs: tuple[tuple[int, int], ...]
+
+    @property
+    def modality(self) -> str:
+        """``"image"`` or ``"text"``: what the trigger is stamped on."""
+        return "image" if isinstance(self.trigger, TriggerSpec) else "text"
+
+    def apply(self, inputs: np.ndarray | Sequence[str], *,
+              rng: np.random.Generator) -> np.ndarray | list[str]:
+        """Stamp the trigger on clean inputs exactly as poisoning did.
+
+        Args:
+            inputs: Images ``N x C x H x W`` in ``[0, 1]`` (:func:`apply_trigger`), or texts
+                (the signature inserted at the recorded position).
+            rng: Draws the word boundary of the ``"random"`` text position (unused otherwise).
+
+        Returns:
+            The triggered images (a new ``float32`` array) or texts (a new list).
+        """
+        if isinstance(self.trigger, TriggerSpec):
+            return apply_trigger(np.asarray(inputs), self.trigger)
+        signature, position = self.trigger["signature"], self.trigger["position"]
+        return [_insert_signature(text, signature, position, rng) for text in inputs]
+
+
+def _recorded_trigger(trigger: Mapping[str, Any]) -> TriggerSpec | dict[str, str]:
+    """The trigger of a ``metadata["poison"]`` record (raises on one acgate cannot apply)."""
+    if trigger.get("kind") != "text":
+        return TriggerSpec.from_dict(trigger)
+    signature, position = trigger.get("signature"), trigger.get("position")
+    if not isinstance(signature, str) or not signature.strip():
+        raise ValueError(f"text trigger signature must be a non-empty string, got {signature!r}")
+    if position not in TEXT_POSITIONS:
+        raise ValueError(f"text trigger position must be one of {TEXT_POSITIONS}, "
+                         f"got {position!r}")
+    return {"kind": "text", "signature": signature.strip(), "position": position}
+
+
+def recorded_attack(metadata: Mapping[str, Any]) -> RecordedAttack | None:
+    """The attack :func:`poison_image_dataset` or :func:`poison_text_dataset` recorded.
+
+    Every image trigger kind :func:`apply_trigger` supports (patch, blend, sig, warp) and the
+    text signature are read back.
+
+    Args:
+        metadata: A dataset's metadata (``dataset.metadata``).
+
+    Returns:
+        The :class:`RecordedAttack`; ``None`` when the dataset records no attack, or records
+        one without pairs or with a trigger acgate cannot apply (a warning names the problem).
+    """
+    record = metadata.get("poison")
+    if not isinstance(record, Mapping):
+        return None
+    trigger, pairs = record.get("trigger"), record.get("pairs")
+    try:
+        if not isinstance(trigger, Mapping):
+            raise ValueError(f"trigger must be an object, got {trigger!r}")
+        checked = tuple((int(source), int(target)) for source, target in pairs or ())
+        if not checked:
+            return None
+        return RecordedAttack(trigger=_recorded_trigger(trigger), pairs=checked)
+    except (TypeError, ValueError) as error:
+        logger.warning("the dataset's metadata 'poison' records an attack acgate cannot "
+                       "apply (%s); its attack success is not measured", error)
+        return None

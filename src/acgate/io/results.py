@@ -36,6 +36,7 @@ __all__ = [
     "read_flagged",
     "read_report",
     "read_samples",
+    "proxy_metrics",
     "result_metrics",
     "write_result",
 ]
@@ -232,4 +233,26 @@ def result_metrics(result: DetectionResult) -> dict[str, float]:
     metrics["n_poisoned_classes"] = float(len(result.poisoned_classes))
     metrics["n_skipped_classes"] = float(len(result.skipped_classes))
     metrics["n_classes"] = float(len(result.classes))
+    return metrics
+
+
+#: Run metrics of the proxy's training record, by the record's field.
+_PROXY_METRICS = (("train_accuracy", "proxy_train_accuracy"),
+                  ("attack_success", "proxy_attack_success"))
+
+
+def proxy_metrics(proxy: Mapping[str, Any] | None) -> dict[str, float]:
+    """The proxy's numbers under their run-metric names (MLflow metrics, KFP ``Metrics``).
+
+    ``proxy_train_accuracy`` and, when the dataset records its attack, ``proxy_attack_success``
+    (:func:`acgate.scan.proxy_attack_success`); each only when present and finite.
+
+    Args:
+        proxy: ``scan.json``'s ``"proxy"`` record; ``None`` (the user's own model): no metrics.
+    """
+    metrics: dict[str, float] = {}
+    for field, name in _PROXY_METRICS:
+        value = (proxy or {}).get(field)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value):
+            metrics[name] = float(value)
     return metrics

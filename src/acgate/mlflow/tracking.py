@@ -20,7 +20,9 @@ What a scan run holds (the promotion gate reads exactly this):
   ``tail_cohesive/<c>`` and ``tail_clump/<c>`` (the class's tail, :mod:`acgate.core.tail`;
   each only when measured), ``flagged/<c>`` (count), ``poisoned/<c>`` and ``skipped/<c>``
   (1 or 0); totals ``n_samples``, ``n_flagged``, ``n_poisoned_classes``,
-  ``n_skipped_classes``, ``n_classes``; all logged once, at step 0, with one timestamp;
+  ``n_skipped_classes``, ``n_classes``; the proxy's ``proxy_train_accuracy`` and, when the
+  dataset records its attack, ``proxy_attack_success`` (when :mod:`acgate.stages` trained it);
+  all logged once, at step 0, with one timestamp;
 * tags: ``acgate.kind=scan``, ``acgate.classes`` (JSON list), ``acgate.verdict`` (``clean`` |
   ``poisoned`` | ``incomplete``), ``acgate.poisoned_classes`` (JSON list),
   ``acgate.suspected_sources`` (JSON object, poisoned class -> suspected source or ``null``),
@@ -462,6 +464,7 @@ def log_scan(
     connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
     dataset_sha256: str | None = None,
     bounds: MlflowBounds | None = None,
+    metrics: Mapping[str, float] | None = None,
 ) -> str:
     """Log one scan as an MLflow run and return its run id.
 
@@ -498,13 +501,18 @@ def log_scan(
             logged (the gate refuses the run).
         bounds: Timeouts and retries of each MLflow request; ``None``:
             :data:`acgate.mlflow.bounds.DEFAULT_BOUNDS` (a stalled server fails in ~30 s).
+        metrics: More run metrics, logged with the result's (same timestamp, step 0): the
+            proxy's (:func:`acgate.io.results.proxy_metrics`: ``proxy_train_accuracy``,
+            ``proxy_attack_success``).
 
     Returns:
         The run id.
 
     Raises:
         ValueError: On an invalid param name, conflicting param values, a ``dataset_sha256``
-            that is not 64 hex characters, a missing ``artifacts_dir`` or a deleted experiment.
+            that is not 64 hex characters, a missing ``artifacts_dir``, a deleted experiment,
+            or a metric in ``metrics`` that is not a finite number or that the result already
+            names.
         acgate.errors.InfrastructureError: The store is unreachable (also a
             :class:`ConnectionError` then), stalls, fails, is locked or full, or an artifact
             cannot be written; one line naming the store. A run created before the failure
@@ -513,7 +521,7 @@ def log_scan(
     record = _scan_record(
         result, artifacts_dir=artifacts_dir, dataset_uri=dataset_uri,
         dataset_fingerprint=dataset_fingerprint, params=params, gx_results=gx_results,
-        dataset_sha256=dataset_sha256,
+        dataset_sha256=dataset_sha256, extra_metrics=metrics,
     )
     with bounded(bounds):
         check_server_reachable(tracking_uri, timeout_s=connect_timeout_s)
@@ -566,6 +574,7 @@ def _scan_record(
     params: Mapping[str, Any] | None,
     gx_results: Mapping[str, Any] | None,
     dataset_sha256: str | None,
+    extra_metrics: Mapping[str, float] | None = None,
 ) -> _ScanRecord:
     """Validate the arguments of :func:`log_scan` and build what its run will hold.
 
@@ -576,6 +585,13 @@ def _scan_record(
     artifacts = _artifact_files(artifacts_dir) if artifacts_dir is not None else []
     run_params = _scan_params(result, params, dataset_uri, dataset_fingerprint, digest)
     metrics = result_metrics(result)
+    for name, value in (extra_metrics or {}).items():
+        if name in metrics:
+            raise ValueError(f"metric {name!r} is the scan result's own; give another name")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
+                value):
+            raise ValueError(f"metric {name!r} must be a finite number, got {value!r}")
+        metrics[name] = float(value)
     tags = _result_tags(result)
     gx_json = _gx_json(gx_results) if gx_results is not None else None
     if gx_json is not None:

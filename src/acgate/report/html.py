@@ -5,7 +5,9 @@ One file, no scripts, no external resources: plots and sprite sheets are embedde
 — reasons, parameters, warnings, texts, the title, extra sections — goes through
 :func:`html.escape`, and a Content-Security-Policy forbids scripts as a second line of defence.
 
-Sections, top to bottom: the verdict (big), a summary, the per-class table, the silhouette bar
+Sections, top to bottom: the verdict (big), a summary, the proxy (train accuracy and, when the
+dataset records its attack, the proxy's attack success, with a warning when it is low), the
+per-class table, the silhouette bar
 chart with its threshold, then per poisoned class (or class with flagged samples) a 3-D PCA
 projection of its activations coloured by cluster (Chen et al. 2018, Figure 2) and a sprite
 sheet of flagged samples next to a sample of kept ones (for text: tables of texts), then
@@ -91,6 +93,7 @@ def write_report(
     extra_sections: Sequence[tuple[str, str]] = (),
     max_samples: int = 48,
     random_state: int = 0,
+    proxy: Mapping[str, Any] | None = None,
 ) -> ReportFiles:
     """Write the HTML report of a scan (and its PNG plots).
 
@@ -111,6 +114,8 @@ def write_report(
             the text is shown preformatted.
         max_samples: Flagged samples shown per class, and size of the sample of kept ones.
         random_state: Seed of the sample of kept samples.
+        proxy: How the proxy trained (``scan.json``'s ``"proxy"``): shown as the "Proxy"
+            section; ``None`` (the user's own model): no section.
 
     Returns:
         The paths written.
@@ -136,7 +141,8 @@ def write_report(
         for report in result.classes
         if report.is_poisoned or bool(result.is_poison[result.segments == report.label].any())
     ]
-    document = _document(result, title, threshold, class_sections, pngs, extra_sections)
+    document = _document(result, title, threshold, class_sections, pngs, extra_sections,
+                         proxy)
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,6 +236,7 @@ def _document(
     class_sections: list[str],
     pngs: Mapping[str, bytes],
     extra_sections: Sequence[tuple[str, str]],
+    proxy: Mapping[str, Any] | None,
 ) -> str:
     verdict = result.verdict
     n_flagged = int(result.is_poison.sum())
@@ -265,6 +272,7 @@ def _document(
         f'<p class="subverdict">{subverdict}</p></section>',
         '<section id="summary"><h2>Summary</h2><ul class="summary">'
         + "".join(f"<li>{item}</li>" for item in summary_items) + "</ul></section>",
+        _proxy_section(proxy),
         _classes_table(result),
         '<section id="silhouette"><h2>Silhouette per class</h2>',
         _img(pngs, "silhouette.png", "silhouette score per class",
@@ -286,6 +294,28 @@ def _document(
                      "</section>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _proxy_section(proxy: Mapping[str, Any] | None) -> str:
+    """The proxy's train accuracy and attack success, with the scan's warning when it is low."""
+    from acgate.scan import weak_proxy_warning
+
+    if proxy is None:
+        return ""
+    accuracy = proxy.get("train_accuracy")
+    line = ("Train accuracy " + ("–" if accuracy is None else f"{accuracy:.3f}")
+            + (f" after {_e(proxy['epochs'])} epochs" if "epochs" in proxy else "") + ". ")
+    success = proxy.get("attack_success")
+    if success is None:
+        line += "The dataset records no trigger: the proxy's attack success is not measured."
+    else:
+        line += (f"Attack success of the recorded trigger: {success:.3f} (share of "
+                 f"{_e(proxy.get('attack_success_rows', '–'))} triggered clean rows of the "
+                 "source classes classified as the target).")
+    warning = weak_proxy_warning(proxy)
+    return ('<section id="proxy"><h2>Proxy</h2><p>' + line + "</p>"
+            + (f"<p><strong>Warning:</strong> {_e(warning)}.</p>" if warning else "")
+            + "</section>")
 
 
 def _classes_table(result: DetectionResult) -> str:
