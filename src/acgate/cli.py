@@ -27,6 +27,7 @@ from acgate.errors import (
     EXIT_POISON,
     InfrastructureError,
 )
+from acgate.logs import configure_logging
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_CLEAN", "EXIT_ERROR", "EXIT_INCOMPLETE",
            "EXIT_INFRASTRUCTURE", "EXIT_POISON", "build_parser", "main"]
@@ -141,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Clustering) and gate model promotion on it.", epilog=exit_code_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"acgate {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging: -v INFO (with Great Expectations' own), -vv DEBUG")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch CPU threads (default 1: with 2, training slowed 10-40x "
                              "whenever the cores were shared)")
@@ -151,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("dataset", type=Path,
                       help="dataset Parquet file (label + image, or label + text)")
     _add_output_options(scan, "output folder")
-    scan.add_argument("--modality", choices=("image", "text"), default=None)
+    scan.add_argument("--modality", choices=("image", "text"), default=None,
+                      help="the dataset's kind (default: from its columns; needed when it has "
+                           "both an image and a text column)")
     scan.add_argument("--no-report", action="store_true", help="skip the HTML report")
     _add_proxy_options(scan)
     _add_detector_options(scan)
@@ -187,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("--patch-position", default="bottom-right",
                          help="a corner (bottom-right, top-left, ...), center, or ROW,COL")
     trigger.add_argument("--patch-pattern", default="invert",
-                         choices=("invert", "white", "checker", "solid", "random"))
+                         choices=("invert", "white", "checker", "solid", "random"),
+                         help="what the patch holds (default: %(default)s)")
     trigger.add_argument("--patch-value", type=float, default=1.0,
                          help="pixel value of the checker, solid and random patterns")
     trigger.add_argument("--alpha", type=float, default=0.2, help="blend strength")
@@ -196,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     trigger.add_argument("--sig-frequency", type=float, default=6.0, help="SIG periods")
     trigger.add_argument("--warp-grid", type=int, default=4, help="warp control grid side")
     trigger.add_argument("--warp-strength", type=float, default=0.5, help="warp strength")
-    poison.add_argument("--seed", type=int, default=0)
+    poison.add_argument("--seed", type=int, default=0,
+                        help="seed of the rows chosen and of random triggers (default: 0)")
     text = poison.add_argument_group("text datasets")
     text.add_argument("--signature", default=None,
                       help="text appended to the poisoned reviews (default: '-travelerthehorse')")
@@ -215,18 +221,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_output_options(repair, "output folder: cleaned.parquet, model.pt, repair.json")
     repair.add_argument("--model", type=Path, default=None,
                         help="the proxy's state_dict (default: train a fresh proxy)")
-    repair.add_argument("--strategy", choices=("relabel", "remove"), default="relabel")
+    repair.add_argument("--strategy", choices=("relabel", "remove"), default="relabel",
+                        help="relabel the flagged rows to their suspected source and fine-tune, "
+                             "or remove them and retrain (default: %(default)s)")
     repair.add_argument("--epochs", type=int, default=None,
                         help="fixed epochs (default: relabel until the loss settles; "
                         "remove: the scan's default)")
-    repair.add_argument("--max-epochs", type=int, default=50)
+    repair.add_argument("--max-epochs", type=int, default=50,
+                        help="most epochs of fine-tuning until the loss settles "
+                             "(default: %(default)s)")
     repair.add_argument("--replay-fraction", type=float, default=1.0,
                         help="share of kept rows replayed while fine-tuning (default 1.0)")
     repair.add_argument("--test-dataset", type=Path, default=None,
                         help="clean test set: clean accuracy and attack success before/after")
     repair.add_argument("--fingerprint", default=None,
                         help="dataset fingerprint the scan was made on (checked)")
-    repair.add_argument("--seed", type=int, default=0)
+    repair.add_argument("--seed", type=int, default=0,
+                        help="seed of training and replay (default: 0)")
     repair.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI: log the repair as a run (default: "
                              "$MLFLOW_TRACKING_URI; off when neither is set)")
@@ -234,26 +245,47 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the scan's MLflow run: the repair run becomes its child")
 
     gate = sub.add_parser("gate", help="promote a registered model version if its scan passed")
-    gate.add_argument("--model-name", required=True)
-    gate.add_argument("--model-version", required=True)
-    gate.add_argument("--run-id", required=True)
-    gate.add_argument("--alias", default="champion")
+    gate.add_argument("--model-name", required=True,
+                      help="registered model name in the MLflow model registry")
+    gate.add_argument("--model-version", required=True,
+                      help="the version to promote; its training-data digest must be the "
+                           "scanned dataset's")
+    gate.add_argument("--run-id", required=True,
+                      help="the MLflow run of the scan of that version's training data "
+                           "(printed by 'acgate scan')")
+    gate.add_argument("--alias", default="champion",
+                      help="the alias moved onto the version when every check passes "
+                           "(default: %(default)s)")
     gate.add_argument("--tracking-uri", default=None,
                       help="MLflow tracking URI of the registry and the scan run (default: "
                            "$MLFLOW_TRACKING_URI; one of the two is required)")
-    gate.add_argument("--silhouette-threshold", type=float, default=None)
-    gate.add_argument("--size-threshold", type=float, default=None)
-    gate.add_argument("--allow-skipped", action="store_true")
+    gate.add_argument("--silhouette-threshold", type=float, default=None,
+                      help="also refuse a class whose silhouette is at least this (with "
+                           "--size-threshold: and whose suspicious cluster is that small), "
+                           "unless the scan's one-source rule, replayed, clears it (default: "
+                           "not used; the scan's verdict decides)")
+    gate.add_argument("--size-threshold", type=float, default=None,
+                      help="also refuse a class whose suspicious cluster holds at most this "
+                           "share of it (see --silhouette-threshold; default: not used)")
+    gate.add_argument("--allow-skipped", action="store_true",
+                      help="promote although the scan skipped a class (too few rows to judge); "
+                           "refused by default")
 
     demo = sub.add_parser("demo", help="poison the embedded digits, scan, print F1")
-    demo.add_argument("--out", type=Path, default=Path("demo-out"))
+    demo.add_argument("--out", type=Path, default=Path("demo-out"),
+                      help="output folder: the poisoned data and the scan (default: "
+                           "%(default)s)")
     demo.add_argument("--overwrite", action="store_true",
                       help="write into a folder that holds other files (only acgate's outputs "
                            "are replaced)")
-    demo.add_argument("--rate", type=float, default=0.33)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--no-mlflow", action="store_true")
-    demo.add_argument("--tracking-uri", default=None)
+    demo.add_argument("--rate", type=float, default=0.33,
+                      help="share of each target class poisoned (default: %(default)s)")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seed of the poison and the scan (default: 0)")
+    demo.add_argument("--no-mlflow", action="store_true", help="do not track the scan")
+    demo.add_argument("--tracking-uri", default=None,
+                      help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else a SQLite "
+                           "store under ./mlruns)")
     return parser
 
 
@@ -626,8 +658,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0) and EXIT_BAD_INPUT
     logging.captureWarnings(True)  # e.g. texts cut at --max-tokens
-    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(logging.WARNING - 10 * min(args.verbose, 2),
+                      library_level=logging.WARNING if args.verbose == 0 else logging.NOTSET)
     try:
         if args.command in TORCH_COMMANDS:
             import torch

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from acgate.core.result import DetectionResult
+from acgate.logs import configure_logging
 from acgate.scan import ScanConfig
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def begin_step(dataset_path: PathLike | None = None, dataset_sha256: str | None 
         dataset_path: The step's dataset artifact, checked against ``dataset_sha256``.
         dataset_sha256: The run's dataset digest (``None`` or ``""``: no check).
     """
-    logging.basicConfig(level=logging.INFO)
+    configure_logging(logging.INFO)  # acgate's INFO; Great Expectations' from WARNING
     pin_torch_threads()
     if dataset_path is not None:
         check_dataset_digest(dataset_path, dataset_sha256)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from acgate.cli import build_parser
 from acgate.errors import (
     EXIT_BAD_INPUT,
     EXIT_CLEAN,
@@ -167,3 +169,12 @@ def test_help_lists_every_exit_code(run_cli):
     for code, meaning in EXIT_CODES:
         assert f"{code}  {meaning}" in " ".join(run.stdout.split("\n  ")), run.stdout
     assert EXIT_POISON == 3
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = {name: [a.option_strings[0] for a in command._actions
+                      if a.option_strings and a.dest != "help" and not a.help]
+               for name, command in commands.choices.items()}
+    assert not any(missing.values()), missing

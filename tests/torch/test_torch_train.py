@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +145,14 @@ def test_textcnn_training_with_dropout_is_deterministic():
     first, second, other = run(1), run(1), run(2)
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_a_read_only_input_array_raises_no_warning(trained_cnn, digits):
+    # Arrays decoded from Parquet or memory-mapped are read-only; predicting on them must not
+    # pass torch's "not writable" UserWarning on to the user.
+    images = np.array(digits[0][:32])
+    images.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        predictions = predict(trained_cnn[0], images)
+    assert predictions.shape == (32,)

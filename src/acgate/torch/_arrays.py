@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,13 @@ def as_input_tensor(inputs: Any, name: str = "inputs") -> torch.Tensor:
         array = np.ascontiguousarray(inputs, dtype=np.int64)
     else:
         raise TypeError(f"{name} must hold floats or integer token ids, got dtype {inputs.dtype}")
-    return torch.from_numpy(array)
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        # A read-only array (memory-mapped or decoded from Parquet) is shared, not copied:
+        # acgate only reads its input tensors, so torch's "not writable" warning is noise.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 def as_label_tensor(labels: Any, n_samples: int, n_classes: int | None) -> torch.Tensor:

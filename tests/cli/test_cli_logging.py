@@ -1,0 +1,37 @@
+"""What ``acgate`` writes to stderr: its own warnings, libraries' chatter only with ``-v``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+_MAIN = "import sys; from acgate.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def _acgate(*argv: str) -> subprocess.CompletedProcess[str]:
+    # A process of its own: the logging set-up is the console script's, not pytest's.
+    return subprocess.run([sys.executable, "-c", _MAIN, *argv], capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def poisoned_digits(tmp_path_factory):
+    out = tmp_path_factory.mktemp("logging") / "poisoned.parquet"
+    run = _acgate("poison", "digits", "--out", str(out), "--rate", "0.1")
+    assert run.returncode == 0, run.stderr
+    return out
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_great_expectations_info_lines_only_with_verbose(tmp_path, poisoned_digits, verbose):
+    # The scan validates the dataset (Great Expectations logs INFO records of its own), then
+    # refuses the model file: the validation's logging without a minute of training.
+    model = tmp_path / "not-weights.pt"
+    model.write_bytes(b"not a state_dict")
+    run = _acgate(*(["-v"] if verbose else []), "scan", str(poisoned_digits), "--out",
+                  str(tmp_path / "scan"), "--no-mlflow", "--model", str(model))
+    assert run.returncode == 2, run.stderr
+    assert "refusing to load" in run.stderr
+    assert ("INFO great_expectations" in run.stderr) is verbose, run.stderr
