@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the dataset's kind (default: from its columns; needed when it has "
                            "both an image and a text column)")
     scan.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    scan.add_argument("--json", action="store_true",
+                      help="print a JSON summary (verdict, exit code, per class, outputs, MLflow "
+                           "run) on stdout instead of the table, for CI")
     _add_proxy_options(scan)
     _add_detector_options(scan)
     _add_tracking_options(scan)
@@ -384,19 +387,50 @@ def cmd_scan(args: argparse.Namespace) -> int:
     outcome = run_scan(args.dataset, args.out, _config(args), tracking_uri=_tracking_uri(args),
                        experiment=_experiment(args), modality=args.modality,
                        report=not args.no_report, overwrite=args.overwrite)
-    print(format_class_table(outcome.result))
-    proxy = format_proxy_summary(outcome.proxy)
-    if proxy is not None:
-        print(proxy)
-    print(f"outputs: {outcome.out_dir}" + (f"  mlflow run: {outcome.run_id}"
-                                            if outcome.run_id else ""))
     code = _exit_for(outcome.result, args.allow_skipped)
     if outcome.tracking_error is not None:
-        print(f"acgate scan: error: the verdict above is written to {outcome.out_dir}, but "
-              f"tracking failed: {outcome.tracking_error}", file=sys.stderr)
         # A poisoned verdict stays exit 3: an outage must not hide it.
-        return code if code == EXIT_POISON else EXIT_INFRASTRUCTURE
+        code = code if code == EXIT_POISON else EXIT_INFRASTRUCTURE
+    if args.json:
+        print(json.dumps(scan_summary(outcome, code), indent=2))
+    else:
+        print(format_class_table(outcome.result))
+        proxy = format_proxy_summary(outcome.proxy)
+        if proxy is not None:
+            print(proxy)
+        print(f"outputs: {outcome.out_dir}" + (f"  mlflow run: {outcome.run_id}"
+                                                if outcome.run_id else ""))
+    if outcome.tracking_error is not None:
+        print(f"acgate scan: error: the verdict is written to {outcome.out_dir}, but tracking "
+              f"failed: {outcome.tracking_error}", file=sys.stderr)
     return code
+
+
+def scan_summary(outcome: Any, exit_code: int) -> dict[str, Any]:
+    """``acgate scan --json``: the verdict, the exit code, each class, where the outputs are.
+
+    Args:
+        outcome: The :class:`acgate.scan.ScanOutcome`.
+        exit_code: The exit code the command returns.
+
+    Returns:
+        A JSON-serialisable summary; ``report.json`` in the output folder has every number.
+    """
+    result = outcome.result
+    classes = [{"label": r.label, "n_samples": r.n_samples, "verdict": r.verdict,
+                "n_flagged": int(result.is_poison[result.segments == r.label].sum()),
+                "suspected_source": r.suspected_source, "reason": r.reason}
+               for r in result.classes]
+    return {"verdict": result.verdict, "exit_code": exit_code, "n_samples": result.n_samples,
+            "n_flagged": int(result.is_poison.sum()),
+            "poisoned_classes": list(result.poisoned_classes),
+            "skipped_classes": list(result.skipped_classes), "classes": classes,
+            "proxy": None if outcome.proxy is None else dict(outcome.proxy),
+            "dataset_sha256": outcome.dataset_sha256,
+            "out_dir": str(Path(outcome.out_dir).resolve()),
+            "files": {name: str(Path(path).resolve()) for name, path in outcome.files.items()},
+            "mlflow_run_id": outcome.run_id, "tracking_error": outcome.tracking_error,
+            "seconds": {name: round(float(value), 3) for name, value in outcome.timings.items()}}
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
