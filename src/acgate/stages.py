@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -813,11 +814,27 @@ def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
     info = outcome.scan_info
     return log_scan(
         outcome.result, tracking_uri=tracking_uri, experiment=experiment,
+        run_name=scan_run_name(str(info["dataset"])),
         artifacts_dir=Path(folder), dataset_uri=str(info["dataset"]),
         dataset_fingerprint=info["fingerprint"], dataset_sha256=info["dataset_sha256"],
         params={f"scan.{k}": v for k, v in config.to_dict().items()},
         gx_results=outcome.gx_results, metrics=proxy_metrics(info.get("proxy")),
     )
+
+
+def scan_run_name(dataset_uri: str, when: datetime.datetime | None = None) -> str:
+    """The MLflow run name of a scan: ``scan <dataset file name> <UTC time>``.
+
+    Named after what was scanned and when, so the runs of a nightly scan list readably in the
+    MLflow UI (MLflow's own names are random words).
+
+    Args:
+        dataset_uri: The dataset's path or URI.
+        when: The time (default: now).
+    """
+    when = when or datetime.datetime.now(datetime.timezone.utc)
+    name = dataset_uri.rstrip("/").rsplit("/", 1)[-1] or dataset_uri
+    return f"scan {name} {when.astimezone(datetime.timezone.utc):%Y-%m-%d %H:%M:%SZ}"
 
 
 def scan_metrics(outcome: AnalyzeOutcome) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import mlflow
 
 
@@ -32,6 +34,9 @@ def test_poisoned_scan_run_has_per_class_metrics_tags_and_artifacts(poisoned_cli
     assert sum(metrics[f"flagged/{c}"] for c in range(10)) == metrics["n_flagged"] > 0
     assert run.data.tags["acgate.verdict"] == "poisoned"
     assert run.data.params["analysis"] == "exre"
+    # Named after the dataset and the time, not MLflow's random words.
+    assert re.fullmatch(r"scan digits-rate0\.33-seed0\.parquet \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ",
+                        run.info.run_name), run.info.run_name
     artifacts = _artifact_paths(client, run.info.run_id)
     for name in ("samples.parquet", "classes.parquet", "flagged.parquet", "report.html",
                  "report.json"):
