@@ -573,6 +573,7 @@ def run_scan(
     from acgate.io.output import check_output_folder, output_folder
     from acgate.stages import dataset_modality, modality_config
 
+    started_at = time.time()  # the MLflow run spans the scan, not only its logging
     config = config or ScanConfig()
     dataset_path = Path(dataset_path)
     out_dir = Path(out_dir)
@@ -612,7 +613,7 @@ def run_scan(
 
             try:
                 run_id = track_scan(analyzed, out_dir, config, tracking_uri=tracking_uri,
-                                    experiment=experiment)
+                                    experiment=experiment, started_at=started_at)
             except InfrastructureError as error:
                 # The verdict stands and is on disk; the caller reports the outage beside it.
                 tracking_error = str(error)

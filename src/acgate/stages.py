@@ -799,8 +799,12 @@ def _write_report(result: DetectionResult, folder: Path, arrays: _Arrays, datase
 
 
 def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
-               tracking_uri: str, experiment: str = "acgate") -> str:
+               tracking_uri: str, experiment: str = "acgate",
+               started_at: float | None = None) -> str:
     """Log an analysed scan as an MLflow run (the same run from the CLI and the pipeline).
+
+    ``started_at`` (seconds since the epoch) is when the scan began: the run then spans it
+    (``None``: the run starts when it is logged, as in the pipeline's analyze step).
 
     Returns:
         The run id.
@@ -819,6 +823,7 @@ def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
         dataset_fingerprint=info["fingerprint"], dataset_sha256=info["dataset_sha256"],
         params={f"scan.{k}": v for k, v in config.to_dict().items()},
         gx_results=outcome.gx_results, metrics=proxy_metrics(info.get("proxy")),
+        started_at=started_at,
     )
 
 

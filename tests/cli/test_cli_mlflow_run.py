@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import mlflow
@@ -37,6 +38,10 @@ def test_poisoned_scan_run_has_per_class_metrics_tags_and_artifacts(poisoned_cli
     # Named after the dataset and the time, not MLflow's random words.
     assert re.fullmatch(r"scan digits-rate0\.33-seed0\.parquet \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ",
                         run.info.run_name), run.info.run_name
+    # The run spans the scan (it starts when the scan does), not only its own logging.
+    timings = json.loads((poisoned_cli_scan.out / "scan.json").read_text())["timings"]
+    duration_s = (run.info.end_time - run.info.start_time) / 1000
+    assert duration_s >= sum(timings.values()), (duration_s, timings)
     artifacts = _artifact_paths(client, run.info.run_id)
     for name in ("samples.parquet", "classes.parquet", "flagged.parquet", "report.html",
                  "report.json"):

@@ -465,6 +465,7 @@ def log_scan(
     dataset_sha256: str | None = None,
     bounds: MlflowBounds | None = None,
     metrics: Mapping[str, float] | None = None,
+    started_at: float | None = None,
 ) -> str:
     """Log one scan as an MLflow run and return its run id.
 
@@ -504,6 +505,8 @@ def log_scan(
         metrics: More run metrics, logged with the result's (same timestamp, step 0): the
             proxy's (:func:`acgate.io.results.proxy_metrics`: ``proxy_train_accuracy``,
             ``proxy_attack_success``).
+        started_at: When the scan began (seconds since the epoch): the run's start time, so
+            its duration covers the scan; ``None``: when the run is created.
 
     Returns:
         The run id.
@@ -529,6 +532,7 @@ def log_scan(
         run_id = _create_scan_run(
             client, tracking_uri, experiment=experiment, run_name=run_name,
             artifact_location=artifact_location or default_artifact_location(tracking_uri),
+            started_at=started_at,
         )
         _write_scan_run(client, tracking_uri, run_id, record)
     logger.info(
@@ -659,6 +663,7 @@ def _create_scan_run(
     experiment: str,
     run_name: str | None,
     artifact_location: str | None,
+    started_at: float | None = None,
 ) -> str:
     """Create the scan run (tags ``acgate.kind=scan``, ``acgate.status=running``); its id.
 
@@ -672,6 +677,7 @@ def _create_scan_run(
             experiment_id,
             run_name=run_name,
             tags={STATUS_TAG: "running", KIND_TAG: "scan"},
+            start_time=None if started_at is None else int(started_at * 1000),
         )
     except Exception as error:
         if is_store_error(error):
