@@ -274,6 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
                       help="promote although the scan skipped a class (too few rows to judge); "
                            "refused by default")
 
+    register = sub.add_parser("register", help="register a trained model as a version the "
+                              "gate can check (tagged with its training data's SHA-256)")
+    register.add_argument("--model-name", required=True,
+                          help="registered model name (created when missing)")
+    register.add_argument("--run-id", required=True,
+                          help="the training run that logged the model folder")
+    register.add_argument("--training-data", type=Path, required=True,
+                          help="the file the model was trained on (its SHA-256 is recorded)")
+    register.add_argument("--artifact-path", default="model",
+                          help="the run's artifact folder holding the model (default: "
+                               "%(default)s)")
+    register.add_argument("--tracking-uri", default=None,
+                          help="MLflow tracking URI of the registry (default: "
+                               "$MLFLOW_TRACKING_URI; one of the two is required)")
+
     demo = sub.add_parser("demo", help="poison the embedded digits, scan, print F1")
     demo.add_argument("--out", type=Path, default=Path("demo-out"),
                       help="output folder: the poisoned data and the scan (default: "
@@ -629,6 +644,26 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return decision.exit_code
 
 
+def cmd_register(args: argparse.Namespace) -> int:
+    """``acgate register``: a model version tagged with its training data's digest."""
+    from acgate.io.digest import file_sha256
+    from acgate.mlflow import register_model_version
+
+    tracking_uri = _given_tracking_uri(args)
+    if not tracking_uri:
+        raise ValueError(f"no MLflow tracking URI: pass --tracking-uri or set "
+                         f"${TRACKING_URI_ENV}")
+    if not args.training_data.is_file():
+        raise ValueError(f"--training-data {str(args.training_data)!r} is not a file")
+    digest = file_sha256(args.training_data)
+    version = register_model_version(tracking_uri, model_name=args.model_name,
+                                     run_id=args.run_id, training_data_sha256=digest,
+                                     artifact_path=args.artifact_path)
+    print(json.dumps({"model_name": args.model_name, "model_version": version,
+                      "run_id": args.run_id, "training_data_sha256": digest}, indent=2))
+    return EXIT_CLEAN
+
+
 def evaluation_table(result: Any, is_poison: Any) -> tuple[str, dict[str, float]]:
     """Precision, recall and F1 of the flags against ground truth, overall and per class."""
     from acgate.core.metrics import flag_metrics
@@ -679,6 +714,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"scan": cmd_scan, "detect": cmd_detect, "poison": cmd_poison, "gate": cmd_gate,
+            "register": cmd_register,
             "demo": cmd_demo, "repair": cmd_repair}
 #: Commands that train or run torch models.
 TORCH_COMMANDS = ("scan", "repair", "demo")

@@ -1,11 +1,13 @@
 """The one module family that talks to MLflow: tracking and the promotion gate.
 
 Importing this package does not import :mod:`mlflow`; the functions import it when called.
-See ``docs/gate.md`` for how a training script registers a model version the gate accepts.
+See ``docs/gate.md`` for how a training script registers a model version the gate accepts
+(:func:`register_model_version` does it in one call).
 """
 
 from acgate.mlflow.bounds import DEFAULT_BOUNDS, MlflowBounds, StoreUnreachableError
 from acgate.mlflow.gate import OUTCOME_EXIT_CODES, GateDecision, Outcome, exit_code, promote
+from acgate.mlflow.registry import register_model_version
 from acgate.mlflow.tracking import (
     TRAINING_DATA_SHA256_TAG,
     check_tracking_store,
@@ -32,4 +34,5 @@ __all__ = [
     "log_repair",
     "log_scan",
     "promote",
+    "register_model_version",
 ]
