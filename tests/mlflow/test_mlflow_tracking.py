@@ -111,7 +111,8 @@ def test_log_scan_records_params_metrics_tags_and_artifacts(store, tmp_path, mak
     paths = _artifact_paths(client, run_id)
     assert paths == sorted([
         "acgate/classes.json", "acgate/result.json", "gx/results.json", "plots/silhouette.png",
-        "report.html", "report.json", "samples.parquet",
+        "report.html", "report.json", "samples.parquet", "tables/classes.json",
+        "tables/flagged.json",
     ])
     # The per-class table, byte for byte what the digest tag says.
     classes_file = Path(client.download_artifacts(run_id, "acgate/classes.json", str(tmp_path)))

@@ -58,6 +58,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from acgate.errors import InfrastructureError
 from acgate.io.results import result_metrics
 from acgate.mlflow.bounds import (
@@ -556,6 +558,8 @@ class _ScanRecord:
         gx_json: The text of ``gx/results.json``; ``None`` without GX results.
         inputs: The scanned file as a dataset input; empty without a dataset digest.
         artifacts: Report files to log: ``(path, artifact folder or None)``.
+        tables: ``(artifact file, columns)`` logged with ``log_table``, which the MLflow UI
+            previews (the Parquet files it cannot): :data:`CLASSES_TABLE`, :data:`FLAGGED_TABLE`.
     """
 
     params: dict[str, str]
@@ -567,6 +571,7 @@ class _ScanRecord:
     gx_json: str | None
     inputs: tuple[DatasetInput, ...]
     artifacts: tuple[tuple[Path, str | None], ...]
+    tables: tuple[tuple[str, dict[str, list[Any]]], ...] = ()
 
 
 def _scan_record(
@@ -617,8 +622,38 @@ def _scan_record(
     return _ScanRecord(
         params=run_params, metrics=metrics, tags=tags, timestamp_ms=timestamp,
         classes_json=classes_json, result_json=result_json, gx_json=gx_json,
-        inputs=tuple(inputs), artifacts=tuple(artifacts),
+        inputs=tuple(inputs), artifacts=tuple(artifacts), tables=_scan_tables(result),
     )
+
+
+#: The per-class table as the MLflow UI previews it (``log_table``).
+CLASSES_TABLE = "tables/classes.json"
+#: The flagged rows as the MLflow UI previews them (``log_table``).
+FLAGGED_TABLE = "tables/flagged.json"
+
+
+def _scan_tables(result: DetectionResult) -> tuple[tuple[str, dict[str, list[Any]]], ...]:
+    """The per-class and flagged tables of a scan, JSON-safe columns for ``log_table``."""
+    flags = np.asarray(result.is_poison, dtype=bool)
+    segments = np.asarray(result.segments)
+    classes = {
+        "class": [int(r.label) for r in result.classes],
+        "verdict": [r.verdict for r in result.classes],
+        "rows": [int(r.n_samples) for r in result.classes],
+        "flagged": [int(flags[segments == r.label].sum()) for r in result.classes],
+        "suspected_source": [None if r.suspected_source is None else int(r.suspected_source)
+                             for r in result.classes],
+        "reason": [r.reason for r in result.classes],
+    }
+    rows = np.flatnonzero(flags)
+    sources = np.asarray(result.suspected_source)[rows]
+    flagged = {
+        "sample_id": [int(v) for v in np.asarray(result.sample_ids)[rows]],
+        "label": [int(v) for v in np.asarray(result.labels)[rows]],
+        "suspected_source": [None if v < 0 else int(v) for v in sources],
+        "score": [round(float(v), 6) for v in np.asarray(result.poison_score)[rows]],
+    }
+    return (CLASSES_TABLE, classes), (FLAGGED_TABLE, flagged)
 
 
 def _scan_params(
@@ -758,6 +793,8 @@ def _log_scan_artifacts(client: MlflowClient, run_id: str, record: _ScanRecord) 
         client.log_text(run_id, record.gx_json, "gx/results.json")
     for path, artifact_path in record.artifacts:
         client.log_artifact(run_id, str(path), artifact_path=artifact_path)
+    for artifact_file, columns in record.tables:
+        client.log_table(run_id, data=columns, artifact_file=artifact_file)
 
 
 def _finish_run(client: MlflowClient, run_id: str) -> None:
