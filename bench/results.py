@@ -58,9 +58,15 @@ through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activat
   All-to-one BadNets 1%: F1 0.985 / 0.957 / 0.998 (was 0.39-0.97, mean 0.74), 3% 0.989-0.997,
   0.5% 0.85-0.93 (was 0.00); checker 1% 0.945-1.000; SIG 1% 0.956 / 0.800 / 0.873 and blend 1%
   0.934 / 0.900 / 0.815 (every tail row sent away flagged before: 0.78-0.87 and 0.58-0.90). A
-  text signature at 3% of the target class: 0.79-0.97 (was 0.00). Fashion-MNIST BadNets 1%
-  0.65-0.95; blended 1% not found (0.00-0.18: the poison's clump is 42 rows of 45 needed, and a
-  natural sneaker / ankle-boot clump or candidate is flagged on 2 seeds). A one-source
+  text signature at 3% of the target class: 0.79-0.97 (was 0.00). Fashion-MNIST: a candidate
+  whose rows spread over >= 5 effective classes (inverse Simpson) is multi-source poison at mean
+  confidence >= 0.6 and median typicality >= 0.1 (Fashion all-to-one poison reaches its sources
+  at 0.64-0.87, under the 0.85 cut; clean candidates of Fashion-MNIST and digits spread over
+  <= 4.1), and only the widest of overlapping ones is flagged: BadNets 1% 0.952 / 0.847 / 0.806
+  (was 0.949 / 0.720 / 0.652), blended 1% 0.880 / 0.419 / 0.000 (was 0.000 / 0.183 / 0.000;
+  seeds 1-2 also flag a natural sandal / ankle-boot candidate); every MNIST cell flags the same
+  rows as before. Digits (5 seeds): all-to-one 1% 0.00-0.34, the three 7+ cases 0.46 / 0.36 /
+  0.50 mean, and clean digits flag a class on 3 of 5 seeds (7, 8, 9 merged: 4 of 5). A one-source
   candidate of a class of >= 1,000 rows must go to its source with mean confidence >= 0.9
   (poison 0.92-1.00, the clean class-7 clusters that raised false alarms 0.85-0.89). Unpoisoned
   MNIST, Fashion-MNIST and Rotten Tomatoes flag nothing on 3 seeds each. All-to-all 5 / 10 /
