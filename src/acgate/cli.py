@@ -312,6 +312,15 @@ def _given_tracking_uri(args: argparse.Namespace) -> str | None:
     return args.tracking_uri or os.environ.get(TRACKING_URI_ENV) or None
 
 
+def _required_tracking_uri(args: argparse.Namespace) -> str:
+    """The tracking URI the user gave; a ``ValueError`` saying how when there is none."""
+    tracking_uri = _given_tracking_uri(args)
+    if not tracking_uri:
+        raise ValueError(f"no MLflow tracking URI: pass --tracking-uri or set "
+                         f"${TRACKING_URI_ENV}")
+    return tracking_uri
+
+
 def _tracking_uri(args: argparse.Namespace) -> str | None:
     """Where a scan is tracked: the URI the user gave, else a SQLite store under ./mlruns."""
     if getattr(args, "no_mlflow", False):
@@ -421,6 +430,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return code
 
 
+#: The per-class fields of ``acgate scan --json``.
+_SUMMARY_CLASS_FIELDS = ("label", "n_samples", "verdict", "n_flagged", "suspected_source",
+                         "reason")
+
+
 def scan_summary(outcome: Any, exit_code: int) -> dict[str, Any]:
     """``acgate scan --json``: the verdict, the exit code, each class, where the outputs are.
 
@@ -431,11 +445,14 @@ def scan_summary(outcome: Any, exit_code: int) -> dict[str, Any]:
     Returns:
         A JSON-serialisable summary; ``report.json`` in the output folder has every number.
     """
+    from acgate.mlflow.evidence import classes_document
+
     result = outcome.result
-    classes = [{"label": r.label, "n_samples": r.n_samples, "verdict": r.verdict,
-                "n_flagged": int(result.is_poison[result.segments == r.label].sum()),
-                "suspected_source": r.suspected_source, "reason": r.reason}
-               for r in result.classes]
+    # Per class, the entries of the per-class document the gate checks (one derivation).
+    document = classes_document(result, dataset_sha256=outcome.dataset_sha256,
+                                metrics_timestamp_ms=0)
+    classes = [{key: entry[key] for key in _SUMMARY_CLASS_FIELDS}
+               for entry in document["classes"]]
     return {"verdict": result.verdict, "exit_code": exit_code, "n_samples": result.n_samples,
             "n_flagged": int(result.is_poison.sum()),
             "poisoned_classes": list(result.poisoned_classes),
@@ -632,10 +649,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     """
     from acgate.mlflow import promote
 
-    tracking_uri = _given_tracking_uri(args)
-    if not tracking_uri:
-        raise ValueError(f"no MLflow tracking URI: pass --tracking-uri or set "
-                         f"${TRACKING_URI_ENV}")
+    tracking_uri = _required_tracking_uri(args)
     decision = promote(tracking_uri=tracking_uri, run_id=args.run_id,
                        model_name=args.model_name, model_version=args.model_version,
                        alias=args.alias, silhouette_threshold=args.silhouette_threshold,
@@ -649,10 +663,7 @@ def cmd_register(args: argparse.Namespace) -> int:
     from acgate.io.digest import file_sha256
     from acgate.mlflow import register_model_version
 
-    tracking_uri = _given_tracking_uri(args)
-    if not tracking_uri:
-        raise ValueError(f"no MLflow tracking URI: pass --tracking-uri or set "
-                         f"${TRACKING_URI_ENV}")
+    tracking_uri = _required_tracking_uri(args)
     if not args.training_data.is_file():
         raise ValueError(f"--training-data {str(args.training_data)!r} is not a file")
     digest = file_sha256(args.training_data)

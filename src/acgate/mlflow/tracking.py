@@ -611,9 +611,8 @@ def _scan_record(
         _json_safe(result.to_dict()), indent=2, sort_keys=True, default=str
     )
     timestamp = int(time.time() * 1000)
-    classes_json = document_bytes(
-        classes_document(result, dataset_sha256=digest, metrics_timestamp_ms=timestamp)
-    )
+    document = classes_document(result, dataset_sha256=digest, metrics_timestamp_ms=timestamp)
+    classes_json = document_bytes(document)
     tags[CLASSES_SHA256_TAG] = sha256_bytes(classes_json)
     inputs = []
     if digest is not None:
@@ -622,7 +621,7 @@ def _scan_record(
     return _ScanRecord(
         params=run_params, metrics=metrics, tags=tags, timestamp_ms=timestamp,
         classes_json=classes_json, result_json=result_json, gx_json=gx_json,
-        inputs=tuple(inputs), artifacts=tuple(artifacts), tables=_scan_tables(result),
+        inputs=tuple(inputs), artifacts=tuple(artifacts), tables=_scan_tables(result, document),
     )
 
 
@@ -632,20 +631,22 @@ CLASSES_TABLE = "tables/classes.json"
 FLAGGED_TABLE = "tables/flagged.json"
 
 
-def _scan_tables(result: DetectionResult) -> tuple[tuple[str, dict[str, list[Any]]], ...]:
-    """The per-class and flagged tables of a scan, JSON-safe columns for ``log_table``."""
-    flags = np.asarray(result.is_poison, dtype=bool)
-    segments = np.asarray(result.segments)
-    classes = {
-        "class": [int(r.label) for r in result.classes],
-        "verdict": [r.verdict for r in result.classes],
-        "rows": [int(r.n_samples) for r in result.classes],
-        "flagged": [int(flags[segments == r.label].sum()) for r in result.classes],
-        "suspected_source": [None if r.suspected_source is None else int(r.suspected_source)
-                             for r in result.classes],
-        "reason": [r.reason for r in result.classes],
-    }
-    rows = np.flatnonzero(flags)
+#: The per-class table's columns, by the classes document's field they show.
+_CLASSES_TABLE_COLUMNS = (("class", "label"), ("verdict", "verdict"), ("rows", "n_samples"),
+                          ("flagged", "n_flagged"), ("suspected_source", "suspected_source"),
+                          ("reason", "reason"))
+
+
+def _scan_tables(result: DetectionResult, document: Mapping[str, Any]
+                 ) -> tuple[tuple[str, dict[str, list[Any]]], ...]:
+    """The per-class and flagged tables of a scan, JSON-safe columns for ``log_table``.
+
+    The per-class table shows entries of ``document`` (:func:`classes_document`, the table the
+    gate checks), so both say the same.
+    """
+    classes = {column: [entry[field] for entry in document["classes"]]
+               for column, field in _CLASSES_TABLE_COLUMNS}
+    rows = np.flatnonzero(np.asarray(result.is_poison, dtype=bool))
     sources = np.asarray(result.suspected_source)[rows]
     flagged = {
         "sample_id": [int(v) for v in np.asarray(result.sample_ids)[rows]],
