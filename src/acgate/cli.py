@@ -27,7 +27,7 @@ from acgate.errors import (
     EXIT_POISON,
     InfrastructureError,
 )
-from acgate.logs import configure_logging
+from acgate.logs import configure_logging, show_progress
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_CLEAN", "EXIT_ERROR", "EXIT_INCOMPLETE",
            "EXIT_INFRASTRUCTURE", "EXIT_POISON", "build_parser", "main"]
@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"acgate {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more logging: -v INFO (with Great Expectations' own), -vv DEBUG")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no stage progress lines (shown by default when stderr is a "
+                             "terminal, or with --progress) and no progress bars")
     parser.add_argument("--torch-threads", type=int, default=1,
                         help="torch CPU threads (default 1: with 2, training slowed 10-40x "
                              "whenever the cores were shared)")
@@ -167,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     det = sub.add_parser("detect", help="run the analysis on an activations Parquet file")
     det.add_argument("activations", type=Path)
     _add_output_options(det, "output folder")
+    det.add_argument("--no-report", action="store_true",
+                     help="skip the HTML report (report.html and plots/)")
     _add_detector_options(det)
 
     poison = sub.add_parser("poison", help="write a BadNets/blend-poisoned copy of a dataset "
@@ -361,6 +366,11 @@ def format_class_table(result: Any) -> str:
         source = str(r.suspected_source) if r.suspected_source is not None else "-"
         lines.append(f"{r.label:>5} {r.n_samples:>6} {shares:>13} {silhouette:>6} {exre:>6} "
                      f"{r.verdict:>9} {source:>6} {flagged_by_class[r.label]:>7}")
+    from acgate.review import near_misses
+
+    for r in result.classes:
+        for why in near_misses(r):
+            lines.append(f"near miss: class {r.label} is clean but came close: {why}")
     lines.append(f"verdict: {result.verdict.upper()} — {int(result.is_poison.sum())} of "
                  f"{result.n_samples} samples flagged; poisoned classes: "
                  f"{list(result.poisoned_classes) or 'none'}")
@@ -446,6 +456,7 @@ def scan_summary(outcome: Any, exit_code: int) -> dict[str, Any]:
         A JSON-serialisable summary; ``report.json`` in the output folder has every number.
     """
     from acgate.mlflow.evidence import classes_document
+    from acgate.review import near_misses
 
     result = outcome.result
     # Per class, the entries of the per-class document the gate checks (one derivation).
@@ -457,6 +468,8 @@ def scan_summary(outcome: Any, exit_code: int) -> dict[str, Any]:
             "n_flagged": int(result.is_poison.sum()),
             "poisoned_classes": list(result.poisoned_classes),
             "skipped_classes": list(result.skipped_classes), "classes": classes,
+            "near_misses": {str(r.label): near_misses(r) for r in result.classes
+                            if near_misses(r)},
             "proxy": None if outcome.proxy is None else dict(outcome.proxy),
             "dataset_sha256": outcome.dataset_sha256,
             "out_dir": str(Path(outcome.out_dir).resolve()),
@@ -487,6 +500,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     with output_folder(args.out, command="detect", inputs=[args.activations],
                        overwrite=args.overwrite) as output:
         write_result(result, output.staging)
+        if not args.no_report:
+            from acgate.report import write_report
+
+            write_report(result, output.staging / "report.html",
+                         activations=table.activations,
+                         title=f"acgate detect of {Path(args.activations).name}")
     print(format_class_table(result))
     return _exit_for(result, args.allow_skipped)
 
@@ -741,6 +760,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.captureWarnings(True)  # e.g. texts cut at --max-tokens
     configure_logging(logging.WARNING - 10 * min(args.verbose, 2),
                       library_level=logging.WARNING if args.verbose == 0 else logging.NOTSET)
+    if args.quiet:
+        if hasattr(args, "progress"):
+            args.progress = False
+    elif sys.stderr.isatty() or getattr(args, "progress", False):
+        show_progress()
     try:
         if args.command in TORCH_COMMANDS:
             import torch

@@ -1,5 +1,9 @@
 """Logging set-up of the CLI and the pipeline steps: acgate's records, libraries' only on request.
 
+Stage progress ("[2/6] training the proxy: ...") goes to the :data:`PROGRESS_LOGGER` logger at
+INFO; :func:`show_progress` prints it as plain lines on stderr (the CLI does on a terminal or
+with ``--progress``, not with ``--quiet``).
+
 Great Expectations sets some of its own loggers to INFO, so every validation wrote lines such as
 "Created temporary directory ... for ephemeral docs site" to stderr (a local pipeline run: 214
 lines), whatever level the root logger had. The handler installed here lets a library's records
@@ -15,6 +19,8 @@ import sys
 NOISY_LIBRARIES = ("great_expectations",)
 #: The format of every record on stderr.
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+#: The logger of the scan's stage progress lines.
+PROGRESS_LOGGER = "acgate.progress"
 
 
 class _QuietLibraries(logging.Filter):
@@ -45,3 +51,20 @@ def configure_logging(level: int, *, library_level: int = logging.WARNING) -> No
     for handler in root.handlers:
         if handler not in before:
             handler.addFilter(_QuietLibraries(library_level))
+
+
+def show_progress(stream: object = None) -> None:
+    """Print the scan's stage progress as plain lines on ``stream`` (default: stderr).
+
+    The progress logger then stops propagating, so a ``-v`` root handler does not print each
+    line twice. Calling it again does not add a second handler.
+    """
+    progress = logging.getLogger(PROGRESS_LOGGER)
+    if any(getattr(h, "_acgate_progress", False) for h in progress.handlers):
+        return
+    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._acgate_progress = True  # type: ignore[attr-defined]
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False

@@ -24,6 +24,7 @@ from acgate.core.detect import detect
 from acgate.core.result import DetectionResult
 from acgate.core.validation import check_choice, check_positive_int
 from acgate.io.datasets import DEFAULT_MAX_DECODED_BYTES
+from acgate.logs import PROGRESS_LOGGER
 from acgate.text import DEFAULT_MAX_LEN_CAP
 
 logger = logging.getLogger(__name__)
@@ -165,6 +166,28 @@ class ScanOutcome:
     dataset_sha256: str | None = None
     tracking_error: str | None = None
     proxy: Mapping[str, Any] | None = None
+
+    def _repr_html_(self) -> str:
+        """The scan's HTML report inline in a notebook (a summary table without a report).
+
+        The report goes in an ``iframe`` (``srcdoc``) so that its styles and its
+        Content-Security-Policy stay its own.
+        """
+        import html
+
+        report = self.files.get("report.html")
+        if report is not None and Path(report).is_file():
+            page = html.escape(Path(report).read_text(encoding="utf-8"), quote=True)
+            return (f'<iframe srcdoc="{page}" style="width: 100%; height: 900px; border: 1px '
+                    'solid #ddd" sandbox title="acgate report"></iframe>')
+        rows = "".join(
+            f"<tr><td>{html.escape(str(c.label))}</td><td>{html.escape(c.verdict)}</td>"
+            f"<td>{int(self.result.is_poison[self.result.segments == c.label].sum())}</td>"
+            f"<td>{c.n_samples}</td></tr>" for c in self.result.classes)
+        return (f"<p><strong>acgate scan: {html.escape(self.result.verdict.upper())}</strong> "
+                f"({int(self.result.is_poison.sum())} of {self.result.n_samples} rows flagged; "
+                f"outputs in {html.escape(str(self.out_dir))})</p><table><tr><th>class</th>"
+                f"<th>verdict</th><th>flagged</th><th>rows</th></tr>{rows}</table>")
 
 
 # ----------------------------------------------------------------------------- stages
@@ -584,6 +607,7 @@ def run_scan(
 
         check_tracking_store(tracking_uri)
     timings = _Laps()
+    timings.start("reading and validating", str(dataset_path))
     modality = dataset_modality(dataset_path, modality)
     # The suite also checks the label column (rows, classes, class sizes, range).
     gx_dataset = validate_dataset_file(dataset_path, modality=modality,
@@ -599,7 +623,7 @@ def run_scan(
     with output_folder(out_dir, command="scan", inputs=inputs, overwrite=overwrite) as output:
         analyzed = _scan_stages(dataset_path, dataset, output.staging, config, user_model,
                                 timings, report=report, dataset_sha256=dataset_sha256,
-                                gx_dataset=gx_dataset)
+                                gx_dataset=gx_dataset, out_dir=out_dir)
         output.commit()
         files = {name: out_dir / Path(path).name for name, path in analyzed.files.items()}
         for name in ("activations.parquet", "model.pt", "model.json", VOCABULARY_FILE):
@@ -611,6 +635,7 @@ def run_scan(
         if tracking_uri is not None:
             from acgate.stages import track_scan
 
+            timings.start("logging to MLflow", tracking_uri)
             try:
                 run_id = track_scan(analyzed, out_dir, config, tracking_uri=tracking_uri,
                                     experiment=experiment, started_at=started_at)
@@ -625,22 +650,45 @@ def run_scan(
                        tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"))
 
 
+def _analysis_outlook(config: ScanConfig, train_seconds: float | None) -> str:
+    """What the analysis stage will do, and about how long, for its progress line."""
+    if config.analysis not in ("auto", "exre"):
+        return f"{config.analysis} on the clusterings"
+    what = "retraining the proxy without the candidates, then without the class tails"
+    if config.model_path or not train_seconds:
+        return what
+    return f"{what} (about {2 * train_seconds:.0f} s: twice the proxy's training)"
+
+
+#: The scan's stages as its progress lines number them.
+SCAN_STAGES = ("reading and validating", "training the proxy", "extracting activations",
+               "clustering", "analysing", "logging to MLflow")
+_progress = logging.getLogger(PROGRESS_LOGGER)
+
+
 class _Laps(dict):  # type: ignore[type-arg]
-    """Wall seconds per stage, measured lap by lap."""
+    """Wall seconds per stage, measured lap by lap, each stage announced on the progress log."""
 
     def __init__(self) -> None:
         super().__init__()
         self._clock = time.perf_counter()
 
+    def start(self, stage: str, detail: str = "") -> None:
+        """Announce a stage of :data:`SCAN_STAGES` (with what it works on)."""
+        number = SCAN_STAGES.index(stage) + 1
+        _progress.info("[%d/%d] %s%s", number, len(SCAN_STAGES), stage,
+                       f": {detail}" if detail else "")
+
     def lap(self, name: str) -> None:
         now = time.perf_counter()
         self[name] = now - self._clock
         self._clock = now
+        _progress.info("      %s done in %.1f s", name.replace("_", " "), self[name])
 
 
 def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanConfig,
                  user_model: Any, timings: _Laps, *, report: bool,
-                 dataset_sha256: str, gx_dataset: Any) -> Any:
+                 dataset_sha256: str, gx_dataset: Any, out_dir: Path) -> Any:
     """The pipeline's stages, in order, in one process: train, extract, cluster, analyze.
 
     Exactly the functions the Kubeflow components wrap (:mod:`acgate.stages`), on the same
@@ -651,11 +699,18 @@ def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanCo
     from acgate.stages import analyze_stage, cluster_stage, extract_stage, train_proxy_stage
 
     vocabulary = None
+    n_rows = len(dataset)
     if user_model is None:
+        epochs = (config.resolved_text_epochs(n_rows) if hasattr(dataset, "texts")
+                  else config.resolved_epochs(n_rows))
+        timings.start("training the proxy", f"{n_rows:,} rows, {epochs} epochs")
         train_proxy_stage(dataset_path, staging, config, dataset=dataset)
-    elif hasattr(dataset, "texts"):
-        vocabulary = load_user_vocabulary(config)
+    else:
+        timings.start("training the proxy", f"skipped: the given model {config.model_path}")
+        if hasattr(dataset, "texts"):
+            vocabulary = load_user_vocabulary(config)
     timings.lap("train_proxy")
+    timings.start("extracting activations", f"{n_rows:,} rows")
     activations = staging / "activations.parquet"
     segments, gx_activations = extract_stage(
         dataset_path, None if user_model else staging, activations, config, dataset=dataset,
@@ -663,12 +718,15 @@ def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanCo
     timings.lap("extract")
     with tempfile.TemporaryDirectory(prefix="acgate-clusterings-") as work:
         paths = [Path(work) / f"class-{label}.parquet" for label in segments]
+        timings.start("clustering", f"{len(segments)} classes")
         for label, path in zip(segments, paths, strict=True):
             cluster_stage(activations, label, path, config)
         timings.lap("cluster")
+        timings.start("analysing", _analysis_outlook(config, timings.get("train_proxy")))
         analyzed = analyze_stage(activations, dataset_path, paths, staging, config,
                                  dataset_sha256=dataset_sha256, dataset=dataset,
-                                 report=report, scan_info={"timings": dict(timings)},
+                                 report=report,
+                                 scan_info={"timings": dict(timings), "out": str(out_dir)},
                                  validated={"dataset": gx_dataset,
                                             "activations": gx_activations})
     timings.update({f"detect_{k}": v for k, v in analyzed.result.info.timings.items()})

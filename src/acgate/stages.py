@@ -776,7 +776,7 @@ def analyze_stage(
     if report:
         files["report.html"] = _write_report(result, folder, arrays, dataset,
                                              dataset_uri or Path(dataset_path).name,
-                                             info.get("proxy"))
+                                             info, gx_results)
     return AnalyzeOutcome(result=result, files=files, gx_results=gx_results, scan_info=info)
 
 
@@ -787,14 +787,17 @@ def _validate_classes(result: DetectionResult) -> Any:
 
 
 def _write_report(result: DetectionResult, folder: Path, arrays: _Arrays, dataset: Any,
-                  name: Any, proxy: Mapping[str, Any] | None) -> Path:
-    """The HTML report with the dataset's images or texts as sprites, and the proxy's line."""
+                  name: Any, info: Mapping[str, Any],
+                  validations: Mapping[str, Mapping[str, Any]]) -> Path:
+    """The HTML report: images or texts as sprites, scan.json's facts, the GX results."""
     from acgate.report import write_report
 
     shown = ({"texts": dataset.texts} if hasattr(dataset, "texts")
              else {"images": dataset.images})
+    created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     files = write_report(result, folder / "report.html", activations=arrays.activations,
-                         title=f"acgate scan of {name}", proxy=proxy, **shown)
+                         title=f"acgate scan of {name}", proxy=info.get("proxy"),
+                         scan_info=info, validations=validations, created=created, **shown)
     return Path(files.html_path)
 
 
@@ -821,10 +824,23 @@ def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
         run_name=scan_run_name(str(info["dataset"])),
         artifacts_dir=Path(folder), dataset_uri=str(info["dataset"]),
         dataset_fingerprint=info["fingerprint"], dataset_sha256=info["dataset_sha256"],
-        params={f"scan.{k}": v for k, v in config.to_dict().items()},
+        params=_scan_only_params(config, outcome.result),
         gx_results=outcome.gx_results, metrics=proxy_metrics(info.get("proxy")),
         started_at=started_at,
     )
+
+
+def _scan_only_params(config: ScanConfig, result: DetectionResult) -> dict[str, Any]:
+    """The scan's settings as ``scan.<name>`` params, each once.
+
+    A detector setting the result already records under its own name (``reducer``,
+    ``size_threshold``, ..., ``random_state``, logged as ``seed`` too) is not logged again as
+    ``scan.<name>``: the MLflow UI listed every such setting twice.
+    """
+    recorded = result.info.params
+    same = {"seed": "random_state"}
+    return {f"scan.{name}": value for name, value in config.to_dict().items()
+            if not (same.get(name, name) in recorded and recorded[same.get(name, name)] == value)}
 
 
 def scan_run_name(dataset_uri: str, when: datetime.datetime | None = None) -> str:

@@ -153,3 +153,10 @@ def test_stable_mode_and_new_thresholds_reach_the_detector(run_cli, tmp_path):
     assert params["n_clusters"] == "stable"
     assert params["confusion_threshold"] == 0.5
     assert params["nested_source_share_threshold"] == 0.8
+    # detect writes the HTML report too: a card per class; --no-report skips it.
+    page = (out / "report.html").read_text()
+    assert page.count('<article class="card') == 3
+    assert (out / "plots" / "flagged.png").is_file()
+    bare = tmp_path / "bare"
+    assert run_cli(["detect", path, "--out", bare, "--no-report"]).code == EXIT_CLEAN
+    assert not (bare / "report.html").exists() and not (bare / "plots").exists()

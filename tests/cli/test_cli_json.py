@@ -25,3 +25,7 @@ def test_json_summary_of_a_poisoned_scan(run_cli, digits_parquet, tmp_path):
     assert summary["mlflow_run_id"] is None and summary["tracking_error"] is None
     assert summary["proxy"]["attack_success"] > 0.5  # acgate poison recorded the trigger
     assert (out / "report.html").is_file() and "report.html" in summary["files"]
+    # Near misses: only clean classes, each with its reasons (the report's, one derivation).
+    verdicts = {str(c["label"]): c["verdict"] for c in summary["classes"]}
+    assert all(verdicts[label] == "clean" and reasons
+               for label, reasons in summary["near_misses"].items())

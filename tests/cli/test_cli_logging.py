@@ -35,3 +35,28 @@ def test_great_expectations_info_lines_only_with_verbose(tmp_path, poisoned_digi
     assert run.returncode == 2, run.stderr
     assert "refusing to load" in run.stderr
     assert ("INFO great_expectations" in run.stderr) is verbose, run.stderr
+
+
+def test_stage_progress_lines_and_quiet(tmp_path, poisoned_digits):
+    # A whole (short) scan with --progress: every stage announced, with what it works on, and
+    # each one's time (stderr is not a terminal here, so --progress asks for them).
+    run = _acgate("scan", str(poisoned_digits), "--out", str(tmp_path / "scan"), "--no-mlflow",
+                  "--no-report", "--epochs", "2", "--progress")
+    assert run.returncode in (0, 1, 3), run.stderr  # a verdict, whichever two epochs give
+    lines = [line for line in run.stderr.splitlines() if line.startswith("[")]
+    assert [line.split(":")[0] for line in lines] == [
+        "[1/6] reading and validating", "[2/6] training the proxy",
+        "[3/6] extracting activations", "[4/6] clustering", "[5/6] analysing"]
+    assert "2 epochs" in lines[1] and "10 classes" in lines[3]
+    assert "retraining the proxy" in lines[4]
+    for stage in ("read validate", "train proxy", "extract", "cluster", "analyze report"):
+        assert f"{stage} done in " in run.stderr, run.stderr
+    # -q: nothing of it (the scan fails after validating: no need to train).
+    model = tmp_path / "not-weights.pt"
+    model.write_bytes(b"not a state_dict")
+    for quiet in (False, True):
+        run = _acgate(*(["-q"] if quiet else []), "scan", str(poisoned_digits), "--out",
+                      str(tmp_path / f"scan-{quiet}"), "--no-mlflow", "--model", str(model),
+                      "--progress")
+        assert run.returncode == 2, run.stderr
+        assert ("[1/6] reading and validating" in run.stderr) is not quiet, run.stderr

@@ -48,7 +48,7 @@ def test_poisoned_scan_run_has_per_class_metrics_tags_and_artifacts(poisoned_cli
                  "report.json"):
         assert name in artifacts, artifacts
     pngs = [a for a in artifacts if a.startswith("plots/") and a.endswith(".png")]
-    assert "plots/silhouette.png" in pngs
+    assert "plots/flagged.png" in pngs
     assert any("projection" in a for a in pngs)
     # The tables as JSON the MLflow UI previews (log_table), beside the Parquet files.
     classes = json.loads(Path(client.download_artifacts(run.info.run_id,
@@ -57,6 +57,6 @@ def test_poisoned_scan_run_has_per_class_metrics_tags_and_artifacts(poisoned_cli
     flagged = json.loads(Path(client.download_artifacts(run.info.run_id,
                                                         "tables/flagged.json")).read_text())
     assert len(flagged["data"]) == metrics["n_flagged"]
-    local = client.download_artifacts(run.info.run_id, "plots/silhouette.png")
+    local = client.download_artifacts(run.info.run_id, "plots/flagged.png")
     with open(local, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -62,6 +62,9 @@ def test_log_scan_records_params_metrics_tags_and_artifacts(store, tmp_path, mak
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "scan-1"
+    # MLflow 3's UI opens the experiment in its classic runs view, not the GenAI one.
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     params = run.data.params
     assert params["reducer"] == "ica"
     assert params["proxy_epochs"] == "3"
@@ -96,6 +99,7 @@ def test_log_scan_records_params_metrics_tags_and_artifacts(store, tmp_path, mak
     assert json.loads(tags["acgate.classes"]) == [0, 1, 2, 3]
     assert json.loads(tags["acgate.poisoned_classes"]) == [1]
     assert json.loads(tags["acgate.suspected_sources"]) == {"1": 0}
+    assert json.loads(tags["acgate.near_miss_classes"]) == []  # (acgate.review's own tests)
     assert tags["acgate.gx_success"] == "true"
     assert tags["acgate.kind"] == "scan"
     assert tags["acgate.dataset_sha256"] == DIGEST

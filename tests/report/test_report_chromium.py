@@ -56,7 +56,9 @@ def test_report_renders_and_a_script_from_the_data_does_not_run(tmp_path, digits
     for row in np.flatnonzero(is_poison):
         texts[row] = f"flagged {INJECTED}"
     files = write_report(result, tmp_path / "report.html", texts=texts, images=images,
-                         activations=images.reshape(len(images), -1), title="chromium check")
+                         activations=images.reshape(len(images), -1), title="chromium check",
+                         scan_info={"dataset": "digits.parquet", "dataset_sha256": "cd" * 32},
+                         created="2026-12-03 10:00:00 UTC")
 
     shot = tmp_path / "shot.png"
     _chromium(tmp_path, f"--screenshot={shot}", files.html_path.as_uri())
@@ -74,3 +76,11 @@ def test_report_renders_and_a_script_from_the_data_does_not_run(tmp_path, digits
         in dom
     assert "<script" not in dom
     assert not re.search(r"<img[^>]*id=\"injected\"", dom)  # no injected element
+    # One card per class as the browser built the DOM, each with its flagged count, and the
+    # run's metadata.
+    assert len(re.findall(r'<article class="card[^"]*" id="class-\d+">', dom)) == 3
+    for label in (0, 1, 2):
+        n = int((labels == label).sum())
+        flagged = int(is_poison[labels == label].sum())
+        assert f"{flagged} of {n} flagged" in dom
+    assert "dataset SHA-256" in dom and "2026-12-03 10:00:00 UTC" in dom

@@ -1,4 +1,6 @@
 import base64
+import dataclasses
+import html
 import re
 
 import numpy as np
@@ -27,15 +29,16 @@ def test_image_report_has_every_section_and_plot(tmp_path, digits_scan):
 
     assert files.html_path == tmp_path / "out" / "report.html"
     names = [p.name for p in files.plot_paths]
-    assert names == ["silhouette.png", "class_1_projection.png", "class_1_flagged.png",
-                     "class_1_kept.png"]
+    assert names == ["flagged.png", "silhouette.png", "class_1_flags.png",
+                     "class_1_projection.png", "class_1_flagged.png", "class_1_kept.png"]
     page = files.html_path.read_text()
     for path in files.plot_paths:
         assert path.parent == tmp_path / "out" / "plots"
         with Image.open(path) as png:
             assert png.format == "PNG" and png.width > 50
         assert base64.b64encode(path.read_bytes()).decode() in page  # embedded, self-contained
-    for section in ("verdict", "summary", "classes", "silhouette", "flagged", "run"):
+    for section in ("verdict", "metadata", "summary", "next", "classes", "charts", "cards",
+                    "run"):
         assert f'id="{section}"' in page
     assert '<div class="verdict verdict-poisoned">POISONED</div>' in page
     assert "Poisoned classes: 1 — 12 of 192 samples flagged" in page
@@ -69,7 +72,7 @@ def test_text_report_escapes_a_script_from_the_data(tmp_path, digits_scan):
     assert "Kept texts, random sample (10 of 60)" in page
     assert "<h2>GX &lt;results&gt;</h2><pre>dataset: ok\n&lt;script&gt;x&lt;/script&gt;</pre>" \
         in page
-    assert [p.name for p in files.plot_paths] == ["silhouette.png"]
+    assert [p.name for p in files.plot_paths] == ["flagged.png", "silhouette.png"]
 
 
 def test_clean_report(tmp_path, make_result):
@@ -77,7 +80,11 @@ def test_clean_report(tmp_path, make_result):
     result = make_result(labels, np.zeros(60, bool), poisoned=False)
     page = write_report(result, tmp_path / "r.html").html_path.read_text()
     assert '<div class="verdict verdict-clean">CLEAN</div>' in page
-    assert "No class was judged poisoned and nothing was flagged." in page
+    assert "No class judged poisoned — 0 of 60 flagged" in page
+    # A card for every class, clean ones too, and the gate as the next step.
+    assert page.count('<article class="card card-clean"') == 2
+    assert page.count("0 of 30 flagged") == 2
+    assert "acgate gate --model-name NAME --model-version VERSION --run-id SCAN_RUN_ID" in page
 
 
 def test_proxy_section_warns_when_the_trigger_was_not_learned(tmp_path, make_result):
@@ -106,10 +113,10 @@ def test_proxy_section_warns_when_the_trigger_was_not_learned(tmp_path, make_res
 def test_same_input_same_report(tmp_path, digits_scan):
     images, _, _, result = digits_scan
     first = write_report(result, tmp_path / "a" / "r.html", images=images,
-                         activations=images.reshape(len(images), -1))
-    second = write_report(result, tmp_path / "b" / "r.html", images=images,
-                          activations=images.reshape(len(images), -1))
-    assert first.html_path.read_bytes() == second.html_path.read_bytes()
+                         activations=images.reshape(len(images), -1)).html_path.read_bytes()
+    second = write_report(result, tmp_path / "a" / "r.html", images=images,
+                          activations=images.reshape(len(images), -1)).html_path.read_bytes()
+    assert first == second
 
 
 @pytest.mark.parametrize(
@@ -155,3 +162,73 @@ def test_sprite_sheet_checks_its_input():
         assert image.mode == "RGB" and image.size == (2 * 33 + 1, 3 * 33 + 1)
     with pytest.raises(ValueError, match="non-empty"):
         sprite_sheet(np.zeros((0, 1, 8, 8)))
+
+
+def test_cards_metadata_near_misses_validation_and_next_step(tmp_path, digits_scan):
+    images, labels, is_poison, result = digits_scan
+    near = ("cluster of k = 3 (stability 0.97), 8.0% of the class, left out of a retrain: 5 "
+            "classified as 2, 25 as class 0; l/p = 0.20 (< 1), 47% of it in class 0 (< 50%) "
+            "-> legitimate")
+    classes = tuple(c if c.label != 2 else dataclasses.replace(c, reason=near)
+                    for c in result.classes)
+    result = dataclasses.replace(result, classes=classes)
+    validations = {"dataset": {"success": True, "n_rows": 192, "n_expectations": 1,
+                               "n_failed": 0, "results": [
+                                   {"expectation": "expect_column_to_exist", "column": "label",
+                                    "success": True, "observed": "present <ok>"}]}}
+    page = write_report(
+        result, tmp_path / "scan" / "report.html", images=images,
+        activations=images.reshape(len(images), -1), validations=validations,
+        scan_info={"dataset": "data/my set.parquet", "dataset_sha256": "ab" * 32,
+                   "modality": "image", "out": "scans/tonight"},
+        created="2026-12-03 10:00:00 UTC", run_id="0123abcd").html_path.read_text()
+
+    # One card per class, clean ones too, each with its flagged count.
+    for label, flagged in ((0, 0), (1, 12), (2, 0)):
+        n = int((labels == label).sum())
+        assert f'id="class-{label}"' in page
+        assert f"{flagged} of {n} flagged" in page
+    assert page.count('<article class="card') == 3
+    # The near miss is highlighted in its card, the table and the summary.
+    assert '<article class="card card-clean card-near-miss" id="class-2">' in page
+    assert "<strong>Near miss:</strong> 47% of a left-out candidate went to class 0 (cut 50%)" \
+        in page
+    assert "Near misses (clean, but close to a cut: look at them): 2" in page
+    assert '<span class="badge badge-near-miss">near miss</span>' in page
+    # Run metadata.
+    for fact in ("ab" * 32, "2026-12-03 10:00:00 UTC", "0123abcd", "data/my set.parquet"):
+        assert fact in page
+    # The GX results, escaped.
+    assert 'id="validation"' in page and "present &lt;ok&gt;" in page
+    # The next command, for the scan's final folder, quoted for a shell.
+    assert ("acgate repair 'data/my set.parquet' --samples scans/tonight/samples.parquet "
+            "--out repaired --strategy relabel") in html.unescape(page)
+    # A poisoned class's projection coloured by flag; a clean class with nothing flagged and
+    # no candidate gets none.
+    assert (tmp_path / "scan" / "plots" / "class_1_flags.png").is_file()
+    assert not (tmp_path / "scan" / "plots" / "class_0_flags.png").exists()
+
+
+def test_silhouette_chart_only_when_the_decision_used_it(tmp_path, digits_scan):
+    *_, result = digits_scan
+    params = {**result.info.params, "analysis": "exre"}
+    exre = dataclasses.replace(result, info=dataclasses.replace(result.info, params=params))
+    files = write_report(exre, tmp_path / "report.html")
+    assert [p.name for p in files.plot_paths] == ["flagged.png"]
+    assert 'id="silhouette"' not in files.html_path.read_text()
+
+
+def test_a_scan_outcome_renders_in_a_notebook(tmp_path, digits_scan):
+    from acgate.scan import ScanOutcome
+
+    *_, result = digits_scan
+    page = write_report(result, tmp_path / "report.html").html_path
+    shown = ScanOutcome(result=result, out_dir=tmp_path,
+                        files={"report.html": page})._repr_html_()
+    # The whole report, escaped into a sandboxed iframe (its CSP and styles stay its own).
+    assert shown.startswith('<iframe srcdoc="&lt;!DOCTYPE html&gt;')
+    assert "sandbox" in shown and html.escape(page.read_text(), quote=True) in shown
+    # Without a report (--no-report): the verdict and a per-class table.
+    bare = ScanOutcome(result=result, out_dir=tmp_path, files={})._repr_html_()
+    assert "acgate scan: POISONED" in bare and "12 of 192 rows flagged" in bare
+    assert bare.count("<tr><td>") == 3

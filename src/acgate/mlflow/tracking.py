@@ -77,6 +77,7 @@ from acgate.mlflow.evidence import (
     is_sha256,
     sha256_bytes,
 )
+from acgate.review import near_misses
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from mlflow import MlflowClient
@@ -94,6 +95,8 @@ CLASSES_TAG = "acgate.classes"
 VERDICT_TAG = "acgate.verdict"
 POISONED_CLASSES_TAG = "acgate.poisoned_classes"
 SUSPECTED_SOURCES_TAG = "acgate.suspected_sources"
+#: Clean classes that came close to a cut (:func:`acgate.review.near_misses`): where to look.
+NEAR_MISS_CLASSES_TAG = "acgate.near_miss_classes"
 #: Run tag: what the run is (``scan`` or ``repair``).
 KIND_TAG = "acgate.kind"
 #: Run param and run tag holding the SHA-256 of the scanned file's bytes.
@@ -925,10 +928,17 @@ def log_repair(
     return run_id
 
 
+#: The experiment tag MLflow 3's UI reads to pick its view, and acgate's value: the classic
+#: runs / metrics / artifacts view (an experiment without it may open in the GenAI view).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def _experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name, artifact_location=artifact_location)
+        return client.create_experiment(name, artifact_location=artifact_location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     if experiment.lifecycle_stage != "active":
         raise ValueError(
             f"experiment {name!r} is {experiment.lifecycle_stage} in this tracking store; "
@@ -1020,6 +1030,8 @@ def _result_tags(result: DetectionResult) -> dict[str, str]:
     tags = {
         CLASSES_TAG: json.dumps([int(report.label) for report in result.classes]),
         VERDICT_TAG: result.verdict,
+        NEAR_MISS_CLASSES_TAG: json.dumps([int(report.label) for report in result.classes
+                                           if near_misses(report)]),
         POISONED_CLASSES_TAG: json.dumps([int(c) for c in result.poisoned_classes]),
         SUSPECTED_SOURCES_TAG: json.dumps(sources, sort_keys=True),
     }

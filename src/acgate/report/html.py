@@ -5,13 +5,16 @@ One file, no scripts, no external resources: plots and sprite sheets are embedde
 — reasons, parameters, warnings, texts, the title, extra sections — goes through
 :func:`html.escape`, and a Content-Security-Policy forbids scripts as a second line of defence.
 
-Sections, top to bottom: the verdict (big), a summary, the proxy (train accuracy and, when the
-dataset records its attack, the proxy's attack success, with a warning when it is low), the
-per-class table, the silhouette bar
-chart with its threshold, then per poisoned class (or class with flagged samples) a 3-D PCA
-projection of its activations coloured by cluster (Chen et al. 2018, Figure 2) and a sprite
-sheet of flagged samples next to a sample of kept ones (for text: tables of texts), then
-warnings, run parameters and any extra sections.
+Sections, top to bottom: the verdict (big); the run (dataset, its SHA-256, date, MLflow run,
+versions, proxy accuracy); a summary with the near misses; the next command to run (repair,
+or register and gate); the proxy (train accuracy and, when the dataset records its attack, the
+proxy's attack success, with a warning when it is low); the per-class table; the share of each
+class flagged (and the silhouette chart, when the decision used it); then a card for every
+class, clean ones too: its flagged count, its numbers against the cuts, every piece of evidence
+judged (near misses highlighted, :mod:`acgate.review`), 3-D PCA projections of its
+activations coloured by the final flag and by cluster (Chen et al. 2018, Figure 2), flagged and
+kept samples as sprite sheets (for text: tables of texts); then warnings, the Great
+Expectations results, run parameters and any extra sections.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import base64
 import html
 import logging
 import os
+import shlex
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +35,7 @@ import numpy as np
 
 from acgate.core.result import ClassReport, DetectionResult
 from acgate.report import plots
+from acgate.review import clauses, near_misses
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +62,26 @@ tr.row-poisoned td { background: #fdecea; }
 tr.row-skipped td { color: #777; }
 .badge { font-weight: 700; }
 .badge-poisoned { color: #c0392b; } .badge-clean { color: #1e8449; } .badge-skipped { color: #777; }
+.badge-near-miss { color: #b9770e; }
 figure { display: inline-block; margin: 6px 18px 6px 0; vertical-align: top; }
 figcaption { font-size: 13px; color: #444; margin-top: 4px; }
 img { image-rendering: pixelated; max-width: 100%; }
 pre { background: #f7f7f7; padding: 8px; white-space: pre-wrap; font-size: 12px; }
 td.text { max-width: 640px; white-space: pre-wrap; word-break: break-word; }
 ul.summary li { margin: 2px 0; }
+article.card { border: 1px solid #ddd; border-left: 6px solid #1e8449; border-radius: 6px;
+               padding: 4px 16px 10px 16px; margin: 14px 0; }
+article.card-poisoned { border-left-color: #c0392b; }
+article.card-skipped { border-left-color: #95a5a6; }
+article.card-near-miss { border-left-color: #d68910; background: #fef9e7; }
+.count { font-weight: 400; color: #444; }
+p.near-miss-note { color: #9a5d00; }
+tr.row-near-miss td { background: #fef5e7; }
+ol.clauses li { margin: 3px 0; font-size: 13px; }
+li.clause-poison { color: #a93226; } li.clause-near { color: #9a5d00; }
+li.clause-legitimate, li.clause-note { color: #333; }
+pre.command { background: #eef2f7; }
+details summary { cursor: pointer; font-size: 13px; color: #333; }
 """
 
 _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -94,6 +113,10 @@ def write_report(
     max_samples: int = 48,
     random_state: int = 0,
     proxy: Mapping[str, Any] | None = None,
+    scan_info: Mapping[str, Any] | None = None,
+    validations: Mapping[str, Mapping[str, Any]] | None = None,
+    created: str | None = None,
+    run_id: str | None = None,
 ) -> ReportFiles:
     """Write the HTML report of a scan (and its PNG plots).
 
@@ -116,6 +139,12 @@ def write_report(
         random_state: Seed of the sample of kept samples.
         proxy: How the proxy trained (``scan.json``'s ``"proxy"``): shown as the "Proxy"
             section; ``None`` (the user's own model): no section.
+        scan_info: ``scan.json``'s content (dataset, its SHA-256 and fingerprint, modality):
+            the run metadata and the next command to run.
+        validations: The Great Expectations results by suite (``ValidationReport.to_dict()``).
+        created: When the scan ran (shown as given; ``None``: not shown, so the same input
+            gives the same bytes).
+        run_id: The MLflow run the report belongs to, when known.
 
     Returns:
         The paths written.
@@ -133,16 +162,19 @@ def write_report(
         raise ValueError(f"max_samples must be a positive integer, got {max_samples!r}")
 
     pngs: dict[str, bytes] = {}
+    near = {report.label: near_misses(report) for report in result.classes}
+    pngs["flagged.png"] = plots.flagged_chart(
+        result, near_misses=[label for label, why in near.items() if why])
     threshold = _global_threshold(result)
-    pngs["silhouette.png"] = plots.silhouette_chart(result, threshold=threshold)
-    class_sections = [
-        _class_section(result, report, activations, images, texts, pngs, max_samples,
-                       random_state)
-        for report in result.classes
-        if report.is_poisoned or bool(result.is_poison[result.segments == report.label].any())
-    ]
-    document = _document(result, title, threshold, class_sections, pngs, extra_sections,
-                         proxy)
+    if _uses_silhouette(result):
+        pngs["silhouette.png"] = plots.silhouette_chart(result, threshold=threshold)
+    samples = _Samples(activations, images, texts, max_samples, random_state)
+    cards = [_class_card(result, report, near[report.label], samples, pngs,
+                         plotted=_plotted(result, report, near[report.label]))
+             for report in result.classes]
+    context = _Context(title, proxy, scan_info or {}, validations or {}, created, run_id,
+                       out_path.parent)
+    document = _document(result, context, threshold, cards, pngs, extra_sections)
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +186,48 @@ def write_report(
     _write_atomic(out_path, document.encode("utf-8"))
     logger.info("wrote report %s (%d plots in %s)", out_path, len(plot_paths), plots_dir)
     return ReportFiles(html_path=out_path, plot_paths=tuple(plot_paths))
+
+
+#: With more classes than this, only classes with flags, near misses or a judged candidate get
+#: projections and sprites (a 100-class report stays readable and small).
+MAX_PLOTTED_CLASSES = 20
+
+
+@dataclass(frozen=True)
+class _Samples:
+    """What the cards can show of the rows."""
+
+    activations: np.ndarray | None
+    images: np.ndarray | None
+    texts: list[str] | None
+    max_samples: int
+    random_state: int
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What the report says around the result: the run and the next step."""
+
+    title: str
+    proxy: Mapping[str, Any] | None
+    scan_info: Mapping[str, Any]
+    validations: Mapping[str, Mapping[str, Any]]
+    created: str | None
+    run_id: str | None
+    folder: Path
+
+
+def _uses_silhouette(result: DetectionResult) -> bool:
+    """Whether the decision used the silhouette (the chart against its threshold is evidence)."""
+    return result.info.params.get("analysis") in ("size-silhouette", "silhouette")
+
+
+def _plotted(result: DetectionResult, report: ClassReport, near: Sequence[str]) -> bool:
+    """Whether a class's card gets projections and sprites."""
+    flagged = bool(result.is_poison[result.segments == report.label].any())
+    if flagged or report.is_poisoned or near:
+        return True
+    return len(result.classes) <= MAX_PLOTTED_CLASSES and report.suspicious_cluster is not None
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -231,12 +305,11 @@ def _img(pngs: Mapping[str, bytes], name: str, alt: str, caption: str) -> str:
 
 def _document(
     result: DetectionResult,
-    title: str,
+    context: _Context,
     threshold: float | None,
-    class_sections: list[str],
+    cards: list[str],
     pngs: Mapping[str, bytes],
     extra_sections: Sequence[tuple[str, str]],
-    proxy: Mapping[str, Any] | None,
 ) -> str:
     verdict = result.verdict
     n_flagged = int(result.is_poison.sum())
@@ -250,11 +323,14 @@ def _document(
     else:
         subverdict = f"No class judged poisoned — {n_flagged} of {result.n_samples} flagged"
     sources = {r.label: r.suspected_source for r in result.classes if r.is_poisoned}
+    near = [r.label for r in result.classes if near_misses(r)]
     summary_items = [
         f"Samples analysed: {result.n_samples}",
         f"Classes analysed: {len(result.classes)}",
         f"Flagged samples: {n_flagged}",
         "Poisoned classes: " + (", ".join(_e(c) for c in result.poisoned_classes) or "none"),
+        "Near misses (clean, but close to a cut: look at them): "
+        + (", ".join(_e(c) for c in near) or "none"),
         "Skipped classes: " + (", ".join(_e(c) for c in result.skipped_classes) or "none"),
     ]
     if sources:
@@ -265,35 +341,94 @@ def _document(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">',
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
+        f"<title>{_e(context.title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(context.title)}</h1>",
         f'<section id="verdict"><div class="verdict verdict-{_e(verdict)}">'
         f"{_e(verdict.upper())}</div>",
         f'<p class="subverdict">{subverdict}</p></section>',
+        _metadata_section(result, context),
         '<section id="summary"><h2>Summary</h2><ul class="summary">'
         + "".join(f"<li>{item}</li>" for item in summary_items) + "</ul></section>",
-        _proxy_section(proxy),
-        _classes_table(result),
-        '<section id="silhouette"><h2>Silhouette per class</h2>',
-        _img(pngs, "silhouette.png", "silhouette score per class",
-             "Silhouette score of each class's clustering"
-             + (f"; dashed line: threshold {threshold:g}" if threshold is not None else "")
-             + ". Red: poisoned, green: clean, grey: skipped."),
-        "</section>",
-        '<section id="flagged"><h2>Poisoned classes and flagged samples</h2>',
+        _next_section(result, context),
+        _proxy_section(context.proxy),
+        _classes_table(result, set(near)),
+        '<section id="charts"><h2>Flagged rows per class</h2>',
+        _img(pngs, "flagged.png", "share of each class flagged",
+             "Share of each class flagged. Red: poisoned, green: clean, orange: near miss."),
     ]
-    parts += class_sections or ["<p>No class was judged poisoned and nothing was flagged.</p>"]
+    if "silhouette.png" in pngs:
+        parts.append(_img(
+            pngs, "silhouette.png", "silhouette score per class",
+            "Silhouette score of each class's clustering"
+            + (f"; dashed line: threshold {threshold:g}" if threshold is not None else "")
+            + ". Red: poisoned, green: clean, grey: skipped."))
+    parts.append("</section>")
+    parts.append('<section id="cards"><h2>Every class: the evidence and its verdict</h2>')
+    parts += cards
     parts.append("</section>")
     if result.info.warnings:
         parts.append('<section id="warnings"><h2>Warnings</h2><ul>'
                      + "".join(f"<li>{_e(w)}</li>" for w in result.info.warnings)
                      + "</ul></section>")
+    parts.append(_validation_section(context.validations))
     parts.append(_run_info(result))
     for heading, text in extra_sections:
         parts.append(f'<section class="extra"><h2>{_e(heading)}</h2><pre>{_e(text)}</pre>'
                      "</section>")
     parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return "\n".join(part for part in parts if part) + "\n"
+
+
+def _metadata_section(result: DetectionResult, context: _Context) -> str:
+    """What was scanned, when, with what: the facts a reviewer checks first."""
+    info = context.scan_info
+    rows: list[tuple[str, Any]] = [
+        ("dataset", info.get("dataset")),
+        ("dataset SHA-256", info.get("dataset_sha256")),
+        ("rows", result.n_samples),
+        ("modality", info.get("modality")),
+        ("scanned at", context.created),
+        ("MLflow run", context.run_id),
+        ("acgate", result.info.versions.get("acgate")),
+        ("analysis", result.info.params.get("analysis")),
+    ]
+    if context.proxy is not None and context.proxy.get("train_accuracy") is not None:
+        rows.append(("proxy train accuracy", f"{float(context.proxy['train_accuracy']):.3f}"))
+    body = "".join(f"<tr><th>{_e(name)}</th><td>{_e(value)}</td></tr>"
+                   for name, value in rows if value is not None)
+    return f'<section id="metadata"><h2>Run</h2><table>{body}</table></section>'
+
+
+def _next_section(result: DetectionResult, context: _Context) -> str:
+    """The command to run next: repair a poisoned dataset, or gate the model trained on it."""
+    dataset = context.scan_info.get("dataset")
+    data = shlex.quote(str(dataset)) if dataset else "DATASET.parquet"
+    # The scan's final folder (a scan writes into a staging folder first), else the report's.
+    folder = Path(context.scan_info.get("out") or context.folder)
+    samples = shlex.quote(str(folder / "samples.parquet"))
+    if result.verdict == "poisoned":
+        lines = [
+            "Look at the poisoned classes' cards below, then repair the data (relabel the "
+            "flagged rows to their suspected source, or remove them) and scan the repaired "
+            "data again before training on it:",
+            f"acgate repair {data} --samples {samples} --out repaired --strategy relabel",
+            "acgate scan repaired/cleaned.parquet --out rescan",
+        ]
+    elif result.verdict == "clean":
+        lines = [
+            "Register the model trained on exactly this file, then let the gate check the "
+            "digest and move the alias (docs/gate.md):",
+            f"acgate register --model-name NAME --run-id TRAINING_RUN_ID --training-data {data}",
+            "acgate gate --model-name NAME --model-version VERSION --run-id "
+            + (shlex.quote(context.run_id) if context.run_id else "SCAN_RUN_ID"),
+        ]
+    else:
+        lines = ["Some classes could not be judged (see their cards): the data is not known "
+                 "to be clean. Give them more rows or lower --min-class-size, then scan again."]
+    text, commands = lines[0], lines[1:]
+    return ('<section id="next"><h2>Next step</h2><p>' + _e(text) + "</p>"
+            + "".join(f"<pre class=\"command\">{_e(command)}</pre>" for command in commands)
+            + "</section>")
 
 
 def _proxy_section(proxy: Mapping[str, Any] | None) -> str:
@@ -318,80 +453,184 @@ def _proxy_section(proxy: Mapping[str, Any] | None) -> str:
             + "</section>")
 
 
-def _classes_table(result: DetectionResult) -> str:
-    header = ("<tr><th>class</th><th>n</th><th>cluster shares</th><th>silhouette</th>"
-              "<th>size ratio</th><th>ExRe</th><th>verdict</th><th>suspected source</th>"
-              "<th>reason</th></tr>")
+def _classes_table(result: DetectionResult, near: set[int]) -> str:
+    header = ("<tr><th>class</th><th>n</th><th>flagged</th><th>cluster shares</th>"
+              "<th>candidate share</th><th>l/p</th><th>verdict</th><th>suspected source</th>"
+              "</tr>")
     rows = []
     for report in result.classes:
         shares = " / ".join(f"{share:.0%}" for share in report.cluster_shares) or "–"
         source = "–" if report.suspected_source is None else report.suspected_source
+        n_flagged = int(result.is_poison[result.segments == report.label].sum())
+        verdict = "near miss" if report.label in near else report.verdict
+        near_class = " row-near-miss" if report.label in near else ""
         rows.append(
-            f'<tr class="row-{_e(report.verdict)}"><td>{_e(report.label)}</td>'
-            f'<td class="num">{_e(report.n_samples)}</td><td>{_e(shares)}</td>'
-            f'<td class="num">{_e(_num(report.silhouette))}</td>'
+            f'<tr class="row-{_e(report.verdict)}{near_class}">'
+            f'<td><a href="#class-{_e(report.label)}">{_e(report.label)}</a></td>'
+            f'<td class="num">{_e(report.n_samples)}</td>'
+            f'<td class="num">{n_flagged}</td><td>{_e(shares)}</td>'
             f'<td class="num">{_e(_num(report.size_ratio))}</td>'
             f'<td class="num">{_e(_num(report.exre_score, 2))}</td>'
-            f'<td><span class="badge badge-{_e(report.verdict)}">{_e(report.verdict)}</span></td>'
-            f"<td>{_e(source)}</td><td>{_e(report.reason)}</td></tr>"
+            f'<td><span class="badge badge-{_e(verdict.replace(" ", "-"))}">{_e(verdict)}</span>'
+            "</td>"
+            f"<td>{_e(source)}</td></tr>"
         )
     return ('<section id="classes"><h2>Per-class results</h2><table>' + header + "".join(rows)
             + "</table></section>")
 
 
-def _class_section(
-    result: DetectionResult,
-    report: ClassReport,
-    activations: np.ndarray | None,
-    images: np.ndarray | None,
-    texts: list[str] | None,
-    pngs: dict[str, bytes],
-    max_samples: int,
-    random_state: int,
-) -> str:
+#: The class report's scores a card shows, in order, with their names in words.
+_SCORE_NAMES = (
+    ("size_ratio", "candidate share of the class"),
+    ("candidate_k", "candidate found at k"),
+    ("stability", "candidate stability"),
+    ("exre", "l/p (left out: own label / most common other class)"),
+    ("source_share", "share of the candidate sent to one class"),
+    ("confusion", "natural confusion of the two classes"),
+    ("confidence", "mean confidence sent there"),
+    ("typicality", "median typicality there"),
+    ("tail_flips", "tail rows sent away confidently as typical rows"),
+    ("tail_cohesive", "... of them cohesive"),
+    ("tail_clump", "tail clump (rows sent away amid cohesive flips)"),
+    ("silhouette", "silhouette of the clustering"),
+)
+
+
+def _class_card(result: DetectionResult, report: ClassReport, near: Sequence[str],
+                samples: _Samples, pngs: dict[str, bytes], *, plotted: bool) -> str:
+    """One class: verdict, flagged count, the evidence against its cuts, and the rows."""
     label = int(report.label)
     rows = np.flatnonzero(result.segments == label)
     flagged = rows[result.is_poison[rows]]
     kept = rows[~result.is_poison[rows]]
-    source = "unknown" if report.suspected_source is None else report.suspected_source
+    source = "" if report.suspected_source is None else (
+        f"; suspected source {_e(report.suspected_source)}")
+    kind = f"card-{_e(report.verdict)}" + (" card-near-miss" if near else "")
     parts = [
-        f'<article class="class" id="class-{label}">',
-        f"<h3>Class {_e(label)} — {_e(report.verdict)}: {len(flagged)} of {len(rows)} flagged; "
-        f"suspected source {_e(source)}</h3>",
-        f"<p>{_e(report.reason)}</p>",
+        f'<article class="card {kind}" id="class-{label}">',
+        f'<h3>Class {_e(label)} <span class="badge badge-{_e(report.verdict)}">'
+        f'{_e(report.verdict)}</span> <span class="count">{len(flagged)} of {len(rows)} '
+        f"flagged</span>{source}</h3>",
     ]
-    if activations is not None and len(rows) >= 2:
+    if near:
+        parts.append('<p class="near-miss-note"><strong>Near miss:</strong> '
+                     + "; ".join(_e(why) for why in near) + ".</p>")
+    parts.append(_scores_table(report))
+    judged = clauses(report.reason)
+    items = "".join(
+        f'<li class="clause-{"near" if c.near_miss else (c.verdict or "note")}">{_e(c.text)}</li>'
+        for c in judged)
+    parts.append(f"<details{' open' if report.verdict != 'clean' or near else ''}>"
+                 f"<summary>How it was decided ({len(judged)} "
+                 f"{'piece' if len(judged) == 1 else 'pieces'} of evidence)</summary>"
+                 f'<ol class="clauses">{items}</ol></details>')
+    if plotted:
+        parts += _class_plots(result, report, rows, flagged, kept, samples, pngs)
+    parts.append("</article>")
+    return "\n".join(parts)
+
+
+def _scores_table(report: ClassReport) -> str:
+    """The class's numbers (from its most poison-like candidate) and the cuts it was judged by."""
+    cuts = {"exre": ("<", report.thresholds.get("exre")),
+            "source_share": (">=", report.thresholds.get("source_share")),
+            "confusion": ("<", report.thresholds.get("confusion"))}
+    body = []
+    for key, name in _SCORE_NAMES:
+        value = report.scores.get(key)
+        if value is None or not np.isfinite(value):
+            continue
+        shown = (f"{value:.0f}" if key.startswith("tail_") or key == "candidate_k"
+                 else f"{value:.3f}")
+        op, cut = cuts.get(key, (None, None))
+        rule = f"poison-like when {op} {cut:g}" if cut is not None else ""
+        body.append(f"<tr><th>{_e(name)}</th><td class=\"num\">{_e(shown)}</td>"
+                    f"<td>{_e(rule)}</td></tr>")
+    if not body:
+        return ""
+    return ('<table class="scores"><tr><th>evidence</th><th>value</th><th>cut</th></tr>'
+            + "".join(body) + "</table>")
+
+
+def _class_plots(result: DetectionResult, report: ClassReport, rows: np.ndarray,
+                 flagged: np.ndarray, kept: np.ndarray, samples: _Samples,
+                 pngs: dict[str, bytes]) -> list[str]:
+    """Projections (by final flag, by cluster) and the flagged and kept rows of one class."""
+    label = int(report.label)
+    parts = []
+    if samples.activations is not None and len(rows) >= 2:
+        if len(flagged):
+            name = f"class_{label}_flags.png"
+            pngs[name] = plots.flag_projection(
+                samples.activations[rows], result.is_poison[rows], label=label,
+                random_state=samples.random_state)
+            parts.append(_img(pngs, name, f"3-D projection of class {label} by flag",
+                              f"Class {label}: last-hidden-layer activations, PCA to 3, "
+                              "coloured by the final flag"))
         name = f"class_{label}_projection.png"
         pngs[name] = plots.class_projection(
-            activations[rows], result.clusters[rows], label=label,
-            suspicious_cluster=report.suspicious_cluster, random_state=random_state,
+            samples.activations[rows], result.clusters[rows], label=label,
+            suspicious_cluster=report.suspicious_cluster, random_state=samples.random_state,
         )
         parts.append(_img(pngs, name, f"3-D projection of class {label}",
-                          f"Class {label}: last-hidden-layer activations, PCA to 3, coloured "
-                          "by cluster"))
+                          f"Class {label}: the same projection coloured by cluster (the "
+                          "clustering the candidates came from)"))
     # The most suspicious first (stable: ties keep row order).
-    shown_flagged = flagged[np.argsort(-result.poison_score[flagged], kind="stable")][:max_samples]
-    shown_kept = plots.seeded_sample(kept, max_samples, random_state)
-    if images is not None:
+    order = np.argsort(-result.poison_score[flagged], kind="stable")
+    shown_flagged = flagged[order][:samples.max_samples]
+    shown_kept = plots.seeded_sample(kept, samples.max_samples, samples.random_state)
+    if samples.images is not None:
         for kind, chosen, total, caption in (
             ("flagged", shown_flagged, len(flagged), "Flagged"),
             ("kept", shown_kept, len(kept), "Kept (random sample)"),
         ):
-            if len(chosen) == 0:
+            if len(chosen) == 0 or (kind == "kept" and not len(flagged)):
                 continue
             name = f"class_{label}_{kind}.png"
-            pngs[name] = plots.sprite_sheet(images[chosen])
+            pngs[name] = plots.sprite_sheet(samples.images[chosen])
             parts.append(_img(pngs, name, f"{kind} samples of class {label}",
                               f"{caption}: {len(chosen)} of {total}"))
-    if texts is not None:
-        parts.append(_text_table(result, texts, shown_flagged,
+    if samples.texts is not None and len(flagged):
+        parts.append(_text_table(result, samples.texts, shown_flagged,
                                  f"Flagged texts ({len(shown_flagged)} of {len(flagged)})"))
-        kept_texts = plots.seeded_sample(kept, min(10, max_samples), random_state)
-        parts.append(_text_table(result, texts, kept_texts,
+        kept_texts = plots.seeded_sample(kept, min(10, samples.max_samples),
+                                         samples.random_state)
+        parts.append(_text_table(result, samples.texts, kept_texts,
                                  f"Kept texts, random sample ({len(kept_texts)} of "
                                  f"{len(kept)})"))
-    parts.append("</article>")
-    return "\n".join(parts)
+    return parts
+
+
+def _validation_section(validations: Mapping[str, Mapping[str, Any]]) -> str:
+    """The Great Expectations suites: passed or failed, with every expectation on request."""
+    if not validations:
+        return ""
+    parts = ['<section id="validation"><h2>Data validation (Great Expectations)</h2>'
+             "<table><tr><th>suite</th><th>result</th><th>rows</th><th>expectations</th>"
+             "<th>failed</th></tr>"]
+    for stage, report in validations.items():
+        ok = bool(report.get("success"))
+        parts.append(f'<tr class="row-{"clean" if ok else "poisoned"}"><td>{_e(stage)}</td>'
+                     f"<td>{'passed' if ok else 'FAILED'}</td>"
+                     f'<td class="num">{_e(report.get("n_rows", "–"))}</td>'
+                     f'<td class="num">{_e(report.get("n_expectations", "–"))}</td>'
+                     f'<td class="num">{_e(report.get("n_failed", "–"))}</td></tr>')
+    parts.append("</table>")
+    for stage, report in validations.items():
+        results = report.get("results") or []
+        if not results:
+            continue
+        body = "".join(
+            f'<tr class="row-{"clean" if r.get("success") else "poisoned"}">'
+            f"<td>{_e(r.get('expectation'))}</td><td>{_e(r.get('column') or '–')}</td>"
+            f"<td>{'ok' if r.get('success') else 'failed'}</td>"
+            f"<td>{_e(r.get('observed') if r.get('observed') is not None else '–')}</td></tr>"
+            for r in results)
+        parts.append(f"<details><summary>{_e(stage)}: {len(results)} expectations</summary>"
+                     "<table><tr><th>expectation</th><th>column</th><th>result</th>"
+                     f"<th>observed</th></tr>{body}</table></details>")
+    parts.append("</section>")
+    return "".join(parts)
 
 
 def _text_table(result: DetectionResult, texts: list[str], rows: np.ndarray, caption: str) -> str:

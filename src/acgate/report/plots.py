@@ -1,4 +1,4 @@
-"""PNG plots of a scan: silhouette per class, 3-D projections, sprite sheets.
+"""PNG plots of a scan: flagged share and silhouette per class, 3-D projections, sprite sheets.
 
 Every function returns PNG bytes and draws on its own :class:`matplotlib.figure.Figure` with the
 Agg canvas (no pyplot, no global state, no display needed). Nothing here writes files;
@@ -24,6 +24,10 @@ VERDICT_COLOURS: Mapping[str, str] = {
 #: Cluster colours of the 3-D projection; the suspicious cluster is always red.
 CLUSTER_COLOURS: tuple[str, ...] = ("#2e86c1", "#f39c12", "#8e44ad", "#16a085", "#7f8c8d")
 SUSPICIOUS_COLOUR = "#c0392b"
+#: Colours of the projection by final flag, and of a near miss's bar.
+FLAGGED_COLOUR = "#c0392b"
+KEPT_COLOUR = "#5d6d7e"
+NEAR_MISS_COLOUR = "#d68910"
 
 _PNG_METADATA = {"Software": None}  # no version string: same input, same bytes
 
@@ -79,6 +83,46 @@ def silhouette_chart(result: DetectionResult, *, threshold: float | None = None)
     axes.set_ylabel("silhouette score")
     axes.set_title("Silhouette of the clustering, per class")
     axes.axhline(0.0, color="#333333", linewidth=0.5)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def flagged_chart(result: DetectionResult, *, near_misses: Sequence[int] = ()) -> bytes:
+    """Bar chart of the share of each class flagged, coloured by verdict (near misses orange).
+
+    Args:
+        result: The detection result.
+        near_misses: Labels of clean classes that came close to being flagged (their bar is
+            drawn orange at a minimal height, so that they show).
+
+    Returns:
+        PNG bytes.
+    """
+    labels = [report.label for report in result.classes]
+    shares = []
+    for report in result.classes:
+        rows = result.segments == report.label
+        shares.append(float(result.is_poison[rows].mean()) if rows.any() else 0.0)
+    near = set(near_misses)
+    colours = [NEAR_MISS_COLOUR if label in near
+               else VERDICT_COLOURS.get(report.verdict, "#34495e")
+               for label, report in zip(labels, result.classes, strict=True)]
+    heights = [max(share, 0.005) if label in near else share
+               for label, share in zip(labels, shares, strict=True)]
+    figure = _figure(max(4.0, 0.45 * len(labels) + 1.5), 3.2)
+    axes = figure.add_subplot()
+    positions = np.arange(len(labels))
+    axes.bar(positions, heights, color=colours)
+    for position, share in zip(positions, shares, strict=True):
+        if share > 0:
+            axes.text(position, share, f"{share:.1%}", ha="center", va="bottom", fontsize=7)
+    axes.set_xticks(positions, [str(label) for label in labels],
+                    fontsize=8 if len(labels) <= 30 else 6)
+    axes.set_xlabel("class")
+    axes.set_ylabel("share of the class flagged")
+    axes.set_ylim(0, max(0.05, max(shares, default=0.0) * 1.2))
+    axes.set_title("Flagged rows per class (red: poisoned, green: clean, orange: near miss)",
+                   fontsize=9)
     figure.tight_layout()
     return _png(figure)
 
@@ -144,6 +188,50 @@ def class_projection(
     axes.set_ylabel("PC 2")
     axes.set_zlabel("PC 3")
     axes.set_title(f"Class {label}: activations, PCA to 3, by cluster", fontsize=10)
+    axes.legend(loc="upper left", fontsize=8)
+    return _png(figure)
+
+
+def flag_projection(
+    activations: np.ndarray,
+    flagged: np.ndarray,
+    *,
+    label: int,
+    max_points: int = 4000,
+    random_state: int = 0,
+) -> bytes:
+    """3-D PCA projection of one class's activations, coloured by the final flag.
+
+    The same projection and sample as :func:`class_projection`, so the two views line up.
+
+    Args:
+        activations: The class's activations, ``n x d``.
+        flagged: Whether each row was flagged, shape ``(n,)``.
+        label: The class (for the title).
+        max_points: Rows drawn at most (a seeded sample of larger classes).
+        random_state: Seed of that sample.
+
+    Returns:
+        PNG bytes.
+    """
+    points = project_3d(activations)
+    flagged = np.asarray(flagged, dtype=bool)
+    if len(points) > max_points:
+        keep = np.sort(np.random.default_rng(random_state).choice(
+            len(points), size=max_points, replace=False))
+        points, flagged = points[keep], flagged[keep]
+    figure = _figure(5.0, 4.4)
+    axes = figure.add_subplot(projection="3d")
+    # Kept rows first, so that the flagged ones are drawn on top.
+    for members, colour, name in ((~flagged, KEPT_COLOUR, "kept"),
+                                  (flagged, FLAGGED_COLOUR, "flagged")):
+        if members.any():
+            axes.scatter(points[members, 0], points[members, 1], points[members, 2], s=6,
+                         color=colour, alpha=0.7, label=f"{name}, n={int(members.sum())}")
+    axes.set_xlabel("PC 1")
+    axes.set_ylabel("PC 2")
+    axes.set_zlabel("PC 3")
+    axes.set_title(f"Class {label}: activations, PCA to 3, by final flag", fontsize=10)
     axes.legend(loc="upper left", fontsize=8)
     return _png(figure)
 

@@ -1,0 +1,96 @@
+"""What a reviewer looks at beside a verdict: each class's judged evidence, and its near misses.
+
+A class's ``reason`` (:class:`acgate.core.result.ClassReport`) lists every candidate the
+analysis judged, each clause ending in ``-> poison`` or ``-> legitimate``, and the class's tail.
+Here it is split into those clauses, and a clean class whose evidence came close to a cut is
+named a *near miss*: a reviewer should look at it, the gate does not act on it. The report's
+cards, the CLI table, ``scan --json`` and the MLflow run (tag ``acgate.near_miss_classes``) all
+take them from here.
+
+Near misses (one rule per test the default decision uses):
+
+- the left-out candidate left its label (``l/p`` below the cut) and the share that went to one
+  class came within :data:`NEAR_SHARE_POINTS` points of the source-share cut;
+- a candidate passed the one-source rule and was cleared only as a natural overlap of the two
+  classes measured at most :data:`NEAR_CONFUSION_FACTOR` times the confusion cut, or as not
+  sure enough (confidence or typicality at least :data:`NEAR_RELATIVE` of their cut);
+- the tail's clump reached at least :data:`NEAR_CLUMP_SHARE` of the rows it needs.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from acgate.core.result import ClassReport
+
+#: A source share at most this many percentage points under its cut is a near miss.
+NEAR_SHARE_POINTS = 10
+#: A natural overlap measured at most this multiple of the confusion cut is a near miss (a
+#: warping trigger's poisoned classes were cleared at 0.042-0.045 against 0.03).
+NEAR_CONFUSION_FACTOR = 2.0
+#: A confidence or typicality at least this share of its cut is a near miss.
+NEAR_RELATIVE = 0.9
+#: A tail clump of at least this share of the rows it needs is a near miss.
+NEAR_CLUMP_SHARE = 0.5
+
+# The clause ends the core writes (acgate.core.exre / acgate.core.tail): split after a verdict,
+# and before the tail's clause (after "no candidate: ...", which has no verdict of its own).
+_CLAUSE_END = re.compile(r"(?<=-> poison); |(?<=-> legitimate); |; (?=tail \()")
+_SHARE = re.compile(r"l/p = [0-9.]+ \(< [0-9.]+\), (\d+)% of it in class (\S+) \(< (\d+)%\)")
+_NATURAL = re.compile(r"confuses classes (\S+) and (\S+) at ([0-9.]+) \(>= ([0-9.]+): a natural")
+_NOT_SURE = re.compile(
+    r"(mean confidence|median typicality) there ([0-9.]+) \(< ([0-9.]+): not sure")
+_CLUMP = re.compile(r"clump of (\d+) sent away.*?, < (\d+) needed")
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One judged piece of a class's evidence.
+
+    Attributes:
+        text: The clause as the analysis wrote it.
+        verdict: ``"poison"``, ``"legitimate"`` or ``None`` (a statement such as "no candidate").
+        near_miss: Why this clause came close to flagging the class, or ``None``.
+    """
+
+    text: str
+    verdict: str | None
+    near_miss: str | None
+
+
+def clauses(reason: str) -> list[Clause]:
+    """Split a class's reason into its judged clauses, each with its near miss (if any)."""
+    parts = [part.strip() for part in _CLAUSE_END.split(reason or "") if part.strip()]
+    found = []
+    for text in parts:
+        verdict = ("poison" if text.endswith("-> poison")
+                   else "legitimate" if text.endswith("-> legitimate") else None)
+        found.append(Clause(text, verdict, _near_miss(text) if verdict == "legitimate" else None))
+    return found
+
+
+def near_misses(report: ClassReport) -> list[str]:
+    """Why a class judged clean came close to being flagged (empty: not close, or not clean)."""
+    if report.verdict != "clean":
+        return []
+    return [clause.near_miss for clause in clauses(report.reason) if clause.near_miss]
+
+
+def _near_miss(text: str) -> str | None:
+    share = _SHARE.search(text)
+    if share:
+        value, source, cut = int(share[1]), share[2], int(share[3])
+        if cut - value <= NEAR_SHARE_POINTS:
+            return f"{value}% of a left-out candidate went to class {source} (cut {cut}%)"
+    natural = _NATURAL.search(text)
+    if natural and float(natural[3]) <= NEAR_CONFUSION_FACTOR * float(natural[4]):
+        return (f"a candidate went to class {natural[2]}; cleared as a natural overlap "
+                f"(the proxy confuses the two classes at {natural[3]}, cut {natural[4]})")
+    sure = _NOT_SURE.search(text)
+    if sure and float(sure[2]) >= NEAR_RELATIVE * float(sure[3]):
+        return f"a one-source candidate cleared only by its {sure[1]} {sure[2]} (cut {sure[3]})"
+    clump = _CLUMP.search(text)
+    if clump and int(clump[1]) >= NEAR_CLUMP_SHARE * int(clump[2]) > 0:
+        return f"the tail's clump holds {clump[1]} rows ({clump[2]} needed)"
+    return None
