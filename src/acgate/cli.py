@@ -82,6 +82,14 @@ def add_setting_options(group: Any, items: Sequence[Any]) -> None:
                            choices=item.metadata["choices"], metavar=metavar, help=text)
 
 
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device``, declared once as the scan's setting (``ScanConfig.device``)."""
+    from acgate.core.config import settings
+    from acgate.scan import ScanConfig
+
+    add_setting_options(parser, [item for item in settings(ScanConfig) if item.name == "device"])
+
+
 def _add_detector_options(parser: argparse.ArgumentParser) -> None:
     from acgate.core.config import DetectorConfig, settings
 
@@ -246,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dataset fingerprint the scan was made on (checked)")
     repair.add_argument("--seed", type=int, default=0,
                         help="seed of training and replay (default: 0)")
+    _add_device_option(repair)
     repair.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI: log the repair as a run (default: "
                              "$MLFLOW_TRACKING_URI; off when neither is set)")
@@ -633,8 +642,10 @@ def cmd_poison(args: argparse.Namespace) -> int:
 def cmd_repair(args: argparse.Namespace) -> int:
     """``acgate repair``."""
     from acgate.repair import run_repair
+    from acgate.scan import ScanConfig
 
-    outcome = run_repair(args.dataset, args.samples, args.model, args.out,
+    config = ScanConfig(**({"device": args.device} if args.device else {}))
+    outcome = run_repair(args.dataset, args.samples, args.model, args.out, config=config,
                          strategy=args.strategy, seed=args.seed, epochs=args.epochs,
                          max_epochs=args.max_epochs, replay_fraction=args.replay_fraction,
                          test_dataset_path=args.test_dataset, fingerprint=args.fingerprint,

@@ -581,6 +581,10 @@ def run_repair(
                                replay_fraction, fingerprint)
     # The given model is loaded (and refused when unsafe) before the output folder is touched.
     user_model = _load_proxy(Path(model_path)) if model_path is not None else None
+    if user_model is not None:
+        from acgate.torch._arrays import resolve_device
+
+        user_model = user_model.to(resolve_device(config.device))
     with output_folder(out_dir, command="repair", inputs=inputs,
                        overwrite=overwrite) as output:
         timings: dict[str, float] = {}

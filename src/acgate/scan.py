@@ -100,6 +100,9 @@ class ScanConfig(DetectorConfig):
     layer: str | None = setting(None, "module whose activations to use (default: input of the "
                                 "final Linear)", stage="local")
     progress: bool = setting(False, "show progress bars", stage="local")
+    device: str = setting("auto", "torch device for training and extraction (auto: CUDA when "
+                          "available, else the CPU, which is deterministic for a seed)",
+                          stage="local", choices=("auto", "cpu", "cuda"))
     max_decoded_bytes: int | None = setting(
         DEFAULT_MAX_DECODED_BYTES, "budget of the decoded images plus the proxy's estimated "
         "training memory, checked from the image headers before decoding (flag in GiB; default 8)",
@@ -109,6 +112,7 @@ class ScanConfig(DetectorConfig):
 
     def __post_init__(self) -> None:  # noqa: D105
         check_choice(self.proxy, ("auto", "cnn", "mlp", "textcnn"), name="proxy")
+        check_choice(self.device, ("auto", "cpu", "cuda"), name="device")
         if self.epochs is not None:
             check_positive_int(self.epochs, name="epochs")
         if self.exre_epochs is not None:
@@ -340,10 +344,11 @@ def train_proxy(dataset: Any, config: ScanConfig) -> tuple[Any, Any]:
     Returns:
         ``(model, TrainStats)``.
     """
+    from acgate.torch._arrays import resolve_device
     from acgate.torch.train import seeded_model, train_model
 
     factory = _proxy_factory(dataset, config, n_classes_of(dataset.labels))
-    model = seeded_model(factory, config.seed)
+    model = seeded_model(factory, config.seed).to(resolve_device(config.device))
     epochs = (config.resolved_text_epochs(len(dataset)) if _is_text(dataset)
               else config.resolved_epochs(len(dataset)))
     stats = train_model(
@@ -469,9 +474,11 @@ def text_scan_info(dataset: Any, config: ScanConfig, vocabulary: Any) -> dict[st
 
 def load_user_model(config: ScanConfig) -> Any:
     """Load the user's model (``weights_only=True`` for state dicts)."""
+    from acgate.torch._arrays import resolve_device
     from acgate.torch.byo import load_model
 
-    return load_model(config.model_path, module=config.model_module)
+    model = load_model(config.model_path, module=config.model_module)
+    return model.to(resolve_device(config.device))
 
 
 def extract_to_parquet(model: Any, dataset: Any, path: str | Path, config: ScanConfig, *,
@@ -532,7 +539,7 @@ def make_retrain(dataset: Any, config: ScanConfig) -> Any:
         model_inputs(dataset, max_tokens=config.max_tokens), dataset.labels,
         model_factory=factory, epochs=epochs,
         batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-        progress=config.progress,
+        progress=config.progress, device=config.device,
     )
 
 

@@ -285,6 +285,7 @@ def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike, config: ScanC
         ``attack_success`` and ``attack_success_rows``): the train-proxy step's KFP metrics.
     """
     from acgate.scan import proxy_attack_success, train_proxy, weak_proxy_warning
+    from acgate.torch._arrays import model_device
 
     if dataset is None:
         dataset = read_stage_dataset(dataset_path, config, modality)
@@ -294,6 +295,7 @@ def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike, config: ScanC
                 if k in _TRAINING_FIELDS and np.isfinite(v)}
     attack = proxy_attack_success(model, dataset, seed=config.seed, max_tokens=config.max_tokens)
     training.update(attack or {})
+    training["device"] = model_device(model).type  # where it trained ("cpu" or "cuda")
     warning = weak_proxy_warning(training)
     if warning is not None:
         logger.warning("%s: %s", dataset_path, warning)
@@ -422,7 +424,9 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
         dataset = read_stage_dataset(dataset_path, config)
     metadata: dict[str, Any] = {"modality": "text" if hasattr(dataset, "texts") else "image"}
     if model is None:
-        model = load_proxy(model_dir)
+        from acgate.torch._arrays import resolve_device
+
+        model = load_proxy(model_dir).to(resolve_device(config.device))
         vocabulary = load_proxy_vocabulary(model_dir)
         training = proxy_training(model_dir)
         if training is not None:

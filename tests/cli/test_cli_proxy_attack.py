@@ -31,6 +31,7 @@ from acgate.scan import (
     weak_proxy_warning,
 )
 from acgate.stages import load_proxy, load_proxy_vocabulary, proxy_training, train_proxy_stage
+from acgate.torch._arrays import resolve_device
 from acgate.torch.train import predict
 
 
@@ -137,6 +138,7 @@ def test_poisoned_scan_records_the_proxy_everywhere(poisoned_cli_scan):
     assert run.code == EXIT_POISON, run.stderr
     proxy = json.loads((run.out / "scan.json").read_text())["proxy"]
     assert 0.9 < proxy["train_accuracy"] <= 1.0 and proxy["epochs"] == 30
+    assert proxy["device"] in ("cpu", "cuda")
     assert proxy["attack_success"] > WEAK_ATTACK_SUCCESS
     assert proxy["attack_success_rows"] == sum(p["n"] for p in proxy["attack_success_pairs"])
     assert f"attack success of the recorded trigger {proxy['attack_success']:.3f}" in run.stdout
@@ -154,5 +156,6 @@ def test_clean_scan_records_the_proxy_without_an_attack(clean_cli_scan):
     run = clean_cli_scan
     assert run.code == EXIT_CLEAN, run.stderr
     proxy = json.loads((run.out / "scan.json").read_text())["proxy"]
-    assert set(proxy) == {"train_accuracy", "final_loss", "epochs"}
+    assert set(proxy) == {"train_accuracy", "final_loss", "epochs", "device"}
+    assert proxy["device"] == resolve_device("auto").type  # --device auto: where it trained
     assert "proxy: train accuracy" in run.stdout and "attack success" not in run.stdout

@@ -94,7 +94,7 @@ def test_cli_flags_set_every_setting():
             "--min-class-size", "12", "--seed", "3", "--proxy", "mlp", "--epochs", "4",
             "--exre-epochs", "2", "--batch-size", "32", "--lr", "0.01", "--hidden", "64",
             "--model", "m.pt", "--model-module", "a.b:C", "--layer", "fc1", "--progress",
-            "--max-decoded-gb", "2", "--max-tokens", "100"]
+            "--max-decoded-gb", "2", "--max-tokens", "100", "--device", "cpu"]
     config = _config(build_parser().parse_args(argv))
     for item in ALL:
         assert getattr(config, item.name) != default_of(item), f"no flag changed {item.name}"

@@ -439,7 +439,8 @@ def _proxy_section(proxy: Mapping[str, Any] | None) -> str:
         return ""
     accuracy = proxy.get("train_accuracy")
     line = ("Train accuracy " + ("–" if accuracy is None else f"{accuracy:.3f}")
-            + (f" after {_e(proxy['epochs'])} epochs" if "epochs" in proxy else "") + ". ")
+            + (f" after {_e(proxy['epochs'])} epochs" if "epochs" in proxy else "")
+            + (f" on {_e(proxy['device'])}" if proxy.get("device") else "") + ". ")
     success = proxy.get("attack_success")
     if success is None:
         line += "The dataset records no trigger: the proxy's attack success is not measured."

@@ -27,6 +27,29 @@ def output_width(model: nn.Module) -> int | None:
     return int(width) if width is not None else None
 
 
+#: The devices a scan can be told to use (``ScanConfig.device``).
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a ``device`` setting: ``auto`` is CUDA when available, else the CPU.
+
+    ``cuda`` is the current CUDA device (choose one with ``CUDA_VISIBLE_DEVICES``). The CPU path
+    is deterministic for a seed; a GPU's results may differ from it in the last digits.
+
+    Raises:
+        ValueError: An unknown name, or ``cuda`` on a machine where torch sees no CUDA device.
+    """
+    if name not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
+    available = torch.cuda.is_available()
+    if name == "cuda" and not available:
+        raise ValueError("device 'cuda' asked for, but torch sees no CUDA device here "
+                         f"(torch {torch.__version__}, built for CUDA: "
+                         f"{torch.version.cuda or 'no'}); use --device auto or cpu")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and available) else "cpu")
+
+
 def model_device(model: nn.Module) -> torch.device:
     """Device of the model's first parameter (CPU for a model without parameters)."""
     for parameter in model.parameters():

@@ -17,7 +17,7 @@ import numpy as np
 from torch import nn
 
 from acgate.core.analyses import RetrainAndPredict
-from acgate.torch._arrays import as_input_tensor, as_label_tensor, positive_int
+from acgate.torch._arrays import as_input_tensor, as_label_tensor, positive_int, resolve_device
 from acgate.torch.train import predict_proba, seeded_model, train_model
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ def make_retrain_and_predict(
     seed: int = 0,
     weight_decay: float = 0.0,
     progress: bool = False,
+    device: str = "cpu",
 ) -> RetrainAndPredict:
     """Build ``retrain_and_predict(train_mask, query_positions) -> probabilities``.
 
@@ -52,6 +53,7 @@ def make_retrain_and_predict(
         seed: Seed for initial weights, shuffling and dropout. Default 0.
         weight_decay: Adam weight decay. Default 0.
         progress: Show a tqdm bar on stderr while retraining.
+        device: Where each retrain runs (:func:`acgate.torch._arrays.resolve_device`).
 
     Returns:
         The callable. It takes ``train_mask`` (bool ``N``: samples to train on) and
@@ -100,7 +102,7 @@ def make_retrain_and_predict(
         model = cache.get(key)
         if model is None:
             started = time.perf_counter()
-            model = seeded_model(model_factory, seed)
+            model = seeded_model(model_factory, seed).to(resolve_device(device))
             train_model(
                 model,
                 inputs[mask],
