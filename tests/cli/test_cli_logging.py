@@ -42,7 +42,7 @@ def test_stage_progress_lines_and_quiet(tmp_path, poisoned_digits):
     # each one's time (stderr is not a terminal here, so --progress asks for them).
     run = _acgate("scan", str(poisoned_digits), "--out", str(tmp_path / "scan"), "--no-mlflow",
                   "--no-report", "--epochs", "2", "--progress")
-    assert run.returncode in (0, 1, 3), run.stderr  # a verdict, whichever two epochs give
+    assert run.returncode in (0, 3, 5), run.stderr  # a verdict, whichever two epochs give
     lines = [line for line in run.stderr.splitlines() if line.startswith("[")]
     assert [line.split(":")[0] for line in lines] == [
         "[1/6] reading and validating", "[2/6] training the proxy",
