@@ -493,14 +493,16 @@ def format_diff(diff: Any) -> str:
         changed = diff.changed_classes
         if changed:
             header = (f"{'class':>5} {'verdict':>22} {'flagged':>12} {'source':>8} "
-                      f"{'+added':>7} {'-removed':>8}")
+                      f"{'+added':>7} {'-removed':>8}" + (f" {'one scan only':>13}"
+                                                           if unmatched else ""))
             lines += [header, "-" * len(header)]
             for c in changed:
                 lines.append(
                     f"{c.label:>5} {_change(c.verdict_a, c.verdict_b):>22} "
                     f"{_change(c.n_flagged_a, c.n_flagged_b):>12} "
                     f"{_change(c.suspected_source_a, c.suspected_source_b):>8} "
-                    f"{'+' + str(c.n_added):>7} {'-' + str(c.n_removed):>8}")
+                    f"{'+' + str(c.n_added):>7} {'-' + str(c.n_removed):>8}"
+                    + (f" {c.n_unmatched:>13}" if unmatched else ""))
         summary = (f"verdict {_change(a.verdict.upper(), b.verdict.upper())}; flagged "
                    f"{a.n_flagged} -> {b.n_flagged} (+{len(diff.flagged_only_b)} / "
                    f"-{len(diff.flagged_only_a)} rows")

@@ -89,6 +89,9 @@ class ClassDiff:
         suspected_source_b: The same in B.
         n_added: Rows of the class flagged in B that A did not flag (rows in both scans).
         n_removed: Rows of the class flagged in A that B did not flag (rows in both scans).
+        n_unmatched: Rows of the class flagged in one scan that the other scan does not have
+            (datasets of different lengths): counted here, in neither ``n_added`` nor
+            ``n_removed``.
     """
 
     label: int
@@ -100,13 +103,14 @@ class ClassDiff:
     suspected_source_b: int | None
     n_added: int
     n_removed: int
+    n_unmatched: int = 0
 
     @property
     def changed(self) -> bool:
         """Whether the verdict, the flagged rows or the suspected source differ."""
         return (self.verdict_a != self.verdict_b or self.n_flagged_a != self.n_flagged_b
                 or self.suspected_source_a != self.suspected_source_b
-                or self.n_added > 0 or self.n_removed > 0)
+                or self.n_added > 0 or self.n_removed > 0 or self.n_unmatched > 0)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, with ``changed``."""
@@ -115,7 +119,8 @@ class ClassDiff:
                 "n_flagged_a": self.n_flagged_a, "n_flagged_b": self.n_flagged_b,
                 "suspected_source_a": self.suspected_source_a,
                 "suspected_source_b": self.suspected_source_b,
-                "n_added": self.n_added, "n_removed": self.n_removed}
+                "n_added": self.n_added, "n_removed": self.n_removed,
+                "n_unmatched": self.n_unmatched}
 
 
 @dataclass(frozen=True)
@@ -333,6 +338,9 @@ def diff_scans(folder_a: PathLike, folder_b: PathLike) -> ScanDiff:
     flagged_per_class_b = _per_class(flagged_b, b.ids, b.segments)
     removed_per_class = _per_class(removed, a.ids, a.segments)
     added_per_class = _per_class(added, b.ids, b.segments)
+    unmatched_per_class = _per_class(unmatched_a, a.ids, a.segments)
+    for label, count in _per_class(unmatched_b, b.ids, b.segments).items():
+        unmatched_per_class[label] = unmatched_per_class.get(label, 0) + count
     classes = []
     for label in sorted(set(a.classes) | set(b.classes)):
         verdict_a, source_a = a.classes.get(label, (None, None))
@@ -342,7 +350,8 @@ def diff_scans(folder_a: PathLike, folder_b: PathLike) -> ScanDiff:
             n_flagged_a=flagged_per_class_a.get(label, 0),
             n_flagged_b=flagged_per_class_b.get(label, 0),
             suspected_source_a=source_a, suspected_source_b=source_b,
-            n_added=added_per_class.get(label, 0), n_removed=removed_per_class.get(label, 0)))
+            n_added=added_per_class.get(label, 0), n_removed=removed_per_class.get(label, 0),
+            n_unmatched=unmatched_per_class.get(label, 0)))
     return ScanDiff(
         a=a.side, b=b.side, same_dataset=same_dataset, classes=tuple(classes),
         flagged_only_a=tuple(removed.tolist()), flagged_only_b=tuple(added.tolist()),

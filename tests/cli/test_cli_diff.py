@@ -165,9 +165,12 @@ def test_other_data_of_another_length_is_said_and_its_extra_rows_counted_apart(
     assert document["rows"]["flagged_unmatched_a"] == unmatched
     assert document["rows"]["flagged_only_a"] == []  # not compared: B has no such row
     assert document["rows"]["flagged_both"] == sorted(set(flagged) - set(dropped))
+    assert sum(c["n_unmatched"] for c in document["classes"]) == len(unmatched)
+    assert sum(c["n_added"] + c["n_removed"] for c in document["classes"]) == 0
     text = run_cli(["diff", old, new]).stdout
     assert "note: the data changed" in text
     assert f"10 rows only in A ({len(unmatched)} flagged)" in text
+    assert "one scan only" in text.splitlines()[0]
     assert f"(+0 / -0 rows, {len(unmatched)} flagged rows in one scan only)" in text
 
 
