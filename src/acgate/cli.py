@@ -1,8 +1,9 @@
 """The ``acgate`` command line: parses, configures logging, calls the library, maps exit codes.
 
-Exit codes (one table, :mod:`acgate.errors`): 0 clean / promoted, 1 internal error, 2 bad input or
-arguments, 3 poison found / promotion refused, 4 infrastructure (tracking store unreachable,
-stalled or full; disk full), 5 incomplete (a class could not be judged).
+Exit codes (one table, :mod:`acgate.errors`): 0 clean / promoted, 1 internal error (``diff``: the
+scans differ), 2 bad input or arguments, 3 poison found / promotion refused, 4 infrastructure
+(tracking store unreachable, stalled or full; disk full), 5 incomplete (a class could not be
+judged).
 """
 
 from __future__ import annotations
@@ -303,6 +304,15 @@ def build_parser() -> argparse.ArgumentParser:
                           help="MLflow tracking URI of the registry (default: "
                                "$MLFLOW_TRACKING_URI; one of the two is required)")
 
+    diff = sub.add_parser("diff", help="what changed between two scan folders (verdict, "
+                          "classes, flagged rows): exit 0 no change, 1 changed, 2 bad input")
+    diff.add_argument("scan_a", type=Path, metavar="SCAN_A",
+                      help="the earlier scan folder (--out of acgate scan or acgate detect)")
+    diff.add_argument("scan_b", type=Path, metavar="SCAN_B", help="the later scan folder")
+    diff.add_argument("--json", action="store_true",
+                      help="print the machine-readable diff (per class, flagged rows, notes, "
+                           "exit code) on stdout instead of the table")
+
     demo = sub.add_parser("demo", help="poison the embedded digits, scan, print F1")
     demo.add_argument("--out", type=Path, default=Path("demo-out"),
                       help="output folder: the poisoned data and the scan (default: "
@@ -485,6 +495,57 @@ def scan_summary(outcome: Any, exit_code: int) -> dict[str, Any]:
             "files": {name: str(Path(path).resolve()) for name, path in outcome.files.items()},
             "mlflow_run_id": outcome.run_id, "tracking_error": outcome.tracking_error,
             "seconds": {name: round(float(value), 3) for name, value in outcome.timings.items()}}
+
+
+def _change(before: Any, after: Any) -> str:
+    """``before -> after``, or the value alone when it did not change."""
+    before, after = ("-" if v is None else v for v in (before, after))
+    return str(before) if before == after else f"{before} -> {after}"
+
+
+def format_diff(diff: Any) -> str:
+    """The text ``acgate diff`` prints: the changed classes, a summary line, the notes."""
+    a, b = diff.a, diff.b
+    lines = []
+    unmatched = len(diff.flagged_unmatched_a) + len(diff.flagged_unmatched_b)
+    if not diff.changed:
+        lines.append(f"no change: verdict {a.verdict.upper()}, {a.n_flagged} of {a.n_samples} "
+                     "rows flagged in both scans")
+    else:
+        changed = diff.changed_classes
+        if changed:
+            header = (f"{'class':>5} {'verdict':>22} {'flagged':>12} {'source':>8} "
+                      f"{'+added':>7} {'-removed':>8}" + (f" {'one scan only':>13}"
+                                                           if unmatched else ""))
+            lines += [header, "-" * len(header)]
+            for c in changed:
+                lines.append(
+                    f"{c.label:>5} {_change(c.verdict_a, c.verdict_b):>22} "
+                    f"{_change(c.n_flagged_a, c.n_flagged_b):>12} "
+                    f"{_change(c.suspected_source_a, c.suspected_source_b):>8} "
+                    f"{'+' + str(c.n_added):>7} {'-' + str(c.n_removed):>8}"
+                    + (f" {c.n_unmatched:>13}" if unmatched else ""))
+        summary = (f"verdict {_change(a.verdict.upper(), b.verdict.upper())}; flagged "
+                   f"{a.n_flagged} -> {b.n_flagged} (+{len(diff.flagged_only_b)} / "
+                   f"-{len(diff.flagged_only_a)} rows")
+        summary += f", {unmatched} flagged rows in one scan only)" if unmatched else ")"
+        lines.append(summary + f"; {len(changed)} of {len(diff.classes)} classes changed")
+    lines += [f"note: {note}" for note in diff.notes]
+    return "\n".join(lines)
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """``acgate diff``: 0 when the verdict and flags are the same, 1 when they changed."""
+    from acgate.diff import diff_scans
+    from acgate.errors import EXIT_CHANGED
+
+    diff = diff_scans(args.scan_a, args.scan_b)
+    code = EXIT_CHANGED if diff.changed else EXIT_CLEAN
+    if args.json:
+        print(json.dumps({**diff.to_dict(), "exit_code": code}, indent=2))
+    else:
+        print(format_diff(diff))
+    return code
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -756,7 +817,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"scan": cmd_scan, "detect": cmd_detect, "poison": cmd_poison, "gate": cmd_gate,
             "register": cmd_register,
-            "demo": cmd_demo, "repair": cmd_repair}
+            "demo": cmd_demo, "repair": cmd_repair, "diff": cmd_diff}
 #: Commands that train or run torch models.
 TORCH_COMMANDS = ("scan", "repair", "demo")
 

@@ -3,7 +3,9 @@
 Exit codes of every ``acgate`` command:
 
 - 0 ``EXIT_CLEAN``: clean verdict; model promoted; or the command succeeded.
-- 1 ``EXIT_ERROR``: an internal error (a bug in acgate: the traceback is printed).
+- 1 ``EXIT_ERROR``: an internal error (a bug in acgate: the traceback is printed). For
+  ``acgate diff`` alone, 1 is ``EXIT_CHANGED``: the two scans differ (as ``diff(1)``); a bug there
+  still prints its traceback on stderr.
 - 2 ``EXIT_BAD_INPUT``: bad input or bad arguments (the message names the file, column, flag).
 - 3 ``EXIT_POISON``: poison found; promotion refused (poison, or evidence that does not check
   out).
@@ -24,11 +26,13 @@ EXIT_BAD_INPUT = 2
 EXIT_POISON = 3
 EXIT_INFRASTRUCTURE = 4
 EXIT_INCOMPLETE = 5
+#: ``acgate diff``: the verdict or the flags changed between the two scans (as ``diff(1)``).
+EXIT_CHANGED = 1
 
 #: ``(code, meaning)`` rows of the table above, for ``--help`` and the README.
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_CLEAN, "clean; promoted; or the command succeeded"),
-    (EXIT_ERROR, "internal error (a bug in acgate)"),
+    (EXIT_ERROR, "internal error (a bug in acgate); for diff: the two scans differ"),
     (EXIT_BAD_INPUT, "bad input or bad arguments"),
     (EXIT_POISON, "poison found; promotion refused"),
     (EXIT_INFRASTRUCTURE, "infrastructure failed: tracking store unreachable, stalled or full; "
