@@ -1,9 +1,9 @@
 """The ``acgate`` command line: parses, configures logging, calls the library, maps exit codes.
 
-Exit codes (one table, :mod:`acgate.errors`): 0 clean / promoted, 1 internal error (``diff``: the
-scans differ), 2 bad input or arguments, 3 poison found / promotion refused, 4 infrastructure
-(tracking store unreachable, stalled or full; disk full), 5 incomplete (a class could not be
-judged).
+Exit codes (one table, :mod:`acgate.errors`): 0 clean / promoted, 1 internal error, 2 bad input
+or arguments, 3 poison found / promotion refused, 4 infrastructure (tracking store unreachable,
+stalled or full; disk full), 5 incomplete (a class could not be judged), 6 ``diff``: the scans
+differ.
 """
 
 from __future__ import annotations
@@ -305,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "$MLFLOW_TRACKING_URI; one of the two is required)")
 
     diff = sub.add_parser("diff", help="what changed between two scan folders (verdict, "
-                          "classes, flagged rows): exit 0 no change, 1 changed, 2 bad input")
+                          "classes, flagged rows): exit 0 no change, 6 changed, 2 bad input")
     diff.add_argument("scan_a", type=Path, metavar="SCAN_A",
                       help="the earlier scan folder (--out of acgate scan or acgate detect)")
     diff.add_argument("scan_b", type=Path, metavar="SCAN_B", help="the later scan folder")

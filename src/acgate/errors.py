@@ -3,9 +3,7 @@
 Exit codes of every ``acgate`` command:
 
 - 0 ``EXIT_CLEAN``: clean verdict; model promoted; or the command succeeded.
-- 1 ``EXIT_ERROR``: an internal error (a bug in acgate: the traceback is printed). For
-  ``acgate diff`` alone, 1 is ``EXIT_CHANGED``: the two scans differ (as ``diff(1)``); a bug there
-  still prints its traceback on stderr.
+- 1 ``EXIT_ERROR``: an internal error (a bug in acgate: the traceback is printed).
 - 2 ``EXIT_BAD_INPUT``: bad input or bad arguments (the message names the file, column, flag).
 - 3 ``EXIT_POISON``: poison found; promotion refused (poison, or evidence that does not check
   out).
@@ -13,6 +11,8 @@ Exit codes of every ``acgate`` command:
   full; disk full.
 - 5 ``EXIT_INCOMPLETE``: no poison found, but a class could not be judged (``--allow-skipped``
   accepts it).
+- 6 ``EXIT_CHANGED``: ``acgate diff`` only: the two scans differ (a code of its own, so that a
+  nightly job never mistakes a crash, 1, for a change).
 
 A poisoned verdict, once reached, is printed and written before anything that can fail with an
 infrastructure error, and keeps exit 3 even when tracking fails afterwards.
@@ -26,18 +26,19 @@ EXIT_BAD_INPUT = 2
 EXIT_POISON = 3
 EXIT_INFRASTRUCTURE = 4
 EXIT_INCOMPLETE = 5
-#: ``acgate diff``: the verdict or the flags changed between the two scans (as ``diff(1)``).
-EXIT_CHANGED = 1
+#: ``acgate diff``: the verdict or the flags changed between the two scans.
+EXIT_CHANGED = 6
 
 #: ``(code, meaning)`` rows of the table above, for ``--help`` and the README.
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (EXIT_CLEAN, "clean; promoted; or the command succeeded"),
-    (EXIT_ERROR, "internal error (a bug in acgate); for diff: the two scans differ"),
+    (EXIT_ERROR, "internal error (a bug in acgate)"),
     (EXIT_BAD_INPUT, "bad input or bad arguments"),
     (EXIT_POISON, "poison found; promotion refused"),
     (EXIT_INFRASTRUCTURE, "infrastructure failed: tracking store unreachable, stalled or full; "
                           "disk full"),
     (EXIT_INCOMPLETE, "incomplete: a class could not be judged (--allow-skipped accepts it)"),
+    (EXIT_CHANGED, "acgate diff: the two scans differ"),
 )
 
 
