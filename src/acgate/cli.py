@@ -832,11 +832,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.captureWarnings(True)  # e.g. texts cut at --max-tokens
     configure_logging(logging.WARNING - 10 * min(args.verbose, 2),
                       library_level=logging.WARNING if args.verbose == 0 else logging.NOTSET)
-    if args.quiet:
-        if hasattr(args, "progress"):
-            args.progress = False
-    elif sys.stderr.isatty() or getattr(args, "progress", False):
-        show_progress()
+    if args.quiet and hasattr(args, "progress"):
+        args.progress = False
+    show_progress(not args.quiet and (sys.stderr.isatty() or bool(getattr(args, "progress",
+                                                                          False))))
     try:
         if args.command in TORCH_COMMANDS:
             import torch

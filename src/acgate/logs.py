@@ -53,18 +53,32 @@ def configure_logging(level: int, *, library_level: int = logging.WARNING) -> No
             handler.addFilter(_QuietLibraries(library_level))
 
 
-def show_progress(stream: object = None) -> None:
-    """Print the scan's stage progress as plain lines on ``stream`` (default: stderr).
+class _ProgressHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Plain lines on whatever ``sys.stderr`` is when a line is written (a redirect included)."""
 
-    The progress logger then stops propagating, so a ``-v`` root handler does not print each
-    line twice. Calling it again does not add a second handler.
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass  # always the current sys.stderr
+
+
+def show_progress(show: bool = True) -> None:
+    """Print the scan's stage progress as plain lines on stderr, or stop printing it.
+
+    While shown, the progress logger does not propagate, so a ``-v`` root handler does not print
+    each line twice. Calling it again with the same choice changes nothing.
     """
     progress = logging.getLogger(PROGRESS_LOGGER)
-    if any(getattr(h, "_acgate_progress", False) for h in progress.handlers):
-        return
-    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler._acgate_progress = True  # type: ignore[attr-defined]
-    progress.addHandler(handler)
-    progress.setLevel(logging.INFO)
-    progress.propagate = False
+    for handler in [h for h in progress.handlers if isinstance(h, _ProgressHandler)]:
+        progress.removeHandler(handler)
+    if show:
+        progress.addHandler(_ProgressHandler())
+        progress.setLevel(logging.INFO)
+    progress.propagate = not show

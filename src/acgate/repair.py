@@ -575,6 +575,9 @@ def run_repair(
     dataset_path, samples_path, out_dir = Path(dataset_path), Path(samples_path), Path(out_dir)
     inputs = (dataset_path, samples_path, model_path, test_dataset_path)
     check_output_folder(out_dir, inputs=inputs)  # before anything is read or trained
+    from acgate.torch._arrays import resolve_device
+
+    resolve_device(config.device)  # --device cuda without CUDA: refused before any work
     if model_path is not None and not Path(model_path).is_file():
         raise FileNotFoundError(f"model file {str(model_path)!r} does not exist")
     task = _read_repair_inputs(dataset_path, samples_path, test_dataset_path, strategy,

@@ -9,6 +9,8 @@ take them from here.
 
 Near misses (one rule per test the default decision uses):
 
+- the left-out candidate stayed in its label barely more often than it went to one other class
+  (``l/p`` at most the cut divided by :data:`NEAR_RELATIVE`);
 - the left-out candidate left its label (``l/p`` below the cut) and the share that went to one
   class came within :data:`NEAR_SHARE_POINTS` points of the source-share cut;
 - a candidate passed the one-source rule and was cleared only as a natural overlap of the two
@@ -37,6 +39,7 @@ NEAR_CLUMP_SHARE = 0.5
 # The clause ends the core writes (acgate.core.exre / acgate.core.tail): split after a verdict,
 # and before the tail's clause (after "no candidate: ...", which has no verdict of its own).
 _CLAUSE_END = re.compile(r"(?<=-> poison); |(?<=-> legitimate); |; (?=tail \()")
+_LP = re.compile(r"(\d+) as class (\S+); l/p = ([0-9.]+) \(>= ([0-9.]+)\)")
 _SHARE = re.compile(r"l/p = [0-9.]+ \(< [0-9.]+\), (\d+)% of it in class (\S+) \(< (\d+)%\)")
 _NATURAL = re.compile(r"confuses classes (\S+) and (\S+) at ([0-9.]+) \(>= ([0-9.]+): a natural")
 _NOT_SURE = re.compile(
@@ -78,6 +81,10 @@ def near_misses(report: ClassReport) -> list[str]:
 
 
 def _near_miss(text: str) -> str | None:
+    lp = _LP.search(text)
+    if lp and float(lp[4]) > 0 and float(lp[3]) <= float(lp[4]) / NEAR_RELATIVE:
+        return (f"a left-out candidate stayed in its class only {lp[3]}x as often as it went to "
+                f"class {lp[2]} (cut {lp[4]})")
     share = _SHARE.search(text)
     if share:
         value, source, cut = int(share[1]), share[2], int(share[3])

@@ -72,6 +72,11 @@ def _gigabytes(text: str) -> int:
     return int(value * 1024**3)
 
 
+#: Where a scan trains and extracts (``ScanConfig.device``; :func:`acgate.torch._arrays.
+#: resolve_device` turns a name into a torch device).
+DEVICES = ("auto", "cpu", "cuda")
+
+
 @dataclass(frozen=True)
 class ScanConfig(DetectorConfig):
     """Every setting of a scan: the detector's and the proxy's.
@@ -99,10 +104,11 @@ class ScanConfig(DetectorConfig):
                                        "state_dict file", stage="local")
     layer: str | None = setting(None, "module whose activations to use (default: input of the "
                                 "final Linear)", stage="local")
-    progress: bool = setting(False, "show progress bars", stage="local")
+    progress: bool = setting(False, "show the training progress bars and the stage lines (the "
+                             "lines are on by default on a terminal)", stage="local")
     device: str = setting("auto", "torch device for training and extraction (auto: CUDA when "
                           "available, else the CPU, which is deterministic for a seed)",
-                          stage="local", choices=("auto", "cpu", "cuda"))
+                          stage="local", choices=DEVICES)
     max_decoded_bytes: int | None = setting(
         DEFAULT_MAX_DECODED_BYTES, "budget of the decoded images plus the proxy's estimated "
         "training memory, checked from the image headers before decoding (flag in GiB; default 8)",
@@ -112,7 +118,7 @@ class ScanConfig(DetectorConfig):
 
     def __post_init__(self) -> None:  # noqa: D105
         check_choice(self.proxy, ("auto", "cnn", "mlp", "textcnn"), name="proxy")
-        check_choice(self.device, ("auto", "cpu", "cuda"), name="device")
+        check_choice(self.device, DEVICES, name="device")
         if self.epochs is not None:
             check_positive_int(self.epochs, name="epochs")
         if self.exre_epochs is not None:
@@ -609,6 +615,9 @@ def run_scan(
     out_dir = Path(out_dir)
     inputs = (dataset_path, config.model_path)
     check_output_folder(out_dir, inputs=inputs)  # before anything is read or trained
+    from acgate.torch._arrays import resolve_device
+
+    resolve_device(config.device)  # --device cuda without CUDA: refused before the data is read
     if tracking_uri is not None:
         from acgate.mlflow import check_tracking_store
 
@@ -664,7 +673,9 @@ def _analysis_outlook(config: ScanConfig, train_seconds: float | None) -> str:
     what = "retraining the proxy without the candidates, then without the class tails"
     if config.model_path or not train_seconds:
         return what
-    return f"{what} (about {2 * train_seconds:.0f} s: twice the proxy's training)"
+    # Each retrain runs --exre-epochs (default: the proxy's epochs) on about the same rows.
+    share = config.exre_epochs / config.epochs if config.exre_epochs and config.epochs else 1.0
+    return f"{what} (about {2 * share * train_seconds:.0f} s from the proxy's training time)"
 
 
 #: The scan's stages as its progress lines number them.
@@ -733,7 +744,7 @@ def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanCo
         analyzed = analyze_stage(activations, dataset_path, paths, staging, config,
                                  dataset_sha256=dataset_sha256, dataset=dataset,
                                  report=report,
-                                 scan_info={"timings": dict(timings), "out": str(out_dir)},
+                                 scan_info={"timings": dict(timings)}, scan_folder=out_dir,
                                  validated={"dataset": gx_dataset,
                                             "activations": gx_activations})
     timings.update({f"detect_{k}": v for k, v in analyzed.result.info.timings.items()})

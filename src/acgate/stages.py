@@ -269,7 +269,8 @@ def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike, config: ScanC
     proxy's attack success on it is measured (:func:`acgate.scan.proxy_attack_success`) and a
     warning is logged when it is below :data:`acgate.scan.WEAK_ATTACK_SUCCESS`: the proxy never
     learned the backdoor, so a clean verdict would be weak evidence. ``model.json`` records the
-    training under ``"training"`` (:func:`proxy_training`); the extraction carries it to
+    training under ``"training"`` (:func:`proxy_training`), with the device it ran on
+    (``ScanConfig.device``); the extraction carries it to
     ``scan.json``'s ``"proxy"``.
 
     Args:
@@ -348,8 +349,9 @@ def proxy_training(model_dir: PathLike) -> dict[str, Any] | None:
     """How the proxy of a model folder trained (``model.json``'s ``"training"``), if recorded.
 
     Returns:
-        ``train_accuracy``, ``final_loss``, ``epochs`` and, when the dataset records its
-        attack, ``attack_success``, ``attack_success_rows`` and ``attack_success_pairs``;
+        ``train_accuracy``, ``final_loss``, ``epochs``, ``device`` (``"cpu"`` or ``"cuda"``)
+        and, when the dataset records its attack, ``attack_success``,
+        ``attack_success_rows`` and ``attack_success_pairs``;
         ``None`` for a folder that records none (a repaired model's).
     """
     path = Path(model_dir) / MODEL_SPEC_FILE
@@ -706,6 +708,7 @@ def analyze_stage(
     report: bool = True,
     scan_info: Mapping[str, Any] | None = None,
     validated: Mapping[str, Any] | None = None,
+    scan_folder: PathLike | None = None,
 ) -> AnalyzeOutcome:
     """Judge every class, validate, and write the result files, ``scan.json`` and the report.
 
@@ -728,6 +731,8 @@ def analyze_stage(
         validated: The ``"dataset"`` and ``"activations"`` suites' results, when this process
             already ran them on these very files (``run_scan``); a suite not given is run
             here (a pipeline step checks its own input artifacts).
+        scan_folder: The output folder as the user names it (``out_dir`` may be a staging
+            folder), for the report's next command; ``None``: a placeholder there.
 
     Returns:
         The :class:`AnalyzeOutcome`.
@@ -780,7 +785,7 @@ def analyze_stage(
     if report:
         files["report.html"] = _write_report(result, folder, arrays, dataset,
                                              dataset_uri or Path(dataset_path).name,
-                                             info, gx_results)
+                                             info, gx_results, scan_folder)
     return AnalyzeOutcome(result=result, files=files, gx_results=gx_results, scan_info=info)
 
 
@@ -792,7 +797,8 @@ def _validate_classes(result: DetectionResult) -> Any:
 
 def _write_report(result: DetectionResult, folder: Path, arrays: _Arrays, dataset: Any,
                   name: Any, info: Mapping[str, Any],
-                  validations: Mapping[str, Mapping[str, Any]]) -> Path:
+                  validations: Mapping[str, Mapping[str, Any]],
+                  scan_folder: PathLike | None) -> Path:
     """The HTML report: images or texts as sprites, scan.json's facts, the GX results."""
     from acgate.report import write_report
 
@@ -801,7 +807,8 @@ def _write_report(result: DetectionResult, folder: Path, arrays: _Arrays, datase
     created = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     files = write_report(result, folder / "report.html", activations=arrays.activations,
                          title=f"acgate scan of {name}", proxy=info.get("proxy"),
-                         scan_info=info, validations=validations, created=created, **shown)
+                         scan_info=info, validations=validations, created=created,
+                         scan_folder=scan_folder, **shown)
     return Path(files.html_path)
 
 

@@ -236,3 +236,18 @@ def test_unreachable_server_raises_connection_error_fast(free_port, make_result)
 def test_make_client_rejects_empty_uri():
     with pytest.raises(ValueError, match="tracking_uri"):
         make_client("")
+
+
+def test_near_miss_classes_are_tagged(store, make_result):
+    import dataclasses
+
+    _, uri, client = store
+    result = make_result(classes=(0, 1, 2), poisoned=(1,))
+    close = ("cluster of k = 3 (stability 0.97), 9.0% of the class, left out of a retrain: 2 "
+             "classified as 2, 40 as class 7; l/p = 0.05 (< 1), 48% of it in class 7 (< 50%) "
+             "-> legitimate")
+    classes = tuple(dataclasses.replace(c, reason=close) if c.label == 2 else c
+                    for c in result.classes)
+    run_id = log_scan(dataclasses.replace(result, classes=classes), tracking_uri=uri,
+                      experiment="near-miss")
+    assert json.loads(client.get_run(run_id).data.tags["acgate.near_miss_classes"]) == [2]

@@ -78,7 +78,8 @@ def test_text_report_escapes_a_script_from_the_data(tmp_path, digits_scan):
 def test_clean_report(tmp_path, make_result):
     labels = np.repeat([0, 1], 30)
     result = make_result(labels, np.zeros(60, bool), poisoned=False)
-    page = write_report(result, tmp_path / "r.html").html_path.read_text()
+    page = write_report(result, tmp_path / "r.html",
+                        scan_info={"dataset": "d.parquet"}).html_path.read_text()
     assert '<div class="verdict verdict-clean">CLEAN</div>' in page
     assert "No class judged poisoned — 0 of 60 flagged" in page
     # A card for every class, clean ones too, and the gate as the next step.
@@ -112,9 +113,10 @@ def test_proxy_section_warns_when_the_trigger_was_not_learned(tmp_path, make_res
 
 def test_same_input_same_report(tmp_path, digits_scan):
     images, _, _, result = digits_scan
+    # Two folders: the report does not embed where it was written.
     first = write_report(result, tmp_path / "a" / "r.html", images=images,
                          activations=images.reshape(len(images), -1)).html_path.read_bytes()
-    second = write_report(result, tmp_path / "a" / "r.html", images=images,
+    second = write_report(result, tmp_path / "b" / "r.html", images=images,
                           activations=images.reshape(len(images), -1)).html_path.read_bytes()
     assert first == second
 
@@ -180,8 +182,8 @@ def test_cards_metadata_near_misses_validation_and_next_step(tmp_path, digits_sc
         result, tmp_path / "scan" / "report.html", images=images,
         activations=images.reshape(len(images), -1), validations=validations,
         scan_info={"dataset": "data/my set.parquet", "dataset_sha256": "ab" * 32,
-                   "modality": "image", "out": "scans/tonight"},
-        created="2026-12-03 10:00:00 UTC", run_id="0123abcd").html_path.read_text()
+                   "modality": "image"},
+        created="2026-12-03 10:00:00 UTC", scan_folder="scans/tonight").html_path.read_text()
 
     # One card per class, clean ones too, each with its flagged count.
     for label, flagged in ((0, 0), (1, 12), (2, 0)):
@@ -196,7 +198,7 @@ def test_cards_metadata_near_misses_validation_and_next_step(tmp_path, digits_sc
     assert "Near misses (clean, but close to a cut: look at them): 2" in page
     assert '<span class="badge badge-near-miss">near miss</span>' in page
     # Run metadata.
-    for fact in ("ab" * 32, "2026-12-03 10:00:00 UTC", "0123abcd", "data/my set.parquet"):
+    for fact in ("ab" * 32, "2026-12-03 10:00:00 UTC", "data/my set.parquet"):
         assert fact in page
     # The GX results, escaped.
     assert 'id="validation"' in page and "present &lt;ok&gt;" in page
@@ -232,3 +234,20 @@ def test_a_scan_outcome_renders_in_a_notebook(tmp_path, digits_scan):
     bare = ScanOutcome(result=result, out_dir=tmp_path, files={})._repr_html_()
     assert "acgate scan: POISONED" in bare and "12 of 192 rows flagged" in bare
     assert bare.count("<tr><td>") == 3
+
+
+def test_the_next_step_fits_the_scan(tmp_path, digits_scan):
+    *_, result = digits_scan
+
+    def next_step(**kwargs):
+        page = write_report(result, tmp_path / "r.html", **kwargs).html_path.read_text()
+        return html.unescape(page.split('id="next"')[1].split("</section>")[0])
+
+    # acgate detect: activations only, nothing to repair or gate from the report.
+    assert "acgate repair" not in next_step() and "acgate scan" in next_step()
+    # Text cannot go through acgate repair (images only): remove the flagged rows.
+    text = next_step(scan_info={"dataset": "reviews.parquet", "modality": "text"},
+                     scan_folder="out")
+    assert "acgate repair " not in text and "out/flagged.parquet" in text
+    image = next_step(scan_info={"dataset": "digits.parquet", "modality": "image"})
+    assert "acgate repair digits.parquet --samples SCAN_FOLDER/samples.parquet" in image

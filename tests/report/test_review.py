@@ -57,6 +57,12 @@ def test_near_misses_name_what_came_close():
     assert near_misses(_report(_candidate(0.8, confidence=0.88))) == [
         "a one-source candidate cleared only by its mean confidence 0.88 (cut 0.9)"]
     assert near_misses(_report(_tail(25))) == ["the tail's clump holds 25 rows (40 needed)"]
+    stayed = ("cluster of k = 3 (stability 0.97), 38% of the class, left out of a retrain: 476 "
+              "classified as 7, 450 as class 9; l/p = 1.06 (>= 1) -> legitimate")
+    assert near_misses(_report(stayed)) == [
+        "a left-out candidate stayed in its class only 1.06x as often as it went to class 9 "
+        "(cut 1)"]
+    assert near_misses(_report(stayed.replace("1.06", "1.26"))) == []
     assert near_misses(_report(_tail(10))) == []
     # Only clean classes are near misses.
     assert near_misses(_report(_candidate(0.47), verdict="poisoned")) == []

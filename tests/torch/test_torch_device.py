@@ -46,3 +46,4 @@ def test_the_cpu_gives_the_same_proxy_as_auto_here(poisoned_digits):
     mask = torch.ones(len(dataset), dtype=torch.bool).numpy()
     probabilities = retrain(mask, mask.nonzero()[0][:5])
     assert probabilities.shape == (5, 10)
+

@@ -5,8 +5,8 @@ One file, no scripts, no external resources: plots and sprite sheets are embedde
 — reasons, parameters, warnings, texts, the title, extra sections — goes through
 :func:`html.escape`, and a Content-Security-Policy forbids scripts as a second line of defence.
 
-Sections, top to bottom: the verdict (big); the run (dataset, its SHA-256, date, MLflow run,
-versions, proxy accuracy); a summary with the near misses; the next command to run (repair,
+Sections, top to bottom: the verdict (big); the run (dataset, its SHA-256, date, versions,
+proxy accuracy); a summary with the near misses; the next command to run (repair,
 or register and gate); the proxy (train accuracy and, when the dataset records its attack, the
 proxy's attack success, with a warning when it is low); the per-class table; the share of each
 class flagged (and the silhouette chart, when the decision used it); then a card for every
@@ -116,7 +116,7 @@ def write_report(
     scan_info: Mapping[str, Any] | None = None,
     validations: Mapping[str, Mapping[str, Any]] | None = None,
     created: str | None = None,
-    run_id: str | None = None,
+    scan_folder: str | Path | None = None,
 ) -> ReportFiles:
     """Write the HTML report of a scan (and its PNG plots).
 
@@ -142,9 +142,11 @@ def write_report(
         scan_info: ``scan.json``'s content (dataset, its SHA-256 and fingerprint, modality):
             the run metadata and the next command to run.
         validations: The Great Expectations results by suite (``ValidationReport.to_dict()``).
-        created: When the scan ran (shown as given; ``None``: not shown, so the same input
-            gives the same bytes).
-        run_id: The MLflow run the report belongs to, when known.
+        created: When the scan ran (shown as given; ``None``: not shown). The same input and
+            ``created`` give the same bytes.
+        scan_folder: The scan's output folder as the user names it, for the next command
+            (``acgate repair ... --samples <folder>/samples.parquet``); ``None``: a placeholder.
+            Not the report's own folder: a scan writes into a staging folder first.
 
     Returns:
         The paths written.
@@ -172,8 +174,8 @@ def write_report(
     cards = [_class_card(result, report, near[report.label], samples, pngs,
                          plotted=_plotted(result, report, near[report.label]))
              for report in result.classes]
-    context = _Context(title, proxy, scan_info or {}, validations or {}, created, run_id,
-                       out_path.parent)
+    context = _Context(title, proxy, scan_info or {}, validations or {}, created,
+                       None if scan_folder is None else Path(scan_folder))
     document = _document(result, context, threshold, cards, pngs, extra_sections)
 
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -213,8 +215,7 @@ class _Context:
     scan_info: Mapping[str, Any]
     validations: Mapping[str, Mapping[str, Any]]
     created: str | None
-    run_id: str | None
-    folder: Path
+    scan_folder: Path | None
 
 
 def _uses_silhouette(result: DetectionResult) -> bool:
@@ -354,7 +355,8 @@ def _document(
         _classes_table(result, set(near)),
         '<section id="charts"><h2>Flagged rows per class</h2>',
         _img(pngs, "flagged.png", "share of each class flagged",
-             "Share of each class flagged. Red: poisoned, green: clean, orange: near miss."),
+             "Share of each class flagged. Red: poisoned, green: clean, orange: near miss, "
+             "grey: skipped."),
     ]
     if "silhouette.png" in pngs:
         parts.append(_img(
@@ -388,7 +390,6 @@ def _metadata_section(result: DetectionResult, context: _Context) -> str:
         ("rows", result.n_samples),
         ("modality", info.get("modality")),
         ("scanned at", context.created),
-        ("MLflow run", context.run_id),
         ("acgate", result.info.versions.get("acgate")),
         ("analysis", result.info.params.get("analysis")),
     ]
@@ -402,25 +403,35 @@ def _metadata_section(result: DetectionResult, context: _Context) -> str:
 def _next_section(result: DetectionResult, context: _Context) -> str:
     """The command to run next: repair a poisoned dataset, or gate the model trained on it."""
     dataset = context.scan_info.get("dataset")
-    data = shlex.quote(str(dataset)) if dataset else "DATASET.parquet"
-    # The scan's final folder (a scan writes into a staging folder first), else the report's.
-    folder = Path(context.scan_info.get("out") or context.folder)
-    samples = shlex.quote(str(folder / "samples.parquet"))
-    if result.verdict == "poisoned":
+    if dataset is None:  # acgate detect: activations only, no dataset to repair or gate
+        return ('<section id="next"><h2>Next step</h2><p>This analysis ran on activations alone '
+                "(acgate detect): the flagged rows are in flagged.parquet (their index is the "
+                "row of your data). To repair the data or gate a model on it, scan the dataset "
+                "itself with acgate scan.</p></section>")
+    data = shlex.quote(str(dataset))
+    folder = "SCAN_FOLDER" if context.scan_folder is None else shlex.quote(
+        str(context.scan_folder))
+    if result.verdict == "poisoned" and context.scan_info.get("modality") == "text":
+        lines = [
+            "Look at the poisoned classes' cards below, then remove the flagged rows (the "
+            f"index column of {folder}/flagged.parquet is their row in the data; the repair "
+            "command handles images only) and scan the cleaned data again before training on "
+            "it."]
+    elif result.verdict == "poisoned":
         lines = [
             "Look at the poisoned classes' cards below, then repair the data (relabel the "
             "flagged rows to their suspected source, or remove them) and scan the repaired "
             "data again before training on it:",
-            f"acgate repair {data} --samples {samples} --out repaired --strategy relabel",
+            f"acgate repair {data} --samples {folder}/samples.parquet --out repaired "
+            "--strategy relabel",
             "acgate scan repaired/cleaned.parquet --out rescan",
         ]
     elif result.verdict == "clean":
         lines = [
             "Register the model trained on exactly this file, then let the gate check the "
-            "digest and move the alias (docs/gate.md):",
+            "digest and move the alias (docs/gate.md; SCAN_RUN_ID: this scan's MLflow run):",
             f"acgate register --model-name NAME --run-id TRAINING_RUN_ID --training-data {data}",
-            "acgate gate --model-name NAME --model-version VERSION --run-id "
-            + (shlex.quote(context.run_id) if context.run_id else "SCAN_RUN_ID"),
+            "acgate gate --model-name NAME --model-version VERSION --run-id SCAN_RUN_ID",
         ]
     else:
         lines = ["Some classes could not be judged (see their cards): the data is not known "

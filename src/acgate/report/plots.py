@@ -121,8 +121,8 @@ def flagged_chart(result: DetectionResult, *, near_misses: Sequence[int] = ()) -
     axes.set_xlabel("class")
     axes.set_ylabel("share of the class flagged")
     axes.set_ylim(0, max(0.05, max(shares, default=0.0) * 1.2))
-    axes.set_title("Flagged rows per class (red: poisoned, green: clean, orange: near miss)",
-                   fontsize=9)
+    axes.set_title("Flagged rows per class (red: poisoned, green: clean, orange: near miss, "
+                   "grey: skipped)", fontsize=9)
     figure.tight_layout()
     return _png(figure)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any
 
@@ -27,19 +28,19 @@ def output_width(model: nn.Module) -> int | None:
     return int(width) if width is not None else None
 
 
-#: The devices a scan can be told to use (``ScanConfig.device``).
-DEVICES = ("auto", "cpu", "cuda")
-
-
 def resolve_device(name: str) -> torch.device:
     """The torch device of a ``device`` setting: ``auto`` is CUDA when available, else the CPU.
 
-    ``cuda`` is the current CUDA device (choose one with ``CUDA_VISIBLE_DEVICES``). The CPU path
-    is deterministic for a seed; a GPU's results may differ from it in the last digits.
+    ``cuda`` is the current CUDA device (choose one with ``CUDA_VISIBLE_DEVICES``). On CUDA,
+    torch is asked for deterministic algorithms (cuDNN's included; ops without one warn), so a
+    seed gives the same run twice on the same GPU; its numbers may still differ from the CPU's.
 
     Raises:
-        ValueError: An unknown name, or ``cuda`` on a machine where torch sees no CUDA device.
+        ValueError: A name not in :data:`acgate.scan.DEVICES`, or ``cuda`` on a machine where
+            torch sees no CUDA device.
     """
+    from acgate.scan import DEVICES
+
     if name not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
     available = torch.cuda.is_available()
@@ -47,7 +48,13 @@ def resolve_device(name: str) -> torch.device:
         raise ValueError("device 'cuda' asked for, but torch sees no CUDA device here "
                          f"(torch {torch.__version__}, built for CUDA: "
                          f"{torch.version.cuda or 'no'}); use --device auto or cpu")
-    return torch.device("cuda" if name == "cuda" or (name == "auto" and available) else "cpu")
+    if name == "cpu" or not available:
+        return torch.device("cpu")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.device("cuda")
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -33,7 +33,7 @@ def make_retrain_and_predict(
     seed: int = 0,
     weight_decay: float = 0.0,
     progress: bool = False,
-    device: str = "cpu",
+    device: str = "auto",
 ) -> RetrainAndPredict:
     """Build ``retrain_and_predict(train_mask, query_positions) -> probabilities``.
 
