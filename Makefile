@@ -4,16 +4,29 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.acgate-installed
 DEMO_OUT ?= demo-out
+# torch's version is declared once, in constraints.txt; the CPU build of it is installed.
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
+# Where the CPU build lives on an ordinary machine (PyPI's Linux wheel is the multi-GB CUDA one).
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: demo test test-all lint bench-quick clean
+.PHONY: install demo test test-all lint bench-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# torch first and pinned: the CPU wheel is on disk; an unpinned torch pulls a multi-GB CUDA build.
+# torch first, pinned to its CPU build (+cpu). An offline dry run (--no-index: no network, about
+# 1 s) asks whether the venv or pip's own configuration (a pip.conf/PIP_FIND_LINKS wheel folder,
+# as on CI) already has that wheel; only when not is TORCH_INDEX_URL added as an extra index.
+# Adding it unconditionally would break machines that cannot reach it: pip retries an unreachable
+# index 5 times for every package it looks up.
 $(STAMP): pyproject.toml constraints.txt | $(PY)
-	$(PY) -m pip install --quiet torch==2.13.0
+	if $(PY) -m pip install --dry-run --no-deps --no-index --quiet \
+	    'torch==$(TORCH_VERSION)+cpu' >/dev/null 2>&1; then \
+	  $(PY) -m pip install --quiet 'torch==$(TORCH_VERSION)+cpu'; \
+	else \
+	  $(PY) -m pip install --quiet --extra-index-url '$(TORCH_INDEX_URL)' 'torch==$(TORCH_VERSION)+cpu'; \
+	fi
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)
 
