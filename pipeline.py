@@ -46,9 +46,10 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 from kfp import compiler, dsl
+from kfp.dsl import pipeline_channel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -69,6 +70,29 @@ MLFLOW_CREDENTIALS_ENV = {"username": "MLFLOW_TRACKING_USERNAME",
                           "password": "MLFLOW_TRACKING_PASSWORD"}
 #: The executors of the tasks that talk to MLflow.
 MLFLOW_CLIENT_EXECUTORS = ("exec-analyze", "exec-gate", "exec-repair")
+#: Memory a step needs beyond ``max_decoded_bytes`` (the decoded data plus training, which the
+#: steps themselves bound): the interpreter, torch, pandas and pyarrow. The default
+#: ``memory_limit`` is checked against the default budget plus this (tests/kfp).
+STEP_MEMORY_OVERHEAD_BYTES = 2 * 1024**3
+#: A Kubernetes quantity: a literal, or a pipeline input that KFP resolves at run time.
+_Quantity = Union[str, pipeline_channel.PipelineChannel]
+
+
+def _set_resources(task: dsl.PipelineTask, cpu_request: _Quantity, cpu_limit: _Quantity,
+                   memory_request: _Quantity, memory_limit: _Quantity) -> dsl.PipelineTask:
+    """Give a task's pod the pipeline's CPU and memory requests and limits.
+
+    The values are pipeline inputs (KFP resolves them when the run starts: KFP backend 2.4.0 or
+    later); the local runners ignore them. kfp 2.17.3's compiler passes a pipeline input into a
+    nested DAG (``ParallelFor``, ``If``/``Else``) only when a task there consumes it as an
+    argument, so the inputs are also registered as the task's inputs: without that, ``cluster``,
+    ``gate`` and ``repair`` would name an input their DAG never receives.
+    """
+    values = (cpu_request, cpu_limit, memory_request, memory_limit)
+    task.register_pipeline_channels([value for value in values
+                                     if isinstance(value, pipeline_channel.PipelineChannel)])
+    return (task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
+            .set_memory_request(memory_request).set_memory_limit(memory_limit))
 
 
 def _label_mlflow_client(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -116,6 +140,10 @@ def acgate_pipeline(
     mlflow_tracking_uri: Optional[str] = None,
     repair_strategy: str = "relabel",
     alias: str = "champion",
+    cpu_request: str = "1",
+    cpu_limit: str = "2",
+    memory_request: str = "4Gi",
+    memory_limit: str = "10Gi",
 ) -> NamedTuple("ScanOutputs", samples=dsl.Dataset, verdict=str, run_id=str,
                 dataset_sha256=str):
     """Scan ``dataset_uri``; promote ``model_name``/``model_version`` if clean, else repair.
@@ -156,12 +184,20 @@ def acgate_pipeline(
             gate then refuses any named model).
         repair_strategy: ``"relabel"`` or ``"remove"`` (the repair of a poisoned dataset).
         alias: MLflow alias the gate moves on a pass.
+        cpu_request: CPU request of every step's pod (Kubernetes quantity: ``"1"``, ``"500m"``).
+        cpu_limit: CPU limit of every step's pod.
+        memory_request: Memory request of every step's pod (``"4Gi"``, ``"512Mi"``).
+        memory_limit: Memory limit of every step's pod; keep it at least ``max_decoded_bytes``
+            plus 2 GiB (the default is the default budget, 8 GiB, plus 2 GiB).
 
     Returns:
         ``samples`` (the per-sample result), ``verdict``, ``run_id`` (the scan's MLflow run) and
         ``dataset_sha256`` (the SHA-256 of the bytes that were scanned).
     """
+    resources = {"cpu_request": cpu_request, "cpu_limit": cpu_limit,
+                 "memory_request": memory_request, "memory_limit": memory_limit}
     digest = dataset_digest(dataset_uri=dataset_uri)
+    _set_resources(digest, **resources)
     digest.set_display_name("dataset digest")
     digest.set_caching_options(False)  # it must see today's bytes behind the same URI
     sha256 = digest.output
@@ -175,16 +211,19 @@ def acgate_pipeline(
                         "min_class_size": min_class_size}
     trained = train_proxy(dataset_uri=dataset_uri, dataset_sha256=sha256, **proxy_settings)
     trained.set_display_name("train proxy")
+    _set_resources(trained, **resources)
 
     extracted = extract_activations(dataset=trained.outputs["dataset"],
                                     model=trained.outputs["model"], segment_by=segment_by,
                                     max_decoded_bytes=max_decoded_bytes, dataset_sha256=sha256)
     extracted.set_display_name("extract activations")
+    _set_resources(extracted, **resources)
 
     with dsl.ParallelFor(items=extracted.outputs["Output"], name="per-class") as label:
         clustered = cluster(activations=extracted.outputs["activations"], label=label,
                             seed=seed, **cluster_settings)
         clustered.set_display_name("cluster class")
+        _set_resources(clustered, **resources)
 
     analyzed = analyze(
         activations=extracted.outputs["activations"], dataset=trained.outputs["dataset"],
@@ -197,6 +236,7 @@ def acgate_pipeline(
         **proxy_settings, **cluster_settings,
     )
     analyzed.set_display_name("analyze")
+    _set_resources(analyzed, **resources)
     _label_mlflow_client(analyzed)
 
     with dsl.If(analyzed.outputs["verdict"] == "clean", name="data-clean"):
@@ -204,6 +244,7 @@ def acgate_pipeline(
                         model_version=model_version, mlflow_tracking_uri=mlflow_tracking_uri,
                         alias=alias)
         promoted.set_display_name("promotion gate")
+        _set_resources(promoted, **resources)
         promoted.set_caching_options(False)  # decides on MLflow's current state, every run
         _label_mlflow_client(promoted)
     with dsl.Else(name="data-poisoned"):
@@ -213,6 +254,7 @@ def acgate_pipeline(
                           scan_run_id=analyzed.outputs["run_id"], dataset_sha256=sha256,
                           **proxy_settings)
         repaired.set_display_name("repair")
+        _set_resources(repaired, **resources)
         _label_mlflow_client(repaired)
 
     outputs = NamedTuple("ScanOutputs", samples=dsl.Dataset, verdict=str, run_id=str,
