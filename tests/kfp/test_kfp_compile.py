@@ -195,6 +195,7 @@ def test_compile_pins_the_image_by_digest_and_passes_mlflow_credentials(tmp_path
     ("--image-digest", "sha256:abc", "64 lowercase hex"),
     ("--image-digest", "latest", "64 lowercase hex"),
     ("--mlflow-credentials-secret", "Bad_Name", "not a Kubernetes Secret name"),
+    ("--dataset-credentials-secret", "s3 keys", "not a Kubernetes Secret name"),
 ])
 def test_compile_refuses_a_bad_pin_or_secret(tmp_path, option, value, message):
     done = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "compile", "--out",
@@ -202,6 +203,28 @@ def test_compile_refuses_a_bad_pin_or_secret(tmp_path, option, value, message):
                           text=True, cwd=tmp_path)
     assert done.returncode == 2 and message in done.stderr
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_compile_passes_object_store_credentials_to_the_steps_that_read_the_uri(tmp_path):
+    out = tmp_path / "s3.yaml"
+    done = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "compile", "--out",
+                           str(out), "--dataset-credentials-secret", "acgate-s3",
+                           "--mlflow-credentials-secret", "acgate-mlflow-client"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    documents = list(yaml.safe_load_all(out.read_text()))
+    executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    s3 = {"secretName": "acgate-s3",
+          "keyToEnv": [{"secretKey": key, "envVar": key}
+                       for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]}
+    # Only the steps that open dataset_uri; the others read the staged copy.
+    readers = {name for name, config in executors.items()
+               if any(entry["secretName"] == "acgate-s3"
+                      for entry in config.get("secretAsEnv", []))}
+    assert readers == {"exec-dataset-digest", "exec-train-proxy"}
+    for name in readers:
+        assert executors[name]["secretAsEnv"] == [s3]
+    assert executors["exec-gate"]["secretAsEnv"][0]["secretName"] == "acgate-mlflow-client"
 
 
 def _quantity_bytes(quantity: str) -> int:
