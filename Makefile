@@ -8,8 +8,14 @@ DEMO_OUT ?= demo-out
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' constraints.txt)
 # Where the CPU build lives on an ordinary machine (PyPI's Linux wheel is the multi-GB CUDA one).
 TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+# The image's name, as the components declare it (components/_image.py, pyproject.toml's version).
+IMAGE ?= $(shell sed -n 's/^IMAGE_REPOSITORY = "\(.*\)"/\1/p' components/_image.py):$(shell \
+  sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+# Docker when its daemon answers, else podman.
+CONTAINER_TOOL ?= $(shell if docker info >/dev/null 2>&1; then echo docker; \
+  elif command -v podman >/dev/null 2>&1; then echo podman; else echo docker; fi)
 
-.PHONY: install demo test test-all lint bench-quick clean
+.PHONY: install demo test test-all lint bench-quick image image-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +52,18 @@ lint: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --quick
+
+# The release image from the pinned python base (needs a registry); buildah does not read
+# docker/Dockerfile.dockerignore by itself, BuildKit does.
+image:
+	$(CONTAINER_TOOL) build -f docker/Dockerfile \
+	  $(if $(filter podman,$(CONTAINER_TOOL)),--ignorefile docker/Dockerfile.dockerignore) \
+	  --build-arg VCS_REF="$$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+	  --build-arg BUILD_DATE="$$(date -u +%Y-%m-%dT%H:%M:%SZ)" -t $(IMAGE) .
+
+# Build with podman on a locally made Debian base (no registry) and test the image locked down.
+image-test: $(STAMP)
+	PY=$(CURDIR)/$(PY) docker/image_test.sh
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
