@@ -31,7 +31,8 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 	    'torch==$(TORCH_VERSION)+cpu' >/dev/null 2>&1; then \
 	  $(PY) -m pip install --quiet 'torch==$(TORCH_VERSION)+cpu'; \
 	else \
-	  $(PY) -m pip install --quiet --extra-index-url '$(TORCH_INDEX_URL)' 'torch==$(TORCH_VERSION)+cpu'; \
+	  $(PY) -m pip install --quiet --extra-index-url '$(TORCH_INDEX_URL)' \
+	    'torch==$(TORCH_VERSION)+cpu'; \
 	fi
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[all,dev]'
 	touch $(STAMP)

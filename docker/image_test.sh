@@ -33,15 +33,16 @@ step() {
 fail() { printf 'image-test FAILED: %s\n' "$*" >&2; exit 1; }
 
 for tool in podman debootstrap; do
-  command -v "$tool" >/dev/null || fail "$tool not found (Debian: apt-get install podman buildah runc debootstrap)"
+  command -v "$tool" >/dev/null \
+    || fail "$tool not found (Debian: apt-get install podman buildah runc debootstrap)"
 done
 [ "$(id -u)" = 0 ] || fail "run as root (debootstrap and podman's rootful image store)"
 [ -x "$PY" ] || fail "$PY not found: run 'make install' first"
 
-VERSION=$("$PY" -c "import acgate; print(acgate.__version__)")
 TORCH_VERSION=$(sed -n 's/^torch==//p' constraints.txt)
 # The name the components declare (components/_image.py): kfp's DockerRunner runs that image.
-IMAGE=$("$PY" -c "import sys; sys.path.insert(0, '.'); from components._image import IMAGE; print(IMAGE)")
+IMAGE=$("$PY" -c "import sys; sys.path.insert(0, '.'); from components._image import IMAGE
+print(IMAGE)")
 BASE=localhost/acgate-image-test-base:$$
 if podman image exists "$IMAGE"; then
   fail "$IMAGE already exists in podman's store; this test builds and removes that name, so it" \
@@ -67,7 +68,8 @@ cleanup() {
   if [ -n "${IMAGE_TEST_KEEP:-}" ]; then  # to investigate a failure: remove them yourself
     echo "kept: images $IMAGE $BASE, folder $WORK"
   else
-    # Only what this run made: its two names, then the intermediate (builder) images it left.
+    # Only what this run made: its two names, then the intermediate (builder) images that
+    # appeared during the run (a build by someone else at the same time would lose its own).
     podman rmi -f "$IMAGE" "$BASE" >/dev/null 2>&1
     comm -13 <(echo "$IMAGES_BEFORE") <(podman images -a -q --no-trunc | sort -u) \
       | xargs -r podman rmi -f >/dev/null 2>&1
@@ -80,8 +82,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# podman's defaults fail here: its ulimits exceed a root without CAP_SYS_RESOURCE, and crun does
-# not support hybrid cgroups (docs: ../shared/CONTAINER.md in the project's notes).
+# podman's defaults fail on CI-like machines: its default ulimits exceed the hard limits of a
+# root without CAP_SYS_RESOURCE, and crun does not support hybrid cgroups (runc does).
 cat > "$WORK/containers.conf" <<'EOF'
 [containers]
 default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
@@ -135,15 +137,16 @@ echo "torch wheel folder: ${wheels:-none (the CPU index)}"
 step "build $IMAGE on $BASE"
 podman build --no-cache --pull=never --format docker \
   -f docker/Dockerfile --ignorefile docker/Dockerfile.dockerignore \
-  --build-arg BASE_IMAGE="$BASE" --build-arg VCS_REF="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+  --build-arg BASE_IMAGE="$BASE" \
+  --build-arg VCS_REF="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
   "${build_args[@]}" -t "$IMAGE" . > "$WORK/build.log" 2>&1 \
   || { tail -n 40 "$WORK/build.log"; fail "podman build (log above)"; }
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 echo "built $IMAGE: $((size / 1000 / 1000)) MB"
 
 # --no-healthcheck: the image has none, and podman would ask systemd (absent here) to run it.
-LOCKED=(podman run --rm --no-healthcheck --read-only --user 10001:10001 --network=none --cap-drop ALL
-        --security-opt no-new-privileges --tmpfs /tmp)
+LOCKED=(podman run --rm --no-healthcheck --read-only --user 10001:10001 --network=none
+        --cap-drop ALL --security-opt no-new-privileges --tmpfs /tmp)
 
 # --- 1-3: user, read-only root, help, extras --------------------------------------------------
 step "locked down: uid, read-only /, writable /tmp"
@@ -240,13 +243,13 @@ if [ -n "${IMAGE_TEST_RECORD:-}" ]; then
   {
     echo "## image"
     echo
-    echo "\`make image-test\` (\`docker/image_test.sh\`): the image built with podman on a Debian 12"
-    echo "base made by debootstrap, then checked read-only as uid 10001 with no network (see"
-    echo "\`docker/README.md\`). Seconds per step; the machine's other jobs share its cores."
+    echo "\`make image-test\` (\`docker/image_test.sh\`): the image built with podman on a"
+    echo "Debian 12 base made by debootstrap, then checked read-only as uid 10001 with no network"
+    echo "(see \`docker/README.md\`). Seconds per step; the machine's other jobs share its cores."
     echo
     echo "command: \`IMAGE_TEST_RECORD=1 make image-test\`  "
-    echo "machine: $(uname -m), $(nproc) cores, $(podman --version), $(buildah --version | cut -d' ' -f1-3);" \
-         "date $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "machine: $(uname -m), $(nproc) cores, $(podman --version)," \
+         "$(buildah --version | cut -d' ' -f1-3); date $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo
     echo "| step | s |"
     echo "|---|---|"
