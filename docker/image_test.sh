@@ -256,7 +256,7 @@ if [ -n "${IMAGE_TEST_RECORD:-}" ]; then
     for i in "${!STEPS[@]}"; do
       echo "| ${STEPS[$i]} | $((STEP_TIMES[i + 1] - STEP_TIMES[i])) |"
     done
-    echo "| **total** (venv already installed) | $((SECONDS - START)) |"
+    echo "| **total**, before the clean-up (venv already installed) | $((SECONDS - START)) |"
     echo
     echo "Image size: $((size / 1000 / 1000)) MB (\`podman image inspect --format '{{.Size}}'\`)."
   } > bench/parts/image.md
