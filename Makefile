@@ -49,7 +49,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests components bench pipeline.py
+	$(VENV)/bin/ruff check src tests components bench docker pipeline.py
 
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --quick
