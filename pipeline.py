@@ -27,7 +27,7 @@ chart's NetworkPolicy admits to its MLflow server.
 Usage::
 
     python pipeline.py compile [--out pipeline.yaml] [--image-digest sha256:...]
-        [--mlflow-credentials-secret NAME]
+        [--mlflow-credentials-secret NAME] [--dataset-credentials-secret NAME]
     python pipeline.py run --dataset data.parquet [--tracking-uri sqlite:///mlruns/mlflow.db]
         [--model-name NAME --model-version 3] [--epochs 3] [--seed 0] [--root local-runs]
         [--cache]
@@ -46,9 +46,10 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Union
 
 from kfp import compiler, dsl
+from kfp.dsl import pipeline_channel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -69,6 +70,36 @@ MLFLOW_CREDENTIALS_ENV = {"username": "MLFLOW_TRACKING_USERNAME",
                           "password": "MLFLOW_TRACKING_PASSWORD"}
 #: The executors of the tasks that talk to MLflow.
 MLFLOW_CLIENT_EXECUTORS = ("exec-analyze", "exec-gate", "exec-repair")
+#: Keys of the Secret named by ``--dataset-credentials-secret``; each becomes the variable of the
+#: same name, which pyarrow's S3 filesystem reads for an ``s3://`` dataset URI.
+DATASET_CREDENTIALS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+#: The executors of the tasks that read ``dataset_uri`` (the others read the staged copy).
+DATASET_READER_EXECUTORS = ("exec-dataset-digest", "exec-train-proxy")
+#: What a Kubernetes Secret name may be.
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+#: Memory a step needs beyond ``max_decoded_bytes`` (the decoded data plus training, which the
+#: steps themselves bound): the interpreter, torch, pandas and pyarrow. The default
+#: ``memory_limit`` is checked against the default budget plus this (tests/kfp).
+STEP_MEMORY_OVERHEAD_BYTES = 2 * 1024**3
+#: A Kubernetes quantity: a literal, or a pipeline input that KFP resolves at run time.
+_Quantity = Union[str, pipeline_channel.PipelineChannel]
+
+
+def _set_resources(task: dsl.PipelineTask, cpu_request: _Quantity, cpu_limit: _Quantity,
+                   memory_request: _Quantity, memory_limit: _Quantity) -> dsl.PipelineTask:
+    """Give a task's pod the pipeline's CPU and memory requests and limits.
+
+    The values are pipeline inputs (KFP resolves them when the run starts: KFP backend 2.4.0 or
+    later); the local runners ignore them. kfp 2.17.3's compiler passes a pipeline input into a
+    nested DAG (``ParallelFor``, ``If``/``Else``) only when a task there consumes it as an
+    argument, so the inputs are also registered as the task's inputs: without that, ``cluster``,
+    ``gate`` and ``repair`` would name an input their DAG never receives.
+    """
+    values = (cpu_request, cpu_limit, memory_request, memory_limit)
+    task.register_pipeline_channels([value for value in values
+                                     if isinstance(value, pipeline_channel.PipelineChannel)])
+    return (task.set_cpu_request(cpu_request).set_cpu_limit(cpu_limit)
+            .set_memory_request(memory_request).set_memory_limit(memory_limit))
 
 
 def _label_mlflow_client(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -116,6 +147,10 @@ def acgate_pipeline(
     mlflow_tracking_uri: Optional[str] = None,
     repair_strategy: str = "relabel",
     alias: str = "champion",
+    cpu_request: str = "1",
+    cpu_limit: str = "2",
+    memory_request: str = "4Gi",
+    memory_limit: str = "10Gi",
 ) -> NamedTuple("ScanOutputs", samples=dsl.Dataset, verdict=str, run_id=str,
                 dataset_sha256=str):
     """Scan ``dataset_uri``; promote ``model_name``/``model_version`` if clean, else repair.
@@ -156,12 +191,20 @@ def acgate_pipeline(
             gate then refuses any named model).
         repair_strategy: ``"relabel"`` or ``"remove"`` (the repair of a poisoned dataset).
         alias: MLflow alias the gate moves on a pass.
+        cpu_request: CPU request of every step's pod (Kubernetes quantity: ``"1"``, ``"500m"``).
+        cpu_limit: CPU limit of every step's pod.
+        memory_request: Memory request of every step's pod (``"4Gi"``, ``"512Mi"``).
+        memory_limit: Memory limit of every step's pod; keep it at least ``max_decoded_bytes``
+            plus 2 GiB (the default is the default budget, 8 GiB, plus 2 GiB).
 
     Returns:
         ``samples`` (the per-sample result), ``verdict``, ``run_id`` (the scan's MLflow run) and
         ``dataset_sha256`` (the SHA-256 of the bytes that were scanned).
     """
+    resources = {"cpu_request": cpu_request, "cpu_limit": cpu_limit,
+                 "memory_request": memory_request, "memory_limit": memory_limit}
     digest = dataset_digest(dataset_uri=dataset_uri)
+    _set_resources(digest, **resources)
     digest.set_display_name("dataset digest")
     digest.set_caching_options(False)  # it must see today's bytes behind the same URI
     sha256 = digest.output
@@ -175,16 +218,19 @@ def acgate_pipeline(
                         "min_class_size": min_class_size}
     trained = train_proxy(dataset_uri=dataset_uri, dataset_sha256=sha256, **proxy_settings)
     trained.set_display_name("train proxy")
+    _set_resources(trained, **resources)
 
     extracted = extract_activations(dataset=trained.outputs["dataset"],
                                     model=trained.outputs["model"], segment_by=segment_by,
                                     max_decoded_bytes=max_decoded_bytes, dataset_sha256=sha256)
     extracted.set_display_name("extract activations")
+    _set_resources(extracted, **resources)
 
     with dsl.ParallelFor(items=extracted.outputs["Output"], name="per-class") as label:
         clustered = cluster(activations=extracted.outputs["activations"], label=label,
                             seed=seed, **cluster_settings)
         clustered.set_display_name("cluster class")
+        _set_resources(clustered, **resources)
 
     analyzed = analyze(
         activations=extracted.outputs["activations"], dataset=trained.outputs["dataset"],
@@ -197,6 +243,7 @@ def acgate_pipeline(
         **proxy_settings, **cluster_settings,
     )
     analyzed.set_display_name("analyze")
+    _set_resources(analyzed, **resources)
     _label_mlflow_client(analyzed)
 
     with dsl.If(analyzed.outputs["verdict"] == "clean", name="data-clean"):
@@ -204,6 +251,7 @@ def acgate_pipeline(
                         model_version=model_version, mlflow_tracking_uri=mlflow_tracking_uri,
                         alias=alias)
         promoted.set_display_name("promotion gate")
+        _set_resources(promoted, **resources)
         promoted.set_caching_options(False)  # decides on MLflow's current state, every run
         _label_mlflow_client(promoted)
     with dsl.Else(name="data-poisoned"):
@@ -213,6 +261,7 @@ def acgate_pipeline(
                           scan_run_id=analyzed.outputs["run_id"], dataset_sha256=sha256,
                           **proxy_settings)
         repaired.set_display_name("repair")
+        _set_resources(repaired, **resources)
         _label_mlflow_client(repaired)
 
     outputs = NamedTuple("ScanOutputs", samples=dsl.Dataset, verdict=str, run_id=str,
@@ -226,6 +275,7 @@ def compile_pipeline(
     *,
     image_digest: Optional[str] = None,
     mlflow_credentials_secret: Optional[str] = None,
+    dataset_credentials_secret: Optional[str] = None,
 ) -> Path:
     """Compile the pipeline to KFP IR YAML; returns the path written.
 
@@ -239,29 +289,44 @@ def compile_pipeline(
             (``analyze``, ``gate``, ``repair``) get them as ``MLFLOW_TRACKING_USERNAME`` /
             ``MLFLOW_TRACKING_PASSWORD`` (for an MLflow server with basic auth, such as the
             chart's with ``mlflow.auth.enabled``). ``None``: no credentials.
+        dataset_credentials_secret: Name of an existing Kubernetes Secret with the keys
+            ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``: the steps that read
+            ``dataset_uri`` (``dataset_digest``, ``train_proxy``) get them as environment
+            variables of the same names, for an ``s3://`` URI. ``None``: none (the pod's own
+            identity, e.g. IRSA or GKE Workload Identity, or a public bucket).
 
     Raises:
         ValueError: A malformed digest or Secret name.
     """
     image = None if image_digest is None else image_by_digest(image_digest)
-    if mlflow_credentials_secret is not None and not re.fullmatch(
-            r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", mlflow_credentials_secret):
-        raise ValueError(f"--mlflow-credentials-secret {mlflow_credentials_secret!r} is not a "
-                         "Kubernetes Secret name (lowercase letters, digits, '-' and '.')")
+    secrets = {}
+    for option, name, executors, keys in (
+            ("--mlflow-credentials-secret", mlflow_credentials_secret, MLFLOW_CLIENT_EXECUTORS,
+             MLFLOW_CREDENTIALS_ENV),
+            ("--dataset-credentials-secret", dataset_credentials_secret,
+             DATASET_READER_EXECUTORS, {key: key for key in DATASET_CREDENTIALS_ENV})):
+        if name is None:
+            continue
+        if not _SECRET_NAME.fullmatch(name):
+            raise ValueError(f"{option} {name!r} is not a Kubernetes Secret name (lowercase "
+                             "letters, digits, '-' and '.')")
+        secrets[name] = (executors, keys)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     compiler.Compiler().compile(acgate_pipeline, str(path))
-    if image is not None or mlflow_credentials_secret is not None:
-        _deploy_settings(path, image, mlflow_credentials_secret)
+    if image is not None or secrets:
+        _deploy_settings(path, image, secrets)
     return path
 
 
-def _deploy_settings(path: Path, image: Optional[str], secret: Optional[str]) -> None:
-    """Rewrite a compiled pipeline: every executor's image, the MLflow steps' credentials.
+def _deploy_settings(path: Path, image: Optional[str],
+                     secrets: dict[str, tuple[tuple[str, ...], dict[str, str]]]) -> None:
+    """Rewrite a compiled pipeline: every executor's image, the steps' credentials.
 
     The image is ``deploymentSpec.executors.*.container.image`` of the IR; the credentials are
     ``secretAsEnv`` entries of the ``kubernetes`` platform spec (the second YAML document), as
-    ``kfp.kubernetes.use_secret_as_env`` writes them.
+    ``kfp.kubernetes.use_secret_as_env`` writes them. ``secrets``: Secret name -> (the executors
+    that get it, {secret key: environment variable}).
     """
     import yaml
 
@@ -270,18 +335,17 @@ def _deploy_settings(path: Path, image: Optional[str], secret: Optional[str]) ->
     if image is not None:
         for executor in spec["deploymentSpec"]["executors"].values():
             executor["container"]["image"] = image
-    if secret is not None:
+    for secret, (names, keys) in secrets.items():
         if len(documents) == 1:
             documents.append({"platforms": {}})
         executors = (documents[1].setdefault("platforms", {})
                      .setdefault("kubernetes", {})
                      .setdefault("deploymentSpec", {})
                      .setdefault("executors", {}))
-        for name in MLFLOW_CLIENT_EXECUTORS:
+        for name in names:
             executors.setdefault(name, {}).setdefault("secretAsEnv", []).append({
                 "secretName": secret,
-                "keyToEnv": [{"secretKey": key, "envVar": env}
-                             for key, env in MLFLOW_CREDENTIALS_ENV.items()],
+                "keyToEnv": [{"secretKey": key, "envVar": env} for key, env in keys.items()],
             })
     text = "# PIPELINE DEFINITION (acgate pipeline.py compile)\n" + yaml.safe_dump_all(
         documents, sort_keys=True)
@@ -376,6 +440,10 @@ def main(argv: list[str] | None = None) -> int:
     comp.add_argument("--mlflow-credentials-secret", default=None,
                       help="Kubernetes Secret (keys username, password) that the MLflow steps "
                            "get as MLFLOW_TRACKING_USERNAME/PASSWORD (MLflow basic auth)")
+    comp.add_argument("--dataset-credentials-secret", default=None,
+                      help="Kubernetes Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) "
+                           "that the steps reading dataset_uri get as environment variables "
+                           "(an s3:// dataset)")
     run = sub.add_parser("run", help="run the pipeline locally (SubprocessRunner)")
     run.add_argument("--dataset", required=True, help="dataset Parquet file")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: none)")
@@ -391,8 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "compile":
         try:
-            path = compile_pipeline(args.out, image_digest=args.image_digest,
-                                    mlflow_credentials_secret=args.mlflow_credentials_secret)
+            path = compile_pipeline(
+                args.out, image_digest=args.image_digest,
+                mlflow_credentials_secret=args.mlflow_credentials_secret,
+                dataset_credentials_secret=args.dataset_credentials_secret)
         except ValueError as error:
             parser.error(str(error))
         print(path)

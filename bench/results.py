@@ -22,6 +22,8 @@ EXPERIMENT_ORDER = ("reducers", "size_threshold", "candidates", "source_share", 
 SCRIPT_PARTS = {"text": "bench/text_rotten_tomatoes.py", "beyond": "bench/beyond_paper.py",
                 "detector_variants": "bench/detector_variants.py",
                 "attack_matrix": "bench/attack_matrix.py"}
+#: Parts written by a command that is not a bench script: name -> the command.
+COMMAND_PARTS = {"image": "IMAGE_TEST_RECORD=1 make image-test"}
 
 PREAMBLE = """# acgate benchmark results
 
@@ -169,6 +171,10 @@ def assembled_text(quick: bool, parts_root: Path = PARTS_DIR) -> str:
             part = parts_root / f"{name}.md"
             sections.append(part.read_text() if part.is_file()
                             else f"## {name}\n\nNot run yet (`python {script}`).\n")
+        for name, command in COMMAND_PARTS.items():
+            part = parts_root / f"{name}.md"
+            sections.append(part.read_text() if part.is_file()
+                            else f"## {name}\n\nNot run yet (`{command}`).\n")
     return "\n".join(sections)
 
 

@@ -195,6 +195,7 @@ def test_compile_pins_the_image_by_digest_and_passes_mlflow_credentials(tmp_path
     ("--image-digest", "sha256:abc", "64 lowercase hex"),
     ("--image-digest", "latest", "64 lowercase hex"),
     ("--mlflow-credentials-secret", "Bad_Name", "not a Kubernetes Secret name"),
+    ("--dataset-credentials-secret", "s3 keys", "not a Kubernetes Secret name"),
 ])
 def test_compile_refuses_a_bad_pin_or_secret(tmp_path, option, value, message):
     done = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "compile", "--out",
@@ -202,3 +203,73 @@ def test_compile_refuses_a_bad_pin_or_secret(tmp_path, option, value, message):
                           text=True, cwd=tmp_path)
     assert done.returncode == 2 and message in done.stderr
     assert not (tmp_path / "p.yaml").exists()
+
+
+def test_compile_passes_object_store_credentials_to_the_steps_that_read_the_uri(tmp_path):
+    out = tmp_path / "s3.yaml"
+    done = subprocess.run([sys.executable, str(ROOT / "pipeline.py"), "compile", "--out",
+                           str(out), "--dataset-credentials-secret", "acgate-s3",
+                           "--mlflow-credentials-secret", "acgate-mlflow-client"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    documents = list(yaml.safe_load_all(out.read_text()))
+    executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    s3 = {"secretName": "acgate-s3",
+          "keyToEnv": [{"secretKey": key, "envVar": key}
+                       for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]}
+    # Only the steps that open dataset_uri; the others read the staged copy.
+    readers = {name for name, config in executors.items()
+               if any(entry["secretName"] == "acgate-s3"
+                      for entry in config.get("secretAsEnv", []))}
+    assert readers == {"exec-dataset-digest", "exec-train-proxy"}
+    for name in readers:
+        assert executors[name]["secretAsEnv"] == [s3]
+    assert executors["exec-gate"]["secretAsEnv"][0]["secretName"] == "acgate-mlflow-client"
+
+
+def _quantity_bytes(quantity: str) -> int:
+    """A Kubernetes memory quantity ("10Gi", "512Mi", "4G") in bytes."""
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4,
+             "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
+    for unit in sorted(units, key=len, reverse=True):
+        if quantity.endswith(unit):
+            return int(quantity[: -len(unit)]) * units[unit]
+    return int(quantity)
+
+
+def test_every_step_requests_and_limits_cpu_and_memory_from_pipeline_inputs(tmp_path):
+    from acgate.io.datasets import DEFAULT_MAX_DECODED_BYTES
+
+    sys.path.insert(0, str(ROOT))
+    import pipeline
+
+    spec = _compiled(tmp_path)[0]
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    names = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+    defaults = {name: inputs[name]["defaultValue"] for name in names}
+    assert defaults == {"cpu_request": "1", "cpu_limit": "2", "memory_request": "4Gi",
+                        "memory_limit": "10Gi"}
+    # The limit holds the data budget the steps enforce (max_decoded_bytes) plus the runtime.
+    assert inputs["max_decoded_bytes"]["defaultValue"] == DEFAULT_MAX_DECODED_BYTES
+    assert _quantity_bytes(defaults["memory_limit"]) >= (
+        DEFAULT_MAX_DECODED_BYTES + pipeline.STEP_MEMORY_OVERHEAD_BYTES)
+    assert _quantity_bytes(defaults["memory_request"]) <= _quantity_bytes(defaults["memory_limit"])
+    fields = {"resourceCpuRequest": "cpu_request", "resourceCpuLimit": "cpu_limit",
+              "resourceMemoryRequest": "memory_request", "resourceMemoryLimit": "memory_limit"}
+    executors = spec["deploymentSpec"]["executors"]
+    assert sorted(e.removeprefix("exec-") for e in executors) == sorted(STAGES)
+    for name, executor in executors.items():
+        resources = executor["container"]["resources"]
+        for field, parameter in fields.items():
+            # KFP backend >= 2.4.0 resolves the placeholder from the pipeline input
+            assert resources[field] == (
+                f"{{{{$.inputs.parameters['pipelinechannel--{parameter}']}}}}"), (name, field)
+    # ...and every task is wired to the pipeline inputs, through the nested DAGs
+    components = spec["components"]
+    for task_name, _task, dag, parents in _tasks_with_parents(components, spec["root"]["dag"]):
+        if task_name not in STAGES:
+            continue
+        for parameter in names:
+            source = _parameter_source(components, dag, task_name,
+                                       f"pipelinechannel--{parameter}", parents)
+            assert source == f"pipeline input {parameter}", (task_name, parameter, source)
