@@ -15,7 +15,6 @@ unknown.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from acgate.io.results import (
     SAMPLES_FILE,
     read_classes,
     read_flagged,
+    read_json_object,
     read_report,
     read_samples,
 )
@@ -222,12 +222,7 @@ def _dataset_sha256(path: Path) -> tuple[str | None, bool]:
     file = path / SCAN_FILE
     if not file.exists():
         return None, False
-    try:
-        info = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{file} is not valid JSON: {error}") from error
-    if not isinstance(info, dict):
-        raise ValueError(f"{file} must hold a JSON object, got {type(info).__name__}")
+    info = read_json_object(file)
     value = info.get("dataset_sha256")
     if value is not None and not (isinstance(value, str) and value):
         raise ValueError(f"{file}: 'dataset_sha256' must be a hex string, got {value!r}")

@@ -34,6 +34,7 @@ __all__ = [
     "SAMPLES_FILE",
     "read_classes",
     "read_flagged",
+    "read_json_object",
     "read_report",
     "read_samples",
     "proxy_metrics",
@@ -173,6 +174,22 @@ def read_flagged(path: PathLike) -> Any:
     return frame
 
 
+def read_json_object(path: PathLike, what: str = "valid JSON") -> dict[str, Any]:
+    """Read a JSON file that must hold one object (``report.json``, ``scan.json``).
+
+    Raises:
+        ValueError: Not UTF-8 JSON (the message says the file is not ``what``), or not an object.
+    """
+    file = Path(path)
+    try:
+        value = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{file} is not {what}: {error}") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"{file} must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
 def read_report(path: PathLike) -> dict[str, Any]:
     """Read ``report.json``.
 
@@ -183,12 +200,7 @@ def read_report(path: PathLike) -> dict[str, Any]:
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"{file} does not exist")
-    try:
-        report = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{file} is not a valid JSON report: {error}") from error
-    if not isinstance(report, dict):
-        raise ValueError(f"{file} must hold a JSON object, got {type(report).__name__}")
+    report = read_json_object(file, "a valid JSON report")
     for key in ("verdict", "classes"):
         if key not in report:
             raise ValueError(f"{file} has no {key!r} entry; is it an acgate report?")

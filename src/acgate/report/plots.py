@@ -169,27 +169,15 @@ def class_projection(
     Returns:
         PNG bytes.
     """
-    points = project_3d(activations)
-    clusters = np.asarray(clusters)
-    if len(points) > max_points:
-        keep = np.sort(np.random.default_rng(random_state).choice(
-            len(points), size=max_points, replace=False))
-        points, clusters = points[keep], clusters[keep]
-    figure = _figure(5.0, 4.4)
-    axes = figure.add_subplot(projection="3d")
+    points, clusters = _projected_sample(activations, np.asarray(clusters), max_points,
+                                         random_state)
+    groups = []
     for rank, cluster in enumerate(np.unique(clusters)):
-        members = clusters == cluster
         suspicious = suspicious_cluster is not None and cluster == suspicious_cluster
         colour = SUSPICIOUS_COLOUR if suspicious else CLUSTER_COLOURS[rank % len(CLUSTER_COLOURS)]
         name = f"cluster {cluster}" + (" (suspicious)" if suspicious else "")
-        axes.scatter(points[members, 0], points[members, 1], points[members, 2], s=6,
-                     color=colour, alpha=0.7, label=f"{name}, n={int(members.sum())}")
-    axes.set_xlabel("PC 1")
-    axes.set_ylabel("PC 2")
-    axes.set_zlabel("PC 3")
-    axes.set_title(f"Class {label}: activations, PCA to 3, by cluster", fontsize=10)
-    axes.legend(loc="upper left", fontsize=8)
-    return _png(figure)
+        groups.append((clusters == cluster, colour, name))
+    return _scatter_3d(points, groups, f"Class {label}: activations, PCA to 3, by cluster")
 
 
 def flag_projection(
@@ -214,24 +202,38 @@ def flag_projection(
     Returns:
         PNG bytes.
     """
+    points, flagged = _projected_sample(activations, np.asarray(flagged, dtype=bool),
+                                        max_points, random_state)
+    # Kept rows first, so that the flagged ones are drawn on top.
+    return _scatter_3d(points, [(~flagged, KEPT_COLOUR, "kept"),
+                                (flagged, FLAGGED_COLOUR, "flagged")],
+                       f"Class {label}: activations, PCA to 3, by final flag")
+
+
+def _projected_sample(activations: np.ndarray, values: np.ndarray, max_points: int,
+                      random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """PCA-to-3 points and their per-row values, a seeded sample of at most ``max_points``."""
     points = project_3d(activations)
-    flagged = np.asarray(flagged, dtype=bool)
     if len(points) > max_points:
         keep = np.sort(np.random.default_rng(random_state).choice(
             len(points), size=max_points, replace=False))
-        points, flagged = points[keep], flagged[keep]
+        points, values = points[keep], values[keep]
+    return points, values
+
+
+def _scatter_3d(points: np.ndarray, groups: Sequence[tuple[np.ndarray, str, str]],
+                title: str) -> bytes:
+    """A 3-D scatter of ``(mask, colour, name)`` groups (empty ones left out), as PNG bytes."""
     figure = _figure(5.0, 4.4)
     axes = figure.add_subplot(projection="3d")
-    # Kept rows first, so that the flagged ones are drawn on top.
-    for members, colour, name in ((~flagged, KEPT_COLOUR, "kept"),
-                                  (flagged, FLAGGED_COLOUR, "flagged")):
+    for members, colour, name in groups:
         if members.any():
             axes.scatter(points[members, 0], points[members, 1], points[members, 2], s=6,
                          color=colour, alpha=0.7, label=f"{name}, n={int(members.sum())}")
     axes.set_xlabel("PC 1")
     axes.set_ylabel("PC 2")
     axes.set_zlabel("PC 3")
-    axes.set_title(f"Class {label}: activations, PCA to 3, by final flag", fontsize=10)
+    axes.set_title(title, fontsize=10)
     axes.legend(loc="upper left", fontsize=8)
     return _png(figure)
 
