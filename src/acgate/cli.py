@@ -535,7 +535,7 @@ def format_diff(diff: Any) -> str:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    """``acgate diff``: 0 when the verdict and flags are the same, 1 when they changed."""
+    """``acgate diff``: 0 when the verdict and flags are the same, 6 when they changed."""
     from acgate.diff import diff_scans
     from acgate.errors import EXIT_CHANGED
 

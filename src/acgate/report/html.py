@@ -165,8 +165,8 @@ def write_report(
 
     pngs: dict[str, bytes] = {}
     near = {report.label: near_misses(report) for report in result.classes}
-    pngs["flagged.png"] = plots.flagged_chart(
-        result, near_misses=[label for label, why in near.items() if why])
+    near_labels = [label for label, why in near.items() if why]
+    pngs["flagged.png"] = plots.flagged_chart(result, near_misses=near_labels)
     threshold = _global_threshold(result)
     if _uses_silhouette(result):
         pngs["silhouette.png"] = plots.silhouette_chart(result, threshold=threshold)
@@ -176,7 +176,7 @@ def write_report(
              for report in result.classes]
     context = _Context(title, proxy, scan_info or {}, validations or {}, created,
                        None if scan_folder is None else Path(scan_folder))
-    document = _document(result, context, threshold, cards, pngs, extra_sections)
+    document = _document(result, context, threshold, cards, pngs, extra_sections, near_labels)
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -311,6 +311,7 @@ def _document(
     cards: list[str],
     pngs: Mapping[str, bytes],
     extra_sections: Sequence[tuple[str, str]],
+    near: Sequence[int],
 ) -> str:
     verdict = result.verdict
     n_flagged = int(result.is_poison.sum())
@@ -324,7 +325,6 @@ def _document(
     else:
         subverdict = f"No class judged poisoned — {n_flagged} of {result.n_samples} flagged"
     sources = {r.label: r.suspected_source for r in result.classes if r.is_poisoned}
-    near = [r.label for r in result.classes if near_misses(r)]
     summary_items = [
         f"Samples analysed: {result.n_samples}",
         f"Classes analysed: {len(result.classes)}",
