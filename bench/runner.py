@@ -31,6 +31,7 @@ from bench.experiments import (
     beyond_mnist,
     candidates,
     digits_quality,
+    incremental,
     mnist,
     multimodal,
     one_flow,
@@ -57,10 +58,11 @@ EXPERIMENTS: dict[str, Callable[[BenchSettings], str]] = {
     "art_scale": art_scale.section,
     "beyond_mnist": beyond_mnist.section,
     "one_flow": one_flow.section,
+    "incremental": incremental.section,
 }
 #: Left out of ``--quick`` (MNIST-scale data, ART, or long).
 NOT_IN_QUICK = ("mnist", "art", "repair_mnist", "multimodal", "art_scale", "beyond_mnist",
-                "candidates", "one_flow")
+                "candidates", "one_flow", "incremental")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

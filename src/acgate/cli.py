@@ -169,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the dataset's kind (default: from its columns; needed when it has "
                            "both an image and a text column)")
     scan.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    scan.add_argument("--baseline", type=Path, default=None, metavar="SCAN_FOLDER",
+                      help="incremental scan: judge this new partition against the last "
+                           "accepted (clean) scan's folder with that scan's proxy, without "
+                           "training; a partition that moved too far is scanned in full")
+    scan.add_argument("--no-fallback", action="store_true",
+                      help="with --baseline: keep the incremental verdict even when the "
+                           "partition moved too far from the baseline (recorded as shifted)")
     scan.add_argument("--json", action="store_true",
                       help="print a JSON summary (verdict, exit code, per class, outputs, MLflow "
                            "run) on stdout instead of the table, for CI")
@@ -435,11 +442,18 @@ def _exit_for(result: Any, allow_skipped: bool = False) -> int:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """``acgate scan``."""
-    from acgate.scan import run_scan
+    from acgate.scan import run_incremental_scan, run_scan
 
-    outcome = run_scan(args.dataset, args.out, _config(args), tracking_uri=_tracking_uri(args),
-                       experiment=_experiment(args), modality=args.modality,
-                       report=not args.no_report, overwrite=args.overwrite)
+    if args.no_fallback and args.baseline is None:
+        raise ValueError("--no-fallback needs --baseline")
+    common = {"tracking_uri": _tracking_uri(args), "experiment": _experiment(args),
+              "modality": args.modality, "report": not args.no_report,
+              "overwrite": args.overwrite}
+    if args.baseline is not None:
+        outcome = run_incremental_scan(args.dataset, args.out, args.baseline, _config(args),
+                                       fallback=not args.no_fallback, **common)
+    else:
+        outcome = run_scan(args.dataset, args.out, _config(args), **common)
     code = _exit_for(outcome.result, args.allow_skipped)
     if outcome.tracking_error is not None:
         # A poisoned verdict stays exit 3: an outage must not hide it.
@@ -451,6 +465,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
         proxy = format_proxy_summary(outcome.proxy)
         if proxy is not None:
             print(proxy)
+        if outcome.mode == "incremental":
+            print(f"mode: incremental, against the baseline {args.baseline}")
+        elif outcome.shift_reason is not None:
+            print(f"mode: full (the partition moved too far from the baseline: "
+                  f"{outcome.shift_reason})")
         print(f"outputs: {outcome.out_dir}" + (f"  mlflow run: {outcome.run_id}"
                                                 if outcome.run_id else ""))
     if outcome.tracking_error is not None:
@@ -483,7 +502,8 @@ def scan_summary(outcome: Any, exit_code: int) -> dict[str, Any]:
                                 metrics_timestamp_ms=0)
     classes = [{key: entry[key] for key in _SUMMARY_CLASS_FIELDS}
                for entry in document["classes"]]
-    return {"verdict": result.verdict, "exit_code": exit_code, "n_samples": result.n_samples,
+    return {"verdict": result.verdict, "exit_code": exit_code, "mode": outcome.mode,
+            "shift_reason": outcome.shift_reason, "n_samples": result.n_samples,
             "n_flagged": int(result.is_poison.sum()),
             "poisoned_classes": list(result.poisoned_classes),
             "skipped_classes": list(result.skipped_classes), "classes": classes,

@@ -166,6 +166,9 @@ class ScanOutcome:
             ``final_loss``, ``epochs`` and, when the dataset records its attack,
             ``attack_success``; see :func:`proxy_attack_success`), or ``None`` for the user's
             own model.
+        mode: ``"full"`` (a proxy trained on this data) or ``"incremental"`` (judged against a
+            baseline scan, :func:`run_incremental_scan`).
+        shift_reason: Why an incremental scan fell back to a full one, else ``None``.
     """
 
     result: DetectionResult
@@ -176,6 +179,8 @@ class ScanOutcome:
     dataset_sha256: str | None = None
     tracking_error: str | None = None
     proxy: Mapping[str, Any] | None = None
+    mode: str = "full"
+    shift_reason: str | None = None
 
     def _repr_html_(self) -> str:
         """The scan's HTML report inline in a notebook (a summary table without a report).
@@ -569,6 +574,7 @@ def run_scan(
     modality: str | None = None,
     report: bool = True,
     overwrite: bool = False,
+    scan_info: Mapping[str, Any] | None = None,
 ) -> ScanOutcome:
     """Scan a dataset: validate, train the proxy, extract, detect, report, track.
 
@@ -595,6 +601,7 @@ def run_scan(
         report: Write the HTML report.
         overwrite: Accept an output folder with files acgate did not write (only acgate's
             outputs are replaced there).
+        scan_info: More entries for ``scan.json``.
 
     Returns:
         The :class:`ScanOutcome`.
@@ -603,7 +610,6 @@ def run_scan(
         ValueError: Bad input or a refused output folder (nothing is written).
         acgate.errors.InfrastructureError: The tracking store cannot be used (before training).
     """
-    from acgate.errors import InfrastructureError
     from acgate.io.datasets import read_dataset
     from acgate.io.digest import file_sha256
     from acgate.io.output import check_output_folder, output_folder
@@ -639,7 +645,8 @@ def run_scan(
     with output_folder(out_dir, command="scan", inputs=inputs, overwrite=overwrite) as output:
         analyzed = _scan_stages(dataset_path, dataset, output.staging, config, user_model,
                                 timings, report=report, dataset_sha256=dataset_sha256,
-                                gx_dataset=gx_dataset, out_dir=out_dir)
+                                gx_dataset=gx_dataset, out_dir=out_dir,
+                                scan_info={"mode": "full", **(scan_info or {})})
         output.commit()
         files = {name: out_dir / Path(path).name for name, path in analyzed.files.items()}
         for name in ("activations.parquet", "model.pt", "model.json", VOCABULARY_FILE):
@@ -647,23 +654,155 @@ def run_scan(
                 files[name] = out_dir / name
 
         # Still under the folder's lock: the run logs this scan's files, not a later writer's.
-        run_id, tracking_error = None, None
-        if tracking_uri is not None:
-            from acgate.stages import track_scan
-
-            timings.start("logging to MLflow", tracking_uri)
-            try:
-                run_id = track_scan(analyzed, out_dir, config, tracking_uri=tracking_uri,
-                                    experiment=experiment, started_at=started_at)
-            except InfrastructureError as error:
-                # The verdict stands and is on disk; the caller reports the outage beside it.
-                tracking_error = str(error)
-                logger.error("scan verdict %s written to %s, but tracking failed: %s",
-                             analyzed.result.verdict, out_dir, error)
-            timings.lap("mlflow")
+        run_id, tracking_error = _track(analyzed, out_dir, config, tracking_uri, experiment,
+                                        started_at, timings)
     return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,
                        timings=dict(timings), dataset_sha256=dataset_sha256,
-                       tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"))
+                       tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"),
+                       shift_reason=(scan_info or {}).get("shift_reason"))
+
+
+class _Shifted(Exception):
+    """The partition moved too far from the baseline (its staged outputs are dropped)."""
+
+
+def run_incremental_scan(
+    dataset_path: str | Path,
+    out_dir: str | Path,
+    baseline: str | Path,
+    config: ScanConfig | None = None,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = "acgate",
+    modality: str | None = None,
+    report: bool = True,
+    overwrite: bool = False,
+    fallback: bool = True,
+) -> ScanOutcome:
+    """Scan a new partition against the last accepted scan, without training a proxy.
+
+    The baseline scan's proxy gives the partition's activations; each class of the partition is
+    judged against the baseline's own activations of its kept rows
+    (:mod:`acgate.core.incremental`). The output folder gets the same files as
+    :func:`run_scan` (``scan.json``: ``"mode": "incremental"`` and the baseline). When the
+    partition has moved too far from the baseline for that judgement and ``fallback`` is on,
+    the partition is scanned in full instead (``mode == "full"``, the reason in
+    :attr:`ScanOutcome.shift_reason` and ``scan.json``).
+
+    Args:
+        dataset_path: The new partition (a dataset Parquet file).
+        out_dir: Output folder, as for :func:`run_scan`.
+        baseline: The accepted scan's output folder (verdict ``clean``, with its proxy:
+            ``model.pt``, ``model.json``, ``activations.parquet``, ``samples.parquet``).
+        config: Scan settings (the detector's are used by a full fallback only).
+        tracking_uri: MLflow tracking URI; ``None`` turns tracking off.
+        experiment: MLflow experiment name.
+        modality: ``"image"`` or ``"text"``; ``None`` picks from the columns.
+        report: Write the HTML report.
+        overwrite: As for :func:`run_scan`.
+        fallback: Scan in full when the partition has shifted (else the incremental verdict
+            stands, with ``shifted`` recorded).
+
+    Returns:
+        The :class:`ScanOutcome`.
+
+    Raises:
+        ValueError: Bad input, a baseline that is not an accepted scan with its proxy, or a
+            refused output folder (nothing is written).
+    """
+    from acgate.io.datasets import read_dataset
+    from acgate.io.digest import file_sha256
+    from acgate.io.output import check_output_folder, output_folder
+    from acgate.stages import (
+        dataset_modality,
+        extract_stage,
+        incremental_stage,
+        modality_config,
+        read_baseline,
+    )
+    from acgate.torch._arrays import resolve_device
+
+    started_at = time.time()
+    config = config or ScanConfig()
+    dataset_path, out_dir, baseline = Path(dataset_path), Path(out_dir), Path(baseline)
+    if config.model_path:
+        raise ValueError(f"--baseline reuses the baseline's proxy; it cannot be combined with "
+                         f"--model {config.model_path!r}")
+    inputs = (dataset_path, baseline)
+    check_output_folder(out_dir, inputs=inputs)
+    resolve_device(config.device)
+    read_baseline(baseline)  # a folder that is no accepted scan is refused before any work
+    if tracking_uri is not None:
+        from acgate.mlflow import check_tracking_store
+
+        check_tracking_store(tracking_uri)
+    timings = _Laps()
+    timings.start("reading and validating", str(dataset_path))
+    modality = dataset_modality(dataset_path, modality)
+    gx_dataset = validate_dataset_file(dataset_path, modality=modality,
+                                       max_decoded_bytes=config.max_decoded_bytes)
+    dataset = read_dataset(dataset_path, modality=modality,
+                           max_decoded_bytes=config.max_decoded_bytes)
+    config = modality_config(config, modality)
+    dataset_sha256 = file_sha256(dataset_path)
+    timings.lap("read_validate")
+    try:
+        with output_folder(out_dir, command="scan", inputs=inputs,
+                           overwrite=overwrite) as output:
+            timings.start("extracting activations",
+                          f"{len(dataset):,} rows with the baseline's proxy")
+            activations = output.staging / "activations.parquet"
+            _, gx_activations = extract_stage(dataset_path, baseline, activations, config,
+                                              dataset=dataset)
+            timings.lap("extract")
+            timings.start("analysing", f"against the baseline {baseline}")
+            analyzed = incremental_stage(
+                activations, baseline, dataset_path, output.staging, config, dataset=dataset,
+                dataset_sha256=dataset_sha256, report=report, scan_folder=out_dir,
+                validated={"dataset": gx_dataset, "activations": gx_activations},
+                scan_info={"timings": dict(timings)})
+            timings.lap("analyze_report")
+            if analyzed.scan_info["shifted"] and fallback:
+                raise _Shifted(analyzed.scan_info["shift_reason"])
+            output.commit()
+            files = {name: out_dir / Path(path).name for name, path in analyzed.files.items()}
+            files["activations.parquet"] = out_dir / "activations.parquet"
+            run_id, tracking_error = _track(analyzed, out_dir, config, tracking_uri,
+                                            experiment, started_at, timings)
+    except _Shifted as shifted:
+        logger.warning("the partition moved too far from the baseline (%s): scanning it in "
+                       "full", shifted)
+        return run_scan(dataset_path, out_dir, config, tracking_uri=tracking_uri,
+                        experiment=experiment, modality=modality, report=report,
+                        overwrite=overwrite,
+                        scan_info={"shift_reason": str(shifted),
+                                   "baseline": {"folder": str(baseline.resolve())}})
+    return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,
+                       timings=dict(timings), dataset_sha256=dataset_sha256,
+                       tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"),
+                       mode="incremental")
+
+
+def _track(analyzed: Any, out_dir: Path, config: ScanConfig, tracking_uri: str | None,
+           experiment: str, started_at: float, timings: _Laps) -> tuple[str | None, str | None]:
+    """Log the scan to MLflow when tracking is on: the run id, or the outage's text."""
+    from acgate.errors import InfrastructureError
+    from acgate.stages import track_scan
+
+    if tracking_uri is None:
+        return None, None
+    timings.start("logging to MLflow", tracking_uri)
+    try:
+        run_id = track_scan(analyzed, out_dir, config, tracking_uri=tracking_uri,
+                            experiment=experiment, started_at=started_at)
+    except InfrastructureError as error:
+        # The verdict stands and is on disk; the caller reports the outage beside it.
+        logger.error("scan verdict %s written to %s, but tracking failed: %s",
+                     analyzed.result.verdict, out_dir, error)
+        return None, str(error)
+    finally:
+        timings.lap("mlflow")
+    return run_id, None
 
 
 def _analysis_outlook(config: ScanConfig, train_seconds: float | None) -> str:
@@ -706,7 +845,8 @@ class _Laps(dict):  # type: ignore[type-arg]
 
 def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanConfig,
                  user_model: Any, timings: _Laps, *, report: bool,
-                 dataset_sha256: str, gx_dataset: Any, out_dir: Path) -> Any:
+                 dataset_sha256: str, gx_dataset: Any, out_dir: Path,
+                 scan_info: Mapping[str, Any]) -> Any:
     """The pipeline's stages, in order, in one process: train, extract, cluster, analyze.
 
     Exactly the functions the Kubeflow components wrap (:mod:`acgate.stages`), on the same
@@ -744,7 +884,8 @@ def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanCo
         analyzed = analyze_stage(activations, dataset_path, paths, staging, config,
                                  dataset_sha256=dataset_sha256, dataset=dataset,
                                  report=report,
-                                 scan_info={"timings": dict(timings)}, scan_folder=out_dir,
+                                 scan_info={**scan_info, "timings": dict(timings)},
+                                 scan_folder=out_dir,
                                  validated={"dataset": gx_dataset,
                                             "activations": gx_activations})
     timings.update({f"detect_{k}": v for k, v in analyzed.result.info.timings.items()})

@@ -789,6 +789,87 @@ def analyze_stage(
     return AnalyzeOutcome(result=result, files=files, gx_results=gx_results, scan_info=info)
 
 
+def read_baseline(baseline_dir: PathLike) -> tuple[Any, dict[str, Any]]:
+    """The reference of an accepted baseline scan folder, and its ``scan.json``.
+
+    Raises:
+        ValueError: The folder is not a complete scan with its proxy, or its verdict is not
+            ``clean`` (a poisoned baseline's proxy learned the trigger, so new poison with the
+            same trigger would look legitimate against it).
+    """
+    from acgate.core.incremental import build_reference
+    from acgate.io.activations import read_activations
+    from acgate.io.results import read_json_object, read_samples
+
+    folder = Path(baseline_dir)
+    needed = ("scan.json", "samples.parquet", "activations.parquet", MODEL_WEIGHTS_FILE,
+              MODEL_SPEC_FILE)
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"baseline {str(folder)!r} is not a complete acgate scan folder with its "
+                         f"proxy: missing {missing} (a scan with --model has no proxy to reuse)")
+    info = read_json_object(folder / "scan.json", "a scan.json")
+    if info.get("verdict") != "clean":
+        raise ValueError(f"baseline {str(folder)!r} has verdict {info.get('verdict')!r}; an "
+                         f"incremental scan needs an accepted (clean) baseline: scan the "
+                         f"repaired data in full and use that scan")
+    with reading("baseline", folder):
+        table = read_activations(folder / "activations.parquet")
+        samples = read_samples(folder / "samples.parquet")
+    if len(samples) != len(table.labels):
+        raise ValueError(f"baseline {str(folder)!r}: samples.parquet has {len(samples)} rows, "
+                         f"activations.parquet {len(table.labels)}")
+    seed = int(info.get("config", {}).get("seed", 0))
+    reference = build_reference(table.activations, table.labels,
+                                keep=~samples["is_poison"].to_numpy(bool), random_state=seed)
+    return reference, info
+
+
+def incremental_stage(activations_path: PathLike, baseline_dir: PathLike,
+                      dataset_path: PathLike, out_dir: PathLike, config: ScanConfig, *,
+                      dataset: Any, dataset_sha256: str, validated: Mapping[str, Any],
+                      report: bool = True, scan_info: Mapping[str, Any] | None = None,
+                      scan_folder: PathLike | None = None) -> AnalyzeOutcome:
+    """Judge a new partition's activations (from the baseline's proxy) against the baseline.
+
+    Writes the same files as :func:`analyze_stage`; ``scan.json`` records ``"mode":
+    "incremental"`` and the baseline. The result's ``info.extra["shifted"]`` says whether the
+    partition moved too far for this mode (the caller then scans in full).
+    """
+    from acgate.core.incremental import judge_partition
+    from acgate.io.datasets import dataset_fingerprint
+    from acgate.io.results import write_result
+
+    table, arrays = _validated_arrays(activations_path, config)
+    reference, baseline_info = read_baseline(baseline_dir)
+    result = judge_partition(reference, arrays.activations, arrays.labels,
+                             predictions=arrays.predictions, sample_ids=arrays.sample_ids)
+    gx_results = {"dataset": validated["dataset"].to_dict(),
+                  "activations": validated["activations"].to_dict(),
+                  "classes": _validate_classes(result).to_dict()}
+    folder = Path(out_dir)
+    identity = {"fingerprint": dataset_fingerprint(dataset), "dataset_sha256": dataset_sha256}
+    files = dict(write_result(result, folder, samples_metadata=identity))
+    info: dict[str, Any] = {
+        "dataset": str(dataset_path), **identity, "modality": activations_modality(table),
+        "verdict": result.verdict, "config": config.to_dict(), "mode": "incremental",
+        "baseline": {"folder": str(Path(baseline_dir).resolve()),
+                     "dataset": baseline_info.get("dataset"),
+                     "dataset_sha256": baseline_info.get("dataset_sha256")},
+        "shifted": bool(result.info.extra.get("shifted")),
+        "shift_reason": result.info.extra.get("shift_reason")}
+    proxy = table.metadata.get("proxy")
+    if isinstance(proxy, Mapping):
+        info["proxy"] = dict(proxy)
+    info.update(scan_info or {})
+    files["scan"] = folder / "scan.json"
+    _write_json(files["scan"], info)
+    if report:
+        files["report.html"] = _write_report(result, folder, arrays, dataset, Path(
+            dataset_path).name, info, gx_results, scan_folder)
+    return AnalyzeOutcome(result=result, files=files, gx_results=gx_results, scan_info=info)
+
+
 def _validate_classes(result: DetectionResult) -> Any:
     from acgate.gx import validate_classes_frame
 
