@@ -466,7 +466,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
         if proxy is not None:
             print(proxy)
         if outcome.mode == "incremental":
-            print(f"mode: incremental, against the baseline {args.baseline}")
+            print(f"mode: incremental, against the baseline {args.baseline}" + (
+                "" if outcome.shift_reason is None else
+                f" (shifted, kept by --no-fallback: {outcome.shift_reason})"))
         elif outcome.shift_reason is not None:
             print(f"mode: full (the partition moved too far from the baseline: "
                   f"{outcome.shift_reason})")

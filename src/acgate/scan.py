@@ -168,7 +168,9 @@ class ScanOutcome:
             own model.
         mode: ``"full"`` (a proxy trained on this data) or ``"incremental"`` (judged against a
             baseline scan, :func:`run_incremental_scan`).
-        shift_reason: Why an incremental scan fell back to a full one, else ``None``.
+        shift_reason: Why the partition moved too far from the baseline for an incremental
+            judgement (the scan then fell back to a full one, unless it was told not to),
+            else ``None``.
     """
 
     result: DetectionResult
@@ -707,13 +709,16 @@ def run_incremental_scan(
         The :class:`ScanOutcome`.
 
     Raises:
-        ValueError: Bad input, a baseline that is not an accepted scan with its proxy, or a
-            refused output folder (nothing is written).
+        ValueError: Bad input, a baseline that is not an accepted full scan with its proxy, a
+            partition its proxy cannot read (another modality, image shape or ``--layer``), or
+            a refused output folder (nothing is written).
+        acgate.errors.InfrastructureError: The tracking store cannot be used (before any work).
     """
     from acgate.io.datasets import read_dataset
     from acgate.io.digest import file_sha256
     from acgate.io.output import check_output_folder, output_folder
     from acgate.stages import (
+        check_partition,
         dataset_modality,
         extract_stage,
         incremental_stage,
@@ -731,7 +736,7 @@ def run_incremental_scan(
     inputs = (dataset_path, baseline)
     check_output_folder(out_dir, inputs=inputs)
     resolve_device(config.device)
-    read_baseline(baseline)  # a folder that is no accepted scan is refused before any work
+    accepted = read_baseline(baseline)  # no accepted scan: refused before any work
     if tracking_uri is not None:
         from acgate.mlflow import check_tracking_store
 
@@ -744,8 +749,14 @@ def run_incremental_scan(
     dataset = read_dataset(dataset_path, modality=modality,
                            max_decoded_bytes=config.max_decoded_bytes)
     config = modality_config(config, modality)
+    check_partition(accepted, dataset, modality, config)
     dataset_sha256 = file_sha256(dataset_path)
     timings.lap("read_validate")
+
+    def stop_if_shifted(reason: str) -> None:
+        if fallback:
+            raise _Shifted(reason)
+
     try:
         with output_folder(out_dir, command="scan", inputs=inputs,
                            overwrite=overwrite) as output:
@@ -757,13 +768,11 @@ def run_incremental_scan(
             timings.lap("extract")
             timings.start("analysing", f"against the baseline {baseline}")
             analyzed = incremental_stage(
-                activations, baseline, dataset_path, output.staging, config, dataset=dataset,
+                activations, accepted, dataset_path, output.staging, config, dataset=dataset,
                 dataset_sha256=dataset_sha256, report=report, scan_folder=out_dir,
                 validated={"dataset": gx_dataset, "activations": gx_activations},
-                scan_info={"timings": dict(timings)})
+                scan_info={"timings": dict(timings)}, stop_if_shifted=stop_if_shifted)
             timings.lap("analyze_report")
-            if analyzed.scan_info["shifted"] and fallback:
-                raise _Shifted(analyzed.scan_info["shift_reason"])
             output.commit()
             files = {name: out_dir / Path(path).name for name, path in analyzed.files.items()}
             files["activations.parquet"] = out_dir / "activations.parquet"
@@ -780,7 +789,7 @@ def run_incremental_scan(
     return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,
                        timings=dict(timings), dataset_sha256=dataset_sha256,
                        tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"),
-                       mode="incremental")
+                       mode="incremental", shift_reason=analyzed.scan_info["shift_reason"])
 
 
 def _track(analyzed: Any, out_dir: Path, config: ScanConfig, tracking_uri: str | None,

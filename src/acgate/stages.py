@@ -29,7 +29,7 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -789,11 +789,28 @@ def analyze_stage(
     return AnalyzeOutcome(result=result, files=files, gx_results=gx_results, scan_info=info)
 
 
-def read_baseline(baseline_dir: PathLike) -> tuple[Any, dict[str, Any]]:
-    """The reference of an accepted baseline scan folder, and its ``scan.json``.
+@dataclass(frozen=True)
+class Baseline:
+    """An accepted scan, as an incremental scan uses it.
+
+    Attributes:
+        folder: The scan's output folder (its proxy: ``model.pt`` + ``model.json``).
+        reference: The reference of its kept rows (:func:`acgate.core.incremental.build_reference`).
+        info: Its ``scan.json``.
+        spec: Its proxy's ``model.json`` (input shape, modality).
+    """
+
+    folder: Path
+    reference: Any
+    info: Mapping[str, Any]
+    spec: Mapping[str, Any]
+
+
+def read_baseline(baseline_dir: PathLike) -> Baseline:
+    """An accepted baseline scan folder, read once (its reference built from its kept rows).
 
     Raises:
-        ValueError: The folder is not a complete scan with its proxy, or its verdict is not
+        ValueError: The folder is not a complete full scan with its proxy, or its verdict is not
             ``clean`` (a poisoned baseline's proxy learned the trigger, so new poison with the
             same trigger would look legitimate against it).
     """
@@ -802,48 +819,80 @@ def read_baseline(baseline_dir: PathLike) -> tuple[Any, dict[str, Any]]:
     from acgate.io.results import read_json_object, read_samples
 
     folder = Path(baseline_dir)
-    needed = ("scan.json", "samples.parquet", "activations.parquet", MODEL_WEIGHTS_FILE,
-              MODEL_SPEC_FILE)
-    missing = [name for name in needed if not (folder / name).is_file()]
+    if not (folder / "scan.json").is_file():
+        raise ValueError(f"baseline {str(folder)!r} is not an acgate scan folder (no scan.json)")
+    info = read_json_object(folder / "scan.json", "a scan.json")
+    if info.get("mode") == "incremental" or "shift_reason" in info:
+        raise ValueError(f"baseline {str(folder)!r} is the scan of a partition "
+                         f"({'incremental' if info.get('mode') == 'incremental' else 'a fallback'}"
+                         f"); give the full scan of the accepted data")
+    missing = [name for name in ("samples.parquet", "activations.parquet", MODEL_WEIGHTS_FILE,
+                                 MODEL_SPEC_FILE) if not (folder / name).is_file()]
     if missing:
         raise ValueError(f"baseline {str(folder)!r} is not a complete acgate scan folder with its "
                          f"proxy: missing {missing} (a scan with --model has no proxy to reuse)")
-    info = read_json_object(folder / "scan.json", "a scan.json")
     if info.get("verdict") != "clean":
         raise ValueError(f"baseline {str(folder)!r} has verdict {info.get('verdict')!r}; an "
                          f"incremental scan needs an accepted (clean) baseline: scan the "
                          f"repaired data in full and use that scan")
     with reading("baseline", folder):
+        spec = read_json_object(folder / MODEL_SPEC_FILE, "a model.json")
         table = read_activations(folder / "activations.parquet")
         samples = read_samples(folder / "samples.parquet")
     if len(samples) != len(table.labels):
         raise ValueError(f"baseline {str(folder)!r}: samples.parquet has {len(samples)} rows, "
                          f"activations.parquet {len(table.labels)}")
-    seed = int(info.get("config", {}).get("seed", 0))
+    config = info.get("config") if isinstance(info.get("config"), Mapping) else {}
     reference = build_reference(table.activations, table.labels,
-                                keep=~samples["is_poison"].to_numpy(bool), random_state=seed)
-    return reference, info
+                                keep=~samples["is_poison"].to_numpy(bool),
+                                random_state=int(config.get("seed") or 0))
+    return Baseline(folder=folder, reference=reference, info=info, spec=spec)
 
 
-def incremental_stage(activations_path: PathLike, baseline_dir: PathLike,
+def check_partition(baseline: Baseline, dataset: Any, modality: str, config: ScanConfig) -> None:
+    """Refuse a partition the baseline's proxy cannot read as it read the accepted data.
+
+    Raises:
+        ValueError: Another modality, another image shape, or another ``--layer``.
+    """
+    where = f"baseline {str(baseline.folder)!r}"
+    if modality != baseline.info.get("modality", "image"):
+        raise ValueError(f"the partition is {modality!r} data, {where} scanned "
+                         f"{baseline.info.get('modality')!r} data")
+    if modality == "image":
+        shape = [int(v) for v in dataset.images.shape[1:]]
+        if shape != list(baseline.spec.get("input_shape", [])):
+            raise ValueError(f"the partition's images are {shape} (channels, height, width), "
+                             f"{where}'s proxy reads {baseline.spec.get('input_shape')}")
+    used = (baseline.info.get("config") or {}).get("layer")
+    if config.layer != used:
+        raise ValueError(f"--layer {config.layer!r} differs from {where}'s layer {used!r}: "
+                         f"the reference holds that layer's activations")
+
+
+def incremental_stage(activations_path: PathLike, baseline: Baseline,
                       dataset_path: PathLike, out_dir: PathLike, config: ScanConfig, *,
                       dataset: Any, dataset_sha256: str, validated: Mapping[str, Any],
                       report: bool = True, scan_info: Mapping[str, Any] | None = None,
-                      scan_folder: PathLike | None = None) -> AnalyzeOutcome:
+                      scan_folder: PathLike | None = None,
+                      stop_if_shifted: Callable[[str], None] | None = None) -> AnalyzeOutcome:
     """Judge a new partition's activations (from the baseline's proxy) against the baseline.
 
     Writes the same files as :func:`analyze_stage`; ``scan.json`` records ``"mode":
-    "incremental"`` and the baseline. The result's ``info.extra["shifted"]`` says whether the
-    partition moved too far for this mode (the caller then scans in full).
+    "incremental"``, the baseline, and whether the partition moved too far for this mode
+    (``shifted``, ``shift_reason``). ``stop_if_shifted`` is called with the reason before
+    anything is written (the caller raises to scan in full instead).
     """
     from acgate.core.incremental import judge_partition
     from acgate.io.datasets import dataset_fingerprint
     from acgate.io.results import write_result
 
     table, arrays = _validated_arrays(activations_path, config)
-    reference, baseline_info = read_baseline(baseline_dir)
-    result = judge_partition(reference, arrays.activations, arrays.labels,
+    result = judge_partition(baseline.reference, arrays.activations, arrays.labels,
                              predictions=arrays.predictions, sample_ids=arrays.sample_ids)
+    shift_reason = result.info.extra.get("shift_reason")
+    if shift_reason is not None and stop_if_shifted is not None:
+        stop_if_shifted(shift_reason)
     gx_results = {"dataset": validated["dataset"].to_dict(),
                   "activations": validated["activations"].to_dict(),
                   "classes": _validate_classes(result).to_dict()}
@@ -853,14 +902,13 @@ def incremental_stage(activations_path: PathLike, baseline_dir: PathLike,
     info: dict[str, Any] = {
         "dataset": str(dataset_path), **identity, "modality": activations_modality(table),
         "verdict": result.verdict, "config": config.to_dict(), "mode": "incremental",
-        "baseline": {"folder": str(Path(baseline_dir).resolve()),
-                     "dataset": baseline_info.get("dataset"),
-                     "dataset_sha256": baseline_info.get("dataset_sha256")},
-        "shifted": bool(result.info.extra.get("shifted")),
-        "shift_reason": result.info.extra.get("shift_reason")}
+        "baseline": {"folder": str(baseline.folder.resolve()),
+                     "dataset": baseline.info.get("dataset"),
+                     "dataset_sha256": baseline.info.get("dataset_sha256")},
+        "shifted": shift_reason is not None, "shift_reason": shift_reason}
     proxy = table.metadata.get("proxy")
     if isinstance(proxy, Mapping):
-        info["proxy"] = dict(proxy)
+        info["proxy"] = dict(proxy)  # the baseline's proxy: how it trained on the accepted data
     info.update(scan_info or {})
     files["scan"] = folder / "scan.json"
     _write_json(files["scan"], info)

@@ -33,8 +33,14 @@ from typing import Any
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
+from acgate.core.detect import _versions as core_versions  # the versions every result records
 from acgate.core.result import NO_VALUE, ClassReport, DetectionResult, RunInfo
-from acgate.core.validation import check_activations, check_labels, check_sample_ids
+from acgate.core.validation import (
+    check_activations,
+    check_labels,
+    check_positive_int,
+    check_sample_ids,
+)
 
 #: Reference rows per class (a seeded sample of the baseline's kept rows): memory and time stay
 #: bounded however large the accepted data grows.
@@ -53,6 +59,8 @@ DISTANCE_QUANTILE = 0.99
 SHIFT_SHARE = 0.2
 #: ... or when more than this share of the rows of every class are foreign.
 SHIFT_FOREIGN_SHARE = 0.2
+#: Standardisation divides by each unit's spread, at least this share of the median spread.
+SCALE_FLOOR = 0.1
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ def build_reference(activations: Any, labels: Any, *, keep: Any = None,
     Returns:
         The :class:`Reference`.
     """
+    check_positive_int(rows_per_class, name="rows_per_class")
     activations = check_activations(activations, name="reference activations")
     labels = check_labels(labels, len(activations), name="reference labels")
     kept = np.ones(len(labels), bool) if keep is None else np.asarray(keep, bool)
@@ -111,7 +120,10 @@ def build_reference(activations: Any, labels: Any, *, keep: Any = None,
                          f"more than {NEIGHBOURS}")
     sample = activations[rows]
     mean = sample.mean(axis=0)
-    scale = np.maximum(sample.std(axis=0), 1e-6 * max(float(sample.std()), 1e-12))
+    std = sample.std(axis=0)
+    # A unit nearly dead in the baseline must not turn a tiny new activation into a shift.
+    floor = SCALE_FLOOR * max(float(np.median(std)), 1e-12)
+    scale = np.maximum(std, floor)
     space = (sample - mean) / scale
     # Leave-one-out nearest distances of the reference itself: what "near" means here.
     distances, _ = NearestNeighbors(n_neighbors=2).fit(space).kneighbors(space)
@@ -133,9 +145,11 @@ def _row_evidence(reference: Reference, activations: np.ndarray, labels: np.ndar
     k = min(NEIGHBOURS, len(reference.labels))
     distances, index = NearestNeighbors(n_neighbors=k).fit(
         reference.activations).kneighbors(space)
-    neighbour_labels = reference.labels[index]
-    classes = np.unique(reference.labels)
-    counts = (neighbour_labels[:, :, None] == classes[None, None, :]).sum(axis=1)
+    classes, codes = np.unique(reference.labels, return_inverse=True)
+    neighbour_codes = codes[index]  # n x k class codes; counted per row without an n x k x C
+    rows = np.repeat(np.arange(len(space)), k)
+    counts = np.bincount(rows * len(classes) + neighbour_codes.ravel(),
+                         minlength=len(space) * len(classes)).reshape(len(space), len(classes))
     top = counts.argmax(axis=1)
     neighbour_class = classes[top]
     purity = counts[np.arange(len(top)), top] / k
@@ -219,11 +233,15 @@ def judge_partition(reference: Reference, activations: Any, labels: Any, *,
     poisoned = {r.label: r.suspected_source for r in reports if r.verdict == "poisoned"}
     flagged = evidence.foreign & np.isin(labels, list(poisoned))
     source = np.where(flagged, evidence.neighbour_class, NO_VALUE)
-    score = np.where(evidence.neighbour_class != labels, evidence.purity, 0.0)
+    judged = np.isin(labels, list(known))
+    score = np.where(judged & (evidence.neighbour_class != labels), evidence.purity, 0.0)
+    unknown = sorted({r.label for r in reports if r.verdict == "skipped"})
     far_share = float(np.mean(evidence.distance > reference.far)) if len(labels) else 0.0
     shares = [r.scores.get("foreign_share", 0.0) for r in reports if r.verdict != "skipped"]
     shift_reason = None
-    if far_share > SHIFT_SHARE:
+    if unknown:
+        shift_reason = f"classes {unknown} are not in the baseline"
+    elif far_share > SHIFT_SHARE:
         shift_reason = (f"{far_share:.0%} of the new rows lie farther from the baseline than "
                         f"{DISTANCE_QUANTILE:.0%} of its own rows (> {SHIFT_SHARE:.0%})")
     elif shares and min(shares) > SHIFT_FOREIGN_SHARE:
@@ -232,13 +250,12 @@ def judge_partition(reference: Reference, activations: Any, labels: Any, *,
     params = {"analysis": "incremental", "neighbours": NEIGHBOURS, "purity": PURITY,
               "min_foreign_rows": MIN_FOREIGN_ROWS, "foreign_share": FOREIGN_SHARE,
               "reference_rows": int(len(reference.labels))}
-    from acgate.core.detect import _versions
-
-    info = RunInfo(params=params, versions=_versions(),
+    info = RunInfo(params=params, versions=core_versions(),
                    timings={"incremental": time.perf_counter() - started},
                    extra={"shifted": shift_reason is not None, "shift_reason": shift_reason,
                           "far_share": far_share})
     return DetectionResult(sample_ids=ids, labels=labels, segments=labels,
-                           clusters=np.where(evidence.foreign, 1, 0), is_poison=flagged,
+                           clusters=np.where(judged & evidence.foreign, 1, 0),
+                           is_poison=flagged,
                            poison_score=score, suspected_source=source,
                            classes=tuple(reports), info=info)
