@@ -569,6 +569,7 @@ def run_scan(
     modality: str | None = None,
     report: bool = True,
     overwrite: bool = False,
+    rescan_of: str | None = None,
 ) -> ScanOutcome:
     """Scan a dataset: validate, train the proxy, extract, detect, report, track.
 
@@ -595,6 +596,8 @@ def run_scan(
         report: Write the HTML report.
         overwrite: Accept an output folder with files acgate did not write (only acgate's
             outputs are replaced there).
+        rescan_of: The MLflow scan run whose repaired data ``dataset_path`` is: the new run is
+            logged as its child, tagged ``acgate.rescan_of`` (the pipeline's ``rescan`` step).
 
     Returns:
         The :class:`ScanOutcome`.
@@ -654,7 +657,8 @@ def run_scan(
             timings.start("logging to MLflow", tracking_uri)
             try:
                 run_id = track_scan(analyzed, out_dir, config, tracking_uri=tracking_uri,
-                                    experiment=experiment, started_at=started_at)
+                                    experiment=experiment, started_at=started_at,
+                                    rescan_of=rescan_of)
             except InfrastructureError as error:
                 # The verdict stands and is on disk; the caller reports the outage beside it.
                 tracking_error = str(error)

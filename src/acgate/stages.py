@@ -814,11 +814,13 @@ def _write_report(result: DetectionResult, folder: Path, arrays: _Arrays, datase
 
 def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
                tracking_uri: str, experiment: str = "acgate",
-               started_at: float | None = None) -> str:
+               started_at: float | None = None, rescan_of: str | None = None) -> str:
     """Log an analysed scan as an MLflow run (the same run from the CLI and the pipeline).
 
     ``started_at`` (seconds since the epoch) is when the scan began: the run then spans it
     (``None``: the run starts when it is logged, as in the pipeline's analyze step).
+    ``rescan_of``: the scan run whose repaired data this scan re-scans (the run becomes its
+    child, :func:`acgate.mlflow.log_scan`).
 
     Returns:
         The run id.
@@ -837,7 +839,7 @@ def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
         dataset_fingerprint=info["fingerprint"], dataset_sha256=info["dataset_sha256"],
         params=_scan_only_params(config, outcome.result),
         gx_results=outcome.gx_results, metrics=proxy_metrics(info.get("proxy")),
-        started_at=started_at,
+        started_at=started_at, rescan_of=rescan_of,
     )
 
 
