@@ -108,6 +108,13 @@ def test_a_version_is_tagged_with_its_scan_verdict_and_no_alias_moves(store, mak
     assert stored.tags["acgate.scan.verdict"] == "clean"
     assert stored.tags["acgate.scan.run_id"] == clean
     assert stored.tags["acgate.scan.poisoned_classes"] == "[]"
+    # A scan that could not judge a class is not clean: its verdict is tagged as it is.
+    incomplete = log_scan(make_result(poisoned=(), skipped=(2,)), tracking_uri=uri,
+                          experiment="registry-scans", dataset_sha256=digest)
+    tag_verdict(uri, model_name="verdict-tagged", model_version=version,
+                scan_run_id=incomplete)
+    assert client.get_model_version("verdict-tagged", version).tags[
+        "acgate.scan.verdict"] == "incomplete"
 
 
 def test_verdict_tagging_refuses_what_is_not_a_finished_scan(store, make_result,

@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SCAN_TAGS", "register_model_version", "tag_verdict"]
 
-#: Model-version tag: the verdict of the scan of the version's training data (``clean`` or
-#: ``poisoned``). Not ``acgate.verdict``: the gate writes that one (``pass``/``fail``).
+#: Model-version tag: the verdict of the scan of the version's training data (``clean``,
+#: ``poisoned`` or ``incomplete``). Not ``acgate.verdict``: the gate writes that one
+#: (``pass``/``fail``).
 SCAN_VERDICT_TAG = "acgate.scan.verdict"
 #: Model-version tag: the MLflow scan run that verdict comes from.
 SCAN_RUN_TAG = "acgate.scan.run_id"
@@ -149,7 +150,7 @@ def tag_verdict(
     """Tag a model version with the verdict of a scan of its training data.
 
     The tags are read from the scan run as it was logged (:func:`acgate.mlflow.log_scan`), not
-    taken from the caller: ``acgate.scan.verdict`` (``clean`` or ``poisoned``),
+    taken from the caller: ``acgate.scan.verdict`` (``clean``, ``poisoned`` or ``incomplete``),
     ``acgate.scan.run_id``, ``acgate.scan.dataset_sha256`` and ``acgate.scan.poisoned_classes``
     (:data:`SCAN_TAGS`). A later scan's tags replace an earlier one's. Nothing else changes:
     no alias is set or removed (promotion is :func:`acgate.mlflow.promote`'s alone). When the
@@ -218,9 +219,9 @@ def _verdict_tags(run: object, run_id: str) -> dict[str, str]:
         raise ValueError(f"scan run {run_id!r} did not finish (status {status}, "
                          f"{STATUS_TAG}={data.tags.get(STATUS_TAG)!r})")
     verdict = data.tags.get(VERDICT_TAG)
-    if verdict not in ("clean", "poisoned"):
-        raise ValueError(f"scan run {run_id!r} has {VERDICT_TAG}={verdict!r}, not 'clean' or "
-                         "'poisoned'")
+    if verdict not in ("clean", "poisoned", "incomplete"):
+        raise ValueError(f"scan run {run_id!r} has {VERDICT_TAG}={verdict!r}, not 'clean', "
+                         "'poisoned' or 'incomplete'")
     digest = data.params.get(DATASET_SHA256_PARAM)
     if not digest:
         raise ValueError(f"scan run {run_id!r} has no {DATASET_SHA256_PARAM} param")
