@@ -14,9 +14,10 @@ branches (tags ``acgate.scan.verdict``, ``acgate.scan.run_id``, ``acgate.scan.da
 of the scan's), and ``verdict`` fails, so the KFP UI shows a red run with a red ``verdict`` step
 whose log names the verdict, the flagged classes and rows, the scan run, where the repaired
 data is, the rescan's verdict, and what to do: the model is not promoted; retrain on the
-repaired data, then rerun. Nothing is promoted from that branch: the model was trained on the
-data that was found poisoned. ``fail_on_poisoned=False`` ends such a run green instead (the
-``verdict`` step logs the same account as a warning).
+repaired data, then rerun (when the rescan still flags rows: review, repair again). Nothing is
+promoted from that branch: the model was trained on the data that was found poisoned.
+``fail_on_poisoned=False`` ends such a run green instead (the ``verdict`` step logs the same
+account as a warning).
 
 Each step is a thin component in ``components/<stage>/component.py`` calling
 :mod:`acgate.stages`; the per-class fan-out gives the same flags as ``acgate scan``
@@ -314,7 +315,8 @@ def acgate_pipeline(
             repaired_dataset=repaired.outputs["cleaned_dataset"],
             n_flagged=analyzed.outputs["n_flagged"], scan_run_id=analyzed.outputs["run_id"],
             rescan_verdict=rescanned.outputs["verdict"],
-            rescan_run_id=rescanned.outputs["run_id"], model_name=model_name,
+            rescan_run_id=rescanned.outputs["run_id"],
+            rescan_n_flagged=rescanned.outputs["n_flagged"], model_name=model_name,
             model_version=model_version, fail_on_poisoned=fail_on_poisoned)
         judged.after(tagged)
         judged.set_display_name("verdict")

@@ -17,6 +17,7 @@ def verdict(
     scan_run_id: str = "",
     rescan_verdict: str = "",
     rescan_run_id: str = "",
+    rescan_n_flagged: int = 0,
     model_name: Optional[str] = None,
     model_version: Optional[str] = None,
     fail_on_poisoned: bool = True,
@@ -31,6 +32,7 @@ def verdict(
         scan_run_id: The scan's MLflow run.
         rescan_verdict: The rescan's verdict of the repaired data (from ``rescan``).
         rescan_run_id: The rescan's MLflow run.
+        rescan_n_flagged: Rows the rescan flagged.
         model_name: The registered model trained on the scanned data.
         model_version: Its version.
         fail_on_poisoned: ``False``: log the message as a warning and succeed (the run ends
@@ -42,8 +44,9 @@ def verdict(
     Raises:
         acgate.errors.PoisonedDataError: The data is not clean and ``fail_on_poisoned``: the
             verdict, the flagged classes and rows, the scan run, where the repaired data is,
-            the rescan's verdict, and "model not promoted; retrain on the repaired data, then
-            rerun".
+            the rescan's verdict, that the model was not promoted, and the next step: retrain
+            on the repaired data, then rerun (when the rescan found it clean; else review and
+            repair again).
     """
     from acgate.stages import begin_step, verdict_stage
 
@@ -51,5 +54,6 @@ def verdict(
     return verdict_stage(scan_verdict, classes.path, fail_on_poisoned=fail_on_poisoned,
                          n_flagged=n_flagged, scan_run_id=scan_run_id,
                          repaired_uri=repaired_dataset.uri, rescan_verdict=rescan_verdict,
-                         rescan_run_id=rescan_run_id, model_name=model_name,
+                         rescan_run_id=rescan_run_id, rescan_n_flagged=rescan_n_flagged,
+                         model_name=model_name,
                          model_version=model_version)

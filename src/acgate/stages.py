@@ -1057,8 +1057,12 @@ def rescan_stage(repaired_path: PathLike, out_dir: PathLike, config: ScanConfig,
 def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
                     scan_run_id: str | None, repaired_uri: str | None = None,
                     rescan_verdict: str | None = None, rescan_run_id: str | None = None,
-                    model_name: str | None = None, model_version: str | None = None) -> str:
+                    rescan_n_flagged: int | None = None, model_name: str | None = None,
+                    model_version: str | None = None) -> str:
     """A one-paragraph account of a run whose data is not clean: what, where, what next.
+
+    The next step depends on the rescan: repaired data found clean is what to retrain on;
+    repaired data that is still flagged is not (review the flagged rows, repair again).
 
     Args:
         verdict: The scan's verdict (``"poisoned"``, ``"incomplete"``; ``"clean"`` too).
@@ -1068,6 +1072,7 @@ def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
         repaired_uri: Where the repaired dataset is.
         rescan_verdict: The rescan's verdict of the repaired data.
         rescan_run_id: The rescan's MLflow run.
+        rescan_n_flagged: Rows the rescan flagged.
         model_name: The registered model trained on the scanned data.
         model_version: Its version.
 
@@ -1095,15 +1100,21 @@ def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
             f"scan {verdict}: {listed('skipped')} could not be judged (too few rows), so the "
             "data is not known to be clean")
     if rescan_verdict:
-        rescan = f"rescan of the repaired data: {rescan_verdict}" + (
+        flagged = (f", {rescan_n_flagged} rows flagged"
+                   if rescan_verdict != "clean" and rescan_n_flagged is not None else "")
+        rescan = f"rescan of the repaired data: {rescan_verdict}{flagged}" + (
             f" (run {rescan_run_id})" if rescan_run_id else "")
     else:
         rescan = "the repaired data was not rescanned"
     model = (f"model {model_name!r} version {model_version} tagged "
              f"acgate.scan.verdict={verdict}, not promoted" if model_name else
              "model not promoted")
-    return (f"{what} ({run}); repaired data at {repaired_uri or '(none)'}; {rescan}; {model}; "
-            "retrain on the repaired data, then rerun the pipeline on it")
+    if rescan_verdict == "clean":
+        then = "retrain on the repaired data, then rerun the pipeline on it"
+    else:
+        then = ("do not train on the repaired data either: review the flagged rows (the scan "
+                "reports), repair again, then rerun the pipeline on the result")
+    return f"{what} ({run}); repaired data at {repaired_uri or '(none)'}; {rescan}; {model}; {then}"
 
 
 def verdict_stage(verdict: str, classes_path: PathLike, *, fail_on_poisoned: bool = True,

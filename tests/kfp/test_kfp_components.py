@@ -233,6 +233,13 @@ def test_verdict_step_fails_a_poisoned_run_saying_what_to_do(tmp_path):
         assert part in message, (part, message)
     # Opted out: the same account, as the step's output, and the step succeeds.
     assert verdict.python_func(**details, fail_on_poisoned=False) == message
+    # Repaired data that the rescan still flags is not what to retrain on.
+    with pytest.raises(PoisonedDataError) as raised:
+        verdict.python_func(**{**details, "rescan_verdict": "poisoned", "rescan_n_flagged": 12})
+    message = str(raised.value)
+    assert "rescan of the repaired data: poisoned, 12 rows flagged (run def456)" in message
+    assert "do not train on the repaired data either" in message
+    assert "retrain on the repaired data" not in message
     # A scan that could not judge a class is not clean either.
     incomplete = _classes_artifact(tmp_path, ["clean", "skipped"])
     with pytest.raises(PoisonedDataError, match="scan incomplete: class 1 could not be judged"):
