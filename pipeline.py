@@ -3,8 +3,21 @@
     dataset_digest ──► train_proxy ──► extract_activations ──► cluster (ParallelFor over classes)
      (never cached)                                                │  dsl.Collected
                                                                    ▼
-                                      analyze ──► If verdict == "clean": gate (MLflow, never cached)
-                                              └─► Else:                  repair
+        analyze ──► tag_verdict ──► If verdict == "clean": gate (moves the alias)
+                    (model version)  Else: repair ──► rescan ──► verdict (fails the run)
+
+The run's result is the verdict. ``tag_verdict`` writes it onto the model version on both
+branches (tags ``acgate.scan.verdict``, ``acgate.scan.run_id``, ``acgate.scan.dataset_sha256``,
+``acgate.scan.poisoned_classes``). Clean data: the ``gate`` decides the promotion. Anything else
+(``poisoned``, or ``incomplete``: a class could not be judged): ``repair`` writes repaired data,
+``rescan`` scans it as ``acgate scan`` would (same settings and seed; its MLflow run is a child
+of the scan's), and ``verdict`` fails, so the KFP UI shows a red run with a red ``verdict`` step
+whose log names the verdict, the flagged classes and rows, the scan run, where the repaired
+data is, the rescan's verdict, and what to do: the model is not promoted; retrain on the
+repaired data, then rerun (when the rescan still flags rows: review, repair again). Nothing is
+promoted from that branch: the model was trained on the data that was found poisoned.
+``fail_on_poisoned=False`` ends such a run green instead (the ``verdict`` step logs the same
+account as a warning).
 
 Each step is a thin component in ``components/<stage>/component.py`` calling
 :mod:`acgate.stages`; the per-class fan-out gives the same flags as ``acgate scan``
@@ -19,9 +32,10 @@ that SHA-256 as the input ``dataset_sha256``: new bytes make new cache keys, unc
 keep the cache. Each of those steps also checks that its dataset artifact still has that digest
 (the data did not change during the run). The digest is passed as a parameter, not as a staged
 artifact, because KFP keys a cache entry on the identity of its input artifacts and a step that
-is never cached makes a new artifact every run. The ``gate`` acts on MLflow's mutable state (the
-model version and its alias), so it always runs. The tasks that talk to MLflow (``analyze``,
-``gate``, ``repair``) carry the pod label ``acgate.io/mlflow-client: "true"``, which the Helm
+is never cached makes a new artifact every run. ``tag_verdict`` and the ``gate`` act on MLflow's
+mutable state (the model version, its tags and alias), and ``verdict`` reports the outcome, so
+they always run. The tasks that talk to MLflow (``analyze``, ``tag_verdict``, ``gate``,
+``repair``, ``rescan``) carry the pod label ``acgate.io/mlflow-client: "true"``, which the Helm
 chart's NetworkPolicy admits to its MLflow server.
 
 Usage::
@@ -30,7 +44,7 @@ Usage::
         [--mlflow-credentials-secret NAME] [--dataset-credentials-secret NAME]
     python pipeline.py run --dataset data.parquet [--tracking-uri sqlite:///mlruns/mlflow.db]
         [--model-name NAME --model-version 3] [--epochs 3] [--seed 0] [--root local-runs]
-        [--cache]
+        [--cache] [--no-fail-on-poisoned]
 
 ``run`` executes the real compiled pipeline on this machine with kfp's local
 ``SubprocessRunner(use_venv=False)``: no cluster, no Docker, no network. kfp 2.17.3's local
@@ -60,7 +74,10 @@ from components.dataset_digest.component import dataset_digest  # noqa: E402
 from components.extract_activations.component import extract_activations  # noqa: E402
 from components.gate.component import gate  # noqa: E402
 from components.repair.component import repair  # noqa: E402
+from components.rescan.component import rescan  # noqa: E402
+from components.tag_verdict.component import tag_verdict  # noqa: E402
 from components.train_proxy.component import train_proxy  # noqa: E402
+from components.verdict.component import verdict  # noqa: E402
 
 PIPELINE_NAME = "acgate-scan"
 #: Pod label of the tasks that talk to MLflow; the chart's NetworkPolicy admits these pods.
@@ -69,7 +86,8 @@ MLFLOW_CLIENT_LABEL = ("acgate.io/mlflow-client", "true")
 MLFLOW_CREDENTIALS_ENV = {"username": "MLFLOW_TRACKING_USERNAME",
                           "password": "MLFLOW_TRACKING_PASSWORD"}
 #: The executors of the tasks that talk to MLflow.
-MLFLOW_CLIENT_EXECUTORS = ("exec-analyze", "exec-gate", "exec-repair")
+MLFLOW_CLIENT_EXECUTORS = ("exec-analyze", "exec-tag-verdict", "exec-gate", "exec-repair",
+                           "exec-rescan")
 #: Keys of the Secret named by ``--dataset-credentials-secret``; each becomes the variable of the
 #: same name, which pyarrow's S3 filesystem reads for an ``s3://`` dataset URI.
 DATASET_CREDENTIALS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -147,6 +165,7 @@ def acgate_pipeline(
     mlflow_tracking_uri: Optional[str] = None,
     repair_strategy: str = "relabel",
     alias: str = "champion",
+    fail_on_poisoned: bool = True,
     cpu_request: str = "1",
     cpu_limit: str = "2",
     memory_request: str = "4Gi",
@@ -191,6 +210,10 @@ def acgate_pipeline(
             gate then refuses any named model).
         repair_strategy: ``"relabel"`` or ``"remove"`` (the repair of a poisoned dataset).
         alias: MLflow alias the gate moves on a pass.
+        fail_on_poisoned: End the run failed (red, at the ``verdict`` step) when the data is not
+            clean, after the repair and the rescan; ``False``: the ``verdict`` step logs the
+            outcome as a warning and the run ends green (the verdict is still the run's output
+            and on the model version).
         cpu_request: CPU request of every step's pod (Kubernetes quantity: ``"1"``, ``"500m"``).
         cpu_limit: CPU limit of every step's pod.
         memory_request: Memory request of every step's pod (``"4Gi"``, ``"512Mi"``).
@@ -246,10 +269,19 @@ def acgate_pipeline(
     _set_resources(analyzed, **resources)
     _label_mlflow_client(analyzed)
 
+    # The verdict goes onto the model version on both branches (never cached: MLflow's state).
+    tagged = tag_verdict(run_id=analyzed.outputs["run_id"], model_name=model_name,
+                         model_version=model_version, mlflow_tracking_uri=mlflow_tracking_uri)
+    tagged.set_display_name("tag model version")
+    _set_resources(tagged, **resources)
+    tagged.set_caching_options(False)
+    _label_mlflow_client(tagged)
+
     with dsl.If(analyzed.outputs["verdict"] == "clean", name="data-clean"):
         promoted = gate(run_id=analyzed.outputs["run_id"], model_name=model_name,
                         model_version=model_version, mlflow_tracking_uri=mlflow_tracking_uri,
                         alias=alias)
+        promoted.after(tagged)
         promoted.set_display_name("promotion gate")
         _set_resources(promoted, **resources)
         promoted.set_caching_options(False)  # decides on MLflow's current state, every run
@@ -263,6 +295,33 @@ def acgate_pipeline(
         repaired.set_display_name("repair")
         _set_resources(repaired, **resources)
         _label_mlflow_client(repaired)
+        # The repaired data is new data: scanned again, as acgate scan would, before anyone
+        # trains on it. Nothing is promoted here: the model was trained on the poisoned data.
+        rescanned = rescan(
+            repaired_dataset=repaired.outputs["cleaned_dataset"],
+            silhouette_threshold=silhouette_threshold, exre_threshold=exre_threshold,
+            source_share_threshold=source_share_threshold,
+            nested_source_share_threshold=nested_source_share_threshold,
+            confusion_threshold=confusion_threshold, exre_epochs=exre_epochs,
+            mlflow_tracking_uri=mlflow_tracking_uri, scan_run_id=analyzed.outputs["run_id"],
+            **proxy_settings, **cluster_settings,
+        )
+        rescanned.set_display_name("rescan repaired data")
+        _set_resources(rescanned, **resources)
+        _label_mlflow_client(rescanned)
+        # The run's result: a failed step (red run) naming the verdict and what to do next.
+        judged = verdict(
+            scan_verdict=analyzed.outputs["verdict"], classes=analyzed.outputs["classes"],
+            repaired_dataset=repaired.outputs["cleaned_dataset"],
+            n_flagged=analyzed.outputs["n_flagged"], scan_run_id=analyzed.outputs["run_id"],
+            rescan_verdict=rescanned.outputs["verdict"],
+            rescan_run_id=rescanned.outputs["run_id"],
+            rescan_n_flagged=rescanned.outputs["n_flagged"], model_name=model_name,
+            model_version=model_version, fail_on_poisoned=fail_on_poisoned)
+        judged.after(tagged)
+        judged.set_display_name("verdict")
+        _set_resources(judged, **resources)
+        judged.set_caching_options(False)  # the run's outcome is reported on every run
 
     outputs = NamedTuple("ScanOutputs", samples=dsl.Dataset, verdict=str, run_id=str,
                          dataset_sha256=str)
@@ -286,9 +345,10 @@ def compile_pipeline(
             version tag. ``None``: the version tag.
         mlflow_credentials_secret: Name of an existing Kubernetes Secret (in the namespace the
             runs execute in) with the keys ``username`` and ``password``: the MLflow steps
-            (``analyze``, ``gate``, ``repair``) get them as ``MLFLOW_TRACKING_USERNAME`` /
-            ``MLFLOW_TRACKING_PASSWORD`` (for an MLflow server with basic auth, such as the
-            chart's with ``mlflow.auth.enabled``). ``None``: no credentials.
+            (``analyze``, ``tag_verdict``, ``gate``, ``repair``, ``rescan``) get them as
+            ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (for an MLflow server
+            with basic auth, such as the chart's with ``mlflow.auth.enabled``). ``None``: no
+            credentials.
         dataset_credentials_secret: Name of an existing Kubernetes Secret with the keys
             ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``: the steps that read
             ``dataset_uri`` (``dataset_digest``, ``train_proxy``) get them as environment
@@ -367,7 +427,9 @@ def run_locally(root: str | os.PathLike[str] = "local-runs", *, cache: bool = Fa
         per-sample result; ``dataset_sha256``: the digest of the scanned bytes).
 
     Raises:
-        RuntimeError: When a step fails (the message names the task; its log says why).
+        RuntimeError: When a step fails (the message names the task; its log says why); on
+            data that is not clean that is the ``verdict`` step (:func:`failed_task`), unless
+            ``fail_on_poisoned=False``.
     """
     from kfp import local
 
@@ -377,6 +439,18 @@ def run_locally(root: str | os.PathLike[str] = "local-runs", *, cache: bool = Fa
     return {"verdict": task.outputs["verdict"], "run_id": task.outputs["run_id"],
             "samples": task.outputs["samples"].path,
             "dataset_sha256": task.outputs["dataset_sha256"]}
+
+
+def failed_task(error: BaseException) -> Optional[str]:
+    """The innermost failed task that kfp's local runner names in ``error``, if any.
+
+    kfp 2.17.3 raises ``RuntimeError("Pipeline ... Inner task failed: 'verdict' inside
+    'condition-4' inside ...")`` (with terminal colours); ``"verdict"`` means the run did its
+    job and found the data not clean.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    found = re.search(r"Inner task failed: '([^']+)'", text)
+    return found.group(1) if found else None
 
 
 def _with_every_optional_input(arguments: dict) -> dict:
@@ -453,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
                                       "pipeline's)")
     add_setting_options(settings, _pipeline_settings())
     run.add_argument("--repair-strategy", default="relabel", choices=("relabel", "remove"))
+    run.add_argument("--no-fail-on-poisoned", dest="fail_on_poisoned", action="store_false",
+                     help="end a run on data that is not clean green (default: the verdict "
+                          "step fails it; exit 3 either way)")
     run.add_argument("--root", default="local-runs", help="pipeline root (default: local-runs)")
     run.add_argument("--cache", action="store_true",
                      help="cache tasks like KFP (file cache under the pipeline root)")
@@ -471,11 +548,19 @@ def main(argv: list[str] | None = None) -> int:
              if getattr(args, item.name) is not None}
     if isinstance(given.get("n_clusters"), int):  # the pipeline takes it as text
         given["n_clusters"] = str(given["n_clusters"])
-    outputs = run_locally(
-        args.root, cache=args.cache, dataset_uri=str(Path(args.dataset).resolve()),
-        mlflow_tracking_uri=args.tracking_uri, model_name=args.model_name,
-        model_version=args.model_version, repair_strategy=args.repair_strategy, **given,
-    )
+    try:
+        outputs = run_locally(
+            args.root, cache=args.cache, dataset_uri=str(Path(args.dataset).resolve()),
+            mlflow_tracking_uri=args.tracking_uri, model_name=args.model_name,
+            model_version=args.model_version, repair_strategy=args.repair_strategy,
+            fail_on_poisoned=args.fail_on_poisoned, **given,
+        )
+    except RuntimeError as error:
+        if failed_task(error) != "verdict":
+            raise
+        print(f"{error}\nThe data is not clean: the verdict step's log above says what was "
+              "found, where the repaired data is and what to do next.", file=sys.stderr)
+        return 3
     print(json.dumps(outputs, indent=2))
     return 0 if outputs["verdict"] == "clean" else 3
 

@@ -49,3 +49,12 @@ class InfrastructureError(RuntimeError):
     that is full. Raised by the adapters (MLflow, file output) so that the CLI can tell an
     outage (exit 4) from bad input (exit 2) and from poison (exit 3).
     """
+
+
+class PoisonedDataError(RuntimeError):
+    """The scanned data is poisoned: the pipeline's ``verdict`` step fails the run with it.
+
+    Not a malfunction: a run that ends with this error did its job (the verdict, where the
+    repaired data is and what to do next are in the message), and its red status is how the KFP
+    UI shows that the data must not be trained on.
+    """

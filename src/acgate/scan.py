@@ -577,6 +577,7 @@ def run_scan(
     report: bool = True,
     overwrite: bool = False,
     scan_info: Mapping[str, Any] | None = None,
+    rescan_of: str | None = None,
 ) -> ScanOutcome:
     """Scan a dataset: validate, train the proxy, extract, detect, report, track.
 
@@ -604,6 +605,8 @@ def run_scan(
         overwrite: Accept an output folder with files acgate did not write (only acgate's
             outputs are replaced there).
         scan_info: More entries for ``scan.json``.
+        rescan_of: The MLflow scan run whose repaired data ``dataset_path`` is: the new run is
+            logged as its child, tagged ``acgate.rescan_of`` (the pipeline's ``rescan`` step).
 
     Returns:
         The :class:`ScanOutcome`.
@@ -657,7 +660,7 @@ def run_scan(
 
         # Still under the folder's lock: the run logs this scan's files, not a later writer's.
         run_id, tracking_error = _track(analyzed, out_dir, config, tracking_uri, experiment,
-                                        started_at, timings)
+                                        started_at, timings, rescan_of=rescan_of)
     return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,
                        timings=dict(timings), dataset_sha256=dataset_sha256,
                        tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"),
@@ -793,7 +796,8 @@ def run_incremental_scan(
 
 
 def _track(analyzed: Any, out_dir: Path, config: ScanConfig, tracking_uri: str | None,
-           experiment: str, started_at: float, timings: _Laps) -> tuple[str | None, str | None]:
+           experiment: str, started_at: float, timings: _Laps, *,
+           rescan_of: str | None = None) -> tuple[str | None, str | None]:
     """Log the scan to MLflow when tracking is on: the run id, or the outage's text."""
     from acgate.errors import InfrastructureError
     from acgate.stages import track_scan
@@ -803,7 +807,7 @@ def _track(analyzed: Any, out_dir: Path, config: ScanConfig, tracking_uri: str |
     timings.start("logging to MLflow", tracking_uri)
     try:
         run_id = track_scan(analyzed, out_dir, config, tracking_uri=tracking_uri,
-                            experiment=experiment, started_at=started_at)
+                            experiment=experiment, started_at=started_at, rescan_of=rescan_of)
     except InfrastructureError as error:
         # The verdict stands and is on disk; the caller reports the outage beside it.
         logger.error("scan verdict %s written to %s, but tracking failed: %s",

@@ -943,11 +943,13 @@ def _write_report(result: DetectionResult, folder: Path, arrays: _Arrays, datase
 
 def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
                tracking_uri: str, experiment: str = "acgate",
-               started_at: float | None = None) -> str:
+               started_at: float | None = None, rescan_of: str | None = None) -> str:
     """Log an analysed scan as an MLflow run (the same run from the CLI and the pipeline).
 
     ``started_at`` (seconds since the epoch) is when the scan began: the run then spans it
     (``None``: the run starts when it is logged, as in the pipeline's analyze step).
+    ``rescan_of``: the scan run whose repaired data this scan re-scans (the run becomes its
+    child, :func:`acgate.mlflow.log_scan`).
 
     Returns:
         The run id.
@@ -966,7 +968,7 @@ def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
         dataset_fingerprint=info["fingerprint"], dataset_sha256=info["dataset_sha256"],
         params=_scan_only_params(config, outcome.result),
         gx_results=outcome.gx_results, metrics=proxy_metrics(info.get("proxy")),
-        started_at=started_at,
+        started_at=started_at, rescan_of=rescan_of,
     )
 
 
@@ -1106,6 +1108,169 @@ def _numbers(report: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             numbers[f"{prefix}{key}"] = float(value)
     return numbers
+
+
+# ------------------------------------------------------------------------- the run's outcome
+
+
+def tag_verdict_stage(scan_run_id: str, *, tracking_uri: str | None, model_name: str | None,
+                      model_version: str | None) -> dict[str, str]:
+    """Tag the model version trained on the scanned data with the scan's verdict.
+
+    The pipeline runs it after ``analyze`` on both verdicts (:func:`acgate.mlflow.tag_verdict`:
+    ``acgate.scan.verdict``, ``acgate.scan.run_id``, ``acgate.scan.dataset_sha256``,
+    ``acgate.scan.poisoned_classes``); it never moves an alias.
+
+    Args:
+        scan_run_id: The scan's MLflow run.
+        tracking_uri: Tracking and registry URI; ``None``/``""`` with a named model refuses.
+        model_name: The registered model; ``None``/``""``: nothing to tag.
+        model_version: Its version.
+
+    Returns:
+        The tags written (``{}`` when no model was named).
+
+    Raises:
+        ValueError: A model named without a version, tracking URI or scan run, or what
+            :func:`acgate.mlflow.tag_verdict` refuses.
+        acgate.errors.InfrastructureError: The store is unreachable or fails.
+    """
+    if not model_name:
+        logger.info("no model_name given: no model version to tag with the verdict")
+        return {}
+    for name, value in (("model_version", model_version), ("mlflow_tracking_uri", tracking_uri),
+                        ("the scan's run id", scan_run_id)):
+        if not value:
+            raise ValueError(f"cannot tag model {model_name!r} with the scan's verdict: no "
+                             f"{name} given")
+    from acgate.mlflow import tag_verdict
+
+    return tag_verdict(str(tracking_uri), model_name=model_name,
+                       model_version=str(model_version), scan_run_id=scan_run_id)
+
+
+def rescan_stage(repaired_path: PathLike, out_dir: PathLike, config: ScanConfig, *,
+                 tracking_uri: str | None = None, scan_run_id: str | None = None) -> Any:
+    """Scan the repaired dataset again, as ``acgate scan`` does, linked to the first scan.
+
+    :func:`acgate.scan.run_scan` with the pipeline's settings and seed: a repair that missed
+    poison (or a backdoor with a second trigger) shows up before anyone trains on the repaired
+    data. Tracked, the run is a child of the first scan's run (``acgate.rescan_of``).
+
+    Args:
+        repaired_path: The repaired dataset Parquet file (the ``repair`` step's).
+        out_dir: A new folder for the scan's files (as ``acgate scan --out``).
+        config: The pipeline's scan configuration.
+        tracking_uri: Log the rescan as an MLflow scan run; ``None``/``""``: no tracking.
+        scan_run_id: The first scan's MLflow run (the parent); ``None``/``""``: top-level.
+
+    Returns:
+        The :class:`acgate.scan.ScanOutcome`.
+
+    Raises:
+        StageInputError: The repaired dataset cannot be scanned.
+        acgate.errors.InfrastructureError: The tracking store failed (also after the verdict).
+    """
+    from acgate.errors import InfrastructureError
+    from acgate.scan import run_scan
+
+    with reading("cleaned_dataset", repaired_path):
+        outcome = run_scan(repaired_path, out_dir, config, tracking_uri=tracking_uri or None,
+                           rescan_of=scan_run_id or None)
+    if outcome.tracking_error is not None:
+        raise InfrastructureError(f"rescan verdict {outcome.result.verdict}, but logging it "
+                                  f"failed: {outcome.tracking_error}")
+    return outcome
+
+
+def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
+                    scan_run_id: str | None, repaired_uri: str | None = None,
+                    rescan_verdict: str | None = None, rescan_run_id: str | None = None,
+                    rescan_n_flagged: int | None = None, model_name: str | None = None,
+                    model_version: str | None = None) -> str:
+    """A one-paragraph account of a run whose data is not clean: what, where, what next.
+
+    The next step depends on the rescan: repaired data found clean is what to retrain on;
+    repaired data that is still flagged is not (review the flagged rows, repair again).
+
+    Args:
+        verdict: The scan's verdict (``"poisoned"``, ``"incomplete"``; ``"clean"`` too).
+        classes_path: The scan's per-class result (the ``analyze`` step's ``classes``).
+        n_flagged: Rows the scan flagged.
+        scan_run_id: The scan's MLflow run (``None``/``""``: untracked).
+        repaired_uri: Where the repaired dataset is.
+        rescan_verdict: The rescan's verdict of the repaired data.
+        rescan_run_id: The rescan's MLflow run.
+        rescan_n_flagged: Rows the rescan flagged.
+        model_name: The registered model trained on the scanned data.
+        model_version: Its version.
+
+    Returns:
+        E.g. ``data poisoned: 120 rows flagged in class 0 (scan run 3f2a...); repaired data at
+        <uri>; rescan of the repaired data: clean (run 9c1e...); model 'digits' version 4
+        tagged acgate.scan.verdict=poisoned, not promoted; retrain on the repaired data, then
+        rerun``.
+    """
+    from acgate.io.results import read_classes
+
+    with reading("classes", classes_path):
+        table = read_classes(classes_path)
+
+    def listed(kind: str) -> str:
+        labels = sorted(int(c) for c in table["label"][table["verdict"] == kind])
+        return (f"class{'es' if len(labels) != 1 else ''} "
+                f"{', '.join(map(str, labels)) or 'none'}")
+
+    run = f"scan run {scan_run_id}" if scan_run_id else "scan not tracked"
+    if verdict == "clean":
+        return f"data clean: no row flagged ({run})"
+    what = (f"data poisoned: {n_flagged} rows flagged in {listed('poisoned')}"
+            if verdict == "poisoned" else
+            f"scan {verdict}: {listed('skipped')} could not be judged (too few rows), so the "
+            "data is not known to be clean")
+    if rescan_verdict:
+        flagged = (f", {rescan_n_flagged} rows flagged"
+                   if rescan_verdict != "clean" and rescan_n_flagged is not None else "")
+        rescan = f"rescan of the repaired data: {rescan_verdict}{flagged}" + (
+            f" (run {rescan_run_id})" if rescan_run_id else "")
+    else:
+        rescan = "the repaired data was not rescanned"
+    model = (f"model {model_name!r} version {model_version} tagged "
+             f"acgate.scan.verdict={verdict}, not promoted" if model_name else
+             "model not promoted")
+    if rescan_verdict == "clean":
+        then = "retrain on the repaired data, then rerun the pipeline on it"
+    else:
+        then = ("do not train on the repaired data either: review the flagged rows (the scan "
+                "reports), repair again, then rerun the pipeline on the result")
+    return f"{what} ({run}); repaired data at {repaired_uri or '(none)'}; {rescan}; {model}; {then}"
+
+
+def verdict_stage(verdict: str, classes_path: PathLike, *, fail_on_poisoned: bool = True,
+                  **details: Any) -> str:
+    """The pipeline's last step when the data is not clean: fail the run, saying what to do.
+
+    Args:
+        verdict: The scan's verdict.
+        classes_path: The scan's per-class result.
+        fail_on_poisoned: Raise unless the verdict is ``"clean"`` (the run turns red);
+            ``False``: log the message as a warning and return it (the run ends green; the
+            verdict is still the run's output and on the model version).
+        **details: :func:`verdict_message`'s keywords.
+
+    Returns:
+        The message (clean data, or ``fail_on_poisoned=False``).
+
+    Raises:
+        acgate.errors.PoisonedDataError: Data not clean and ``fail_on_poisoned``.
+    """
+    from acgate.errors import PoisonedDataError
+
+    message = verdict_message(verdict, classes_path, **details)
+    if verdict != "clean" and fail_on_poisoned:
+        raise PoisonedDataError(message)
+    (logger.info if verdict == "clean" else logger.warning)("%s", message)
+    return message
 
 
 # ------------------------------------------------------------------------------------ helpers

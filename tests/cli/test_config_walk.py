@@ -109,6 +109,7 @@ def pipeline_components():
         from components.cluster.component import cluster
         from components.extract_activations.component import extract_activations
         from components.repair.component import repair
+        from components.rescan.component import rescan
         from components.train_proxy.component import train_proxy
         from pipeline import acgate_pipeline
     finally:
@@ -125,11 +126,12 @@ def pipeline_components():
         "cluster": (cluster, clustering + seed),
         "analyze": (analyze, PIPELINE),
         "repair": (repair, proxy),
+        "rescan": (rescan, PIPELINE),
     }
 
 
 @pytest.mark.parametrize("name", ["pipeline", "train_proxy", "extract_activations", "cluster",
-                                  "analyze", "repair"])
+                                  "analyze", "repair", "rescan"])
 def test_pipeline_and_components_take_their_settings_with_the_same_defaults(name):
     function, expected = pipeline_components()[name]
     defaults = signature_defaults(function.pipeline_func if hasattr(function, "pipeline_func")

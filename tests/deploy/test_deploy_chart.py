@@ -431,7 +431,8 @@ def test_the_pipeline_steps_that_use_mlflow_carry_the_admitted_label(tmp_path):
     admitted = values["mlflow"]["networkPolicy"]["clientPodLabels"]
     documents = list(yaml.safe_load_all(pipeline.compile_pipeline(tmp_path / "p.yaml").read_text()))
     executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert {"exec-analyze", "exec-gate", "exec-repair"} <= set(executors)
+    assert {"exec-analyze", "exec-tag-verdict", "exec-gate", "exec-repair",
+            "exec-rescan"} <= set(executors)
     for config in executors.values():
         assert admitted.items() <= config["podMetadata"]["labels"].items()
 

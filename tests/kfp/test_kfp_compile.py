@@ -1,4 +1,4 @@
-"""The pipeline compiles to KFP IR with all seven components, the per-class ParallelFor and the If;
+"""The pipeline compiles to KFP IR with all ten components, the per-class ParallelFor and the If;
 every step that reads the data is keyed on the data's digest, and the digest is never cached."""
 
 import hashlib
@@ -10,8 +10,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("dataset-digest", "train-proxy", "extract-activations", "cluster", "analyze", "repair",
-          "gate")
+STAGES = ("dataset-digest", "train-proxy", "extract-activations", "cluster", "analyze",
+          "tag-verdict", "repair", "rescan", "verdict", "gate")
+#: The steps that talk to MLflow (the NetworkPolicy label, the MLflow credentials).
+MLFLOW_EXECUTORS = ["exec-analyze", "exec-gate", "exec-repair", "exec-rescan", "exec-tag-verdict"]
 HELM_INPUTS = ("dataset_uri", "size_threshold", "silhouette_threshold", "analysis", "seed",
                "model_name", "model_version", "mlflow_tracking_uri")
 
@@ -50,6 +52,27 @@ def test_compile_cli_writes_pipeline_with_all_constructs(tmp_path):
     poisoned_branch = [c for name, c in components.items() if "dag" in c
                        and "repair" in c["dag"]["tasks"]]
     assert clean_branch and poisoned_branch and clean_branch != poisoned_branch
+    # Poisoned: repair -> rescan of the repaired data -> the verdict step that fails the run;
+    # nothing is promoted there.
+    (poisoned,) = poisoned_branch
+    else_tasks = poisoned["dag"]["tasks"]
+    assert set(else_tasks) == {"repair", "rescan", "verdict"}
+    rescanned = else_tasks["rescan"]["inputs"]["artifacts"]["repaired_dataset"]
+    assert rescanned["taskOutputArtifact"] == {"producerTask": "repair",
+                                               "outputArtifactKey": "cleaned_dataset"}
+    assert set(else_tasks["verdict"]["dependentTasks"]) == {"repair", "rescan"}
+    verdict_inputs = else_tasks["verdict"]["inputs"]["parameters"]
+    assert verdict_inputs["rescan_verdict"]["taskOutputParameter"] == {
+        "producerTask": "rescan", "outputParameterKey": "verdict"}
+    assert "fail_on_poisoned" in verdict_inputs
+    failing = spec["root"]["inputDefinitions"]["parameters"]["fail_on_poisoned"]
+    assert (failing["defaultValue"], failing["parameterType"]) == (True, "BOOLEAN")
+    # The verdict is tagged onto the model version before either branch runs.
+    root_tasks = spec["root"]["dag"]["tasks"]
+    assert root_tasks["tag-verdict"]["dependentTasks"] == ["analyze"]
+    branches = [t for t in root_tasks.values() if "tag-verdict" in t.get("dependentTasks", [])]
+    assert len(branches) == 1 and branches[0]["componentRef"]["name"] == (
+        "comp-condition-branches-2")
     analyze_inputs = components["comp-analyze"]["inputDefinitions"]["artifacts"]
     assert analyze_inputs["clusterings"].get("isArtifactList") is True
     inputs = spec["root"]["inputDefinitions"]["parameters"]
@@ -149,7 +172,9 @@ def test_every_step_that_reads_the_data_is_keyed_on_its_digest(tmp_path):
     assert tasks["gate"].get("cachingOptions", {}).get("enableCache") is not True
     cached = {name for name, task in tasks.items()
               if task.get("cachingOptions", {}).get("enableCache") is True}
-    assert cached == {"train-proxy", "extract-activations", "cluster", "analyze", "repair"}
+    # tag-verdict acts on MLflow's state and verdict reports the outcome: every run.
+    assert cached == {"train-proxy", "extract-activations", "cluster", "analyze", "repair",
+                      "rescan"}
     # The scan's digest is a pipeline output.
     outputs = spec["root"]["dag"]["outputs"]["parameters"]
     assert outputs["dataset_sha256"]["valueFromParameter"]["producerSubtask"] == "dataset-digest"
@@ -159,7 +184,7 @@ def test_mlflow_steps_carry_the_network_policy_label(tmp_path):
     documents = _compiled(tmp_path)
     assert len(documents) == 2  # the IR and the Kubernetes platform spec
     executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    assert sorted(executors) == ["exec-analyze", "exec-gate", "exec-repair"]
+    assert sorted(executors) == MLFLOW_EXECUTORS
     for config in executors.values():
         assert config["podMetadata"]["labels"] == {"acgate.io/mlflow-client": "true"}
         assert "secretAsEnv" not in config  # no credentials unless asked for
@@ -179,7 +204,7 @@ def test_compile_pins_the_image_by_digest_and_passes_mlflow_credentials(tmp_path
               for e in documents[0]["deploymentSpec"]["executors"].values()}
     assert images == {f"ghcr.io/acgate/acgate@{digest}"}
     executors = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
-    for name in ("exec-analyze", "exec-gate", "exec-repair"):
+    for name in MLFLOW_EXECUTORS:
         assert executors[name]["secretAsEnv"] == [{
             "secretName": "acgate-mlflow-client",
             "keyToEnv": [{"secretKey": "username", "envVar": "MLFLOW_TRACKING_USERNAME"},

@@ -199,3 +199,62 @@ def test_data_changed_during_the_run_fails_the_step(tmp_path, digits_parquet):
         extract_activations.python_func(dataset=staged, model=_artifact(dsl.Model, tmp_path, "m"),
                                         activations=_artifact(dsl.Dataset, tmp_path, "a"),
                                         dataset_sha256=stale)
+
+
+# ------------------------------------------------------------------------- the run's outcome
+
+
+def _classes_artifact(tmp_path, verdicts):
+    from acgate.io.schema import write_parquet
+
+    table = pa.table({"label": list(range(len(verdicts))), "n_samples": [100] * len(verdicts),
+                      "verdict": list(verdicts), "reason": [""] * len(verdicts)})
+    classes = _artifact(dsl.Dataset, tmp_path, "classes")
+    write_parquet(table, classes.path, "classes")
+    return classes
+
+
+def test_verdict_step_fails_a_poisoned_run_saying_what_to_do(tmp_path):
+    from acgate.errors import PoisonedDataError
+    from components.verdict.component import verdict
+
+    classes = _classes_artifact(tmp_path, ["clean", "poisoned", "clean", "poisoned"])
+    repaired = _artifact(dsl.Dataset, tmp_path, "cleaned_dataset")
+    details = {"scan_verdict": "poisoned", "classes": classes, "repaired_dataset": repaired,
+               "n_flagged": 57, "scan_run_id": "abc123", "rescan_verdict": "clean",
+               "rescan_run_id": "def456", "model_name": "digits", "model_version": "4"}
+    with pytest.raises(PoisonedDataError) as raised:
+        verdict.python_func(**details)
+    message = str(raised.value)
+    for part in ("data poisoned", "57 rows flagged in classes 1, 3", "scan run abc123",
+                 f"repaired data at {repaired.uri}", "rescan of the repaired data: clean",
+                 "run def456", "model 'digits' version 4 tagged acgate.scan.verdict=poisoned",
+                 "not promoted", "retrain on the repaired data, then rerun"):
+        assert part in message, (part, message)
+    # Opted out: the same account, as the step's output, and the step succeeds.
+    assert verdict.python_func(**details, fail_on_poisoned=False) == message
+    # Repaired data that the rescan still flags is not what to retrain on.
+    with pytest.raises(PoisonedDataError) as raised:
+        verdict.python_func(**{**details, "rescan_verdict": "poisoned", "rescan_n_flagged": 12})
+    message = str(raised.value)
+    assert "rescan of the repaired data: poisoned, 12 rows flagged (run def456)" in message
+    assert "do not train on the repaired data either" in message
+    assert "retrain on the repaired data" not in message
+    # A scan that could not judge a class is not clean either.
+    incomplete = _classes_artifact(tmp_path, ["clean", "skipped"])
+    with pytest.raises(PoisonedDataError, match="scan incomplete: class 1 could not be judged"):
+        verdict.python_func(**{**details, "scan_verdict": "incomplete", "classes": incomplete})
+
+
+def test_tag_verdict_step_tags_only_a_named_model(mlflow_store, register_version):
+    from components.tag_verdict.component import tag_verdict
+
+    uri, client = mlflow_store
+    assert tag_verdict.python_func(run_id="", model_name=None) == "{}"
+    version = register_version(client, "m")
+    with pytest.raises(ValueError, match="no mlflow_tracking_uri given"):
+        tag_verdict.python_func(run_id="abc", model_name="m", model_version=version,
+                                mlflow_tracking_uri="")
+    with pytest.raises(ValueError, match="reading scan run"):
+        tag_verdict.python_func(run_id="0" * 32, model_name="m", model_version=version,
+                                mlflow_tracking_uri=uri)

@@ -79,3 +79,65 @@ def test_acgate_register_then_acgate_gate(store, make_result, tmp_path, capsys):
     code = main(["gate", "--tracking-uri", uri, "--model-name", "cli-registered",
                  "--model-version", printed["model_version"], "--run-id", scan])
     assert code == 0, capsys.readouterr().out
+
+
+def test_a_version_is_tagged_with_its_scan_verdict_and_no_alias_moves(store, make_result,
+                                                                      register_version):
+    from acgate.mlflow import SCAN_TAGS, tag_verdict
+
+    _, uri, client = store
+    digest = hashlib.sha256(b"the training file").hexdigest()  # conftest's TRAIN_SHA256
+    version = register_version(client, "verdict-tagged", sha256=digest)
+    poisoned = log_scan(make_result(poisoned=(1,)), tracking_uri=uri,
+                        experiment="registry-scans", dataset_sha256=digest)
+
+    tags = tag_verdict(uri, model_name="verdict-tagged", model_version=version,
+                       scan_run_id=poisoned)
+
+    expected = {"acgate.scan.verdict": "poisoned", "acgate.scan.run_id": poisoned,
+                "acgate.scan.dataset_sha256": digest, "acgate.scan.poisoned_classes": "[1]"}
+    assert tags == expected and set(tags) == set(SCAN_TAGS)
+    stored = client.get_model_version("verdict-tagged", version)
+    assert {key: stored.tags.get(key) for key in SCAN_TAGS} == expected
+    assert "champion" not in (client.get_registered_model("verdict-tagged").aliases or {})
+    # A later clean scan's tags replace the poisoned one's.
+    clean = log_scan(make_result(poisoned=()), tracking_uri=uri, experiment="registry-scans",
+                     dataset_sha256=digest)
+    tag_verdict(uri, model_name="verdict-tagged", model_version=version, scan_run_id=clean)
+    stored = client.get_model_version("verdict-tagged", version)
+    assert stored.tags["acgate.scan.verdict"] == "clean"
+    assert stored.tags["acgate.scan.run_id"] == clean
+    assert stored.tags["acgate.scan.poisoned_classes"] == "[]"
+    # A scan that could not judge a class is not clean: its verdict is tagged as it is.
+    incomplete = log_scan(make_result(poisoned=(), skipped=(2,)), tracking_uri=uri,
+                          experiment="registry-scans", dataset_sha256=digest)
+    tag_verdict(uri, model_name="verdict-tagged", model_version=version,
+                scan_run_id=incomplete)
+    assert client.get_model_version("verdict-tagged", version).tags[
+        "acgate.scan.verdict"] == "incomplete"
+
+
+def test_verdict_tagging_refuses_what_is_not_a_finished_scan(store, make_result,
+                                                             register_version):
+    from acgate.mlflow import tag_verdict
+
+    _, uri, client = store
+    version = register_version(client, "verdict-refused")
+    scan = log_scan(make_result(poisoned=()), tracking_uri=uri, experiment="registry-scans",
+                    dataset_sha256="ab" * 32)
+    with pytest.raises(ValueError, match="reading model 'verdict-refused' version 99"):
+        tag_verdict(uri, model_name="verdict-refused", model_version="99", scan_run_id=scan)
+    with pytest.raises(ValueError, match="reading scan run"):
+        tag_verdict(uri, model_name="verdict-refused", model_version=version,
+                    scan_run_id="0" * 32)
+    training = _training_run(client)  # a run, but not a scan run
+    with pytest.raises(ValueError, match="not an acgate scan run"):
+        tag_verdict(uri, model_name="verdict-refused", model_version=version,
+                    scan_run_id=training)
+    unfinished = client.create_run(client.get_run(scan).info.experiment_id,
+                                   tags={"acgate.kind": "scan", "acgate.status": "running"})
+    with pytest.raises(ValueError, match="did not finish"):
+        tag_verdict(uri, model_name="verdict-refused", model_version=version,
+                    scan_run_id=unfinished.info.run_id)
+    assert not any(key.startswith("acgate.scan.") for key in
+                   client.get_model_version("verdict-refused", version).tags)

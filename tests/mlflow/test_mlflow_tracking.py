@@ -160,6 +160,24 @@ def test_clean_result_is_tagged_clean(store, make_result):
     assert not run.inputs.dataset_inputs
 
 
+def test_a_rescan_is_a_child_of_the_scan_whose_data_was_repaired(store, make_result):
+    from acgate.mlflow import promote
+    from acgate.mlflow.tracking import RESCAN_OF_TAG
+
+    _, uri, client = store
+    scan = log_scan(make_result(), tracking_uri=uri, experiment="rescans",
+                    dataset_sha256=DIGEST)
+    rescan = log_scan(make_result(poisoned=()), tracking_uri=uri, experiment="rescans",
+                      dataset_sha256="cd" * 32, rescan_of=scan)
+    tags = client.get_run(rescan).data.tags
+    assert tags[RESCAN_OF_TAG] == scan == tags["mlflow.parentRunId"]
+    assert tags["acgate.kind"] == "scan" and tags["acgate.status"] == "complete"
+    assert RESCAN_OF_TAG not in client.get_run(scan).data.tags
+    # Still a whole scan run: the gate reads it like any other (here: no such model).
+    assert promote(tracking_uri=uri, run_id=rescan, model_name="none",
+                   model_version=1).outcome == "bad_input"
+
+
 def test_gx_reports_are_logged_and_summarised(store, tmp_path, make_result):
     from acgate.gx.suites import ValidationReport  # a dataclass: no GX import needed
 

@@ -2,12 +2,13 @@
 
 Importing this package does not import :mod:`mlflow`; the functions import it when called.
 See ``docs/gate.md`` for how a training script registers a model version the gate accepts
-(:func:`register_model_version` does it in one call).
+(:func:`register_model_version` does it in one call); :func:`tag_verdict` writes a scan's verdict
+onto the model version trained on the scanned data.
 """
 
 from acgate.mlflow.bounds import DEFAULT_BOUNDS, MlflowBounds, StoreUnreachableError
 from acgate.mlflow.gate import OUTCOME_EXIT_CODES, GateDecision, Outcome, exit_code, promote
-from acgate.mlflow.registry import register_model_version
+from acgate.mlflow.registry import SCAN_TAGS, register_model_version, tag_verdict
 from acgate.mlflow.tracking import (
     TRAINING_DATA_SHA256_TAG,
     check_tracking_store,
@@ -21,6 +22,7 @@ from acgate.mlflow.tracking import (
 __all__ = [
     "DEFAULT_BOUNDS",
     "OUTCOME_EXIT_CODES",
+    "SCAN_TAGS",
     "TRAINING_DATA_SHA256_TAG",
     "GateDecision",
     "MlflowBounds",
@@ -35,4 +37,5 @@ __all__ = [
     "log_scan",
     "promote",
     "register_model_version",
+    "tag_verdict",
 ]

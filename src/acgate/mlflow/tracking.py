@@ -99,6 +99,9 @@ SUSPECTED_SOURCES_TAG = "acgate.suspected_sources"
 NEAR_MISS_CLASSES_TAG = "acgate.near_miss_classes"
 #: Run tag: what the run is (``scan`` or ``repair``).
 KIND_TAG = "acgate.kind"
+#: Run tag of a scan of repaired data: the id of the scan run whose flagged rows were repaired
+#: (that run is also its MLflow parent, ``mlflow.parentRunId``).
+RESCAN_OF_TAG = "acgate.rescan_of"
 #: Run param and run tag holding the SHA-256 of the scanned file's bytes.
 DATASET_SHA256_PARAM = "dataset_sha256"
 DATASET_SHA256_TAG = "acgate.dataset_sha256"
@@ -471,6 +474,7 @@ def log_scan(
     bounds: MlflowBounds | None = None,
     metrics: Mapping[str, float] | None = None,
     started_at: float | None = None,
+    rescan_of: str | None = None,
 ) -> str:
     """Log one scan as an MLflow run and return its run id.
 
@@ -512,6 +516,9 @@ def log_scan(
             ``proxy_attack_success``).
         started_at: When the scan began (seconds since the epoch): the run's start time, so
             its duration covers the scan; ``None``: when the run is created.
+        rescan_of: This scan re-scans the repaired data of that scan run: the run is created
+            as its child (tag ``mlflow.parentRunId``, nested under it in the MLflow UI) and
+            tagged ``acgate.rescan_of``; ``None`` or ``""``: a top-level run.
 
     Returns:
         The run id.
@@ -537,7 +544,7 @@ def log_scan(
         run_id = _create_scan_run(
             client, tracking_uri, experiment=experiment, run_name=run_name,
             artifact_location=artifact_location or default_artifact_location(tracking_uri),
-            started_at=started_at,
+            started_at=started_at, rescan_of=rescan_of or None,
         )
         _write_scan_run(client, tracking_uri, run_id, record)
     logger.info(
@@ -703,8 +710,12 @@ def _create_scan_run(
     run_name: str | None,
     artifact_location: str | None,
     started_at: float | None = None,
+    rescan_of: str | None = None,
 ) -> str:
     """Create the scan run (tags ``acgate.kind=scan``, ``acgate.status=running``); its id.
+
+    With ``rescan_of``, the run is also the child of that scan run (``mlflow.parentRunId``)
+    and tagged :data:`RESCAN_OF_TAG`.
 
     Raises:
         ValueError: The experiment is deleted.
@@ -712,10 +723,13 @@ def _create_scan_run(
     """
     try:
         experiment_id = _experiment_id(client, experiment, artifact_location)
+        tags = {STATUS_TAG: "running", KIND_TAG: "scan"}
+        if rescan_of:
+            tags.update({RESCAN_OF_TAG: rescan_of, "mlflow.parentRunId": rescan_of})
         run = client.create_run(
             experiment_id,
             run_name=run_name,
-            tags={STATUS_TAG: "running", KIND_TAG: "scan"},
+            tags=tags,
             start_time=None if started_at is None else int(started_at * 1000),
         )
     except Exception as error:
