@@ -31,7 +31,7 @@ def run_cli(argv: list[str]) -> CliRun:
     return CliRun(code=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
 
 
-@pytest.fixture(name="run_cli")
+@pytest.fixture(name="run_cli", scope="session")
 def run_cli_fixture():
     return run_cli
 

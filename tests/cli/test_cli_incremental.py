@@ -145,7 +145,7 @@ def test_a_folder_that_is_no_scan_is_refused(run_cli, split):
     run = run_cli(["scan", split["clean"], "--baseline", split["folder"], "--out", out,
                    "--no-mlflow"])
     assert run.code == EXIT_BAD_INPUT
-    assert "not a complete acgate scan folder" in run.stderr
+    assert "is not an acgate scan folder (no scan.json)" in run.stderr
     assert not out.exists()
 
 
