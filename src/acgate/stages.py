@@ -845,6 +845,7 @@ def read_baseline(baseline_dir: PathLike) -> Baseline:
     config = info.get("config") if isinstance(info.get("config"), Mapping) else {}
     reference = build_reference(table.activations, table.labels,
                                 keep=~samples["is_poison"].to_numpy(bool),
+                                predictions=table.predictions,
                                 random_state=int(config.get("seed") or 0))
     return Baseline(folder=folder, reference=reference, info=info, spec=spec)
 

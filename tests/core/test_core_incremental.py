@@ -114,3 +114,24 @@ def test_activations_of_another_model_are_refused(reference):
 def test_a_baseline_too_small_is_refused():
     with pytest.raises(ValueError, match="kept rows"):
         build_reference(np.zeros((5, 4)), np.arange(5) % 2)
+
+
+def test_classes_that_overlap_by_nature_are_judged_against_their_own_overlap():
+    rng = np.random.default_rng(8)
+
+    def overlapping(per_class):
+        labels = np.repeat([0, 1], per_class)
+        centres = np.array([[0.0] * 8, [2.0] + [0.0] * 7])
+        return centres[labels] + rng.normal(size=(len(labels), 8)), labels
+
+    x, y = overlapping(1000)
+    reference = build_reference(x, y)
+    assert reference.natural[0] > FOREIGN_SHARE  # part of each class sits in the other
+    new_x, new_y = overlapping(200)
+    result = judge_partition(reference, new_x, new_y)
+    assert result.class_report(0).scores["foreign_share"] >= FOREIGN_SHARE
+    assert result.verdict == "clean"
+    planted = rng.normal(size=(60, 8)) + np.array([2.0] + [0.0] * 7)
+    result = judge_partition(reference, np.vstack([new_x, planted]),
+                             np.concatenate([new_y, np.zeros(60, int)]))
+    assert result.poisoned_classes == (0,)

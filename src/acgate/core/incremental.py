@@ -9,9 +9,11 @@ predicts that class too: the baseline proxy never saw the new partition's trigge
 rows look like what they are, samples of their source class wearing another label. A clean row
 that the proxy gets wrong is usually a hard case between classes (a mixed neighbourhood).
 
-A class of the partition is **poisoned** when it holds at least :data:`MIN_FOREIGN_ROWS`
-foreign rows and at least :data:`FOREIGN_SHARE` of its rows are foreign; its foreign rows are
-flagged, with the class they look like as the suspected source.
+Some classes overlap by nature (Fashion-MNIST's shirts, coats and pullovers): the reference
+measures each class's *natural* foreign share on itself (leave-one-out, the same test). A class
+of the partition is **poisoned** when it holds at least :data:`MIN_FOREIGN_ROWS` foreign rows
+and its foreign share exceeds its natural share by at least :data:`FOREIGN_SHARE`; its foreign
+rows are flagged, with the class they look like as the suspected source.
 
 The partition has **shifted** (and only a full scan can judge it) when more than
 :data:`SHIFT_SHARE` of its rows lie farther from the reference than
@@ -27,7 +29,7 @@ Measured in ``bench/RESULTS.md`` ("incremental").
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,11 +49,14 @@ from acgate.core.validation import (
 REFERENCE_ROWS_PER_CLASS = 2000
 #: Nearest reference rows that judge a new row.
 NEIGHBOURS = 10
-#: Smallest share of those neighbours in one other class for a row to be foreign.
-PURITY = 0.8
+#: Smallest share of those neighbours in one other class for a row to be foreign. Chosen on
+#: ``bench/RESULTS.md`` "incremental" (all-to-one at 5% of the partition, 3 seeds; mean F1
+#: patch / blend): 0.8: MNIST 0.951 / 0.958, Fashion-MNIST 0.793 / 0.667; 0.6: 0.965 / 0.961,
+#: 0.838 / 0.754; 0.5: 0.968 / 0.964, 0.845 / 0.782; no clean partition flagged at any of them.
+PURITY = 0.5
 #: A poisoned class holds at least this many foreign rows ...
 MIN_FOREIGN_ROWS = 3
-#: ... and at least this share of its rows are foreign.
+#: ... and its foreign share exceeds the baseline's own (natural) share by at least this.
 FOREIGN_SHARE = 0.05
 #: A row is far from the reference beyond this quantile of the reference's own distances ...
 DISTANCE_QUANTILE = 0.99
@@ -73,6 +78,8 @@ class Reference:
         mean: Per-feature mean used to standardise (of the sampled rows).
         scale: Per-feature standard deviation used to standardise (floored).
         far: Nearest-neighbour distance beyond which a new row is far from the reference.
+        natural: Per class, the share of its reference rows that are foreign among the rest
+            of the reference (leave-one-out): the overlap the class has by nature.
     """
 
     activations: np.ndarray
@@ -80,6 +87,7 @@ class Reference:
     mean: np.ndarray
     scale: np.ndarray
     far: float
+    natural: dict[int, float] = field(default_factory=dict)
 
     def standardise(self, activations: np.ndarray) -> np.ndarray:
         """Activations in the reference's standardised space."""
@@ -87,7 +95,7 @@ class Reference:
 
 
 def build_reference(activations: Any, labels: Any, *, keep: Any = None,
-                    rows_per_class: int = REFERENCE_ROWS_PER_CLASS,
+                    predictions: Any = None, rows_per_class: int = REFERENCE_ROWS_PER_CLASS,
                     random_state: int = 0) -> Reference:
     """The reference of a baseline scan: a seeded per-class sample of its kept rows.
 
@@ -95,6 +103,8 @@ def build_reference(activations: Any, labels: Any, *, keep: Any = None,
         activations: ``n x d`` activations of the baseline's rows, from its proxy.
         labels: Their labels.
         keep: Rows to use (the baseline's unflagged rows); default every row.
+        predictions: The baseline proxy's predictions of those rows (for the natural shares,
+            as :func:`judge_partition` uses them); ``None``: neighbours only.
         rows_per_class: Largest sample per class.
         random_state: Seed of the sample.
 
@@ -125,10 +135,34 @@ def build_reference(activations: Any, labels: Any, *, keep: Any = None,
     floor = SCALE_FLOOR * max(float(np.median(std)), 1e-12)
     scale = np.maximum(std, floor)
     space = (sample - mean) / scale
-    # Leave-one-out nearest distances of the reference itself: what "near" means here.
-    distances, _ = NearestNeighbors(n_neighbors=2).fit(space).kneighbors(space)
+    # Leave-one-out on the reference itself: what "near" means here, and each class's overlap.
+    k = min(NEIGHBOURS, len(rows) - 1)
+    distances, index = NearestNeighbors(n_neighbors=k + 1).fit(space).kneighbors(space)
     far = float(np.quantile(distances[:, 1], DISTANCE_QUANTILE))
-    return Reference(activations=space, labels=labels[rows], mean=mean, scale=scale, far=far)
+    kept_labels = labels[rows]
+    predicted = None if predictions is None else check_labels(
+        predictions, len(labels), name="reference predictions")[rows]
+    foreign = _foreign(kept_labels[index[:, 1:]], kept_labels, predicted)[0]
+    natural = {int(c): float(foreign[kept_labels == c].mean()) for c in np.unique(kept_labels)}
+    return Reference(activations=space, labels=kept_labels, mean=mean, scale=scale, far=far,
+                     natural=natural)
+
+
+def _foreign(neighbour_labels: np.ndarray, labels: np.ndarray, predictions: np.ndarray | None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: foreign or not, the neighbours' majority class and its share."""
+    n, k = neighbour_labels.shape
+    classes, codes = np.unique(neighbour_labels, return_inverse=True)
+    codes = codes.reshape(n, k)  # counted per row without an n x k x C array
+    counts = np.bincount(np.repeat(np.arange(n), k) * len(classes) + codes.ravel(),
+                         minlength=n * len(classes)).reshape(n, len(classes))
+    top = counts.argmax(axis=1)
+    majority = classes[top]
+    purity = counts[np.arange(n), top] / k
+    foreign = (majority != labels) & (purity >= PURITY)
+    if predictions is not None:
+        foreign &= predictions == majority
+    return foreign, majority, purity
 
 
 @dataclass(frozen=True)
@@ -145,26 +179,17 @@ def _row_evidence(reference: Reference, activations: np.ndarray, labels: np.ndar
     k = min(NEIGHBOURS, len(reference.labels))
     distances, index = NearestNeighbors(n_neighbors=k).fit(
         reference.activations).kneighbors(space)
-    classes, codes = np.unique(reference.labels, return_inverse=True)
-    neighbour_codes = codes[index]  # n x k class codes; counted per row without an n x k x C
-    rows = np.repeat(np.arange(len(space)), k)
-    counts = np.bincount(rows * len(classes) + neighbour_codes.ravel(),
-                         minlength=len(space) * len(classes)).reshape(len(space), len(classes))
-    top = counts.argmax(axis=1)
-    neighbour_class = classes[top]
-    purity = counts[np.arange(len(top)), top] / k
-    foreign = (neighbour_class != labels) & (purity >= PURITY)
-    if predictions is not None:
-        foreign &= predictions == neighbour_class
+    foreign, neighbour_class, purity = _foreign(reference.labels[index], labels, predictions)
     return _RowEvidence(neighbour_class, purity, distances[:, 0], foreign)
 
 
 def _class_report(label: int, rows: np.ndarray, evidence: _RowEvidence,
-                  far: float) -> ClassReport:
+                  reference: Reference) -> ClassReport:
     foreign = evidence.foreign[rows]
     n, n_foreign = len(rows), int(foreign.sum())
     share = n_foreign / n if n else 0.0
-    poisoned = n_foreign >= MIN_FOREIGN_ROWS and share >= FOREIGN_SHARE
+    natural = reference.natural.get(label, 0.0)
+    poisoned = n_foreign >= MIN_FOREIGN_ROWS and share - natural >= FOREIGN_SHARE
     source = None
     if n_foreign:
         looks, counts = np.unique(evidence.neighbour_class[rows][foreign], return_counts=True)
@@ -174,7 +199,8 @@ def _class_report(label: int, rows: np.ndarray, evidence: _RowEvidence,
         seen = f"{n_foreign} of {n} new rows ({share:.1%}) look like another class ({where})"
     else:
         seen = f"none of {n} new rows looks like another class"
-    cut = f"poison at >= {MIN_FOREIGN_ROWS} rows and >= {FOREIGN_SHARE:.0%}"
+    cut = (f"the baseline's own share {natural:.1%}; poison at >= {MIN_FOREIGN_ROWS} rows and "
+           f">= {FOREIGN_SHARE:.0%} above it")
     reason = (f"against the baseline's reference: {seen}; {cut} -> "
               f"{'poison' if poisoned else 'legitimate'}")
     return ClassReport(
@@ -183,7 +209,8 @@ def _class_report(label: int, rows: np.ndarray, evidence: _RowEvidence,
         suspected_source=source if poisoned else None,
         verdict="poisoned" if poisoned else "clean", reason=reason,
         scores={"foreign_rows": float(n_foreign), "foreign_share": share,
-                "far_share": float(np.mean(evidence.distance[rows] > far))},
+                "natural_share": natural,
+                "far_share": float(np.mean(evidence.distance[rows] > reference.far))},
         thresholds={"foreign_share": FOREIGN_SHARE, "min_foreign_rows": float(MIN_FOREIGN_ROWS),
                     "purity": PURITY})
 
@@ -229,7 +256,7 @@ def judge_partition(reference: Reference, activations: Any, labels: Any, *,
                 suspected_source=None, verdict="skipped",
                 reason=f"class {int(label)} is not in the baseline: a full scan must judge it"))
             continue
-        reports.append(_class_report(int(label), rows, evidence, reference.far))
+        reports.append(_class_report(int(label), rows, evidence, reference))
     poisoned = {r.label: r.suspected_source for r in reports if r.verdict == "poisoned"}
     flagged = evidence.foreign & np.isin(labels, list(poisoned))
     source = np.where(flagged, evidence.neighbour_class, NO_VALUE)
