@@ -142,6 +142,10 @@ def acgate_pipeline(
     hidden: int = 128,
     max_decoded_bytes: Optional[int] = 8589934592,
     max_tokens: int = 256,
+    label_column: str = "label",
+    image_column: str = "image",
+    text_column: str = "text",
+    id_column: Optional[str] = None,
     model_name: Optional[str] = None,
     model_version: Optional[str] = None,
     mlflow_tracking_uri: Optional[str] = None,
@@ -156,8 +160,8 @@ def acgate_pipeline(
     """Scan ``dataset_uri``; promote ``model_name``/``model_version`` if clean, else repair.
 
     Args:
-        dataset_uri: Dataset Parquet file (``label`` + ``image``, or ``label`` + ``text``),
-            a path or URI.
+        dataset_uri: Dataset Parquet file (a label column + an image or a text column, named
+            by ``label_column``, ``image_column``, ``text_column``), a path or URI.
         reducer: ``"pca"``, ``"ica"`` or ``"none"``.
         n_components: Dimensions after reduction.
         n_clusters: ``"2"`` (k of k-means), ``"auto"`` or ``"stable"``; ``""``: ``"stable"``
@@ -185,6 +189,12 @@ def acgate_pipeline(
         hidden: Width of the proxy's last hidden layer.
         max_decoded_bytes: Memory budget of the decoded images plus training; ``None``: none.
         max_tokens: Longest text the text proxy reads, in tokens.
+        label_column: The dataset's label column: integers, or strings (any other values)
+            mapped to classes 0..k-1 in sorted order.
+        image_column: The dataset's image column.
+        text_column: The dataset's text column.
+        id_column: A column of unique, non-null row ids carried to every per-row output;
+            ``None``: the row number.
         model_name: Registered MLflow model trained on this data; ``None``: no promotion.
         model_version: Its version.
         mlflow_tracking_uri: MLflow tracking and registry URI; ``None``: no tracking (and the
@@ -209,9 +219,11 @@ def acgate_pipeline(
     digest.set_caching_options(False)  # it must see today's bytes behind the same URI
     sha256 = digest.output
 
+    columns = {"label_column": label_column, "image_column": image_column,
+               "text_column": text_column, "id_column": id_column}
     proxy_settings = {"seed": seed, "proxy": proxy, "epochs": epochs, "batch_size": batch_size,
                       "lr": lr, "hidden": hidden, "max_decoded_bytes": max_decoded_bytes,
-                      "max_tokens": max_tokens}
+                      "max_tokens": max_tokens, **columns}
     cluster_settings = {"reducer": reducer, "n_components": n_components,
                         "n_clusters": n_clusters, "analysis": analysis,
                         "size_threshold": size_threshold, "segment_by": segment_by,
@@ -222,7 +234,8 @@ def acgate_pipeline(
 
     extracted = extract_activations(dataset=trained.outputs["dataset"],
                                     model=trained.outputs["model"], segment_by=segment_by,
-                                    max_decoded_bytes=max_decoded_bytes, dataset_sha256=sha256)
+                                    max_decoded_bytes=max_decoded_bytes, dataset_sha256=sha256,
+                                    **columns)
     extracted.set_display_name("extract activations")
     _set_resources(extracted, **resources)
 
