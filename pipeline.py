@@ -398,8 +398,9 @@ def _with_every_optional_input(arguments: dict) -> dict:
     kfp 2.17.3's local orchestrator can neither read the (absent) default of an
     ``Optional[...] = None`` pipeline input (``Unknown value type``) nor take an explicit
     ``None`` argument, so a local run passes the equivalent values: ``""`` for the MLflow
-    strings (the components read ``""`` as "not given"), the resolved epochs (images: 30 below
-    10k rows, else 2; text: as :meth:`acgate.scan.ScanConfig.resolved_text_epochs`), the same
+    strings and ``id_column`` (the components read ``""`` as "not given"), the resolved epochs
+    (images: 30 below 10k rows, else 2; text: as
+    :meth:`acgate.scan.ScanConfig.resolved_text_epochs`), the same
     for the retrain, and the resolved size threshold (text 0.35; images 0.45 under exclusionary
     reclassification, else 0.35). On a cluster the ``None`` defaults are used as declared.
     """
@@ -408,15 +409,17 @@ def _with_every_optional_input(arguments: dict) -> dict:
     from acgate.scan import TEXT_SIZE_THRESHOLD, ScanConfig
 
     complete = dict(arguments)
-    for name in ("model_name", "model_version", "mlflow_tracking_uri"):
+    for name in ("model_name", "model_version", "mlflow_tracking_uri", "id_column"):
         if complete.get(name) is None:
-            complete[name] = ""
+            complete[name] = ""  # id_column: "" is no id column (acgate.core.config.from_text)
     try:
         dataset = open_parquet(complete["dataset_uri"])
     except (OSError, ValueError):  # the run's first step reports it, naming the input
         dataset = None
     names = dataset.schema_arrow.names if dataset is not None else ()
-    text = "text" in names and "image" not in names
+    text_column = complete.get("text_column") or ScanConfig.text_column
+    image_column = complete.get("image_column") or ScanConfig.image_column
+    text = text_column in names and image_column not in names
     if complete.get("epochs") is None:
         n_rows = dataset.metadata.num_rows if dataset is not None else 0
         config = ScanConfig(batch_size=complete.get("batch_size", ScanConfig.batch_size))
