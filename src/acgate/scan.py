@@ -640,8 +640,9 @@ def run_scan(
     in :attr:`ScanOutcome.tracking_error`.
 
     Args:
-        dataset_path: The dataset Parquet file (``label`` + ``image``, or ``label`` +
-            ``text``).
+        dataset_path: The dataset Parquet file (a label column + an image or a text column,
+            named by ``config.label_column``, ``image_column``, ``text_column``; row ids from
+            ``config.id_column`` reach every per-row output).
         out_dir: Output folder: ``activations.parquet``, ``samples.parquet``,
             ``classes.parquet``, ``flagged.parquet``, ``report.json``, ``report.html``, plots.
         config: Scan settings (default :class:`ScanConfig`).
