@@ -79,6 +79,8 @@ def test_renamed_columns_and_string_labels_scan_like_the_original(renamed_scan,
     assert samples["is_poison"].tolist() == original["is_poison"].tolist()
     assert "uid" not in original and "label_name" not in original  # int labels: unchanged
     assert "classes: 0 = 'class-0', 1 = 'class-1'," in run.stdout
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "<h3>Class 3 (class-3) <span" in html  # the report names the classes too
 
 
 def test_flagged_rows_are_reported_by_id_and_class_name(renamed_scan):
