@@ -160,6 +160,10 @@ def acgate_pipeline(
     hidden: int = 128,
     max_decoded_bytes: Optional[int] = 8589934592,
     max_tokens: int = 256,
+    label_column: str = "label",
+    image_column: str = "image",
+    text_column: str = "text",
+    id_column: Optional[str] = None,
     model_name: Optional[str] = None,
     model_version: Optional[str] = None,
     mlflow_tracking_uri: Optional[str] = None,
@@ -175,8 +179,8 @@ def acgate_pipeline(
     """Scan ``dataset_uri``; promote ``model_name``/``model_version`` if clean, else repair.
 
     Args:
-        dataset_uri: Dataset Parquet file (``label`` + ``image``, or ``label`` + ``text``),
-            a path or URI.
+        dataset_uri: Dataset Parquet file (a label column + an image or a text column, named
+            by ``label_column``, ``image_column``, ``text_column``), a path or URI.
         reducer: ``"pca"``, ``"ica"`` or ``"none"``.
         n_components: Dimensions after reduction.
         n_clusters: ``"2"`` (k of k-means), ``"auto"`` or ``"stable"``; ``""``: ``"stable"``
@@ -204,6 +208,12 @@ def acgate_pipeline(
         hidden: Width of the proxy's last hidden layer.
         max_decoded_bytes: Memory budget of the decoded images plus training; ``None``: none.
         max_tokens: Longest text the text proxy reads, in tokens.
+        label_column: The dataset's label column: integers, or strings (any other values)
+            mapped to classes 0..k-1 in sorted order.
+        image_column: The dataset's image column.
+        text_column: The dataset's text column.
+        id_column: A column of unique, non-null row ids carried to every per-row output;
+            ``None``: the row number.
         model_name: Registered MLflow model trained on this data; ``None``: no promotion.
         model_version: Its version.
         mlflow_tracking_uri: MLflow tracking and registry URI; ``None``: no tracking (and the
@@ -232,9 +242,11 @@ def acgate_pipeline(
     digest.set_caching_options(False)  # it must see today's bytes behind the same URI
     sha256 = digest.output
 
+    columns = {"label_column": label_column, "image_column": image_column,
+               "text_column": text_column, "id_column": id_column}
     proxy_settings = {"seed": seed, "proxy": proxy, "epochs": epochs, "batch_size": batch_size,
                       "lr": lr, "hidden": hidden, "max_decoded_bytes": max_decoded_bytes,
-                      "max_tokens": max_tokens}
+                      "max_tokens": max_tokens, **columns}
     cluster_settings = {"reducer": reducer, "n_components": n_components,
                         "n_clusters": n_clusters, "analysis": analysis,
                         "size_threshold": size_threshold, "segment_by": segment_by,
@@ -245,7 +257,8 @@ def acgate_pipeline(
 
     extracted = extract_activations(dataset=trained.outputs["dataset"],
                                     model=trained.outputs["model"], segment_by=segment_by,
-                                    max_decoded_bytes=max_decoded_bytes, dataset_sha256=sha256)
+                                    max_decoded_bytes=max_decoded_bytes, dataset_sha256=sha256,
+                                    **columns)
     extracted.set_display_name("extract activations")
     _set_resources(extracted, **resources)
 
@@ -459,8 +472,9 @@ def _with_every_optional_input(arguments: dict) -> dict:
     kfp 2.17.3's local orchestrator can neither read the (absent) default of an
     ``Optional[...] = None`` pipeline input (``Unknown value type``) nor take an explicit
     ``None`` argument, so a local run passes the equivalent values: ``""`` for the MLflow
-    strings (the components read ``""`` as "not given"), the resolved epochs (images: 30 below
-    10k rows, else 2; text: as :meth:`acgate.scan.ScanConfig.resolved_text_epochs`), the same
+    strings and ``id_column`` (the components read ``""`` as "not given"), the resolved epochs
+    (images: 30 below 10k rows, else 2; text: as
+    :meth:`acgate.scan.ScanConfig.resolved_text_epochs`), the same
     for the retrain, and the resolved size threshold (text 0.35; images 0.45 under exclusionary
     reclassification, else 0.35). On a cluster the ``None`` defaults are used as declared.
     """
@@ -469,15 +483,17 @@ def _with_every_optional_input(arguments: dict) -> dict:
     from acgate.scan import TEXT_SIZE_THRESHOLD, ScanConfig
 
     complete = dict(arguments)
-    for name in ("model_name", "model_version", "mlflow_tracking_uri"):
+    for name in ("model_name", "model_version", "mlflow_tracking_uri", "id_column"):
         if complete.get(name) is None:
-            complete[name] = ""
+            complete[name] = ""  # id_column: "" is no id column (acgate.core.config.from_text)
     try:
         dataset = open_parquet(complete["dataset_uri"])
     except (OSError, ValueError):  # the run's first step reports it, naming the input
         dataset = None
     names = dataset.schema_arrow.names if dataset is not None else ()
-    text = "text" in names and "image" not in names
+    text_column = complete.get("text_column") or ScanConfig.text_column
+    image_column = complete.get("image_column") or ScanConfig.image_column
+    text = text_column in names and image_column not in names
     if complete.get("epochs") is None:
         n_rows = dataset.metadata.num_rows if dataset is not None else 0
         config = ScanConfig(batch_size=complete.get("batch_size", ScanConfig.batch_size))

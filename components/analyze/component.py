@@ -39,6 +39,10 @@ def analyze(
     hidden: int = 128,
     max_decoded_bytes: Optional[int] = 8589934592,
     max_tokens: int = 256,
+    label_column: str = "label",
+    image_column: str = "image",
+    text_column: str = "text",
+    id_column: Optional[str] = None,
     mlflow_tracking_uri: Optional[str] = None,
     dataset_sha256: Optional[str] = None,
 ) -> NamedTuple("AnalyzeOutputs", verdict=str, run_id=str, n_flagged=int):
@@ -79,6 +83,10 @@ def analyze(
         hidden: Width of the proxy's last hidden layer (as ``train_proxy``'s).
         max_decoded_bytes: Memory budget of the decoded images plus training.
         max_tokens: Longest text the text proxy reads (as ``train_proxy``'s).
+        label_column: The dataset's label column (as ``train_proxy``'s).
+        image_column: The dataset's image column.
+        text_column: The dataset's text column.
+        id_column: The dataset's id column; ``None``: the row number.
         mlflow_tracking_uri: Log the scan as an MLflow run; ``None``: no tracking.
         dataset_sha256: SHA-256 of the dataset's bytes (from ``dataset_digest``): part of the
             KFP cache key, recorded in ``samples``' metadata; ``dataset`` must have it.

@@ -15,6 +15,10 @@ def extract_activations(
     activations: Output[Dataset],
     segment_by: str = "label",
     max_decoded_bytes: Optional[int] = 8589934592,
+    label_column: str = "label",
+    image_column: str = "image",
+    text_column: str = "text",
+    id_column: Optional[str] = None,
     dataset_sha256: Optional[str] = None,
 ) -> List[int]:
     """Write the activations Parquet file and return the classes to cluster.
@@ -25,6 +29,10 @@ def extract_activations(
         activations: Activations Parquet file (schema ``activations/1``).
         segment_by: ``"label"`` or ``"prediction"``: what the returned classes are.
         max_decoded_bytes: Memory budget of the decoded images (as ``train_proxy``'s).
+        label_column: The dataset's label column (as ``train_proxy``'s).
+        image_column: The dataset's image column.
+        text_column: The dataset's text column.
+        id_column: The dataset's id column; ``None``: the row number.
         dataset_sha256: SHA-256 of the dataset's bytes (from ``dataset_digest``): part of the
             KFP cache key; ``dataset`` must have it. ``None``: no check.
 

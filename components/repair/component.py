@@ -25,6 +25,10 @@ def repair(
     hidden: int = 128,
     max_decoded_bytes: Optional[int] = 8589934592,
     max_tokens: int = 256,
+    label_column: str = "label",
+    image_column: str = "image",
+    text_column: str = "text",
+    id_column: Optional[str] = None,
     mlflow_tracking_uri: Optional[str] = None,
     scan_run_id: Optional[str] = None,
     dataset_sha256: Optional[str] = None,
@@ -48,6 +52,10 @@ def repair(
         hidden: Width of the proxy's last hidden layer (as ``train_proxy``'s).
         max_decoded_bytes: Memory budget of the decoded images plus training; ``None``: none.
         max_tokens: Longest text the text proxy reads (as ``train_proxy``'s).
+        label_column: The dataset's label column (as ``train_proxy``'s).
+        image_column: The dataset's image column.
+        text_column: The dataset's text column.
+        id_column: The dataset's id column; ``None``: the row number.
         mlflow_tracking_uri: Log the repair as an MLflow run; ``None``: no tracking.
         scan_run_id: The scan's MLflow run (from ``analyze``): the repair run becomes its
             child; ``None`` or ``""``: a top-level run.

@@ -22,6 +22,10 @@ def train_proxy(
     hidden: int = 128,
     max_decoded_bytes: Optional[int] = 8589934592,
     max_tokens: int = 256,
+    label_column: str = "label",
+    image_column: str = "image",
+    text_column: str = "text",
+    id_column: Optional[str] = None,
     dataset_sha256: Optional[str] = None,
 ):
     """Copy the dataset into the pipeline, validate it and train the proxy model on it.
@@ -42,6 +46,12 @@ def train_proxy(
         hidden: Width of the proxy's last hidden layer.
         max_decoded_bytes: Memory budget of the decoded images plus training; ``None``: none.
         max_tokens: Longest text the text proxy reads, in tokens.
+        label_column: The dataset's label column (integers; other values are mapped to
+            classes 0..k-1 in sorted order).
+        image_column: The dataset's image column.
+        text_column: The dataset's text column.
+        id_column: A column of unique row ids carried to every per-row output; ``None``: the
+            row number.
         dataset_sha256: SHA-256 of the dataset's bytes (from ``dataset_digest``): part of the
             KFP cache key, so new data behind the same URI is trained on again; the staged
             copy must have it (the data did not change during the run). ``None``: no check.
@@ -58,7 +68,7 @@ def train_proxy(
 
     begin_step()
     config = step_config(parameters)
-    stage_dataset(dataset_uri, dataset.path)
+    stage_dataset(dataset_uri, dataset.path, config.columns)
     check_dataset_digest(dataset.path, dataset_sha256)
     info = train_proxy_stage(dataset.path, model.path, config)
     model.metadata.update(info)

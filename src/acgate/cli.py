@@ -103,12 +103,22 @@ def _add_detector_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_proxy_options(parser: argparse.ArgumentParser) -> None:
     from acgate.core.config import DetectorConfig, settings
-    from acgate.scan import ScanConfig
+    from acgate.scan import COLUMN_SETTINGS, ScanConfig
 
     detector = {item.name for item in settings(DetectorConfig)}
     group = parser.add_argument_group("proxy and model")
     add_setting_options(group, [item for item in settings(ScanConfig)
-                                if item.name not in detector])
+                                if item.name not in detector and item.name not in COLUMN_SETTINGS])
+
+
+def _add_column_options(parser: argparse.ArgumentParser) -> None:
+    """The dataset's column flags, declared once as the scan's settings (``label_column``, ...)."""
+    from acgate.core.config import settings
+    from acgate.scan import COLUMN_SETTINGS, ScanConfig
+
+    group = parser.add_argument_group("dataset columns")
+    add_setting_options(group, [item for item in settings(ScanConfig)
+                                if item.name in COLUMN_SETTINGS])
 
 
 def _add_output_options(parser: argparse.ArgumentParser, help_text: str) -> None:
@@ -179,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--json", action="store_true",
                       help="print a JSON summary (verdict, exit code, per class, outputs, MLflow "
                            "run) on stdout instead of the table, for CI")
+    _add_column_options(scan)
     _add_proxy_options(scan)
     _add_detector_options(scan)
     _add_tracking_options(scan)
@@ -263,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--seed", type=int, default=0,
                         help="seed of training and replay (default: 0)")
     _add_device_option(repair)
+    _add_column_options(repair)
     repair.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI: log the repair as a run (default: "
                              "$MLFLOW_TRACKING_URI; off when neither is set)")
@@ -403,6 +415,11 @@ def format_class_table(result: Any) -> str:
     return "\n".join(lines)
 
 
+def format_label_names(label_names: Sequence[Any]) -> str:
+    """The line naming the classes of mapped labels: ``classes: 0 = 'bird', 1 = 'cat'``."""
+    return "classes: " + ", ".join(f"{c} = {name!r}" for c, name in enumerate(label_names))
+
+
 def format_proxy_summary(proxy: Mapping[str, Any] | None) -> str | None:
     """The proxy's lines printed by ``scan`` under the class table (``None`` without a proxy).
 
@@ -462,6 +479,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         print(json.dumps(scan_summary(outcome, code), indent=2))
     else:
         print(format_class_table(outcome.result))
+        if outcome.label_names is not None:
+            print(format_label_names(outcome.label_names))
         proxy = format_proxy_summary(outcome.proxy)
         if proxy is not None:
             print(proxy)
@@ -725,9 +744,11 @@ def cmd_poison(args: argparse.Namespace) -> int:
 def cmd_repair(args: argparse.Namespace) -> int:
     """``acgate repair``."""
     from acgate.repair import run_repair
-    from acgate.scan import ScanConfig
+    from acgate.scan import COLUMN_SETTINGS, ScanConfig
 
-    config = ScanConfig(**({"device": args.device} if args.device else {}))
+    given = {name: getattr(args, name) for name in ("device", *COLUMN_SETTINGS)
+             if getattr(args, name) is not None}
+    config = ScanConfig(**given)  # the scan's device and dataset columns
     outcome = run_repair(args.dataset, args.samples, args.model, args.out, config=config,
                          strategy=args.strategy, seed=args.seed, epochs=args.epochs,
                          max_epochs=args.max_epochs, replay_fraction=args.replay_fraction,

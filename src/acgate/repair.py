@@ -253,10 +253,34 @@ def _cleaned_dataset(dataset: Any, plan: RepairPlan, record: dict[str, Any]) -> 
     columns = {name: values[rows] for name, values in dataset.columns.items()
                if name not in TRACE_COLUMNS}
     columns[TRACE_COLUMNS[0]] = rows.astype(np.int64)
-    columns[TRACE_COLUMNS[1]] = dataset.labels[rows].astype(np.int64)
+    input_labels = dataset.labels[rows].astype(np.int64)
+    if dataset.label_names is not None:  # the label as the input file wrote it
+        input_labels = np.array([dataset.label_names[c] for c in input_labels])
+    columns[TRACE_COLUMNS[1]] = input_labels
     return ImageDataset(images=dataset.images[rows], labels=plan.new_labels, columns=columns,
                         metadata={**dataset.metadata, "repair": record},
-                        name=f"{dataset.name}-repaired")
+                        name=f"{dataset.name}-repaired",
+                        ids=None if dataset.ids is None else dataset.ids[rows],
+                        label_names=dataset.label_names, column_names=dataset.column_names)
+
+
+def _test_labels_as(test: Any, dataset: Any, test_path: Any) -> Any:
+    """The test set with its labels mapped to the dataset's classes (mapped labels only)."""
+    from dataclasses import replace
+
+    if dataset.label_names is None and test.label_names is None:
+        return test
+    if dataset.label_names is None or test.label_names is None:
+        kinds = ["integer" if d.label_names is None else "string" for d in (test, dataset)]
+        raise ValueError(f"test set {test_path} has {kinds[0]} labels, the dataset {kinds[1]} "
+                         "ones: both need the same kind of label column")
+    index = {name: c for c, name in enumerate(dataset.label_names)}
+    unknown = [name for name in test.label_names if name not in index]
+    if unknown:
+        raise ValueError(f"test set {test_path} has label(s) {unknown!r} the dataset does not "
+                         f"have (its labels: {list(dataset.label_names)!r})")
+    labels = np.array([index[test.label_names[c]] for c in test.labels], dtype=np.int64)
+    return replace(test, labels=labels, label_names=dataset.label_names)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -402,14 +426,16 @@ def _check_repair_settings(strategy: str, epochs: int | None, max_epochs: int,
 
 def _read_repair_inputs(dataset_path: Path, samples_path: Path,
                         test_dataset_path: str | Path | None, strategy: str,
-                        replay_fraction: float, fingerprint: str | None) -> _RepairTask:
+                        replay_fraction: float, fingerprint: str | None,
+                        columns: Any) -> _RepairTask:
     """Read and check the dataset, the scan result and the test set; plan the repair."""
     from acgate.io.datasets import dataset_fingerprint, read_image_dataset
     from acgate.io.results import read_samples
     from acgate.scan import check_dataset_labels
 
-    check_dataset_labels(dataset_path)  # one column, before the images are decoded
-    dataset = read_image_dataset(dataset_path)
+    check_dataset_labels(dataset_path, columns)  # two columns, before the images are decoded
+    dataset = read_image_dataset(dataset_path, image_column=columns.image,
+                                 label_column=columns.label, id_column=columns.id)
     samples = read_samples(samples_path)
     _check_scan_matches(dataset, dataset_path, samples, samples_path, fingerprint)
     plan = plan_repair(samples, len(dataset), dataset.labels, strategy)
@@ -419,7 +445,11 @@ def _read_repair_inputs(dataset_path: Path, samples_path: Path,
     if len(plan.keep_rows) == 0:
         raise ValueError(f"{samples_path}: every row of {dataset_path} is flagged; nothing "
                          "would be left to train on")
-    test = read_image_dataset(test_dataset_path) if test_dataset_path is not None else None
+    test = None
+    if test_dataset_path is not None:  # the same label and image columns; no ids needed
+        test = _test_labels_as(read_image_dataset(test_dataset_path, image_column=columns.image,
+                                                  label_column=columns.label),
+                               dataset, test_dataset_path)
     attack = _attack_of(dataset)
     if test is not None and test.image_shape != dataset.image_shape:
         raise ValueError(f"test set {test_dataset_path} has images {test.image_shape}, the "
@@ -537,7 +567,8 @@ def run_repair(
             writes it; built with ``config``'s proxy settings). ``None``: train a fresh proxy
             on the dataset (``relabel`` needs it; ``remove`` only to measure "before").
         out_dir: Output folder (replaced atomically): ``cleaned.parquet``, ``model.pt``,
-            ``repair.json``. Required.
+            ``repair.json``. Required. ``cleaned.parquet`` has the input's column names, its
+            id column (``config.id_column``) and, for mapped labels, the original label values.
         strategy: ``"relabel"`` (fine-tune on relabelled flagged samples + replay) or
             ``"remove"`` (drop flagged samples, train from scratch).
         seed: Seed of every random step (replay sample, training, fresh proxies).
@@ -551,7 +582,8 @@ def run_repair(
             (:func:`acgate.io.datasets.dataset_fingerprint`), checked in addition to those
             the scan folder records.
         config: An :class:`acgate.scan.ScanConfig` for the proxy (architecture, batch size,
-            learning rate, hidden width); its ``seed`` is replaced by ``seed``.
+            learning rate, hidden width) and the dataset's columns (``label_column``,
+            ``image_column``, ``id_column``: the scan's); its ``seed`` is replaced by ``seed``.
         overwrite: Accept an output folder with files acgate did not write (only acgate's
             outputs are replaced there; see :func:`acgate.io.output.output_folder`).
 
@@ -581,7 +613,7 @@ def run_repair(
     if model_path is not None and not Path(model_path).is_file():
         raise FileNotFoundError(f"model file {str(model_path)!r} does not exist")
     task = _read_repair_inputs(dataset_path, samples_path, test_dataset_path, strategy,
-                               replay_fraction, fingerprint)
+                               replay_fraction, fingerprint, config.columns)
     # The given model is loaded (and refused when unsafe) before the output folder is touched.
     user_model = _load_proxy(Path(model_path)) if model_path is not None else None
     if user_model is not None:

@@ -23,7 +23,7 @@ from acgate.core.config import DetectorConfig, setting
 from acgate.core.detect import detect
 from acgate.core.result import DetectionResult
 from acgate.core.validation import check_choice, check_positive_int
-from acgate.io.datasets import DEFAULT_MAX_DECODED_BYTES
+from acgate.io.datasets import DEFAULT_COLUMNS, DEFAULT_MAX_DECODED_BYTES, Columns
 from acgate.logs import PROGRESS_LOGGER
 from acgate.text import DEFAULT_MAX_LEN_CAP
 
@@ -77,6 +77,11 @@ def _gigabytes(text: str) -> int:
 DEVICES = ("auto", "cpu", "cuda")
 
 
+#: The settings that name the dataset's columns (:attr:`ScanConfig.columns`): every command
+#: that reads a dataset file takes them (``acgate scan``, ``acgate repair``).
+COLUMN_SETTINGS = ("label_column", "image_column", "text_column", "id_column")
+
+
 @dataclass(frozen=True)
 class ScanConfig(DetectorConfig):
     """Every setting of a scan: the detector's and the proxy's.
@@ -115,6 +120,15 @@ class ScanConfig(DetectorConfig):
         stage="proxy", flag="--max-decoded-gb", parse=_gigabytes)
     max_tokens: int = setting(DEFAULT_MAX_LEN_CAP, "longest text the text proxy reads, in "
                               "tokens; longer texts are cut with a warning", stage="proxy")
+    label_column: str = setting(DEFAULT_COLUMNS.label, "the dataset's label column: integers, "
+                                "or strings (any other values) mapped to classes 0..k-1 in "
+                                "sorted order", stage="proxy")
+    image_column: str = setting(DEFAULT_COLUMNS.image, "the dataset's image column",
+                                stage="proxy")
+    text_column: str = setting(DEFAULT_COLUMNS.text, "the dataset's text column", stage="proxy")
+    id_column: str | None = setting(DEFAULT_COLUMNS.id, "a column of unique, non-null row ids "
+                                    "carried to every per-row output (default: the row number)",
+                                    stage="proxy")
 
     def __post_init__(self) -> None:  # noqa: D105
         check_choice(self.proxy, ("auto", "cnn", "mlp", "textcnn"), name="proxy")
@@ -128,6 +142,16 @@ class ScanConfig(DetectorConfig):
         check_positive_int(self.max_tokens, name="max_tokens")
         if self.max_decoded_bytes is not None:
             check_positive_int(self.max_decoded_bytes, name="max_decoded_bytes")
+        if self.columns.id is not None:
+            from acgate.io.results import check_id_column_name
+
+            check_id_column_name(self.columns.id)
+
+    @property
+    def columns(self) -> Columns:
+        """The dataset's column names (``label_column``, ...), checked (distinct, non-empty)."""
+        return Columns(label=self.label_column, image=self.image_column, text=self.text_column,
+                       id=self.id_column)
 
     def resolved_epochs(self, n_samples: int) -> int:
         """Epochs for a dataset of ``n_samples``."""
@@ -171,6 +195,8 @@ class ScanOutcome:
         shift_reason: Why the partition moved too far from the baseline for an incremental
             judgement (the scan then fell back to a full one, unless it was told not to),
             else ``None``.
+        label_names: The original label of each class when the dataset's labels were mapped
+            to classes (strings, ...; class ``c`` is ``label_names[c]``), else ``None``.
     """
 
     result: DetectionResult
@@ -183,6 +209,7 @@ class ScanOutcome:
     proxy: Mapping[str, Any] | None = None
     mode: str = "full"
     shift_reason: str | None = None
+    label_names: tuple[Any, ...] | None = None
 
     def _repr_html_(self) -> str:
         """The scan's HTML report inline in a notebook (a summary table without a report).
@@ -211,55 +238,89 @@ class ScanOutcome:
 
 
 def validate_dataset_file(path: str | Path, *, modality: str = "image",
-                          max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES) -> Any:
+                          max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
+                          columns: Columns = DEFAULT_COLUMNS) -> Any:
     """Run the dataset expectation suite on the raw file.
 
+    Args:
+        path: The dataset file.
+        modality: ``"image"`` or ``"text"``.
+        max_decoded_bytes: The image memory budget (see
+            :func:`acgate.io.datasets.read_image_dataset`).
+        columns: The file's names of the label, image, text and id columns.
+
     Raises:
-        ValueError: The file has no rows, or an expectation failed (the message names the file
-            and the failing expectation).
+        ValueError: The file has no rows, lacks one of the columns (named with its option,
+            e.g. ``--label-column``), or an expectation failed (the message names the file and
+            the failing expectation).
     """
     from acgate.gx import ExpectationFailed, validate_dataset_frame
-    from acgate.io.inspect import first_decode_error, validation_frame
+    from acgate.io.datasets import require_dataset_columns
+    from acgate.io.inspect import first_decode_error, shape_column, validation_frame
     from acgate.io.schema import open_parquet
 
-    frame = validation_frame(path, modality, max_decoded_bytes=max_decoded_bytes)
+    require_dataset_columns(path, open_parquet(path).schema_arrow.names, columns,
+                            ("label", modality, "id"))
+    frame = validation_frame(path, modality, max_decoded_bytes=max_decoded_bytes,
+                             columns=columns)
     if len(frame) == 0:
         raise ValueError(f"{path}: the dataset has no rows")
-    if modality == "image" and "image_shape" not in frame:
-        raise ValueError(f"{path}: column 'image' is missing (columns: "
-                         f"{sorted(open_parquet(path).schema_arrow.names)})")
-    if modality == "image" and frame["image_shape"].isna().any():
+    if modality == "image" and frame[shape_column(columns)].isna().any():
         # The decoder says why far better than a null-count expectation would.
-        reason = first_decode_error(path)
+        reason = first_decode_error(path, columns.image)
         if reason is not None:
             raise ValueError(reason)
     try:
-        validated = validate_dataset_frame(frame, modality=modality)
+        validated = validate_dataset_frame(frame, modality=modality, columns=columns)
     except ExpectationFailed as error:
         raise ValueError(f"{path}: {error}") from error
-    check_dataset_labels(path)  # schema version, label range, class sizes
+    check_dataset_labels(path, columns)  # schema version, label range, class sizes, ids
     return validated
 
 
-def check_dataset_labels(path: str | Path) -> None:
-    """Check a dataset file's schema version and ``label`` column without decoding any image.
+def check_dataset_labels(path: str | Path, columns: Columns = DEFAULT_COLUMNS) -> None:
+    """Check a dataset file's schema version, label and id columns without decoding any image.
 
-    Cheap enough to run before a dataset is copied or a model is trained: reads one column.
+    Cheap enough to run before a dataset is copied or a model is trained: reads two columns.
 
     Raises:
-        ValueError: Unreadable file, unknown or newer schema, no ``label`` column, no rows,
-            labels null / negative / above the supported range, fewer than two classes, or a
-            class of one sample (the message names the file and column ``label``).
-        TypeError: Labels that are not integers.
+        ValueError: Unreadable file, unknown or newer schema, no label column, no rows,
+            labels null / negative / above the supported range, fewer than two classes, a
+            class of one sample (the message names the file and the label column), or ids
+            null or repeated (naming the id column and the value).
+        TypeError: Labels of an unsupported type.
     """
-    from acgate.core.validation import MAX_LABEL, check_class_count
-    from acgate.io.schema import integer_column, read_parquet
+    from acgate.core.validation import MAX_LABEL
+    from acgate.io.datasets import COLUMN_OPTIONS, require_dataset_columns
+    from acgate.io.schema import id_column, label_column, open_parquet, read_parquet
 
-    table, _ = read_parquet(path, "dataset", required=("label",), columns=("label",))
-    labels = integer_column(path, table.column("label"), "label", max_value=MAX_LABEL)
+    require_dataset_columns(path, open_parquet(path).schema_arrow.names, columns,
+                            ("label", "id"))
+    wanted = (columns.label,) if columns.id is None else (columns.label, columns.id)
+    table, _ = read_parquet(path, "dataset", columns=wanted)
+    labels, names = label_column(path, table.column(columns.label), columns.label,
+                                 max_value=MAX_LABEL, option=COLUMN_OPTIONS["label"])
     if len(labels) == 0:
         raise ValueError(f"{path}: the dataset has no rows")
-    check_class_count(labels, name=f"{path}: column 'label'")
+    _check_classes(labels, names, path, columns)
+    if columns.id is not None:
+        id_column(path, table.column(columns.id), columns.id, option=COLUMN_OPTIONS["id"])
+
+
+def _check_classes(labels: np.ndarray, names: Any, path: str | Path, columns: Columns) -> None:
+    """At least two classes, none of one sample (quoting the original labels when mapped)."""
+    from acgate.core.validation import check_class_count
+
+    where = f"{path}: column {columns.label!r}"
+    try:
+        check_class_count(labels, name=where)
+    except ValueError as error:
+        if names is None:
+            raise
+        counts = np.bincount(labels, minlength=len(names))
+        small = [names[c] for c in np.flatnonzero(counts < 2)]
+        raise ValueError(f"{error} (original label(s) {small!r})" if small
+                         else str(error)) from None
 
 
 def check_scannable(dataset: Any, path: str | Path) -> None:
@@ -267,13 +328,11 @@ def check_scannable(dataset: Any, path: str | Path) -> None:
 
     Raises:
         ValueError: No rows, fewer than two classes (each class is judged against the
-            others) or a class of one sample, naming the file and column ``label``.
+            others) or a class of one sample, naming the file and the label column.
     """
-    from acgate.core.validation import check_class_count
-
     if len(dataset) == 0:
         raise ValueError(f"{path}: the dataset has no rows")
-    check_class_count(dataset.labels, name=f"{path}: column 'label'")
+    _check_classes(dataset.labels, dataset.label_names, path, dataset.column_names)
 
 
 def _is_text(dataset: Any) -> bool:
@@ -590,8 +649,9 @@ def run_scan(
     in :attr:`ScanOutcome.tracking_error`.
 
     Args:
-        dataset_path: The dataset Parquet file (``label`` + ``image``, or ``label`` +
-            ``text``).
+        dataset_path: The dataset Parquet file (a label column + an image or a text column,
+            named by ``config.label_column``, ``image_column``, ``text_column``; row ids from
+            ``config.id_column`` reach every per-row output).
         out_dir: Output folder: ``activations.parquet``, ``samples.parquet``,
             ``classes.parquet``, ``flagged.parquet``, ``report.json``, ``report.html``, plots.
         config: Scan settings (default :class:`ScanConfig`).
@@ -615,10 +675,7 @@ def run_scan(
         ValueError: Bad input or a refused output folder (nothing is written).
         acgate.errors.InfrastructureError: The tracking store cannot be used (before training).
     """
-    from acgate.io.datasets import read_dataset
-    from acgate.io.digest import file_sha256
     from acgate.io.output import check_output_folder, output_folder
-    from acgate.stages import dataset_modality, modality_config
 
     started_at = time.time()  # the MLflow run spans the scan, not only its logging
     config = config or ScanConfig()
@@ -634,16 +691,8 @@ def run_scan(
 
         check_tracking_store(tracking_uri)
     timings = _Laps()
-    timings.start("reading and validating", str(dataset_path))
-    modality = dataset_modality(dataset_path, modality)
-    # The suite also checks the label column (rows, classes, class sizes, range).
-    gx_dataset = validate_dataset_file(dataset_path, modality=modality,
-                                       max_decoded_bytes=config.max_decoded_bytes)
-    dataset = read_dataset(dataset_path, modality=modality,
-                           max_decoded_bytes=config.max_decoded_bytes)
-    config = modality_config(config, modality)
-    dataset_sha256 = file_sha256(dataset_path)
-    timings.lap("read_validate")
+    modality, gx_dataset, dataset, config, dataset_sha256 = _read_validated(
+        dataset_path, modality, config, timings)
 
     # The user's model is loaded (and refused when unsafe) before the output folder is touched.
     user_model = load_user_model(config) if config.model_path else None
@@ -664,7 +713,8 @@ def run_scan(
     return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,
                        timings=dict(timings), dataset_sha256=dataset_sha256,
                        tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"),
-                       shift_reason=(scan_info or {}).get("shift_reason"))
+                       shift_reason=(scan_info or {}).get("shift_reason"),
+                       label_names=dataset.label_names)
 
 
 class _Shifted(Exception):
@@ -717,15 +767,11 @@ def run_incremental_scan(
             a refused output folder (nothing is written).
         acgate.errors.InfrastructureError: The tracking store cannot be used (before any work).
     """
-    from acgate.io.datasets import read_dataset
-    from acgate.io.digest import file_sha256
     from acgate.io.output import check_output_folder, output_folder
     from acgate.stages import (
         check_partition,
-        dataset_modality,
         extract_stage,
         incremental_stage,
-        modality_config,
         read_baseline,
     )
     from acgate.torch._arrays import resolve_device
@@ -745,16 +791,9 @@ def run_incremental_scan(
 
         check_tracking_store(tracking_uri)
     timings = _Laps()
-    timings.start("reading and validating", str(dataset_path))
-    modality = dataset_modality(dataset_path, modality)
-    gx_dataset = validate_dataset_file(dataset_path, modality=modality,
-                                       max_decoded_bytes=config.max_decoded_bytes)
-    dataset = read_dataset(dataset_path, modality=modality,
-                           max_decoded_bytes=config.max_decoded_bytes)
-    config = modality_config(config, modality)
+    modality, gx_dataset, dataset, config, dataset_sha256 = _read_validated(
+        dataset_path, modality, config, timings)
     check_partition(accepted, dataset, modality, config)
-    dataset_sha256 = file_sha256(dataset_path)
-    timings.lap("read_validate")
 
     def stop_if_shifted(reason: str) -> None:
         if fallback:
@@ -792,7 +831,29 @@ def run_incremental_scan(
     return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,
                        timings=dict(timings), dataset_sha256=dataset_sha256,
                        tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"),
-                       mode="incremental", shift_reason=analyzed.scan_info["shift_reason"])
+                       mode="incremental", shift_reason=analyzed.scan_info["shift_reason"],
+                       label_names=dataset.label_names)
+
+
+def _read_validated(dataset_path: Path, modality: str | None, config: ScanConfig,
+                    timings: _Laps) -> tuple[str, Any, Any, ScanConfig, str]:
+    """Validate and read the dataset by its columns: modality, suite, data, config, digest."""
+    from acgate.io.datasets import read_dataset
+    from acgate.io.digest import file_sha256
+    from acgate.stages import dataset_modality, modality_config
+
+    timings.start("reading and validating", str(dataset_path))
+    modality = dataset_modality(dataset_path, modality, config.columns)
+    # The suite also checks the label column (rows, classes, class sizes, range) and the ids.
+    gx_dataset = validate_dataset_file(dataset_path, modality=modality,
+                                       max_decoded_bytes=config.max_decoded_bytes,
+                                       columns=config.columns)
+    dataset = read_dataset(dataset_path, modality=modality,
+                           max_decoded_bytes=config.max_decoded_bytes, columns=config.columns)
+    config = modality_config(config, modality)
+    sha256 = file_sha256(dataset_path)
+    timings.lap("read_validate")
+    return modality, gx_dataset, dataset, config, sha256
 
 
 def _track(analyzed: Any, out_dir: Path, config: ScanConfig, tracking_uri: str | None,

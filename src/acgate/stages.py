@@ -150,24 +150,22 @@ def pin_torch_threads() -> int:
     return threads
 
 
-def dataset_modality(path: PathLike, modality: str | None = None) -> str:
+def dataset_modality(path: PathLike, modality: str | None = None,
+                     columns: Any = None) -> str:
     """``"image"`` or ``"text"``: the given one, or the one the file's columns say.
 
-    Raises:
-        ValueError: A file with both an ``image`` and a ``text`` column and no ``modality``, or
-            an unknown modality.
-    """
-    from acgate.io.schema import open_parquet
+    See :func:`acgate.io.datasets.dataset_modality`; ``columns`` (a
+    :class:`acgate.io.datasets.Columns`, default the canonical names) names the image and text
+    columns.
 
-    if modality is None:
-        names = set(open_parquet(path).schema_arrow.names)
-        if "image" in names and "text" in names:
-            raise ValueError(f"{path} has both an 'image' and a 'text' column; "
-                             "pass --modality image or --modality text")
-        modality = "text" if "text" in names else "image"
-    if modality not in ("image", "text"):
-        raise ValueError(f"{path}: modality must be 'image' or 'text', got {modality!r}")
-    return modality
+    Raises:
+        ValueError: A file with both an image and a text column and no ``modality``, or an
+            unknown modality.
+    """
+    from acgate.io.datasets import DEFAULT_COLUMNS
+    from acgate.io.datasets import dataset_modality as modality_of
+
+    return modality_of(path, modality, columns or DEFAULT_COLUMNS)  # type: ignore[arg-type]
 
 
 def modality_config(config: ScanConfig, modality: str) -> ScanConfig:
@@ -186,8 +184,9 @@ def read_stage_dataset(path: PathLike, config: ScanConfig, modality: str | None 
     from acgate.scan import check_scannable
 
     with reading(artifact, path):
-        dataset = read_dataset(path, modality=dataset_modality(path, modality),
-                               max_decoded_bytes=config.max_decoded_bytes)
+        dataset = read_dataset(path, modality=dataset_modality(path, modality, config.columns),
+                               max_decoded_bytes=config.max_decoded_bytes,
+                               columns=config.columns)
         check_scannable(dataset, path)
     return dataset
 
@@ -216,13 +215,15 @@ def clustering_settings(config: ScanConfig, n_classes: int) -> tuple[int | str, 
 # ----------------------------------------------------------------------------- train_proxy
 
 
-def stage_dataset(dataset_uri: str, destination: PathLike) -> Path:
+def stage_dataset(dataset_uri: str, destination: PathLike, columns: Any = None) -> Path:
     """Copy the dataset at ``dataset_uri`` to ``destination`` and validate it.
 
     Args:
         dataset_uri: A local path, ``file://`` URI or any URI :mod:`pyarrow.fs` opens
             (``s3://``, ``gs://``, ``hdfs://``) of a dataset Parquet file.
         destination: Local file to write (atomically).
+        columns: The file's column names (:attr:`acgate.scan.ScanConfig.columns`); ``None``:
+            the canonical ``label``, ``image``, ``text``.
 
     Returns:
         ``destination``.
@@ -243,17 +244,23 @@ def stage_dataset(dataset_uri: str, destination: PathLike) -> Path:
             with atomic_write_path(destination) as temp:
                 pafs.copy_files(remote, str(temp), source_filesystem=filesystem)
                 # Before the rename: a bad copy never lands.
-                validate_dataset_file(temp, modality=dataset_modality(temp))
+                validate_dataset_file(temp, modality=dataset_modality(temp, None, columns),
+                                      **_columns_kwarg(columns))
         else:
             from acgate.io.schema import require_regular_file
 
             source = require_regular_file(Path(dataset_uri.removeprefix("file://")),
                                           what="a dataset file")
             # Validate the input itself (errors name it), and only then copy it.
-            validate_dataset_file(source, modality=dataset_modality(source))
+            validate_dataset_file(source, modality=dataset_modality(source, None, columns),
+                                  **_columns_kwarg(columns))
             with atomic_write_path(destination) as temp:
                 shutil.copyfile(source, temp)
     return destination
+
+
+def _columns_kwarg(columns: Any) -> dict[str, Any]:
+    return {} if columns is None else {"columns": columns}
 
 
 def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike, config: ScanConfig, *,
@@ -750,7 +757,8 @@ def analyze_stage(
     validated = dict(validated or {})
     if "dataset" not in validated:
         validated["dataset"] = validate_dataset_file(dataset_path, modality=modality,
-                                                     max_decoded_bytes=config.max_decoded_bytes)
+                                                     max_decoded_bytes=config.max_decoded_bytes,
+                                                     columns=config.columns)
     if dataset is None:
         dataset = read_stage_dataset(dataset_path, config, modality)
     if len(dataset) != len(arrays.labels):
@@ -768,9 +776,14 @@ def analyze_stage(
     folder = Path(out_dir)
     identity = {"fingerprint": dataset_fingerprint(dataset),
                 "dataset_sha256": dataset_sha256 or file_sha256(dataset_path)}
-    files = dict(write_result(result, folder, samples_metadata=identity))
+    files = dict(write_result(result, folder, samples_metadata=identity, ids=dataset.ids,
+                              id_column=dataset.column_names.id,
+                              label_names=dataset.label_names))
     info = {"dataset": dataset_uri or str(dataset_path), **identity,
             "modality": modality, "verdict": result.verdict, "config": config.to_dict()}
+    if dataset.label_names is not None:
+        # The original label of each class (class c is label_names[c]), as the outputs name it.
+        info["label_names"] = list(dataset.label_names)
     proxy = table.metadata.get("proxy")
     if isinstance(proxy, Mapping):
         info["proxy"] = dict(proxy)
@@ -865,6 +878,11 @@ def check_partition(baseline: Baseline, dataset: Any, modality: str, config: Sca
         if shape != list(baseline.spec.get("input_shape", [])):
             raise ValueError(f"the partition's images are {shape} (channels, height, width), "
                              f"{where}'s proxy reads {baseline.spec.get('input_shape')}")
+    names = baseline.info.get("label_names")
+    if names != (None if dataset.label_names is None else list(dataset.label_names)):
+        raise ValueError(f"the partition's classes {dataset.label_names} are not {where}'s "
+                         f"{names}: mapped labels must name the same classes in both (a "
+                         f"partition of string labels needs every class of the baseline)")
     used = (baseline.info.get("config") or {}).get("layer")
     if config.layer != used:
         raise ValueError(f"--layer {config.layer!r} differs from {where}'s layer {used!r}: "
@@ -899,7 +917,9 @@ def incremental_stage(activations_path: PathLike, baseline: Baseline,
                   "classes": _validate_classes(result).to_dict()}
     folder = Path(out_dir)
     identity = {"fingerprint": dataset_fingerprint(dataset), "dataset_sha256": dataset_sha256}
-    files = dict(write_result(result, folder, samples_metadata=identity))
+    files = dict(write_result(result, folder, samples_metadata=identity, ids=dataset.ids,
+                              id_column=dataset.column_names.id,
+                              label_names=dataset.label_names))
     info: dict[str, Any] = {
         "dataset": str(dataset_path), **identity, "modality": activations_modality(table),
         "verdict": result.verdict, "config": config.to_dict(), "mode": "incremental",
@@ -907,6 +927,8 @@ def incremental_stage(activations_path: PathLike, baseline: Baseline,
                      "dataset": baseline.info.get("dataset"),
                      "dataset_sha256": baseline.info.get("dataset_sha256")},
         "shifted": shift_reason is not None, "shift_reason": shift_reason}
+    if dataset.label_names is not None:
+        info["label_names"] = list(dataset.label_names)
     proxy = table.metadata.get("proxy")
     if isinstance(proxy, Mapping):
         info["proxy"] = dict(proxy)  # the baseline's proxy: how it trained on the accepted data
@@ -967,7 +989,7 @@ def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
         run_name=scan_run_name(str(info["dataset"])),
         artifacts_dir=Path(folder), dataset_uri=str(info["dataset"]),
         dataset_fingerprint=info["fingerprint"], dataset_sha256=info["dataset_sha256"],
-        params=_scan_only_params(config, outcome.result),
+        params={**_scan_only_params(config, outcome.result), **_label_names_param(info)},
         gx_results=outcome.gx_results, metrics=proxy_metrics(info.get("proxy")),
         started_at=started_at, rescan_of=rescan_of,
     )
@@ -984,6 +1006,23 @@ def _scan_only_params(config: ScanConfig, result: DetectionResult) -> dict[str, 
     same = {"seed": "random_state"}
     return {f"scan.{name}": value for name, value in config.to_dict().items()
             if not (same.get(name, name) in recorded and recorded[same.get(name, name)] == value)}
+
+
+#: Longest text MLflow keeps as a param value; a longer mapping is only in ``scan.json``.
+_MAX_PARAM_CHARS = 6000
+
+
+def _label_names_param(info: Mapping[str, Any]) -> dict[str, str]:
+    """``label_names``: the original label of each class as JSON, when the labels were mapped.
+
+    Left out when there is no mapping, or when it is longer than MLflow keeps (``scan.json``,
+    an artifact of the run, always has it).
+    """
+    names = info.get("label_names")
+    if names is None:
+        return {}
+    text = json.dumps(names, ensure_ascii=False)
+    return {"label_names": text} if len(text) <= _MAX_PARAM_CHARS else {}
 
 
 def scan_run_name(dataset_uri: str, when: datetime.datetime | None = None) -> str:

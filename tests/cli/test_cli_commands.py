@@ -75,7 +75,8 @@ def bad_files(digits_parquet, tmp_path_factory):
     [
         ("missing", r"missing\.parquet does not exist"),
         ("text", r"notes\.parquet is not a readable Parquet file"),
-        ("no-label", r"expect_column_to_exist on column 'label'"),
+        ("no-label", r"dataset .*no-label\.parquet has no column 'label' \(--label-column\); "
+                     r"its columns are: 'image'"),
         ("nulls", r"expect_column_values_to_not_be_null on column 'label': 2 of 1797 values "
                   r"are null at rows \[3, 10\]"),
     ],

@@ -21,7 +21,7 @@ import yaml
 from acgate.core import ActivationClustering, detect
 from acgate.core.analyses import Thresholds
 from acgate.core.config import DetectorConfig, default_of, settings
-from acgate.scan import ScanConfig
+from acgate.scan import COLUMN_SETTINGS, ScanConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DETECTOR = list(settings(DetectorConfig))
@@ -94,7 +94,9 @@ def test_cli_flags_set_every_setting():
             "--min-class-size", "12", "--seed", "3", "--proxy", "mlp", "--epochs", "4",
             "--exre-epochs", "2", "--batch-size", "32", "--lr", "0.01", "--hidden", "64",
             "--model", "m.pt", "--model-module", "a.b:C", "--layer", "fc1", "--progress",
-            "--max-decoded-gb", "2", "--max-tokens", "100", "--device", "cpu"]
+            "--max-decoded-gb", "2", "--max-tokens", "100", "--device", "cpu",
+            "--label-column", "digit", "--image-column", "png", "--text-column", "review",
+            "--id-column", "uid"]
     config = _config(build_parser().parse_args(argv))
     for item in ALL:
         assert getattr(config, item.name) != default_of(item), f"no flag changed {item.name}"
@@ -122,7 +124,8 @@ def pipeline_components():
         "pipeline": (acgate_pipeline, PIPELINE),
         "train_proxy": (train_proxy, proxy),
         "extract_activations": (extract_activations,
-                                [by_name["segment_by"], by_name["max_decoded_bytes"]]),
+                                [by_name[name] for name in ("segment_by", "max_decoded_bytes",
+                                                            *COLUMN_SETTINGS)]),
         "cluster": (cluster, clustering + seed),
         "analyze": (analyze, PIPELINE),
         "repair": (repair, proxy),

@@ -287,11 +287,14 @@ def test_null_and_path_only_images(tmp_path):
     ("labels", "error", "message"),
     [
         (pa.array([0, -1]), ValueError, r"column 'label' has negative value -1 in row 1"),
-        (pa.array([0.0, 1.0]), TypeError, r"column 'label' must be of an integer type, got double"),
-        (pa.array(["a", "b"]), TypeError, r"column 'label' must be of an integer type, got string"),
+        (pa.array([[0], [1]]), TypeError, r"column 'label' \(--label-column\) must hold "
+                                          r"integers, strings, floats or booleans \(labels\), "
+                                          r"got list<"),
+        (pa.array([0.0, float("nan")]), ValueError, r"column 'label' \(--label-column\) has a "
+                                                    r"missing label \(nan\) in row 1"),
+        (pa.array(["a", None]), ValueError, r"column 'label' \(--label-column\) has a missing "
+                                            r"label \(None\) in row 1"),
         (pa.array([0, None]), ValueError, r"column 'label' has 1 null value"),
-        (pa.array([True, False]), TypeError, r"column 'label' must be of an integer type, "
-                                             r"got bool"),
     ],
 )
 def test_bad_labels(tmp_path, labels, error, message):

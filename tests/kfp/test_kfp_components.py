@@ -258,3 +258,49 @@ def test_tag_verdict_step_tags_only_a_named_model(mlflow_store, register_version
     with pytest.raises(ValueError, match="reading scan run"):
         tag_verdict.python_func(run_id="0" * 32, model_name="m", model_version=version,
                                 mlflow_tracking_uri=uri)
+
+
+def test_components_take_the_datasets_own_columns(tmp_path, digits_parquet):
+    """train_proxy -> extract -> cluster -> analyze on renamed columns with string labels and
+    ids (2 epochs, size-silhouette: the columns are under test, not the detection)."""
+    source = pq.read_table(digits_parquet(0.33))
+    labels = source.column("label").to_numpy()
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    ids = [f"id-{i:04d}" for i in np.random.default_rng(3).permutation(len(labels))]
+    path = tmp_path / "renamed.parquet"
+    pq.write_table(pa.table({"kind": [names[v] for v in labels], "pic": source.column("image"),
+                             "uid": ids}).replace_schema_metadata(source.schema.metadata), path)
+    columns = {"label_column": "kind", "image_column": "pic", "id_column": "uid"}
+    settings = {"seed": 0, "epochs": 2, "analysis": "size-silhouette", **columns}
+    dataset, model, metrics = (_artifact(dsl.Dataset, tmp_path, "dataset"),
+                               _artifact(dsl.Model, tmp_path, "model"),
+                               _artifact(dsl.Metrics, tmp_path, "train-metrics"))
+    with pytest.raises(ValueError, match=r"has no column 'label' \(--label-column\)"):
+        train_proxy.python_func(dataset_uri=str(path), dataset=dataset, model=model,
+                                metrics=metrics, seed=0, epochs=2)
+    train_proxy.python_func(dataset_uri=str(path), dataset=dataset, model=model,
+                            metrics=metrics, seed=0, epochs=2, **columns)
+    activations = _artifact(dsl.Dataset, tmp_path, "activations")
+    classes = extract_activations.python_func(dataset=dataset, model=model,
+                                              activations=activations, **columns)
+    assert classes == list(range(10))
+    clusterings = []
+    for label in classes:
+        out = _artifact(dsl.Dataset, tmp_path, f"clustering-{label}")
+        cluster.python_func(activations=activations, label=label, clustering=out, seed=0,
+                            analysis="size-silhouette")
+        clusterings.append(out)
+    samples, table = (_artifact(dsl.Dataset, tmp_path, "samples"),
+                      _artifact(dsl.Dataset, tmp_path, "classes"))
+    analyze.python_func(activations=activations, dataset=dataset, clusterings=clusterings,
+                        samples=samples, classes=table,
+                        metrics=_artifact(dsl.Metrics, tmp_path, "metrics"),
+                        report=_artifact(dsl.HTML, tmp_path, "report"), **settings)
+    frame = pd.read_parquet(samples.path)
+    assert frame["uid"].tolist() == ids
+    assert frame["label_name"].tolist() == [names[v] for v in labels]
+    # Classes in the sorted order of the names: "eight" is 0, ..., "zero" is 9.
+    assert frame["label"].tolist() == np.searchsorted(
+        sorted(names), [names[v] for v in labels]).tolist()
+    per_class = pd.read_parquet(table.path)
+    assert per_class["class_name"].tolist() == sorted(names)

@@ -691,16 +691,17 @@ ROWS: tuple[BadInput, ...] = (
              activations=_acts_file("label-negative", labels=_labels("negative")),
              dataset=_labels_dataset("label-negative",
                                      lambda y: pa.array(_set(y, 7, -1), pa.int64()))),
+    # A dataset's float or string labels are mapped to classes since issue 20 (not bad input
+    # there); activations and arrays still need integer labels.
     BadInput("label-float", "float label (1.5)", r"label",
              arrays=_acts_with(labels=_labels("float")),
-             activations=_acts_file("label-float", labels=_labels("float")),
-             dataset=_labels_dataset("label-float", lambda y: pa.array(
-                 y.astype(np.float64) + np.where(np.arange(len(y)) == 7, 0.5, 0.0)))),
+             activations=_acts_file("label-float", labels=_labels("float"))),
     BadInput("label-string", "string label", r"label",
              arrays=_acts_with(labels=_labels("string")),
-             activations=_acts_file("label-string", labels=_labels("string")),
-             dataset=_labels_dataset("label-string",
-                                     lambda y: pa.array([f"class-{v}" for v in y]))),
+             activations=_acts_file("label-string", labels=_labels("string"))),
+    BadInput("label-list", "dataset label column of lists ([3])", r"label",
+             dataset=_labels_dataset("label-list",
+                                     lambda y: pa.array([[int(v)] for v in y]))),
     BadInput("label-huge", f"label out of range ({HUGE_LABEL:,}, others 0-9)", r"label|class",
              arrays=_acts_with(labels=_labels("huge")),
              activations=_acts_file("label-huge", labels=_labels("huge")),

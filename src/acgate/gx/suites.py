@@ -3,11 +3,13 @@
 Three suites, all defined in this module as plain data (a GX expectation class name and its
 keyword arguments), so they can be read and tested without importing Great Expectations:
 
-* **dataset** (:func:`dataset_expectations`): the raw ``label`` column is present, not null, of
-  an integer type and in the declared classes; for images ``image_shape`` (e.g. ``"1x8x8"``,
-  ``None`` when the image did not decode) is not null, well-formed and has exactly one distinct
-  value; for text ``text`` is not null and not empty. Ground-truth columns (``is_poison``,
-  ``source_label``) are ignored.
+* **dataset** (:func:`dataset_expectations`), over the user's column names (``--label-column``,
+  ...; :class:`acgate.io.datasets.Columns`): the raw label column is present, not null, of an
+  integer type (or strings, floats, booleans, which the reader maps to classes) and in the
+  declared classes; an id column, when named, is not null and unique; for images
+  ``<image>_shape`` (e.g. ``"1x8x8"``, ``None`` when the image did not decode) is not null,
+  well-formed and has exactly one distinct value; for text the text column is not null and not
+  empty. Ground-truth columns (``is_poison``, ``source_label``) are ignored.
 * **activations** (:func:`activations_expectations`): one row per sample (see
   :func:`activations_summary_frame`): ``activation_width`` has one distinct value, every
   activation is finite, ``index`` is unique and in ``[0, n_dataset_rows)``.
@@ -28,9 +30,12 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from acgate.io.datasets import Columns
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +52,11 @@ INTEGER_TYPES: tuple[str, ...] = (
     "int", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
     "Int8", "Int16", "Int32", "Int64", "UInt8", "UInt16", "UInt32", "UInt64",
 )
+
+#: Value type names a dataset's label column may hold: integers as they are, strings, floats
+#: and booleans mapped to classes ``0..k-1`` by the reader
+#: (:func:`acgate.io.schema.label_column`).
+LABEL_TYPES: tuple[str, ...] = (*INTEGER_TYPES, "str", "float", "float64", "float32", "bool")
 
 #: Shape strings as written by the dataset loaders: dimensions joined by ``x`` (``"1x8x8"``).
 IMAGE_SHAPE_REGEX = r"^[1-9][0-9]*(?:x[1-9][0-9]*)+$"
@@ -128,13 +138,19 @@ class ExpectationFailed(ValueError):
 
 
 def dataset_expectations(
-    *, declared_classes: Iterable[int] | None = None, modality: Modality = "image"
+    *, declared_classes: Iterable[int] | None = None, modality: Modality = "image",
+    columns: Columns | None = None,
 ) -> list[ExpectationSpec]:
-    """The dataset suite.
+    """The dataset suite, over the user's columns (see :func:`acgate.io.inspect.validation_frame`).
 
     Args:
         declared_classes: Labels the dataset may use; ``None`` skips the set check.
-        modality: ``"image"`` (checks ``image_shape``) or ``"text"`` (checks ``text``).
+        modality: ``"image"`` (checks ``<image column>_shape``) or ``"text"`` (checks the text
+            column).
+        columns: The file's names of the label, image, text and id columns (default: ``label``,
+            ``image``, ``text``, no id column). Labels may be integers, or strings, floats or
+            booleans (mapped to classes by the reader); an id column must be non-null and
+            unique.
 
     Returns:
         The expectations, in the order failures are reported.
@@ -142,31 +158,43 @@ def dataset_expectations(
     Raises:
         ValueError: On an unknown modality or non-integer declared classes.
     """
+    from acgate.io.datasets import DEFAULT_COLUMNS
+    from acgate.io.inspect import shape_column
+
     if modality not in ("image", "text"):
         raise ValueError(f"modality must be 'image' or 'text', got {modality!r}")
+    columns = columns or DEFAULT_COLUMNS
+    label = columns.label
     specs: list[ExpectationSpec] = [
-        ("ExpectColumnToExist", {"column": "label"}),
-        ("ExpectColumnValuesToNotBeNull", {"column": "label"}),
-        ("ExpectColumnValuesToBeInTypeList", {"column": "label",
-                                              "type_list": list(INTEGER_TYPES)}),
+        ("ExpectColumnToExist", {"column": label}),
+        ("ExpectColumnValuesToNotBeNull", {"column": label}),
+        ("ExpectColumnValuesToBeInTypeList", {"column": label,
+                                              "type_list": list(LABEL_TYPES)}),
     ]
     if declared_classes is not None:
         classes = _integer_list(declared_classes, "declared_classes")
-        specs.append(("ExpectColumnValuesToBeInSet", {"column": "label", "value_set": classes}))
-    if modality == "image":
+        specs.append(("ExpectColumnValuesToBeInSet", {"column": label, "value_set": classes}))
+    if columns.id is not None:
         specs += [
-            ("ExpectColumnToExist", {"column": "image_shape"}),
-            ("ExpectColumnValuesToNotBeNull", {"column": "image_shape"}),
-            ("ExpectColumnValuesToMatchRegex", {"column": "image_shape",
+            ("ExpectColumnToExist", {"column": columns.id}),
+            ("ExpectColumnValuesToNotBeNull", {"column": columns.id}),
+            ("ExpectColumnValuesToBeUnique", {"column": columns.id}),
+        ]
+    if modality == "image":
+        shapes = shape_column(columns)
+        specs += [
+            ("ExpectColumnToExist", {"column": shapes}),
+            ("ExpectColumnValuesToNotBeNull", {"column": shapes}),
+            ("ExpectColumnValuesToMatchRegex", {"column": shapes,
                                                 "regex": IMAGE_SHAPE_REGEX}),
-            ("ExpectColumnUniqueValueCountToBeBetween", {"column": "image_shape",
+            ("ExpectColumnUniqueValueCountToBeBetween", {"column": shapes,
                                                         "min_value": 1, "max_value": 1}),
         ]
     else:
         specs += [
-            ("ExpectColumnToExist", {"column": "text"}),
-            ("ExpectColumnValuesToNotBeNull", {"column": "text"}),
-            ("ExpectColumnValueLengthsToBeBetween", {"column": "text", "min_value": 1}),
+            ("ExpectColumnToExist", {"column": columns.text}),
+            ("ExpectColumnValuesToNotBeNull", {"column": columns.text}),
+            ("ExpectColumnValueLengthsToBeBetween", {"column": columns.text, "min_value": 1}),
         ]
     return specs
 
@@ -302,15 +330,20 @@ def validate_dataset_frame(
     declared_classes: Iterable[int] | None = None,
     modality: Modality = "image",
     raise_on_failure: bool = True,
+    columns: Columns | None = None,
 ) -> ValidationReport:
     """Validate a dataset table before activations are extracted.
 
     Args:
-        frame: pandas DataFrame with a raw ``label`` column and ``image_shape`` (images) or
-            ``text`` (text). Other columns are ignored.
+        frame: pandas DataFrame with the raw label column, the id column (when ``columns``
+            names one) and ``<image column>_shape`` (images) or the text column (text), under
+            the file's names (:func:`acgate.io.inspect.validation_frame`). Other columns are
+            ignored.
         declared_classes: Labels the dataset may use.
         modality: ``"image"`` or ``"text"``.
         raise_on_failure: Raise :class:`ExpectationFailed` when an expectation fails.
+        columns: The file's names of the label, image, text and id columns (default: the
+            canonical ``label``, ``image``, ``text``, no id column).
 
     Returns:
         The report.
@@ -319,7 +352,8 @@ def validate_dataset_frame(
         ExpectationFailed: When the suite fails and ``raise_on_failure``.
         TypeError: When ``frame`` is not a pandas DataFrame.
     """
-    specs = dataset_expectations(declared_classes=declared_classes, modality=modality)
+    specs = dataset_expectations(declared_classes=declared_classes, modality=modality,
+                                 columns=columns)
     return run_suite("dataset", frame, specs, raise_on_failure=raise_on_failure)
 
 

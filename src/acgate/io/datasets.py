@@ -14,6 +14,14 @@ A text dataset file has a ``text`` string column (no nulls, no empty strings) an
 comes back in :attr:`ImageDataset.columns`; free-form metadata (a trigger spec) is stored as
 ``acgate.<key>`` JSON entries. The row number is the sample id.
 
+Column names (:class:`Columns`): the readers take the user's names of the label, image, text and
+(optional) id columns and map them to the canonical ``label`` / ``image`` / ``text`` right
+here, so nothing downstream knows the file's names. A label column of strings, floats or
+booleans is mapped to the classes ``0..k-1`` in the sorted order of its distinct values
+(:attr:`ImageDataset.label_names` keeps the original value of each class); an id column's
+values (unique, non-null) ride along as :attr:`ImageDataset.ids`. The writers write the
+columns back under the names and label values they were read with.
+
 Images are decoded with Pillow, restricted to PNG and JPEG, and refused above
 :data:`MAX_IMAGE_PIXELS` pixels (a decompression-bomb guard).
 
@@ -58,22 +66,28 @@ from acgate.io.schema import (
     decode_metadata,
     encode_metadata,
     float_matrix,
-    integer_column,
+    id_column,
+    label_column,
     open_parquet,
     read_parquet,
     write_parquet,
 )
 
 __all__ = [
+    "COLUMN_OPTIONS",
+    "DEFAULT_COLUMNS",
     "DEFAULT_MAX_DECODED_BYTES",
+    "Columns",
     "IMAGE_FORMATS",
     "MAX_IMAGE_PIXELS",
     "ImageDataset",
     "MemoryEstimate",
     "TextDataset",
     "dataset_fingerprint",
+    "dataset_modality",
     "estimate_image_memory",
     "read_dataset",
+    "require_dataset_columns",
     "read_image_dataset",
     "read_text_dataset",
     "write_image_dataset",
@@ -101,6 +115,74 @@ _COLOUR_MODES = frozenset({"RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YC
 _SHAPE_KEY = METADATA_PREFIX + "image_shape"
 _NAME_KEY = METADATA_PREFIX + "name"
 _PIL_MODE_BY_CHANNELS = {1: "L", 3: "RGB", 4: "RGBA"}
+
+
+# --------------------------------------------------------------------------- column names
+
+#: The option that names each column (quoted in errors): the CLI flag of the scan's setting
+#: ``<role>_column`` (:class:`acgate.scan.ScanConfig`).
+COLUMN_OPTIONS: Mapping[str, str] = MappingProxyType({
+    "label": "--label-column", "image": "--image-column", "text": "--text-column",
+    "id": "--id-column"})
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which column of a dataset file holds what: the user's names of the canonical columns.
+
+    Attributes:
+        label: The label column (integers; or strings, floats, booleans, mapped to classes).
+        image: The image column of an image dataset.
+        text: The text column of a text dataset.
+        id: A column of unique row ids carried to every per-row output; ``None``: the row
+            number is the id.
+    """
+
+    label: str = "label"
+    image: str = "image"
+    text: str = "text"
+    id: str | None = None
+
+    def __post_init__(self) -> None:  # noqa: D105
+        for role in ("label", "image", "text", "id"):
+            name = getattr(self, role)
+            if role == "id" and name is None:
+                continue
+            if not isinstance(name, str):
+                raise TypeError(f"{role}_column must be a column name (a string), got "
+                                f"{type(name).__name__} {name!r}")
+            if not name:
+                raise ValueError(f"{role}_column must be a non-empty column name, got {name!r}")
+        used = [(role, getattr(self, role)) for role in ("label", "image", "text", "id")
+                if getattr(self, role) is not None]
+        for position, (role, name) in enumerate(used):
+            for other, other_name in used[position + 1:]:
+                if name == other_name:
+                    raise ValueError(f"{role}_column and {other}_column are both {name!r}; each "
+                                     f"role needs its own column")
+
+    def describe(self, role: str) -> str:
+        """``'<name>' (--<role>-column)``: a column as errors quote it."""
+        return f"{getattr(self, role)!r} ({COLUMN_OPTIONS[role]})"
+
+
+#: The canonical names: ``label``, ``image``, ``text`` and no id column.
+DEFAULT_COLUMNS = Columns()
+
+
+def require_dataset_columns(path: PathLike, present: Sequence[str], columns: Columns,
+                            roles: Iterable[str]) -> None:
+    """Refuse a dataset file that lacks one of the columns the given roles name.
+
+    Raises:
+        ValueError: ``dataset <path> has no column 'target' (--label-column); its columns
+            are: ...``.
+    """
+    for role in roles:
+        name = getattr(columns, role)
+        if name is not None and name not in present:
+            raise ValueError(f"dataset {path} has no column {name!r} ({COLUMN_OPTIONS[role]}); "
+                             f"its columns are: {', '.join(map(repr, present)) or 'none'}")
 
 
 # --------------------------------------------------------------------------- validation
@@ -145,9 +227,63 @@ def _validated_columns(
     return MappingProxyType(checked)
 
 
+def _validated_row_ids(ids: Any, n_rows: int, names: Columns, owner: str) -> np.ndarray | None:
+    if (ids is None) != (names.id is None):
+        raise ValueError(f"{owner}.ids and column_names.id go together: ids "
+                         f"{'missing' if ids is None else 'given'}, id column {names.id!r}")
+    if ids is None:
+        return None
+    array = np.array(ids, copy=True)
+    if array.ndim != 1 or len(array) != n_rows:
+        raise ValueError(f"{owner}.ids has shape {array.shape}, expected ({n_rows},)")
+    seen: dict[Any, int] = {}
+    for row, value in enumerate(array.tolist()):
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            raise ValueError(f"{owner}.ids has a missing id ({value!r}) in row {row}")
+        if value in seen:
+            raise ValueError(f"{owner}.ids must be unique, but id {value!r} is in rows "
+                             f"{seen[value]} and {row}")
+        seen[value] = row
+    array.setflags(write=False)
+    return array
+
+
+def _validated_label_names(names: Any, labels: np.ndarray, owner: str) -> tuple[Any, ...] | None:
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)):
+        raise TypeError(f"{owner}.label_names must be a sequence of values, not one string")
+    names = tuple(v.item() if isinstance(v, np.generic) else v for v in names)
+    for name in names:
+        if not isinstance(name, (str, int, float, bool)):
+            raise TypeError(f"{owner}.label_names must be strings, numbers or booleans, got "
+                            f"{type(name).__name__} {name!r}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{owner}.label_names must be distinct, got {list(names)!r}")
+    if len(labels) and int(labels.max()) >= len(names):
+        raise ValueError(f"{owner}.label_names names {len(names)} classes, but the labels go "
+                         f"up to {int(labels.max())}")
+    return names
+
+
 def _validated_metadata(metadata: Mapping[str, Any] | None, owner: str) -> Mapping[str, Any]:
     encode_metadata(metadata, what=f"{owner}.metadata")  # raises on bad keys / values
     return MappingProxyType(dict(metadata or {}))
+
+
+def _set_row_fields(dataset: Any, n_rows: int, owner: str, roles: tuple[str, ...]) -> None:
+    """Validate and freeze the fields both dataset classes share (after ``labels``)."""
+    names = dataset.column_names
+    if not isinstance(names, Columns):
+        raise TypeError(f"{owner}.column_names must be a Columns, got {type(names).__name__}")
+    reserved = tuple(getattr(names, role) for role in roles if getattr(names, role) is not None)
+    object.__setattr__(dataset, "columns",
+                       _validated_columns(dataset.columns, n_rows, owner, reserved))
+    object.__setattr__(dataset, "metadata", _validated_metadata(dataset.metadata, owner))
+    object.__setattr__(dataset, "name", str(dataset.name))
+    object.__setattr__(dataset, "ids", _validated_row_ids(dataset.ids, n_rows, names, owner))
+    object.__setattr__(dataset, "label_names",
+                       _validated_label_names(dataset.label_names, dataset.labels, owner))
 
 
 # --------------------------------------------------------------------------- dataclasses
@@ -168,6 +304,12 @@ class ImageDataset:
         metadata: JSON-serialisable information, e.g. ``{"poison": {...}}``; stored as
             ``acgate.<key>`` entries in Parquet.
         name: A short name (``"digits"``, ``"mnist-train"``).
+        ids: The values of the file's id column, one per row (unique, non-null), or ``None``
+            (the row number is the id).
+        label_names: ``label_names[c]`` is the original label of class ``c`` when the file's
+            labels were not integers (mapped in sorted order), else ``None``.
+        column_names: The file's names of the label, image and id columns (what the writers
+            write them back as).
     """
 
     images: np.ndarray
@@ -175,6 +317,9 @@ class ImageDataset:
     columns: Mapping[str, np.ndarray] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
     name: str = "dataset"
+    ids: np.ndarray | None = None
+    label_names: tuple[Any, ...] | None = None
+    column_names: Columns = DEFAULT_COLUMNS
 
     def __post_init__(self) -> None:  # noqa: D105
         images = np.ascontiguousarray(self.images, dtype=np.float32)
@@ -201,13 +346,7 @@ class ImageDataset:
         object.__setattr__(
             self, "labels", _validated_labels(self.labels, n_rows, "ImageDataset")
         )
-        object.__setattr__(
-            self,
-            "columns",
-            _validated_columns(self.columns, n_rows, "ImageDataset", ("image", "label")),
-        )
-        object.__setattr__(self, "metadata", _validated_metadata(self.metadata, "ImageDataset"))
-        object.__setattr__(self, "name", str(self.name))
+        _set_row_fields(self, n_rows, "ImageDataset", ("image", "label", "id"))
 
     def __len__(self) -> int:  # noqa: D105
         return int(len(self.labels))
@@ -239,6 +378,10 @@ class TextDataset:
         columns: Extra per-row arrays of length ``N`` (e.g. ``is_poison``).
         metadata: JSON-serialisable information, stored as ``acgate.<key>`` entries.
         name: A short name (``"rotten_tomatoes"``).
+        ids: The file's id column, or ``None`` (see :class:`ImageDataset`).
+        label_names: The original labels of mapped classes, or ``None`` (see
+            :class:`ImageDataset`).
+        column_names: The file's names of the label, text and id columns.
     """
 
     texts: Sequence[str]
@@ -246,6 +389,9 @@ class TextDataset:
     columns: Mapping[str, np.ndarray] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
     name: str = "dataset"
+    ids: np.ndarray | None = None
+    label_names: tuple[Any, ...] | None = None
+    column_names: Columns = DEFAULT_COLUMNS
 
     def __post_init__(self) -> None:  # noqa: D105
         if isinstance(self.texts, (str, bytes)):
@@ -262,13 +408,7 @@ class TextDataset:
         object.__setattr__(
             self, "labels", _validated_labels(self.labels, len(texts), "TextDataset")
         )
-        object.__setattr__(
-            self,
-            "columns",
-            _validated_columns(self.columns, len(texts), "TextDataset", ("text", "label")),
-        )
-        object.__setattr__(self, "metadata", _validated_metadata(self.metadata, "TextDataset"))
-        object.__setattr__(self, "name", str(self.name))
+        _set_row_fields(self, len(texts), "TextDataset", ("text", "label", "id"))
 
     def __len__(self) -> int:  # noqa: D105
         return int(len(self.labels))
@@ -714,6 +854,7 @@ def read_image_dataset(
     *,
     image_column: str = "image",
     label_column: str = "label",
+    id_column: str | None = None,
     max_pixels: int = MAX_IMAGE_PIXELS,
     max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
 ) -> ImageDataset:
@@ -731,7 +872,10 @@ def read_image_dataset(
     Args:
         path: The Parquet file.
         image_column: Name of the image column.
-        label_column: Name of the integer label column.
+        label_column: Name of the label column: integers, or strings / floats / booleans
+            mapped to ``0..k-1`` in sorted order (see :attr:`ImageDataset.label_names`).
+        id_column: Name of a column of unique, non-null row ids (see
+            :attr:`ImageDataset.ids`); ``None``: the row number is the id.
         max_pixels: Refuse any encoded image larger than this many pixels.
         max_decoded_bytes: Refuse the file, before decoding it, when the decoded ``float32``
             images plus the estimated memory of training the proxy CNN on them (see
@@ -739,31 +883,70 @@ def read_image_dataset(
             :data:`DEFAULT_MAX_DECODED_BYTES` (8 GiB); ``None``: no limit.
 
     Returns:
-        The dataset; every column other than the image and label columns lands in
+        The dataset; every column other than the image, label and id columns lands in
         ``columns``, ``acgate.<key>`` metadata entries in ``metadata``.
 
     Raises:
         FileNotFoundError: When the file does not exist.
         ValueError: Not a regular file, not Parquet, duplicate column names, newer schema,
-            missing column, null / negative labels, undecodable or oversized images, an
-            unsupported image mode, mixed image sizes, over the memory budget (the message
-            names the file, the column and the row or the figures).
-        TypeError: When the label column is not integer or the image column has an
-            unsupported type.
+            missing column (named with its option, e.g. ``--label-column``), null / negative
+            labels, null or repeated ids, undecodable or oversized images, an unsupported
+            image mode, mixed image sizes, over the memory budget (the message names the
+            file, the column and the row or the figures).
+        TypeError: When the label column is of an unsupported type (lists, dates, ...) or
+            the image column has an unsupported type.
     """
     budget = _checked_budget(max_decoded_bytes)
-    table, metadata = read_parquet(path, "dataset", required=(label_column, image_column))
-    labels = integer_column(path, table.column(label_column), label_column,
-                            max_value=MAX_LABEL)
+    names = Columns(label=label_column, image=image_column, id=id_column)
+    table, metadata = _read_dataset_table(path, names, ("label", "image", "id"))
+    labels, label_names = _labels(path, table, names)
+    ids = _ids(path, table, names)
     images = _images_from_column(path, table.column(image_column), image_column, metadata,
                                  max_pixels, budget)
     return ImageDataset(
         images=images,
         labels=labels,
-        columns=_extra_columns(table, (image_column, label_column)),
+        columns=_extra_columns(table, (image_column, label_column, id_column)),
         metadata=decode_metadata(path, metadata),
         name=_dataset_name(path, metadata),
+        ids=ids,
+        label_names=label_names,
+        column_names=names,
     )
+
+
+def _read_dataset_table(path: PathLike, names: Columns,
+                        roles: tuple[str, ...]) -> tuple[pa.Table, dict[str, str]]:
+    """The dataset file's table, after checking that the roles' columns exist."""
+    present = open_parquet(path).schema_arrow.names
+    require_dataset_columns(path, present, names, roles)
+    return read_parquet(path, "dataset")
+
+
+def _labels(path: PathLike, table: pa.Table,
+                    names: Columns) -> tuple[np.ndarray, tuple[Any, ...] | None]:
+    """The label column as classes (and the mapping, for labels that are not integers)."""
+    return label_column(path, table.column(names.label), names.label, max_value=MAX_LABEL,
+                        option=COLUMN_OPTIONS["label"])
+
+
+def _ids(path: PathLike, table: pa.Table, names: Columns) -> np.ndarray | None:
+    if names.id is None:
+        return None
+    return id_column(path, table.column(names.id), names.id, option=COLUMN_OPTIONS["id"])
+
+
+def _label_and_id_arrays(dataset: ImageDataset | TextDataset) -> dict[str, pa.Array]:
+    """The label column (original values when they were mapped) and the id column, by name."""
+    names = dataset.column_names
+    if dataset.label_names is None:
+        labels = pa.array(dataset.labels, type=pa.int64())
+    else:
+        labels = pa.array([dataset.label_names[int(c)] for c in dataset.labels])
+    arrays = {names.label: labels}
+    if names.id is not None and dataset.ids is not None:
+        arrays[names.id] = pa.array(dataset.ids.tolist())
+    return arrays
 
 
 def _extra_arrays(columns: Mapping[str, np.ndarray]) -> dict[str, pa.Array]:
@@ -797,7 +980,9 @@ def write_image_dataset(
 ) -> Path:
     """Write an image dataset to Parquet atomically (schema ``dataset/1``).
 
-    The image shape is stored as ``acgate.image_shape`` in either format.
+    The image shape is stored as ``acgate.image_shape`` in either format. The label, image
+    and id columns get the names the dataset was read with (:attr:`ImageDataset.column_names`)
+    and mapped labels their original values, so the file reads back as it was read.
 
     Args:
         dataset: The dataset.
@@ -832,7 +1017,8 @@ def write_image_dataset(
         )
     else:
         raise ValueError(f"image_format must be 'array' or 'png', got {image_format!r}")
-    arrays = {"image": image_array, "label": pa.array(dataset.labels, type=pa.int64())}
+    names = dataset.column_names
+    arrays = {names.image: image_array, **_label_and_id_arrays(dataset)}
     arrays.update(_extra_arrays(dataset.columns))
     table = pa.table(arrays)
     extra = {_NAME_KEY: dataset.name, _SHAPE_KEY: json.dumps([channels, height, width])}
@@ -840,20 +1026,31 @@ def write_image_dataset(
 
 
 def read_text_dataset(
-    path: PathLike, *, text_column: str = "text", label_column: str = "label"
+    path: PathLike, *, text_column: str = "text", label_column: str = "label",
+    id_column: str | None = None,
 ) -> TextDataset:
-    """Read a text dataset from Parquet (``text`` string column + integer ``label``).
+    """Read a text dataset from Parquet (a string column + a label column).
+
+    Labels and ids as :func:`read_image_dataset` reads them.
+
+    Args:
+        path: The Parquet file.
+        text_column: Name of the text column.
+        label_column: Name of the label column (integers, or values mapped to classes).
+        id_column: Name of a column of unique, non-null row ids, or ``None``.
 
     Raises:
         FileNotFoundError: When the file does not exist.
         ValueError: Not a regular file, not Parquet, duplicate column names, newer schema,
-            missing column, null / negative labels, null or empty texts (the message names
-            the file, the column and the row).
-        TypeError: When the text column is not a string column or labels are not integer.
+            missing column (named with its option), null / negative labels, null or repeated
+            ids, null or empty texts (the message names the file, the column and the row).
+        TypeError: When the text column is not a string column or the label column is of an
+            unsupported type.
     """
-    table, metadata = read_parquet(path, "dataset", required=(label_column, text_column))
-    labels = integer_column(path, table.column(label_column), label_column,
-                            max_value=MAX_LABEL)
+    names = Columns(label=label_column, text=text_column, id=id_column)
+    table, metadata = _read_dataset_table(path, names, ("label", "text", "id"))
+    labels, label_names = _labels(path, table, names)
+    ids = _ids(path, table, names)
     column = table.column(text_column)
     kind = column.type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
@@ -868,21 +1065,27 @@ def read_text_dataset(
     return TextDataset(
         texts=texts,
         labels=labels,
-        columns=_extra_columns(table, (text_column, label_column)),
+        columns=_extra_columns(table, (text_column, label_column, id_column)),
         metadata=decode_metadata(path, metadata),
         name=_dataset_name(path, metadata),
+        ids=ids,
+        label_names=label_names,
+        column_names=names,
     )
 
 
 def write_text_dataset(dataset: TextDataset, path: PathLike) -> Path:
     """Write a text dataset to Parquet atomically (schema ``dataset/1``).
 
+    Columns are named, and mapped labels written, as the dataset was read (see
+    :func:`write_image_dataset`).
+
     Returns:
         The written path.
     """
     arrays = {
-        "text": pa.array(list(dataset.texts), type=pa.string()),
-        "label": pa.array(dataset.labels, type=pa.int64()),
+        dataset.column_names.text: pa.array(list(dataset.texts), type=pa.string()),
+        **_label_and_id_arrays(dataset),
     }
     arrays.update(_extra_arrays(dataset.columns))
     return write_parquet(
@@ -891,43 +1094,63 @@ def write_text_dataset(dataset: TextDataset, path: PathLike) -> Path:
     )
 
 
+def dataset_modality(path: PathLike, modality: Modality | None = None,
+                     columns: Columns = DEFAULT_COLUMNS) -> Modality:
+    """``"image"`` or ``"text"``: the given one, or the one the file's columns say.
+
+    A file with the image column is an image dataset, one with only the text column a text
+    dataset; one with neither is taken as an image dataset (its reader then names the missing
+    image column).
+
+    Raises:
+        ValueError: An unknown modality, or a file with both columns and no ``modality``.
+    """
+    if modality is None:
+        names = set(open_parquet(path).schema_arrow.names)
+        if columns.image in names and columns.text in names:
+            raise ValueError(
+                f"{path} has both an {columns.image!r} and a {columns.text!r} column; pass "
+                f"modality='image' or modality='text' (--modality image / text)")
+        modality = "text" if columns.text in names else "image"
+    if modality not in ("image", "text"):
+        raise ValueError(f"{path}: modality must be 'image' or 'text', got {modality!r}")
+    return modality
+
+
 def read_dataset(
     path: PathLike,
     modality: Modality | None = None,
     *,
     max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
+    columns: Columns = DEFAULT_COLUMNS,
 ) -> ImageDataset | TextDataset:
     """Read an image or a text dataset, choosing by the columns present.
 
     Args:
         path: The Parquet file.
-        modality: ``"image"`` or ``"text"``; ``None`` picks from the columns (``image`` or
-            ``text``).
+        modality: ``"image"`` or ``"text"``; ``None`` picks from the columns (see
+            :func:`dataset_modality`).
         max_decoded_bytes: Memory budget of an image dataset (see
             :func:`read_image_dataset`); ignored for text.
+        columns: The file's names of the label, image, text and id columns.
 
     Raises:
-        ValueError: Unknown modality, neither column present, or both present with
-            ``modality=None``.
+        ValueError: Unknown modality, both columns present with ``modality=None``, or any
+            error of the reader.
     """
-    if modality not in (None, "image", "text"):
-        raise ValueError(f"modality must be 'image', 'text' or None, got {modality!r}")
     if modality is None:
-        names = set(open_parquet(path).schema_arrow.names)
-        has_image, has_text = "image" in names, "text" in names
-        if has_image and has_text:
+        present = open_parquet(path).schema_arrow.names
+        if columns.image not in present and columns.text not in present:
             raise ValueError(
-                f"{path} has both an 'image' and a 'text' column; pass modality='image' "
-                f"or modality='text'"
-            )
-        if not (has_image or has_text):
-            raise ValueError(
-                f"{path} has neither an 'image' nor a 'text' column (columns: {sorted(names)})"
-            )
-        modality = "image" if has_image else "text"
+                f"{path} has neither an {columns.image!r} nor a {columns.text!r} column "
+                f"({COLUMN_OPTIONS['image']}, {COLUMN_OPTIONS['text']}); its columns are: "
+                f"{', '.join(map(repr, present)) or 'none'}")
+    modality = dataset_modality(path, modality, columns)
     if modality == "image":
-        return read_image_dataset(path, max_decoded_bytes=max_decoded_bytes)
-    return read_text_dataset(path)
+        return read_image_dataset(path, image_column=columns.image, label_column=columns.label,
+                                  id_column=columns.id, max_decoded_bytes=max_decoded_bytes)
+    return read_text_dataset(path, text_column=columns.text, label_column=columns.label,
+                             id_column=columns.id)
 
 
 # --------------------------------------------------------------------------- fingerprint

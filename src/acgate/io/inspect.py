@@ -23,7 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from acgate.io.datasets import (
+    DEFAULT_COLUMNS,
     DEFAULT_MAX_DECODED_BYTES,
+    Columns,
     _check_budget,
     _checked_budget,
     _dataset_channels,
@@ -72,11 +74,11 @@ def first_decode_error(path: PathLike, column: str = "image") -> str | None:
     return None
 
 
-def _headers(path: PathLike, blobs: list[Any]) -> list[_Header | None]:
+def _headers(path: PathLike, blobs: list[Any], name: str = "image") -> list[_Header | None]:
     headers: list[_Header | None] = []
     for row, blob in enumerate(blobs):
         try:
-            headers.append(_image_header(blob, path, "image", row, _MAX_PIXELS))
+            headers.append(_image_header(blob, path, name, row, _MAX_PIXELS))
         except (ValueError, TypeError):
             headers.append(None)
     return headers
@@ -87,15 +89,16 @@ def _row_shapes(
     column: pa.ChunkedArray,
     metadata: dict[str, str],
     max_decoded_bytes: int | None = None,
+    name: str = "image",
 ) -> list[Any]:
     kind = column.type
     blobs = _blobs(column)
     if blobs is not None:
-        headers = _headers(path, blobs)
+        headers = _headers(path, blobs, name)
         readable = [header for header in headers if header is not None]
         channels = _dataset_channels(header.mode for header in readable)
         # Checked from the headers alone, before any image is decoded below.
-        _check_budget(path, "image", Counter((channels, h.height, h.width) for h in readable),
+        _check_budget(path, name, Counter((channels, h.height, h.width) for h in readable),
                       max_decoded_bytes)
         # The shape a row decodes to, from its header: the readers decode every image anyway
         # and name the row of a body that does not decode (decoding here too doubled the time).
@@ -108,7 +111,7 @@ def _row_shapes(
             shape = _image_shape_from_metadata(path, metadata)
         except ValueError:
             return [None] * len(column)
-        _check_budget(path, "image", {shape: len(column)}, max_decoded_bytes)
+        _check_budget(path, name, {shape: len(column)}, max_decoded_bytes)
         width = int(np.prod(shape))
         # Lengths from Arrow, not a Python list of every pixel (60k MNIST rows: 4 s -> 0.01 s).
         lengths = pc.list_value_length(column).to_pylist()
@@ -122,12 +125,15 @@ def validation_frame(
     modality: str = "image",
     *,
     max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
+    columns: Columns = DEFAULT_COLUMNS,
 ) -> Any:
     """A pandas frame of raw per-row facts for the dataset expectation suite.
 
-    Columns: ``label`` (raw values) and ``image_shape`` (``"CxHxW"`` or ``None``) for images, or
-    ``text`` for text. Columns missing from the file are left out (the suite reports them).
-    Image shapes follow the readers' channel rule (one channel count for the whole column).
+    Columns, under the file's own names (``columns``): the label column (raw values), the id
+    column when one is named, and ``<image>_shape`` (``"CxHxW"`` or ``None``; ``image_shape``
+    for the default names) for images, or the text column for text. Columns missing from the
+    file are left out (the suite reports them). Image shapes follow the readers' channel rule
+    (one channel count for the whole column).
 
     Args:
         path: The dataset file.
@@ -135,6 +141,7 @@ def validation_frame(
         max_decoded_bytes: The memory budget of
             :func:`acgate.io.datasets.read_image_dataset`, checked from the image headers
             before any image is decoded. ``None``: no limit.
+        columns: The file's names of the label, image, text and id columns.
 
     Raises:
         FileNotFoundError: When the file does not exist.
@@ -146,17 +153,27 @@ def validation_frame(
     budget = _checked_budget(max_decoded_bytes)
     parquet = open_parquet(path)
     names = parquet.schema_arrow.names
-    wanted = [c for c in ("label", "image", "text") if c in names]
+    roles = ("label", "id", modality)
+    wanted = [getattr(columns, role) for role in roles
+              if getattr(columns, role) is not None and getattr(columns, role) in names]
     try:
         table = parquet.read(columns=wanted)
     except (pa.ArrowException, OSError) as error:
         raise ValueError(f"{path} is not a readable Parquet file: {error}") from error
     frame: dict[str, Any] = {}
-    if "label" in names:
-        frame["label"] = pd.Series(table.column("label").to_pylist(), dtype=object)
-    if modality == "image" and "image" in names:
+    for role in ("label", "id"):
+        name = getattr(columns, role)
+        if name is not None and name in names:
+            frame[name] = pd.Series(table.column(name).to_pylist(), dtype=object)
+    if modality == "image" and columns.image in names:
         metadata = raw_metadata(parquet.schema_arrow)
-        frame["image_shape"] = _row_shapes(path, table.column("image"), metadata, budget)
-    if modality == "text" and "text" in names:
-        frame["text"] = table.column("text").to_pylist()
+        frame[shape_column(columns)] = _row_shapes(path, table.column(columns.image), metadata,
+                                                   budget, columns.image)
+    if modality == "text" and columns.text in names:
+        frame[columns.text] = table.column(columns.text).to_pylist()
     return pd.DataFrame(frame)
+
+
+def shape_column(columns: Columns = DEFAULT_COLUMNS) -> str:
+    """The validation frame's column of image shapes: ``<image column>_shape``."""
+    return f"{columns.image}_shape"

@@ -9,6 +9,13 @@ so its presence means the other three are complete):
 * ``flagged.parquet`` (schema ``flagged/1``) — the flagged rows only: ``index``, ``label``,
   ``suspected_source``, ``poison_score``;
 * ``report.json`` — :meth:`DetectionResult.to_dict` (NaN and infinity written as ``null``).
+
+With the dataset's id column (``--id-column``), ``samples.parquet`` and ``flagged.parquet`` carry
+it under its own name right after ``index``; with labels that were mapped to classes (strings,
+...), ``samples.parquet`` gains ``label_name``, ``flagged.parquet`` ``label_name`` and
+``suspected_source_name``, and ``classes.parquet`` ``class_name`` and
+``suspected_source_name``: the original label of each class. Integer labels without an id
+column write exactly the columns above.
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ __all__ = [
     "CLASSES_FILE",
     "FLAGGED_FILE",
     "REPORT_FILE",
+    "RESERVED_ROW_COLUMNS",
     "SAMPLES_FILE",
+    "check_id_column_name",
     "read_classes",
     "read_flagged",
     "read_json_object",
@@ -53,6 +62,8 @@ _SAMPLE_COLUMNS = ("index", "label", "segment", "cluster", "is_poison", "poison_
                    "suspected_source")
 _CLASS_COLUMNS = ("label", "n_samples", "verdict", "reason")
 _FLAGGED_COLUMNS = ("index", "label", "suspected_source", "poison_score")
+#: Names an id column may not have: the per-row outputs' own columns.
+RESERVED_ROW_COLUMNS = (*_SAMPLE_COLUMNS, "label_name", "suspected_source_name", "prediction")
 _EMPTY_CLASS_COLUMNS = ("label", "n_samples", "n_clusters", "cluster_sizes",
                         "suspicious_cluster", "size_ratio", "silhouette", "exre_score",
                         "suspected_source", "verdict", "reason", "cluster_shares")
@@ -77,8 +88,42 @@ def _frame_table(frame: Any) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
+def check_id_column_name(name: str) -> str:
+    """Refuse an id column named like a column of the per-row outputs (``index``, ...).
+
+    Raises:
+        ValueError: Quoting the name and the reserved names.
+    """
+    if name in RESERVED_ROW_COLUMNS:
+        raise ValueError(f"id_column {name!r} (--id-column) is the name of a column acgate "
+                         f"writes to samples.parquet; rename it (reserved: "
+                         f"{list(RESERVED_ROW_COLUMNS)})")
+    return name
+
+
+def _names_of(classes: list[Any], label_names: tuple[Any, ...]) -> list[Any]:
+    """The original label of each class (``None`` where there is no class)."""
+    import pandas as pd
+
+    return [None if pd.isna(c) or int(c) < 0 else label_names[int(c)] for c in classes]
+
+
+def _with_names(frame: Any, label_names: tuple[Any, ...] | None,
+                columns: tuple[tuple[str, str], ...]) -> Any:
+    """``frame`` with ``<name>`` columns of original labels after the class columns."""
+    if label_names is None:
+        return frame
+    for source, name in columns:
+        if source in frame:
+            frame.insert(frame.columns.get_loc(source) + 1, name,
+                         _names_of(frame[source].tolist(), label_names))
+    return frame
+
+
 def write_result(result: DetectionResult, out_dir: PathLike, *,
-                 samples_metadata: Mapping[str, Any] | None = None) -> dict[str, Path]:
+                 samples_metadata: Mapping[str, Any] | None = None,
+                 ids: Any = None, id_column: str | None = None,
+                 label_names: tuple[Any, ...] | None = None) -> dict[str, Path]:
     """Write a detection result as four files in ``out_dir`` (created when missing).
 
     Args:
@@ -87,21 +132,49 @@ def write_result(result: DetectionResult, out_dir: PathLike, *,
             files are left alone.
         samples_metadata: Entries for ``samples.parquet``'s metadata (e.g. the dataset's
             fingerprint, which ``acgate repair`` checks the scan against).
+        ids: The dataset's id of each row (indexed by the result's sample ids, the row
+            numbers), written as ``id_column`` in ``samples.parquet`` and ``flagged.parquet``;
+            ``None``: no id column.
+        id_column: The id column's name (with ``ids``).
+        label_names: The original label of each class when the labels were mapped
+            (``label_name``, ``class_name`` and ``suspected_source_name`` columns); ``None``:
+            integer labels, no name columns.
 
     Returns:
         The written paths by name: ``samples``, ``classes``, ``flagged``, ``report``.
+
+    Raises:
+        ValueError: ``ids`` without ``id_column`` (or the reverse), a reserved id column name,
+            or ids that do not cover the result's rows.
     """
     import pandas as pd
 
+    if (ids is None) != (id_column is None):
+        raise ValueError("write_result takes ids and id_column together")
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     samples = result.to_frame()
+    flagged_columns = list(_FLAGGED_COLUMNS)
+    if ids is not None:
+        check_id_column_name(str(id_column))
+        ids = np.asarray(ids)
+        rows = samples["index"].to_numpy(dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(ids)):
+            raise ValueError(f"ids has {len(ids)} values, but the result has sample id "
+                             f"{int(rows.max())}")
+        samples.insert(1, str(id_column), ids[rows])
+        flagged_columns.insert(1, str(id_column))
+    samples = _with_names(samples, label_names, (("label", "label_name"),))
     classes = result.classes_frame()
     if len(classes.columns) == 0:
         classes = pd.DataFrame({name: pd.Series([], dtype=object) for name in
                                 _EMPTY_CLASS_COLUMNS})
-    flagged = samples.loc[samples["is_poison"].to_numpy(dtype=bool), list(_FLAGGED_COLUMNS)]
-    flagged = flagged.reset_index(drop=True)
+    classes = _with_names(classes, label_names, (("label", "class_name"),
+                                                 ("suspected_source", "suspected_source_name")))
+    flagged = samples.loc[samples["is_poison"].to_numpy(dtype=bool), flagged_columns]
+    flagged = _with_names(flagged.reset_index(drop=True), label_names,
+                          (("label", "label_name"),
+                           ("suspected_source", "suspected_source_name")))
     paths = {
         "samples": write_parquet(_frame_table(samples), folder / SAMPLES_FILE, "samples",
                                  metadata=samples_metadata),

@@ -20,6 +20,7 @@ one JSON value per key under ``acgate.<key>``; see :func:`encode_metadata` and
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from collections import Counter
@@ -44,7 +45,9 @@ __all__ = [
     "decode_metadata",
     "encode_metadata",
     "float_matrix",
+    "id_column",
     "integer_column",
+    "label_column",
     "open_parquet",
     "parse_schema_tag",
     "raw_metadata",
@@ -399,6 +402,115 @@ def integer_column(
             f"supported {name} {max_value}"
         )
     return values
+
+
+def _where(name: str, option: str | None) -> str:
+    return f"column {name!r}" + (f" ({option})" if option else "")
+
+
+#: Arrow types a label column may have besides integers: mapped to classes 0..k-1.
+_LABEL_KINDS = "integers, strings, floats or booleans"
+
+
+def _is_mappable_label_type(kind: pa.DataType) -> bool:
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or pa.types.is_string_view(kind) or pa.types.is_floating(kind)
+            or pa.types.is_boolean(kind))
+
+
+def label_column(
+    path: PathLike,
+    column: pa.ChunkedArray | pa.Array,
+    name: str,
+    *,
+    max_value: int,
+    option: str | None = None,
+) -> tuple[np.ndarray, tuple[Any, ...] | None]:
+    """Read a dataset's label column: integers as they are, any other value type mapped.
+
+    An integer column is checked as :func:`integer_column` does (no nulls, non-negative, at
+    most ``max_value``) and returned unchanged, with no mapping. A column of strings, floats
+    or booleans (dictionary-encoded too, e.g. a pandas ``category``) is mapped to the classes
+    ``0..k-1`` in the sorted order of its ``k`` distinct values; the mapping is returned.
+
+    Args:
+        path: The file (named in errors).
+        column: The column's values.
+        name: The column's name (named in errors).
+        max_value: Largest class (integer labels) or ``max_value + 1`` distinct values.
+        option: How the user named the column (e.g. ``"--label-column"``), quoted in errors.
+
+    Returns:
+        ``(labels, names)``: ``int64`` labels and, for a mapped column, ``names[c]`` = the
+        original value of class ``c`` (``None`` for an integer column).
+
+    Raises:
+        TypeError: A column of another type (lists, structs, dates, ...).
+        ValueError: Nulls, NaN, a negative or too large integer, or more distinct values than
+            classes allowed; the message names the file, the column and the first offending row.
+    """
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = column.cast(kind.value_type)
+        kind = kind.value_type
+    if pa.types.is_integer(kind):
+        return integer_column(path, column, name, max_value=max_value), None
+    where = _where(name, option)
+    if not _is_mappable_label_type(kind):
+        raise TypeError(f"{path}: {where} must hold {_LABEL_KINDS} (labels), got {kind}")
+    values = column.to_pylist()
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            raise ValueError(f"{path}: {where} has a missing label ({value!r}) in row {row}")
+    names = tuple(sorted(set(values)))
+    if len(names) > max_value + 1:
+        raise ValueError(f"{path}: {where} has {len(names):,} distinct labels, more than the "
+                         f"{max_value + 1:,} classes supported (is it the label column?)")
+    index = {value: position for position, value in enumerate(names)}
+    return np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values)), names
+
+
+def id_column(
+    path: PathLike, column: pa.ChunkedArray | pa.Array, name: str, *, option: str | None = None
+) -> np.ndarray:
+    """Read a dataset's id column: non-null, unique values of a scalar type.
+
+    Args:
+        path: The file (named in errors).
+        column: The column's values.
+        name: The column's name (named in errors).
+        option: How the user named the column (e.g. ``"--id-column"``), quoted in errors.
+
+    Returns:
+        The ids as a numpy array (integers as ``int64``, strings as ``object``).
+
+    Raises:
+        TypeError: A column of a nested type (lists, structs, maps).
+        ValueError: A null id or an id that repeats (quoting the value and its rows).
+    """
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = column.cast(kind.value_type)
+        kind = kind.value_type
+    where = _where(name, option)
+    if pa.types.is_nested(kind):
+        raise TypeError(f"{path}: {where} must hold one scalar id per row (integers or "
+                        f"strings), got {kind}")
+    values = column.to_pylist()
+    seen: dict[Any, int] = {}
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            raise ValueError(f"{path}: {where} has a missing id ({value!r}) in row {row}; "
+                             "every row needs an id")
+        if value in seen:
+            raise ValueError(f"{path}: {where} must be unique, but id {value!r} is in rows "
+                             f"{seen[value]} and {row}")
+        seen[value] = row
+    if pa.types.is_integer(kind) and all(v <= np.iinfo(np.int64).max for v in values):
+        return np.asarray(values, dtype=np.int64)
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
 
 
 def float_matrix(

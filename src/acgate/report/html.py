@@ -171,8 +171,9 @@ def write_report(
     if _uses_silhouette(result):
         pngs["silhouette.png"] = plots.silhouette_chart(result, threshold=threshold)
     samples = _Samples(activations, images, texts, max_samples, random_state)
+    names = (scan_info or {}).get("label_names")  # the original labels of mapped classes
     cards = [_class_card(result, report, near[report.label], samples, pngs,
-                         plotted=_plotted(result, report, near[report.label]))
+                         plotted=_plotted(result, report, near[report.label]), names=names)
              for report in result.classes]
     context = _Context(title, proxy, scan_info or {}, validations or {}, created,
                        None if scan_folder is None else Path(scan_folder))
@@ -508,19 +509,33 @@ _SCORE_NAMES = (
 )
 
 
+def _class_name(names: Sequence[Any] | None, label: Any) -> str:
+    """`` (<original label>)`` of a mapped class, escaped; ``""`` without a mapping."""
+    if names is None or label is None or not 0 <= int(label) < len(names):
+        return ""
+    return f" ({_e(names[int(label)])})"
+
+
 def _class_card(result: DetectionResult, report: ClassReport, near: Sequence[str],
-                samples: _Samples, pngs: dict[str, bytes], *, plotted: bool) -> str:
-    """One class: verdict, flagged count, the evidence against its cuts, and the rows."""
+                samples: _Samples, pngs: dict[str, bytes], *, plotted: bool,
+                names: Sequence[Any] | None = None) -> str:
+    """One class: verdict, flagged count, the evidence against its cuts, and the rows.
+
+    ``names``: the original label of each class when the dataset's labels were mapped
+    (``scan.json``'s ``label_names``), shown beside the class numbers.
+    """
     label = int(report.label)
     rows = np.flatnonzero(result.segments == label)
     flagged = rows[result.is_poison[rows]]
     kept = rows[~result.is_poison[rows]]
     source = "" if report.suspected_source is None else (
-        f"; suspected source {_e(report.suspected_source)}")
+        f"; suspected source {_e(report.suspected_source)}"
+        f"{_class_name(names, report.suspected_source)}")
     kind = f"card-{_e(report.verdict)}" + (" card-near-miss" if near else "")
     parts = [
         f'<article class="card {kind}" id="class-{label}">',
-        f'<h3>Class {_e(label)} <span class="badge badge-{_e(report.verdict)}">'
+        f'<h3>Class {_e(label)}{_class_name(names, label)} '
+        f'<span class="badge badge-{_e(report.verdict)}">'
         f'{_e(report.verdict)}</span> <span class="count">{len(flagged)} of {len(rows)} '
         f"flagged</span>{source}</h3>",
     ]
