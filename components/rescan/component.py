@@ -35,6 +35,10 @@ def rescan(
     hidden: int = 128,
     max_decoded_bytes: Optional[int] = 8589934592,
     max_tokens: int = 256,
+    label_column: str = "label",
+    image_column: str = "image",
+    text_column: str = "text",
+    id_column: Optional[str] = None,
     mlflow_tracking_uri: Optional[str] = None,
     scan_run_id: Optional[str] = None,
 ) -> NamedTuple("RescanOutputs", verdict=str, run_id=str, n_flagged=int):
@@ -66,6 +70,12 @@ def rescan(
         hidden: Width of the proxy's last hidden layer.
         max_decoded_bytes: Memory budget of the decoded images plus training.
         max_tokens: Longest text the text proxy reads, in tokens.
+        label_column: The dataset's label column (the repaired data keeps the input's columns
+            and label values).
+        image_column: The dataset's image column.
+        text_column: The dataset's text column.
+        id_column: A column of unique row ids carried to every per-row output; ``None``: the
+            row number.
         mlflow_tracking_uri: Log the rescan as an MLflow scan run; ``None``: no tracking.
         scan_run_id: The first scan's MLflow run (from ``analyze``): the rescan run becomes its
             child, tagged ``acgate.rescan_of``; ``None`` or ``""``: a top-level run.
