@@ -60,3 +60,14 @@ def test_poisoned_scan_run_has_per_class_metrics_tags_and_artifacts(poisoned_cli
     local = client.download_artifacts(run.info.run_id, "plots/flagged.png")
     with open(local, "rb") as handle:
         assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_names_the_mlflow_run_it_is_logged_in(poisoned_cli_scan, tmp_path):
+    client = mlflow.MlflowClient(tracking_uri=poisoned_cli_scan.tracking_uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    cell = f'<td id="mlflow-run">{run.info.run_id}</td>'
+    assert cell in (Path(poisoned_cli_scan.out) / "report.html").read_text(encoding="utf-8")
+    logged = next(p for p in _artifact_paths(client, run.info.run_id)
+                  if p.endswith("report.html"))
+    copy = Path(client.download_artifacts(run.info.run_id, logged, str(tmp_path)))
+    assert cell in copy.read_text(encoding="utf-8")

@@ -13,6 +13,7 @@ version whose data was found poisoned says so in the registry, beside the alias 
 from __future__ import annotations
 
 import logging
+from typing import NoReturn
 
 from acgate.mlflow.bounds import (
     MlflowBounds,
@@ -118,11 +119,7 @@ def register_model_version(
         except ValueError:
             raise
         except Exception as error:
-            if is_not_found(error):
-                raise ValueError(f"{doing}: {error}") from error
-            if is_store_error(error):
-                raise infrastructure_error(tracking_uri, doing, error) from error
-            raise
+            _raise_translated(error, doing, tracking_uri)
     logger.info("registered %s version %s from run %s (training data %s)", model_name,
                 version.version, run_id, digest)
     return str(version.version)
@@ -136,6 +133,15 @@ def _ensure_registered_model(client: object, name: str) -> None:
         if not is_not_found(error):
             raise
         client.create_registered_model(name)  # type: ignore[attr-defined]
+
+
+def _raise_translated(error: Exception, doing: str, tracking_uri: str) -> NoReturn:
+    """Raise what a failed registry call means: bad input (not found) or an outage."""
+    if is_not_found(error):
+        raise ValueError(f"{doing}: {error}") from error
+    if is_store_error(error):
+        raise infrastructure_error(tracking_uri, doing, error) from error
+    raise error
 
 
 def tag_verdict(
@@ -193,11 +199,7 @@ def tag_verdict(
         except ValueError:
             raise
         except Exception as error:
-            if is_not_found(error):
-                raise ValueError(f"{doing}: {error}") from error
-            if is_store_error(error):
-                raise infrastructure_error(tracking_uri, doing, error) from error
-            raise
+            _raise_translated(error, doing, tracking_uri)
     trained_on = (model.tags or {}).get(TRAINING_DATA_SHA256_TAG)
     if trained_on is not None and trained_on != tags[SCAN_DATASET_TAG]:
         logger.warning("%s version %s records training data %s, but scan run %s read %s: the "

@@ -810,6 +810,10 @@ def _log_scan_artifacts(client: MlflowClient, run_id: str, record: _ScanRecord) 
     if record.gx_json is not None:
         client.log_text(run_id, record.gx_json, "gx/results.json")
     for path, artifact_path in record.artifacts:
+        if Path(path).name == "report.html":
+            from acgate.report.html import stamp_run_id
+
+            stamp_run_id(path, run_id)  # the report names the run it is logged in
         client.log_artifact(run_id, str(path), artifact_path=artifact_path)
     for artifact_file, columns in record.tables:
         client.log_table(run_id, data=columns, artifact_file=artifact_file)

@@ -382,6 +382,23 @@ def _document(
     return "\n".join(part for part in parts if part) + "\n"
 
 
+#: The report's MLflow-run cell until the scan is logged: :func:`stamp_run_id` fills it in.
+RUN_ID_SLOT = '<td id="mlflow-run">not logged to MLflow</td>'
+
+
+def stamp_run_id(path: str | os.PathLike[str], run_id: str) -> bool:
+    """Write the MLflow run id into a report's run table (atomically); whether it had the slot."""
+    from acgate.io.atomic import atomic_write_path
+
+    page = Path(path).read_text(encoding="utf-8")
+    if RUN_ID_SLOT not in page:
+        return False
+    with atomic_write_path(path) as staged:
+        staged.write_text(page.replace(RUN_ID_SLOT, f'<td id="mlflow-run">{_e(run_id)}</td>', 1),
+                          encoding="utf-8")
+    return True
+
+
 def _metadata_section(result: DetectionResult, context: _Context) -> str:
     """What was scanned, when, with what: the facts a reviewer checks first."""
     info = context.scan_info
@@ -398,6 +415,7 @@ def _metadata_section(result: DetectionResult, context: _Context) -> str:
         rows.append(("proxy train accuracy", f"{float(context.proxy['train_accuracy']):.3f}"))
     body = "".join(f"<tr><th>{_e(name)}</th><td>{_e(value)}</td></tr>"
                    for name, value in rows if value is not None)
+    body += f"<tr><th>MLflow run</th>{RUN_ID_SLOT}</tr>"
     return f'<section id="metadata"><h2>Run</h2><table>{body}</table></section>'
 
 
