@@ -49,8 +49,19 @@ with a second benchmark on the other core; the MNIST-scale experiments share eac
 through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activations).
 `--quick` runs locally and writes `RESULTS-quick.md` instead.
 
-### Findings (2026-12-02; tables have the numbers)
+### Findings (2026-12-02 and -03; tables have the numbers)
 
+- **Incremental scans, issue 22** (section `incremental`, 2026-12-03): a 5% partition judged
+  against the accepted 95%'s scan with its proxy, no training: all-to-one poison at 5% of the
+  partition F1 0.932-0.990 on MNIST 20k (mean 0.968 patch / 0.964 blend: the 0.95 target met
+  on the mean, missed on one cell of six, 0.932), 0.742-0.870 on Fashion-MNIST (MISSED: poison
+  rows there often sit among two classes' neighbours), 1.000 on held-out digits (seed 3); no
+  clean partition flagged (3
+  seeds each); 20-97x faster than a full scan of the whole data (target 10x). Four of five
+  digits 90% splits scan with a false alarm (class 1), so they cannot serve as a baseline.
+- **Three sources into one class** (`attack_matrix`, digits, 10% of the target class, 5 seeds):
+  F1 mean 0.365, min 0.000 (the c586800 2-means default: 0.200): the 7 rows of a source are
+  too few for a candidate, and left out they scatter (4.5 effective classes at confidence 0.6).
 - **All-to-one and other triggers, issue 18** (section `attack_matrix`, 2026-12-03, MNIST and
   Fashion-MNIST 20k, Rotten Tomatoes, seeds 0-2, the Intel Xeon 2-core machine): the class's
   *tail* (20% farthest from its centre, judged by a second retrain) is poison when the rows it
