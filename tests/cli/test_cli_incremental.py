@@ -84,7 +84,10 @@ def test_a_clean_partition_passes_without_retraining(run_cli, split, baseline):
     assert scan["baseline"]["folder"] == str(Path(baseline).resolve())
     assert "train_proxy" not in summary["seconds"]
     assert not (out / "model.pt").exists()  # no proxy of its own: the baseline's was used
-    assert (out / "report.html").is_file()
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert f"<th>baseline scan</th><td>{Path(baseline).resolve()}</td>" in page
+    assert "<th>mode</th><td>incremental</td>" in page
+    assert "The baseline scan&#x27;s proxy" in page or "The baseline scan's proxy" in page
 
 
 def test_poison_only_in_the_partition_is_found(run_cli, split, baseline):

@@ -352,7 +352,7 @@ def _document(
         '<section id="summary"><h2>Summary</h2><ul class="summary">'
         + "".join(f"<li>{item}</li>" for item in summary_items) + "</ul></section>",
         _next_section(result, context),
-        _proxy_section(context.proxy),
+        _proxy_section(context.proxy, context.scan_info.get("mode") == "incremental"),
         _classes_table(result, set(near)),
         '<section id="charts"><h2>Flagged rows per class</h2>',
         _img(pngs, "flagged.png", "share of each class flagged",
@@ -411,6 +411,11 @@ def _metadata_section(result: DetectionResult, context: _Context) -> str:
         ("acgate", result.info.versions.get("acgate")),
         ("analysis", result.info.params.get("analysis")),
     ]
+    baseline = info.get("baseline")
+    if isinstance(baseline, Mapping):  # an incremental scan, or its fallback to a full one
+        rows.append(("mode", info.get("mode")))
+        rows.append(("baseline scan", baseline.get("folder")))
+        rows.append(("shifted from the baseline", info.get("shift_reason")))
     if context.proxy is not None and context.proxy.get("train_accuracy") is not None:
         rows.append(("proxy train accuracy", f"{float(context.proxy['train_accuracy']):.3f}"))
     body = "".join(f"<tr><th>{_e(name)}</th><td>{_e(value)}</td></tr>"
@@ -461,14 +466,19 @@ def _next_section(result: DetectionResult, context: _Context) -> str:
             + "</section>")
 
 
-def _proxy_section(proxy: Mapping[str, Any] | None) -> str:
-    """The proxy's train accuracy and attack success, with the scan's warning when it is low."""
+def _proxy_section(proxy: Mapping[str, Any] | None, baseline: bool = False) -> str:
+    """The proxy's train accuracy and attack success, with the scan's warning when it is low.
+
+    ``baseline``: an incremental scan, which used the baseline scan's proxy (trained there).
+    """
     from acgate.scan import weak_proxy_warning
 
     if proxy is None:
         return ""
     accuracy = proxy.get("train_accuracy")
-    line = ("Train accuracy " + ("–" if accuracy is None else f"{accuracy:.3f}")
+    line = ("The baseline scan's proxy, trained on the accepted data (none was trained for this "
+            "scan): train accuracy " if baseline else "Train accuracy ")
+    line += (("–" if accuracy is None else f"{accuracy:.3f}")
             + (f" after {_e(proxy['epochs'])} epochs" if "epochs" in proxy else "")
             + (f" on {_e(proxy['device'])}" if proxy.get("device") else "") + ". ")
     success = proxy.get("attack_success")
