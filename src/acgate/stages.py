@@ -989,8 +989,11 @@ def track_scan(outcome: AnalyzeOutcome, folder: PathLike, config: ScanConfig, *,
         run_name=scan_run_name(str(info["dataset"])),
         artifacts_dir=Path(folder), dataset_uri=str(info["dataset"]),
         dataset_fingerprint=info["fingerprint"], dataset_sha256=info["dataset_sha256"],
-        params={**_scan_only_params(config, outcome.result), **_label_names_param(info)},
-        gx_results=outcome.gx_results, metrics=proxy_metrics(info.get("proxy")),
+        params={**_scan_only_params(config, outcome.result), **_label_names_param(info),
+                **_baseline_params(info)},
+        gx_results=outcome.gx_results,
+        # An incremental scan trained no proxy: the baseline's numbers are not this run's.
+        metrics=proxy_metrics(None if info.get("mode") == "incremental" else info.get("proxy")),
         started_at=started_at, rescan_of=rescan_of,
     )
 
@@ -1010,6 +1013,17 @@ def _scan_only_params(config: ScanConfig, result: DetectionResult) -> dict[str, 
 
 #: Longest text MLflow keeps as a param value; a longer mapping is only in ``scan.json``.
 _MAX_PARAM_CHARS = 6000
+
+
+def _baseline_params(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``scan.mode`` and the baseline of a scan given one (incremental, or its full fallback)."""
+    baseline = info.get("baseline")
+    if not isinstance(baseline, Mapping):
+        return {}
+    params = {"scan.mode": info.get("mode", "full"), "scan.baseline": baseline.get("folder"),
+              "scan.baseline_dataset_sha256": baseline.get("dataset_sha256"),
+              "scan.shift_reason": info.get("shift_reason")}
+    return {name: value for name, value in params.items() if value is not None}
 
 
 def _label_names_param(info: Mapping[str, Any]) -> dict[str, str]:

@@ -172,4 +172,7 @@ def test_the_incremental_scan_is_an_mlflow_run_like_a_full_one(run_cli, split, b
     experiment = client.get_experiment_by_name("incremental")
     (logged,) = client.search_runs([experiment.experiment_id])
     assert logged.data.params["analysis"] == "incremental"
+    assert logged.data.params["scan.mode"] == "incremental"
+    assert logged.data.params["scan.baseline"] == str(Path(baseline).resolve())
+    assert "proxy_train_accuracy" not in logged.data.metrics  # the baseline's, not this run's
     assert logged.data.tags["acgate.verdict"] == "poisoned"
