@@ -675,21 +675,14 @@ def run_scan(
         ValueError: Bad input or a refused output folder (nothing is written).
         acgate.errors.InfrastructureError: The tracking store cannot be used (before training).
     """
-    from acgate.io.output import check_output_folder, output_folder
+    from acgate.io.output import output_folder
 
     started_at = time.time()  # the MLflow run spans the scan, not only its logging
     config = config or ScanConfig()
     dataset_path = Path(dataset_path)
     out_dir = Path(out_dir)
     inputs = (dataset_path, config.model_path)
-    check_output_folder(out_dir, inputs=inputs)  # before anything is read or trained
-    from acgate.torch._arrays import resolve_device
-
-    resolve_device(config.device)  # --device cuda without CUDA: refused before the data is read
-    if tracking_uri is not None:
-        from acgate.mlflow import check_tracking_store
-
-        check_tracking_store(tracking_uri)
+    _check_before_work(out_dir, inputs, config, tracking_uri)
     timings = _Laps()
     modality, gx_dataset, dataset, config, dataset_sha256 = _read_validated(
         dataset_path, modality, config, timings)
@@ -715,6 +708,20 @@ def run_scan(
                        tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"),
                        shift_reason=(scan_info or {}).get("shift_reason"),
                        label_names=dataset.label_names)
+
+
+def _check_before_work(out_dir: Path, inputs: tuple[Any, ...], config: ScanConfig,
+                       tracking_uri: str | None) -> None:
+    """What a scan refuses before reading the data: the output folder, the device, the store."""
+    from acgate.io.output import check_output_folder
+    from acgate.torch._arrays import resolve_device
+
+    check_output_folder(out_dir, inputs=inputs)  # before anything is read or trained
+    resolve_device(config.device)  # --device cuda without CUDA: refused before the data is read
+    if tracking_uri is not None:
+        from acgate.mlflow import check_tracking_store
+
+        check_tracking_store(tracking_uri)
 
 
 class _Shifted(Exception):
@@ -767,14 +774,13 @@ def run_incremental_scan(
             a refused output folder (nothing is written).
         acgate.errors.InfrastructureError: The tracking store cannot be used (before any work).
     """
-    from acgate.io.output import check_output_folder, output_folder
+    from acgate.io.output import output_folder
     from acgate.stages import (
         check_partition,
         extract_stage,
         incremental_stage,
         read_baseline,
     )
-    from acgate.torch._arrays import resolve_device
 
     started_at = time.time()
     config = config or ScanConfig()
@@ -783,13 +789,8 @@ def run_incremental_scan(
         raise ValueError(f"--baseline reuses the baseline's proxy; it cannot be combined with "
                          f"--model {config.model_path!r}")
     inputs = (dataset_path, baseline)
-    check_output_folder(out_dir, inputs=inputs)
-    resolve_device(config.device)
+    _check_before_work(out_dir, inputs, config, tracking_uri)
     accepted = read_baseline(baseline)  # no accepted scan: refused before any work
-    if tracking_uri is not None:
-        from acgate.mlflow import check_tracking_store
-
-        check_tracking_store(tracking_uri)
     timings = _Laps()
     modality, gx_dataset, dataset, config, dataset_sha256 = _read_validated(
         dataset_path, modality, config, timings)

@@ -744,9 +744,6 @@ def analyze_stage(
     Returns:
         The :class:`AnalyzeOutcome`.
     """
-    from acgate.io.datasets import dataset_fingerprint
-    from acgate.io.digest import file_sha256
-    from acgate.io.results import write_result
     from acgate.scan import make_retrain, validate_dataset_file
 
     table, arrays = _validated_arrays(activations_path, config)
@@ -770,6 +767,29 @@ def analyze_stage(
                                                               arrays.activations, len(dataset))
     retrain = make_retrain(dataset, config) if config.analysis in ("auto", "exre") else None
     result = analyze_clusterings(arrays, clusterings, config, retrain_and_predict=retrain)
+    text_info = None
+    if modality == "text" and not config.model_path:
+        from acgate.scan import text_scan_info, text_vocabulary
+
+        text_info = text_scan_info(dataset, config, text_vocabulary(dataset, config.max_tokens))
+    return _write_outcome(result, table, arrays, dataset, config, out_dir,
+                          dataset_path=dataset_path, dataset_uri=dataset_uri,
+                          dataset_sha256=dataset_sha256, validated=validated,
+                          scan_info=scan_info, text_info=text_info, report=report,
+                          scan_folder=scan_folder)
+
+
+def _write_outcome(result: DetectionResult, table: Any, arrays: _Arrays, dataset: Any,
+                   config: ScanConfig, out_dir: PathLike, *, dataset_path: PathLike,
+                   dataset_uri: str | None, dataset_sha256: str | None,
+                   validated: Mapping[str, Any], scan_info: Mapping[str, Any] | None,
+                   text_info: Mapping[str, Any] | None, report: bool,
+                   scan_folder: PathLike | None) -> AnalyzeOutcome:
+    """A judged scan's files: the result tables, ``scan.json`` and the report (both analyses)."""
+    from acgate.io.datasets import dataset_fingerprint
+    from acgate.io.digest import file_sha256
+    from acgate.io.results import write_result
+
     gx_results = {"dataset": validated["dataset"].to_dict(),
                   "activations": validated["activations"].to_dict(),
                   "classes": _validate_classes(result).to_dict()}
@@ -780,19 +800,17 @@ def analyze_stage(
                               id_column=dataset.column_names.id,
                               label_names=dataset.label_names))
     info = {"dataset": dataset_uri or str(dataset_path), **identity,
-            "modality": modality, "verdict": result.verdict, "config": config.to_dict()}
+            "modality": activations_modality(table), "verdict": result.verdict,
+            "config": config.to_dict()}
     if dataset.label_names is not None:
         # The original label of each class (class c is label_names[c]), as the outputs name it.
         info["label_names"] = list(dataset.label_names)
     proxy = table.metadata.get("proxy")
     if isinstance(proxy, Mapping):
-        info["proxy"] = dict(proxy)
+        info["proxy"] = dict(proxy)  # an incremental scan's: the baseline's proxy
     info.update(scan_info or {})
-    if modality == "text" and not config.model_path:
-        from acgate.scan import text_scan_info, text_vocabulary
-
-        info["text"] = text_scan_info(dataset, config,
-                                      text_vocabulary(dataset, config.max_tokens))
+    if text_info is not None:
+        info["text"] = text_info
     files["scan"] = folder / "scan.json"
     _write_json(files["scan"], info)
     if report:
@@ -903,8 +921,6 @@ def incremental_stage(activations_path: PathLike, baseline: Baseline,
     anything is written (the caller raises to scan in full instead).
     """
     from acgate.core.incremental import judge_partition
-    from acgate.io.datasets import dataset_fingerprint
-    from acgate.io.results import write_result
 
     table, arrays = _validated_arrays(activations_path, config)
     result = judge_partition(baseline.reference, arrays.activations, arrays.labels,
@@ -912,33 +928,16 @@ def incremental_stage(activations_path: PathLike, baseline: Baseline,
     shift_reason = result.info.extra.get("shift_reason")
     if shift_reason is not None and stop_if_shifted is not None:
         stop_if_shifted(shift_reason)
-    gx_results = {"dataset": validated["dataset"].to_dict(),
-                  "activations": validated["activations"].to_dict(),
-                  "classes": _validate_classes(result).to_dict()}
-    folder = Path(out_dir)
-    identity = {"fingerprint": dataset_fingerprint(dataset), "dataset_sha256": dataset_sha256}
-    files = dict(write_result(result, folder, samples_metadata=identity, ids=dataset.ids,
-                              id_column=dataset.column_names.id,
-                              label_names=dataset.label_names))
-    info: dict[str, Any] = {
-        "dataset": str(dataset_path), **identity, "modality": activations_modality(table),
-        "verdict": result.verdict, "config": config.to_dict(), "mode": "incremental",
-        "baseline": {"folder": str(baseline.folder.resolve()),
-                     "dataset": baseline.info.get("dataset"),
-                     "dataset_sha256": baseline.info.get("dataset_sha256")},
-        "shifted": shift_reason is not None, "shift_reason": shift_reason}
-    if dataset.label_names is not None:
-        info["label_names"] = list(dataset.label_names)
-    proxy = table.metadata.get("proxy")
-    if isinstance(proxy, Mapping):
-        info["proxy"] = dict(proxy)  # the baseline's proxy: how it trained on the accepted data
-    info.update(scan_info or {})
-    files["scan"] = folder / "scan.json"
-    _write_json(files["scan"], info)
-    if report:
-        files["report.html"] = _write_report(result, folder, arrays, dataset, Path(
-            dataset_path).name, info, gx_results, scan_folder)
-    return AnalyzeOutcome(result=result, files=files, gx_results=gx_results, scan_info=info)
+    mode = {"mode": "incremental",
+            "baseline": {"folder": str(baseline.folder.resolve()),
+                         "dataset": baseline.info.get("dataset"),
+                         "dataset_sha256": baseline.info.get("dataset_sha256")},
+            "shifted": shift_reason is not None, "shift_reason": shift_reason}
+    return _write_outcome(result, table, arrays, dataset, config, out_dir,
+                          dataset_path=dataset_path, dataset_uri=None,
+                          dataset_sha256=dataset_sha256, validated=validated,
+                          scan_info={**mode, **(scan_info or {})}, text_info=None,
+                          report=report, scan_folder=scan_folder)
 
 
 def _validate_classes(result: DetectionResult) -> Any:
