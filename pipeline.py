@@ -1,10 +1,18 @@
 """The acgate Kubeflow pipeline: scan the training data, then promote the model or repair the data.
 
-    dataset_digest ──► train_proxy ──► extract_activations ──► cluster (ParallelFor over classes)
-     (never cached)                                                │  dsl.Collected
-                                                                   ▼
+    dataset_digest ──► train_proxy ──► plan_shards ──► extract_activations (ParallelFor over
+     (never cached)                                     │   row shards, at most 8 at a time)
+                                                        ▼ dsl.Collected
+        collect_activations ──► cluster (ParallelFor over classes) ──► analyze (dsl.Collected)
         analyze ──► tag_verdict ──► If verdict == "clean": gate (moves the alias)
                     (model version)  Else: repair ──► rescan ──► verdict (fails the run)
+
+Extraction runs over ``n_shards`` row shards in parallel (``n_shards=1``: one task); each shard
+writes one Parquet part per class, ``collect_activations`` checks that the parts cover every
+row once and gathers them into one class-partitioned activation dataset
+(:mod:`acgate.io.shards`), each ``cluster`` task reads only its class's parts, and ``analyze``
+reads them all. Shards are whole extraction batches, so the activations, and the flags, do
+not depend on ``n_shards``.
 
 The run's result is the verdict. ``tag_verdict`` writes it onto the model version on both
 branches (tags ``acgate.scan.verdict``, ``acgate.scan.run_id``, ``acgate.scan.dataset_sha256``,
@@ -27,12 +35,15 @@ come from the data (``extract_activations`` returns them), so no class list has 
 Caching: a scheduled run passes the same ``dataset_uri`` every night, and KFP's cache key is
 made of a task's inputs, so a URI alone would let KFP reuse yesterday's model and verdict for
 today's data. ``dataset_digest`` (caching off) hashes the bytes behind the URI, and every step
-that reads the data (``train_proxy``, ``extract_activations``, ``analyze``, ``repair``) takes
-that SHA-256 as the input ``dataset_sha256``: new bytes make new cache keys, unchanged bytes
-keep the cache. Each of those steps also checks that its dataset artifact still has that digest
-(the data did not change during the run). The digest is passed as a parameter, not as a staged
-artifact, because KFP keys a cache entry on the identity of its input artifacts and a step that
-is never cached makes a new artifact every run. ``tag_verdict`` and the ``gate`` act on MLflow's
+that reads the data (``train_proxy``, ``analyze``, ``repair``) takes that SHA-256 as the input
+``dataset_sha256``: new bytes make new cache keys, unchanged bytes keep the cache. Each of those
+steps also checks that its dataset artifact still has that digest (the data did not change
+during the run). The steps in between (``plan_shards``, ``extract_activations``,
+``collect_activations``) are keyed on the staged copy ``train_proxy`` writes, which is new
+whenever it ran on new bytes; ``extract_activations`` checks the digest recorded on it. The
+digest is passed as a parameter, not as a staged artifact, because KFP keys a cache entry on
+the identity of its input artifacts and a step that is never cached makes a new artifact every
+run. ``tag_verdict`` and the ``gate`` act on MLflow's
 mutable state (the model version, its tags and alias), and ``verdict`` reports the outcome, so
 they always run. The tasks that talk to MLflow (``analyze``, ``tag_verdict``, ``gate``,
 ``repair``, ``rescan``) carry the pod label ``acgate.io/mlflow-client: "true"``, which the Helm
@@ -44,7 +55,7 @@ Usage::
         [--mlflow-credentials-secret NAME] [--dataset-credentials-secret NAME]
     python pipeline.py run --dataset data.parquet [--tracking-uri sqlite:///mlruns/mlflow.db]
         [--model-name NAME --model-version 3] [--epochs 3] [--seed 0] [--root local-runs]
-        [--cache] [--no-fail-on-poisoned]
+        [--cache] [--no-fail-on-poisoned] [--n-shards 4]
 
 ``run`` executes the real compiled pipeline on this machine with kfp's local
 ``SubprocessRunner(use_venv=False)``: no cluster, no Docker, no network. kfp 2.17.3's local
@@ -70,9 +81,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from components._image import image_by_digest  # noqa: E402
 from components.analyze.component import analyze  # noqa: E402
 from components.cluster.component import cluster  # noqa: E402
+from components.collect_activations.component import collect_activations  # noqa: E402
 from components.dataset_digest.component import dataset_digest  # noqa: E402
 from components.extract_activations.component import extract_activations  # noqa: E402
 from components.gate.component import gate  # noqa: E402
+from components.plan_shards.component import plan_shards  # noqa: E402
 from components.repair.component import repair  # noqa: E402
 from components.rescan.component import rescan  # noqa: E402
 from components.tag_verdict.component import tag_verdict  # noqa: E402
@@ -99,6 +112,9 @@ _SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 #: steps themselves bound): the interpreter, torch, pandas and pyarrow. The default
 #: ``memory_limit`` is checked against the default budget plus this (tests/kfp).
 STEP_MEMORY_OVERHEAD_BYTES = 2 * 1024**3
+#: Most extraction shards that run at once (``dsl.ParallelFor``'s ``parallelism``, fixed when
+#: the pipeline is compiled); ``n_shards`` above it queue.
+SHARD_PARALLELISM = 8
 #: A Kubernetes quantity: a literal, or a pipeline input that KFP resolves at run time.
 _Quantity = Union[str, pipeline_channel.PipelineChannel]
 
@@ -170,6 +186,7 @@ def acgate_pipeline(
     repair_strategy: str = "relabel",
     alias: str = "champion",
     fail_on_poisoned: bool = True,
+    n_shards: int = 1,
     cpu_request: str = "1",
     cpu_limit: str = "2",
     memory_request: str = "4Gi",
@@ -224,6 +241,9 @@ def acgate_pipeline(
             clean, after the repair and the rescan; ``False``: the ``verdict`` step logs the
             outcome as a warning and the run ends green (the verdict is still the run's output
             and on the model version).
+        n_shards: Row shards whose activations are extracted in parallel, one task each (at
+            most :data:`SHARD_PARALLELISM` at once; a dataset of fewer than ``n_shards`` x 256
+            rows gets fewer); the flags do not depend on it.
         cpu_request: CPU request of every step's pod (Kubernetes quantity: ``"1"``, ``"500m"``).
         cpu_limit: CPU limit of every step's pod.
         memory_request: Memory request of every step's pod (``"4Gi"``, ``"512Mi"``).
@@ -255,21 +275,34 @@ def acgate_pipeline(
     trained.set_display_name("train proxy")
     _set_resources(trained, **resources)
 
-    extracted = extract_activations(dataset=trained.outputs["dataset"],
-                                    model=trained.outputs["model"], segment_by=segment_by,
-                                    max_decoded_bytes=max_decoded_bytes, dataset_sha256=sha256,
-                                    **columns)
-    extracted.set_display_name("extract activations")
-    _set_resources(extracted, **resources)
+    planned = plan_shards(dataset=trained.outputs["dataset"], n_shards=n_shards)
+    planned.set_display_name("plan shards")
+    _set_resources(planned, **resources)
+    with dsl.ParallelFor(items=planned.output, name="per-shard",
+                         parallelism=SHARD_PARALLELISM) as shard:
+        # No dataset_sha256 here: kfp 2.17's local runner replaces every task output that
+        # enters a loop with the loop item. The step checks the digest train_proxy recorded on
+        # the dataset artifact, and its cache key holds that artifact, which is new whenever
+        # train_proxy ran on new bytes.
+        extracted = extract_activations(dataset=trained.outputs["dataset"],
+                                        model=trained.outputs["model"], segment_by=segment_by,
+                                        max_decoded_bytes=max_decoded_bytes, shard=shard,
+                                        n_shards=n_shards, **columns)
+        extracted.set_display_name("extract activations")
+        _set_resources(extracted, **resources)
+    collected = collect_activations(shards=dsl.Collected(extracted.outputs["activations"]),
+                                    dataset=trained.outputs["dataset"])
+    collected.set_display_name("collect activations")
+    _set_resources(collected, **resources)
 
-    with dsl.ParallelFor(items=extracted.outputs["Output"], name="per-class") as label:
-        clustered = cluster(activations=extracted.outputs["activations"], label=label,
+    with dsl.ParallelFor(items=collected.outputs["Output"], name="per-class") as label:
+        clustered = cluster(activations=collected.outputs["activations"], label=label,
                             seed=seed, **cluster_settings)
         clustered.set_display_name("cluster class")
         _set_resources(clustered, **resources)
 
     analyzed = analyze(
-        activations=extracted.outputs["activations"], dataset=trained.outputs["dataset"],
+        activations=collected.outputs["activations"], dataset=trained.outputs["dataset"],
         clusterings=dsl.Collected(clustered.outputs["clustering"]), dataset_uri=dataset_uri,
         silhouette_threshold=silhouette_threshold, exre_threshold=exre_threshold,
         source_share_threshold=source_share_threshold,
@@ -546,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-fail-on-poisoned", dest="fail_on_poisoned", action="store_false",
                      help="end a run on data that is not clean green (default: the verdict "
                           "step fails it; exit 3 either way)")
+    run.add_argument("--n-shards", type=int, default=1,
+                     help="row shards extracted in parallel (default: 1; the flags do not "
+                          "depend on it)")
     run.add_argument("--root", default="local-runs", help="pipeline root (default: local-runs)")
     run.add_argument("--cache", action="store_true",
                      help="cache tasks like KFP (file cache under the pipeline root)")
@@ -569,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
             args.root, cache=args.cache, dataset_uri=str(Path(args.dataset).resolve()),
             mlflow_tracking_uri=args.tracking_uri, model_name=args.model_name,
             model_version=args.model_version, repair_strategy=args.repair_strategy,
-            fail_on_poisoned=args.fail_on_poisoned, **given,
+            fail_on_poisoned=args.fail_on_poisoned, n_shards=args.n_shards, **given,
         )
     except RuntimeError as error:
         if failed_task(error) != "verdict":

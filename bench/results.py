@@ -16,7 +16,7 @@ QUICK_RESULTS_PATH = BENCH_DIR / "RESULTS-quick.md"
 #: The experiments of ``bench/run.py``, in the order of the results file.
 EXPERIMENT_ORDER = ("reducers", "size_threshold", "candidates", "source_share", "digits_quality",
                     "mnist", "scale", "art", "repair_mnist", "multimodal", "art_scale",
-                    "beyond_mnist", "one_flow", "incremental")
+                    "beyond_mnist", "one_flow", "incremental", "shards")
 #: Parts written by their own scripts (not by ``bench/run.py``), assembled after the
 #: experiments above in full runs only.
 SCRIPT_PARTS = {"text": "bench/text_rotten_tomatoes.py", "beyond": "bench/beyond_paper.py",

@@ -38,6 +38,7 @@ from bench.experiments import (
     reducers,
     repair_mnist,
     scale,
+    shards,
     size_threshold,
     source_share,
 )
@@ -59,10 +60,11 @@ EXPERIMENTS: dict[str, Callable[[BenchSettings], str]] = {
     "beyond_mnist": beyond_mnist.section,
     "one_flow": one_flow.section,
     "incremental": incremental.section,
+    "shards": shards.section,
 }
 #: Left out of ``--quick`` (MNIST-scale data, ART, or long).
 NOT_IN_QUICK = ("mnist", "art", "repair_mnist", "multimodal", "art_scale", "beyond_mnist",
-                "candidates", "one_flow", "incremental")
+                "candidates", "one_flow", "incremental", "shards")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

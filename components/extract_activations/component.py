@@ -1,4 +1,4 @@
-"""KFP component ``extract_activations``: the proxy's last hidden layer, one row per sample."""
+"""KFP component ``extract_activations``: the proxy's last hidden layer for one shard of rows."""
 
 from typing import List, Optional
 
@@ -20,24 +20,31 @@ def extract_activations(
     text_column: str = "text",
     id_column: Optional[str] = None,
     dataset_sha256: Optional[str] = None,
+    shard: int = 0,
+    n_shards: int = 1,
 ) -> List[int]:
-    """Write the activations Parquet file and return the classes to cluster.
+    """Write one shard's activations, one Parquet part per class; return its classes.
 
     Args:
         dataset: The validated dataset (from ``train_proxy``).
         model: The proxy model folder (from ``train_proxy``).
-        activations: Activations Parquet file (schema ``activations/1``).
+        activations: The shard's activation folder: one Parquet part (schema
+            ``activations/1``) per class (``segment=<class>/``) and ``dataset.json``.
         segment_by: ``"label"`` or ``"prediction"``: what the returned classes are.
         max_decoded_bytes: Memory budget of the decoded images (as ``train_proxy``'s).
         label_column: The dataset's label column (as ``train_proxy``'s).
         image_column: The dataset's image column.
         text_column: The dataset's text column.
         id_column: The dataset's id column; ``None``: the row number.
-        dataset_sha256: SHA-256 of the dataset's bytes (from ``dataset_digest``): part of the
-            KFP cache key; ``dataset`` must have it. ``None``: no check.
+        dataset_sha256: SHA-256 that ``dataset`` must have; ``None``: the digest
+            ``train_proxy`` recorded on the artifact (its ``sha256`` metadata), if any. The
+            pipeline leaves it ``None``: the task's cache key holds the dataset artifact,
+            which is new whenever ``train_proxy`` ran on new bytes.
+        shard: Which shard of the rows (from ``plan_shards``): only its rows are decoded.
+        n_shards: The shards asked for (``plan_shards``'s input).
 
     Returns:
-        The classes present, ascending: the pipeline runs one ``cluster`` task per class.
+        The classes present in the shard, ascending.
     """
     parameters = dict(locals())  # the settings, before any other local name exists
     from acgate.stages import (
@@ -46,8 +53,9 @@ def extract_activations(
         step_config,
     )
 
-    begin_step(dataset.path, dataset_sha256)
+    begin_step(dataset.path, dataset_sha256 or dataset.metadata.get("sha256"))
     config = step_config(parameters)
-    classes, _ = extract_stage(dataset.path, model.path, activations.path, config)
+    classes, _ = extract_stage(dataset.path, model.path, activations.path, config, shard=shard,
+                               n_shards=n_shards)
     activations.metadata["classes"] = classes
     return classes

@@ -554,7 +554,8 @@ def load_user_model(config: ScanConfig) -> Any:
 
 
 def extract_to_parquet(model: Any, dataset: Any, path: str | Path, config: ScanConfig, *,
-                       vocabulary: Any = None, metadata: Mapping[str, Any] | None = None) -> Any:
+                       vocabulary: Any = None, metadata: Mapping[str, Any] | None = None,
+                       first_row: int = 0) -> Any:
     """Stream the last-hidden-layer activations of every sample to an activations Parquet file.
 
     Args:
@@ -565,6 +566,8 @@ def extract_to_parquet(model: Any, dataset: Any, path: str | Path, config: ScanC
         vocabulary: For text: the vocabulary the model was trained with (default: the one
             built from the dataset's texts, as :func:`train_proxy` does).
         metadata: More entries for the file's metadata (e.g. the modality).
+        first_row: The dataset row of ``dataset``'s first row (a shard's): the ``index`` of
+            each row is ``first_row`` plus its position.
 
     Returns:
         The :class:`acgate.io.activations.ActivationTable` read back from the file.
@@ -587,8 +590,8 @@ def extract_to_parquet(model: Any, dataset: Any, path: str | Path, config: ScanC
                                                     **dict(metadata or {})})
                 writer.open()
             stop = start + len(activations)
-            writer.write_batch(np.arange(start, stop), labels[start:stop], predictions,
-                               activations)
+            writer.write_batch(np.arange(first_row + start, first_row + stop),
+                               labels[start:stop], predictions, activations)
             start = stop
     except BaseException:
         if writer is not None:

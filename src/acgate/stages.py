@@ -178,16 +178,21 @@ def modality_config(config: ScanConfig, modality: str) -> ScanConfig:
 
 
 def read_stage_dataset(path: PathLike, config: ScanConfig, modality: str | None = None,
-                       *, artifact: str = "dataset") -> Any:
-    """Read an image or text dataset artifact and check it can be scanned."""
+                       *, artifact: str = "dataset", rows: tuple[int, int] | None = None) -> Any:
+    """Read an image or text dataset artifact and check it can be scanned.
+
+    ``rows``: only the rows ``[first, stop)`` (a shard, which is not checked on its own: the
+    whole dataset was, when it was staged).
+    """
     from acgate.io.datasets import read_dataset
     from acgate.scan import check_scannable
 
     with reading(artifact, path):
         dataset = read_dataset(path, modality=dataset_modality(path, modality, config.columns),
                                max_decoded_bytes=config.max_decoded_bytes,
-                               columns=config.columns)
-        check_scannable(dataset, path)
+                               columns=config.columns, rows=rows)
+        if rows is None:
+            check_scannable(dataset, path)
     return dataset
 
 
@@ -405,9 +410,30 @@ def load_proxy(model_dir: PathLike) -> Any:
 # ----------------------------------------------------------------------- extract_activations
 
 
+def plan_shards_stage(dataset_path: PathLike, n_shards: int) -> list[int]:
+    """The shards the pipeline extracts in parallel: ``0..k-1``, ``k <= n_shards``.
+
+    Shards are contiguous row ranges of whole extraction batches
+    (:func:`acgate.io.shards.shard_bounds`), so a dataset smaller than ``n_shards`` batches
+    gets fewer shards.
+
+    Raises:
+        StageInputError: ``n_shards`` is not a positive integer, or the dataset is unreadable.
+    """
+    from acgate.io.schema import open_parquet
+    from acgate.io.shards import shard_bounds
+
+    if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
+        raise StageInputError(f"n_shards must be a whole number >= 1, got {n_shards!r}")
+    with reading("dataset", dataset_path):
+        n_rows = open_parquet(dataset_path).metadata.num_rows
+        return list(range(len(shard_bounds(n_rows, n_shards))))
+
+
 def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
                   activations_path: PathLike, config: ScanConfig, *, dataset: Any = None,
-                  model: Any = None, vocabulary: Any = None) -> tuple[list[int], Any]:
+                  model: Any = None, vocabulary: Any = None, shard: int | None = None,
+                  n_shards: int = 1) -> tuple[list[int], Any]:
     """Write the model's activations and validate them; return the classes to fan out over.
 
     The activations file records the dataset's modality (``acgate.modality``), which the
@@ -417,11 +443,15 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
     Args:
         dataset_path: The dataset Parquet file.
         model_dir: The proxy folder (from :func:`train_proxy_stage`); ``None`` with ``model``.
-        activations_path: The activations Parquet file to write.
+        activations_path: The activations Parquet file to write; with ``shard``, the shard's
+            activation dataset folder (:func:`acgate.io.shards.write_activation_shard`).
         config: The scan's settings (``layer``, ``segment_by``, ``max_tokens``).
         dataset: The dataset already read from ``dataset_path``.
         model: The user's own model instead of the proxy folder.
         vocabulary: The user's text model's vocabulary (with ``model``).
+        shard: Extract only this shard of the dataset's rows (of ``n_shards``; see
+            :func:`plan_shards_stage`): only its rows are decoded. ``None``: every row.
+        n_shards: The number of shards asked for (with ``shard``).
 
     Returns:
         The segments present (labels, or predictions with ``segment_by="prediction"``),
@@ -429,6 +459,9 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
     """
     from acgate.scan import extract_to_parquet
 
+    if shard is not None:
+        return _extract_shard(dataset_path, model_dir, Path(activations_path), config,
+                              shard=shard, n_shards=n_shards)
     if dataset is None:
         dataset = read_stage_dataset(dataset_path, config)
     metadata: dict[str, Any] = {"modality": "text" if hasattr(dataset, "texts") else "image"}
@@ -448,6 +481,59 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
     if segments is None:
         raise ValueError("segment_by='prediction' needs predictions; the model gave none")
     return [int(s) for s in np.unique(segments)], gx_activations
+
+
+def _extract_shard(dataset_path: PathLike, model_dir: PathLike | None, out_dir: Path,
+                   config: ScanConfig, *, shard: int, n_shards: int) -> tuple[list[int], Any]:
+    """One shard of :func:`extract_stage`: its rows' activations, one part per segment."""
+    from acgate.io.schema import open_parquet
+    from acgate.io.shards import shard_bounds, write_activation_shard
+    from acgate.scan import check_dataset_labels, extract_to_parquet
+    from acgate.torch._arrays import resolve_device
+
+    with reading("dataset", dataset_path):
+        # What a whole read checks (rows, classes, ids) on the whole file: two columns.
+        check_dataset_labels(dataset_path, config.columns)
+        n_rows = open_parquet(dataset_path).metadata.num_rows
+    bounds = shard_bounds(n_rows, n_shards)
+    if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < len(bounds):
+        raise StageInputError(f"shard {shard!r} is not one of the {len(bounds)} shards of "
+                              f"{n_rows} rows in {n_shards} (0..{len(bounds) - 1})")
+    rows = bounds[shard]
+    dataset = read_stage_dataset(dataset_path, config, rows=rows)
+    metadata: dict[str, Any] = {"modality": "text" if hasattr(dataset, "texts") else "image"}
+    model = load_proxy(model_dir).to(resolve_device(config.device))
+    training = proxy_training(model_dir)
+    if training is not None:
+        metadata["proxy"] = training
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".acgate-shard-") as temp:
+        table = extract_to_parquet(model, dataset, Path(temp) / "shard.parquet", config,
+                                   vocabulary=load_proxy_vocabulary(model_dir),
+                                   metadata=metadata, first_row=rows[0])
+    gx_activations = validate_activations_table(table.indices, table.labels, table.activations,
+                                                n_rows)
+    manifest = write_activation_shard(table, out_dir, shard=shard, rows=rows,
+                                      n_dataset_rows=n_rows, segment_by=config.segment_by)
+    return sorted(int(s) for s in manifest["segments"]), gx_activations
+
+
+def collect_activations_stage(shard_paths: Sequence[PathLike], dataset_path: PathLike,
+                              out_path: PathLike) -> list[int]:
+    """Gather the shards' activations into one activation dataset; return its segments.
+
+    Raises:
+        StageInputError: The shards do not cover the dataset's rows exactly once, or are not
+            shards (:func:`acgate.io.shards.collect_activation_shards`).
+    """
+    from acgate.io.schema import open_parquet
+    from acgate.io.shards import collect_activation_shards
+
+    with reading("dataset", dataset_path):
+        n_rows = open_parquet(dataset_path).metadata.num_rows
+    with reading("shards", ", ".join(map(str, shard_paths))):
+        manifest = collect_activation_shards(shard_paths, out_path, n_rows=n_rows)
+    return sorted(int(s) for s in manifest["segments"])
 
 
 # ----------------------------------------------------------------------------------- cluster
@@ -514,25 +600,58 @@ def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
     """
     from acgate.core import cluster_class
     from acgate.core.detect import segment_rows
+    from acgate.io.shards import is_activation_dataset
 
-    table, arrays = _validated_arrays(activations_path, config)
-    config = modality_config(config, activations_modality(table))
-    rows = segment_rows(arrays.sample_ids, arrays.segments)
-    if int(label) not in rows:
-        raise StageInputError(
-            f"input artifact 'activations' ({activations_path}): no row has "
-            f"{'prediction' if config.segment_by == 'prediction' else 'label'} {label} "
-            f"(present: {sorted(rows)})")
-    positions = rows[int(label)]
-    n_clusters, size_threshold = clustering_settings(config, len(np.unique(arrays.labels)))
+    if is_activation_dataset(activations_path):  # only this class's parts are read
+        activations, positions, n_classes, modality = _segment_arrays(
+            activations_path, int(label), config)
+    else:
+        table, arrays = _validated_arrays(activations_path, config)
+        modality = activations_modality(table)
+        rows = segment_rows(arrays.sample_ids, arrays.segments)
+        if int(label) not in rows:
+            raise StageInputError(
+                f"input artifact 'activations' ({activations_path}): no row has "
+                f"{'prediction' if config.segment_by == 'prediction' else 'label'} {label} "
+                f"(present: {sorted(rows)})")
+        positions = rows[int(label)]
+        activations = arrays.activations[positions]
+        n_classes = len(np.unique(arrays.labels))
+    config = modality_config(config, modality)
+    n_clusters, size_threshold = clustering_settings(config, n_classes)
     clustering = cluster_class(
-        arrays.activations[positions], label=int(label), positions=positions,
+        activations, label=int(label), positions=positions,
         reducer=config.reducer, n_components=config.n_components,
         n_clusters=n_clusters, random_state=config.seed, size_threshold=size_threshold,
         min_class_size=config.min_class_size,
     )
     write_clustering(clustering, out_path)
     return clustering
+
+
+def _segment_arrays(path: PathLike, segment: int,
+                    config: ScanConfig) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """One segment of an activation dataset: activations, positions, class count, modality.
+
+    A collected activation dataset covers rows ``0..n-1`` in order, so a row's position in the
+    whole table (what :func:`analyze_stage` reads) is its row number.
+    """
+    from acgate.core import validation
+    from acgate.io.shards import read_activation_dataset, read_manifest
+
+    with reading("activations", path):
+        manifest = read_manifest(path)
+        if manifest["segment_by"] != config.segment_by:
+            raise ValueError(f"the activations are split by {manifest['segment_by']}, the scan "
+                             f"segments by {config.segment_by}")
+        if not manifest["complete"]:
+            first, stop = manifest["rows"]
+            raise ValueError(f"the activations are one shard (rows {first}..{stop - 1}), not "
+                             "the whole dataset's (collect_activations)")
+        table = read_activation_dataset(path, segment)
+        activations = validation.check_activations(table.activations)
+        positions = validation.check_sample_ids(table.indices, len(activations))
+    return activations, positions, len(manifest["labels"]), activations_modality(table)
 
 
 def write_clustering(clustering: Any, path: PathLike) -> Path:

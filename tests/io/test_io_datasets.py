@@ -601,3 +601,44 @@ def test_estimate_image_memory():
     assert estimate_image_memory(60_000, (1, 28, 28)).total < DEFAULT_MAX_DECODED_BYTES
     with pytest.raises(ValueError, match="image_shape must be"):
         estimate_image_memory(1, (28, 28))
+
+
+# ------------------------------------------------------------------- a shard of the rows
+
+
+def test_a_row_range_reads_those_rows_as_a_whole_read_would(tmp_path):
+    """A shard decodes only its rows, from only the row groups that hold them; labels keep
+    the whole file's mapping (a shard may miss classes) and ids are checked over every row."""
+    from acgate.io.datasets import Columns, read_dataset, write_image_dataset
+    from acgate.io.loaders import load_digits_dataset
+
+    digits = load_digits_dataset()
+    path = write_image_dataset(digits, tmp_path / "digits.parquet")
+    table = pq.read_table(path)
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                      "nine"])
+    table = table.set_column(table.schema.get_field_index("label"), "label",
+                             pa.array(names[table.column("label").to_numpy()]))
+    table = table.append_column("uid", pa.array([f"row-{i}" for i in range(len(digits))]))
+    grouped = tmp_path / "grouped.parquet"
+    pq.write_table(table, grouped, row_group_size=100)
+    assert pq.ParquetFile(grouped).metadata.num_row_groups == 18
+    columns = Columns(id="uid")
+    whole = read_dataset(grouped, columns=columns)
+    part = read_dataset(grouped, columns=columns, rows=(150, 420))
+    np.testing.assert_array_equal(part.images, whole.images[150:420])
+    np.testing.assert_array_equal(part.labels, whole.labels[150:420])
+    assert part.label_names == whole.label_names  # the whole file's sorted mapping
+    assert list(part.ids) == [f"row-{i}" for i in range(150, 420)]
+    one = read_dataset(grouped, columns=columns, rows=(1000, 1001))  # one row, one class
+    assert one.label_names == whole.label_names and len(one) == 1
+    assert one.labels[0] == whole.labels[1000]
+    with pytest.raises(ValueError, match=r"rows 1790\.\.1799 are not inside its 1797 rows"):
+        read_dataset(grouped, columns=columns, rows=(1790, 1800))
+    # A repeated id anywhere in the file is refused even when the shard holds neither copy.
+    ids = table.column("uid").to_pylist()
+    ids[1700] = ids[1701]
+    pq.write_table(table.set_column(table.schema.get_field_index("uid"), "uid",
+                                    pa.array(ids)), grouped, row_group_size=100)
+    with pytest.raises(ValueError, match="row-1701"):
+        read_dataset(grouped, columns=columns, rows=(0, 100))

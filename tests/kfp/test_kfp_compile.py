@@ -1,4 +1,5 @@
-"""The pipeline compiles to KFP IR with all ten components, the per-class ParallelFor and the If;
+"""The pipeline compiles to KFP IR with all twelve components, the per-shard and per-class
+ParallelFor loops and the If;
 every step that reads the data is keyed on the data's digest, and the digest is never cached."""
 
 import hashlib
@@ -10,8 +11,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("dataset-digest", "train-proxy", "extract-activations", "cluster", "analyze",
-          "tag-verdict", "repair", "rescan", "verdict", "gate")
+STAGES = ("dataset-digest", "train-proxy", "plan-shards", "extract-activations",
+          "collect-activations", "cluster", "analyze", "tag-verdict", "repair", "rescan",
+          "verdict", "gate")
 #: The steps that talk to MLflow (the NetworkPolicy label, the MLflow credentials).
 MLFLOW_EXECUTORS = ["exec-analyze", "exec-gate", "exec-repair", "exec-rescan", "exec-tag-verdict"]
 HELM_INPUTS = ("dataset_uri", "size_threshold", "silhouette_threshold", "analysis", "seed",
@@ -39,14 +41,27 @@ def test_compile_cli_writes_pipeline_with_all_constructs(tmp_path):
         assert executor["container"]["image"].startswith("ghcr.io/acgate/acgate:")
     tasks = dict(_tasks(spec["components"], spec["root"]["dag"]))
     assert set(STAGES) <= set(tasks)
-    loops = [t for t in tasks.values() if "parameterIterator" in t]
-    assert len(loops) == 1
-    assert loops[0]["parameterIterator"]["items"]["inputParameter"].endswith("Output")
+    loops = {t["componentRef"]["name"]: t for t in tasks.values() if "parameterIterator" in t}
+    assert len(loops) == 2
+    components = spec["components"]
+    by_task = {next(iter(components[name]["dag"]["tasks"])): loop for name, loop in loops.items()}
+    # Extraction fans out over the planned shards, at most SHARD_PARALLELISM at once; the
+    # clustering over the classes the collection returns.
+    shards, classes = by_task["extract-activations"], by_task["cluster"]
+    assert shards["parameterIterator"]["items"]["inputParameter"].endswith("Output")
+    assert shards["iteratorPolicy"] == {"parallelismLimit": 8}
+    assert shards["inputs"]["parameters"]["pipelinechannel--plan-shards-Output"][
+        "taskOutputParameter"]["producerTask"] == "plan-shards"
+    assert classes["inputs"]["parameters"]["pipelinechannel--collect-activations-Output"][
+        "taskOutputParameter"]["producerTask"] == "collect-activations"
+    collect = components["comp-collect-activations"]["inputDefinitions"]["artifacts"]
+    assert collect["shards"].get("isArtifactList") is True
+    n_shards = spec["root"]["inputDefinitions"]["parameters"]["n_shards"]
+    assert (n_shards["defaultValue"], n_shards["parameterType"]) == (1, "NUMBER_INTEGER")
     conditions = [t["triggerPolicy"]["condition"] for t in tasks.values()
                   if "condition" in t.get("triggerPolicy", {})]
     assert any("verdict" in c and "clean" in c for c in conditions)
     # The gate sits under the "clean" branch, the repair under the other one.
-    components = spec["components"]
     clean_branch = [c for name, c in components.items() if "dag" in c
                     and "gate" in c["dag"]["tasks"]]
     poisoned_branch = [c for name, c in components.items() if "dag" in c
@@ -71,8 +86,8 @@ def test_compile_cli_writes_pipeline_with_all_constructs(tmp_path):
     root_tasks = spec["root"]["dag"]["tasks"]
     assert root_tasks["tag-verdict"]["dependentTasks"] == ["analyze"]
     branches = [t for t in root_tasks.values() if "tag-verdict" in t.get("dependentTasks", [])]
-    assert len(branches) == 1 and branches[0]["componentRef"]["name"] == (
-        "comp-condition-branches-2")
+    assert len(branches) == 1 and branches[0]["componentRef"]["name"].startswith(
+        "comp-condition-branches-")
     analyze_inputs = components["comp-analyze"]["inputDefinitions"]["artifacts"]
     assert analyze_inputs["clusterings"].get("isArtifactList") is True
     inputs = spec["root"]["inputDefinitions"]["parameters"]
@@ -161,20 +176,27 @@ def test_every_step_that_reads_the_data_is_keyed_on_its_digest(tmp_path):
         if name == "dataset-digest" or "dag" in component:
             continue
         inputs = component.get("inputDefinitions", {})
+        # plan-shards and collect-activations read only the row count in the staged copy's
+        # footer, and extract-activations runs in a loop (kfp's local runner cannot pass a
+        # task's output into one): their cache keys hold the staged copy, which is new
+        # whenever train-proxy ran on new bytes; extract-activations checks the digest
+        # train-proxy recorded on it.
+        if name in ("plan-shards", "collect-activations", "extract-activations"):
+            continue
         if "dataset_uri" in inputs.get("parameters", {}) or "dataset" in inputs.get(
                 "artifacts", {}):
             readers.append(name)
             assert _parameter_source(components, dag, name, "dataset_sha256",
                                      parents) == "dataset-digest", name
-    assert sorted(readers) == ["analyze", "extract-activations", "repair", "train-proxy"]
+    assert sorted(readers) == ["analyze", "repair", "train-proxy"]
     # The digest sees today's bytes: never cached. So does the gate (MLflow's current state).
     assert tasks["dataset-digest"].get("cachingOptions", {}).get("enableCache") is not True
     assert tasks["gate"].get("cachingOptions", {}).get("enableCache") is not True
     cached = {name for name, task in tasks.items()
               if task.get("cachingOptions", {}).get("enableCache") is True}
     # tag-verdict acts on MLflow's state and verdict reports the outcome: every run.
-    assert cached == {"train-proxy", "extract-activations", "cluster", "analyze", "repair",
-                      "rescan"}
+    assert cached == {"train-proxy", "plan-shards", "extract-activations",
+                      "collect-activations", "cluster", "analyze", "repair", "rescan"}
     # The scan's digest is a pipeline output.
     outputs = spec["root"]["dag"]["outputs"]["parameters"]
     assert outputs["dataset_sha256"]["valueFromParameter"]["producerSubtask"] == "dataset-digest"

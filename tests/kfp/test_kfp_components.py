@@ -1,6 +1,7 @@
 """Each component's ``.python_func`` on real temp Parquet files (tiny digits, 3 epochs)."""
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -133,7 +134,8 @@ def test_missing_activations_artifact_is_named(tmp_path):
 
 
 def test_activations_without_column_names_artifact_and_column(tmp_path, clean_chain):
-    table = pq.read_table(clean_chain["activations"].path)
+    part = next(Path(clean_chain["activations"].path).glob("segment=0/*.parquet"))
+    table = pq.read_table(part)
     bad = tmp_path / "bad-activations"
     pq.write_table(table.drop_columns(["activation"]), bad)
     with pytest.raises(ValueError, match=r"input artifact 'activations'.*'activation'"):

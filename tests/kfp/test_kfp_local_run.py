@@ -43,12 +43,15 @@ def test_poisoned_run_equals_scan_fails_red_and_is_not_promoted(
     version = register_version(client, "digits-poisoned",
                                hashlib.sha256(data.read_bytes()).hexdigest())
     # A poisoned verdict is not a green run: the verdict step fails it, after the repair and
-    # the rescan.
+    # the rescan. Extraction in 4 shards (issue 22): the same flags, numbers and GX outcomes
+    # as the CLI's scan, which extracts in one pass (so do the runs below with one shard).
     with pytest.raises(RuntimeError) as failed:
         pipeline.run_locally(tmp_path / "root", dataset_uri=str(data), epochs=3, seed=0,
                              mlflow_tracking_uri=uri, model_name="digits-poisoned",
-                             model_version=version)
+                             model_version=version, n_shards=4)
     assert pipeline.failed_task(failed.value) == "verdict", failed.value
+    shards = sorted((tmp_path / "root").glob("*/*-iteration-*/extract-activations/activations"))
+    assert len(shards) == 4, shards  # 2,683 rows: three shards of 768 and one of 379
     log = capfd.readouterr().out
     (scan,), (rescan,) = _scan_runs(client)
     samples_path = next((tmp_path / "root").glob("*/analyze/samples"))

@@ -491,6 +491,9 @@ def _table_from_arrow(
 def read_activations(path: PathLike) -> ActivationTable:
     """Read a whole activation file, validated, with memory bounded by the result itself.
 
+    A folder is read as an activation dataset (:func:`acgate.io.shards.read_activation_dataset`:
+    the parts of a sharded extraction, ordered by row as one file would be).
+
     The file is decoded in batches of :data:`READ_BATCH_ROWS` rows straight into
     preallocated arrays, so the peak is the ``N x D`` float32 matrix plus one batch (reading
     the whole Arrow table first would hold it two to three times over).
@@ -503,6 +506,10 @@ def read_activations(path: PathLike) -> ActivationTable:
             message names the file and the column).
         TypeError: A column of the wrong type.
     """
+    if Path(path).is_dir():  # an activation dataset (parts of sharded extraction)
+        from acgate.io.shards import read_activation_dataset
+
+        return read_activation_dataset(path)
     info = _inspect(path)
     n_rows = info.parquet.metadata.num_rows
     if n_rows == 0:

@@ -857,6 +857,7 @@ def read_image_dataset(
     id_column: str | None = None,
     max_pixels: int = MAX_IMAGE_PIXELS,
     max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
+    rows: tuple[int, int] | None = None,
 ) -> ImageDataset:
     """Read an image dataset from Parquet (any of the three image encodings).
 
@@ -881,6 +882,9 @@ def read_image_dataset(
             images plus the estimated memory of training the proxy CNN on them (see
             :func:`estimate_image_memory`) exceed this many bytes. Default
             :data:`DEFAULT_MAX_DECODED_BYTES` (8 GiB); ``None``: no limit.
+        rows: Only the rows ``[first, stop)`` (a shard): labels are mapped and ids checked
+            over the whole file, as a whole read would, and only these images are decoded
+            (and counted against the budget). ``None``: every row.
 
     Returns:
         The dataset; every column other than the image, label and id columns lands in
@@ -898,9 +902,8 @@ def read_image_dataset(
     """
     budget = _checked_budget(max_decoded_bytes)
     names = Columns(label=label_column, image=image_column, id=id_column)
-    table, metadata = _read_dataset_table(path, names, ("label", "image", "id"))
-    labels, label_names = _labels(path, table, names)
-    ids = _ids(path, table, names)
+    table, metadata, labels, label_names, ids = _read_rows(path, names, ("label", "image", "id"),
+                                                           rows)
     images = _images_from_column(path, table.column(image_column), image_column, metadata,
                                  max_pixels, budget)
     return ImageDataset(
@@ -934,6 +937,31 @@ def _ids(path: PathLike, table: pa.Table, names: Columns) -> np.ndarray | None:
     if names.id is None:
         return None
     return id_column(path, table.column(names.id), names.id, option=COLUMN_OPTIONS["id"])
+
+
+def _read_rows(path: PathLike, names: Columns, roles: tuple[str, ...],
+               rows: tuple[int, int] | None) -> tuple[pa.Table, dict[str, str], np.ndarray,
+                                                      tuple[Any, ...] | None, np.ndarray | None]:
+    """The table, metadata, classes, label names and ids of every row or of ``rows``.
+
+    For ``rows`` (a shard ``[first, stop)``) the label and id columns are read whole, so labels
+    are mapped and ids checked as a whole read would, and the other columns only from the row
+    groups that hold those rows.
+    """
+    if rows is None:
+        table, metadata = _read_dataset_table(path, names, roles)
+        labels, label_names = _labels(path, table, names)
+        return table, metadata, labels, label_names, _ids(path, table, names)
+    present = open_parquet(path).schema_arrow.names
+    require_dataset_columns(path, present, names, roles)
+    whole, metadata = read_parquet(path, "dataset", columns=[
+        name for name in (names.label, names.id) if name is not None])
+    labels, label_names = _labels(path, whole, names)
+    ids = _ids(path, whole, names)
+    table, _ = read_parquet(path, "dataset", row_range=rows)
+    first, stop = rows
+    return (table, metadata, labels[first:stop], label_names,
+            None if ids is None else ids[first:stop])
 
 
 def _label_and_id_arrays(dataset: ImageDataset | TextDataset) -> dict[str, pa.Array]:
@@ -1027,7 +1055,7 @@ def write_image_dataset(
 
 def read_text_dataset(
     path: PathLike, *, text_column: str = "text", label_column: str = "label",
-    id_column: str | None = None,
+    id_column: str | None = None, rows: tuple[int, int] | None = None,
 ) -> TextDataset:
     """Read a text dataset from Parquet (a string column + a label column).
 
@@ -1038,6 +1066,8 @@ def read_text_dataset(
         text_column: Name of the text column.
         label_column: Name of the label column (integers, or values mapped to classes).
         id_column: Name of a column of unique, non-null row ids, or ``None``.
+        rows: Only the rows ``[first, stop)`` (labels mapped and ids checked over the whole
+            file); ``None``: every row.
 
     Raises:
         FileNotFoundError: When the file does not exist.
@@ -1048,9 +1078,8 @@ def read_text_dataset(
             unsupported type.
     """
     names = Columns(label=label_column, text=text_column, id=id_column)
-    table, metadata = _read_dataset_table(path, names, ("label", "text", "id"))
-    labels, label_names = _labels(path, table, names)
-    ids = _ids(path, table, names)
+    table, metadata, labels, label_names, ids = _read_rows(path, names, ("label", "text", "id"),
+                                                           rows)
     column = table.column(text_column)
     kind = column.type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
@@ -1123,6 +1152,7 @@ def read_dataset(
     *,
     max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
     columns: Columns = DEFAULT_COLUMNS,
+    rows: tuple[int, int] | None = None,
 ) -> ImageDataset | TextDataset:
     """Read an image or a text dataset, choosing by the columns present.
 
@@ -1133,6 +1163,7 @@ def read_dataset(
         max_decoded_bytes: Memory budget of an image dataset (see
             :func:`read_image_dataset`); ignored for text.
         columns: The file's names of the label, image, text and id columns.
+        rows: Only the rows ``[first, stop)`` (a shard; see :func:`read_image_dataset`).
 
     Raises:
         ValueError: Unknown modality, both columns present with ``modality=None``, or any
@@ -1148,9 +1179,10 @@ def read_dataset(
     modality = dataset_modality(path, modality, columns)
     if modality == "image":
         return read_image_dataset(path, image_column=columns.image, label_column=columns.label,
-                                  id_column=columns.id, max_decoded_bytes=max_decoded_bytes)
+                                  id_column=columns.id, max_decoded_bytes=max_decoded_bytes,
+                                  rows=rows)
     return read_text_dataset(path, text_column=columns.text, label_column=columns.label,
-                             id_column=columns.id)
+                             id_column=columns.id, rows=rows)
 
 
 # --------------------------------------------------------------------------- fingerprint

@@ -246,6 +246,7 @@ def read_parquet(
     *,
     required: Iterable[str] = (),
     columns: Iterable[str] | None = None,
+    row_range: tuple[int, int] | None = None,
 ) -> tuple[pa.Table, dict[str, str]]:
     """Read a Parquet file of a given kind after checking its schema version and columns.
 
@@ -254,6 +255,8 @@ def read_parquet(
         kind: The expected file kind (see :func:`check_schema`).
         required: Columns that must be present.
         columns: Read only these columns (all when ``None``).
+        row_range: Read only the rows ``[first, stop)``: only the row groups that hold them
+            are read (``None``: every row).
 
     Returns:
         The table and its decoded key-value metadata.
@@ -266,11 +269,34 @@ def read_parquet(
     schema = parquet.schema_arrow
     check_schema(path, schema, kind)
     require_columns(path, schema, required)
+    wanted = list(columns) if columns is not None else None
     try:
-        table = parquet.read(columns=list(columns) if columns is not None else None)
+        if row_range is None:
+            table = parquet.read(columns=wanted)
+        else:
+            table = _read_row_range(path, parquet, row_range, wanted)
     except (pa.ArrowException, OSError) as error:
         raise ValueError(f"{path} is not a readable Parquet file: {error}") from error
     return table, raw_metadata(schema)
+
+
+def _read_row_range(path: PathLike, parquet: pq.ParquetFile, row_range: tuple[int, int],
+                    columns: list[str] | None) -> pa.Table:
+    """The rows ``[first, stop)``, reading only the row groups that hold them."""
+    first, stop = (int(value) for value in row_range)
+    footer = parquet.metadata
+    if not 0 <= first < stop <= footer.num_rows:
+        raise ValueError(f"{path}: rows {first}..{stop - 1} are not inside its "
+                         f"{footer.num_rows} rows")
+    groups, offset, start = [], None, 0
+    for group in range(footer.num_row_groups):
+        n_rows = footer.row_group(group).num_rows
+        if start < stop and start + n_rows > first:
+            groups.append(group)
+            offset = start if offset is None else offset
+        start += n_rows
+    table = parquet.read_row_groups(groups, columns=columns)
+    return table.slice(first - int(offset or 0), stop - first)
 
 
 def encode_metadata(

@@ -1,0 +1,140 @@
+"""Sharded extraction (issue 22): the components on real files, 1 shard against 4.
+
+The shard folders, the collection and the per-class reads are the pipeline's (``pipeline.py``:
+``plan_shards`` -> ``extract_activations`` per shard -> ``collect_activations`` -> ``cluster``
+per class); the real kfp run with ``n_shards=4`` is in ``test_kfp_local_run.py``.
+"""
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from kfp import dsl
+
+from components.cluster.component import cluster
+from components.collect_activations.component import collect_activations
+from components.extract_activations.component import extract_activations
+from components.plan_shards.component import plan_shards
+from components.train_proxy.component import train_proxy
+
+
+def _artifact(kind, folder, name):
+    return kind(name=name, uri=str(folder / name))
+
+
+def _extract(folder, dataset, model, n_shards, **settings):
+    """plan -> extract per shard -> collect, as the pipeline runs them; the collected folder."""
+    shards = plan_shards.python_func(dataset=dataset, n_shards=n_shards)
+    parts = []
+    for shard in shards:
+        out = _artifact(dsl.Dataset, folder, f"shard-{shard}")
+        extract_activations.python_func(dataset=dataset, model=model, activations=out,
+                                        shard=shard, n_shards=n_shards, **settings)
+        parts.append(out)
+    collected = _artifact(dsl.Dataset, folder, "activations")
+    classes = collect_activations.python_func(shards=parts[::-1], dataset=dataset,
+                                              activations=collected)
+    return shards, classes, collected
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits_parquet):
+    """The proxy on BadNets-poisoned digits (3 epochs: what matters here is equality)."""
+    folder = tmp_path_factory.mktemp("shards")
+    dataset, model, metrics = (_artifact(dsl.Dataset, folder, "dataset"),
+                               _artifact(dsl.Model, folder, "model"),
+                               _artifact(dsl.Metrics, folder, "metrics"))
+    train_proxy.python_func(dataset_uri=str(digits_parquet(0.33, 0)), dataset=dataset,
+                            model=model, metrics=metrics, seed=0, epochs=3)
+    return folder, dataset, model
+
+
+@pytest.mark.parametrize("segment_by", ["label", "prediction"])
+def test_four_shards_give_the_activations_and_clusterings_of_one(trained, segment_by):
+    from acgate.io.activations import read_activations
+    from acgate.io.shards import read_activation_dataset, read_manifest
+
+    folder, dataset, model = trained
+    one = _extract(folder / f"one-{segment_by}", dataset, model, 1, segment_by=segment_by)
+    four = _extract(folder / f"four-{segment_by}", dataset, model, 4, segment_by=segment_by)
+    assert one[0] == [0] and four[0] == [0, 1, 2, 3]  # 2,683 rows: 3 shards of 768, one of 379
+    assert one[1] == four[1] == list(range(10))
+    whole, sharded = read_activations(one[2].path), read_activations(four[2].path)
+    np.testing.assert_array_equal(sharded.indices, np.arange(2683))
+    np.testing.assert_array_equal(whole.indices, sharded.indices)
+    np.testing.assert_array_equal(whole.labels, sharded.labels)
+    np.testing.assert_array_equal(whole.predictions, sharded.predictions)
+    # Whole extraction batches per shard: bit for bit the activations of one pass.
+    np.testing.assert_array_equal(whole.activations, sharded.activations)
+    manifest = read_manifest(four[2].path)
+    assert manifest["shards"] == [0, 1, 2, 3] and manifest["complete"]
+    assert manifest["segment_by"] == segment_by
+    segments = sharded.predictions if segment_by == "prediction" else sharded.labels
+    for label in (0, 7):
+        part = read_activation_dataset(four[2].path, label)
+        np.testing.assert_array_equal(part.indices, np.flatnonzero(segments == label))
+        outputs = []
+        for name, collected in (("one", one[2]), ("four", four[2])):
+            out = _artifact(dsl.Dataset, folder, f"clustering-{segment_by}-{name}-{label}")
+            cluster.python_func(activations=collected, label=label, clustering=out, seed=0,
+                                segment_by=segment_by)
+            outputs.append(pq.read_table(out.path))
+        assert outputs[0].equals(outputs[1])
+        np.testing.assert_array_equal(outputs[1].column("position").to_numpy(),
+                                      np.flatnonzero(segments == label))
+
+
+def test_collection_refuses_shards_that_do_not_cover_the_rows(trained, tmp_path):
+    from acgate.stages import StageInputError
+
+    folder, dataset, model = trained
+    parts = []
+    for shard in (0, 1, 1):
+        out = _artifact(dsl.Dataset, tmp_path, f"shard-{len(parts)}")
+        extract_activations.python_func(dataset=dataset, model=model, activations=out,
+                                        shard=shard, n_shards=4)
+        parts.append(out)
+    collected = _artifact(dsl.Dataset, tmp_path, "activations")
+    with pytest.raises(StageInputError, match="shard 1 appears twice"):
+        collect_activations.python_func(shards=parts, dataset=dataset, activations=collected)
+    with pytest.raises(StageInputError, match=r"1915 row\(s\) in no shard \(first: 768\)"):
+        collect_activations.python_func(shards=parts[:1], dataset=dataset,
+                                        activations=collected)
+    assert not (tmp_path / "activations").exists()  # nothing half-written
+    # One shard of four is not the dataset: a cluster task refuses it.
+    with pytest.raises(StageInputError, match=r"one shard \(rows 0\.\.767\)"):
+        cluster.python_func(activations=parts[0], label=0,
+                            clustering=_artifact(dsl.Dataset, tmp_path, "c"), seed=0)
+    with pytest.raises(StageInputError, match="shard 4 is not one of the 4 shards"):
+        extract_activations.python_func(dataset=dataset, model=model,
+                                        activations=_artifact(dsl.Dataset, tmp_path, "x"),
+                                        shard=4, n_shards=4)
+    with pytest.raises(StageInputError, match="n_shards must be a whole number >= 1, got 0"):
+        plan_shards.python_func(dataset=dataset, n_shards=0)
+
+
+def test_shard_bounds_are_whole_batches_and_never_empty():
+    from acgate.io.shards import shard_bounds
+
+    assert shard_bounds(1797, 4) == [(0, 512), (512, 1024), (1024, 1536), (1536, 1797)]
+    assert shard_bounds(1797, 1) == [(0, 1797)]
+    assert shard_bounds(300, 8) == [(0, 256), (256, 300)]  # fewer shards than asked for
+    assert shard_bounds(10_000_000, 8)[-1] == (7 * 1_250_048, 10_000_000)  # 4,883 batches a shard
+    bounds = shard_bounds(10_000_000, 8)
+    assert len(bounds) == 8 and all(first % 256 == 0 for first, _ in bounds)
+    with pytest.raises(ValueError, match="n_shards must be an integer >= 1, got 0"):
+        shard_bounds(10, 0)
+
+
+def test_an_activation_folder_acgate_did_not_write_is_not_replaced(trained, tmp_path):
+    folder, dataset, model = trained
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="is not an activation dataset"):
+        extract_activations.python_func(dataset=dataset, model=model,
+                                        activations=dsl.Dataset(name="a", uri=str(target)),
+                                        shard=0, n_shards=4)
+    assert (target / "notes.txt").read_text() == "keep me"
+    assert json.loads  # the manifest format is JSON (read_manifest)
