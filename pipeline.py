@@ -30,7 +30,7 @@ account as a warning).
 Each step is a thin component in ``components/<stage>/component.py`` calling
 :mod:`acgate.stages`; the per-class fan-out gives the same flags as ``acgate scan``
 (:func:`acgate.scan.run_scan`) with the same settings and seed. The classes to fan out over
-come from the data (``extract_activations`` returns them), so no class list has to be passed.
+come from the data (``collect_activations`` returns them), so no class list has to be passed.
 
 Caching: a scheduled run passes the same ``dataset_uri`` every night, and KFP's cache key is
 made of a task's inputs, so a URI alone would let KFP reuse yesterday's model and verdict for
@@ -40,14 +40,14 @@ that reads the data (``train_proxy``, ``analyze``, ``repair``) takes that SHA-25
 steps also checks that its dataset artifact still has that digest (the data did not change
 during the run). The steps in between (``plan_shards``, ``extract_activations``,
 ``collect_activations``) are keyed on the staged copy ``train_proxy`` writes, which is new
-whenever it ran on new bytes; ``extract_activations`` checks the digest recorded on it. The
-digest is passed as a parameter, not as a staged artifact, because KFP keys a cache entry on
-the identity of its input artifacts and a step that is never cached makes a new artifact every
-run. ``tag_verdict`` and the ``gate`` act on MLflow's
-mutable state (the model version, its tags and alias), and ``verdict`` reports the outcome, so
-they always run. The tasks that talk to MLflow (``analyze``, ``tag_verdict``, ``gate``,
-``repair``, ``rescan``) carry the pod label ``acgate.io/mlflow-client: "true"``, which the Helm
-chart's NetworkPolicy admits to its MLflow server.
+whenever it ran on new bytes (and checked it against the digest). The digest is passed as a
+parameter, not as a staged artifact, because KFP keys a cache entry on the identity of its input
+artifacts and a step that is never cached makes a new artifact every run. ``tag_verdict`` and
+the ``gate`` act on MLflow's mutable state (the model version, its tags and alias), and
+``verdict`` reports the outcome, so they always run. The tasks that talk to MLflow
+(``analyze``, ``tag_verdict``, ``gate``, ``repair``, ``rescan``) carry the pod label
+``acgate.io/mlflow-client: "true"``, which the Helm chart's NetworkPolicy admits to its MLflow
+server.
 
 Usage::
 
@@ -280,10 +280,9 @@ def acgate_pipeline(
     _set_resources(planned, **resources)
     with dsl.ParallelFor(items=planned.output, name="per-shard",
                          parallelism=SHARD_PARALLELISM) as shard:
-        # No dataset_sha256 here: kfp 2.17's local runner replaces every task output that
-        # enters a loop with the loop item. The step checks the digest train_proxy recorded on
-        # the dataset artifact, and its cache key holds that artifact, which is new whenever
-        # train_proxy ran on new bytes.
+        # No dataset_sha256 here: kfp 2.17's local runner replaces every task output
+        # parameter that enters a loop with the loop item. Its cache key holds the staged
+        # copy, which is new whenever train_proxy ran on new bytes (and checked it).
         extracted = extract_activations(dataset=trained.outputs["dataset"],
                                         model=trained.outputs["model"], segment_by=segment_by,
                                         max_decoded_bytes=max_decoded_bytes, shard=shard,
@@ -586,6 +585,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--cache", action="store_true",
                      help="cache tasks like KFP (file cache under the pipeline root)")
     args = parser.parse_args(argv)
+    if args.command == "run" and args.n_shards < 1:
+        parser.error(f"--n-shards must be a whole number >= 1, got {args.n_shards}")
     if args.command == "compile":
         try:
             path = compile_pipeline(

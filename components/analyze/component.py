@@ -49,7 +49,8 @@ def analyze(
     """Run the analysis (exclusionary reclassification by default) over all class clusterings.
 
     Args:
-        activations: Activations Parquet file (from ``extract_activations``).
+        activations: Activation dataset folder (from ``collect_activations``; an activations
+            Parquet file works too).
         dataset: The validated dataset (for the retrain and the report's sprites).
         clusterings: One clustering per class (``dsl.Collected`` over the ``cluster`` tasks).
         samples: Per-sample result, schema ``samples/1`` (``index``, ``is_poison``, ...).

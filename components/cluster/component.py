@@ -25,7 +25,8 @@ def cluster(
     """Cluster the activations of one class and write its clustering as Parquet.
 
     Args:
-        activations: Activations Parquet file (from ``extract_activations``).
+        activations: Activation dataset folder (from ``collect_activations``; an activations
+            Parquet file works too).
         label: The class (label, or prediction with ``segment_by="prediction"``).
         clustering: Parquet file: ``position``, ``cluster``, ``reduced`` (and, in stable mode,
             ``candidates``) columns; label, silhouette, cluster count, candidates and skip

@@ -36,10 +36,10 @@ def extract_activations(
         image_column: The dataset's image column.
         text_column: The dataset's text column.
         id_column: The dataset's id column; ``None``: the row number.
-        dataset_sha256: SHA-256 that ``dataset`` must have; ``None``: the digest
-            ``train_proxy`` recorded on the artifact (its ``sha256`` metadata), if any. The
-            pipeline leaves it ``None``: the task's cache key holds the dataset artifact,
-            which is new whenever ``train_proxy`` ran on new bytes.
+        dataset_sha256: SHA-256 that ``dataset`` must have; ``None``: no check. The pipeline
+            leaves it ``None``: every shard would hash the whole file again, for a copy
+            ``train_proxy`` already checked, and the task's cache key holds the dataset
+            artifact, which is new whenever ``train_proxy`` ran on new bytes.
         shard: Which shard of the rows (from ``plan_shards``): only its rows are decoded.
         n_shards: The shards asked for (``plan_shards``'s input).
 
@@ -53,7 +53,7 @@ def extract_activations(
         step_config,
     )
 
-    begin_step(dataset.path, dataset_sha256 or dataset.metadata.get("sha256"))
+    begin_step(dataset.path, dataset_sha256)
     config = step_config(parameters)
     classes, _ = extract_stage(dataset.path, model.path, activations.path, config, shard=shard,
                                n_shards=n_shards)

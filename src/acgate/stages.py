@@ -178,11 +178,13 @@ def modality_config(config: ScanConfig, modality: str) -> ScanConfig:
 
 
 def read_stage_dataset(path: PathLike, config: ScanConfig, modality: str | None = None,
-                       *, artifact: str = "dataset", rows: tuple[int, int] | None = None) -> Any:
+                       *, artifact: str = "dataset", rows: tuple[int, int] | None = None,
+                       channels: int | None = None) -> Any:
     """Read an image or text dataset artifact and check it can be scanned.
 
     ``rows``: only the rows ``[first, stop)`` (a shard, which is not checked on its own: the
-    whole dataset was, when it was staged).
+    whole dataset was, when it was staged), decoded to ``channels`` image channels (what the
+    whole file decodes to; ``None``: these rows' own).
     """
     from acgate.io.datasets import read_dataset
     from acgate.scan import check_scannable
@@ -190,7 +192,7 @@ def read_stage_dataset(path: PathLike, config: ScanConfig, modality: str | None 
     with reading(artifact, path):
         dataset = read_dataset(path, modality=dataset_modality(path, modality, config.columns),
                                max_decoded_bytes=config.max_decoded_bytes,
-                               columns=config.columns, rows=rows)
+                               columns=config.columns, rows=rows, channels=channels)
         if rows is None:
             check_scannable(dataset, path)
     return dataset
@@ -460,6 +462,9 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
     from acgate.scan import extract_to_parquet
 
     if shard is not None:
+        if dataset is not None or model is not None or vocabulary is not None:
+            raise TypeError("extract_stage: a shard reads its own rows and the proxy folder; "
+                            "do not pass dataset, model or vocabulary with shard")
         return _extract_shard(dataset_path, model_dir, Path(activations_path), config,
                               shard=shard, n_shards=n_shards)
     if dataset is None:
@@ -486,11 +491,18 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
 def _extract_shard(dataset_path: PathLike, model_dir: PathLike | None, out_dir: Path,
                    config: ScanConfig, *, shard: int, n_shards: int) -> tuple[list[int], Any]:
     """One shard of :func:`extract_stage`: its rows' activations, one part per segment."""
+    from acgate.io.atomic import scratch_file
+    from acgate.io.results import read_json_object
     from acgate.io.schema import open_parquet
-    from acgate.io.shards import shard_bounds, write_activation_shard
+    from acgate.io.shards import (
+        check_activation_destination,
+        shard_bounds,
+        write_activation_shard,
+    )
     from acgate.scan import check_dataset_labels, extract_to_parquet
     from acgate.torch._arrays import resolve_device
 
+    check_activation_destination(out_dir)  # before any work
     with reading("dataset", dataset_path):
         # What a whole read checks (rows, classes, ids) on the whole file: two columns.
         check_dataset_labels(dataset_path, config.columns)
@@ -500,15 +512,22 @@ def _extract_shard(dataset_path: PathLike, model_dir: PathLike | None, out_dir: 
         raise StageInputError(f"shard {shard!r} is not one of the {len(bounds)} shards of "
                               f"{n_rows} rows in {n_shards} (0..{len(bounds) - 1})")
     rows = bounds[shard]
-    dataset = read_stage_dataset(dataset_path, config, rows=rows)
+    spec = read_json_object(Path(model_dir) / MODEL_SPEC_FILE, "a model.json")
+    shape = [int(v) for v in spec.get("input_shape", [])]
+    # A shard's own images might all be greyscale in a file that decodes to RGB.
+    dataset = read_stage_dataset(dataset_path, config, rows=rows,
+                                 channels=shape[0] if len(shape) == 3 else None)
+    if hasattr(dataset, "images") and list(dataset.images.shape[1:]) != shape:
+        raise StageInputError(f"input artifact 'dataset' ({dataset_path}): rows "
+                              f"[{rows[0]}, {rows[1]}) decode to images of shape "
+                              f"{list(dataset.images.shape[1:])}, the proxy reads {shape}")
     metadata: dict[str, Any] = {"modality": "text" if hasattr(dataset, "texts") else "image"}
     model = load_proxy(model_dir).to(resolve_device(config.device))
     training = proxy_training(model_dir)
     if training is not None:
         metadata["proxy"] = training
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".acgate-shard-") as temp:
-        table = extract_to_parquet(model, dataset, Path(temp) / "shard.parquet", config,
+    with scratch_file(out_dir) as scratch:
+        table = extract_to_parquet(model, dataset, scratch, config,
                                    vocabulary=load_proxy_vocabulary(model_dir),
                                    metadata=metadata, first_row=rows[0])
     gx_activations = validate_activations_table(table.indices, table.labels, table.activations,
@@ -853,7 +872,8 @@ def analyze_stage(
         dataset_sha256: SHA-256 of the dataset's bytes (default: computed).
         dataset: The dataset already read from ``dataset_path``.
         report: Write the HTML report.
-        scan_info: More entries for ``scan.json`` (e.g. timings).
+        scan_info: More entries for ``scan.json`` (e.g. timings); an activation dataset
+            (the pipeline's sharded extraction) adds ``extraction_shards``.
         validated: The ``"dataset"`` and ``"activations"`` suites' results, when this process
             already ran them on these very files (``run_scan``); a suite not given is run
             here (a pipeline step checks its own input artifacts).
@@ -863,9 +883,13 @@ def analyze_stage(
     Returns:
         The :class:`AnalyzeOutcome`.
     """
+    from acgate.io.shards import is_activation_dataset, read_manifest
     from acgate.scan import make_retrain, validate_dataset_file
 
     table, arrays = _validated_arrays(activations_path, config)
+    if is_activation_dataset(activations_path):  # the pipeline's: say how it was extracted
+        scan_info = {**(scan_info or {}),
+                     "extraction_shards": len(read_manifest(activations_path)["shards"])}
     modality = activations_modality(table)
     config = modality_config(config, modality)
     clusterings = [read_clustering(path) for path in clustering_paths]

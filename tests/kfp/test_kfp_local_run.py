@@ -84,6 +84,10 @@ def test_poisoned_run_equals_scan_fails_red_and_is_not_promoted(
     assert outcomes[0] == outcomes[1]
     for name in ("scan.json", "samples.parquet", "classes.parquet", "report.json"):
         assert name in {a.path for a in client.list_artifacts(outputs["run_id"])}, name
+    scan_json = mlflow.artifacts.download_artifacts(
+        run_id=outputs["run_id"], artifact_path="scan.json", dst_path=str(tmp_path / "scanjson"),
+        tracking_uri=uri)
+    assert json.loads(Path(scan_json).read_text(encoding="utf-8"))["extraction_shards"] == 4
     # The model version carries the verdict; the gate sits under the clean branch: it did not
     # run, the alias is not set ...
     tags = client.get_model_version("digits-poisoned", version).tags

@@ -138,3 +138,71 @@ def test_an_activation_folder_acgate_did_not_write_is_not_replaced(trained, tmp_
                                         shard=0, n_shards=4)
     assert (target / "notes.txt").read_text() == "keep me"
     assert json.loads  # the manifest format is JSON (read_manifest)
+
+
+def test_pipeline_run_refuses_a_shard_count_below_one(capsys, tmp_path):
+    import pipeline
+
+    with pytest.raises(SystemExit) as exited:
+        pipeline.main(["run", "--dataset", str(tmp_path / "data.parquet"), "--n-shards", "0",
+                       "--root", str(tmp_path / "root")])
+    assert exited.value.code == 2
+    assert "--n-shards must be a whole number >= 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_folder_with_a_users_dataset_json_is_never_replaced(tmp_path):
+    """``dataset.json`` is a common name: only a valid manifest with nothing but its parts
+    counts as an activation dataset acgate may replace."""
+    from acgate.io.activations import ActivationTable
+    from acgate.io.shards import MANIFEST, write_activation_shard
+
+    table = ActivationTable(indices=np.arange(4), labels=np.array([0, 0, 1, 1]),
+                            predictions=None, activations=np.ones((4, 3), np.float32))
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / MANIFEST).write_text('{"name": "my dataset"}')
+    (target / "precious.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="is not an activation dataset acgate wrote"):
+        write_activation_shard(table, target, shard=0, rows=(0, 4), n_dataset_rows=4)
+    assert (target / "precious.txt").read_text() == "keep me"
+    assert json.loads((target / MANIFEST).read_text()) == {"name": "my dataset"}
+    # A real activation dataset with a stray file of the user's in it is refused too ...
+    written = tmp_path / "acts"
+    write_activation_shard(table, written, shard=0, rows=(0, 4), n_dataset_rows=4)
+    (written / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is not an activation dataset acgate wrote"):
+        write_activation_shard(table, written, shard=0, rows=(0, 4), n_dataset_rows=4)
+    # ... and one of acgate's own is replaced.
+    (written / "notes.txt").unlink()
+    assert write_activation_shard(table, written, shard=0, rows=(0, 4),
+                                  n_dataset_rows=4)["complete"] is True
+
+
+def test_a_greyscale_shard_of_a_colour_dataset_decodes_to_the_proxys_channels(tmp_path):
+    """The channel rule (any colour image makes the dataset RGB) is the whole file's, so a
+    shard holding only greyscale PNGs must still decode to three channels."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from acgate.io.datasets import read_image_dataset
+
+    rng = np.random.default_rng(0)
+
+    def png(mode):
+        pixels = rng.integers(0, 256, (8, 8) if mode == "L" else (8, 8, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels, mode).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    blobs = [png("L") for _ in range(300)] + [png("RGB") for _ in range(300)]
+    path = tmp_path / "mixed.parquet"
+    pq.write_table(pa.table({"label": np.arange(600) % 2, "image": blobs}), path)
+    whole = read_image_dataset(path)
+    assert whole.images.shape[1:] == (3, 8, 8)
+    assert read_image_dataset(path, rows=(0, 256)).images.shape[1:] == (1, 8, 8)  # its own
+    shard = read_image_dataset(path, rows=(0, 256), channels=3)
+    np.testing.assert_array_equal(shard.images, whole.images[:256])

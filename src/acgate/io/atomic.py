@@ -146,6 +146,26 @@ def atomic_write_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def scratch_file(beside: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary file path next to ``beside``, removed when the ``with`` block ends.
+
+    Named as :func:`atomic_write_path` names its temporary file, so what a killed process left
+    is swept by the next write of ``beside``.
+
+    Yields:
+        The path (it does not exist yet).
+    """
+    final = Path(beside)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale_siblings(final)
+    temp = _temp_sibling(final, "tmp")
+    try:
+        yield temp
+    finally:
+        _remove(temp)
+
+
+@contextlib.contextmanager
 def atomic_directory(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
     """Build a folder atomically: yield an empty temporary folder, swap it in on success.
 

@@ -730,8 +730,13 @@ def _decode_image(
 def _decode_images(
     blobs: list[Any], path: PathLike, column: str, max_pixels: int,
     metadata: Mapping[str, str], max_decoded_bytes: int | None = None,
+    channels: int | None = None,
 ) -> np.ndarray:
-    """Decode a column's images after checking every header, the shapes and the budget."""
+    """Decode a column's images after checking every header, the shapes and the budget.
+
+    ``channels``: the channel count the whole file decodes to, when these are only some of its
+    rows (a shard); ``None``: from these images' modes (:func:`_dataset_channels`).
+    """
     if not blobs:  # no rows: the shape comes from the metadata, when written by acgate
         if _SHAPE_KEY not in metadata:
             raise ValueError(f"{path}: column {column!r} has no rows and the file has no "
@@ -739,7 +744,8 @@ def _decode_images(
         return np.empty((0, *_image_shape_from_metadata(path, metadata)), dtype=np.float32)
     headers = [_image_header(blob, path, column, row, max_pixels)
                for row, blob in enumerate(blobs)]
-    channels = _dataset_channels(header.mode for header in headers)
+    if channels is None:
+        channels = _dataset_channels(header.mode for header in headers)
     shape = (channels, headers[0].height, headers[0].width)
     for row, header in enumerate(headers):
         if (channels, header.height, header.width) != shape:
@@ -787,6 +793,7 @@ def _images_from_column(
     metadata: Mapping[str, str],
     max_pixels: int,
     max_decoded_bytes: int | None = None,
+    channels: int | None = None,
 ) -> np.ndarray:
     kind = column.type
     if pa.types.is_struct(kind):
@@ -804,10 +811,11 @@ def _images_from_column(
                     f"{path}: column {name!r} row {row} has no image bytes (only a path or "
                     f"null); embed the image bytes in the file"
                 )
-        return _decode_images(blobs, path, name, max_pixels, metadata, max_decoded_bytes)
+        return _decode_images(blobs, path, name, max_pixels, metadata, max_decoded_bytes,
+                              channels)
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
         return _decode_images(column.to_pylist(), path, name, max_pixels, metadata,
-                              max_decoded_bytes)
+                              max_decoded_bytes, channels)
     if pa.types.is_fixed_size_list(kind) or pa.types.is_list(kind) or pa.types.is_large_list(kind):
         shape = _image_shape_from_metadata(path, metadata)
         _check_budget(path, name, {shape: len(column)}, max_decoded_bytes)
@@ -858,6 +866,7 @@ def read_image_dataset(
     max_pixels: int = MAX_IMAGE_PIXELS,
     max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
     rows: tuple[int, int] | None = None,
+    channels: int | None = None,
 ) -> ImageDataset:
     """Read an image dataset from Parquet (any of the three image encodings).
 
@@ -885,6 +894,9 @@ def read_image_dataset(
         rows: Only the rows ``[first, stop)`` (a shard): labels are mapped and ids checked
             over the whole file, as a whole read would, and only these images are decoded
             (and counted against the budget). ``None``: every row.
+        channels: Decode encoded images to this many channels (1 or 3): what the whole file
+            decodes to, for a shard whose own images might all be greyscale. ``None``: by the
+            channel rule above.
 
     Returns:
         The dataset; every column other than the image, label and id columns lands in
@@ -904,8 +916,10 @@ def read_image_dataset(
     names = Columns(label=label_column, image=image_column, id=id_column)
     table, metadata, labels, label_names, ids = _read_rows(path, names, ("label", "image", "id"),
                                                            rows)
+    if channels not in (None, 1, 3):
+        raise ValueError(f"channels must be 1, 3 or None, got {channels!r}")
     images = _images_from_column(path, table.column(image_column), image_column, metadata,
-                                 max_pixels, budget)
+                                 max_pixels, budget, channels)
     return ImageDataset(
         images=images,
         labels=labels,
@@ -954,11 +968,12 @@ def _read_rows(path: PathLike, names: Columns, roles: tuple[str, ...],
         return table, metadata, labels, label_names, _ids(path, table, names)
     present = open_parquet(path).schema_arrow.names
     require_dataset_columns(path, present, names, roles)
-    whole, metadata = read_parquet(path, "dataset", columns=[
-        name for name in (names.label, names.id) if name is not None])
+    small = [name for name in (names.label, names.id) if name is not None]
+    whole, metadata = read_parquet(path, "dataset", columns=small)
     labels, label_names = _labels(path, whole, names)
     ids = _ids(path, whole, names)
-    table, _ = read_parquet(path, "dataset", row_range=rows)
+    table, _ = read_parquet(path, "dataset", row_range=rows,
+                            columns=[name for name in present if name not in small])
     first, stop = rows
     return (table, metadata, labels[first:stop], label_names,
             None if ids is None else ids[first:stop])
@@ -1153,6 +1168,7 @@ def read_dataset(
     max_decoded_bytes: int | None = DEFAULT_MAX_DECODED_BYTES,
     columns: Columns = DEFAULT_COLUMNS,
     rows: tuple[int, int] | None = None,
+    channels: int | None = None,
 ) -> ImageDataset | TextDataset:
     """Read an image or a text dataset, choosing by the columns present.
 
@@ -1164,6 +1180,7 @@ def read_dataset(
             :func:`read_image_dataset`); ignored for text.
         columns: The file's names of the label, image, text and id columns.
         rows: Only the rows ``[first, stop)`` (a shard; see :func:`read_image_dataset`).
+        channels: An image dataset's channel count (see :func:`read_image_dataset`).
 
     Raises:
         ValueError: Unknown modality, both columns present with ``modality=None``, or any
@@ -1180,7 +1197,7 @@ def read_dataset(
     if modality == "image":
         return read_image_dataset(path, image_column=columns.image, label_column=columns.label,
                                   id_column=columns.id, max_decoded_bytes=max_decoded_bytes,
-                                  rows=rows)
+                                  rows=rows, channels=channels)
     return read_text_dataset(path, text_column=columns.text, label_column=columns.label,
                              id_column=columns.id, rows=rows)
 

@@ -280,23 +280,41 @@ def read_parquet(
     return table, raw_metadata(schema)
 
 
+#: Rows decoded at a time by a row-range read.
+_ROW_RANGE_BATCH = 4096
+
+
 def _read_row_range(path: PathLike, parquet: pq.ParquetFile, row_range: tuple[int, int],
                     columns: list[str] | None) -> pa.Table:
-    """The rows ``[first, stop)``, reading only the row groups that hold them."""
+    """The rows ``[first, stop)``, reading only the row groups that hold them.
+
+    The groups are read in batches and only the wanted rows kept: the peak is the result plus
+    one batch.
+    """
     first, stop = (int(value) for value in row_range)
     footer = parquet.metadata
     if not 0 <= first < stop <= footer.num_rows:
-        raise ValueError(f"{path}: rows {first}..{stop - 1} are not inside its "
+        raise ValueError(f"{path}: rows [{first}, {stop}) are not a non-empty range inside its "
                          f"{footer.num_rows} rows")
-    groups, offset, start = [], None, 0
+    groups, start = [], 0
     for group in range(footer.num_row_groups):
         n_rows = footer.row_group(group).num_rows
         if start < stop and start + n_rows > first:
+            if not groups:
+                position = start  # the row number of the first row read
             groups.append(group)
-            offset = start if offset is None else offset
         start += n_rows
-    table = parquet.read_row_groups(groups, columns=columns)
-    return table.slice(first - int(offset or 0), stop - first)
+    kept = []
+    for batch in parquet.iter_batches(batch_size=_ROW_RANGE_BATCH, row_groups=groups,
+                                      columns=columns, use_threads=False):
+        low, high = max(first - position, 0), min(stop - position, batch.num_rows)
+        if high > low:
+            kept.append(batch.slice(low, high - low))
+        position += batch.num_rows
+        if position >= stop:
+            break
+    table = pa.Table.from_batches(kept, schema=parquet.schema_arrow if columns is None else None)
+    return table.combine_chunks()
 
 
 def encode_metadata(

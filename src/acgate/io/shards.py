@@ -38,8 +38,10 @@ from acgate.io.activations import ActivationTable, read_activations, write_activ
 from acgate.io.atomic import atomic_directory
 
 __all__ = [
+    "EXTRACT_BATCH_ROWS",
     "FORMAT",
     "MANIFEST",
+    "check_activation_destination",
     "collect_activation_shards",
     "is_activation_dataset",
     "read_activation_dataset",
@@ -54,12 +56,13 @@ PathLike = str | os.PathLike[str]
 FORMAT = "acgate-activation-dataset/1"
 #: The manifest's file name inside an activation dataset folder.
 MANIFEST = "dataset.json"
-#: Rows a shard holds a multiple of: the extraction batch (``acgate.torch.extract``'s default).
-SHARD_ALIGN_ROWS = 256
+#: Rows per forward pass of the extraction (``acgate.torch.extract``'s default batch), and what
+#: a shard's bounds are multiples of: every shard sees the batches of one unsharded pass.
+EXTRACT_BATCH_ROWS = 256
 
 
 def shard_bounds(n_rows: int, n_shards: int,
-                 align: int = SHARD_ALIGN_ROWS) -> list[tuple[int, int]]:
+                 align: int = EXTRACT_BATCH_ROWS) -> list[tuple[int, int]]:
     """The row ranges ``[first, stop)`` of at most ``n_shards`` contiguous, non-empty shards.
 
     Every shard but the last holds the same number of rows, a multiple of ``align``; a small
@@ -102,6 +105,13 @@ def read_manifest(path: PathLike) -> dict[str, Any]:
                                "complete") if key not in manifest]
     if missing:
         raise ValueError(f"{file} lacks {', '.join(map(repr, missing))}")
+    kinds = {"segment_by": str, "n_rows": int, "rows": list, "shards": list, "segments": dict,
+             "labels": list, "complete": bool}
+    for key, kind in kinds.items():
+        if not isinstance(manifest[key], kind) or (kind is int and
+                                                   isinstance(manifest[key], bool)):
+            raise ValueError(f"{file}: {key!r} must be a {kind.__name__}, got "
+                             f"{manifest[key]!r}")
     return manifest
 
 
@@ -113,12 +123,36 @@ def _part_name(shard: int) -> str:
     return f"shard-{int(shard):05d}.parquet"
 
 
-def _fresh_destination(out_dir: Path) -> None:
-    """Refuse to replace a folder acgate did not write (anything but an activation dataset)."""
-    if out_dir.exists() and (not out_dir.is_dir() or
-                             (any(out_dir.iterdir()) and not is_activation_dataset(out_dir))):
-        raise ValueError(f"{out_dir} exists and is not an activation dataset; give a new folder "
-                         "(acgate does not replace what it did not write)")
+def check_activation_destination(out_dir: PathLike) -> None:
+    """Refuse a destination that holds anything but an activation dataset acgate wrote.
+
+    Writing replaces the folder, so an existing one must be empty, or hold a valid manifest and
+    only its parts: never a folder of the user's that happens to have a ``dataset.json``.
+
+    Raises:
+        ValueError: ``out_dir`` is a file, or a folder with anything else in it.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.exists():
+        return
+    refused = ValueError(f"{out_dir} exists and is not an activation dataset acgate wrote; "
+                         "give a new folder (acgate does not replace what it did not write)")
+    if not out_dir.is_dir():
+        raise refused
+    entries = list(out_dir.iterdir())
+    if not entries:
+        return
+    try:
+        read_manifest(out_dir)
+    except ValueError:
+        raise refused from None
+    for entry in entries:
+        if entry.name == MANIFEST:
+            continue
+        if not (entry.is_dir() and entry.name.startswith("segment=") and all(
+                part.is_file() and part.name.startswith("shard-")
+                and part.suffix == ".parquet" for part in entry.iterdir())):
+            raise refused
 
 
 def write_activation_shard(table: ActivationTable, out_dir: PathLike, *, shard: int,
@@ -147,7 +181,7 @@ def write_activation_shard(table: ActivationTable, out_dir: PathLike, *, shard: 
         raise ValueError(f"shard {shard}'s activations do not hold exactly rows "
                          f"{first}..{stop - 1}")
     segments = _segments(table, segment_by)
-    _fresh_destination(out_dir)
+    check_activation_destination(out_dir)
     counts: dict[str, int] = {}
     with atomic_directory(out_dir) as temp:
         for segment in np.unique(segments):
@@ -185,8 +219,8 @@ def collect_activation_shards(shard_dirs: Sequence[PathLike], out_dir: PathLike,
                               n_rows: int) -> dict[str, Any]:
     """Gather the shards' folders into one activation dataset covering rows ``0..n_rows-1``.
 
-    Reads only the manifests and the parts' ``index`` columns: every dataset row must be in
-    exactly one shard, every shard split by the same segment.
+    Reads only the manifests, the parts' schemas and their ``index`` columns: every dataset row
+    must be in exactly one shard, every shard split by the same segment and extracted alike.
 
     Args:
         shard_dirs: The shards' folders (from :func:`write_activation_shard`), in any order.
@@ -198,10 +232,9 @@ def collect_activation_shards(shard_dirs: Sequence[PathLike], out_dir: PathLike,
 
     Raises:
         ValueError: A folder that is not a shard, two shards with one number, shards split by
-            different segments, rows missing, repeated or beyond ``n_rows`` (naming them).
+            different segments or extracted differently, rows missing, repeated or beyond
+            ``n_rows`` (naming them).
     """
-    import pyarrow.parquet as pq
-
     out_dir = Path(out_dir)
     manifests = sorted(((read_manifest(path), Path(path)) for path in shard_dirs),
                        key=lambda item: item[0]["rows"][0])
@@ -210,43 +243,65 @@ def collect_activation_shards(shard_dirs: Sequence[PathLike], out_dir: PathLike,
     segment_by = {manifest["segment_by"] for manifest, _ in manifests}
     if len(segment_by) != 1:
         raise ValueError(f"the shards are split by different segments: {sorted(segment_by)}")
-    seen = np.zeros(n_rows, dtype=np.int64)
     shards: list[int] = []
     counts: dict[str, int] = {}
-    labels: set[int] = set()
     for manifest, path in manifests:
         repeated = sorted(set(shards) & set(manifest["shards"]))
         if repeated:
             raise ValueError(f"shard {repeated[0]} appears twice (again in {path})")
         shards.extend(manifest["shards"])
-        labels.update(int(c) for c in manifest["labels"])
         for segment, rows in manifest["segments"].items():
             counts[segment] = counts.get(segment, 0) + int(rows)
-        for part in _parts(path):
-            index = pq.read_table(part, columns=["index"]).column("index").to_numpy()
-            if len(index) and (index.min() < 0 or index.max() >= n_rows):
-                raise ValueError(f"{part}: row {int(index.max())} is beyond the dataset's "
-                                 f"{n_rows} rows")
-            np.add.at(seen, index, 1)
-    missing, repeated_rows = np.flatnonzero(seen == 0), np.flatnonzero(seen > 1)
-    if len(missing) or len(repeated_rows):
-        what = (f"{len(missing)} row(s) in no shard (first: {int(missing[0])})" if len(missing)
-                else f"{len(repeated_rows)} row(s) in two shards (first: "
-                     f"{int(repeated_rows[0])})")
-        raise ValueError(f"the activation shards do not cover the {n_rows} dataset rows: {what}")
-    _fresh_destination(out_dir)
+    parts = [part for _, path in manifests for part in _parts(path)]
+    _check_coverage(parts, n_rows)
+    check_activation_destination(out_dir)
     with atomic_directory(out_dir) as temp:
-        for _, path in manifests:
-            for part in _parts(path):
-                target = temp / part.parent.name / part.name
-                target.parent.mkdir(exist_ok=True)
-                shutil.copyfile(part, target)
+        for part in parts:
+            target = temp / part.parent.name / part.name
+            target.parent.mkdir(exist_ok=True)
+            shutil.copyfile(part, target)
         manifest = {"format": FORMAT, "segment_by": segment_by.pop(), "n_rows": int(n_rows),
                     "rows": [0, int(n_rows)], "shards": sorted(shards),
                     "segments": dict(sorted(counts.items(), key=lambda item: int(item[0]))),
-                    "labels": sorted(labels), "complete": True}
+                    "labels": sorted({int(c) for m, _ in manifests for c in m["labels"]}),
+                    "complete": True}
         _write_manifest(temp, manifest)
     return manifest
+
+
+def _check_coverage(parts: Sequence[Path], n_rows: int) -> None:
+    """Every row ``0..n_rows-1`` in exactly one part, every part extracted alike."""
+    import pyarrow.parquet as pq
+
+    seen = np.zeros(n_rows, dtype=bool)  # one byte a row
+    schema: tuple[Any, Path] | None = None
+    for part in parts:
+        schema = _same_schema(part, schema)
+        index = pq.read_table(part, columns=["index"]).column("index").to_numpy()
+        outside = index[(index < 0) | (index >= n_rows)]
+        if len(outside):
+            raise ValueError(f"{part}: row {int(outside[0])} is not one of the dataset's "
+                             f"{n_rows} rows")
+        if seen[index].any() or len(np.unique(index)) != len(index):
+            twice = index[seen[index]] if seen[index].any() else index
+            raise ValueError(f"the activation shards do not cover the {n_rows} dataset rows: "
+                             f"row {int(twice[0])} is in two parts (again in {part})")
+        seen[index] = True
+    missing = np.flatnonzero(~seen)
+    if len(missing):
+        raise ValueError(f"the activation shards do not cover the {n_rows} dataset rows: "
+                         f"{len(missing)} row(s) in no shard (first: {int(missing[0])})")
+
+
+def _same_schema(part: Path, first: tuple[Any, Path] | None) -> tuple[Any, Path]:
+    """Every part has the first part's columns and metadata (width, modality, proxy, layer)."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(part)
+    if first is not None and not schema.equals(first[0], check_metadata=True):
+        raise ValueError(f"{part} differs from {first[1]} in its columns or metadata (activation "
+                         "width, modality, proxy or layer): the shards were not extracted alike")
+    return first or (schema, part)
 
 
 def _parts(folder: Path, segment: int | None = None) -> list[Path]:
@@ -261,35 +316,19 @@ def read_activation_dataset(path: PathLike, segment: int | None = None) -> Activ
 
     Reading the whole folder gives what one activations file of the same rows would: the rows
     ``0..n_rows-1`` in order (a collected dataset must cover them exactly). Reading one
-    segment gives that segment's rows in row order.
+    segment gives that segment's rows in row order. The peak is the result plus one part.
 
     Raises:
         ValueError: Not an activation dataset, a segment it does not have, parts that disagree
-            with the manifest or each other (width, metadata), or any error of
+            with the manifest or each other (width, predictions), or any error of
             :func:`acgate.io.activations.read_activations` (naming the part).
     """
-    import pyarrow.parquet as pq
-
     manifest = read_manifest(path)
     if segment is not None and str(int(segment)) not in manifest["segments"]:
         raise ValueError(f"{path}: no row has {manifest['segment_by']} {int(segment)} "
                          f"(present: {sorted(int(s) for s in manifest['segments'])})")
     files = _parts(Path(path), segment)
-    # The rows first (index columns only), so each part goes straight into place: the peak
-    # is the result plus one part, not two copies of the matrix.
-    part_rows = [pq.read_table(file, columns=["index"]).column("index").to_numpy()
-                 for file in files]
-    indices = np.concatenate(part_rows) if part_rows else np.empty(0, dtype=np.int64)
-    expected = (manifest["segments"][str(int(segment))] if segment is not None
-                else manifest["n_rows"])
-    if len(indices) != expected or not files:
-        raise ValueError(f"{path}: the parts hold {len(indices)} rows, the manifest {expected}")
-    order = np.argsort(indices, kind="stable")
-    if segment is None:
-        first = int(manifest["rows"][0])
-        if not np.array_equal(indices[order], np.arange(first, first + len(indices))):
-            raise ValueError(f"{path}: the parts do not cover rows {first}.."
-                             f"{first + len(indices) - 1} exactly once")
+    indices, order = _row_order(path, files, manifest, segment)
     positions = np.empty(len(indices), dtype=np.int64)
     positions[order] = np.arange(len(indices))
     labels = np.empty(len(indices), dtype=np.int64)
@@ -297,7 +336,7 @@ def read_activation_dataset(path: PathLike, segment: int | None = None) -> Activ
     activations: np.ndarray | None = None
     metadata: Any = None
     filled = 0
-    for file in files:
+    for file in files:  # each part straight into place
         part = read_activations(file)
         stop = filled + len(part)
         if not np.array_equal(part.indices, indices[filled:stop]):
@@ -320,3 +359,24 @@ def read_activation_dataset(path: PathLike, segment: int | None = None) -> Activ
         filled = stop
     return ActivationTable(indices=indices[order], labels=labels, predictions=predictions,
                            activations=activations, metadata=metadata)
+
+
+def _row_order(path: PathLike, files: Sequence[Path], manifest: Mapping[str, Any],
+               segment: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The parts' rows (their ``index`` columns, in file order) and the order that sorts them."""
+    import pyarrow.parquet as pq
+
+    part_rows = [pq.read_table(file, columns=["index"]).column("index").to_numpy()
+                 for file in files]
+    indices = np.concatenate(part_rows) if part_rows else np.empty(0, dtype=np.int64)
+    expected = (manifest["segments"][str(int(segment))] if segment is not None
+                else manifest["n_rows"])
+    if len(indices) != expected or not files:
+        raise ValueError(f"{path}: the parts hold {len(indices)} rows, the manifest {expected}")
+    order = np.argsort(indices, kind="stable")
+    if segment is None:
+        first = int(manifest["rows"][0])
+        if not np.array_equal(indices[order], np.arange(first, first + len(indices))):
+            raise ValueError(f"{path}: the parts do not cover rows {first}.."
+                             f"{first + len(indices) - 1} exactly once")
+    return indices, order

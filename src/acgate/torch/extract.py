@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from acgate.io.shards import EXTRACT_BATCH_ROWS
 from acgate.torch._arrays import as_input_tensor, is_linear, model_device, positive_int
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def iter_activations(
     *,
     layer: str | None = None,
     capture: Capture | None = None,
-    batch_size: int = 256,
+    batch_size: int = EXTRACT_BATCH_ROWS,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(activations, predictions)`` batch by batch.
 
@@ -147,7 +148,8 @@ def iter_activations(
             (:func:`last_hidden_layer_name`).
         capture: ``"input"`` or ``"output"`` of ``layer``. Default: ``"input"`` when ``layer``
             is ``None`` (the last hidden layer), ``"output"`` for a named layer.
-        batch_size: Samples per forward pass. Default 256.
+        batch_size: Samples per forward pass. Default 256 (:data:`EXTRACT_BATCH_ROWS`: the
+            pipeline's row shards are multiples of it, so they see the batches of one pass).
 
     Yields:
         float32 activations ``B x D`` (flattened per sample) and int64 predicted classes ``B``.
@@ -173,7 +175,7 @@ def extract_activations(
     *,
     layer: str | None = None,
     capture: Capture | None = None,
-    batch_size: int = 256,
+    batch_size: int = EXTRACT_BATCH_ROWS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Activations and predictions for all ``inputs``; see :func:`iter_activations`.
 
