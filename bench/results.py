@@ -49,8 +49,16 @@ with a second benchmark on the other core; the MNIST-scale experiments share eac
 through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activations).
 `--quick` runs locally and writes `RESULTS-quick.md` instead.
 
-### Findings (2026-12-02 and -03; tables have the numbers)
+### Findings (2026-12-02 to -04; tables have the numbers)
 
+- **Sharded extraction, issue 22** (section `shards`, 2026-12-04, MNIST 60k, one torch
+  thread, every step in a fresh process as a pod): 1 / 4 / 8 shards give bit-identical
+  activations and clusterings; the slowest shard takes 16.5 / 5.8 / 4.5 s (the pipeline's
+  extraction wall time when the shards run side by side) and peaks at 1,809 / 969 / 901 MiB
+  (a process with torch, the proxy and the GX suite holds ~0.6-0.9 GB before any data). The
+  collection reads only manifests and `index` columns (0.1 s, 212 MiB); a cluster task reads
+  only its class (0.8 s, ~365 MiB). The 10M-row, <= 2 GB-per-step target is not run: `analyze`
+  still loads every activation.
 - **Incremental scans, issue 22** (section `incremental`, 2026-12-03): a 5% partition judged
   against the accepted 95%'s scan with its proxy, no training: all-to-one poison at 5% of the
   partition F1 0.932-0.990 on MNIST 20k (mean 0.968 patch / 0.964 blend: the 0.95 target met

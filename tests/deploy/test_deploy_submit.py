@@ -250,3 +250,15 @@ def test_python_dash_m_entry_point(tmp_path):
     assert completed.returncode == EXIT_BAD_INPUT
     assert "does not exist" in completed.stderr
     assert completed.stdout == ""
+
+
+def test_a_shard_count_below_one_is_refused_before_the_run():
+    """Only the pipeline's plan_shards step would refuse it, after the proxy trained."""
+    from acgate.deploy.submit import validate_params
+
+    inputs = {"dataset_uri": {"parameterType": "STRING"},
+              "n_shards": {"parameterType": "NUMBER_INTEGER", "defaultValue": 1}}
+    with pytest.raises(ValueError, match=r"n_shards must be >= 1, got 0 \(refused before"):
+        validate_params({"dataset_uri": "x", "n_shards": 0}, inputs)
+    assert validate_params({"dataset_uri": "x", "n_shards": 4.0}, inputs) == {
+        "dataset_uri": "x", "n_shards": 4}

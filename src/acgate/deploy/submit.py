@@ -196,6 +196,10 @@ def _coerce(name: str, value: Any, parameter_type: str | None, package_path: Pat
     return value
 
 
+#: Smallest values of acgate pipeline inputs that only a later step would refuse.
+_LEAST_VALUES = {"n_shards": 1}
+
+
 def validate_params(
     params: Mapping[str, Any],
     inputs: Mapping[str, Mapping[str, Any]],
@@ -215,8 +219,9 @@ def validate_params(
         The arguments to send: nulls dropped, integral floats for integer inputs made ints.
 
     Raises:
-        ValueError: If a name is not an input of the pipeline, a value has the wrong type, or a
-            required input (no default, not optional) has no value.
+        ValueError: If a name is not an input of the pipeline, a value has the wrong type or is
+            out of range (``n_shards`` below 1), or a required input (no default, not optional)
+            has no value.
     """
     path = Path(package_path)
     unknown = sorted(set(params) - set(inputs))
@@ -230,6 +235,10 @@ def validate_params(
         for name, value in params.items()
         if value is not None
     }
+    for name, least in _LEAST_VALUES.items():
+        if name in arguments and arguments[name] < least:
+            raise ValueError(f"--params {name} must be >= {least}, got {arguments[name]!r} "
+                             "(refused before the run, not after its training)")
     missing = sorted(
         name
         for name, spec in inputs.items()
