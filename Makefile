@@ -43,7 +43,7 @@ demo: $(STAMP)
 	$(VENV)/bin/acgate demo --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q --durations=25
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
