@@ -29,6 +29,7 @@ from bench.experiments import (
     art,
     art_scale,
     beyond_mnist,
+    bounded_class,
     candidates,
     digits_quality,
     incremental,
@@ -61,10 +62,11 @@ EXPERIMENTS: dict[str, Callable[[BenchSettings], str]] = {
     "one_flow": one_flow.section,
     "incremental": incremental.section,
     "shards": shards.section,
+    "bounded_class": bounded_class.section,
 }
 #: Left out of ``--quick`` (MNIST-scale data, ART, or long).
 NOT_IN_QUICK = ("mnist", "art", "repair_mnist", "multimodal", "art_scale", "beyond_mnist",
-                "candidates", "one_flow", "incremental", "shards")
+                "candidates", "one_flow", "incremental", "shards", "bounded_class")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -368,8 +368,9 @@ def detect_kwargs(extra: dict[str, Any]) -> Iterator[list[int]]:
 # ----------------------------------------------------------------------------- provenance
 
 
-#: Core modules a full scan never runs (the incremental judge): not part of the digest.
-NOT_THE_DETECTOR = ("incremental.py",)
+#: Core modules a full scan never runs (the incremental judge; the sampled clustering that only
+#: the pipeline's cluster step runs, on a class above 200k rows): not part of the digest.
+NOT_THE_DETECTOR = ("incremental.py", "sampled.py")
 
 
 def core_digest() -> str:

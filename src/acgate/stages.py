@@ -608,8 +608,21 @@ def activations_modality(table: Any) -> str:
 
 
 def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
-                  config: ScanConfig) -> Any:
+                  config: ScanConfig, *, max_rows: int | None = None) -> Any:
     """Cluster one class (segment) and write its clustering as Parquet.
+
+    From an activation dataset (the pipeline's) only the class's parts are read, and a class
+    of more than ``max_rows`` rows is clustered from a seeded sample of that many, the other
+    rows assigned in a second streamed pass (:mod:`acgate.core.sampled`): the memory does not
+    grow with the class.
+
+    Args:
+        activations_path: An activation dataset folder, or an activations Parquet file.
+        label: The class (segment).
+        out_path: The clustering Parquet file to write.
+        config: The scan's settings.
+        max_rows: The largest class clustered whole; ``None``:
+            :data:`acgate.core.sampled.MAX_CLUSTER_ROWS`.
 
     Returns:
         The :class:`acgate.core.ClassClustering`.
@@ -617,13 +630,21 @@ def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
     Raises:
         StageInputError: Bad activations, or ``label`` absent from them.
     """
-    from acgate.core import cluster_class
     from acgate.core.detect import segment_rows
+    from acgate.core.sampled import MAX_CLUSTER_ROWS
     from acgate.io.shards import is_activation_dataset
 
-    if is_activation_dataset(activations_path):  # only this class's parts are read
-        activations, positions, n_classes, modality = _segment_arrays(
-            activations_path, int(label), config)
+    max_rows = MAX_CLUSTER_ROWS if max_rows is None else max_rows
+    if is_activation_dataset(activations_path):
+        manifest = _collected_manifest(activations_path, config)
+        n_classes = len(manifest["labels"])
+        n_rows = int(manifest["segments"].get(str(int(label)), 0))
+        if n_rows > max_rows:
+            clustering = _sampled_clustering(activations_path, int(label), n_rows, max_rows,
+                                             config, n_classes)
+            write_clustering(clustering, out_path)
+            return clustering
+        activations, positions, modality = _segment_arrays(activations_path, int(label))
     else:
         table, arrays = _validated_arrays(activations_path, config)
         modality = activations_modality(table)
@@ -636,27 +657,29 @@ def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
         positions = rows[int(label)]
         activations = arrays.activations[positions]
         n_classes = len(np.unique(arrays.labels))
-    config = modality_config(config, modality)
-    n_clusters, size_threshold = clustering_settings(config, n_classes)
-    clustering = cluster_class(
-        activations, label=int(label), positions=positions,
-        reducer=config.reducer, n_components=config.n_components,
-        n_clusters=n_clusters, random_state=config.seed, size_threshold=size_threshold,
-        min_class_size=config.min_class_size,
-    )
+    clustering = _cluster(activations, positions, int(label), config, n_classes, modality)
     write_clustering(clustering, out_path)
     return clustering
 
 
-def _segment_arrays(path: PathLike, segment: int,
-                    config: ScanConfig) -> tuple[np.ndarray, np.ndarray, int, str]:
-    """One segment of an activation dataset: activations, positions, class count, modality.
+def _cluster(activations: np.ndarray, positions: np.ndarray, label: int, config: ScanConfig,
+             n_classes: int, modality: str) -> Any:
+    """:func:`acgate.core.cluster_class` with the settings ``detect`` would use."""
+    from acgate.core import cluster_class
 
-    A collected activation dataset covers rows ``0..n-1`` in order, so a row's position in the
-    whole table (what :func:`analyze_stage` reads) is its row number.
-    """
-    from acgate.core import validation
-    from acgate.io.shards import read_activation_dataset, read_manifest
+    config = modality_config(config, modality)
+    n_clusters, size_threshold = clustering_settings(config, n_classes)
+    return cluster_class(
+        activations, label=label, positions=positions,
+        reducer=config.reducer, n_components=config.n_components,
+        n_clusters=n_clusters, random_state=config.seed, size_threshold=size_threshold,
+        min_class_size=config.min_class_size,
+    )
+
+
+def _collected_manifest(path: PathLike, config: ScanConfig) -> dict[str, Any]:
+    """An activation dataset's manifest, checked to be the whole dataset split as the scan is."""
+    from acgate.io.shards import read_manifest
 
     with reading("activations", path):
         manifest = read_manifest(path)
@@ -667,10 +690,66 @@ def _segment_arrays(path: PathLike, segment: int,
             first, stop = manifest["rows"]
             raise ValueError(f"the activations are one shard (rows {first}..{stop - 1}), not "
                              "the whole dataset's (collect_activations)")
+    return manifest
+
+
+def _segment_arrays(path: PathLike, segment: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """One segment of a collected activation dataset: activations, positions, modality.
+
+    A collected activation dataset covers rows ``0..n-1`` in order, so a row's position in the
+    whole table (what :func:`analyze_stage` reads) is its row number.
+    """
+    from acgate.core import validation
+    from acgate.io.shards import read_activation_dataset
+
+    with reading("activations", path):
         table = read_activation_dataset(path, segment)
         activations = validation.check_activations(table.activations)
         positions = validation.check_sample_ids(table.indices, len(activations))
-    return activations, positions, len(manifest["labels"]), activations_modality(table)
+    return activations, positions, activations_modality(table)
+
+
+#: Rows read at a time when a large class is streamed (~32 MiB of 128-wide float32).
+_CLASS_BATCH_ROWS = 65_536
+
+
+def _sampled_clustering(path: PathLike, label: int, n_rows: int, max_rows: int,
+                        config: ScanConfig, n_classes: int) -> Any:
+    """A large class of an activation dataset: its seeded sample clustered, every row assigned.
+
+    Two streamed passes over the class's parts: one keeps the sampled rows, one assigns every
+    row (:func:`acgate.core.sampled.extend_clustering`).
+    """
+    from acgate.core.sampled import extend_clustering, sample_ordinals
+    from acgate.io.activations import iter_activation_batches
+    from acgate.io.shards import segment_parts
+
+    parts = segment_parts(path, label)
+
+    def class_batches() -> Iterator[Any]:
+        for part in parts:
+            yield from iter_activation_batches(part, _CLASS_BATCH_ROWS)
+
+    ordinals = sample_ordinals(n_rows, max_rows, config.seed)
+    kept_rows, kept_positions, modality, offset = [], [], "image", 0
+    with reading("activations", path):
+        for batch in class_batches():
+            modality = activations_modality(batch) if offset == 0 else modality
+            take = ordinals[(ordinals >= offset) & (ordinals < offset + len(batch))] - offset
+            kept_rows.append(np.array(batch.activations[take]))
+            kept_positions.append(batch.indices[take])
+            offset += len(batch)
+        if offset != n_rows:
+            raise ValueError(f"class {label} has {offset} rows in its parts, the manifest "
+                             f"{n_rows}")
+    sample_activations = np.concatenate(kept_rows)
+    sample = _cluster(sample_activations, np.concatenate(kept_positions), label, config,
+                      n_classes, modality)
+    with reading("activations", path):
+        return extend_clustering(sample, sample_activations,
+                                 ((batch.indices, batch.activations)
+                                  for batch in class_batches()), n_rows=n_rows,
+                                 random_state=config.seed)
 
 
 def write_clustering(clustering: Any, path: PathLike) -> Path:

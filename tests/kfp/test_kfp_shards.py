@@ -206,3 +206,29 @@ def test_a_greyscale_shard_of_a_colour_dataset_decodes_to_the_proxys_channels(tm
     assert read_image_dataset(path, rows=(0, 256)).images.shape[1:] == (1, 8, 8)  # its own
     shard = read_image_dataset(path, rows=(0, 256), channels=3)
     np.testing.assert_array_equal(shard.images, whole.images[:256])
+
+
+def test_a_class_above_the_cap_is_clustered_from_a_sample_and_analyzed(trained, tmp_path):
+    """Bounded memory per class: two streamed passes over the class's parts (a sample, then
+    every row assigned); analyze takes the result like any other clustering."""
+    from acgate.io.activations import read_activations
+    from acgate.stages import analyze_stage, cluster_stage, pipeline_config
+
+    folder, dataset, model = trained
+    _, classes, collected = _extract(tmp_path, dataset, model, 4)
+    table = read_activations(collected.path)
+    config = pipeline_config(seed=0, epochs=3)
+    paths = []
+    for label in classes:
+        path = tmp_path / f"clustering-{label}.parquet"
+        clustering = cluster_stage(collected.path, label, path, config, max_rows=120)
+        np.testing.assert_array_equal(clustering.positions, np.flatnonzero(table.labels == label))
+        assert "seeded sample of 120 of its" in clustering.warnings[-1]
+        assert len(clustering.clusters) == len(clustering.positions) == len(clustering.reduced)
+        paths.append(path)
+    whole = cluster_stage(collected.path, 0, tmp_path / "whole-0.parquet", config)
+    assert not any("seeded sample" in note for note in whole.warnings)  # under the cap
+    outcome = analyze_stage(collected.path, dataset.path, paths, tmp_path / "out", config,
+                            report=False)
+    assert outcome.result.verdict in ("clean", "poisoned", "incomplete")
+    assert len(outcome.result.is_poison) == len(table.labels)

@@ -46,6 +46,7 @@ __all__ = [
     "is_activation_dataset",
     "read_activation_dataset",
     "read_manifest",
+    "segment_parts",
     "shard_bounds",
     "write_activation_shard",
 ]
@@ -302,6 +303,19 @@ def _same_schema(part: Path, first: tuple[Any, Path] | None) -> tuple[Any, Path]
         raise ValueError(f"{part} differs from {first[1]} in its columns or metadata (activation "
                          "width, modality, proxy or layer): the shards were not extracted alike")
     return first or (schema, part)
+
+
+def segment_parts(path: PathLike, segment: int) -> list[Path]:
+    """The part files of one segment of an activation dataset, in row order (shard order).
+
+    Raises:
+        ValueError: Not an activation dataset, or a segment it does not have.
+    """
+    manifest = read_manifest(path)
+    if str(int(segment)) not in manifest["segments"]:
+        raise ValueError(f"{path}: no row has {manifest['segment_by']} {int(segment)} "
+                         f"(present: {sorted(int(s) for s in manifest['segments'])})")
+    return _parts(Path(path), segment)
 
 
 def _parts(folder: Path, segment: int | None = None) -> list[Path]:

@@ -1,0 +1,174 @@
+"""A class larger than memory: cluster a seeded sample as usual, assign the other rows.
+
+:func:`acgate.core.cluster_class` holds a class whole (its activations and a float64 copy). A
+class of more than :data:`MAX_CLUSTER_ROWS` rows is instead clustered from a seeded sample of
+that many rows (:func:`sample_ordinals`): the reducer, the k-means levels and the stable and
+direction candidates are the sample's, computed by the same code. :func:`extend_clustering`
+then gives every row of the class, in batches, the sample's reduced space (the reducers are
+linear: the map is fitted on the sample by least squares, exact for PCA) and the cluster and
+candidate memberships of the majority of its :data:`ASSIGN_NEIGHBOURS` nearest sample rows
+there (among a seeded subset of :data:`ASSIGN_REFERENCE_ROWS`). Sampled rows keep their own.
+Memory: the sample, a KD-tree over the subset's reduced rows and, per row of the class, its
+position, cluster, reduced values and candidate memberships; it does not hold the class's
+activations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from sklearn.neighbors import NearestNeighbors
+
+from acgate.core.clustering import ClassClustering
+from acgate.core.validation import check_positive_int
+
+#: Rows of a class clustered whole; a larger class is clustered from a sample of this many.
+MAX_CLUSTER_ROWS = 200_000
+#: Nearest sample rows whose majority gives an unsampled row its cluster and candidates.
+ASSIGN_NEIGHBOURS = 10
+#: Sample rows (a seeded subset of the sample) the nearest neighbours are looked up among: a
+#: KD-tree query in 10 dimensions costs ~0.5 ms a row among 200k points.
+ASSIGN_REFERENCE_ROWS = 20_000
+
+__all__ = ["ASSIGN_NEIGHBOURS", "MAX_CLUSTER_ROWS", "extend_clustering", "sample_ordinals"]
+
+
+def sample_ordinals(n_rows: int, max_rows: int, random_state: int) -> np.ndarray:
+    """The seeded sample of a class: ``max_rows`` distinct ordinals in ``0..n_rows-1``, sorted.
+
+    Raises:
+        ValueError: ``max_rows`` not below ``n_rows`` (a class that fits is clustered whole).
+    """
+    check_positive_int(max_rows, name="max_rows")
+    if max_rows >= n_rows:
+        raise ValueError(f"max_rows {max_rows} is not below the class's {n_rows} rows: "
+                         "cluster it whole")
+    rng = np.random.default_rng(random_state)
+    return np.sort(rng.choice(n_rows, size=max_rows, replace=False))
+
+
+def extend_clustering(
+    sample: ClassClustering,
+    sample_activations: np.ndarray,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    *,
+    n_rows: int,
+    neighbours: int = ASSIGN_NEIGHBOURS,
+    reference_rows: int = ASSIGN_REFERENCE_ROWS,
+    random_state: int = 0,
+) -> ClassClustering:
+    """The clustering of a whole class from the clustering of its seeded sample.
+
+    Args:
+        sample: :func:`acgate.core.cluster_class` of the sample (its ``positions`` are the
+            sampled rows' positions).
+        sample_activations: The sample's activations (rows aligned with ``sample.positions``).
+        batches: ``(positions, activations)`` of every row of the class, the sampled ones
+            among them, in ascending position order.
+        n_rows: The class's row count.
+        neighbours: Sample rows whose majority assigns a row.
+        reference_rows: The neighbours are looked up among a seeded subset of the sample of
+            this many rows (all of it when smaller).
+        random_state: Seed of that subset.
+
+    Returns:
+        The class's :class:`ClassClustering` (silhouette and notes the sample's, plus a note).
+
+    Raises:
+        ValueError: Batches that do not hold exactly ``n_rows`` rows in ascending order, or
+            miss a sampled row.
+    """
+    start = time.perf_counter()
+    neighbours = min(check_positive_int(neighbours, name="neighbours"), len(sample.positions),
+                     check_positive_int(reference_rows, name="reference_rows"))
+    positions = np.empty(n_rows, dtype=np.int64)
+    if sample.skipped:
+        filled = 0
+        for batch_positions, _ in batches:
+            positions[filled:filled + len(batch_positions)] = batch_positions
+            filled += len(batch_positions)
+        _check_rows(positions, filled, n_rows, sample.positions)
+        value = int(sample.clusters[0]) if len(sample.clusters) else -1
+        return dataclasses.replace(sample, positions=positions, reduced=None,
+                                   clusters=np.full(n_rows, value, dtype=np.int64))
+    sample_reduced = np.asarray(sample.reduced, dtype=np.float64)
+    centre, weights, offset = _linear_map(sample_activations, sample_reduced)
+    candidates = sample.candidates or ()
+    member_masks = np.zeros((len(candidates), len(sample.positions)), dtype=bool)
+    for index, candidate in enumerate(candidates):
+        member_masks[index, candidate.members] = True
+    reference = np.arange(len(sample.positions))
+    if len(reference) > reference_rows:
+        reference = np.sort(np.random.default_rng(random_state).choice(
+            len(reference), size=reference_rows, replace=False))
+    tree = NearestNeighbors(n_neighbors=neighbours, algorithm="kd_tree").fit(
+        sample_reduced[reference])
+    reference_clusters, reference_masks = sample.clusters[reference], member_masks[:, reference]
+    clusters = np.empty(n_rows, dtype=np.int64)
+    reduced = np.empty((n_rows, sample_reduced.shape[1]), dtype=np.float64)
+    memberships = np.zeros((len(candidates), n_rows), dtype=bool)
+    filled = 0
+    for batch_positions, batch in batches:
+        stop = filled + len(batch_positions)
+        if stop > n_rows:
+            raise ValueError(f"the batches hold more than the class's {n_rows} rows")
+        part = (np.asarray(batch, dtype=np.float64) - centre) @ weights + offset
+        nearest = tree.kneighbors(part, return_distance=False)
+        votes = np.zeros((len(part), max(sample.n_clusters, 1)), dtype=np.int64)
+        np.add.at(votes, (np.repeat(np.arange(len(part)), nearest.shape[1]),
+                          reference_clusters[nearest].ravel()), 1)
+        positions[filled:stop] = batch_positions
+        clusters[filled:stop] = votes.argmax(axis=1)
+        reduced[filled:stop] = part
+        if len(candidates):
+            memberships[:, filled:stop] = reference_masks[:, nearest].mean(axis=2) > 0.5
+        filled = stop
+    sampled = _check_rows(positions, filled, n_rows, sample.positions)
+    clusters[sampled] = sample.clusters  # sampled rows keep their own
+    reduced[sampled] = sample_reduced
+    memberships[:, sampled] = member_masks
+    extended = tuple(dataclasses.replace(candidate, members=np.flatnonzero(memberships[index]))
+                     for index, candidate in enumerate(candidates))
+    note = (f"clustered from a seeded sample of {len(sample.positions):,} of its {n_rows:,} "
+            f"rows; the others take the cluster and candidates of the majority of their "
+            f"{neighbours} nearest among {len(reference):,} sample rows")
+    return dataclasses.replace(
+        sample, positions=positions, clusters=clusters, reduced=reduced,
+        candidates=None if sample.candidates is None else extended,
+        warnings=(*sample.warnings, note),
+        seconds=sample.seconds + time.perf_counter() - start)
+
+
+def _linear_map(x: np.ndarray, reduced: np.ndarray,
+                chunk: int = 65_536) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(centre, weights, offset)`` with ``reduced ~ (x - centre) @ weights + offset``.
+
+    Least squares through the normal equations, accumulated in chunks: no float64 copy of the
+    sample (exact for PCA, whose reduction is this map; min-norm for constant features).
+    """
+    centre = np.asarray(x.mean(axis=0, dtype=np.float64))
+    offset = reduced.mean(axis=0)
+    gram = np.zeros((x.shape[1], x.shape[1]))
+    cross = np.zeros((x.shape[1], reduced.shape[1]))
+    for start in range(0, len(x), chunk):
+        part = np.asarray(x[start:start + chunk], dtype=np.float64) - centre
+        gram += part.T @ part
+        cross += part.T @ (reduced[start:start + chunk] - offset)
+    return centre, np.linalg.lstsq(gram, cross, rcond=None)[0], offset
+
+
+def _check_rows(positions: np.ndarray, filled: int, n_rows: int,
+                sample_positions: np.ndarray) -> np.ndarray:
+    """Where the sampled rows sit among all the rows (which must ascend and contain them)."""
+    if filled != n_rows:
+        raise ValueError(f"the batches hold {filled} rows, the class {n_rows}")
+    if n_rows > 1 and not (np.diff(positions) > 0).all():
+        raise ValueError("the batches' positions do not ascend")
+    where = np.searchsorted(positions, sample_positions)
+    if (where >= n_rows).any() or not np.array_equal(positions[np.minimum(where, n_rows - 1)],
+                                                      sample_positions):
+        raise ValueError("the batches miss a sampled row")
+    return where
