@@ -112,7 +112,7 @@ def _measure(work: Path, n_rows: int, n_shards: int) -> dict[str, Any]:
 
 
 def section(settings: BenchSettings) -> str:
-    """One row per size (8 shards), and the 1-shard comparison at the smallest size."""
+    """One row per size (8 shards), and the 1-shard comparison at 3M rows."""
     import pyarrow.parquet as pq
 
     work = Path(tempfile.mkdtemp(prefix="acgate-bench-bounded-"))

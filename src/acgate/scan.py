@@ -927,8 +927,10 @@ def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanCo
                  scan_info: Mapping[str, Any]) -> Any:
     """The pipeline's stages, in order, in one process: train, extract, cluster, analyze.
 
-    Exactly the functions the Kubeflow components wrap (:mod:`acgate.stages`), on the same
-    files, so both paths give the same result.
+    Exactly the functions the Kubeflow components wrap (:mod:`acgate.stages`), so both paths
+    give the same result; here the activations are one file, and the pipeline's collected
+    activation dataset differs only for a class above 200k rows, which its cluster step
+    clusters from a sample.
     """
     import tempfile
 

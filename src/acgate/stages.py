@@ -613,8 +613,10 @@ def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
 
     From an activation dataset (the pipeline's) only the class's parts are read, and a class
     of more than ``max_rows`` rows is clustered from a seeded sample of that many, the other
-    rows assigned in a second streamed pass (:mod:`acgate.core.sampled`): the memory does not
-    grow with the class.
+    rows assigned in a second streamed pass (:mod:`acgate.core.sampled`): the class's
+    activations are never held whole (its positions, clusters and reduced values are, ~100
+    bytes a row). An activations file (``acgate scan``'s) is clustered whole, whatever its
+    size.
 
     Args:
         activations_path: An activation dataset folder, or an activations Parquet file.
@@ -724,13 +726,14 @@ def _sampled_clustering(path: PathLike, label: int, n_rows: int, max_rows: int,
     from acgate.io.activations import iter_activation_batches
     from acgate.io.shards import segment_parts
 
-    parts = segment_parts(path, label)
+    with reading("activations", path):
+        parts = segment_parts(path, label)
+        ordinals = sample_ordinals(n_rows, max_rows, config.seed)
 
     def class_batches() -> Iterator[Any]:
         for part in parts:
             yield from iter_activation_batches(part, _CLASS_BATCH_ROWS)
 
-    ordinals = sample_ordinals(n_rows, max_rows, config.seed)
     kept_rows, kept_positions, modality, offset = [], [], "image", 0
     with reading("activations", path):
         for batch in class_batches():
@@ -742,7 +745,8 @@ def _sampled_clustering(path: PathLike, label: int, n_rows: int, max_rows: int,
         if offset != n_rows:
             raise ValueError(f"class {label} has {offset} rows in its parts, the manifest "
                              f"{n_rows}")
-    sample_activations = np.concatenate(kept_rows)
+        sample_activations = np.concatenate(kept_rows)
+    del kept_rows  # one copy of the sample, not two
     sample = _cluster(sample_activations, np.concatenate(kept_positions), label, config,
                       n_classes, modality)
     with reading("activations", path):
@@ -778,11 +782,17 @@ def write_clustering(clustering: Any, path: PathLike) -> Path:
     if clustering.candidates is not None:
         # Which candidates each row belongs to (a row can sit in a candidate and in a stable
         # sub-cluster inside it); the candidates' k and stability go to the metadata.
-        membership: list[list[int]] = [[] for _ in range(len(clustering.positions))]
-        for index, candidate in enumerate(clustering.candidates):
-            for member in candidate.members:
-                membership[int(member)].append(index)
-        columns["candidates"] = pa.array(membership, type=pa.list_(pa.int32()))
+        # Built from arrays, not a Python list a row: a sampled class has millions of rows.
+        rows = np.concatenate([np.asarray(c.members, dtype=np.int64)
+                               for c in clustering.candidates] or [np.empty(0, np.int64)])
+        owners = np.concatenate([np.full(len(c.members), index, dtype=np.int32)
+                                 for index, c in enumerate(clustering.candidates)]
+                                or [np.empty(0, np.int32)])
+        order = np.lexsort((owners, rows))  # by row, then candidate: as appended before
+        offsets = np.zeros(len(clustering.positions) + 1, dtype=np.int32)
+        np.cumsum(np.bincount(rows, minlength=len(clustering.positions)), out=offsets[1:])
+        columns["candidates"] = pa.ListArray.from_arrays(pa.array(offsets),
+                                                         pa.array(owners[order]))
         candidates = [{"k": c.k, "stability": c.stability, "nested": c.nested,
                        "direction": c.direction, "separation": c.separation}
                       for c in clustering.candidates]

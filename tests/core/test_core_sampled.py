@@ -9,12 +9,12 @@ from acgate.core import cluster_class
 from acgate.core.sampled import extend_clustering, sample_ordinals
 
 
-def _planted(n=3000, width=32, poison_share=0.08, seed=0):
+def _planted(n=3000, width=32, poison_share=0.08, seed=0, shift=1.0):
     """A class with a tight poison cluster: activations, positions and the planted rows."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, width)).astype(np.float32)
     poison = np.sort(rng.choice(n, size=int(poison_share * n), replace=False))
-    x[poison] += 6.0 * np.eye(width, dtype=np.float32)[0] + 4.0 * np.eye(width)[1]
+    x[poison] += shift * (6.0 * np.eye(width, dtype=np.float32)[0] + 4.0 * np.eye(width)[1])
     positions = np.arange(10_000, 10_000 + 2 * n, 2)  # positions in a larger table
     return x, positions, poison
 
@@ -83,3 +83,19 @@ def test_batches_must_hold_every_row_in_order():
     shifted = ((p + 1, b) for p, b in _batches(x, positions))
     with pytest.raises(ValueError, match="miss a sampled row"):
         extend_clustering(sample, x[ordinals], shifted, n_rows=600)
+
+
+def test_a_small_candidate_reaches_the_unsampled_rows():
+    """A candidate of a few dozen sampled rows is wholly in the reference (its own stratum), so
+    the unsampled poison rows around it join it (a 5% random reference would hold ~3 of them:
+    too few to be a majority of 10 neighbours); votes are weighted by the strata's rates."""
+    x, positions, poison = _planted(n=40_000, poison_share=300 / 40_000, seed=1, shift=3.0)
+    ordinals = sample_ordinals(len(x), 8_000, random_state=0)
+    sample = cluster_class(x[ordinals], label=0, positions=positions[ordinals],
+                           n_clusters="stable", random_state=0)
+    assert _best_jaccard(sample, np.flatnonzero(np.isin(ordinals, poison))) > 0.9
+    extended = extend_clustering(sample, x[ordinals], _batches(x, positions, size=5_000),
+                                 n_rows=len(x), reference_rows=400)
+    assert _best_jaccard(extended, poison) > 0.9
+    sizes = np.bincount(extended.clusters)
+    assert sizes[0] == sizes.max()  # cluster 0 is the largest over the whole class

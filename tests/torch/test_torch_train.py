@@ -108,7 +108,9 @@ def test_progress_bar_goes_to_stderr(digits, capsys):
     train_model(seeded_model(make_mlp, 0), images[:64], labels[:64], epochs=2, progress=True)
     captured = capsys.readouterr()
     assert "train" in captured.err and "epoch" in captured.err
-    assert captured.out == ""
+    # Nothing of the bar on stdout. (Whitespace only can be another library's leftover tqdm
+    # bar clearing its line when it is collected during this test: seen once in CI.)
+    assert captured.out.strip() == ""
 
 
 def test_bad_inputs_are_refused_with_the_offending_value(digits):

@@ -6,11 +6,12 @@ that many rows (:func:`sample_ordinals`): the reducer, the k-means levels and th
 direction candidates are the sample's, computed by the same code. :func:`extend_clustering`
 then gives every row of the class, in batches, the sample's reduced space (the reducers are
 linear: the map is fitted on the sample by least squares, exact for PCA) and the cluster and
-candidate memberships of the majority of its :data:`ASSIGN_NEIGHBOURS` nearest sample rows
-there (among a seeded subset of :data:`ASSIGN_REFERENCE_ROWS`). Sampled rows keep their own.
-Memory: the sample, a KD-tree over the subset's reduced rows and, per row of the class, its
-position, cluster, reduced values and candidate memberships; it does not hold the class's
-activations.
+candidate memberships of the weighted majority of its :data:`ASSIGN_NEIGHBOURS` nearest sample
+rows there (among a seeded reference of at most :data:`ASSIGN_REFERENCE_ROWS` candidate rows and
+as many others, each vote weighted by its stratum's sampling rate). Sampled rows keep their own;
+cluster ids are renumbered by size over the whole class. Memory: the sample, a KD-tree over the
+reference and, per row of the class, its position, cluster, reduced values and candidate
+memberships (~100 bytes at 10 components): it does not hold the class's activations.
 """
 
 from __future__ import annotations
@@ -21,16 +22,17 @@ from collections.abc import Iterable
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import threadpool_limits
 
-from acgate.core.clustering import ClassClustering
+from acgate.core.clustering import ClassClustering, _canonical_ids
 from acgate.core.validation import check_positive_int
 
 #: Rows of a class clustered whole; a larger class is clustered from a sample of this many.
 MAX_CLUSTER_ROWS = 200_000
 #: Nearest sample rows whose majority gives an unsampled row its cluster and candidates.
 ASSIGN_NEIGHBOURS = 10
-#: Sample rows (a seeded subset of the sample) the nearest neighbours are looked up among: a
-#: KD-tree query in 10 dimensions costs ~0.5 ms a row among 200k points.
+#: The nearest neighbours are looked up among at most this many sampled rows of candidates and
+#: as many others (a KD-tree query in 10 dimensions costs ~0.5 ms a row among 200k points).
 ASSIGN_REFERENCE_ROWS = 20_000
 
 __all__ = ["ASSIGN_NEIGHBOURS", "MAX_CLUSTER_ROWS", "extend_clustering", "sample_ordinals"]
@@ -62,6 +64,11 @@ def extend_clustering(
 ) -> ClassClustering:
     """The clustering of a whole class from the clustering of its seeded sample.
 
+    The neighbours are looked up among a reference drawn from the sample in two strata: the
+    rows of any candidate, and the others, at most ``reference_rows`` of each (all of a small
+    candidate is in it). Each reference row's vote weighs its stratum's size over its draw, so
+    the votes estimate the shares of the whole sample around a row.
+
     Args:
         sample: :func:`acgate.core.cluster_class` of the sample (its ``positions`` are the
             sampled rows' positions).
@@ -69,77 +76,111 @@ def extend_clustering(
         batches: ``(positions, activations)`` of every row of the class, the sampled ones
             among them, in ascending position order.
         n_rows: The class's row count.
-        neighbours: Sample rows whose majority assigns a row.
-        reference_rows: The neighbours are looked up among a seeded subset of the sample of
-            this many rows (all of it when smaller).
-        random_state: Seed of that subset.
+        neighbours: Reference rows whose weighted majority assigns a row.
+        reference_rows: Largest draw of each stratum.
+        random_state: Seed of the draws.
 
     Returns:
-        The class's :class:`ClassClustering` (silhouette and notes the sample's, plus a note).
+        The class's :class:`ClassClustering`: cluster ids renumbered by size over the whole
+        class (0 the largest), silhouette and notes the sample's, plus a note.
 
     Raises:
         ValueError: Batches that do not hold exactly ``n_rows`` rows in ascending order, or
             miss a sampled row.
     """
     start = time.perf_counter()
-    neighbours = min(check_positive_int(neighbours, name="neighbours"), len(sample.positions),
-                     check_positive_int(reference_rows, name="reference_rows"))
-    positions = np.empty(n_rows, dtype=np.int64)
+    check_positive_int(neighbours, name="neighbours")
+    check_positive_int(reference_rows, name="reference_rows")
+    note = f"clustered from a seeded sample of {len(sample.positions):,} of its {n_rows:,} rows"
     if sample.skipped:
-        filled = 0
-        for batch_positions, _ in batches:
-            positions[filled:filled + len(batch_positions)] = batch_positions
-            filled += len(batch_positions)
-        _check_rows(positions, filled, n_rows, sample.positions)
+        positions = _all_positions(batches, n_rows, sample.positions)
         value = int(sample.clusters[0]) if len(sample.clusters) else -1
         return dataclasses.replace(sample, positions=positions, reduced=None,
-                                   clusters=np.full(n_rows, value, dtype=np.int64))
+                                   clusters=np.full(n_rows, value, dtype=np.int64),
+                                   warnings=(*sample.warnings, note))
     sample_reduced = np.asarray(sample.reduced, dtype=np.float64)
-    centre, weights, offset = _linear_map(sample_activations, sample_reduced)
     candidates = sample.candidates or ()
     member_masks = np.zeros((len(candidates), len(sample.positions)), dtype=bool)
     for index, candidate in enumerate(candidates):
         member_masks[index, candidate.members] = True
-    reference = np.arange(len(sample.positions))
-    if len(reference) > reference_rows:
-        reference = np.sort(np.random.default_rng(random_state).choice(
-            len(reference), size=reference_rows, replace=False))
-    tree = NearestNeighbors(n_neighbors=neighbours, algorithm="kd_tree").fit(
-        sample_reduced[reference])
+    reference, vote_weights = _reference(member_masks.any(axis=0), reference_rows,
+                                         random_state)
+    neighbours = min(neighbours, len(reference))
     reference_clusters, reference_masks = sample.clusters[reference], member_masks[:, reference]
-    clusters = np.empty(n_rows, dtype=np.int64)
-    reduced = np.empty((n_rows, sample_reduced.shape[1]), dtype=np.float64)
-    memberships = np.zeros((len(candidates), n_rows), dtype=bool)
-    filled = 0
-    for batch_positions, batch in batches:
-        stop = filled + len(batch_positions)
-        if stop > n_rows:
-            raise ValueError(f"the batches hold more than the class's {n_rows} rows")
-        part = (np.asarray(batch, dtype=np.float64) - centre) @ weights + offset
-        nearest = tree.kneighbors(part, return_distance=False)
-        votes = np.zeros((len(part), max(sample.n_clusters, 1)), dtype=np.int64)
-        np.add.at(votes, (np.repeat(np.arange(len(part)), nearest.shape[1]),
-                          reference_clusters[nearest].ravel()), 1)
-        positions[filled:stop] = batch_positions
-        clusters[filled:stop] = votes.argmax(axis=1)
-        reduced[filled:stop] = part
-        if len(candidates):
-            memberships[:, filled:stop] = reference_masks[:, nearest].mean(axis=2) > 0.5
-        filled = stop
+    with threadpool_limits(limits=1, user_api="blas"):  # the same rows on 1 or 2 cores
+        centre, weights, offset = _linear_map(sample_activations, sample_reduced)
+        tree = NearestNeighbors(n_neighbors=neighbours, algorithm="kd_tree").fit(
+            sample_reduced[reference])
+        positions = np.empty(n_rows, dtype=np.int64)
+        clusters = np.empty(n_rows, dtype=np.int64)
+        reduced = np.empty((n_rows, sample_reduced.shape[1]), dtype=np.float64)
+        memberships = np.zeros((len(candidates), n_rows), dtype=bool)
+        filled = 0
+        for batch_positions, batch in batches:
+            stop = filled + len(batch_positions)
+            if stop > n_rows:
+                raise ValueError(f"the batches hold more than the class's {n_rows} rows")
+            part = (np.asarray(batch, dtype=np.float64) - centre) @ weights + offset
+            nearest = tree.kneighbors(part, return_distance=False)
+            votes = np.zeros((len(part), max(sample.n_clusters, 1)))
+            np.add.at(votes, (np.repeat(np.arange(len(part)), nearest.shape[1]),
+                              reference_clusters[nearest].ravel()),
+                      vote_weights[nearest].ravel())
+            positions[filled:stop] = batch_positions
+            clusters[filled:stop] = votes.argmax(axis=1)
+            reduced[filled:stop] = part
+            if len(candidates):
+                share = ((reference_masks[:, nearest] * vote_weights[nearest]).sum(2)
+                         / vote_weights[nearest].sum(1))
+                memberships[:, filled:stop] = share > 0.5
+            filled = stop
     sampled = _check_rows(positions, filled, n_rows, sample.positions)
     clusters[sampled] = sample.clusters  # sampled rows keep their own
     reduced[sampled] = sample_reduced
     memberships[:, sampled] = member_masks
     extended = tuple(dataclasses.replace(candidate, members=np.flatnonzero(memberships[index]))
                      for index, candidate in enumerate(candidates))
-    note = (f"clustered from a seeded sample of {len(sample.positions):,} of its {n_rows:,} "
-            f"rows; the others take the cluster and candidates of the majority of their "
-            f"{neighbours} nearest among {len(reference):,} sample rows")
+    note += (f"; the others take the cluster and candidates of the weighted majority of their "
+             f"{neighbours} nearest among {len(reference):,} sample rows")
     return dataclasses.replace(
-        sample, positions=positions, clusters=clusters, reduced=reduced,
-        candidates=None if sample.candidates is None else extended,
+        sample, positions=positions, clusters=_canonical_ids(clusters, sample.n_clusters),
+        reduced=reduced, candidates=None if sample.candidates is None else extended,
         warnings=(*sample.warnings, note),
         seconds=sample.seconds + time.perf_counter() - start)
+
+
+def _reference(in_candidate: np.ndarray, most: int,
+               random_state: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample rows to look neighbours up among, and each one's vote weight.
+
+    Two strata (rows of a candidate, the others), at most ``most`` of each, seeded; a row's
+    weight is its stratum's size over the rows drawn from it.
+    """
+    rng = np.random.default_rng(random_state)
+    chosen, weights = [], []
+    for stratum in (np.flatnonzero(in_candidate), np.flatnonzero(~in_candidate)):
+        if not len(stratum):
+            continue
+        drawn = stratum if len(stratum) <= most else np.sort(
+            rng.choice(stratum, size=most, replace=False))
+        chosen.append(drawn)
+        weights.append(np.full(len(drawn), len(stratum) / len(drawn)))
+    order = np.argsort(np.concatenate(chosen), kind="stable")
+    return np.concatenate(chosen)[order], np.concatenate(weights)[order]
+
+
+def _all_positions(batches: Iterable[tuple[np.ndarray, np.ndarray]], n_rows: int,
+                   sample_positions: np.ndarray) -> np.ndarray:
+    """Every row's position from the batches (checked as :func:`_check_rows` checks them)."""
+    positions = np.empty(n_rows, dtype=np.int64)
+    filled = 0
+    for batch_positions, _ in batches:
+        if filled + len(batch_positions) > n_rows:
+            raise ValueError(f"the batches hold more than the class's {n_rows} rows")
+        positions[filled:filled + len(batch_positions)] = batch_positions
+        filled += len(batch_positions)
+    _check_rows(positions, filled, n_rows, sample_positions)
+    return positions
 
 
 def _linear_map(x: np.ndarray, reduced: np.ndarray,
