@@ -59,10 +59,11 @@ through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activat
   collection reads only manifests and `index` columns (0.1 s, 212 MiB); a cluster task reads
   only its class (0.8 s, ~365 MiB).
 - **Bounded per-class clustering, issue 22** (section `bounded_class`, 2026-12-04, synthetic
-  128-wide activations in 8 shards): at 10M rows the collection takes 17.6 s / 250 MiB and the
-  cluster step of a 1M-row class (a seeded 200k sample clustered, every row assigned by its 10
-  nearest of 20k sample rows) 141.5 s / 973 MiB, the planted 5% at Jaccard 0.981 (1M: 0.973,
-  3M: 0.975); at 3M rows the clustering equals the one-shard run's. Peak RSS per step <= 2 GB
+  128-wide activations in 8 shards): at 10M rows the collection takes 20.6 s / 252 MiB and the
+  cluster step of a 1M-row class (a seeded 200k sample clustered, every row assigned by the
+  weighted majority of its 10 nearest in a two-stratum reference of the sample) 167.3 s / 924
+  MiB, the planted 5% at Jaccard 0.981 (3M: 0.975; at 1M the 100k-row class is clustered
+  whole: 0.973); at 3M rows the clustering equals the one-shard run's. Peak RSS per step <= 2 GB
   met for these steps; `analyze` still loads every activation (5.1 GB at 10M), so the 10M
   target is met for collection and clustering only.
 - **Incremental scans, issue 22** (section `incremental`, 2026-12-03): a 5% partition judged
