@@ -125,6 +125,32 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def run_step_child(module: str, step: str, arguments: dict[str, Any],
+                   env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``module.child(step, json)`` in a fresh process (as a pod would); its JSON line.
+
+    Args:
+        module: The bench module defining ``child(step, arguments_json)``.
+        step: The step's name.
+        arguments: The step's arguments (JSON-serialisable).
+        env: Environment variables added to this process's.
+
+    Raises:
+        RuntimeError: The child failed (its stderr's end quoted).
+    """
+    import subprocess
+    import sys
+
+    completed = subprocess.run(  # noqa: S603 - our own module, fixed arguments
+        [sys.executable, "-c", f"import sys; from {module} import child; "
+         "child(sys.argv[1], sys.argv[2])", step, json.dumps(arguments)],
+        capture_output=True, text=True, check=False, cwd=BENCH_DIR.parent,
+        env={**os.environ, **(env or {})})
+    if completed.returncode != 0:
+        raise RuntimeError(f"step {step} failed: {completed.stderr[-2000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file (readers never see half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)

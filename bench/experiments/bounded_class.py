@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BENCH_DIR, BenchSettings, markdown_table, peak_rss_kib, table_header
+from bench.common import (
+    BenchSettings,
+    markdown_table,
+    peak_rss_kib,
+    run_step_child,
+    table_header,
+)
 
 SIZES = (1_000_000, 3_000_000, 10_000_000)
 N_SHARDS = 8
@@ -59,13 +63,7 @@ def child(step: str, arguments: str) -> None:
 
 
 def _run(step: str, **arguments: Any) -> dict[str, Any]:
-    completed = subprocess.run(  # noqa: S603 - our own module, fixed arguments
-        [sys.executable, "-c", "import sys; from bench.experiments.bounded_class import child; "
-         "child(sys.argv[1], sys.argv[2])", step, json.dumps(arguments)],
-        capture_output=True, text=True, check=False, cwd=BENCH_DIR.parent)
-    if completed.returncode != 0:
-        raise RuntimeError(f"step {step} failed: {completed.stderr[-2000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_step_child("bench.experiments.bounded_class", step, arguments)
 
 
 def _write_shards(folder: Path, n_rows: int, n_shards: int) -> tuple[list[Path], np.ndarray]:

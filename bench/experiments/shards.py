@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BENCH_DIR, BenchSettings, markdown_table, peak_rss_kib, table_header
+from bench.common import (
+    BenchSettings,
+    markdown_table,
+    peak_rss_kib,
+    run_step_child,
+    table_header,
+)
 
 ROWS = 60_000
 SHARD_COUNTS = (1, 4, 8)
@@ -60,14 +64,8 @@ def child(step: str, arguments: str) -> None:
 
 
 def _run(step: str, **arguments: Any) -> dict[str, Any]:
-    completed = subprocess.run(  # noqa: S603 - our own module, fixed arguments
-        [sys.executable, "-c", "import sys; from bench.experiments.shards import child; "
-         "child(sys.argv[1], sys.argv[2])", step, json.dumps(arguments)],
-        capture_output=True, text=True, check=False, cwd=BENCH_DIR.parent,
-        env={**__import__("os").environ, "ACGATE_TORCH_THREADS": "1"})
-    if completed.returncode != 0:
-        raise RuntimeError(f"step {step} failed: {completed.stderr[-2000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+    return run_step_child("bench.experiments.shards", step, arguments,
+                          env={"ACGATE_TORCH_THREADS": "1"})
 
 
 def _prepare(work: Path, n_rows: int) -> tuple[Path, Path]:

@@ -422,14 +422,19 @@ def plan_shards_stage(dataset_path: PathLike, n_shards: int) -> list[int]:
     Raises:
         StageInputError: ``n_shards`` is not a positive integer, or the dataset is unreadable.
     """
-    from acgate.io.schema import open_parquet
     from acgate.io.shards import shard_bounds
 
     if isinstance(n_shards, bool) or not isinstance(n_shards, int) or n_shards < 1:
         raise StageInputError(f"n_shards must be a whole number >= 1, got {n_shards!r}")
+    return list(range(len(shard_bounds(_dataset_rows(dataset_path), n_shards))))
+
+
+def _dataset_rows(dataset_path: PathLike) -> int:
+    """The staged dataset's row count (its Parquet footer only)."""
+    from acgate.io.schema import open_parquet
+
     with reading("dataset", dataset_path):
-        n_rows = open_parquet(dataset_path).metadata.num_rows
-        return list(range(len(shard_bounds(n_rows, n_shards))))
+        return int(open_parquet(dataset_path).metadata.num_rows)
 
 
 def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
@@ -471,13 +476,7 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
         dataset = read_stage_dataset(dataset_path, config)
     metadata: dict[str, Any] = {"modality": "text" if hasattr(dataset, "texts") else "image"}
     if model is None:
-        from acgate.torch._arrays import resolve_device
-
-        model = load_proxy(model_dir).to(resolve_device(config.device))
-        vocabulary = load_proxy_vocabulary(model_dir)
-        training = proxy_training(model_dir)
-        if training is not None:
-            metadata["proxy"] = training  # on to the analyze step's scan.json
+        model, vocabulary = _extraction_proxy(model_dir, config, metadata)
     table = extract_to_parquet(model, dataset, activations_path, config, vocabulary=vocabulary,
                                metadata=metadata)
     gx_activations = validate_activations_table(table.indices, table.labels, table.activations,
@@ -488,25 +487,38 @@ def extract_stage(dataset_path: PathLike, model_dir: PathLike | None,
     return [int(s) for s in np.unique(segments)], gx_activations
 
 
+def _extraction_proxy(model_dir: PathLike | None, config: ScanConfig,
+                      metadata: dict[str, Any]) -> tuple[Any, Any]:
+    """The proxy and its vocabulary on the scan's device.
+
+    How it trained goes into ``metadata`` (``"proxy"``, on to the analyze step's ``scan.json``).
+    """
+    from acgate.torch._arrays import resolve_device
+
+    model = load_proxy(model_dir).to(resolve_device(config.device))
+    training = proxy_training(model_dir)
+    if training is not None:
+        metadata["proxy"] = training
+    return model, load_proxy_vocabulary(model_dir)
+
+
 def _extract_shard(dataset_path: PathLike, model_dir: PathLike | None, out_dir: Path,
                    config: ScanConfig, *, shard: int, n_shards: int) -> tuple[list[int], Any]:
     """One shard of :func:`extract_stage`: its rows' activations, one part per segment."""
     from acgate.io.atomic import scratch_file
     from acgate.io.results import read_json_object
-    from acgate.io.schema import open_parquet
     from acgate.io.shards import (
         check_activation_destination,
         shard_bounds,
         write_activation_shard,
     )
     from acgate.scan import check_dataset_labels, extract_to_parquet
-    from acgate.torch._arrays import resolve_device
 
     check_activation_destination(out_dir)  # before any work
     with reading("dataset", dataset_path):
         # What a whole read checks (rows, classes, ids) on the whole file: two columns.
         check_dataset_labels(dataset_path, config.columns)
-        n_rows = open_parquet(dataset_path).metadata.num_rows
+    n_rows = _dataset_rows(dataset_path)
     bounds = shard_bounds(n_rows, n_shards)
     if isinstance(shard, bool) or not isinstance(shard, int) or not 0 <= shard < len(bounds):
         raise StageInputError(f"shard {shard!r} is not one of the {len(bounds)} shards of "
@@ -522,13 +534,9 @@ def _extract_shard(dataset_path: PathLike, model_dir: PathLike | None, out_dir: 
                               f"[{rows[0]}, {rows[1]}) decode to images of shape "
                               f"{list(dataset.images.shape[1:])}, the proxy reads {shape}")
     metadata: dict[str, Any] = {"modality": "text" if hasattr(dataset, "texts") else "image"}
-    model = load_proxy(model_dir).to(resolve_device(config.device))
-    training = proxy_training(model_dir)
-    if training is not None:
-        metadata["proxy"] = training
+    model, vocabulary = _extraction_proxy(model_dir, config, metadata)
     with scratch_file(out_dir) as scratch:
-        table = extract_to_parquet(model, dataset, scratch, config,
-                                   vocabulary=load_proxy_vocabulary(model_dir),
+        table = extract_to_parquet(model, dataset, scratch, config, vocabulary=vocabulary,
                                    metadata=metadata, first_row=rows[0])
     gx_activations = validate_activations_table(table.indices, table.labels, table.activations,
                                                 n_rows)
@@ -545,11 +553,9 @@ def collect_activations_stage(shard_paths: Sequence[PathLike], dataset_path: Pat
         StageInputError: The shards do not cover the dataset's rows exactly once, or are not
             shards (:func:`acgate.io.shards.collect_activation_shards`).
     """
-    from acgate.io.schema import open_parquet
     from acgate.io.shards import collect_activation_shards
 
-    with reading("dataset", dataset_path):
-        n_rows = open_parquet(dataset_path).metadata.num_rows
+    n_rows = _dataset_rows(dataset_path)
     with reading("shards", ", ".join(map(str, shard_paths))):
         manifest = collect_activation_shards(shard_paths, out_path, n_rows=n_rows)
     return sorted(int(s) for s in manifest["segments"])

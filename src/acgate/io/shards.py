@@ -311,7 +311,11 @@ def segment_parts(path: PathLike, segment: int) -> list[Path]:
     Raises:
         ValueError: Not an activation dataset, or a segment it does not have.
     """
-    manifest = read_manifest(path)
+    return _segment_files(path, read_manifest(path), segment)
+
+
+def _segment_files(path: PathLike, manifest: Mapping[str, Any], segment: int) -> list[Path]:
+    """:func:`segment_parts` with the manifest already read."""
     if str(int(segment)) not in manifest["segments"]:
         raise ValueError(f"{path}: no row has {manifest['segment_by']} {int(segment)} "
                          f"(present: {sorted(int(s) for s in manifest['segments'])})")
@@ -338,10 +342,8 @@ def read_activation_dataset(path: PathLike, segment: int | None = None) -> Activ
             :func:`acgate.io.activations.read_activations` (naming the part).
     """
     manifest = read_manifest(path)
-    if segment is not None and str(int(segment)) not in manifest["segments"]:
-        raise ValueError(f"{path}: no row has {manifest['segment_by']} {int(segment)} "
-                         f"(present: {sorted(int(s) for s in manifest['segments'])})")
-    files = _parts(Path(path), segment)
+    files = (_parts(Path(path)) if segment is None
+             else _segment_files(path, manifest, segment))
     indices, order = _row_order(path, files, manifest, segment)
     positions = np.empty(len(indices), dtype=np.int64)
     positions[order] = np.arange(len(indices))
