@@ -179,10 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the dataset's kind (default: from its columns; needed when it has "
                            "both an image and a text column)")
     scan.add_argument("--no-report", action="store_true", help="skip the HTML report")
-    scan.add_argument("--baseline", type=Path, default=None, metavar="SCAN_FOLDER",
+    scan.add_argument("--baseline", default=None, metavar="SCAN",
                       help="incremental scan: judge this new partition against the last "
-                           "accepted (clean) scan's folder with that scan's proxy, without "
-                           "training; a partition that moved too far is scanned in full")
+                           "accepted (clean) scan with that scan's proxy, without training: "
+                           "its output folder, a published baseline folder (a path or an "
+                           "s3:// / gs:// URI) or runs:/<scan run id>/baseline (with the "
+                           "tracking URI); a partition that moved too far is scanned in full")
     scan.add_argument("--no-fallback", action="store_true",
                       help="with --baseline: keep the incremental verdict even when the "
                            "partition moved too far from the baseline (recorded as shifted)")

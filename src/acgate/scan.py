@@ -757,8 +757,12 @@ def run_incremental_scan(
     Args:
         dataset_path: The new partition (a dataset Parquet file).
         out_dir: Output folder, as for :func:`run_scan`.
-        baseline: The accepted scan's output folder (verdict ``clean``, with its proxy:
-            ``model.pt``, ``model.json``, ``activations.parquet``, ``samples.parquet``).
+        baseline: The accepted scan: its output folder (verdict ``clean``, with its proxy:
+            ``model.pt``, ``model.json``, ``activations.parquet``, ``samples.parquet``), a
+            baseline folder the pipeline published (:func:`acgate.stages.publish_baseline_stage`),
+            either as a path or a URI :mod:`pyarrow.fs` opens (``s3://``, ``gs://``), or
+            ``runs:/<scan run id>/baseline`` (the pipeline's clean full scan in MLflow, read
+            through ``tracking_uri``).
         config: Scan settings (the detector's are used by a full fallback only).
         tracking_uri: MLflow tracking URI; ``None`` turns tracking off.
         experiment: MLflow experiment name.
@@ -777,6 +781,29 @@ def run_incremental_scan(
             a refused output folder (nothing is written).
         acgate.errors.InfrastructureError: The tracking store cannot be used (before any work).
     """
+    from acgate.stages import baseline_folder, is_local_baseline
+
+    config = config or ScanConfig()
+    if config.model_path:
+        raise ValueError(f"--baseline reuses the baseline's proxy; it cannot be combined with "
+                         f"--model {config.model_path!r}")
+    source = str(baseline)
+    inputs = (Path(dataset_path), *((Path(source),) if is_local_baseline(source) else ()))
+    _check_before_work(Path(out_dir), inputs, config, tracking_uri)
+    with baseline_folder(source, tracking_uri=tracking_uri) as folder:
+        return _incremental_scan(Path(dataset_path), Path(out_dir), folder, source, config,
+                                 tracking_uri=tracking_uri, experiment=experiment,
+                                 modality=modality, report=report, overwrite=overwrite,
+                                 fallback=fallback)
+
+
+def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source: str,
+                      config: ScanConfig, *, tracking_uri: str | None, experiment: str,
+                      modality: str | None, report: bool, overwrite: bool,
+                      fallback: bool) -> ScanOutcome:
+    """:func:`run_incremental_scan` on a local baseline folder (``source``: as the user named it)."""
+    import dataclasses
+
     from acgate.io.output import output_folder
     from acgate.stages import (
         check_partition,
@@ -786,14 +813,9 @@ def run_incremental_scan(
     )
 
     started_at = time.time()
-    config = config or ScanConfig()
-    dataset_path, out_dir, baseline = Path(dataset_path), Path(out_dir), Path(baseline)
-    if config.model_path:
-        raise ValueError(f"--baseline reuses the baseline's proxy; it cannot be combined with "
-                         f"--model {config.model_path!r}")
     inputs = (dataset_path, baseline)
-    _check_before_work(out_dir, inputs, config, tracking_uri)
-    accepted = read_baseline(baseline)  # no accepted scan: refused before any work
+    # No accepted scan: refused before any work.
+    accepted = dataclasses.replace(read_baseline(baseline), source=source)
     timings = _Laps()
     modality, gx_dataset, dataset, config, dataset_sha256 = _read_validated(
         dataset_path, modality, config, timings)
@@ -812,7 +834,7 @@ def run_incremental_scan(
             _, gx_activations = extract_stage(dataset_path, baseline, activations, config,
                                               dataset=dataset)
             timings.lap("extract")
-            timings.start("analysing", f"against the baseline {baseline}")
+            timings.start("analysing", f"against the baseline {source}")
             analyzed = incremental_stage(
                 activations, accepted, dataset_path, output.staging, config, dataset=dataset,
                 dataset_sha256=dataset_sha256, report=report, scan_folder=out_dir,
@@ -831,7 +853,7 @@ def run_incremental_scan(
                         experiment=experiment, modality=modality, report=report,
                         overwrite=overwrite,
                         scan_info={"shift_reason": str(shifted),
-                                   "baseline": {"folder": str(baseline.resolve())}})
+                                   "baseline": {"folder": accepted.source}})
     return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,
                        timings=dict(timings), dataset_sha256=dataset_sha256,
                        tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"),

@@ -1063,20 +1063,58 @@ class Baseline:
     """An accepted scan, as an incremental scan uses it.
 
     Attributes:
-        folder: The scan's output folder (its proxy: ``model.pt`` + ``model.json``).
+        folder: The scan's output folder, or a baseline folder (:func:`publish_baseline_stage`);
+            either holds the proxy (``model.pt`` + ``model.json``).
         reference: The reference of its kept rows (:func:`acgate.core.incremental.build_reference`).
         info: Its ``scan.json``.
         spec: Its proxy's ``model.json`` (input shape, modality).
+        source: Where it was read from, as the user named it (a path, a URI or ``runs:/``);
+            ``""``: ``folder``.
     """
 
     folder: Path
     reference: Any
     info: Mapping[str, Any]
     spec: Mapping[str, Any]
+    source: str = ""
+
+    @property
+    def named(self) -> str:
+        """The baseline as the user named it (its URI), else its resolved folder."""
+        return self.source or str(self.folder.resolve())
+
+
+#: A baseline folder's reference rows: an activations file (schema ``activations/1``) of the
+#: seeded per-class sample of the accepted scan's kept rows that an incremental scan compares
+#: against (:func:`acgate.core.incremental.reference_rows`), so the folder stays small however
+#: large the accepted data is.
+REFERENCE_FILE = "reference.parquet"
+
+
+def _accepted_scan_info(folder: Path, info: Mapping[str, Any]) -> None:
+    """Refuse a scan that cannot be a baseline: a partition's scan, or not clean."""
+    if info.get("mode") == "incremental" or "shift_reason" in info:
+        raise ValueError(f"baseline {str(folder)!r} is the scan of a partition "
+                         f"({'incremental' if info.get('mode') == 'incremental' else 'a fallback'}"
+                         f"); give the full scan of the accepted data")
+    if info.get("verdict") != "clean":
+        raise ValueError(f"baseline {str(folder)!r} has verdict {info.get('verdict')!r}; an "
+                         f"incremental scan needs an accepted (clean) baseline: scan the "
+                         f"repaired data in full and use that scan")
+
+
+def _scan_seed(info: Mapping[str, Any]) -> int:
+    config = info.get("config") if isinstance(info.get("config"), Mapping) else {}
+    return int(config.get("seed") or 0)
 
 
 def read_baseline(baseline_dir: PathLike) -> Baseline:
-    """An accepted baseline scan folder, read once (its reference built from its kept rows).
+    """An accepted baseline, read once (its reference built from its kept rows).
+
+    ``baseline_dir`` is the output folder of a clean full scan (``acgate scan``: its
+    ``activations.parquet`` and ``samples.parquet`` give the reference) or a baseline folder
+    written by :func:`publish_baseline_stage` (the pipeline's; its ``reference.parquet`` holds
+    just the reference's rows). Both give the same reference for the same scan.
 
     Raises:
         ValueError: The folder is not a complete full scan with its proxy, or its verdict is not
@@ -1091,32 +1129,167 @@ def read_baseline(baseline_dir: PathLike) -> Baseline:
     if not (folder / "scan.json").is_file():
         raise ValueError(f"baseline {str(folder)!r} is not an acgate scan folder (no scan.json)")
     info = read_json_object(folder / "scan.json", "a scan.json")
-    if info.get("mode") == "incremental" or "shift_reason" in info:
-        raise ValueError(f"baseline {str(folder)!r} is the scan of a partition "
-                         f"({'incremental' if info.get('mode') == 'incremental' else 'a fallback'}"
-                         f"); give the full scan of the accepted data")
-    missing = [name for name in ("samples.parquet", "activations.parquet", MODEL_WEIGHTS_FILE,
-                                 MODEL_SPEC_FILE) if not (folder / name).is_file()]
+    _accepted_scan_info(folder, info)
+    packed = (folder / REFERENCE_FILE).is_file()
+    rows = (REFERENCE_FILE,) if packed else ("samples.parquet", "activations.parquet")
+    missing = [name for name in (*rows, MODEL_WEIGHTS_FILE, MODEL_SPEC_FILE)
+               if not (folder / name).is_file()]
     if missing:
         raise ValueError(f"baseline {str(folder)!r} is not a complete acgate scan folder with its "
                          f"proxy: missing {missing} (a scan with --model has no proxy to reuse)")
-    if info.get("verdict") != "clean":
-        raise ValueError(f"baseline {str(folder)!r} has verdict {info.get('verdict')!r}; an "
-                         f"incremental scan needs an accepted (clean) baseline: scan the "
-                         f"repaired data in full and use that scan")
     with reading("baseline", folder):
         spec = read_json_object(folder / MODEL_SPEC_FILE, "a model.json")
-        table = read_activations(folder / "activations.parquet")
-        samples = read_samples(folder / "samples.parquet")
-    if len(samples) != len(table.labels):
-        raise ValueError(f"baseline {str(folder)!r}: samples.parquet has {len(samples)} rows, "
-                         f"activations.parquet {len(table.labels)}")
-    config = info.get("config") if isinstance(info.get("config"), Mapping) else {}
-    reference = build_reference(table.activations, table.labels,
-                                keep=~samples["is_poison"].to_numpy(bool),
-                                predictions=table.predictions,
-                                random_state=int(config.get("seed") or 0))
+        if packed:  # every row is a kept row, at most the reference's share of each class
+            table = read_activations(folder / REFERENCE_FILE)
+            keep = None
+        else:
+            table = read_activations(folder / "activations.parquet")
+            samples = read_samples(folder / "samples.parquet")
+            if len(samples) != len(table.labels):
+                raise ValueError(f"baseline {str(folder)!r}: samples.parquet has {len(samples)} "
+                                 f"rows, activations.parquet {len(table.labels)}")
+            keep = ~samples["is_poison"].to_numpy(bool)
+    reference = build_reference(table.activations, table.labels, keep=keep,
+                                predictions=table.predictions, random_state=_scan_seed(info))
     return Baseline(folder=folder, reference=reference, info=info, spec=spec)
+
+
+def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
+                           activations_path: PathLike, model_dir: PathLike,
+                           out_dir: PathLike) -> dict[str, Any]:
+    """Write a clean full scan's baseline folder, for incremental scans of later partitions.
+
+    The folder holds the proxy (``model.pt``, ``model.json``, a text proxy's vocabulary), the
+    scan's ``scan.json`` and :data:`REFERENCE_FILE`: only the rows the incremental reference
+    samples (at most :data:`acgate.core.incremental.REFERENCE_ROWS_PER_CLASS` kept rows a
+    class), read one class's parts at a time from an activation dataset, so neither the folder
+    nor this step's memory grows with the accepted data. :func:`read_baseline` gives the same
+    reference from it as from the scan's whole activations.
+
+    Args:
+        scan_path: The scan's ``scan.json`` (the ``analyze`` step's ``scan``).
+        samples_path: The scan's per-sample result (its ``samples``).
+        activations_path: The activations the scan judged (an activation dataset folder or
+            an activations file).
+        model_dir: The proxy folder the activations came from (``train_proxy``'s ``model``).
+        out_dir: The baseline folder to write (created; files written atomically).
+
+    Returns:
+        What was written: ``{"rows", "reference_rows", "classes"}``.
+
+    Raises:
+        ValueError: The scan is not a clean full scan, or the artifacts do not belong together.
+    """
+    from acgate.core.incremental import reference_rows
+    from acgate.io.activations import ActivationTable, read_activations, write_activations
+    from acgate.io.results import read_json_object, read_samples
+    from acgate.io.shards import is_activation_dataset, read_activation_dataset, read_manifest
+    from acgate.scan import VOCABULARY_FILE
+
+    with reading("scan", scan_path):
+        info = read_json_object(Path(scan_path), "a scan.json")
+    _accepted_scan_info(Path(scan_path), info)
+    with reading("samples", samples_path):
+        samples = read_samples(samples_path)
+    order = samples["index"].to_numpy(np.int64)
+    labels = np.empty(len(order), np.int64)
+    keep = np.zeros(len(order), bool)
+    if len(order) and (order.min() < 0 or order.max() >= len(order)
+                       or len(np.unique(order)) != len(order)):
+        raise StageInputError(f"input artifact 'samples' ({samples_path}) does not number its "
+                              f"rows 0..{len(order) - 1}")
+    labels[order] = samples["label"].to_numpy(np.int64)
+    keep[order] = ~samples["is_poison"].to_numpy(bool)
+    chosen = reference_rows(labels, keep=keep, random_state=_scan_seed(info))
+    wanted = np.zeros(len(labels), bool)
+    wanted[chosen] = True
+    pieces = []
+    with reading("activations", activations_path):
+        if is_activation_dataset(activations_path):
+            # One class's parts at a time, keeping only the reference's rows of it.
+            segments = read_manifest(activations_path)["segments"]
+            tables = (read_activation_dataset(activations_path, int(s)) for s in segments)
+        else:
+            tables = iter([read_activations(activations_path)])
+        for table in tables:
+            if len(table) and table.indices.max() >= len(labels):
+                raise StageInputError(f"input artifact 'activations' ({activations_path}) has "
+                                      f"row {int(table.indices.max())}; 'samples' has "
+                                      f"{len(labels)} rows")
+            if not np.array_equal(table.labels, labels[table.indices]):
+                raise StageInputError(f"input artifact 'activations' ({activations_path}) does "
+                                      f"not label its rows as 'samples' ({samples_path}) does")
+            mine = wanted[table.indices]
+            pieces.append(ActivationTable(
+                indices=table.indices[mine], labels=table.labels[mine],
+                predictions=None if table.predictions is None else table.predictions[mine],
+                activations=table.activations[mine], metadata=table.metadata))
+    indices = np.concatenate([p.indices for p in pieces])
+    if not np.array_equal(np.sort(indices), np.sort(chosen)):
+        raise StageInputError(f"input artifact 'activations' ({activations_path}) lacks rows of "
+                              f"'samples' ({samples_path})")
+    position = np.empty(len(labels), np.int64)
+    position[indices] = np.arange(len(indices))
+    at = position[chosen]  # the reference's order: by class, ascending rows
+    predictions = (None if any(p.predictions is None for p in pieces) else
+                   np.concatenate([p.predictions for p in pieces])[at])
+    reference = ActivationTable(
+        indices=indices[at], labels=np.concatenate([p.labels for p in pieces])[at],
+        predictions=predictions,
+        activations=np.concatenate([p.activations for p in pieces])[at],
+        metadata=pieces[0].metadata if pieces else {})
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = Path(model_dir)
+    names = [MODEL_WEIGHTS_FILE, MODEL_SPEC_FILE]
+    if (model / VOCABULARY_FILE).is_file():
+        names.append(VOCABULARY_FILE)
+    with reading("model", model):
+        for name in names:
+            copy_file(model / name, folder / name)
+    write_activations(folder / REFERENCE_FILE, reference)
+    # scan.json last: a folder without it is no baseline (read_baseline refuses it).
+    _write_json(folder / "scan.json", dict(info))
+    return {"rows": int(len(labels)), "reference_rows": int(len(chosen)),
+            "classes": sorted(int(c) for c in np.unique(reference.labels))}
+
+
+def is_local_baseline(uri: str) -> bool:
+    """Whether the baseline ``uri`` is a folder on this machine (a path or ``file://``)."""
+    return "://" not in uri.removeprefix("file://") and not uri.startswith("runs:/")
+
+
+@contextlib.contextmanager
+def baseline_folder(uri: str, *, tracking_uri: str | None = None) -> Iterator[Path]:
+    """The baseline named by ``uri`` as a local folder, for as long as the block runs.
+
+    A local folder (a path or ``file://``) is used where it is. ``runs:/<run id>/<path>`` (the
+    pipeline's published baseline, :func:`publish_baseline_stage`) is downloaded through
+    ``tracking_uri``; any URI :mod:`pyarrow.fs` opens (``s3://``, ``gs://``, ``hdfs://``) is
+    copied. Either copy goes to a temporary folder removed after the block.
+
+    Raises:
+        ValueError: A ``runs:/`` URI without a tracking URI, or a baseline that is not there.
+        acgate.errors.InfrastructureError: The tracking store cannot be reached.
+    """
+    if is_local_baseline(uri):
+        yield Path(uri.removeprefix("file://"))
+        return
+    with tempfile.TemporaryDirectory(prefix="acgate-baseline-") as work:
+        if uri.startswith("runs:/"):
+            from acgate.mlflow.baseline import download_baseline
+
+            yield download_baseline(uri, work, tracking_uri=tracking_uri)
+            return
+        import pyarrow.fs as pafs
+
+        local = Path(work) / "baseline"
+        with reading("baseline", uri):
+            filesystem, remote = pafs.FileSystem.from_uri(uri)
+            if filesystem.get_file_info(remote).type != pafs.FileType.Directory:
+                raise ValueError(f"baseline {uri!r} is not a folder")
+            pafs.copy_files(remote, str(local), source_filesystem=filesystem)
+        yield local
 
 
 def check_partition(baseline: Baseline, dataset: Any, modality: str, config: ScanConfig) -> None:
@@ -1167,7 +1340,7 @@ def incremental_stage(activations_path: PathLike, baseline: Baseline,
     if shift_reason is not None and stop_if_shifted is not None:
         stop_if_shifted(shift_reason)
     mode = {"mode": "incremental",
-            "baseline": {"folder": str(baseline.folder.resolve()),
+            "baseline": {"folder": baseline.named,
                          "dataset": baseline.info.get("dataset"),
                          "dataset_sha256": baseline.info.get("dataset_sha256")},
             "shifted": shift_reason is not None, "shift_reason": shift_reason}

@@ -176,3 +176,106 @@ def test_the_incremental_scan_is_an_mlflow_run_like_a_full_one(run_cli, split, b
     assert logged.data.params["scan.baseline"] == str(Path(baseline).resolve())
     assert "proxy_train_accuracy" not in logged.data.metrics  # the baseline's, not this run's
     assert logged.data.tags["acgate.verdict"] == "poisoned"
+
+
+# --------------------------------------------------------- the pipeline's published baseline
+
+
+@pytest.fixture(scope="module")
+def published(split, baseline):
+    """The baseline folder :func:`publish_baseline_stage` writes from the baseline scan."""
+    from acgate.stages import publish_baseline_stage
+
+    out = split["folder"] / "published"
+    written = publish_baseline_stage(baseline / "scan.json", baseline / "samples.parquet",
+                                     baseline / "activations.parquet", baseline, out)
+    return out, written
+
+
+def test_a_published_baseline_is_small_and_gives_the_same_reference(baseline, published):
+    from acgate.stages import read_baseline
+
+    folder, written = published
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "model.json", "model.pt", "reference.parquet", "scan.json"]
+    whole, packed = read_baseline(baseline), read_baseline(folder)
+    # Digits' classes are under the reference's 2,000 rows: every kept row is in it.
+    assert written["reference_rows"] == len(packed.reference.labels) <= written["rows"]
+    assert np.array_equal(whole.reference.labels, packed.reference.labels)
+    assert np.array_equal(whole.reference.activations, packed.reference.activations)
+    assert whole.reference.far == packed.reference.far
+    assert whole.reference.natural == packed.reference.natural
+
+
+def test_a_published_baseline_judges_as_the_scan_folder_does(run_cli, split, baseline,
+                                                             published):
+    whole, _, whole_out = _incremental(run_cli, split, baseline, "poisoned", "--no-report")
+    run, summary, out = _incremental(run_cli, split, published[0], "poisoned")
+    assert run.code == whole.code == EXIT_POISON, run.stderr
+    assert summary["mode"] == "incremental"
+    assert np.array_equal(pd.read_parquet(out / "samples.parquet")["is_poison"],
+                          pd.read_parquet(whole_out / "samples.parquet")["is_poison"])
+    scan = json.loads((out / "scan.json").read_text())
+    assert scan["baseline"]["folder"] == str(published[0])
+
+
+def test_a_baseline_is_published_from_an_activation_dataset_one_class_at_a_time(
+        split, baseline, published, tmp_path):
+    """The pipeline's activations: class-partitioned parts of three shards."""
+    from acgate.io.activations import ActivationTable, read_activations
+    from acgate.io.shards import collect_activation_shards, write_activation_shard
+    from acgate.stages import publish_baseline_stage
+
+    table = read_activations(baseline / "activations.parquet")
+    bounds = np.linspace(0, len(table), 4).astype(int)
+    shards = []
+    for shard, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        part = ActivationTable(indices=table.indices[start:stop], labels=table.labels[start:stop],
+                               predictions=table.predictions[start:stop],
+                               activations=table.activations[start:stop],
+                               metadata=table.metadata)
+        folder = tmp_path / f"shard-{shard}"
+        write_activation_shard(part, folder, shard=shard, rows=(int(start), int(stop)),
+                               n_dataset_rows=len(table))
+        shards.append(folder)
+    collect_activation_shards(shards, tmp_path / "collected", n_rows=len(table))
+    out = tmp_path / "from-dataset"
+    publish_baseline_stage(baseline / "scan.json", baseline / "samples.parquet",
+                           tmp_path / "collected", baseline, out)
+    assert (out / "reference.parquet").read_bytes() == (
+        published[0] / "reference.parquet").read_bytes()
+
+
+def test_a_poisoned_scan_is_never_published(split, poisoned_cli_scan):
+    from acgate.stages import publish_baseline_stage
+
+    scan = poisoned_cli_scan.out
+    out = split["folder"] / "never"
+    with pytest.raises(ValueError, match="verdict 'poisoned'"):
+        publish_baseline_stage(scan / "scan.json", scan / "samples.parquet",
+                               scan / "activations.parquet", scan, out)
+    assert not out.exists()
+
+
+def test_a_baseline_logged_to_mlflow_is_used_by_its_runs_uri(run_cli, split, published):
+    import mlflow
+
+    from acgate.mlflow.baseline import log_baseline
+
+    uri = f"sqlite:///{split['folder'] / 'baseline-mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("baselines")
+    scan_run = client.create_run(experiment).info.run_id
+    runs_uri = log_baseline(scan_run, published[0], tracking_uri=uri)
+    assert runs_uri == f"runs:/{scan_run}/baseline"
+    out = split["folder"] / "from-mlflow"
+    run = run_cli(["scan", split["poisoned"], "--baseline", runs_uri, "--out", out,
+                   "--tracking-uri", uri, "--experiment", "incremental-runs", "--json"])
+    assert run.code == EXIT_POISON, run.stderr
+    assert json.loads(run.stdout)["mode"] == "incremental"
+    assert json.loads((out / "scan.json").read_text())["baseline"]["folder"] == runs_uri
+    missing = run_cli(["scan", split["poisoned"], "--baseline", f"runs:/{scan_run}/nothing",
+                       "--out", split["folder"] / "refused-runs", "--tracking-uri", uri])
+    assert missing.code == EXIT_BAD_INPUT
+    assert "has no artifacts under 'nothing'" in missing.stderr
+    assert not (split["folder"] / "refused-runs").exists()

@@ -10,6 +10,7 @@ from acgate.core.incremental import (
     MIN_FOREIGN_ROWS,
     build_reference,
     judge_partition,
+    reference_rows,
 )
 
 CENTRES = np.array([[0.0] * 8, [10.0] + [0.0] * 7, [0.0, 10.0] + [0.0] * 6])
@@ -104,6 +105,23 @@ def test_the_reference_is_a_bounded_seeded_sample():
     b = build_reference(activations, labels, rows_per_class=100, random_state=3)
     assert len(a.labels) == 300
     np.testing.assert_array_equal(a.activations, b.activations)
+
+
+def test_the_reference_rows_alone_give_the_same_reference():
+    """What a published baseline keeps (the sampled kept rows) rebuilds the very reference."""
+    activations, labels = blobs(300, seed=0)
+    predictions = labels.copy()
+    keep = np.ones(len(labels), bool)
+    keep[::7] = False
+    whole = build_reference(activations, labels, keep=keep, predictions=predictions,
+                            rows_per_class=100, random_state=5)
+    rows = reference_rows(labels, keep=keep, rows_per_class=100, random_state=5)
+    assert len(rows) == 300 and keep[rows].all()
+    packed = build_reference(activations[rows], labels[rows], predictions=predictions[rows],
+                             rows_per_class=100, random_state=5)
+    np.testing.assert_array_equal(whole.activations, packed.activations)
+    np.testing.assert_array_equal(whole.labels, packed.labels)
+    assert (whole.far, whole.natural) == (packed.far, packed.natural)
 
 
 def test_activations_of_another_model_are_refused(reference):

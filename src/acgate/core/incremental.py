@@ -94,6 +94,39 @@ class Reference:
         return (activations - self.mean) / self.scale
 
 
+def reference_rows(labels: Any, *, keep: Any = None,
+                   rows_per_class: int = REFERENCE_ROWS_PER_CLASS,
+                   random_state: int = 0) -> np.ndarray:
+    """The rows of a baseline that its reference holds: a seeded sample of each class's kept rows.
+
+    Only labels are needed, so a caller holding a large baseline in parts can read just these
+    rows' activations (the pipeline's baseline artifact), and :func:`build_reference` on them
+    gives the very reference it gives on the whole baseline.
+
+    Args:
+        labels: The baseline's labels, one per row.
+        keep: Rows that may be chosen (the baseline's unflagged rows); default every row.
+        rows_per_class: Largest sample per class.
+        random_state: Seed of the sample.
+
+    Returns:
+        Row positions, grouped by class (ascending labels), ascending within a class.
+    """
+    check_positive_int(rows_per_class, name="rows_per_class")
+    labels = check_labels(labels, len(np.asarray(labels)), name="reference labels")
+    kept = np.ones(len(labels), bool) if keep is None else np.asarray(keep, bool)
+    if kept.shape != labels.shape:
+        raise ValueError(f"keep has shape {kept.shape}, expected {labels.shape}")
+    rng = np.random.default_rng(random_state)
+    chosen = []
+    for label in np.unique(labels[kept]):
+        rows = np.flatnonzero(kept & (labels == label))
+        if len(rows) > rows_per_class:
+            rows = np.sort(rng.choice(rows, rows_per_class, replace=False))
+        chosen.append(rows)
+    return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+
+
 def build_reference(activations: Any, labels: Any, *, keep: Any = None,
                     predictions: Any = None, rows_per_class: int = REFERENCE_ROWS_PER_CLASS,
                     random_state: int = 0) -> Reference:
@@ -111,20 +144,10 @@ def build_reference(activations: Any, labels: Any, *, keep: Any = None,
     Returns:
         The :class:`Reference`.
     """
-    check_positive_int(rows_per_class, name="rows_per_class")
     activations = check_activations(activations, name="reference activations")
     labels = check_labels(labels, len(activations), name="reference labels")
-    kept = np.ones(len(labels), bool) if keep is None else np.asarray(keep, bool)
-    if kept.shape != labels.shape:
-        raise ValueError(f"keep has shape {kept.shape}, expected {labels.shape}")
-    rng = np.random.default_rng(random_state)
-    chosen = []
-    for label in np.unique(labels[kept]):
-        rows = np.flatnonzero(kept & (labels == label))
-        if len(rows) > rows_per_class:
-            rows = np.sort(rng.choice(rows, rows_per_class, replace=False))
-        chosen.append(rows)
-    rows = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+    rows = reference_rows(labels, keep=keep, rows_per_class=rows_per_class,
+                          random_state=random_state)
     if len(rows) <= NEIGHBOURS:
         raise ValueError(f"the baseline has {len(rows)} kept rows; an incremental scan needs "
                          f"more than {NEIGHBOURS}")

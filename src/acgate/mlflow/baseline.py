@@ -1,0 +1,97 @@
+"""A clean scan's baseline folder in MLflow: logged under its scan run, fetched by ``runs:/``.
+
+The pipeline's ``publish_baseline`` step logs the baseline folder of a clean full scan
+(:func:`acgate.stages.publish_baseline_stage`) as the artifacts ``baseline/`` of that scan's run,
+so a later incremental scan can name it ``runs:/<scan run id>/baseline`` (``acgate scan
+--baseline``, the incremental pipeline's ``baseline_uri``) and find it wherever the tracking
+server keeps artifacts.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from acgate.mlflow.bounds import (
+    bounded,
+    describe_error,
+    infrastructure_error,
+    is_not_found,
+    is_store_error,
+)
+from acgate.mlflow.tracking import make_client
+
+#: The artifact folder of a scan run that holds its baseline.
+BASELINE_ARTIFACT = "baseline"
+
+_RUNS_URI = re.compile(r"^runs:/([0-9a-zA-Z_-]+)/(.+)$")
+
+
+def is_runs_uri(uri: str) -> bool:
+    """Whether ``uri`` names a run's artifacts (``runs:/<run id>/<path>``)."""
+    return isinstance(uri, str) and uri.startswith("runs:/")
+
+
+def log_baseline(run_id: str, folder: str | Path, *, tracking_uri: str) -> str:
+    """Log every file of the baseline ``folder`` under ``baseline/`` of the scan run ``run_id``.
+
+    Returns:
+        The baseline's URI, ``runs:/<run_id>/baseline``.
+
+    Raises:
+        ValueError: No such run, or an empty folder.
+        acgate.errors.InfrastructureError: The tracking store cannot be reached.
+    """
+    files = sorted(path for path in Path(folder).iterdir() if path.is_file())
+    if not files:
+        raise ValueError(f"baseline folder {str(folder)!r} holds no files")
+    client = make_client(tracking_uri)
+    try:
+        with bounded():
+            client.get_run(run_id)  # a wrong id is refused before any upload
+            for path in files:
+                client.log_artifact(run_id, str(path), artifact_path=BASELINE_ARTIFACT)
+    except Exception as error:
+        _raise_for(error, tracking_uri, f"run {run_id!r}", "logging the baseline")
+    return f"runs:/{run_id}/{BASELINE_ARTIFACT}"
+
+
+def download_baseline(uri: str, destination: str | Path, *, tracking_uri: str | None) -> Path:
+    """Download the baseline ``runs:/<run id>/<path>`` into the folder ``destination``.
+
+    Returns:
+        The local baseline folder (inside ``destination``).
+
+    Raises:
+        ValueError: Not a ``runs:/`` URI, no tracking URI, no such run or artifact folder.
+        acgate.errors.InfrastructureError: The tracking store cannot be reached.
+    """
+    found = _RUNS_URI.match(uri or "")
+    if not found:
+        raise ValueError(f"baseline {uri!r} is not runs:/<run id>/<artifact folder>")
+    if not tracking_uri:
+        raise ValueError(f"baseline {uri!r} is an MLflow run's: give the tracking URI "
+                         f"(--tracking-uri, mlflow_tracking_uri)")
+    run_id, path = found.group(1), found.group(2).strip("/")
+    client = make_client(tracking_uri)
+    try:
+        with bounded():
+            client.get_run(run_id)
+            if not client.list_artifacts(run_id, path):
+                raise ValueError(f"baseline {uri!r}: run {run_id} has no artifacts under "
+                                 f"{path!r} (only a clean full scan's run has a baseline)")
+            local = client.download_artifacts(run_id, path, dst_path=str(destination))
+    except ValueError:
+        raise
+    except Exception as error:
+        _raise_for(error, tracking_uri, f"baseline {uri!r}", "downloading the baseline")
+    return Path(local)
+
+
+def _raise_for(error: Exception, tracking_uri: str, what: str, doing: str) -> None:
+    if is_not_found(error):
+        raise ValueError(f"{what} is not in the tracking store {tracking_uri!r}: "
+                         f"{describe_error(error)}") from error
+    if is_store_error(error):
+        raise infrastructure_error(tracking_uri, doing, error) from error
+    raise error
