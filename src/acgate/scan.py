@@ -801,7 +801,7 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
                       config: ScanConfig, *, tracking_uri: str | None, experiment: str,
                       modality: str | None, report: bool, overwrite: bool,
                       fallback: bool) -> ScanOutcome:
-    """:func:`run_incremental_scan` on a local baseline folder (``source``: as the user named it)."""
+    """:func:`run_incremental_scan` on a local baseline folder (``source``: as named)."""
     import dataclasses
 
     from acgate.io.output import output_folder
