@@ -85,7 +85,9 @@ from components.collect_activations.component import collect_activations  # noqa
 from components.dataset_digest.component import dataset_digest  # noqa: E402
 from components.extract_activations.component import extract_activations  # noqa: E402
 from components.gate.component import gate  # noqa: E402
+from components.incremental_scan.component import incremental_scan  # noqa: E402
 from components.plan_shards.component import plan_shards  # noqa: E402
+from components.publish_baseline.component import publish_baseline  # noqa: E402
 from components.repair.component import repair  # noqa: E402
 from components.rescan.component import rescan  # noqa: E402
 from components.tag_verdict.component import tag_verdict  # noqa: E402
@@ -93,6 +95,9 @@ from components.train_proxy.component import train_proxy  # noqa: E402
 from components.verdict.component import verdict  # noqa: E402
 
 PIPELINE_NAME = "acgate-scan"
+#: The incremental pipeline (:func:`acgate_incremental_pipeline`): a new partition judged
+#: against the last accepted scan's published baseline.
+INCREMENTAL_PIPELINE_NAME = "acgate-incremental-scan"
 #: Pod label of the tasks that talk to MLflow; the chart's NetworkPolicy admits these pods.
 MLFLOW_CLIENT_LABEL = ("acgate.io/mlflow-client", "true")
 #: Keys of the Secret named by ``--mlflow-credentials-secret`` and the variables they become.
@@ -100,12 +105,13 @@ MLFLOW_CREDENTIALS_ENV = {"username": "MLFLOW_TRACKING_USERNAME",
                           "password": "MLFLOW_TRACKING_PASSWORD"}
 #: The executors of the tasks that talk to MLflow.
 MLFLOW_CLIENT_EXECUTORS = ("exec-analyze", "exec-tag-verdict", "exec-gate", "exec-repair",
-                           "exec-rescan")
+                           "exec-rescan", "exec-publish-baseline", "exec-incremental-scan",
+                           "exec-tag-verdict-2")
 #: Keys of the Secret named by ``--dataset-credentials-secret``; each becomes the variable of the
 #: same name, which pyarrow's S3 filesystem reads for an ``s3://`` dataset URI.
 DATASET_CREDENTIALS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 #: The executors of the tasks that read ``dataset_uri`` (the others read the staged copy).
-DATASET_READER_EXECUTORS = ("exec-dataset-digest", "exec-train-proxy")
+DATASET_READER_EXECUTORS = ("exec-dataset-digest", "exec-train-proxy", "exec-incremental-scan")
 #: What a Kubernetes Secret name may be.
 _SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 #: Memory a step needs beyond ``max_decoded_bytes`` (the decoded data plus training, which the
@@ -331,6 +337,16 @@ def acgate_pipeline(
         _set_resources(promoted, **resources)
         promoted.set_caching_options(False)  # decides on MLflow's current state, every run
         _label_mlflow_client(promoted)
+        # The accepted data's baseline: what the incremental pipeline judges partitions against.
+        published = publish_baseline(scan=analyzed.outputs["scan"],
+                                     samples=analyzed.outputs["samples"],
+                                     activations=collected.outputs["activations"],
+                                     model=trained.outputs["model"],
+                                     scan_run_id=analyzed.outputs["run_id"],
+                                     mlflow_tracking_uri=mlflow_tracking_uri)
+        published.set_display_name("publish baseline")
+        _set_resources(published, **resources)
+        _label_mlflow_client(published)
     with dsl.Else(name="data-poisoned"):
         repaired = repair(dataset=trained.outputs["dataset"],
                           samples=analyzed.outputs["samples"], model=trained.outputs["model"],
@@ -374,17 +390,189 @@ def acgate_pipeline(
                    run_id=analyzed.outputs["run_id"], dataset_sha256=sha256)
 
 
+def _with_shared_arguments(func):
+    """Give ``func``'s docstring the full pipeline's description of every argument it shares.
+
+    KFP shows each pipeline input's description (parsed from the docstring) in its UI; the
+    incremental pipeline takes most of the full pipeline's inputs, described once there.
+    """
+    import inspect
+
+    import docstring_parser
+
+    full = {p.arg_name: p.description for p in
+            docstring_parser.parse(acgate_pipeline.pipeline_func.__doc__).params}
+    own = docstring_parser.parse(func.__doc__)
+    mine = {p.arg_name: p.description for p in own.params}
+    lines = []
+    for name in inspect.signature(func).parameters:
+        first, *rest = (mine.get(name) or full[name]).splitlines()
+        lines += [f"    {name}: {first}", *(f"        {line}" for line in rest)]
+    returns = "\n    ".join(own.returns.description.splitlines())
+    func.__doc__ = (f"{own.short_description}\n\n{own.long_description}\n\nArgs:\n"
+                    + "\n".join(lines) + f"\n\nReturns:\n    {returns}\n")
+    return func
+
+
+@dsl.pipeline(
+    name=INCREMENTAL_PIPELINE_NAME,
+    description="Judge a new partition against the last accepted scan's baseline without "
+                "retraining (a full scan of the partition when it moved too far); repair it "
+                "when it is not clean.",
+)
+@_with_shared_arguments
+def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is the full one's
+    dataset_uri: str,
+    baseline_uri: str,
+    fallback: bool = True,
+    reducer: str = "pca",
+    n_components: int = 10,
+    n_clusters: str = "",
+    analysis: str = "auto",
+    size_threshold: Optional[float] = None,
+    silhouette_threshold: float = 0.10,
+    exre_threshold: float = 1.0,
+    source_share_threshold: float = 0.5,
+    nested_source_share_threshold: float = 0.7,
+    confusion_threshold: float = 0.03,
+    segment_by: str = "label",
+    min_class_size: int = 10,
+    seed: int = 0,
+    proxy: str = "auto",
+    epochs: Optional[int] = None,
+    exre_epochs: Optional[int] = None,
+    batch_size: int = 64,
+    lr: float = 0.001,
+    hidden: int = 128,
+    max_decoded_bytes: Optional[int] = 8589934592,
+    max_tokens: int = 256,
+    label_column: str = "label",
+    image_column: str = "image",
+    text_column: str = "text",
+    id_column: Optional[str] = None,
+    model_name: Optional[str] = None,
+    model_version: Optional[str] = None,
+    mlflow_tracking_uri: Optional[str] = None,
+    repair_strategy: str = "relabel",
+    fail_on_poisoned: bool = True,
+    cpu_request: str = "1",
+    cpu_limit: str = "2",
+    memory_request: str = "4Gi",
+    memory_limit: str = "10Gi",
+) -> NamedTuple("IncrementalOutputs", samples=dsl.Dataset, verdict=str, run_id=str, mode=str,
+                dataset_sha256=str):
+    """Scan the partition ``dataset_uri`` against ``baseline_uri``; repair it if not clean.
+
+    ``dataset_digest`` -> ``incremental_scan`` (the baseline's proxy, no training; a shifted
+    partition is scanned in full and ``mode`` says so) -> ``tag_verdict``, and when not clean
+    ``repair`` -> ``verdict`` (fails the run). Nothing is promoted: the gate needs a clean scan
+    of the very data a model trained on, and this scan covers the partition only (the full
+    pipeline promotes). The detector's and the proxy's settings act only in a full fallback;
+    every argument not described here is :func:`acgate_pipeline`'s, and so is its
+    description (copied by :func:`_with_shared_arguments`).
+
+    Args:
+        dataset_uri: The new partition (a dataset Parquet file, a path or URI).
+        baseline_uri: The last accepted scan: ``runs:/<scan run>/baseline`` (logged by a
+            clean full run's ``publish_baseline``), a published baseline folder or an ``acgate
+            scan`` output folder (a path or a URI that pyarrow opens: s3://, gs://).
+        fallback: Scan a partition that moved too far from the baseline in full (``False``:
+            keep the incremental verdict, recorded as shifted).
+        model_name: A registered model to tag with the partition's verdict (never promoted
+            here); ``None``: none.
+        mlflow_tracking_uri: MLflow tracking URI: logs the scan, and reads a ``runs:/``
+            baseline; ``None``: no tracking.
+        fail_on_poisoned: End the run failed (red, at the ``verdict`` step) when the partition
+            is not clean, after repairing it; ``False``: the run ends green (the verdict is
+            still the run's output).
+
+    Returns:
+        ``samples``, ``verdict``, ``run_id``, ``mode`` (``"incremental"`` or ``"full"``) and
+        ``dataset_sha256``.
+    """
+    resources = {"cpu_request": cpu_request, "cpu_limit": cpu_limit,
+                 "memory_request": memory_request, "memory_limit": memory_limit}
+    digest = dataset_digest(dataset_uri=dataset_uri)
+    _set_resources(digest, **resources)
+    digest.set_display_name("dataset digest")
+    digest.set_caching_options(False)  # it must see today's bytes behind the same URI
+    sha256 = digest.output
+
+    columns = {"label_column": label_column, "image_column": image_column,
+               "text_column": text_column, "id_column": id_column}
+    proxy_settings = {"seed": seed, "proxy": proxy, "epochs": epochs, "batch_size": batch_size,
+                      "lr": lr, "hidden": hidden, "max_decoded_bytes": max_decoded_bytes,
+                      "max_tokens": max_tokens, **columns}
+    scanned = incremental_scan(
+        dataset_uri=dataset_uri, baseline_uri=baseline_uri, fallback=fallback,
+        reducer=reducer, n_components=n_components, n_clusters=n_clusters, analysis=analysis,
+        size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
+        exre_threshold=exre_threshold, source_share_threshold=source_share_threshold,
+        nested_source_share_threshold=nested_source_share_threshold,
+        confusion_threshold=confusion_threshold, segment_by=segment_by,
+        min_class_size=min_class_size, exre_epochs=exre_epochs,
+        mlflow_tracking_uri=mlflow_tracking_uri, dataset_sha256=sha256, **proxy_settings)
+    scanned.set_display_name("incremental scan")
+    _set_resources(scanned, **resources)
+    _label_mlflow_client(scanned)
+    # The baseline named by the same URI may have been replaced: never reuse a verdict.
+    scanned.set_caching_options(False)
+
+    def tag() -> dsl.PipelineTask:
+        tagged = tag_verdict(run_id=scanned.outputs["run_id"], model_name=model_name,
+                             model_version=model_version, mlflow_tracking_uri=mlflow_tracking_uri)
+        tagged.set_display_name("tag model version")
+        _set_resources(tagged, **resources)
+        tagged.set_caching_options(False)
+        _label_mlflow_client(tagged)
+        return tagged
+
+    # The tag in both branches: kfp 2.17's local runner cannot resolve a task output in the
+    # condition of a lone dsl.If at the pipeline's root, only in an If/Else pair.
+    with dsl.If(scanned.outputs["verdict"] == "clean", name="partition-clean"):
+        tag()
+    with dsl.Else(name="partition-not-clean"):
+        tagged = tag()
+        repaired = repair(dataset=scanned.outputs["dataset"],
+                          samples=scanned.outputs["samples"], model=scanned.outputs["model"],
+                          strategy=repair_strategy, mlflow_tracking_uri=mlflow_tracking_uri,
+                          scan_run_id=scanned.outputs["run_id"], dataset_sha256=sha256,
+                          **proxy_settings)
+        repaired.set_display_name("repair")
+        _set_resources(repaired, **resources)
+        _label_mlflow_client(repaired)
+        judged = verdict(
+            scan_verdict=scanned.outputs["verdict"], classes=scanned.outputs["classes"],
+            repaired_dataset=repaired.outputs["cleaned_dataset"],
+            n_flagged=scanned.outputs["n_flagged"], scan_run_id=scanned.outputs["run_id"],
+            model_name=model_name, model_version=model_version,
+            fail_on_poisoned=fail_on_poisoned)
+        judged.after(tagged)
+        judged.set_display_name("verdict")
+        _set_resources(judged, **resources)
+        judged.set_caching_options(False)
+
+    outputs = NamedTuple("IncrementalOutputs", samples=dsl.Dataset, verdict=str, run_id=str,
+                         mode=str, dataset_sha256=str)
+    return outputs(samples=scanned.outputs["samples"], verdict=scanned.outputs["verdict"],
+                   run_id=scanned.outputs["run_id"], mode=scanned.outputs["mode"],
+                   dataset_sha256=sha256)
+
+
 def compile_pipeline(
     out: str | os.PathLike[str] = "pipeline.yaml",
     *,
     image_digest: Optional[str] = None,
     mlflow_credentials_secret: Optional[str] = None,
     dataset_credentials_secret: Optional[str] = None,
+    incremental: bool = False,
 ) -> Path:
     """Compile the pipeline to KFP IR YAML; returns the path written.
 
     Args:
         out: The YAML file to write.
+        incremental: Compile :func:`acgate_incremental_pipeline` (a new partition against a
+            baseline) instead of the full scan.
         image_digest: Pin every step to this build of the acgate image (``sha256:`` and 64 hex
             characters): the executors run ``ghcr.io/acgate/acgate@<digest>`` instead of the
             version tag. ``None``: the version tag.
@@ -418,7 +606,8 @@ def compile_pipeline(
         secrets[name] = (executors, keys)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(acgate_pipeline, str(path))
+    compiler.Compiler().compile(
+        acgate_incremental_pipeline if incremental else acgate_pipeline, str(path))
     if image is not None or secrets:
         _deploy_settings(path, image, secrets)
     return path
@@ -447,7 +636,7 @@ def _deploy_settings(path: Path, image: Optional[str],
                      .setdefault("kubernetes", {})
                      .setdefault("deploymentSpec", {})
                      .setdefault("executors", {}))
-        for name in names:
+        for name in (n for n in names if n in spec["deploymentSpec"]["executors"]):
             executors.setdefault(name, {}).setdefault("secretAsEnv", []).append({
                 "secretName": secret,
                 "keyToEnv": [{"secretKey": key, "envVar": env} for key, env in keys.items()],
@@ -465,11 +654,14 @@ def run_locally(root: str | os.PathLike[str] = "local-runs", *, cache: bool = Fa
         root: Pipeline root: every task's artifacts land under it.
         cache: Cache tasks as KFP does (kfp's local file cache under ``root/.kfp_cache``,
             keyed on each task's inputs; ``dataset_digest`` and ``gate`` are never cached).
-        **arguments: Pipeline inputs (``dataset_uri`` required; ``None`` values are dropped).
+        **arguments: Pipeline inputs (``dataset_uri`` required; ``None`` values are dropped);
+            with ``baseline_uri``, the incremental pipeline runs
+            (:func:`acgate_incremental_pipeline`).
 
     Returns:
         ``{"verdict", "run_id", "samples", "dataset_sha256"}`` (``samples``: the path of the
-        per-sample result; ``dataset_sha256``: the digest of the scanned bytes).
+        per-sample result; ``dataset_sha256``: the digest of the scanned bytes); the
+        incremental pipeline adds ``"mode"``.
 
     Raises:
         RuntimeError: When a step fails (the message names the task; its log says why); on
@@ -480,6 +672,11 @@ def run_locally(root: str | os.PathLike[str] = "local-runs", *, cache: bool = Fa
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True, enable_caching=cache)
+    if arguments.get("baseline_uri"):
+        task = acgate_incremental_pipeline(**_with_every_optional_input(arguments))
+        return {"verdict": task.outputs["verdict"], "run_id": task.outputs["run_id"],
+                "samples": task.outputs["samples"].path, "mode": task.outputs["mode"],
+                "dataset_sha256": task.outputs["dataset_sha256"]}
     task = acgate_pipeline(**_with_every_optional_input(arguments))
     return {"verdict": task.outputs["verdict"], "run_id": task.outputs["run_id"],
             "samples": task.outputs["samples"].path,
@@ -556,6 +753,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     comp = sub.add_parser("compile", help="write the pipeline YAML")
     comp.add_argument("--out", default="pipeline.yaml", help="output file (default: pipeline.yaml)")
+    comp.add_argument("--incremental", action="store_true",
+                      help="compile the incremental pipeline (a new partition against a "
+                           "baseline, input baseline_uri) instead of the full scan")
     comp.add_argument("--image-digest", default=None,
                       help="pin every step to ghcr.io/acgate/acgate@<sha256:...> (default: the "
                            "version tag)")
@@ -569,6 +769,9 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the pipeline locally (SubprocessRunner)")
     run.add_argument("--dataset", required=True, help="dataset Parquet file")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: none)")
+    run.add_argument("--baseline", default=None,
+                     help="run the incremental pipeline against this accepted scan "
+                          "(runs:/<scan run>/baseline, a baseline folder or a scan folder)")
     run.add_argument("--model-name", default=None)
     run.add_argument("--model-version", default=None)
     settings = run.add_argument_group("scan settings (acgate.core.config; default: the "
@@ -592,7 +795,8 @@ def main(argv: list[str] | None = None) -> int:
             path = compile_pipeline(
                 args.out, image_digest=args.image_digest,
                 mlflow_credentials_secret=args.mlflow_credentials_secret,
-                dataset_credentials_secret=args.dataset_credentials_secret)
+                dataset_credentials_secret=args.dataset_credentials_secret,
+                incremental=args.incremental)
         except ValueError as error:
             parser.error(str(error))
         print(path)
@@ -601,12 +805,16 @@ def main(argv: list[str] | None = None) -> int:
              if getattr(args, item.name) is not None}
     if isinstance(given.get("n_clusters"), int):  # the pipeline takes it as text
         given["n_clusters"] = str(given["n_clusters"])
+    if args.baseline:  # the incremental pipeline extracts in one task
+        given["baseline_uri"] = args.baseline
+    else:
+        given["n_shards"] = args.n_shards
     try:
         outputs = run_locally(
             args.root, cache=args.cache, dataset_uri=str(Path(args.dataset).resolve()),
             mlflow_tracking_uri=args.tracking_uri, model_name=args.model_name,
             model_version=args.model_version, repair_strategy=args.repair_strategy,
-            fail_on_poisoned=args.fail_on_poisoned, n_shards=args.n_shards, **given,
+            fail_on_poisoned=args.fail_on_poisoned, **given,
         )
     except RuntimeError as error:
         if failed_task(error) != "verdict":

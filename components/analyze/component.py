@@ -3,7 +3,7 @@
 from typing import List, NamedTuple, Optional
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Metrics, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Output
 
 from components._image import IMAGE
 
@@ -17,6 +17,7 @@ def analyze(
     classes: Output[Dataset],
     metrics: Output[Metrics],
     report: Output[HTML],
+    scan: Output[Artifact],
     dataset_uri: str = "",
     reducer: str = "pca",
     n_components: int = 10,
@@ -58,6 +59,7 @@ def analyze(
         metrics: The scan's numbers, named as in MLflow (:func:`acgate.stages.scan_metrics`:
             the result's and the proxy's).
         report: Self-contained HTML report.
+        scan: The scan's ``scan.json`` (what ``publish_baseline`` records with the baseline).
         dataset_uri: The dataset's original URI (recorded in MLflow and the report title).
         reducer: As given to ``cluster``.
         n_components: As given to ``cluster``.
@@ -123,6 +125,7 @@ def analyze(
         copy_file(outcome.files["samples"], samples.path)
         copy_file(outcome.files["classes"], classes.path)
         copy_file(outcome.files["report.html"], report.path)
+        copy_file(outcome.files["scan"], scan.path)
     log_metrics(metrics, scan_metrics(outcome))
     verdict = outcome.result.verdict
     samples.metadata.update({"verdict": verdict, "run_id": run_id,

@@ -807,6 +807,7 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
     from acgate.io.output import output_folder
     from acgate.stages import (
         check_partition,
+        copy_proxy,
         extract_stage,
         incremental_stage,
         read_baseline,
@@ -841,6 +842,8 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
                 validated={"dataset": gx_dataset, "activations": gx_activations},
                 scan_info={"timings": dict(timings)}, stop_if_shifted=stop_if_shifted)
             timings.lap("analyze_report")
+            # The proxy that judged these rows (the baseline's): acgate repair reads it here.
+            copy_proxy(baseline, output.staging)
             output.commit()
             files = {name: out_dir / Path(path).name for name, path in analyzed.files.items()}
             files["activations.parquet"] = out_dir / "activations.parquet"

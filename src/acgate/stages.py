@@ -1156,7 +1156,8 @@ def read_baseline(baseline_dir: PathLike) -> Baseline:
 
 def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
                            activations_path: PathLike, model_dir: PathLike,
-                           out_dir: PathLike) -> dict[str, Any]:
+                           out_dir: PathLike, *, tracking_uri: str | None = None,
+                           scan_run_id: str | None = None) -> dict[str, Any]:
     """Write a clean full scan's baseline folder, for incremental scans of later partitions.
 
     The folder holds the proxy (``model.pt``, ``model.json``, a text proxy's vocabulary), the
@@ -1173,9 +1174,13 @@ def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
             an activations file).
         model_dir: The proxy folder the activations came from (``train_proxy``'s ``model``).
         out_dir: The baseline folder to write (created; files written atomically).
+        tracking_uri: With ``scan_run_id``: also log the folder as the artifacts ``baseline/``
+            of the scan's MLflow run (:func:`acgate.mlflow.baseline.log_baseline`).
+        scan_run_id: The scan's MLflow run; ``None``/``""``: not logged.
 
     Returns:
-        What was written: ``{"rows", "reference_rows", "classes"}``.
+        What was written: ``{"rows", "reference_rows", "classes", "uri"}`` (``uri``:
+        ``runs:/<scan run>/baseline`` when logged, else ``""``).
 
     Raises:
         ValueError: The scan is not a clean full scan, or the artifacts do not belong together.
@@ -1184,7 +1189,6 @@ def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
     from acgate.io.activations import ActivationTable, read_activations, write_activations
     from acgate.io.results import read_json_object, read_samples
     from acgate.io.shards import is_activation_dataset, read_activation_dataset, read_manifest
-    from acgate.scan import VOCABULARY_FILE
 
     with reading("scan", scan_path):
         info = read_json_object(Path(scan_path), "a scan.json")
@@ -1239,19 +1243,77 @@ def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
         activations=np.concatenate([p.activations for p in pieces])[at],
         metadata=pieces[0].metadata if pieces else {})
     folder = Path(out_dir)
+    copy_proxy(model_dir, folder)
+    write_activations(folder / REFERENCE_FILE, reference)
+    # scan.json last: a folder without it is no baseline (read_baseline refuses it).
+    _write_json(folder / "scan.json", dict(info))
+    uri = ""
+    if tracking_uri and scan_run_id:
+        from acgate.mlflow.baseline import log_baseline
+
+        uri = log_baseline(scan_run_id, folder, tracking_uri=tracking_uri)
+    return {"rows": int(len(labels)), "reference_rows": int(len(chosen)),
+            "classes": sorted(int(c) for c in np.unique(reference.labels)), "uri": uri}
+
+
+def incremental_scan_stage(dataset_uri: str, baseline_uri: str, work_dir: PathLike,
+                           config: ScanConfig, *, dataset_sha256: str | None = None,
+                           tracking_uri: str | None = None, fallback: bool = True
+                           ) -> tuple[Any, Path]:
+    """Stage a new partition and scan it against a baseline, as ``acgate scan --baseline`` does.
+
+    :func:`acgate.scan.run_incremental_scan`: the baseline's proxy gives the partition's
+    activations, judged against the baseline's reference; a partition that moved too far is
+    scanned in full (``fallback``). The output folder holds the proxy that judged the rows.
+
+    Args:
+        dataset_uri: The partition (a path or a URI :mod:`pyarrow.fs` opens).
+        baseline_uri: The accepted scan (:func:`baseline_folder`: a folder, a URI or
+            ``runs:/<scan run>/baseline``).
+        work_dir: A folder for the staged partition (``dataset.parquet``) and the scan
+            (``scan/``).
+        config: The run's settings (the detector's are used by a full fallback only).
+        dataset_sha256: The partition's digest (``dataset_digest``); ``None``: not checked.
+        tracking_uri: Log the scan as an MLflow run; ``None``/``""``: no tracking.
+        fallback: Scan in full when the partition has shifted.
+
+    Returns:
+        The :class:`acgate.scan.ScanOutcome` and the staged partition's path.
+
+    Raises:
+        StageInputError: A partition that cannot be read or scanned.
+        ValueError: A baseline that is not an accepted full scan (nothing is written).
+        acgate.errors.InfrastructureError: The tracking store failed (also after the verdict).
+    """
+    from acgate.errors import InfrastructureError
+    from acgate.scan import run_incremental_scan
+
+    work = Path(work_dir)
+    staged = stage_dataset(dataset_uri, work / "dataset.parquet", config.columns)
+    check_dataset_digest(staged, dataset_sha256)
+    outcome = run_incremental_scan(staged, work / "scan", baseline_uri, config,
+                                   tracking_uri=tracking_uri or None, fallback=fallback)
+    if outcome.tracking_error is not None:
+        raise InfrastructureError(f"verdict {outcome.result.verdict}, but logging it failed: "
+                                  f"{outcome.tracking_error}")
+    return outcome, staged
+
+
+def copy_proxy(model_dir: PathLike, out_dir: PathLike) -> list[Path]:
+    """Copy a proxy folder's files (weights, spec, a text proxy's vocabulary) into ``out_dir``.
+
+    Returns:
+        The files written.
+    """
+    from acgate.scan import VOCABULARY_FILE
+
+    model, folder = Path(model_dir), Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    model = Path(model_dir)
     names = [MODEL_WEIGHTS_FILE, MODEL_SPEC_FILE]
     if (model / VOCABULARY_FILE).is_file():
         names.append(VOCABULARY_FILE)
     with reading("model", model):
-        for name in names:
-            copy_file(model / name, folder / name)
-    write_activations(folder / REFERENCE_FILE, reference)
-    # scan.json last: a folder without it is no baseline (read_baseline refuses it).
-    _write_json(folder / "scan.json", dict(info))
-    return {"rows": int(len(labels)), "reference_rows": int(len(chosen)),
-            "classes": sorted(int(c) for c in np.unique(reference.labels))}
+        return [copy_file(model / name, folder / name) for name in names]
 
 
 def is_local_baseline(uri: str) -> bool:
@@ -1464,15 +1526,23 @@ def scan_run_name(dataset_uri: str, when: datetime.datetime | None = None) -> st
     return f"scan {name} {when.astimezone(datetime.timezone.utc):%Y-%m-%d %H:%M:%SZ}"
 
 
-def scan_metrics(outcome: AnalyzeOutcome) -> dict[str, float]:
-    """An analysed scan's numbers under the MLflow run's names (the analyze step's metrics).
+def scan_metrics(outcome: Any) -> dict[str, float]:
+    """A scan's numbers under the MLflow run's names (the analyze step's metrics).
 
     :func:`acgate.io.results.result_metrics` plus :func:`acgate.io.results.proxy_metrics`
-    (``proxy_train_accuracy``, ``proxy_attack_success``), the metrics :func:`track_scan` logs.
+    (``proxy_train_accuracy``, ``proxy_attack_success``), the metrics :func:`track_scan` logs:
+    an incremental scan's proxy is the baseline's, so it has none of the proxy's.
+
+    Args:
+        outcome: An :class:`AnalyzeOutcome` or an :class:`acgate.scan.ScanOutcome`.
     """
     from acgate.io.results import proxy_metrics, result_metrics
 
-    return {**result_metrics(outcome.result), **proxy_metrics(outcome.scan_info.get("proxy"))}
+    info = getattr(outcome, "scan_info", None)
+    proxy, mode = ((info.get("proxy"), info.get("mode")) if info is not None
+                   else (outcome.proxy, outcome.mode))
+    return {**result_metrics(outcome.result),
+            **proxy_metrics(None if mode == "incremental" else proxy)}
 
 
 def _check_clusterings(clusterings: Sequence[Any], arrays: _Arrays,

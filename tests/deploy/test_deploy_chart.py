@@ -642,3 +642,60 @@ def test_rendered_mlflow_basic_auth_refuses_anonymous_clients(helm, base_values,
         assert _get(api, host, ("admin", "wrong-password")) == 401
         assert _get(api, host, (secret["username"], secret["password"])) == 200
         assert (data / "basic_auth.db").is_file()  # users live beside the tracking data
+
+
+@pytest.fixture(scope="module")
+def incremental_package(tmp_path_factory) -> Path:
+    """The real incremental pipeline, compiled as `python pipeline.py compile --incremental`."""
+    pytest.importorskip("kfp", reason="the kfp extra is needed to compile a pipeline")
+    sys.path.insert(0, str(REPO))
+    import pipeline
+
+    return pipeline.compile_pipeline(tmp_path_factory.mktemp("incremental") / "inc.yaml",
+                                     incremental=True)
+
+
+def _incremental_values(helm, package, **parameters):
+    values = helm.parse_set_file(f"pipeline.yaml={package}")
+    values["pipeline"]["mode"] = "incremental"
+    values["pipeline"]["parameters"] = {"dataset_uri": "s3://acgate-data/partition.parquet",
+                                        **parameters}
+    return values
+
+
+def test_the_incremental_mode_submits_the_incremental_pipeline(helm, incremental_package,
+                                                               kubernetes_validate):
+    baseline = "runs:/0123456789abcdef/baseline"
+    values = _incremental_values(helm, incremental_package, baseline_uri=baseline)
+    values["mlflow"] = {"enabled": True}
+    documents = manifests(render(helm, values))
+    for document in documents:
+        kubernetes_validate.validate(document, "1.27.0", strict=True)
+    cronjob = next(d for d in documents if d["kind"] == "CronJob")
+    container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    args = list(container["args"])
+    args[args.index("--package") + 1] = str(incremental_package)
+    request = parse_args(args)  # the real submitter's checks against the real package
+    assert request.params["baseline_uri"] == baseline
+    assert request.params["mlflow_tracking_uri"].startswith("http://acgate-mlflow.")
+    assert "n_shards" not in request.params  # the full pipeline's null fan-out is left out
+
+
+@pytest.mark.parametrize(("mode", "incremental", "parameters", "message"), [
+    ("incremental", False, {"baseline_uri": "runs:/x/baseline"},
+     r"not the incremental pipeline: compile it with 'python pipeline\.py compile --incremental'"),
+    ("full", True, {"baseline_uri": "runs:/x/baseline"},
+     r"pipeline\.yaml is the incremental pipeline: set pipeline\.mode=incremental"),
+    ("incremental", True, {}, r"baseline_uri is empty: name the last accepted scan"),
+    ("full", False, {"baseline_uri": "runs:/x/baseline"},
+     r"baseline_uri is set but pipeline\.mode is \"full\""),
+    ("nightly", False, {}, r"pipeline\.mode \"nightly\" must be \"full\" or \"incremental\""),
+])
+def test_a_mode_that_does_not_match_the_package_fails(helm, compiled_pipeline,
+                                                      incremental_package, mode, incremental,
+                                                      parameters, message):
+    values = _incremental_values(helm, incremental_package if incremental else compiled_pipeline,
+                                 **parameters)
+    values["pipeline"]["mode"] = mode
+    with pytest.raises(helm.HelmError, match=message):
+        render(helm, values)

@@ -1,6 +1,7 @@
-"""The pipeline compiles to KFP IR with all twelve components, the per-shard and per-class
+"""The pipeline compiles to KFP IR with all thirteen components, the per-shard and per-class
 ParallelFor loops and the If;
-every step that reads the data is keyed on the data's digest, and the digest is never cached."""
+every step that reads the data is keyed on the data's digest, and the digest is never cached.
+The incremental pipeline compiles too, with the full pipeline's settings."""
 
 import hashlib
 import subprocess
@@ -13,9 +14,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("dataset-digest", "train-proxy", "plan-shards", "extract-activations",
           "collect-activations", "cluster", "analyze", "tag-verdict", "repair", "rescan",
-          "verdict", "gate")
+          "verdict", "gate", "publish-baseline")
 #: The steps that talk to MLflow (the NetworkPolicy label, the MLflow credentials).
-MLFLOW_EXECUTORS = ["exec-analyze", "exec-gate", "exec-repair", "exec-rescan", "exec-tag-verdict"]
+MLFLOW_EXECUTORS = ["exec-analyze", "exec-gate", "exec-publish-baseline", "exec-repair",
+                    "exec-rescan", "exec-tag-verdict"]
 HELM_INPUTS = ("dataset_uri", "size_threshold", "silhouette_threshold", "analysis", "seed",
                "model_name", "model_version", "mlflow_tracking_uri")
 
@@ -69,6 +71,14 @@ def test_compile_cli_writes_pipeline_with_all_constructs(tmp_path):
     assert clean_branch and poisoned_branch and clean_branch != poisoned_branch
     # Poisoned: repair -> rescan of the repaired data -> the verdict step that fails the run;
     # nothing is promoted there.
+    # A clean scan publishes its baseline (for the incremental pipeline), beside the gate.
+    (clean,) = clean_branch
+    assert set(clean["dag"]["tasks"]) == {"gate", "publish-baseline"}
+    publish = clean["dag"]["tasks"]["publish-baseline"]["inputs"]["artifacts"]
+    assert {key: publish[key]["componentInputArtifact"] for key in publish} == {
+        "scan": "pipelinechannel--analyze-scan", "samples": "pipelinechannel--analyze-samples",
+        "activations": "pipelinechannel--collect-activations-activations",
+        "model": "pipelinechannel--train-proxy-model"}
     (poisoned,) = poisoned_branch
     else_tasks = poisoned["dag"]["tasks"]
     assert set(else_tasks) == {"repair", "rescan", "verdict"}
@@ -196,7 +206,8 @@ def test_every_step_that_reads_the_data_is_keyed_on_its_digest(tmp_path):
               if task.get("cachingOptions", {}).get("enableCache") is True}
     # tag-verdict acts on MLflow's state and verdict reports the outcome: every run.
     assert cached == {"train-proxy", "plan-shards", "extract-activations",
-                      "collect-activations", "cluster", "analyze", "repair", "rescan"}
+                      "collect-activations", "cluster", "analyze", "repair", "rescan",
+                      "publish-baseline"}
     # The scan's digest is a pipeline output.
     outputs = spec["root"]["dag"]["outputs"]["parameters"]
     assert outputs["dataset_sha256"]["valueFromParameter"]["producerSubtask"] == "dataset-digest"
@@ -320,3 +331,50 @@ def test_every_step_requests_and_limits_cpu_and_memory_from_pipeline_inputs(tmp_
             source = _parameter_source(components, dag, task_name,
                                        f"pipelinechannel--{parameter}", parents)
             assert source == f"pipeline input {parameter}", (task_name, parameter, source)
+
+
+def test_the_incremental_pipeline_compiles_with_the_full_pipelines_settings(tmp_path):
+    from acgate.deploy.submit import read_pipeline_inputs, validate_params
+
+    sys.path.insert(0, str(ROOT))
+    import pipeline
+
+    documents = _compiled(tmp_path, incremental=True, dataset_credentials_secret="acgate-s3")
+    spec = documents[0]
+    assert spec["pipelineInfo"]["name"] == pipeline.INCREMENTAL_PIPELINE_NAME
+    executors = spec["deploymentSpec"]["executors"]
+    # The tag in both branches (kfp's local runner needs an If/Else pair): two executors.
+    assert sorted(executors) == ["exec-dataset-digest", "exec-incremental-scan", "exec-repair",
+                                 "exec-tag-verdict", "exec-tag-verdict-2", "exec-verdict"]
+    # One configuration: every input of the full pipeline but its fan-out and promotion,
+    # with the same defaults.
+    inputs = spec["root"]["inputDefinitions"]["parameters"]
+    full = _compiled(tmp_path / "full")[0]["root"]["inputDefinitions"]["parameters"]
+    assert set(full) - set(inputs) == {"n_shards", "alias"}
+    assert set(inputs) - set(full) == {"baseline_uri", "fallback"}
+    own = {"dataset_uri", "model_name", "mlflow_tracking_uri", "fail_on_poisoned"}
+    for name in set(full) & set(inputs):
+        keep = ("description",) if name not in own else ()
+        assert ({k: v for k, v in inputs[name].items() if k != "description" or keep}
+                == {k: v for k, v in full[name].items() if k != "description" or keep}), name
+    assert "baseline_uri" in inputs["baseline_uri"]["description"] or "runs:/" in inputs[
+        "baseline_uri"]["description"]
+    # The partition is keyed on its digest, never cached (a baseline URI may be replaced).
+    components = spec["components"]
+    tasks = dict(_tasks(components, spec["root"]["dag"]))
+    assert tasks["incremental-scan"]["cachingOptions"].get("enableCache") is not True
+    for name, _task, dag, parents in _tasks_with_parents(components, spec["root"]["dag"]):
+        if name in ("incremental-scan", "repair"):
+            assert _parameter_source(components, dag, name, "dataset_sha256",
+                                     parents) == "dataset-digest", name
+    platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    labelled = sorted(n for n, c in platform.items() if "podMetadata" in c)
+    assert labelled == ["exec-incremental-scan", "exec-repair", "exec-tag-verdict",
+                        "exec-tag-verdict-2"]
+    readers = sorted(n for n, c in platform.items() if "secretAsEnv" in c)
+    assert readers == ["exec-dataset-digest", "exec-incremental-scan"]
+    path = pipeline.compile_pipeline(tmp_path / "inc.yaml", incremental=True)
+    sent = validate_params({"dataset_uri": "s3://b/part.parquet", "baseline_uri": "runs:/abc/"
+                            "baseline", "n_shards": None}, read_pipeline_inputs(path),
+                           package_path=path)
+    assert sent == {"dataset_uri": "s3://b/part.parquet", "baseline_uri": "runs:/abc/baseline"}

@@ -1,6 +1,7 @@
 """Each component's ``.python_func`` on real temp Parquet files (tiny digits, 3 epochs)."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from components.cluster.component import cluster
 from components.dataset_digest.component import dataset_digest
 from components.extract_activations.component import extract_activations
 from components.gate.component import gate
+from components.publish_baseline.component import publish_baseline
 from components.train_proxy.component import train_proxy
 
 
@@ -90,8 +92,8 @@ def test_analyze_and_gate_promote_clean_data(clean_chain, mlflow_store, register
     out = analyze.python_func(
         activations=clean_chain["activations"], dataset=clean_chain["dataset"],
         clusterings=clean_chain["clusterings"], samples=samples, classes=classes,
-        metrics=metrics, report=report, dataset_uri="digits-clean", seed=0, epochs=30,
-        mlflow_tracking_uri=uri)
+        metrics=metrics, report=report, scan=_artifact(dsl.Artifact, tmp, "scan"),
+        dataset_uri="digits-clean", seed=0, epochs=30, mlflow_tracking_uri=uri)
     frame = pd.read_parquet(samples.path)
     assert len(frame) == 1797 and out.n_flagged == int(frame["is_poison"].sum())
     assert out.verdict == "clean", pd.read_parquet(classes.path)[["label", "verdict", "reason"]]
@@ -106,6 +108,18 @@ def test_analyze_and_gate_promote_clean_data(clean_chain, mlflow_store, register
                                 model_version=version, mlflow_tracking_uri=uri)
     assert decision.promoted is True
     assert alias_version(client, "digits-clean") == version
+    # The clean scan's baseline, for incremental scans: logged under the scan's run.
+    baseline = _artifact(dsl.Artifact, tmp, "baseline")
+    published = publish_baseline.python_func(
+        scan=_artifact(dsl.Artifact, tmp, "scan"), samples=samples,
+        activations=clean_chain["activations"], model=clean_chain["model"], baseline=baseline,
+        scan_run_id=out.run_id, mlflow_tracking_uri=uri)
+    assert published == f"runs:/{out.run_id}/baseline" == baseline.metadata["uri"]
+    assert baseline.metadata["rows"] == 1797 and baseline.metadata["classes"] == list(range(10))
+    assert json.loads(open(baseline.path + "/scan.json").read())["verdict"] == "clean"
+    assert sorted(a.path for a in client.list_artifacts(out.run_id, "baseline")) == [
+        "baseline/model.json", "baseline/model.pt", "baseline/reference.parquet",
+        "baseline/scan.json"]
 
 
 def test_gate_fails_closed(mlflow_store, register_version, alias_version):
@@ -154,7 +168,8 @@ def test_malformed_clustering_names_artifact_and_column(tmp_path, clean_chain):
                   samples=_artifact(dsl.Dataset, tmp_path, "s"),
                   classes=_artifact(dsl.Dataset, tmp_path, "k"),
                   metrics=_artifact(dsl.Metrics, tmp_path, "m"),
-                  report=_artifact(dsl.HTML, tmp_path, "r"), epochs=30)
+                  report=_artifact(dsl.HTML, tmp_path, "r"),
+                  scan=_artifact(dsl.Artifact, tmp_path, "j"), epochs=30)
     with pytest.raises(ValueError, match=r"input artifact 'clusterings'.*'cluster'"):
         analyze.python_func(clusterings=[dsl.Dataset(name="c", uri=str(bad))]
                             + clean_chain["clusterings"][1:], **common)
@@ -297,7 +312,8 @@ def test_components_take_the_datasets_own_columns(tmp_path, digits_parquet):
     analyze.python_func(activations=activations, dataset=dataset, clusterings=clusterings,
                         samples=samples, classes=table,
                         metrics=_artifact(dsl.Metrics, tmp_path, "metrics"),
-                        report=_artifact(dsl.HTML, tmp_path, "report"), **settings)
+                        report=_artifact(dsl.HTML, tmp_path, "report"),
+                        scan=_artifact(dsl.Artifact, tmp_path, "scan"), **settings)
     frame = pd.read_parquet(samples.path)
     assert frame["uid"].tolist() == ids
     assert frame["label_name"].tolist() == [names[v] for v in labels]

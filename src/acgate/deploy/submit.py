@@ -208,7 +208,9 @@ def validate_params(
 ) -> dict[str, Any]:
     """Check pipeline arguments against the pipeline's declared inputs.
 
-    A ``None`` value means "use the pipeline's default" and is dropped.
+    A ``None`` value means "use the pipeline's default" and is dropped, also under a name the
+    package does not declare (one values file serves the full and the incremental pipeline:
+    ``n_shards: null`` in the one, ``baseline_uri: null`` in the other).
 
     Args:
         params: Argument name -> value, as decoded from ``--params``.
@@ -224,7 +226,8 @@ def validate_params(
             has no value.
     """
     path = Path(package_path)
-    unknown = sorted(set(params) - set(inputs))
+    unknown = sorted(name for name, value in params.items()
+                     if name not in inputs and value is not None)
     if unknown:
         raise ValueError(
             f"--params names {unknown} are not inputs of pipeline {str(path)!r}; "
