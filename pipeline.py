@@ -4,8 +4,12 @@
      (never cached)                                     │   row shards, at most 8 at a time)
                                                         ▼ dsl.Collected
         collect_activations ──► cluster (ParallelFor over classes) ──► analyze (dsl.Collected)
-        analyze ──► tag_verdict ──► If verdict == "clean": gate (moves the alias)
-                    (model version)  Else: repair ──► rescan ──► verdict (fails the run)
+        analyze ──► tag_verdict ──► If verdict == "clean": gate (moves the alias),
+                    (model version)           publish_baseline (for incremental scans)
+                                     Else: repair ──► rescan ──► verdict (fails the run)
+
+    The incremental pipeline (``compile --incremental``): dataset_digest ──► incremental_scan
+    (against the published baseline) ──► tag_verdict, and when not clean repair ──► verdict.
 
 Extraction runs over ``n_shards`` row shards in parallel (``n_shards=1``: one task); each shard
 writes one Parquet part per class, ``collect_activations`` checks that the parts cover every
@@ -56,6 +60,9 @@ Usage::
     python pipeline.py run --dataset data.parquet [--tracking-uri sqlite:///mlruns/mlflow.db]
         [--model-name NAME --model-version 3] [--epochs 3] [--seed 0] [--root local-runs]
         [--cache] [--no-fail-on-poisoned] [--n-shards 4]
+    python pipeline.py compile --incremental --out incremental.yaml
+    python pipeline.py run --dataset partition.parquet --tracking-uri sqlite:///mlruns/mlflow.db
+        --baseline runs:/<scan run>/baseline
 
 ``run`` executes the real compiled pipeline on this machine with kfp's local
 ``SubprocessRunner(use_venv=False)``: no cluster, no Docker, no network. kfp 2.17.3's local
