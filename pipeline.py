@@ -9,7 +9,7 @@
                                      Else: repair ──► rescan ──► verdict (fails the run)
 
     The incremental pipeline (``compile --incremental``): dataset_digest ──► incremental_scan
-    (against the published baseline) ──► tag_verdict, and when not clean repair ──► verdict.
+    (against the published baseline), and when not clean repair ──► verdict (fails the run).
 
 Extraction runs over ``n_shards`` row shards in parallel (``n_shards=1``: one task); each shard
 writes one Parquet part per class, ``collect_activations`` checks that the parts cover every
@@ -112,8 +112,7 @@ MLFLOW_CREDENTIALS_ENV = {"username": "MLFLOW_TRACKING_USERNAME",
                           "password": "MLFLOW_TRACKING_PASSWORD"}
 #: The executors of the tasks that talk to MLflow.
 MLFLOW_CLIENT_EXECUTORS = ("exec-analyze", "exec-tag-verdict", "exec-gate", "exec-repair",
-                           "exec-rescan", "exec-publish-baseline", "exec-incremental-scan",
-                           "exec-tag-verdict-2")
+                           "exec-rescan", "exec-publish-baseline", "exec-incremental-scan")
 #: Keys of the Secret named by ``--dataset-credentials-secret``; each becomes the variable of the
 #: same name, which pyarrow's S3 filesystem reads for an ``s3://`` dataset URI.
 DATASET_CREDENTIALS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
@@ -397,6 +396,66 @@ def acgate_pipeline(
                    run_id=analyzed.outputs["run_id"], dataset_sha256=sha256)
 
 
+@dsl.pipeline(name="partition-not-clean")
+def partition_not_clean(
+    scan_verdict: str,
+    dataset: dsl.Input[dsl.Dataset],
+    samples: dsl.Input[dsl.Dataset],
+    classes: dsl.Input[dsl.Dataset],
+    model: dsl.Input[dsl.Model],
+    n_flagged: int,
+    scan_run_id: str,
+    dataset_sha256: str,
+    repair_strategy: str,
+    mlflow_tracking_uri: Optional[str],
+    fail_on_poisoned: bool,
+    seed: int,
+    proxy: str,
+    epochs: Optional[int],
+    batch_size: int,
+    lr: float,
+    hidden: int,
+    max_decoded_bytes: Optional[int],
+    max_tokens: int,
+    label_column: str,
+    image_column: str,
+    text_column: str,
+    id_column: Optional[str],
+    cpu_request: str,
+    cpu_limit: str,
+    memory_request: str,
+    memory_limit: str,
+):
+    """When the partition is not clean: repair it, then end the run red (``verdict``).
+
+    A pipeline of its own (a sub-DAG of the incremental pipeline) so that its ``dsl.If`` reads
+    the verdict as an input: kfp 2.17's local runner cannot resolve a task's output in the
+    condition of a lone ``dsl.If`` at a pipeline's root. Its inputs are the incremental
+    pipeline's (:func:`acgate_incremental_pipeline`) and its ``incremental_scan``'s outputs.
+    """
+    resources = {"cpu_request": cpu_request, "cpu_limit": cpu_limit,
+                 "memory_request": memory_request, "memory_limit": memory_limit}
+    with dsl.If(scan_verdict != "clean", name="partition-not-clean"):
+        repaired = repair(dataset=dataset, samples=samples, model=model,
+                          strategy=repair_strategy, mlflow_tracking_uri=mlflow_tracking_uri,
+                          scan_run_id=scan_run_id, dataset_sha256=dataset_sha256, seed=seed,
+                          proxy=proxy, epochs=epochs, batch_size=batch_size, lr=lr,
+                          hidden=hidden, max_decoded_bytes=max_decoded_bytes,
+                          max_tokens=max_tokens, label_column=label_column,
+                          image_column=image_column, text_column=text_column,
+                          id_column=id_column)
+        repaired.set_display_name("repair")
+        _set_resources(repaired, **resources)
+        _label_mlflow_client(repaired)
+        judged = verdict(scan_verdict=scan_verdict, classes=classes,
+                         repaired_dataset=repaired.outputs["cleaned_dataset"],
+                         n_flagged=n_flagged, scan_run_id=scan_run_id,
+                         fail_on_poisoned=fail_on_poisoned, partition=True)
+        judged.set_display_name("verdict")
+        _set_resources(judged, **resources)
+        judged.set_caching_options(False)
+
+
 def _with_shared_arguments(func):
     """Give ``func``'s docstring the full pipeline's description of every argument it shares.
 
@@ -457,8 +516,6 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
     image_column: str = "image",
     text_column: str = "text",
     id_column: Optional[str] = None,
-    model_name: Optional[str] = None,
-    model_version: Optional[str] = None,
     mlflow_tracking_uri: Optional[str] = None,
     repair_strategy: str = "relabel",
     fail_on_poisoned: bool = True,
@@ -471,11 +528,11 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
     """Scan the partition ``dataset_uri`` against ``baseline_uri``; repair it if not clean.
 
     ``dataset_digest`` -> ``incremental_scan`` (the baseline's proxy, no training; a shifted
-    partition is scanned in full and ``mode`` says so) -> ``tag_verdict``, and when not clean
-    ``repair`` -> ``verdict`` (fails the run). Nothing is promoted: the gate needs a clean scan
-    of the very data a model trained on, and this scan covers the partition only (the full
-    pipeline promotes). The detector's and the proxy's settings act only in a full fallback;
-    every argument not described here is :func:`acgate_pipeline`'s, and so is its
+    partition is scanned in full and ``mode`` says so), and when not clean ``repair`` ->
+    ``verdict`` (fails the run). No model is promoted or tagged: the gate needs a clean scan of
+    the very data a model trained on, and this scan covers the partition only (the full
+    pipeline tags and promotes). The detector's and the proxy's settings act only in a full
+    fallback; every argument not described here is :func:`acgate_pipeline`'s, and so is its
     description (copied by :func:`_with_shared_arguments`).
 
     Args:
@@ -485,8 +542,6 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
             scan`` output folder (a path or a URI that pyarrow opens: s3://, gs://).
         fallback: Scan a partition that moved too far from the baseline in full (``False``:
             keep the incremental verdict, recorded as shifted).
-        model_name: A registered model to tag with the partition's verdict (never promoted
-            here); ``None``: none.
         mlflow_tracking_uri: MLflow tracking URI: logs the scan, and reads a ``runs:/``
             baseline; ``None``: no tracking.
         fail_on_poisoned: End the run failed (red, at the ``verdict`` step) when the partition
@@ -525,39 +580,14 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
     # The baseline named by the same URI may have been replaced: never reuse a verdict.
     scanned.set_caching_options(False)
 
-    def tag() -> dsl.PipelineTask:
-        tagged = tag_verdict(run_id=scanned.outputs["run_id"], model_name=model_name,
-                             model_version=model_version, mlflow_tracking_uri=mlflow_tracking_uri)
-        tagged.set_display_name("tag model version")
-        _set_resources(tagged, **resources)
-        tagged.set_caching_options(False)
-        _label_mlflow_client(tagged)
-        return tagged
-
-    # The tag in both branches: kfp 2.17's local runner cannot resolve a task output in the
-    # condition of a lone dsl.If at the pipeline's root, only in an If/Else pair.
-    with dsl.If(scanned.outputs["verdict"] == "clean", name="partition-clean"):
-        tag()
-    with dsl.Else(name="partition-not-clean"):
-        tagged = tag()
-        repaired = repair(dataset=scanned.outputs["dataset"],
-                          samples=scanned.outputs["samples"], model=scanned.outputs["model"],
-                          strategy=repair_strategy, mlflow_tracking_uri=mlflow_tracking_uri,
-                          scan_run_id=scanned.outputs["run_id"], dataset_sha256=sha256,
-                          **proxy_settings)
-        repaired.set_display_name("repair")
-        _set_resources(repaired, **resources)
-        _label_mlflow_client(repaired)
-        judged = verdict(
-            scan_verdict=scanned.outputs["verdict"], classes=scanned.outputs["classes"],
-            repaired_dataset=repaired.outputs["cleaned_dataset"],
-            n_flagged=scanned.outputs["n_flagged"], scan_run_id=scanned.outputs["run_id"],
-            model_name=model_name, model_version=model_version,
-            fail_on_poisoned=fail_on_poisoned)
-        judged.after(tagged)
-        judged.set_display_name("verdict")
-        _set_resources(judged, **resources)
-        judged.set_caching_options(False)
+    judged = partition_not_clean(
+        scan_verdict=scanned.outputs["verdict"], dataset=scanned.outputs["dataset"],
+        samples=scanned.outputs["samples"], classes=scanned.outputs["classes"],
+        model=scanned.outputs["model"], n_flagged=scanned.outputs["n_flagged"],
+        scan_run_id=scanned.outputs["run_id"], dataset_sha256=sha256,
+        repair_strategy=repair_strategy, mlflow_tracking_uri=mlflow_tracking_uri,
+        fail_on_poisoned=fail_on_poisoned, **proxy_settings, **resources)
+    judged.set_display_name("partition not clean")
 
     outputs = NamedTuple("IncrementalOutputs", samples=dsl.Dataset, verdict=str, run_id=str,
                          mode=str, dataset_sha256=str)
@@ -680,7 +710,10 @@ def run_locally(root: str | os.PathLike[str] = "local-runs", *, cache: bool = Fa
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True, enable_caching=cache)
     if arguments.get("baseline_uri"):
-        task = acgate_incremental_pipeline(**_with_every_optional_input(arguments))
+        inputs = acgate_incremental_pipeline.component_spec.inputs
+        task = acgate_incremental_pipeline(**{
+            name: value for name, value in _with_every_optional_input(arguments).items()
+            if name in inputs})
         return {"verdict": task.outputs["verdict"], "run_id": task.outputs["run_id"],
                 "samples": task.outputs["samples"].path, "mode": task.outputs["mode"],
                 "dataset_sha256": task.outputs["dataset_sha256"]}
@@ -812,7 +845,10 @@ def main(argv: list[str] | None = None) -> int:
              if getattr(args, item.name) is not None}
     if isinstance(given.get("n_clusters"), int):  # the pipeline takes it as text
         given["n_clusters"] = str(given["n_clusters"])
-    if args.baseline:  # the incremental pipeline extracts in one task
+    if args.baseline:  # the incremental pipeline extracts in one task and promotes nothing
+        if args.n_shards != 1 or args.model_name or args.model_version:
+            parser.error("--baseline runs the incremental pipeline, which takes no "
+                         "--n-shards, --model-name or --model-version")
         given["baseline_uri"] = args.baseline
     else:
         given["n_shards"] = args.n_shards

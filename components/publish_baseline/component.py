@@ -35,7 +35,9 @@ def publish_baseline(
 
     Returns:
         The URI an incremental scan names the baseline by: ``runs:/<scan run>/baseline`` when
-        logged, else the ``baseline`` artifact's URI.
+        logged; untracked, the ``baseline`` artifact's URI, which an incremental scan can open
+        only where pyarrow reads its scheme (``s3://``, ``gs://``; not KFP's default
+        ``minio://``: keep tracking on, or copy the folder).
     """
     from acgate.stages import begin_step, publish_baseline_stage
 

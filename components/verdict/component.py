@@ -21,6 +21,7 @@ def verdict(
     model_name: Optional[str] = None,
     model_version: Optional[str] = None,
     fail_on_poisoned: bool = True,
+    partition: bool = False,
 ) -> str:
     """Fail the step (and so the run) on data that is not clean; the message says what to do.
 
@@ -37,6 +38,8 @@ def verdict(
         model_version: Its version.
         fail_on_poisoned: ``False``: log the message as a warning and succeed (the run ends
             green; the verdict stays the run's output and on the model version).
+        partition: The incremental pipeline's: the scan judged a new partition (no rescan,
+            nothing promoted); the next step says what to do with the partition.
 
     Returns:
         The message (only when the step does not fail).
@@ -56,4 +59,4 @@ def verdict(
                          repaired_uri=repaired_dataset.uri, rescan_verdict=rescan_verdict,
                          rescan_run_id=rescan_run_id, rescan_n_flagged=rescan_n_flagged,
                          model_name=model_name,
-                         model_version=model_version)
+                         model_version=model_version, partition=partition)

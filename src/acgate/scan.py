@@ -743,6 +743,7 @@ def run_incremental_scan(
     report: bool = True,
     overwrite: bool = False,
     fallback: bool = True,
+    dataset_uri: str | None = None,
 ) -> ScanOutcome:
     """Scan a new partition against the last accepted scan, without training a proxy.
 
@@ -771,6 +772,8 @@ def run_incremental_scan(
         overwrite: As for :func:`run_scan`.
         fallback: Scan in full when the partition has shifted (else the incremental verdict
             stands, with ``shifted`` recorded).
+        dataset_uri: Where the partition came from, recorded instead of ``dataset_path`` (the
+            pipeline's staged copy); ``None``: ``dataset_path``.
 
     Returns:
         The :class:`ScanOutcome`.
@@ -788,22 +791,23 @@ def run_incremental_scan(
         raise ValueError(f"--baseline reuses the baseline's proxy; it cannot be combined with "
                          f"--model {config.model_path!r}")
     source = str(baseline)
-    inputs = (Path(dataset_path), *((Path(source),) if is_local_baseline(source) else ()))
+    local = is_local_baseline(source)
+    if local:  # recorded as the folder it is, wherever the command ran
+        source = str(Path(source.removeprefix("file://")).resolve())
+    inputs = (Path(dataset_path), *((Path(source),) if local else ()))
     _check_before_work(Path(out_dir), inputs, config, tracking_uri)
     with baseline_folder(source, tracking_uri=tracking_uri) as folder:
         return _incremental_scan(Path(dataset_path), Path(out_dir), folder, source, config,
                                  tracking_uri=tracking_uri, experiment=experiment,
                                  modality=modality, report=report, overwrite=overwrite,
-                                 fallback=fallback)
+                                 fallback=fallback, dataset_uri=dataset_uri)
 
 
 def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source: str,
                       config: ScanConfig, *, tracking_uri: str | None, experiment: str,
                       modality: str | None, report: bool, overwrite: bool,
-                      fallback: bool) -> ScanOutcome:
+                      fallback: bool, dataset_uri: str | None) -> ScanOutcome:
     """:func:`run_incremental_scan` on a local baseline folder (``source``: as named)."""
-    import dataclasses
-
     from acgate.io.output import output_folder
     from acgate.stages import (
         check_partition,
@@ -816,7 +820,7 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
     started_at = time.time()
     inputs = (dataset_path, baseline)
     # No accepted scan: refused before any work.
-    accepted = dataclasses.replace(read_baseline(baseline), source=source)
+    accepted = read_baseline(baseline, source=source)
     timings = _Laps()
     modality, gx_dataset, dataset, config, dataset_sha256 = _read_validated(
         dataset_path, modality, config, timings)
@@ -840,7 +844,8 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
                 activations, accepted, dataset_path, output.staging, config, dataset=dataset,
                 dataset_sha256=dataset_sha256, report=report, scan_folder=out_dir,
                 validated={"dataset": gx_dataset, "activations": gx_activations},
-                scan_info={"timings": dict(timings)}, stop_if_shifted=stop_if_shifted)
+                scan_info={"timings": dict(timings)}, stop_if_shifted=stop_if_shifted,
+                dataset_uri=dataset_uri)
             timings.lap("analyze_report")
             # The proxy that judged these rows (the baseline's): acgate repair reads it here.
             copy_proxy(baseline, output.staging)
@@ -856,7 +861,8 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
                         experiment=experiment, modality=modality, report=report,
                         overwrite=overwrite,
                         scan_info={"shift_reason": str(shifted),
-                                   "baseline": {"folder": accepted.source}})
+                                   "baseline": {"folder": accepted.source},
+                                   **({"dataset": dataset_uri} if dataset_uri else {})})
     return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,
                        timings=dict(timings), dataset_sha256=dataset_sha256,
                        tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"),

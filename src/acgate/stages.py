@@ -1108,13 +1108,19 @@ def _scan_seed(info: Mapping[str, Any]) -> int:
     return int(config.get("seed") or 0)
 
 
-def read_baseline(baseline_dir: PathLike) -> Baseline:
+def read_baseline(baseline_dir: PathLike, *, source: str = "") -> Baseline:
     """An accepted baseline, read once (its reference built from its kept rows).
 
     ``baseline_dir`` is the output folder of a clean full scan (``acgate scan``: its
     ``activations.parquet`` and ``samples.parquet`` give the reference) or a baseline folder
     written by :func:`publish_baseline_stage` (the pipeline's; its ``reference.parquet`` holds
-    just the reference's rows). Both give the same reference for the same scan.
+    just the reference's rows, checked against the digest its ``scan.json`` records). Both give
+    the same reference for the same scan.
+
+    Args:
+        baseline_dir: The folder.
+        source: How the user named the baseline (a URI fetched into ``baseline_dir``): quoted
+            in errors and recorded; ``""``: the folder.
 
     Raises:
         ValueError: The folder is not a complete full scan with its proxy, or its verdict is not
@@ -1123,35 +1129,46 @@ def read_baseline(baseline_dir: PathLike) -> Baseline:
     """
     from acgate.core.incremental import build_reference
     from acgate.io.activations import read_activations
+    from acgate.io.digest import file_sha256
     from acgate.io.results import read_json_object, read_samples
+    from acgate.scan import VOCABULARY_FILE
 
     folder = Path(baseline_dir)
+    where = source or str(folder)
     if not (folder / "scan.json").is_file():
-        raise ValueError(f"baseline {str(folder)!r} is not an acgate scan folder (no scan.json)")
+        raise ValueError(f"baseline {where!r} is not an acgate scan folder (no scan.json)")
     info = read_json_object(folder / "scan.json", "a scan.json")
-    _accepted_scan_info(folder, info)
-    packed = (folder / REFERENCE_FILE).is_file()
+    _accepted_scan_info(Path(where), info)
+    # Only a folder publish_baseline_stage wrote (it records its reference) is read packed.
+    published = info.get("published_reference")
+    packed = isinstance(published, Mapping)
     rows = (REFERENCE_FILE,) if packed else ("samples.parquet", "activations.parquet")
-    missing = [name for name in (*rows, MODEL_WEIGHTS_FILE, MODEL_SPEC_FILE)
-               if not (folder / name).is_file()]
+    needed = [*rows, MODEL_WEIGHTS_FILE, MODEL_SPEC_FILE]
+    if info.get("modality") == "text":
+        needed.append(VOCABULARY_FILE)  # without it the proxy would read other token ids
+    missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
-        raise ValueError(f"baseline {str(folder)!r} is not a complete acgate scan folder with its "
+        raise ValueError(f"baseline {where!r} is not a complete acgate scan folder with its "
                          f"proxy: missing {missing} (a scan with --model has no proxy to reuse)")
-    with reading("baseline", folder):
+    with reading("baseline", where):
         spec = read_json_object(folder / MODEL_SPEC_FILE, "a model.json")
         if packed:  # every row is a kept row, at most the reference's share of each class
+            digest = file_sha256(folder / REFERENCE_FILE)
+            if digest != published.get("sha256"):
+                raise ValueError(f"{REFERENCE_FILE} has SHA-256 {digest}, but scan.json records "
+                                 f"{published.get('sha256')!r}: not this scan's reference")
             table = read_activations(folder / REFERENCE_FILE)
             keep = None
         else:
             table = read_activations(folder / "activations.parquet")
             samples = read_samples(folder / "samples.parquet")
             if len(samples) != len(table.labels):
-                raise ValueError(f"baseline {str(folder)!r}: samples.parquet has {len(samples)} "
+                raise ValueError(f"baseline {where!r}: samples.parquet has {len(samples)} "
                                  f"rows, activations.parquet {len(table.labels)}")
             keep = ~samples["is_poison"].to_numpy(bool)
-    reference = build_reference(table.activations, table.labels, keep=keep,
-                                predictions=table.predictions, random_state=_scan_seed(info))
-    return Baseline(folder=folder, reference=reference, info=info, spec=spec)
+        reference = build_reference(table.activations, table.labels, keep=keep,
+                                    predictions=table.predictions, random_state=_scan_seed(info))
+    return Baseline(folder=folder, reference=reference, info=info, spec=spec, source=source)
 
 
 def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
@@ -1166,6 +1183,11 @@ def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
     class), read one class's parts at a time from an activation dataset, so neither the folder
     nor this step's memory grows with the accepted data. :func:`read_baseline` gives the same
     reference from it as from the scan's whole activations.
+
+    The folder is written through :func:`acgate.io.output.output_folder`: staged and committed
+    at once (a failure leaves no folder, or the previous one whole), never into a folder
+    holding files acgate did not write. ``scan.json`` records the reference file's SHA-256 and
+    rows (``published_reference``), which :func:`read_baseline` checks.
 
     Args:
         scan_path: The scan's ``scan.json`` (the ``analyze`` step's ``scan``).
@@ -1185,8 +1207,10 @@ def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
     Raises:
         ValueError: The scan is not a clean full scan, or the artifacts do not belong together.
     """
-    from acgate.core.incremental import reference_rows
+    from acgate.core.incremental import NEIGHBOURS, reference_rows
     from acgate.io.activations import ActivationTable, read_activations, write_activations
+    from acgate.io.digest import file_sha256
+    from acgate.io.output import output_folder
     from acgate.io.results import read_json_object, read_samples
     from acgate.io.shards import is_activation_dataset, read_activation_dataset, read_manifest
 
@@ -1205,6 +1229,9 @@ def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
     labels[order] = samples["label"].to_numpy(np.int64)
     keep[order] = ~samples["is_poison"].to_numpy(bool)
     chosen = reference_rows(labels, keep=keep, random_state=_scan_seed(info))
+    if len(chosen) <= NEIGHBOURS:
+        raise StageInputError(f"input artifact 'samples' ({samples_path}) has {len(chosen)} "
+                              f"kept rows; an incremental baseline needs more than {NEIGHBOURS}")
     wanted = np.zeros(len(labels), bool)
     wanted[chosen] = True
     pieces = []
@@ -1243,10 +1270,14 @@ def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
         activations=np.concatenate([p.activations for p in pieces])[at],
         metadata=pieces[0].metadata if pieces else {})
     folder = Path(out_dir)
-    copy_proxy(model_dir, folder)
-    write_activations(folder / REFERENCE_FILE, reference)
-    # scan.json last: a folder without it is no baseline (read_baseline refuses it).
-    _write_json(folder / "scan.json", dict(info))
+    inputs = (scan_path, samples_path, activations_path, model_dir)
+    with output_folder(folder, command="publish-baseline", inputs=inputs,
+                       name="baseline folder") as output:
+        copy_proxy(model_dir, output.staging)
+        write_activations(output.staging / REFERENCE_FILE, reference)
+        recorded = {"sha256": file_sha256(output.staging / REFERENCE_FILE),
+                    "rows": int(len(chosen))}
+        _write_json(output.staging / "scan.json", {**info, "published_reference": recorded})
     uri = ""
     if tracking_uri and scan_run_id:
         from acgate.mlflow.baseline import log_baseline
@@ -1292,7 +1323,8 @@ def incremental_scan_stage(dataset_uri: str, baseline_uri: str, work_dir: PathLi
     staged = stage_dataset(dataset_uri, work / "dataset.parquet", config.columns)
     check_dataset_digest(staged, dataset_sha256)
     outcome = run_incremental_scan(staged, work / "scan", baseline_uri, config,
-                                   tracking_uri=tracking_uri or None, fallback=fallback)
+                                   tracking_uri=tracking_uri or None, fallback=fallback,
+                                   dataset_uri=dataset_uri)
     if outcome.tracking_error is not None:
         raise InfrastructureError(f"verdict {outcome.result.verdict}, but logging it failed: "
                                   f"{outcome.tracking_error}")
@@ -1360,7 +1392,7 @@ def check_partition(baseline: Baseline, dataset: Any, modality: str, config: Sca
     Raises:
         ValueError: Another modality, another image shape, or another ``--layer``.
     """
-    where = f"baseline {str(baseline.folder)!r}"
+    where = f"baseline {baseline.named!r}"
     if modality != baseline.info.get("modality", "image"):
         raise ValueError(f"the partition is {modality!r} data, {where} scanned "
                          f"{baseline.info.get('modality')!r} data")
@@ -1385,13 +1417,15 @@ def incremental_stage(activations_path: PathLike, baseline: Baseline,
                       dataset: Any, dataset_sha256: str, validated: Mapping[str, Any],
                       report: bool = True, scan_info: Mapping[str, Any] | None = None,
                       scan_folder: PathLike | None = None,
-                      stop_if_shifted: Callable[[str], None] | None = None) -> AnalyzeOutcome:
+                      stop_if_shifted: Callable[[str], None] | None = None,
+                      dataset_uri: str | None = None) -> AnalyzeOutcome:
     """Judge a new partition's activations (from the baseline's proxy) against the baseline.
 
     Writes the same files as :func:`analyze_stage`; ``scan.json`` records ``"mode":
     "incremental"``, the baseline, and whether the partition moved too far for this mode
     (``shifted``, ``shift_reason``). ``stop_if_shifted`` is called with the reason before
-    anything is written (the caller raises to scan in full instead).
+    anything is written (the caller raises to scan in full instead). ``dataset_uri``: the
+    partition as the user named it (recorded; default ``dataset_path``).
     """
     from acgate.core.incremental import judge_partition
 
@@ -1407,7 +1441,7 @@ def incremental_stage(activations_path: PathLike, baseline: Baseline,
                          "dataset_sha256": baseline.info.get("dataset_sha256")},
             "shifted": shift_reason is not None, "shift_reason": shift_reason}
     return _write_outcome(result, table, arrays, dataset, config, out_dir,
-                          dataset_path=dataset_path, dataset_uri=None,
+                          dataset_path=dataset_path, dataset_uri=dataset_uri,
                           dataset_sha256=dataset_sha256, validated=validated,
                           scan_info={**mode, **(scan_info or {})}, text_info=None,
                           report=report, scan_folder=scan_folder)
@@ -1721,7 +1755,7 @@ def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
                     scan_run_id: str | None, repaired_uri: str | None = None,
                     rescan_verdict: str | None = None, rescan_run_id: str | None = None,
                     rescan_n_flagged: int | None = None, model_name: str | None = None,
-                    model_version: str | None = None) -> str:
+                    model_version: str | None = None, partition: bool = False) -> str:
     """A one-paragraph account of a run whose data is not clean: what, where, what next.
 
     The next step depends on the rescan: repaired data found clean is what to retrain on;
@@ -1738,6 +1772,8 @@ def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
         rescan_n_flagged: Rows the rescan flagged.
         model_name: The registered model trained on the scanned data.
         model_version: Its version.
+        partition: The scan judged a new partition (the incremental pipeline): the message
+            says so, and what to do before appending it.
 
     Returns:
         E.g. ``data poisoned: 120 rows flagged in class 0 (scan run 3f2a...); repaired data at
@@ -1756,8 +1792,17 @@ def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
                 f"{', '.join(map(str, labels)) or 'none'}")
 
     run = f"scan run {scan_run_id}" if scan_run_id else "scan not tracked"
+    data = "new partition" if partition else "data"
     if verdict == "clean":
-        return f"data clean: no row flagged ({run})"
+        return f"{data} clean: no row flagged ({run})"
+    if partition:
+        found = (f"{n_flagged} rows flagged in {listed('poisoned')}" if verdict == "poisoned"
+                 else f"{listed('skipped')} could not be judged against the baseline")
+        return (f"new partition {verdict}: {found} "
+                f"({run}); repaired partition at {repaired_uri or '(none)'}, not rescanned; "
+                f"nothing promoted, the accepted data unchanged; do not append the partition "
+                f"as it came: review the flagged rows, then scan the repaired partition against "
+                f"the baseline again before appending it")
     what = (f"data poisoned: {n_flagged} rows flagged in {listed('poisoned')}"
             if verdict == "poisoned" else
             f"scan {verdict}: {listed('skipped')} could not be judged (too few rows), so the "

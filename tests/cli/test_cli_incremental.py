@@ -167,7 +167,7 @@ def test_a_published_baseline_is_small_and_gives_the_same_reference(baseline, pu
     from acgate.stages import read_baseline
 
     folder, written = published
-    assert sorted(p.name for p in folder.iterdir()) == [
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
         "model.json", "model.pt", "reference.parquet", "scan.json"]
     whole, packed = read_baseline(baseline), read_baseline(folder)
     # Digits' classes are under the reference's 2,000 rows: every kept row is in it.
@@ -215,6 +215,47 @@ def test_a_baseline_is_published_from_an_activation_dataset_one_class_at_a_time(
                            tmp_path / "collected", baseline, out)
     assert (out / "reference.parquet").read_bytes() == (
         published[0] / "reference.parquet").read_bytes()
+
+
+def test_a_published_baseline_is_checked_and_never_written_over_a_users_folder(
+        split, baseline, published, tmp_path):
+    import shutil
+
+    from acgate.stages import publish_baseline_stage, read_baseline
+
+    # Another scan's reference beside this scan.json: refused by its recorded digest.
+    mixed = tmp_path / "mixed"
+    shutil.copytree(published[0], mixed)
+    with (mixed / "reference.parquet").open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ValueError, match="not this scan's reference"):
+        read_baseline(mixed)
+    # A text proxy needs its vocabulary: a baseline without it is refused, not misread.
+    text = tmp_path / "text"
+    shutil.copytree(published[0], text)
+    info = json.loads((text / "scan.json").read_text())
+    (text / "scan.json").write_text(json.dumps({**info, "modality": "text"}))
+    with pytest.raises(ValueError, match=r"missing \['vocab.json'\]"):
+        read_baseline(text, source="runs:/abc/baseline")
+    # A folder of the user's files is never written into.
+    users = tmp_path / "users"
+    users.mkdir()
+    (users / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds files acgate did not write|not written by"):
+        publish_baseline_stage(baseline / "scan.json", baseline / "samples.parquet",
+                               baseline / "activations.parquet", baseline, users)
+    assert sorted(p.name for p in users.iterdir()) == ["notes.txt"]
+
+
+def test_a_relative_baseline_is_recorded_as_its_folder(run_cli, split, baseline,
+                                                       monkeypatch):
+    monkeypatch.chdir(Path(baseline).parent)
+    out = split["folder"] / "relative"
+    run = run_cli(["scan", split["clean"], "--baseline", Path(baseline).name, "--out", out,
+                   "--no-mlflow", "--no-report"])
+    assert run.code == 0, run.stderr
+    recorded = json.loads((out / "scan.json").read_text())["baseline"]["folder"]
+    assert recorded == str(Path(baseline).resolve())
 
 
 def test_a_poisoned_scan_is_never_published(split, poisoned_cli_scan):

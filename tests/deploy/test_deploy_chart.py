@@ -690,6 +690,7 @@ def test_the_incremental_mode_submits_the_incremental_pipeline(helm, incremental
     ("full", False, {"baseline_uri": "runs:/x/baseline"},
      r"baseline_uri is set but pipeline\.mode is \"full\""),
     ("nightly", False, {}, r"pipeline\.mode \"nightly\" must be \"full\" or \"incremental\""),
+    ("full", False, {"fallback": False}, r"fallback is set but pipeline\.mode is \"full\""),
 ])
 def test_a_mode_that_does_not_match_the_package_fails(helm, compiled_pipeline,
                                                       incremental_package, mode, incremental,

@@ -343,16 +343,16 @@ def test_the_incremental_pipeline_compiles_with_the_full_pipelines_settings(tmp_
     spec = documents[0]
     assert spec["pipelineInfo"]["name"] == pipeline.INCREMENTAL_PIPELINE_NAME
     executors = spec["deploymentSpec"]["executors"]
-    # The tag in both branches (kfp's local runner needs an If/Else pair): two executors.
     assert sorted(executors) == ["exec-dataset-digest", "exec-incremental-scan", "exec-repair",
-                                 "exec-tag-verdict", "exec-tag-verdict-2", "exec-verdict"]
+                                 "exec-verdict"]
     # One configuration: every input of the full pipeline but its fan-out and promotion,
     # with the same defaults.
     inputs = spec["root"]["inputDefinitions"]["parameters"]
     full = _compiled(tmp_path / "full")[0]["root"]["inputDefinitions"]["parameters"]
-    assert set(full) - set(inputs) == {"n_shards", "alias"}
+    # No model is tagged or promoted from a partition's scan.
+    assert set(full) - set(inputs) == {"n_shards", "alias", "model_name", "model_version"}
     assert set(inputs) - set(full) == {"baseline_uri", "fallback"}
-    own = {"dataset_uri", "model_name", "mlflow_tracking_uri", "fail_on_poisoned"}
+    own = {"dataset_uri", "mlflow_tracking_uri", "fail_on_poisoned"}
     for name in set(full) & set(inputs):
         keep = ("description",) if name not in own else ()
         assert ({k: v for k, v in inputs[name].items() if k != "description" or keep}
@@ -369,8 +369,16 @@ def test_the_incremental_pipeline_compiles_with_the_full_pipelines_settings(tmp_
                                      parents) == "dataset-digest", name
     platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     labelled = sorted(n for n, c in platform.items() if "podMetadata" in c)
-    assert labelled == ["exec-incremental-scan", "exec-repair", "exec-tag-verdict",
-                        "exec-tag-verdict-2"]
+    assert labelled == ["exec-incremental-scan", "exec-repair"]
+    # The repair and the failing verdict only when the partition is not clean, in a sub-DAG
+    # whose condition reads the scan's verdict as an input.
+    conditions = [t["triggerPolicy"]["condition"] for t in tasks.values()
+                  if "condition" in t.get("triggerPolicy", {})]
+    assert conditions == ["inputs.parameter_values['pipelinechannel--scan_verdict'] != 'clean'"]
+    verdict_inputs = next(c for c in components.values() if "dag" in c
+                          and "verdict" in c["dag"]["tasks"])["dag"]["tasks"]["verdict"]
+    assert verdict_inputs["inputs"]["parameters"]["partition"]["runtimeValue"] == {
+        "constant": True}
     readers = sorted(n for n, c in platform.items() if "secretAsEnv" in c)
     assert readers == ["exec-dataset-digest", "exec-incremental-scan"]
     path = pipeline.compile_pipeline(tmp_path / "inc.yaml", incremental=True)

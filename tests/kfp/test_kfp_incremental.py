@@ -54,13 +54,14 @@ def test_a_clean_full_run_publishes_the_baseline_the_incremental_pipeline_judges
     run = client.get_run(poisoned["run_id"])
     assert run.data.params["scan.mode"] == "incremental"
     assert run.data.params["scan.baseline"] == baseline
-    cleaned = list((tmp_path / "poisoned").glob("*/repair/cleaned_dataset"))
+    cleaned = list((tmp_path / "poisoned").glob("**/repair/cleaned_dataset"))
     assert len(cleaned) == 1  # the partition was repaired before anyone appends it
+    assert run.data.params["dataset_uri"] == str(split["poisoned"])  # not the staged copy
 
     clean = pipeline.run_locally(tmp_path / "clean", dataset_uri=str(split["clean"]),
                                  baseline_uri=baseline, mlflow_tracking_uri=uri)
     assert (clean["verdict"], clean["mode"]) == ("clean", "incremental")
-    assert not list((tmp_path / "clean").glob("*/repair"))
+    assert not list((tmp_path / "clean").glob("**/repair"))
     scan = json.loads(client.download_artifacts(clean["run_id"], "scan.json", str(tmp_path))
                       and (tmp_path / "scan.json").read_text())
     assert scan["mode"] == "incremental" and scan["baseline"]["folder"] == baseline

@@ -42,7 +42,10 @@ def log_baseline(run_id: str, folder: str | Path, *, tracking_uri: str) -> str:
         ValueError: No such run, or an empty folder.
         acgate.errors.InfrastructureError: The tracking store cannot be reached.
     """
-    files = sorted(path for path in Path(folder).iterdir() if path.is_file())
+    # scan.json last: a baseline folder without it is refused, so a partial upload is too.
+    files = sorted((path for path in Path(folder).iterdir()
+                    if path.is_file() and not path.name.startswith(".")),
+                   key=lambda path: (path.name == "scan.json", path.name))
     if not files:
         raise ValueError(f"baseline folder {str(folder)!r} holds no files")
     client = make_client(tracking_uri)
