@@ -54,6 +54,26 @@ def test_rows_of_another_class_under_a_label_are_flagged_with_their_source(refer
     assert "10 of 60 new rows" in report.reason
 
 
+def test_in_a_poisoned_class_rows_between_classes_predicted_elsewhere_are_flagged(reference):
+    """A blended trigger leaves planted rows between classes (mixed neighbours): the baseline's
+    proxy, which never saw the trigger, still predicts their source; a clean row of the class
+    that the proxy merely gets wrong, among its own class's rows, stays unflagged."""
+    activations, labels = blobs(50, seed=2)
+    planted, _ = blobs(10, seed=3)
+    pure = planted[10:20]  # ten rows of class 1 labelled 0: the class is judged poisoned
+    between = 0.3 * CENTRES[1] + 0.7 * CENTRES[2] + np.random.default_rng(4).normal(
+        scale=0.3, size=(4, 8))  # nearer class 2's rows, but predicted as class 1
+    x = np.vstack([activations, pure, between])
+    y = np.concatenate([labels, np.zeros(14, int)])
+    predictions = np.concatenate([labels, np.ones(10, int), np.ones(4, int)])
+    predictions[0] = 1  # a clean class-0 row the proxy gets wrong (its neighbours are class 0)
+    result = judge_partition(reference, x, y, predictions=predictions)
+    assert result.poisoned_classes == (0,)
+    assert set(np.flatnonzero(result.is_poison)) == set(range(150, 164))
+    assert set(result.suspected_source[160:164]) == {1}  # the prediction, not the neighbours
+    assert "flagged: the 14 rows" in result.class_report(0).reason
+
+
 def test_a_foreign_row_must_be_predicted_as_the_class_it_looks_like(reference):
     activations, labels = blobs(50, seed=2)
     planted, _ = blobs(10, seed=3)
