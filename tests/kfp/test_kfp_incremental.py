@@ -5,7 +5,9 @@ Chain: the full pipeline on accepted digits (the split of ``tests/conftest.py``
 ``digits_partitions``) ends clean, so ``publish_baseline`` logs ``runs:/<scan run>/baseline``;
 the incremental pipeline, given that URI, finds poison that arrives only in the partition (the
 same rows ``acgate scan --baseline`` flags with the same baseline) and passes a clean one,
-saying which mode ran.
+saying which mode ran. Marked slow (a full run of its own, ~95 s): the default suite runs the
+incremental pipeline against the untracked baseline of the nightly test's clean night
+(``tests/kfp/test_kfp_local_run.py``).
 """
 
 import json
@@ -26,6 +28,7 @@ def one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
+@pytest.mark.slow
 def test_a_clean_full_run_publishes_the_baseline_the_incremental_pipeline_judges_against(
         tmp_path, digits_partitions, one_thread, mlflow_store):
     from acgate.scan import ScanConfig, run_incremental_scan
