@@ -194,7 +194,9 @@ def test_scheduled_runs_rescan_changed_data(tmp_path, poisoned_digits, one_threa
     data = tmp_path / "bucket" / "train.parquet"  # the URI the chart sends every night
     data.parent.mkdir()
     root = tmp_path / "root"
-    # 10 epochs: clean digits pass. Green runs on poisoned data too, to read their outputs.
+    # Green runs on poisoned data too, to read their outputs. Night 1's verdict is the CLI's on
+    # the same bytes (at 10 epochs, seed 0, clean digits are flagged in a class today: issue
+    # 18's clean-run target; the test needs only the two to agree and to differ from night 2).
     settings = {"dataset_uri": str(data), "epochs": 10, "seed": 0, "fail_on_poisoned": False}
     config = ScanConfig(seed=0, epochs=10)
 
@@ -202,7 +204,7 @@ def test_scheduled_runs_rescan_changed_data(tmp_path, poisoned_digits, one_threa
     clean_sha256 = hashlib.sha256(data.read_bytes()).hexdigest()
     clean = run_scan(data, tmp_path / "scan-clean", config, report=False).result
     night1 = pipeline.run_locally(root, cache=True, **settings)
-    assert night1["verdict"] == clean.verdict  # "clean" with these settings
+    assert night1["verdict"] == clean.verdict
     assert night1["dataset_sha256"] == clean_sha256
 
     write_image_dataset(poisoned_digits(0.33, 0), data)  # same URI, poisoned bytes
