@@ -110,10 +110,11 @@ def pipeline_components():
         from components.analyze.component import analyze
         from components.cluster.component import cluster
         from components.extract_activations.component import extract_activations
+        from components.incremental_scan.component import incremental_scan
         from components.repair.component import repair
         from components.rescan.component import rescan
         from components.train_proxy.component import train_proxy
-        from pipeline import acgate_pipeline
+        from pipeline import acgate_incremental_pipeline, acgate_pipeline
     finally:
         sys.path.remove(str(ROOT))
     proxy = [i for i in PIPELINE if i.metadata["stage"] == "proxy"]
@@ -130,11 +131,14 @@ def pipeline_components():
         "analyze": (analyze, PIPELINE),
         "repair": (repair, proxy),
         "rescan": (rescan, PIPELINE),
+        "incremental_pipeline": (acgate_incremental_pipeline, PIPELINE),
+        "incremental_scan": (incremental_scan, PIPELINE),
     }
 
 
 @pytest.mark.parametrize("name", ["pipeline", "train_proxy", "extract_activations", "cluster",
-                                  "analyze", "repair", "rescan"])
+                                  "analyze", "repair", "rescan", "incremental_pipeline",
+                                  "incremental_scan"])
 def test_pipeline_and_components_take_their_settings_with_the_same_defaults(name):
     function, expected = pipeline_components()[name]
     defaults = signature_defaults(function.pipeline_func if hasattr(function, "pipeline_func")
