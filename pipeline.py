@@ -49,7 +49,8 @@ parameter, not as a staged artifact, because KFP keys a cache entry on the ident
 artifacts and a step that is never cached makes a new artifact every run. ``tag_verdict`` and
 the ``gate`` act on MLflow's mutable state (the model version, its tags and alias), and
 ``verdict`` reports the outcome, so they always run. The tasks that talk to MLflow
-(``analyze``, ``tag_verdict``, ``gate``, ``repair``, ``rescan``) carry the pod label
+(``analyze``, ``tag_verdict``, ``gate``, ``publish_baseline``, ``repair``, ``rescan``, and the
+incremental pipeline's ``incremental_scan``) carry the pod label
 ``acgate.io/mlflow-client: "true"``, which the Helm chart's NetworkPolicy admits to its MLflow
 server.
 
@@ -407,24 +408,25 @@ def partition_not_clean(
     scan_run_id: str,
     dataset_sha256: str,
     repair_strategy: str,
-    mlflow_tracking_uri: Optional[str],
     fail_on_poisoned: bool,
     seed: int,
     proxy: str,
-    epochs: Optional[int],
     batch_size: int,
     lr: float,
     hidden: int,
-    max_decoded_bytes: Optional[int],
     max_tokens: int,
     label_column: str,
     image_column: str,
     text_column: str,
-    id_column: Optional[str],
     cpu_request: str,
     cpu_limit: str,
     memory_request: str,
     memory_limit: str,
+    # Optional inputs need a default to be optional in the compiled sub-DAG (KFP omits a null).
+    mlflow_tracking_uri: Optional[str] = None,
+    epochs: Optional[int] = None,
+    max_decoded_bytes: Optional[int] = 8589934592,
+    id_column: Optional[str] = None,
 ):
     """When the partition is not clean: repair it, then end the run red (``verdict``).
 
@@ -615,15 +617,17 @@ def compile_pipeline(
             version tag. ``None``: the version tag.
         mlflow_credentials_secret: Name of an existing Kubernetes Secret (in the namespace the
             runs execute in) with the keys ``username`` and ``password``: the MLflow steps
-            (``analyze``, ``tag_verdict``, ``gate``, ``repair``, ``rescan``) get them as
+            (:data:`MLFLOW_CLIENT_EXECUTORS`: ``analyze``, ``tag_verdict``, ``gate``,
+            ``publish_baseline``, ``repair``, ``rescan``, ``incremental_scan``) get them as
             ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` (for an MLflow server
             with basic auth, such as the chart's with ``mlflow.auth.enabled``). ``None``: no
             credentials.
         dataset_credentials_secret: Name of an existing Kubernetes Secret with the keys
             ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``: the steps that read
-            ``dataset_uri`` (``dataset_digest``, ``train_proxy``) get them as environment
-            variables of the same names, for an ``s3://`` URI. ``None``: none (the pod's own
-            identity, e.g. IRSA or GKE Workload Identity, or a public bucket).
+            ``dataset_uri`` (``dataset_digest``, ``train_proxy``, ``incremental_scan``) get
+            them as environment variables of the same names, for an ``s3://`` URI. ``None``:
+            none (the pod's own identity, e.g. IRSA or GKE Workload Identity, or a public
+            bucket).
 
     Raises:
         ValueError: A malformed digest or Secret name.
@@ -710,10 +714,12 @@ def run_locally(root: str | os.PathLike[str] = "local-runs", *, cache: bool = Fa
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),
                raise_on_error=True, enable_caching=cache)
     if arguments.get("baseline_uri"):
+        # Only the values _with_every_optional_input adds for the full pipeline are left out;
+        # a name the incremental pipeline lacks that the caller gave is kfp's error.
         inputs = acgate_incremental_pipeline.component_spec.inputs
         task = acgate_incremental_pipeline(**{
             name: value for name, value in _with_every_optional_input(arguments).items()
-            if name in inputs})
+            if name in inputs or arguments.get(name) is not None})
         return {"verdict": task.outputs["verdict"], "run_id": task.outputs["run_id"],
                 "samples": task.outputs["samples"].path, "mode": task.outputs["mode"],
                 "dataset_sha256": task.outputs["dataset_sha256"]}

@@ -37,7 +37,8 @@ def verdict(
         model_name: The registered model trained on the scanned data.
         model_version: Its version.
         fail_on_poisoned: ``False``: log the message as a warning and succeed (the run ends
-            green; the verdict stays the run's output and on the model version).
+            green; the verdict stays the run's output, and the full pipeline's is on the model
+            version).
         partition: The incremental pipeline's: the scan judged a new partition (no rescan,
             nothing promoted); the next step says what to do with the partition.
 

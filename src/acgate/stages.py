@@ -1091,14 +1091,14 @@ class Baseline:
 REFERENCE_FILE = "reference.parquet"
 
 
-def _accepted_scan_info(folder: Path, info: Mapping[str, Any]) -> None:
+def _accepted_scan_info(where: str, info: Mapping[str, Any]) -> None:
     """Refuse a scan that cannot be a baseline: a partition's scan, or not clean."""
     if info.get("mode") == "incremental" or "shift_reason" in info:
-        raise ValueError(f"baseline {str(folder)!r} is the scan of a partition "
+        raise ValueError(f"baseline {where!r} is the scan of a partition "
                          f"({'incremental' if info.get('mode') == 'incremental' else 'a fallback'}"
                          f"); give the full scan of the accepted data")
     if info.get("verdict") != "clean":
-        raise ValueError(f"baseline {str(folder)!r} has verdict {info.get('verdict')!r}; an "
+        raise ValueError(f"baseline {where!r} has verdict {info.get('verdict')!r}; an "
                          f"incremental scan needs an accepted (clean) baseline: scan the "
                          f"repaired data in full and use that scan")
 
@@ -1138,7 +1138,7 @@ def read_baseline(baseline_dir: PathLike, *, source: str = "") -> Baseline:
     if not (folder / "scan.json").is_file():
         raise ValueError(f"baseline {where!r} is not an acgate scan folder (no scan.json)")
     info = read_json_object(folder / "scan.json", "a scan.json")
-    _accepted_scan_info(Path(where), info)
+    _accepted_scan_info(where, info)
     # Only a folder publish_baseline_stage wrote (it records its reference) is read packed.
     published = info.get("published_reference")
     packed = isinstance(published, Mapping)
@@ -1147,6 +1147,9 @@ def read_baseline(baseline_dir: PathLike, *, source: str = "") -> Baseline:
     if info.get("modality") == "text":
         needed.append(VOCABULARY_FILE)  # without it the proxy would read other token ids
     missing = [name for name in needed if not (folder / name).is_file()]
+    if not packed and (folder / REFERENCE_FILE).is_file() and missing:
+        raise ValueError(f"baseline {where!r} holds a {REFERENCE_FILE} its scan.json does not "
+                         f"record (no 'published_reference'): publish the baseline again")
     if missing:
         raise ValueError(f"baseline {where!r} is not a complete acgate scan folder with its "
                          f"proxy: missing {missing} (a scan with --model has no proxy to reuse)")
@@ -1216,7 +1219,7 @@ def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
 
     with reading("scan", scan_path):
         info = read_json_object(Path(scan_path), "a scan.json")
-    _accepted_scan_info(Path(scan_path), info)
+    _accepted_scan_info(str(scan_path), info)
     with reading("samples", samples_path):
         samples = read_samples(samples_path)
     order = samples["index"].to_numpy(np.int64)

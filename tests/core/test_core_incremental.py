@@ -71,7 +71,7 @@ def test_in_a_poisoned_class_rows_between_classes_predicted_elsewhere_are_flagge
     assert result.poisoned_classes == (0,)
     assert set(np.flatnonzero(result.is_poison)) == set(range(150, 164))
     assert set(result.suspected_source[160:164]) == {1}  # the prediction, not the neighbours
-    assert "flagged: the 14 rows" in result.class_report(0).reason
+    assert "flagged: the 14 foreign rows and those" in result.class_report(0).reason
 
 
 def test_a_foreign_row_must_be_predicted_as_the_class_it_looks_like(reference):

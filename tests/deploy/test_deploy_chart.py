@@ -691,6 +691,10 @@ def test_the_incremental_mode_submits_the_incremental_pipeline(helm, incremental
      r"baseline_uri is set but pipeline\.mode is \"full\""),
     ("nightly", False, {}, r"pipeline\.mode \"nightly\" must be \"full\" or \"incremental\""),
     ("full", False, {"fallback": False}, r"fallback is set but pipeline\.mode is \"full\""),
+    ("incremental", True, {"baseline_uri": "runs:/x/baseline", "model_name": "m"},
+     r"model_name is set but pipeline\.mode is \"incremental\""),
+    ("incremental", True, {"baseline_uri": "runs:/x/baseline", "n_shards": 4},
+     r"n_shards is set but pipeline\.mode is \"incremental\""),
 ])
 def test_a_mode_that_does_not_match_the_package_fails(helm, compiled_pipeline,
                                                       incremental_package, mode, incremental,

@@ -375,6 +375,10 @@ def test_the_incremental_pipeline_compiles_with_the_full_pipelines_settings(tmp_
     conditions = [t["triggerPolicy"]["condition"] for t in tasks.values()
                   if "condition" in t.get("triggerPolicy", {})]
     assert conditions == ["inputs.parameter_values['pipelinechannel--scan_verdict'] != 'clean'"]
+    # The sub-DAG's optional inputs stay optional (KFP omits a null argument on the cluster).
+    sub = components["comp-partition-not-clean"]["inputDefinitions"]["parameters"]
+    for name in ("mlflow_tracking_uri", "epochs", "max_decoded_bytes", "id_column"):
+        assert sub[name].get("isOptional") is True, name
     verdict_inputs = next(c for c in components.values() if "dag" in c
                           and "verdict" in c["dag"]["tasks"])["dag"]["tasks"]["verdict"]
     assert verdict_inputs["inputs"]["parameters"]["partition"]["runtimeValue"] == {

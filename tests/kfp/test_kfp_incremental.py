@@ -6,8 +6,10 @@ Chain: the full pipeline on accepted digits (the split of ``tests/conftest.py``
 the incremental pipeline, given that URI, finds poison that arrives only in the partition (the
 same rows ``acgate scan --baseline`` flags with the same baseline) and passes a clean one,
 saying which mode ran. Marked slow (a full run of its own, ~95 s): the default suite runs the
-incremental pipeline against the untracked baseline of the nightly test's clean night
-(``tests/kfp/test_kfp_local_run.py``).
+incremental pipeline against the baseline the ``publish_baseline`` component logs in
+``tests/kfp/test_kfp_components.py`` (a baseline trained on every digit, so its partitions'
+rows are not unseen: this test's held-out split is the one that says a clean partition of new
+rows passes).
 """
 
 import json

@@ -245,8 +245,9 @@ def _class_report(label: int, rows: np.ndarray, evidence: _RowEvidence,
     reason = (f"against the baseline's reference: {seen}; {cut} -> "
               f"{'poison' if poisoned else 'legitimate'}")
     if poisoned:
-        reason += (f"; flagged: the {n_flagged} rows the baseline's proxy puts in another class "
-                   f"whose nearest baseline rows are mostly not class {label}")
+        reason += (f"; flagged: the {n_flagged} foreign rows and those the baseline's proxy puts "
+                   f"in another class while their nearest baseline rows' majority is not class "
+                   f"{label}")
     return ClassReport(
         label=label, n_samples=n, n_clusters=0, cluster_sizes=(), suspicious_cluster=None,
         size_ratio=share, silhouette=None, exre_score=None,
