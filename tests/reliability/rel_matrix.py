@@ -611,7 +611,8 @@ def _run_analyze(inputs: Path, out: Path, activations: Path, dataset: Path | Non
         samples=_artifact(dsl.Dataset, out, "samples"),
         classes=_artifact(dsl.Dataset, out, "classes"),
         metrics=_artifact(dsl.Metrics, out, "metrics"),
-        report=_artifact(dsl.HTML, out, "report"), seed=0, epochs=EPOCHS))
+        report=_artifact(dsl.HTML, out, "report"), scan=_artifact(dsl.Artifact, out, "scan"),
+        seed=0, epochs=EPOCHS))
 
 
 # ----------------------------------------------------------------------------- the contract
