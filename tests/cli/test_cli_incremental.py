@@ -78,7 +78,13 @@ def test_a_partition_that_moved_too_far_is_scanned_in_full(run_cli, split, basel
     assert summary["mode"] == "full"
     assert "farther from the baseline" in summary["shift_reason"]
     assert (out / "model.pt").is_file()  # a proxy trained on the partition itself
-    assert json.loads((out / "scan.json").read_text())["shift_reason"] == summary["shift_reason"]
+    scan = json.loads((out / "scan.json").read_text())
+    assert scan["shift_reason"] == summary["shift_reason"]
+    # The fallback names its baseline as an incremental scan does.
+    accepted = json.loads((Path(baseline) / "scan.json").read_text())
+    assert scan["baseline"] == {"folder": str(Path(baseline).resolve()),
+                                "dataset": accepted["dataset"],
+                                "dataset_sha256": accepted["dataset_sha256"]}
 
 
 def test_without_fallback_the_shifted_incremental_verdict_is_kept(run_cli, split, baseline):
