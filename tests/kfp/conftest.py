@@ -69,3 +69,52 @@ def register_version_fixture():
 def alias_version_fixture():
     """The :func:`alias_version` helper."""
     return alias_version
+
+
+def incremental_pipeline_runs(baseline: str, uri: str, split, tmp: Path, seed: int) -> None:
+    """Run the incremental pipeline for real against ``baseline`` and check what it judged.
+
+    ``split``: ``digits_partitions``. The poisoned partition is flagged (F1 >= 0.9) exactly as
+    ``acgate scan --baseline`` flags it, recorded in MLflow as an incremental scan of the
+    partition's own URI, and repaired; the clean partition passes and is not repaired.
+    """
+    import json
+
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    import pipeline
+    from acgate.core import precision_recall_f1
+    from acgate.scan import ScanConfig, run_incremental_scan
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    judged = pipeline.run_locally(tmp / "incremental", dataset_uri=str(split["poisoned"]),
+                                  baseline_uri=baseline, mlflow_tracking_uri=uri,
+                                  fail_on_poisoned=False)
+    assert (judged["verdict"], judged["mode"]) == ("poisoned", "incremental")
+    flags = pd.read_parquet(judged["samples"])["is_poison"].to_numpy()
+    assert precision_recall_f1(flags, split["truth"])["f1"] >= 0.9
+    cli = run_incremental_scan(split["poisoned"], tmp / "cli-incremental", baseline,
+                               ScanConfig(seed=seed), tracking_uri=uri, report=False)
+    assert cli.mode == "incremental"
+    np.testing.assert_array_equal(flags, cli.result.is_poison)  # the same call, the same rows
+    run = client.get_run(judged["run_id"])
+    assert run.data.params["scan.mode"] == "incremental"
+    assert run.data.params["scan.baseline"] == baseline
+    assert run.data.params["dataset_uri"] == str(split["poisoned"])  # not the staged copy
+    # The partition was repaired before anyone appends it.
+    assert len(list((tmp / "incremental").glob("**/repair/cleaned_dataset"))) == 1
+    passed = pipeline.run_locally(tmp / "incremental-clean", dataset_uri=str(split["clean"]),
+                                  baseline_uri=baseline, mlflow_tracking_uri=uri)
+    assert (passed["verdict"], passed["mode"]) == ("clean", "incremental")
+    assert not list((tmp / "incremental-clean").glob("**/repair"))
+    scan = json.loads((Path(client.download_artifacts(passed["run_id"], "scan.json", str(tmp)))
+                       ).read_text())
+    assert scan["mode"] == "incremental" and scan["baseline"]["folder"] == baseline
+
+
+@pytest.fixture(name="incremental_pipeline_runs")
+def incremental_pipeline_runs_fixture():
+    """The :func:`incremental_pipeline_runs` helper."""
+    return incremental_pipeline_runs

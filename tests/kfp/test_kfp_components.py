@@ -4,7 +4,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -84,7 +83,8 @@ def test_cluster_fan_out_equals_detect(clean_chain):
 
 
 def test_analyze_and_gate_promote_clean_data(clean_chain, mlflow_store, register_version,
-                                             alias_version, digits_partitions, monkeypatch):
+                                             alias_version, digits_partitions, monkeypatch,
+                                             incremental_pipeline_runs):
     uri, client = mlflow_store
     tmp = clean_chain["tmp"]
     samples, classes = _artifact(dsl.Dataset, tmp, "samples"), _artifact(dsl.Dataset, tmp,
@@ -124,32 +124,7 @@ def test_analyze_and_gate_promote_clean_data(clean_chain, mlflow_store, register
     # The incremental pipeline (the chart's pipeline.mode: incremental), run for real against
     # that runs:/ URI: new partitions judged as acgate scan --baseline judges them.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    _incremental_pipeline_runs(published, uri, digits_partitions, tmp)
-
-
-def _incremental_pipeline_runs(baseline, uri, split, tmp):
-    import pipeline
-    from acgate.core import precision_recall_f1
-    from acgate.scan import ScanConfig, run_incremental_scan
-
-    judged = pipeline.run_locally(tmp / "incremental", dataset_uri=str(split["poisoned"]),
-                                  baseline_uri=baseline, mlflow_tracking_uri=uri,
-                                  fail_on_poisoned=False)
-    assert (judged["verdict"], judged["mode"]) == ("poisoned", "incremental")
-    flags = pd.read_parquet(judged["samples"])["is_poison"].to_numpy()
-    assert precision_recall_f1(flags, split["truth"])["f1"] >= 0.9
-    cli = run_incremental_scan(split["poisoned"], tmp / "cli-incremental", baseline,
-                               ScanConfig(seed=0), tracking_uri=uri, report=False)
-    np.testing.assert_array_equal(flags, cli.result.is_poison)  # the same call, the same rows
-    run = mlflow.MlflowClient(tracking_uri=uri).get_run(judged["run_id"])
-    assert run.data.params["scan.mode"] == "incremental"
-    assert run.data.params["scan.baseline"] == baseline
-    assert run.data.params["dataset_uri"] == str(split["poisoned"])  # not the staged copy
-    assert list((tmp / "incremental").glob("**/repair/cleaned_dataset"))  # repaired
-    passed = pipeline.run_locally(tmp / "incremental-clean", dataset_uri=str(split["clean"]),
-                                  baseline_uri=baseline, mlflow_tracking_uri=uri)
-    assert (passed["verdict"], passed["mode"]) == ("clean", "incremental")
-    assert not list((tmp / "incremental-clean").glob("**/repair"))
+    incremental_pipeline_runs(published, uri, digits_partitions, tmp, seed=0)
 
 
 def test_gate_fails_closed(mlflow_store, register_version, alias_version):
