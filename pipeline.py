@@ -149,6 +149,16 @@ def _set_resources(task: dsl.PipelineTask, cpu_request: _Quantity, cpu_limit: _Q
             .set_memory_request(memory_request).set_memory_limit(memory_limit))
 
 
+def _dataset_digest_task(dataset_uri: Union[str, pipeline_channel.PipelineChannel],
+                         resources: dict) -> dsl.PipelineTask:
+    """Both pipelines' first step: the SHA-256 of the bytes behind ``dataset_uri``."""
+    digest = dataset_digest(dataset_uri=dataset_uri)
+    _set_resources(digest, **resources)
+    digest.set_display_name("dataset digest")
+    digest.set_caching_options(False)  # it must see today's bytes behind the same URI
+    return digest
+
+
 def _label_mlflow_client(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """Add the pod label :data:`MLFLOW_CLIENT_LABEL` to a task's pod on Kubernetes.
 
@@ -269,11 +279,7 @@ def acgate_pipeline(
     """
     resources = {"cpu_request": cpu_request, "cpu_limit": cpu_limit,
                  "memory_request": memory_request, "memory_limit": memory_limit}
-    digest = dataset_digest(dataset_uri=dataset_uri)
-    _set_resources(digest, **resources)
-    digest.set_display_name("dataset digest")
-    digest.set_caching_options(False)  # it must see today's bytes behind the same URI
-    sha256 = digest.output
+    sha256 = _dataset_digest_task(dataset_uri, resources).output
 
     columns = {"label_column": label_column, "image_column": image_column,
                "text_column": text_column, "id_column": id_column}
@@ -556,11 +562,7 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
     """
     resources = {"cpu_request": cpu_request, "cpu_limit": cpu_limit,
                  "memory_request": memory_request, "memory_limit": memory_limit}
-    digest = dataset_digest(dataset_uri=dataset_uri)
-    _set_resources(digest, **resources)
-    digest.set_display_name("dataset digest")
-    digest.set_caching_options(False)  # it must see today's bytes behind the same URI
-    sha256 = digest.output
+    sha256 = _dataset_digest_task(dataset_uri, resources).output
 
     columns = {"label_column": label_column, "image_column": image_column,
                "text_column": text_column, "id_column": id_column}

@@ -861,10 +861,7 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
                         experiment=experiment, modality=modality, report=report,
                         overwrite=overwrite,
                         scan_info={"shift_reason": str(shifted),
-                                   "baseline": {"folder": accepted.named,
-                                                "dataset": accepted.info.get("dataset"),
-                                                "dataset_sha256":
-                                                    accepted.info.get("dataset_sha256")},
+                                   "baseline": accepted.record,
                                    **({"dataset": dataset_uri} if dataset_uri else {})})
     return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,
                        timings=dict(timings), dataset_sha256=dataset_sha256,

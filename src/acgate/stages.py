@@ -1083,6 +1083,12 @@ class Baseline:
         """The baseline as the user named it (its URI), else its resolved folder."""
         return self.source or str(self.folder.resolve())
 
+    @property
+    def record(self) -> dict[str, Any]:
+        """What a scan judged against it records (``scan.json``'s ``"baseline"``)."""
+        return {"folder": self.named, "dataset": self.info.get("dataset"),
+                "dataset_sha256": self.info.get("dataset_sha256")}
+
 
 #: A baseline folder's reference rows: an activations file (schema ``activations/1``) of the
 #: seeded per-class sample of the accepted scan's kept rows that an incremental scan compares
@@ -1438,10 +1444,7 @@ def incremental_stage(activations_path: PathLike, baseline: Baseline,
     shift_reason = result.info.extra.get("shift_reason")
     if shift_reason is not None and stop_if_shifted is not None:
         stop_if_shifted(shift_reason)
-    mode = {"mode": "incremental",
-            "baseline": {"folder": baseline.named,
-                         "dataset": baseline.info.get("dataset"),
-                         "dataset_sha256": baseline.info.get("dataset_sha256")},
+    mode = {"mode": "incremental", "baseline": baseline.record,
             "shifted": shift_reason is not None, "shift_reason": shift_reason}
     return _write_outcome(result, table, arrays, dataset, config, out_dir,
                           dataset_path=dataset_path, dataset_uri=dataset_uri,

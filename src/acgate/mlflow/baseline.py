@@ -27,11 +27,6 @@ BASELINE_ARTIFACT = "baseline"
 _RUNS_URI = re.compile(r"^runs:/([0-9a-zA-Z_-]+)/(.+)$")
 
 
-def is_runs_uri(uri: str) -> bool:
-    """Whether ``uri`` names a run's artifacts (``runs:/<run id>/<path>``)."""
-    return isinstance(uri, str) and uri.startswith("runs:/")
-
-
 def log_baseline(run_id: str, folder: str | Path, *, tracking_uri: str) -> str:
     """Log every file of the baseline ``folder`` under ``baseline/`` of the scan run ``run_id``.
 
