@@ -42,8 +42,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/acgate demo --out $(DEMO_OUT)
 
+# Test processes: the suite runs its files on this many workers (pytest-xdist; a file stays on one
+# worker, the minute-long ones start first: tests/conftest.py). 2 on the 2-core CI machine.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q --durations=25
+	$(PY) -m pytest -m "not slow" -q --durations=25 -n $(TEST_WORKERS) --dist loadfile
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
