@@ -546,8 +546,10 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
     Args:
         dataset_uri: The new partition (a dataset Parquet file, a path or URI).
         baseline_uri: The last accepted scan: ``runs:/<scan run>/baseline`` (logged by a
-            clean full run's ``publish_baseline``), a published baseline folder or an ``acgate
-            scan`` output folder (a path or a URI that pyarrow opens: s3://, gs://).
+            clean full run's ``publish_baseline``), ``models:/<model>@<alias>`` (the baseline
+            of the scan that cleared the version the gate gave that alias), a published
+            baseline folder or an ``acgate scan`` output folder (a path or a URI that pyarrow
+            opens: s3://, gs://).
         fallback: Scan a partition that moved too far from the baseline in full (``False``:
             keep the incremental verdict, recorded as shifted).
         mlflow_tracking_uri: MLflow tracking URI: logs the scan, and reads a ``runs:/``
@@ -819,7 +821,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: none)")
     run.add_argument("--baseline", default=None,
                      help="run the incremental pipeline against this accepted scan "
-                          "(runs:/<scan run>/baseline, a baseline folder or a scan folder)")
+                          "(runs:/<scan run>/baseline, models:/<model>@<alias>, a baseline "
+                          "folder or a scan folder)")
     run.add_argument("--model-name", default=None)
     run.add_argument("--model-version", default=None)
     settings = run.add_argument_group("scan settings (acgate.core.config; default: the "

@@ -56,8 +56,10 @@ def incremental_scan(
     Args:
         dataset_uri: The new partition (a dataset Parquet file, a path or URI).
         baseline_uri: The accepted scan: ``runs:/<scan run>/baseline`` (a clean full
-            pipeline run's ``publish_baseline``), a published baseline folder or an
-            ``acgate scan`` output folder (a path or a URI :mod:`pyarrow.fs` opens).
+            pipeline run's ``publish_baseline``), ``models:/<model>@<alias>`` (the baseline of
+            the scan that cleared the version the gate gave that alias), a published baseline
+            folder or an ``acgate scan`` output folder (a path or a URI :mod:`pyarrow.fs`
+            opens).
         dataset: The staged partition.
         model: The proxy that judged the rows (the baseline's, or the full fallback's).
         samples: Per-sample result, schema ``samples/1``.

@@ -183,8 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="incremental scan: judge this new partition against the last "
                            "accepted (clean) scan with that scan's proxy, without training: "
                            "its output folder, a published baseline folder (a path or an "
-                           "s3:// / gs:// URI) or runs:/<scan run id>/baseline (with the "
-                           "tracking URI); a partition that moved too far is scanned in full")
+                           "s3:// / gs:// URI), runs:/<scan run id>/baseline or "
+                           "models:/<name>@<alias> (the scan that cleared the version the "
+                           "alias points at; both with the tracking URI); a partition that "
+                           "moved too far is scanned in full")
     scan.add_argument("--no-fallback", action="store_true",
                       help="with --baseline: keep the incremental verdict even when the "
                            "partition moved too far from the baseline (recorded as shifted)")

@@ -640,6 +640,7 @@ def run_scan(
     overwrite: bool = False,
     scan_info: Mapping[str, Any] | None = None,
     rescan_of: str | None = None,
+    dataset_uri: str | None = None,
 ) -> ScanOutcome:
     """Scan a dataset: validate, train the proxy, extract, detect, report, track.
 
@@ -670,6 +671,8 @@ def run_scan(
         scan_info: More entries for ``scan.json``.
         rescan_of: The MLflow scan run whose repaired data ``dataset_path`` is: the new run is
             logged as its child, tagged ``acgate.rescan_of`` (the pipeline's ``rescan`` step).
+        dataset_uri: Where the data came from, recorded and reported instead of
+            ``dataset_path`` (a pipeline step reads a staged copy); ``None``: ``dataset_path``.
 
     Returns:
         The :class:`ScanOutcome`.
@@ -696,7 +699,8 @@ def run_scan(
         analyzed = _scan_stages(dataset_path, dataset, output.staging, config, user_model,
                                 timings, report=report, dataset_sha256=dataset_sha256,
                                 gx_dataset=gx_dataset, out_dir=out_dir,
-                                scan_info={"mode": "full", **(scan_info or {})})
+                                scan_info={"mode": "full", **(scan_info or {})},
+                                dataset_uri=dataset_uri)
         output.commit()
         files = {name: out_dir / Path(path).name for name, path in analyzed.files.items()}
         for name in ("activations.parquet", "model.pt", "model.json", VOCABULARY_FILE):
@@ -763,7 +767,10 @@ def run_incremental_scan(
             baseline folder the pipeline published (:func:`acgate.stages.publish_baseline_stage`),
             either as a path or a URI :mod:`pyarrow.fs` opens (``s3://``, ``gs://``), or
             ``runs:/<scan run id>/baseline`` (the pipeline's clean full scan in MLflow, read
-            through ``tracking_uri``).
+            through ``tracking_uri``), or ``models:/<name>@<alias>`` (``/<version>``): the
+            baseline of the scan that cleared that registered version for the promotion gate,
+            so a nightly incremental scan follows the promoted model (``scan.json`` records
+            the ``runs:/`` URI it resolved to).
         config: Scan settings (the detector's are used by a full fallback only).
         tracking_uri: MLflow tracking URI; ``None`` turns tracking off.
         experiment: MLflow experiment name.
@@ -784,7 +791,7 @@ def run_incremental_scan(
             a refused output folder (nothing is written).
         acgate.errors.InfrastructureError: The tracking store cannot be used (before any work).
     """
-    from acgate.stages import baseline_folder, is_local_baseline
+    from acgate.stages import baseline_folder, is_local_baseline, resolve_baseline
 
     config = config or ScanConfig()
     if config.model_path:
@@ -796,8 +803,10 @@ def run_incremental_scan(
         source = str(Path(source.removeprefix("file://")).resolve())
     inputs = (Path(dataset_path), *((Path(source),) if local else ()))
     _check_before_work(Path(out_dir), inputs, config, tracking_uri)
-    with baseline_folder(source, tracking_uri=tracking_uri) as folder:
+    resolved = resolve_baseline(source, tracking_uri=tracking_uri)  # models:/: its scan run's
+    with baseline_folder(resolved, tracking_uri=tracking_uri) as folder:
         return _incremental_scan(Path(dataset_path), Path(out_dir), folder, source, config,
+                                 resolved="" if resolved == source else resolved,
                                  tracking_uri=tracking_uri, experiment=experiment,
                                  modality=modality, report=report, overwrite=overwrite,
                                  fallback=fallback, dataset_uri=dataset_uri)
@@ -806,7 +815,8 @@ def run_incremental_scan(
 def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source: str,
                       config: ScanConfig, *, tracking_uri: str | None, experiment: str,
                       modality: str | None, report: bool, overwrite: bool,
-                      fallback: bool, dataset_uri: str | None) -> ScanOutcome:
+                      fallback: bool, dataset_uri: str | None, resolved: str = ""
+                      ) -> ScanOutcome:
     """:func:`run_incremental_scan` on a local baseline folder (``source``: as named)."""
     from acgate.io.output import output_folder
     from acgate.stages import (
@@ -820,7 +830,7 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
     started_at = time.time()
     inputs = (dataset_path, baseline)
     # No accepted scan: refused before any work.
-    accepted = read_baseline(baseline, source=source)
+    accepted = read_baseline(baseline, source=source, resolved=resolved)
     timings = _Laps()
     modality, gx_dataset, dataset, config, dataset_sha256 = _read_validated(
         dataset_path, modality, config, timings)
@@ -859,10 +869,9 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
                        "full", shifted)
         return run_scan(dataset_path, out_dir, config, tracking_uri=tracking_uri,
                         experiment=experiment, modality=modality, report=report,
-                        overwrite=overwrite,
+                        overwrite=overwrite, dataset_uri=dataset_uri,
                         scan_info={"shift_reason": str(shifted),
-                                   "baseline": accepted.record,
-                                   **({"dataset": dataset_uri} if dataset_uri else {})})
+                                   "baseline": accepted.record})
     return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,
                        timings=dict(timings), dataset_sha256=dataset_sha256,
                        tracking_error=tracking_error, proxy=analyzed.scan_info.get("proxy"),
@@ -955,7 +964,7 @@ class _Laps(dict):  # type: ignore[type-arg]
 def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanConfig,
                  user_model: Any, timings: _Laps, *, report: bool,
                  dataset_sha256: str, gx_dataset: Any, out_dir: Path,
-                 scan_info: Mapping[str, Any]) -> Any:
+                 scan_info: Mapping[str, Any], dataset_uri: str | None = None) -> Any:
     """The pipeline's stages, in order, in one process: train, extract, cluster, analyze.
 
     Exactly the functions the Kubeflow components wrap (:mod:`acgate.stages`), so both paths
@@ -994,7 +1003,7 @@ def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanCo
         timings.start("analysing", _analysis_outlook(config, timings.get("train_proxy")))
         analyzed = analyze_stage(activations, dataset_path, paths, staging, config,
                                  dataset_sha256=dataset_sha256, dataset=dataset,
-                                 report=report,
+                                 report=report, dataset_uri=dataset_uri,
                                  scan_info={**scan_info, "timings": dict(timings)},
                                  scan_folder=out_dir,
                                  validated={"dataset": gx_dataset,

@@ -1068,8 +1068,10 @@ class Baseline:
         reference: The reference of its kept rows (:func:`acgate.core.incremental.build_reference`).
         info: Its ``scan.json``.
         spec: Its proxy's ``model.json`` (input shape, modality).
-        source: Where it was read from, as the user named it (a path, a URI or ``runs:/``);
-            ``""``: ``folder``.
+        source: Where it was read from, as the user named it (a path, a URI, ``runs:/`` or
+            ``models:/``); ``""``: ``folder``.
+        resolved: What ``source`` named when it was read (a ``models:/`` URI's
+            ``runs:/<scan run>/baseline``); ``""``: ``source`` itself.
     """
 
     folder: Path
@@ -1077,6 +1079,7 @@ class Baseline:
     info: Mapping[str, Any]
     spec: Mapping[str, Any]
     source: str = ""
+    resolved: str = ""
 
     @property
     def named(self) -> str:
@@ -1086,7 +1089,8 @@ class Baseline:
     @property
     def record(self) -> dict[str, Any]:
         """What a scan judged against it records (``scan.json``'s ``"baseline"``)."""
-        return {"folder": self.named, "dataset": self.info.get("dataset"),
+        return {"folder": self.named, **({"resolved": self.resolved} if self.resolved else {}),
+                "dataset": self.info.get("dataset"),
                 "dataset_sha256": self.info.get("dataset_sha256")}
 
 
@@ -1114,7 +1118,7 @@ def _scan_seed(info: Mapping[str, Any]) -> int:
     return int(config.get("seed") or 0)
 
 
-def read_baseline(baseline_dir: PathLike, *, source: str = "") -> Baseline:
+def read_baseline(baseline_dir: PathLike, *, source: str = "", resolved: str = "") -> Baseline:
     """An accepted baseline, read once (its reference built from its kept rows).
 
     ``baseline_dir`` is the output folder of a clean full scan (``acgate scan``: its
@@ -1127,6 +1131,8 @@ def read_baseline(baseline_dir: PathLike, *, source: str = "") -> Baseline:
         baseline_dir: The folder.
         source: How the user named the baseline (a URI fetched into ``baseline_dir``): quoted
             in errors and recorded; ``""``: the folder.
+        resolved: What ``source`` named when it was fetched (:func:`resolve_baseline`), recorded
+            when it differs; ``""``: ``source`` itself.
 
     Raises:
         ValueError: The folder is not a complete full scan with its proxy, or its verdict is not
@@ -1177,7 +1183,8 @@ def read_baseline(baseline_dir: PathLike, *, source: str = "") -> Baseline:
             keep = ~samples["is_poison"].to_numpy(bool)
         reference = build_reference(table.activations, table.labels, keep=keep,
                                     predictions=table.predictions, random_state=_scan_seed(info))
-    return Baseline(folder=folder, reference=reference, info=info, spec=spec, source=source)
+    return Baseline(folder=folder, reference=reference, info=info, spec=spec, source=source,
+                    resolved=resolved)
 
 
 def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
@@ -1308,8 +1315,8 @@ def incremental_scan_stage(dataset_uri: str, baseline_uri: str, work_dir: PathLi
 
     Args:
         dataset_uri: The partition (a path or a URI :mod:`pyarrow.fs` opens).
-        baseline_uri: The accepted scan (:func:`baseline_folder`: a folder, a URI or
-            ``runs:/<scan run>/baseline``).
+        baseline_uri: The accepted scan (:func:`baseline_folder`: a folder, a URI,
+            ``runs:/<scan run>/baseline`` or ``models:/<name>@<alias>``).
         work_dir: A folder for the staged partition (``dataset.parquet``) and the scan
             (``scan/``).
         config: The run's settings (the detector's are used by a full fallback only).
@@ -1359,7 +1366,28 @@ def copy_proxy(model_dir: PathLike, out_dir: PathLike) -> list[Path]:
 
 def is_local_baseline(uri: str) -> bool:
     """Whether the baseline ``uri`` is a folder on this machine (a path or ``file://``)."""
-    return "://" not in uri.removeprefix("file://") and not uri.startswith("runs:/")
+    return ("://" not in uri.removeprefix("file://")
+            and not uri.startswith(("runs:/", "models:/")))
+
+
+def resolve_baseline(uri: str, *, tracking_uri: str | None = None) -> str:
+    """Where the baseline ``uri`` is fetched from: ``uri``, or the baseline a ``models:/`` names.
+
+    A registered version's baseline is the one its clearing scan run holds
+    (:func:`acgate.mlflow.baseline.baseline_of_model`: ``runs:/<scan run>/baseline``).
+
+    Raises:
+        ValueError: A ``models:/`` URI that names no promoted version, or without a tracking URI.
+        acgate.errors.InfrastructureError: The tracking store cannot be reached.
+    """
+    if not uri.startswith("models:/"):
+        return uri
+    from acgate.mlflow.baseline import baseline_of_model
+
+    resolved, which = baseline_of_model(uri, tracking_uri=tracking_uri)
+    logger.info("baseline %s: %s, cleared by the scan whose baseline is %s", uri, which,
+                resolved)
+    return resolved
 
 
 @contextlib.contextmanager

@@ -87,6 +87,21 @@ def test_a_partition_that_moved_too_far_is_scanned_in_full(run_cli, split, basel
                                 "dataset_sha256": accepted["dataset_sha256"]}
 
 
+def test_a_full_fallback_names_the_data_as_given_not_its_staged_copy(split, baseline, tmp_path):
+    # The pipeline's step scans a staged copy of the partition; the fallback full scan must
+    # record and report the URI it was given, as the incremental scan does.
+    from acgate.scan import ScanConfig, run_incremental_scan
+
+    uri = "s3://acgate-data/night-42.parquet"
+    outcome = run_incremental_scan(split["inverted"], tmp_path / "out", baseline,
+                                   ScanConfig(seed=SEED), dataset_uri=uri)
+    assert outcome.mode == "full" and outcome.shift_reason
+    assert json.loads((tmp_path / "out" / "scan.json").read_text())["dataset"] == uri
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert f"acgate scan of {uri}" in page
+    assert Path(split["inverted"]).name not in page
+
+
 def test_without_fallback_the_shifted_incremental_verdict_is_kept(run_cli, split, baseline):
     run, summary, out = _incremental(run_cli, split, baseline, "inverted", "--no-fallback")
     assert summary["mode"] == "incremental"
@@ -297,3 +312,52 @@ def test_a_baseline_logged_to_mlflow_is_used_by_its_runs_uri(run_cli, split, pub
     assert missing.code == EXIT_BAD_INPUT
     assert "has no artifacts under 'nothing'" in missing.stderr
     assert not (split["folder"] / "refused-runs").exists()
+
+
+def test_a_registered_models_alias_names_the_baseline_of_the_scan_that_cleared_it(
+        run_cli, split, published):
+    # The nightly incremental run names models:/<model>@champion once; each time the gate
+    # promotes a version, the baseline follows: the scan run the gate checked for that version.
+    import mlflow
+
+    from acgate.mlflow.baseline import log_baseline
+    from acgate.mlflow.gate import GATE_CHECKED_RUN_TAG, GATE_OUTCOME_TAG
+
+    uri = f"sqlite:///{split['folder'] / 'alias-mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    scan_run = client.create_run(client.create_experiment("scans")).info.run_id
+    runs_uri = log_baseline(scan_run, published[0], tracking_uri=uri)
+    client.create_registered_model("proxy-model")
+    # (a plain folder as the versions' source: a runs:/ source is resolved through MLflow's
+    # default store, which would write mlflow.db into the working folder)
+    promoted, refused = (client.create_model_version("proxy-model", str(published[0]),
+                                                     run_id=scan_run) for _ in range(2))
+    # The tags the gate writes on each outcome (acgate.mlflow.gate), the alias it moves.
+    for version, outcome in ((promoted, "promoted"), (refused, "refused")):
+        client.set_model_version_tag("proxy-model", version.version, GATE_OUTCOME_TAG, outcome)
+        client.set_model_version_tag("proxy-model", version.version, GATE_CHECKED_RUN_TAG,
+                                     scan_run)
+    client.set_registered_model_alias("proxy-model", "champion", promoted.version)
+
+    out = split["folder"] / "from-alias"
+    run = run_cli(["scan", split["poisoned"], "--baseline", "models:/proxy-model@champion",
+                   "--out", out, "--tracking-uri", uri, "--json"])
+    assert run.code == EXIT_POISON, run.stderr
+    recorded = json.loads((out / "scan.json").read_text())["baseline"]
+    assert recorded["folder"] == "models:/proxy-model@champion"
+    assert recorded["resolved"] == runs_uri
+    assert recorded["dataset_sha256"] == json.loads(
+        (Path(published[0]) / "scan.json").read_text())["dataset_sha256"]
+
+    # A version the gate refused, an alias nobody set, no tracking URI: refused, nothing written.
+    for baseline, extra, message in (
+            (f"models:/proxy-model/{refused.version}", ["--tracking-uri", uri],
+             "was not promoted by acgate gate"),
+            ("models:/proxy-model@nightly", ["--tracking-uri", uri], "models:/proxy-model@nightly"),
+            ("models:/proxy-model@champion", ["--no-mlflow"], "give the tracking URI")):
+        target = split["folder"] / "refused-alias"
+        run = run_cli(["scan", split["poisoned"], "--baseline", baseline, "--out", target,
+                       *extra])
+        assert run.code == EXIT_BAD_INPUT, (baseline, run.stderr)
+        assert message in run.stderr, run.stderr
+        assert not target.exists()

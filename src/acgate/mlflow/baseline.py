@@ -4,7 +4,8 @@ The pipeline's ``publish_baseline`` step logs the baseline folder of a clean ful
 (:func:`acgate.stages.publish_baseline_stage`) as the artifacts ``baseline/`` of that scan's run,
 so a later incremental scan can name it ``runs:/<scan run id>/baseline`` (``acgate scan
 --baseline``, the incremental pipeline's ``baseline_uri``) and find it wherever the tracking
-server keeps artifacts.
+server keeps artifacts. ``models:/<name>@<alias>`` names it through the registry: the scan run
+the promotion gate checked before it gave that version the alias.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from acgate.mlflow.tracking import make_client
 BASELINE_ARTIFACT = "baseline"
 
 _RUNS_URI = re.compile(r"^runs:/([0-9a-zA-Z_-]+)/(.+)$")
+#: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
+_MODELS_URI = re.compile(r"^models:/([^/@]+)(?:@([^/@]+)|/([0-9]+))$")
 
 
 def log_baseline(run_id: str, folder: str | Path, *, tracking_uri: str) -> str:
@@ -84,6 +87,49 @@ def download_baseline(uri: str, destination: str | Path, *, tracking_uri: str | 
     except Exception as error:
         _raise_for(error, tracking_uri, f"baseline {uri!r}", "downloading the baseline")
     return Path(local)
+
+
+def baseline_of_model(uri: str, *, tracking_uri: str | None) -> tuple[str, str]:
+    """The baseline of the scan that cleared a registered model version's training data.
+
+    ``models:/<name>@<alias>`` (the alias the promotion gate moves: an incremental scan then
+    always judges against the data of the model now promoted) or ``models:/<name>/<version>``.
+    The version must carry the gate's ``promoted`` outcome; the scan run the gate checked
+    (its ``acgate.gate.checked_run`` tag) holds the baseline its pipeline published.
+
+    Returns:
+        ``(runs:/<scan run id>/baseline, "<name> version <v>")``.
+
+    Raises:
+        ValueError: Not such a URI, no tracking URI, no such model, alias or version, or a
+            version the gate did not promote.
+        acgate.errors.InfrastructureError: The tracking store cannot be reached.
+    """
+    from acgate.mlflow.gate import GATE_CHECKED_RUN_TAG, GATE_OUTCOME_TAG
+
+    found = _MODELS_URI.match(uri or "")
+    if not found:
+        raise ValueError(f"baseline {uri!r} is not models:/<name>@<alias> or "
+                         f"models:/<name>/<version>")
+    if not tracking_uri:
+        raise ValueError(f"baseline {uri!r} is a registered model's: give the tracking URI "
+                         f"(--tracking-uri, mlflow_tracking_uri)")
+    name, alias, number = found.groups()
+    client = make_client(tracking_uri)
+    try:
+        with bounded():
+            version = (client.get_model_version_by_alias(name, alias) if alias
+                       else client.get_model_version(name, number))
+    except Exception as error:
+        _raise_for(error, tracking_uri, f"baseline {uri!r}", "resolving the baseline's model")
+    tags = dict(version.tags or {})
+    which = f"{name} version {version.version}"
+    outcome, scan_run = tags.get(GATE_OUTCOME_TAG), tags.get(GATE_CHECKED_RUN_TAG)
+    if outcome != "promoted" or not scan_run:
+        raise ValueError(f"baseline {uri!r}: {which} was not promoted by acgate gate (its "
+                         f"{GATE_OUTCOME_TAG} tag is {outcome!r}): only a version whose "
+                         f"training data a clean scan covered names a baseline")
+    return f"runs:/{scan_run}/{BASELINE_ARTIFACT}", which
 
 
 def _raise_for(error: Exception, tracking_uri: str, what: str, doing: str) -> None:
