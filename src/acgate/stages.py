@@ -1561,6 +1561,7 @@ def _baseline_params(info: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(baseline, Mapping):
         return {}
     params = {"scan.mode": info.get("mode", "full"), "scan.baseline": baseline.get("folder"),
+              "scan.baseline_resolved": baseline.get("resolved"),
               "scan.baseline_dataset_sha256": baseline.get("dataset_sha256"),
               "scan.shift_reason": info.get("shift_reason")}
     return {name: value for name, value in params.items() if value is not None}

@@ -346,6 +346,11 @@ def test_a_registered_models_alias_names_the_baseline_of_the_scan_that_cleared_i
     recorded = json.loads((out / "scan.json").read_text())["baseline"]
     assert recorded["folder"] == "models:/proxy-model@champion"
     assert recorded["resolved"] == runs_uri
+    logged = client.get_run(json.loads(run.stdout)["mlflow_run_id"]).data.params
+    assert logged["scan.baseline"] == "models:/proxy-model@champion"
+    assert logged["scan.baseline_resolved"] == runs_uri
+    assert f"<th>baseline resolved to</th><td>{runs_uri}</td>" in (
+        out / "report.html").read_text(encoding="utf-8")
     assert recorded["dataset_sha256"] == json.loads(
         (Path(published[0]) / "scan.json").read_text())["dataset_sha256"]
 

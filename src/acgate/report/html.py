@@ -415,6 +415,7 @@ def _metadata_section(result: DetectionResult, context: _Context) -> str:
     if isinstance(baseline, Mapping):  # an incremental scan, or its fallback to a full one
         rows.append(("mode", info.get("mode")))
         rows.append(("baseline scan", baseline.get("folder")))
+        rows.append(("baseline resolved to", baseline.get("resolved")))  # models:/ -> runs:/
         rows.append(("shifted from the baseline", info.get("shift_reason")))
     if context.proxy is not None and context.proxy.get("train_accuracy") is not None:
         rows.append(("proxy train accuracy", f"{float(context.proxy['train_accuracy']):.3f}"))
