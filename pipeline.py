@@ -9,7 +9,8 @@
                                      Else: repair ──► rescan ──► verdict (fails the run)
 
     The incremental pipeline (``compile --incremental``): dataset_digest ──► incremental_scan
-    (against the published baseline), and when not clean repair ──► verdict (fails the run).
+    (against the published baseline), and when not clean repair ──► rescan (the repaired
+    partition against the same baseline) ──► verdict (fails the run).
 
 Extraction runs over ``n_shards`` row shards in parallel (``n_shards=1``: one task); each shard
 writes one Parquet part per class, ``collect_activations`` checks that the parts cover every
@@ -117,8 +118,11 @@ MLFLOW_CLIENT_EXECUTORS = ("exec-analyze", "exec-tag-verdict", "exec-gate", "exe
 #: Keys of the Secret named by ``--dataset-credentials-secret``; each becomes the variable of the
 #: same name, which pyarrow's S3 filesystem reads for an ``s3://`` dataset URI.
 DATASET_CREDENTIALS_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-#: The executors of the tasks that read ``dataset_uri`` (the others read the staged copy).
+#: The executors of the tasks that read ``dataset_uri`` (the others read the staged copy) ...
 DATASET_READER_EXECUTORS = ("exec-dataset-digest", "exec-train-proxy", "exec-incremental-scan")
+#: ... and, in the incremental pipeline only, the rescan, which reads ``baseline_uri`` (an
+#: ``s3://`` baseline folder opens with the same credentials).
+INCREMENTAL_DATASET_READER_EXECUTORS = (*DATASET_READER_EXECUTORS, "exec-rescan")
 #: What a Kubernetes Secret name may be.
 _SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 #: Memory a step needs beyond ``max_decoded_bytes`` (the decoded data plus training, which the
@@ -413,8 +417,21 @@ def partition_not_clean(
     n_flagged: int,
     scan_run_id: str,
     dataset_sha256: str,
+    baseline_uri: str,
+    fallback: bool,
     repair_strategy: str,
     fail_on_poisoned: bool,
+    reducer: str,
+    n_components: int,
+    n_clusters: str,
+    analysis: str,
+    silhouette_threshold: float,
+    exre_threshold: float,
+    source_share_threshold: float,
+    nested_source_share_threshold: float,
+    confusion_threshold: float,
+    segment_by: str,
+    min_class_size: int,
     seed: int,
     proxy: str,
     batch_size: int,
@@ -431,10 +448,16 @@ def partition_not_clean(
     # Optional inputs need a default to be optional in the compiled sub-DAG (KFP omits a null).
     mlflow_tracking_uri: Optional[str] = None,
     epochs: Optional[int] = None,
+    exre_epochs: Optional[int] = None,
+    size_threshold: Optional[float] = None,
     max_decoded_bytes: Optional[int] = 8589934592,
     id_column: Optional[str] = None,
 ):
-    """When the partition is not clean: repair it, then end the run red (``verdict``).
+    """When the partition is not clean: repair it, rescan it, then end the run red (``verdict``).
+
+    The repaired partition is judged against the same baseline as the partition was (``rescan``
+    with ``baseline_uri``: seconds, no training), so the verdict says whether it may be
+    appended.
 
     A pipeline of its own (a sub-DAG of the incremental pipeline) so that its ``dsl.If`` reads
     the verdict as an input: kfp 2.17's local runner cannot resolve a task's output in the
@@ -455,9 +478,31 @@ def partition_not_clean(
         repaired.set_display_name("repair")
         _set_resources(repaired, **resources)
         _label_mlflow_client(repaired)
+        rescanned = rescan(
+            repaired_dataset=repaired.outputs["cleaned_dataset"], baseline_uri=baseline_uri,
+            fallback=fallback, reducer=reducer, n_components=n_components,
+            n_clusters=n_clusters, analysis=analysis, size_threshold=size_threshold,
+            silhouette_threshold=silhouette_threshold, exre_threshold=exre_threshold,
+            source_share_threshold=source_share_threshold,
+            nested_source_share_threshold=nested_source_share_threshold,
+            confusion_threshold=confusion_threshold, segment_by=segment_by,
+            min_class_size=min_class_size, exre_epochs=exre_epochs, seed=seed, proxy=proxy,
+            epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden,
+            max_decoded_bytes=max_decoded_bytes, max_tokens=max_tokens,
+            label_column=label_column, image_column=image_column, text_column=text_column,
+            id_column=id_column, mlflow_tracking_uri=mlflow_tracking_uri,
+            scan_run_id=scan_run_id)
+        rescanned.set_display_name("rescan repaired partition")
+        _set_resources(rescanned, **resources)
+        _label_mlflow_client(rescanned)
+        # The baseline named by the same URI may have been replaced: never reuse a verdict.
+        rescanned.set_caching_options(False)
         judged = verdict(scan_verdict=scan_verdict, classes=classes,
                          repaired_dataset=repaired.outputs["cleaned_dataset"],
                          n_flagged=n_flagged, scan_run_id=scan_run_id,
+                         rescan_verdict=rescanned.outputs["verdict"],
+                         rescan_run_id=rescanned.outputs["run_id"],
+                         rescan_n_flagged=rescanned.outputs["n_flagged"],
                          fail_on_poisoned=fail_on_poisoned, partition=True)
         judged.set_display_name("verdict")
         _set_resources(judged, **resources)
@@ -537,11 +582,13 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
 
     ``dataset_digest`` -> ``incremental_scan`` (the baseline's proxy, no training; a shifted
     partition is scanned in full and ``mode`` says so), and when not clean ``repair`` ->
-    ``verdict`` (fails the run). No model is promoted or tagged: the gate needs a clean scan of
-    the very data a model trained on, and this scan covers the partition only (the full
-    pipeline tags and promotes). The detector's and the proxy's settings act only in a full
-    fallback; every argument not described here is :func:`acgate_pipeline`'s, and so is its
-    description (copied by :func:`_with_shared_arguments`).
+    ``rescan`` (the repaired partition against the same baseline) -> ``verdict`` (fails the
+    run; says whether the repaired partition may be appended). No model is promoted or
+    tagged: the gate needs a clean scan of the very data a model trained on, and this scan
+    covers the partition only (the full pipeline tags and promotes). The detector's and the
+    proxy's settings act only in a full fallback; every argument not described here is
+    :func:`acgate_pipeline`'s, and so is its description (copied by
+    :func:`_with_shared_arguments`).
 
     Args:
         dataset_uri: The new partition (a dataset Parquet file, a path or URI).
@@ -591,8 +638,14 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
         samples=scanned.outputs["samples"], classes=scanned.outputs["classes"],
         model=scanned.outputs["model"], n_flagged=scanned.outputs["n_flagged"],
         scan_run_id=scanned.outputs["run_id"], dataset_sha256=sha256,
-        repair_strategy=repair_strategy, mlflow_tracking_uri=mlflow_tracking_uri,
-        fail_on_poisoned=fail_on_poisoned, **proxy_settings, **resources)
+        baseline_uri=baseline_uri, fallback=fallback, repair_strategy=repair_strategy,
+        mlflow_tracking_uri=mlflow_tracking_uri, fail_on_poisoned=fail_on_poisoned,
+        reducer=reducer, n_components=n_components, n_clusters=n_clusters, analysis=analysis,
+        size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
+        exre_threshold=exre_threshold, source_share_threshold=source_share_threshold,
+        nested_source_share_threshold=nested_source_share_threshold,
+        confusion_threshold=confusion_threshold, segment_by=segment_by,
+        min_class_size=min_class_size, exre_epochs=exre_epochs, **proxy_settings, **resources)
     judged.set_display_name("partition not clean")
 
     outputs = NamedTuple("IncrementalOutputs", samples=dsl.Dataset, verdict=str, run_id=str,
@@ -642,7 +695,8 @@ def compile_pipeline(
             ("--mlflow-credentials-secret", mlflow_credentials_secret, MLFLOW_CLIENT_EXECUTORS,
              MLFLOW_CREDENTIALS_ENV),
             ("--dataset-credentials-secret", dataset_credentials_secret,
-             DATASET_READER_EXECUTORS, {key: key for key in DATASET_CREDENTIALS_ENV})):
+             INCREMENTAL_DATASET_READER_EXECUTORS if incremental else DATASET_READER_EXECUTORS,
+             {key: key for key in DATASET_CREDENTIALS_ENV})):
         if name is None:
             continue
         if not _SECRET_NAME.fullmatch(name):

@@ -41,6 +41,8 @@ def rescan(
     id_column: Optional[str] = None,
     mlflow_tracking_uri: Optional[str] = None,
     scan_run_id: Optional[str] = None,
+    baseline_uri: Optional[str] = None,
+    fallback: bool = True,
 ) -> NamedTuple("RescanOutputs", verdict=str, run_id=str, n_flagged=int):
     """Scan the repaired dataset with the pipeline's settings and seed (the whole scan, one step).
 
@@ -79,6 +81,11 @@ def rescan(
         mlflow_tracking_uri: Log the rescan as an MLflow scan run; ``None``: no tracking.
         scan_run_id: The first scan's MLflow run (from ``analyze``): the rescan run becomes its
             child, tagged ``acgate.rescan_of``; ``None`` or ``""``: a top-level run.
+        baseline_uri: The incremental pipeline's: judge the repaired partition against this
+            baseline, as ``incremental_scan`` judged the partition (no training; the settings
+            above act only in a full fallback); ``None`` or ``""``: a full scan.
+        fallback: With ``baseline_uri``: scan a repaired partition that moved too far from the
+            baseline in full (``incremental_scan``'s ``fallback``).
 
     Returns:
         The rescan's ``verdict``, its MLflow ``run_id`` (``""`` untracked) and ``n_flagged``.
@@ -95,7 +102,8 @@ def rescan(
     config = step_config(parameters)
     with tempfile.TemporaryDirectory(prefix="acgate-rescan-") as work:
         outcome = rescan_stage(repaired_dataset.path, Path(work) / "scan", config,
-                               tracking_uri=mlflow_tracking_uri, scan_run_id=scan_run_id)
+                               tracking_uri=mlflow_tracking_uri, scan_run_id=scan_run_id,
+                               baseline_uri=baseline_uri, fallback=fallback)
         copy_file(outcome.files["samples"], samples.path)
         copy_file(outcome.files["report.html"], report.path)
     log_metrics(metrics, result_metrics(outcome.result))

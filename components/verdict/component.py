@@ -39,8 +39,9 @@ def verdict(
         fail_on_poisoned: ``False``: log the message as a warning and succeed (the run ends
             green; the verdict stays the run's output, and the full pipeline's is on the model
             version).
-        partition: The incremental pipeline's: the scan judged a new partition (no rescan,
-            nothing promoted); the next step says what to do with the partition.
+        partition: The incremental pipeline's: the scan judged a new partition (its rescan
+            judged the repaired partition against the same baseline; nothing promoted); the
+            next step says whether to append the repaired partition.
 
     Returns:
         The message (only when the step does not fail).

@@ -748,6 +748,7 @@ def run_incremental_scan(
     overwrite: bool = False,
     fallback: bool = True,
     dataset_uri: str | None = None,
+    rescan_of: str | None = None,
 ) -> ScanOutcome:
     """Scan a new partition against the last accepted scan, without training a proxy.
 
@@ -781,6 +782,9 @@ def run_incremental_scan(
             stands, with ``shifted`` recorded).
         dataset_uri: Where the partition came from, recorded instead of ``dataset_path`` (the
             pipeline's staged copy); ``None``: ``dataset_path``.
+        rescan_of: The MLflow scan run whose repaired partition ``dataset_path`` is: the new
+            run is its child, tagged ``acgate.rescan_of`` (the incremental pipeline's
+            ``rescan`` step), as :func:`run_scan`'s.
 
     Returns:
         The :class:`ScanOutcome`.
@@ -809,14 +813,15 @@ def run_incremental_scan(
                                  resolved="" if resolved == source else resolved,
                                  tracking_uri=tracking_uri, experiment=experiment,
                                  modality=modality, report=report, overwrite=overwrite,
-                                 fallback=fallback, dataset_uri=dataset_uri)
+                                 fallback=fallback, dataset_uri=dataset_uri,
+                                 rescan_of=rescan_of)
 
 
 def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source: str,
                       config: ScanConfig, *, tracking_uri: str | None, experiment: str,
                       modality: str | None, report: bool, overwrite: bool,
-                      fallback: bool, dataset_uri: str | None, resolved: str = ""
-                      ) -> ScanOutcome:
+                      fallback: bool, dataset_uri: str | None, resolved: str = "",
+                      rescan_of: str | None = None) -> ScanOutcome:
     """:func:`run_incremental_scan` on a local baseline folder (``source``: as named)."""
     from acgate.io.output import output_folder
     from acgate.stages import (
@@ -863,13 +868,13 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
             files = {name: out_dir / Path(path).name for name, path in analyzed.files.items()}
             files["activations.parquet"] = out_dir / "activations.parquet"
             run_id, tracking_error = _track(analyzed, out_dir, config, tracking_uri,
-                                            experiment, started_at, timings)
+                                            experiment, started_at, timings, rescan_of=rescan_of)
     except _Shifted as shifted:
         logger.warning("the partition moved too far from the baseline (%s): scanning it in "
                        "full", shifted)
         return run_scan(dataset_path, out_dir, config, tracking_uri=tracking_uri,
                         experiment=experiment, modality=modality, report=report,
-                        overwrite=overwrite, dataset_uri=dataset_uri,
+                        overwrite=overwrite, dataset_uri=dataset_uri, rescan_of=rescan_of,
                         scan_info={"shift_reason": str(shifted),
                                    "baseline": accepted.record})
     return ScanOutcome(result=analyzed.result, out_dir=out_dir, files=files, run_id=run_id,

@@ -1753,12 +1753,15 @@ def tag_verdict_stage(scan_run_id: str, *, tracking_uri: str | None, model_name:
 
 
 def rescan_stage(repaired_path: PathLike, out_dir: PathLike, config: ScanConfig, *,
-                 tracking_uri: str | None = None, scan_run_id: str | None = None) -> Any:
+                 tracking_uri: str | None = None, scan_run_id: str | None = None,
+                 baseline_uri: str | None = None, fallback: bool = True) -> Any:
     """Scan the repaired dataset again, as ``acgate scan`` does, linked to the first scan.
 
     :func:`acgate.scan.run_scan` with the pipeline's settings and seed: a repair that missed
     poison (or a backdoor with a second trigger) shows up before anyone trains on the repaired
-    data. Tracked, the run is a child of the first scan's run (``acgate.rescan_of``).
+    data. A repaired partition (the incremental pipeline's) is judged against the same
+    baseline instead (:func:`acgate.scan.run_incremental_scan`, seconds, no training). Tracked,
+    the run is a child of the first scan's run (``acgate.rescan_of``).
 
     Args:
         repaired_path: The repaired dataset Parquet file (the ``repair`` step's).
@@ -1766,6 +1769,9 @@ def rescan_stage(repaired_path: PathLike, out_dir: PathLike, config: ScanConfig,
         config: The pipeline's scan configuration.
         tracking_uri: Log the rescan as an MLflow scan run; ``None``/``""``: no tracking.
         scan_run_id: The first scan's MLflow run (the parent); ``None``/``""``: top-level.
+        baseline_uri: The baseline the first scan judged a partition against (as
+            :func:`incremental_scan_stage`'s); ``None``/``""``: a full scan.
+        fallback: With ``baseline_uri``: scan a repaired partition that moved too far in full.
 
     Returns:
         The :class:`acgate.scan.ScanOutcome`.
@@ -1775,11 +1781,16 @@ def rescan_stage(repaired_path: PathLike, out_dir: PathLike, config: ScanConfig,
         acgate.errors.InfrastructureError: The tracking store failed (also after the verdict).
     """
     from acgate.errors import InfrastructureError
-    from acgate.scan import run_scan
+    from acgate.scan import run_incremental_scan, run_scan
 
     with reading("cleaned_dataset", repaired_path):
-        outcome = run_scan(repaired_path, out_dir, config, tracking_uri=tracking_uri or None,
-                           rescan_of=scan_run_id or None)
+        if baseline_uri:
+            outcome = run_incremental_scan(repaired_path, out_dir, baseline_uri, config,
+                                           tracking_uri=tracking_uri or None,
+                                           fallback=fallback, rescan_of=scan_run_id or None)
+        else:
+            outcome = run_scan(repaired_path, out_dir, config,
+                               tracking_uri=tracking_uri or None, rescan_of=scan_run_id or None)
     if outcome.tracking_error is not None:
         raise InfrastructureError(f"rescan verdict {outcome.result.verdict}, but logging it "
                                   f"failed: {outcome.tracking_error}")
@@ -1833,11 +1844,22 @@ def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
     if partition:
         found = (f"{n_flagged} rows flagged in {listed('poisoned')}" if verdict == "poisoned"
                  else f"{listed('skipped')} could not be judged against the baseline")
-        return (f"new partition {verdict}: {found} "
-                f"({run}); repaired partition at {repaired_uri or '(none)'}, not rescanned; "
-                f"nothing promoted, the accepted data unchanged; do not append the partition "
-                f"as it came: review the flagged rows, then scan the repaired partition against "
-                f"the baseline again before appending it")
+        if not rescan_verdict:
+            return (f"new partition {verdict}: {found} ({run}); repaired partition at "
+                    f"{repaired_uri or '(none)'}, not rescanned; nothing promoted, the "
+                    f"accepted data unchanged; do not append the partition as it came: review "
+                    f"the flagged rows, then scan the repaired partition against the baseline "
+                    f"again before appending it")
+        flagged = (f", {rescan_n_flagged} rows flagged"
+                   if rescan_verdict != "clean" and rescan_n_flagged is not None else "")
+        rescanned = (f"rescan of the repaired partition against the baseline: {rescan_verdict}"
+                     f"{flagged}" + (f" (run {rescan_run_id})" if rescan_run_id else ""))
+        then = ("append the repaired partition, not the one that came" if rescan_verdict ==
+                "clean" else "append neither: review the flagged rows (the scans report them), "
+                "repair again and rescan")
+        return (f"new partition {verdict}: {found} ({run}); repaired partition at "
+                f"{repaired_uri or '(none)'}; {rescanned}; nothing promoted, the accepted data "
+                f"unchanged; {then}")
     what = (f"data poisoned: {n_flagged} rows flagged in {listed('poisoned')}"
             if verdict == "poisoned" else
             f"scan {verdict}: {listed('skipped')} could not be judged (too few rows), so the "

@@ -71,12 +71,15 @@ def alias_version_fixture():
     return alias_version
 
 
-def incremental_pipeline_runs(baseline: str, uri: str, split, tmp: Path, seed: int) -> None:
+def incremental_pipeline_runs(baseline: str, uri: str, split, tmp: Path, seed: int,
+                              resolves_to: str | None = None) -> None:
     """Run the incremental pipeline for real against ``baseline`` and check what it judged.
 
     ``split``: ``digits_partitions``. The poisoned partition is flagged (F1 >= 0.9) exactly as
     ``acgate scan --baseline`` flags it, recorded in MLflow as an incremental scan of the
-    partition's own URI, and repaired; the clean partition passes and is not repaired.
+    partition's own URI, repaired, and the repaired partition rescanned against the baseline
+    (clean); the clean partition passes and is not repaired. ``resolves_to``: the ``runs:/``
+    URI a ``models:/`` baseline must resolve to.
     """
     import json
 
@@ -103,8 +106,15 @@ def incremental_pipeline_runs(baseline: str, uri: str, split, tmp: Path, seed: i
     assert run.data.params["scan.mode"] == "incremental"
     assert run.data.params["scan.baseline"] == baseline
     assert run.data.params["dataset_uri"] == str(split["poisoned"])  # not the staged copy
-    # The partition was repaired before anyone appends it.
+    # The partition was repaired before anyone appends it, and the repaired partition judged
+    # against the same baseline (no training): a child run of the scan's.
     assert len(list((tmp / "incremental").glob("**/repair/cleaned_dataset"))) == 1
+    (rescanned,) = client.search_runs(
+        [run.info.experiment_id], f"tags.`acgate.rescan_of` = '{judged['run_id']}'")
+    assert rescanned.data.params["scan.mode"] == "incremental"
+    assert rescanned.data.params["scan.baseline"] == baseline
+    assert rescanned.data.tags["acgate.verdict"] == "clean"
+    assert rescanned.data.tags["mlflow.parentRunId"] == judged["run_id"]
     passed = pipeline.run_locally(tmp / "incremental-clean", dataset_uri=str(split["clean"]),
                                   baseline_uri=baseline, mlflow_tracking_uri=uri)
     assert (passed["verdict"], passed["mode"]) == ("clean", "incremental")
@@ -112,6 +122,7 @@ def incremental_pipeline_runs(baseline: str, uri: str, split, tmp: Path, seed: i
     scan = json.loads((Path(client.download_artifacts(passed["run_id"], "scan.json", str(tmp)))
                        ).read_text())
     assert scan["mode"] == "incremental" and scan["baseline"]["folder"] == baseline
+    assert scan["baseline"].get("resolved") == resolves_to
 
 
 @pytest.fixture(name="incremental_pipeline_runs")

@@ -344,7 +344,7 @@ def test_the_incremental_pipeline_compiles_with_the_full_pipelines_settings(tmp_
     assert spec["pipelineInfo"]["name"] == pipeline.INCREMENTAL_PIPELINE_NAME
     executors = spec["deploymentSpec"]["executors"]
     assert sorted(executors) == ["exec-dataset-digest", "exec-incremental-scan", "exec-repair",
-                                 "exec-verdict"]
+                                 "exec-rescan", "exec-verdict"]
     # One configuration: every input of the full pipeline but its fan-out and promotion,
     # with the same defaults.
     inputs = spec["root"]["inputDefinitions"]["parameters"]
@@ -363,13 +363,14 @@ def test_the_incremental_pipeline_compiles_with_the_full_pipelines_settings(tmp_
     components = spec["components"]
     tasks = dict(_tasks(components, spec["root"]["dag"]))
     assert tasks["incremental-scan"]["cachingOptions"].get("enableCache") is not True
+    assert tasks["rescan"]["cachingOptions"].get("enableCache") is not True
     for name, _task, dag, parents in _tasks_with_parents(components, spec["root"]["dag"]):
         if name in ("incremental-scan", "repair"):
             assert _parameter_source(components, dag, name, "dataset_sha256",
                                      parents) == "dataset-digest", name
     platform = documents[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     labelled = sorted(n for n, c in platform.items() if "podMetadata" in c)
-    assert labelled == ["exec-incremental-scan", "exec-repair"]
+    assert labelled == ["exec-incremental-scan", "exec-repair", "exec-rescan"]
     # The repair and the failing verdict only when the partition is not clean, in a sub-DAG
     # whose condition reads the scan's verdict as an input.
     conditions = [t["triggerPolicy"]["condition"] for t in tasks.values()
@@ -377,14 +378,16 @@ def test_the_incremental_pipeline_compiles_with_the_full_pipelines_settings(tmp_
     assert conditions == ["inputs.parameter_values['pipelinechannel--scan_verdict'] != 'clean'"]
     # The sub-DAG's optional inputs stay optional (KFP omits a null argument on the cluster).
     sub = components["comp-partition-not-clean"]["inputDefinitions"]["parameters"]
-    for name in ("mlflow_tracking_uri", "epochs", "max_decoded_bytes", "id_column"):
+    for name in ("mlflow_tracking_uri", "epochs", "max_decoded_bytes", "id_column",
+                 "exre_epochs", "size_threshold"):
         assert sub[name].get("isOptional") is True, name
     verdict_inputs = next(c for c in components.values() if "dag" in c
                           and "verdict" in c["dag"]["tasks"])["dag"]["tasks"]["verdict"]
     assert verdict_inputs["inputs"]["parameters"]["partition"]["runtimeValue"] == {
         "constant": True}
     readers = sorted(n for n, c in platform.items() if "secretAsEnv" in c)
-    assert readers == ["exec-dataset-digest", "exec-incremental-scan"]
+    # The rescan reads baseline_uri too (an s3:// baseline folder).
+    assert readers == ["exec-dataset-digest", "exec-incremental-scan", "exec-rescan"]
     path = pipeline.compile_pipeline(tmp_path / "inc.yaml", incremental=True)
     sent = validate_params({"dataset_uri": "s3://b/part.parquet", "baseline_uri": "runs:/abc/"
                             "baseline", "n_shards": None}, read_pipeline_inputs(path),

@@ -122,9 +122,11 @@ def test_analyze_and_gate_promote_clean_data(clean_chain, mlflow_store, register
         "baseline/model.json", "baseline/model.pt", "baseline/reference.parquet",
         "baseline/scan.json"]
     # The incremental pipeline (the chart's pipeline.mode: incremental), run for real against
-    # that runs:/ URI: new partitions judged as acgate scan --baseline judges them.
+    # the alias the gate just moved: models:/ resolves to the baseline of the scan the gate
+    # checked (that runs:/ URI); new partitions judged as acgate scan --baseline judges them.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    incremental_pipeline_runs(published, uri, digits_partitions, tmp, seed=0)
+    incremental_pipeline_runs("models:/digits-clean@champion", uri, digits_partitions, tmp,
+                              seed=0, resolves_to=published)
 
 
 def test_gate_fails_closed(mlflow_store, register_version, alias_version):
@@ -262,6 +264,20 @@ def test_verdict_step_fails_a_poisoned_run_saying_what_to_do(tmp_path):
     assert "rescan of the repaired data: poisoned, 12 rows flagged (run def456)" in message
     assert "do not train on the repaired data either" in message
     assert "retrain on the repaired data" not in message
+    # A partition (the incremental pipeline): append the repaired partition only when its
+    # rescan against the baseline is clean; nothing is promoted either way.
+    partition = {**details, "partition": True, "model_name": None, "model_version": None}
+    with pytest.raises(PoisonedDataError) as raised:
+        verdict.python_func(**partition)
+    message = str(raised.value)
+    for part in ("new partition poisoned: 57 rows flagged in classes 1, 3",
+                 "rescan of the repaired partition against the baseline: clean (run def456)",
+                 "nothing promoted", "append the repaired partition, not the one that came"):
+        assert part in message, (part, message)
+    with pytest.raises(PoisonedDataError) as raised:
+        verdict.python_func(**{**partition, "rescan_verdict": "poisoned", "rescan_n_flagged": 3})
+    assert "against the baseline: poisoned, 3 rows flagged" in str(raised.value)
+    assert "append neither" in str(raised.value)
     # A scan that could not judge a class is not clean either.
     incomplete = _classes_artifact(tmp_path, ["clean", "skipped"])
     with pytest.raises(PoisonedDataError, match="scan incomplete: class 1 could not be judged"):
