@@ -47,7 +47,8 @@ demo: $(STAMP)
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(PY) -m pytest -m "not slow" -q --durations=25 -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -m "not slow" -q --durations=25 -n $(TEST_WORKERS) --dist loadfile \
+	  --no-loadscope-reorder
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q

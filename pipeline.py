@@ -4,13 +4,14 @@
      (never cached)                                     │   row shards, at most 8 at a time)
                                                         ▼ dsl.Collected
         collect_activations ──► cluster (ParallelFor over classes) ──► analyze (dsl.Collected)
-        analyze ──► tag_verdict ──► If verdict == "clean": gate (moves the alias),
-                    (model version)           publish_baseline (for incremental scans)
+        analyze ──► tag_verdict ──► If verdict == "clean": publish_baseline (for incremental
+                    (model version)           scans) ──► gate (moves the alias)
                                      Else: repair ──► rescan ──► verdict (fails the run)
 
     The incremental pipeline (``compile --incremental``): dataset_digest ──► incremental_scan
     (against the published baseline), and when not clean repair ──► rescan (the repaired
-    partition against the same baseline) ──► verdict (fails the run).
+    partition against the very baseline the scan used: a ``models:/`` alias resolved once)
+    ──► verdict (fails the run).
 
 Extraction runs over ``n_shards`` row shards in parallel (``n_shards=1``: one task); each shard
 writes one Parquet part per class, ``collect_activations`` checks that the parts cover every
@@ -346,14 +347,6 @@ def acgate_pipeline(
     _label_mlflow_client(tagged)
 
     with dsl.If(analyzed.outputs["verdict"] == "clean", name="data-clean"):
-        promoted = gate(run_id=analyzed.outputs["run_id"], model_name=model_name,
-                        model_version=model_version, mlflow_tracking_uri=mlflow_tracking_uri,
-                        alias=alias)
-        promoted.after(tagged)
-        promoted.set_display_name("promotion gate")
-        _set_resources(promoted, **resources)
-        promoted.set_caching_options(False)  # decides on MLflow's current state, every run
-        _label_mlflow_client(promoted)
         # The accepted data's baseline: what the incremental pipeline judges partitions against.
         published = publish_baseline(scan=analyzed.outputs["scan"],
                                      samples=analyzed.outputs["samples"],
@@ -364,6 +357,16 @@ def acgate_pipeline(
         published.set_display_name("publish baseline")
         _set_resources(published, **resources)
         _label_mlflow_client(published)
+        promoted = gate(run_id=analyzed.outputs["run_id"], model_name=model_name,
+                        model_version=model_version, mlflow_tracking_uri=mlflow_tracking_uri,
+                        alias=alias)
+        # After the baseline is logged: an incremental run naming models:/<model>@<alias>
+        # never finds the alias on a version whose scan has no baseline yet.
+        promoted.after(tagged, published)
+        promoted.set_display_name("promotion gate")
+        _set_resources(promoted, **resources)
+        promoted.set_caching_options(False)  # decides on MLflow's current state, every run
+        _label_mlflow_client(promoted)
     with dsl.Else(name="data-poisoned"):
         repaired = repair(dataset=trained.outputs["dataset"],
                           samples=analyzed.outputs["samples"], model=trained.outputs["model"],
@@ -503,6 +506,7 @@ def partition_not_clean(
                          rescan_verdict=rescanned.outputs["verdict"],
                          rescan_run_id=rescanned.outputs["run_id"],
                          rescan_n_flagged=rescanned.outputs["n_flagged"],
+                         rescan_mode=rescanned.outputs["mode"],
                          fail_on_poisoned=fail_on_poisoned, partition=True)
         judged.set_display_name("verdict")
         _set_resources(judged, **resources)
@@ -599,8 +603,8 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
             opens: s3://, gs://).
         fallback: Scan a partition that moved too far from the baseline in full (``False``:
             keep the incremental verdict, recorded as shifted).
-        mlflow_tracking_uri: MLflow tracking URI: logs the scan, and reads a ``runs:/``
-            baseline; ``None``: no tracking.
+        mlflow_tracking_uri: MLflow tracking URI: logs the scan, and reads a ``runs:/`` or
+            ``models:/`` baseline; ``None``: no tracking.
         fail_on_poisoned: End the run failed (red, at the ``verdict`` step) when the partition
             is not clean, after repairing it; ``False``: the run ends green (the verdict is
             still the run's output).
@@ -638,7 +642,9 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
         samples=scanned.outputs["samples"], classes=scanned.outputs["classes"],
         model=scanned.outputs["model"], n_flagged=scanned.outputs["n_flagged"],
         scan_run_id=scanned.outputs["run_id"], dataset_sha256=sha256,
-        baseline_uri=baseline_uri, fallback=fallback, repair_strategy=repair_strategy,
+        # The baseline the scan used, pinned (a models:/ alias may move before the rescan).
+        baseline_uri=scanned.outputs["baseline"], fallback=fallback,
+        repair_strategy=repair_strategy,
         mlflow_tracking_uri=mlflow_tracking_uri, fail_on_poisoned=fail_on_poisoned,
         reducer=reducer, n_components=n_components, n_clusters=n_clusters, analysis=analysis,
         size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
@@ -869,7 +875,8 @@ def main(argv: list[str] | None = None) -> int:
     comp.add_argument("--dataset-credentials-secret", default=None,
                       help="Kubernetes Secret (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) "
                            "that the steps reading dataset_uri get as environment variables "
-                           "(an s3:// dataset)")
+                           "(an s3:// dataset; in the incremental pipeline also its rescan, "
+                           "which reads an s3:// baseline_uri)")
     run = sub.add_parser("run", help="run the pipeline locally (SubprocessRunner)")
     run.add_argument("--dataset", required=True, help="dataset Parquet file")
     run.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: none)")

@@ -46,7 +46,8 @@ def incremental_scan(
     id_column: Optional[str] = None,
     mlflow_tracking_uri: Optional[str] = None,
     dataset_sha256: Optional[str] = None,
-) -> NamedTuple("IncrementalOutputs", verdict=str, run_id=str, n_flagged=int, mode=str):
+) -> NamedTuple("IncrementalOutputs", verdict=str, run_id=str, n_flagged=int, mode=str,
+                baseline=str):
     """Scan the partition at ``dataset_uri`` against the baseline, as ``acgate scan --baseline``.
 
     The baseline's proxy gives the partition's activations, judged against the baseline's
@@ -93,13 +94,14 @@ def incremental_scan(
         image_column: The partition's image column.
         text_column: The partition's text column.
         id_column: A column of unique row ids; ``None``: the row number.
-        mlflow_tracking_uri: Log the scan as an MLflow run (and read a ``runs:/`` baseline);
-            ``None``: no tracking.
+        mlflow_tracking_uri: Log the scan as an MLflow run (and read a ``runs:/`` or
+            ``models:/`` baseline); ``None``: no tracking.
         dataset_sha256: SHA-256 of the partition's bytes (from ``dataset_digest``).
 
     Returns:
-        ``verdict``, ``run_id`` (``""`` untracked), ``n_flagged`` and ``mode``
-        (``"incremental"``, or ``"full"`` after a fallback).
+        ``verdict``, ``run_id`` (``""`` untracked), ``n_flagged``, ``mode``
+        (``"incremental"``, or ``"full"`` after a fallback) and ``baseline``: the baseline it
+        judged against, pinned (a ``models:/`` URI's resolved ``runs:/`` URI), for the rescan.
     """
     parameters = dict(locals())  # the settings, before any other local name exists
     import tempfile
@@ -111,6 +113,7 @@ def incremental_scan(
         copy_file,
         copy_proxy,
         incremental_scan_stage,
+        judged_baseline,
         log_metrics,
         scan_metrics,
         step_config,
@@ -127,10 +130,12 @@ def incremental_scan(
         copy_file(outcome.files["samples"], samples.path)
         copy_file(outcome.files["classes"], classes.path)
         copy_file(outcome.files["report.html"], report.path)
+        pinned = judged_baseline(outcome)  # read from scan.json while the folder exists
     log_metrics(metrics, scan_metrics(outcome))
     verdict, run_id = outcome.result.verdict, outcome.run_id or ""
     mode = outcome.mode
     samples.metadata.update({"verdict": verdict, "run_id": run_id, "mode": mode,
                              "baseline": baseline_uri, "dataset_sha256": dataset_sha256 or ""})
-    outputs = namedtuple("IncrementalOutputs", ["verdict", "run_id", "n_flagged", "mode"])
-    return outputs(verdict, run_id, int(outcome.result.is_poison.sum()), mode)
+    outputs = namedtuple("IncrementalOutputs",
+                         ["verdict", "run_id", "n_flagged", "mode", "baseline"])
+    return outputs(verdict, run_id, int(outcome.result.is_poison.sum()), mode, pinned)

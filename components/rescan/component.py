@@ -43,7 +43,7 @@ def rescan(
     scan_run_id: Optional[str] = None,
     baseline_uri: Optional[str] = None,
     fallback: bool = True,
-) -> NamedTuple("RescanOutputs", verdict=str, run_id=str, n_flagged=int):
+) -> NamedTuple("RescanOutputs", verdict=str, run_id=str, n_flagged=int, mode=str):
     """Scan the repaired dataset with the pipeline's settings and seed (the whole scan, one step).
 
     Args:
@@ -88,7 +88,8 @@ def rescan(
             baseline in full (``incremental_scan``'s ``fallback``).
 
     Returns:
-        The rescan's ``verdict``, its MLflow ``run_id`` (``""`` untracked) and ``n_flagged``.
+        The rescan's ``verdict``, its MLflow ``run_id`` (``""`` untracked), ``n_flagged`` and
+        ``mode`` (``"incremental"``: judged against the baseline; ``"full"``).
     """
     parameters = dict(locals())  # the settings, before any other local name exists
     import tempfile
@@ -110,5 +111,5 @@ def rescan(
     verdict, run_id = outcome.result.verdict, outcome.run_id or ""
     samples.metadata.update({"verdict": verdict, "run_id": run_id, "rescan_of": scan_run_id or "",
                              "dataset_sha256": outcome.dataset_sha256 or ""})
-    outputs = namedtuple("RescanOutputs", ["verdict", "run_id", "n_flagged"])
-    return outputs(verdict, run_id, int(outcome.result.is_poison.sum()))
+    outputs = namedtuple("RescanOutputs", ["verdict", "run_id", "n_flagged", "mode"])
+    return outputs(verdict, run_id, int(outcome.result.is_poison.sum()), outcome.mode)

@@ -18,6 +18,7 @@ def verdict(
     rescan_verdict: str = "",
     rescan_run_id: str = "",
     rescan_n_flagged: int = 0,
+    rescan_mode: str = "",
     model_name: Optional[str] = None,
     model_version: Optional[str] = None,
     fail_on_poisoned: bool = True,
@@ -34,6 +35,8 @@ def verdict(
         rescan_verdict: The rescan's verdict of the repaired data (from ``rescan``).
         rescan_run_id: The rescan's MLflow run.
         rescan_n_flagged: Rows the rescan flagged.
+        rescan_mode: The rescan's ``mode`` (a repaired partition: ``"full"`` when it moved too
+            far from the baseline and was scanned in full).
         model_name: The registered model trained on the scanned data.
         model_version: Its version.
         fail_on_poisoned: ``False``: log the message as a warning and succeed (the run ends
@@ -60,5 +63,5 @@ def verdict(
                          n_flagged=n_flagged, scan_run_id=scan_run_id,
                          repaired_uri=repaired_dataset.uri, rescan_verdict=rescan_verdict,
                          rescan_run_id=rescan_run_id, rescan_n_flagged=rescan_n_flagged,
-                         model_name=model_name,
+                         rescan_mode=rescan_mode, model_name=model_name,
                          model_version=model_version, partition=partition)

@@ -1347,6 +1347,19 @@ def incremental_scan_stage(dataset_uri: str, baseline_uri: str, work_dir: PathLi
     return outcome, staged
 
 
+def judged_baseline(outcome: Any) -> str:
+    """The baseline an incremental scan (or its fallback) was judged against, pinned.
+
+    A ``models:/`` URI's resolved ``runs:/<scan run>/baseline`` (the alias may move before a
+    later step reads it), else the baseline as ``scan.json`` records it.
+
+    Args:
+        outcome: The :class:`acgate.scan.ScanOutcome` of :func:`incremental_scan_stage`.
+    """
+    recorded = json.loads(Path(outcome.files["scan"]).read_text(encoding="utf-8"))["baseline"]
+    return str(recorded.get("resolved") or recorded["folder"])
+
+
 def copy_proxy(model_dir: PathLike, out_dir: PathLike) -> list[Path]:
     """Copy a proxy folder's files (weights, spec, a text proxy's vocabulary) into ``out_dir``.
 
@@ -1375,6 +1388,10 @@ def resolve_baseline(uri: str, *, tracking_uri: str | None = None) -> str:
 
     A registered version's baseline is the one its clearing scan run holds
     (:func:`acgate.mlflow.baseline.baseline_of_model`: ``runs:/<scan run>/baseline``).
+
+    Args:
+        uri: The baseline as the user named it.
+        tracking_uri: The MLflow tracking URI (needed for ``models:/``).
 
     Raises:
         ValueError: A ``models:/`` URI that names no promoted version, or without a tracking URI.
@@ -1777,20 +1794,22 @@ def rescan_stage(repaired_path: PathLike, out_dir: PathLike, config: ScanConfig,
         The :class:`acgate.scan.ScanOutcome`.
 
     Raises:
-        StageInputError: The repaired dataset cannot be scanned.
+        StageInputError: The repaired dataset cannot be scanned (a full rescan).
+        ValueError: With ``baseline_uri``: a baseline that cannot be used, or a repaired
+            partition its proxy cannot read (each message names which).
         acgate.errors.InfrastructureError: The tracking store failed (also after the verdict).
     """
     from acgate.errors import InfrastructureError
     from acgate.scan import run_incremental_scan, run_scan
 
-    with reading("cleaned_dataset", repaired_path):
-        if baseline_uri:
-            outcome = run_incremental_scan(repaired_path, out_dir, baseline_uri, config,
-                                           tracking_uri=tracking_uri or None,
-                                           fallback=fallback, rescan_of=scan_run_id or None)
-        else:
-            outcome = run_scan(repaired_path, out_dir, config,
-                               tracking_uri=tracking_uri or None, rescan_of=scan_run_id or None)
+    if baseline_uri:  # its errors name the baseline or the dataset file themselves
+        outcome = run_incremental_scan(repaired_path, out_dir, baseline_uri, config,
+                                       tracking_uri=tracking_uri or None, fallback=fallback,
+                                       rescan_of=scan_run_id or None)
+    else:
+        with reading("cleaned_dataset", repaired_path):
+            outcome = run_scan(repaired_path, out_dir, config, tracking_uri=tracking_uri or None,
+                               rescan_of=scan_run_id or None)
     if outcome.tracking_error is not None:
         raise InfrastructureError(f"rescan verdict {outcome.result.verdict}, but logging it "
                                   f"failed: {outcome.tracking_error}")
@@ -1800,8 +1819,9 @@ def rescan_stage(repaired_path: PathLike, out_dir: PathLike, config: ScanConfig,
 def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
                     scan_run_id: str | None, repaired_uri: str | None = None,
                     rescan_verdict: str | None = None, rescan_run_id: str | None = None,
-                    rescan_n_flagged: int | None = None, model_name: str | None = None,
-                    model_version: str | None = None, partition: bool = False) -> str:
+                    rescan_n_flagged: int | None = None, rescan_mode: str | None = None,
+                    model_name: str | None = None, model_version: str | None = None,
+                    partition: bool = False) -> str:
     """A one-paragraph account of a run whose data is not clean: what, where, what next.
 
     The next step depends on the rescan: repaired data found clean is what to retrain on;
@@ -1816,6 +1836,8 @@ def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
         rescan_verdict: The rescan's verdict of the repaired data.
         rescan_run_id: The rescan's MLflow run.
         rescan_n_flagged: Rows the rescan flagged.
+        rescan_mode: The rescan's mode: ``"full"`` for a repaired partition that moved too
+            far from the baseline (scanned in full, as the partition alone).
         model_name: The registered model trained on the scanned data.
         model_version: Its version.
         partition: The scan judged a new partition (the incremental pipeline): the message
@@ -1852,7 +1874,9 @@ def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
                     f"again before appending it")
         flagged = (f", {rescan_n_flagged} rows flagged"
                    if rescan_verdict != "clean" and rescan_n_flagged is not None else "")
-        rescanned = (f"rescan of the repaired partition against the baseline: {rescan_verdict}"
+        how = ("scanned in full: it moved too far from the baseline" if rescan_mode == "full"
+               else "against the baseline")
+        rescanned = (f"rescan of the repaired partition {how}: {rescan_verdict}"
                      f"{flagged}" + (f" (run {rescan_run_id})" if rescan_run_id else ""))
         then = ("append the repaired partition, not the one that came" if rescan_verdict ==
                 "clean" else "append neither: review the flagged rows (the scans report them), "

@@ -330,13 +330,18 @@ def test_a_registered_models_alias_names_the_baseline_of_the_scan_that_cleared_i
     client.create_registered_model("proxy-model")
     # (a plain folder as the versions' source: a runs:/ source is resolved through MLflow's
     # default store, which would write mlflow.db into the working folder)
-    promoted, refused = (client.create_model_version("proxy-model", str(published[0]),
-                                                     run_id=scan_run) for _ in range(2))
+    promoted, refused, unpublished = (
+        client.create_model_version("proxy-model", str(published[0]), run_id=scan_run)
+        for _ in range(3))
+    # A clean scan run that logged no baseline (as an acgate scan run).
+    bare_run = client.create_run(client.get_run(scan_run).info.experiment_id).info.run_id
     # The tags the gate writes on each outcome (acgate.mlflow.gate), the alias it moves.
-    for version, outcome in ((promoted, "promoted"), (refused, "refused")):
+    for version, outcome, checked in ((promoted, "promoted", scan_run),
+                                      (refused, "refused", scan_run),
+                                      (unpublished, "promoted", bare_run)):
         client.set_model_version_tag("proxy-model", version.version, GATE_OUTCOME_TAG, outcome)
         client.set_model_version_tag("proxy-model", version.version, GATE_CHECKED_RUN_TAG,
-                                     scan_run)
+                                     checked)
     client.set_registered_model_alias("proxy-model", "champion", promoted.version)
 
     out = split["folder"] / "from-alias"
@@ -354,12 +359,18 @@ def test_a_registered_models_alias_names_the_baseline_of_the_scan_that_cleared_i
     assert recorded["dataset_sha256"] == json.loads(
         (Path(published[0]) / "scan.json").read_text())["dataset_sha256"]
 
-    # A version the gate refused, an alias nobody set, no tracking URI: refused, nothing written.
+    # A version the gate refused, one whose scan run has no baseline, an alias nobody set, no
+    # tracking URI, a malformed alias: refused, nothing written.
     for baseline, extra, message in (
             (f"models:/proxy-model/{refused.version}", ["--tracking-uri", uri],
              "was not promoted by acgate gate"),
-            ("models:/proxy-model@nightly", ["--tracking-uri", uri], "models:/proxy-model@nightly"),
-            ("models:/proxy-model@champion", ["--no-mlflow"], "give the tracking URI")):
+            (f"models:/proxy-model/{unpublished.version}", ["--tracking-uri", uri],
+             f"cleared by scan run {bare_run}, which holds no baseline"),
+            ("models:/proxy-model@nightly", ["--tracking-uri", uri],
+             "'models:/proxy-model@nightly' is not in the tracking store"),
+            ("models:/proxy-model@champion", ["--no-mlflow"], "give the tracking URI"),
+            ("models:/proxy-model@champ ion", ["--tracking-uri", uri],
+             "an alias is letters, digits")):
         target = split["folder"] / "refused-alias"
         run = run_cli(["scan", split["poisoned"], "--baseline", baseline, "--out", target,
                        *extra])

@@ -71,9 +71,11 @@ def test_compile_cli_writes_pipeline_with_all_constructs(tmp_path):
     assert clean_branch and poisoned_branch and clean_branch != poisoned_branch
     # Poisoned: repair -> rescan of the repaired data -> the verdict step that fails the run;
     # nothing is promoted there.
-    # A clean scan publishes its baseline (for the incremental pipeline), beside the gate.
+    # A clean scan publishes its baseline (for the incremental pipeline) before the gate moves
+    # the alias (a models:/<model>@<alias> baseline never names a version without one).
     (clean,) = clean_branch
     assert set(clean["dag"]["tasks"]) == {"gate", "publish-baseline"}
+    assert "publish-baseline" in clean["dag"]["tasks"]["gate"]["dependentTasks"]
     publish = clean["dag"]["tasks"]["publish-baseline"]["inputs"]["artifacts"]
     assert {key: publish[key]["componentInputArtifact"] for key in publish} == {
         "scan": "pipelinechannel--analyze-scan", "samples": "pipelinechannel--analyze-samples",
@@ -364,6 +366,11 @@ def test_the_incremental_pipeline_compiles_with_the_full_pipelines_settings(tmp_
     tasks = dict(_tasks(components, spec["root"]["dag"]))
     assert tasks["incremental-scan"]["cachingOptions"].get("enableCache") is not True
     assert tasks["rescan"]["cachingOptions"].get("enableCache") is not True
+    # The rescan judges against the very baseline the scan used (a models:/ alias resolved
+    # once, by incremental_scan).
+    sub_call = spec["root"]["dag"]["tasks"]["partition-not-clean"]["inputs"]["parameters"]
+    assert sub_call["baseline_uri"]["taskOutputParameter"] == {
+        "producerTask": "incremental-scan", "outputParameterKey": "baseline"}
     for name, _task, dag, parents in _tasks_with_parents(components, spec["root"]["dag"]):
         if name in ("incremental-scan", "repair"):
             assert _parameter_source(components, dag, name, "dataset_sha256",

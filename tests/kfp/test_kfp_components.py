@@ -278,6 +278,10 @@ def test_verdict_step_fails_a_poisoned_run_saying_what_to_do(tmp_path):
         verdict.python_func(**{**partition, "rescan_verdict": "poisoned", "rescan_n_flagged": 3})
     assert "against the baseline: poisoned, 3 rows flagged" in str(raised.value)
     assert "append neither" in str(raised.value)
+    with pytest.raises(PoisonedDataError) as raised:  # moved too far: scanned in full
+        verdict.python_func(**{**partition, "rescan_mode": "full"})
+    assert ("rescan of the repaired partition scanned in full: it moved too far from the "
+            "baseline: clean") in str(raised.value)
     # A scan that could not judge a class is not clean either.
     incomplete = _classes_artifact(tmp_path, ["clean", "skipped"])
     with pytest.raises(PoisonedDataError, match="scan incomplete: class 1 could not be judged"):

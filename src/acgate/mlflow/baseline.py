@@ -26,8 +26,9 @@ from acgate.mlflow.tracking import make_client
 BASELINE_ARTIFACT = "baseline"
 
 _RUNS_URI = re.compile(r"^runs:/([0-9a-zA-Z_-]+)/(.+)$")
-#: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``.
-_MODELS_URI = re.compile(r"^models:/([^/@]+)(?:@([^/@]+)|/([0-9]+))$")
+#: ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` (an alias: letters, digits, ``_``,
+#: ``-``, as MLflow allows).
+_MODELS_URI = re.compile(r"^models:/([^/@]+)(?:@([A-Za-z0-9_-]+)|/([0-9]+))$")
 
 
 def log_baseline(run_id: str, folder: str | Path, *, tracking_uri: str) -> str:
@@ -95,14 +96,19 @@ def baseline_of_model(uri: str, *, tracking_uri: str | None) -> tuple[str, str]:
     ``models:/<name>@<alias>`` (the alias the promotion gate moves: an incremental scan then
     always judges against the data of the model now promoted) or ``models:/<name>/<version>``.
     The version must carry the gate's ``promoted`` outcome; the scan run the gate checked
-    (its ``acgate.gate.checked_run`` tag) holds the baseline its pipeline published.
+    (its ``acgate.gate.checked_run`` tag) must hold the baseline the full pipeline's
+    ``publish_baseline`` step logged (an ``acgate scan`` run has none).
+
+    Args:
+        uri: The ``models:/`` URI.
+        tracking_uri: The MLflow tracking URI of the registry.
 
     Returns:
         ``(runs:/<scan run id>/baseline, "<name> version <v>")``.
 
     Raises:
-        ValueError: Not such a URI, no tracking URI, no such model, alias or version, or a
-            version the gate did not promote.
+        ValueError: Not a ``models:/`` URI, no tracking URI, no such model, alias or version, a
+            version the gate did not promote, or a clearing scan run without a baseline.
         acgate.errors.InfrastructureError: The tracking store cannot be reached.
     """
     from acgate.mlflow.gate import GATE_CHECKED_RUN_TAG, GATE_OUTCOME_TAG
@@ -110,7 +116,7 @@ def baseline_of_model(uri: str, *, tracking_uri: str | None) -> tuple[str, str]:
     found = _MODELS_URI.match(uri or "")
     if not found:
         raise ValueError(f"baseline {uri!r} is not models:/<name>@<alias> or "
-                         f"models:/<name>/<version>")
+                         f"models:/<name>/<version> (an alias is letters, digits, '_' and '-')")
     if not tracking_uri:
         raise ValueError(f"baseline {uri!r} is a registered model's: give the tracking URI "
                          f"(--tracking-uri, mlflow_tracking_uri)")
@@ -125,10 +131,25 @@ def baseline_of_model(uri: str, *, tracking_uri: str | None) -> tuple[str, str]:
     tags = dict(version.tags or {})
     which = f"{name} version {version.version}"
     outcome, scan_run = tags.get(GATE_OUTCOME_TAG), tags.get(GATE_CHECKED_RUN_TAG)
-    if outcome != "promoted" or not scan_run:
+    if outcome != "promoted":
         raise ValueError(f"baseline {uri!r}: {which} was not promoted by acgate gate (its "
                          f"{GATE_OUTCOME_TAG} tag is {outcome!r}): only a version whose "
                          f"training data a clean scan covered names a baseline")
+    if not scan_run:
+        raise ValueError(f"baseline {uri!r}: {which} has no {GATE_CHECKED_RUN_TAG} tag naming "
+                         f"the scan run the gate checked")
+    try:
+        with bounded():
+            published = any(item.path == f"{BASELINE_ARTIFACT}/scan.json"
+                            for item in client.list_artifacts(scan_run, BASELINE_ARTIFACT))
+    except Exception as error:
+        _raise_for(error, tracking_uri, f"scan run {scan_run!r} of {uri!r}",
+                   "listing the baseline")
+    if not published:
+        raise ValueError(f"baseline {uri!r}: {which} was cleared by scan run {scan_run}, which "
+                         f"holds no baseline: only the full pipeline's publish_baseline step "
+                         f"logs one (an acgate scan run does not); name a baseline folder "
+                         f"instead")
     return f"runs:/{scan_run}/{BASELINE_ARTIFACT}", which
 
 
