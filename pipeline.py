@@ -773,6 +773,21 @@ def run_locally(root: str | os.PathLike[str] = "local-runs", *, cache: bool = Fa
             data that is not clean that is the ``verdict`` step (:func:`failed_task`), unless
             ``fail_on_poisoned=False``.
     """
+    import builtins
+
+    # kfp 2.17's local runner indents each task's prints by swapping builtins.print
+    # (kfp/local/logging_utils.py indented_print) from the threads that run parallel tasks: two
+    # of them at once can leave the swapped one in place, and every later print of this
+    # process starts with four spaces. The caller's print comes back whatever happens.
+    original_print = builtins.print
+    try:
+        return _run_locally(root, cache=cache, **arguments)
+    finally:
+        builtins.print = original_print
+
+
+def _run_locally(root: str | os.PathLike[str], *, cache: bool, **arguments: object) -> dict:
+    """:func:`run_locally`'s run."""
     from kfp import local
 
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root),

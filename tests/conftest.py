@@ -6,6 +6,7 @@ the session fixtures that train) runs with ``torch.set_num_threads(1)``.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,6 +31,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run :data:`HEAVY_FILES_FIRST` first (a stable sort: every other test keeps its place)."""
     rank = {name: position for position, name in enumerate(HEAVY_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
+#: The interpreter's print, as the session started.
+_PRINT = builtins.print
+
+
+@pytest.fixture(autouse=True)
+def _print_restored() -> Iterator[None]:
+    # kfp 2.17's local runner swaps builtins.print for an indenting one around each task, from
+    # the threads that run parallel tasks, and can leave it swapped (pipeline.run_locally
+    # restores it; tests that call kfp.local directly may not): a later CLI test on the same
+    # worker would then read "    " before its output.
+    yield
+    builtins.print = _PRINT
 
 
 @pytest.fixture(scope="session", autouse=True)

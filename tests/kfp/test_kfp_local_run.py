@@ -50,6 +50,10 @@ def test_poisoned_run_equals_scan_fails_red_and_is_not_promoted(
                              mlflow_tracking_uri=uri, model_name="digits-poisoned",
                              model_version=version, n_shards=4)
     assert pipeline.failed_task(failed.value) == "verdict", failed.value
+    # The 4 shards ran side by side in kfp's threads, whose per-task print indentation can
+    # stay behind; run_locally gives the caller's print back.
+    import builtins
+    assert builtins.print.__module__ == "builtins", builtins.print
     shards = sorted((tmp_path / "root").glob("*/*-iteration-*/extract-activations/activations"))
     assert len(shards) == 4, shards  # 2,683 rows: three shards of 768 and one of 379
     log = capfd.readouterr().out
