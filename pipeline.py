@@ -469,32 +469,30 @@ def partition_not_clean(
     """
     resources = {"cpu_request": cpu_request, "cpu_limit": cpu_limit,
                  "memory_request": memory_request, "memory_limit": memory_limit}
+    proxy_settings = {"seed": seed, "proxy": proxy, "epochs": epochs, "batch_size": batch_size,
+                      "lr": lr, "hidden": hidden, "max_decoded_bytes": max_decoded_bytes,
+                      "max_tokens": max_tokens, "label_column": label_column,
+                      "image_column": image_column, "text_column": text_column,
+                      "id_column": id_column}
+    detector_settings = dict(  # they act only in a full fallback
+        reducer=reducer, n_components=n_components, n_clusters=n_clusters, analysis=analysis,
+        size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
+        exre_threshold=exre_threshold, source_share_threshold=source_share_threshold,
+        nested_source_share_threshold=nested_source_share_threshold,
+        confusion_threshold=confusion_threshold, segment_by=segment_by,
+        min_class_size=min_class_size, exre_epochs=exre_epochs)
     with dsl.If(scan_verdict != "clean", name="partition-not-clean"):
         repaired = repair(dataset=dataset, samples=samples, model=model,
                           strategy=repair_strategy, mlflow_tracking_uri=mlflow_tracking_uri,
-                          scan_run_id=scan_run_id, dataset_sha256=dataset_sha256, seed=seed,
-                          proxy=proxy, epochs=epochs, batch_size=batch_size, lr=lr,
-                          hidden=hidden, max_decoded_bytes=max_decoded_bytes,
-                          max_tokens=max_tokens, label_column=label_column,
-                          image_column=image_column, text_column=text_column,
-                          id_column=id_column)
+                          scan_run_id=scan_run_id, dataset_sha256=dataset_sha256,
+                          **proxy_settings)
         repaired.set_display_name("repair")
         _set_resources(repaired, **resources)
         _label_mlflow_client(repaired)
         rescanned = rescan(
             repaired_dataset=repaired.outputs["cleaned_dataset"], baseline_uri=baseline_uri,
-            fallback=fallback, reducer=reducer, n_components=n_components,
-            n_clusters=n_clusters, analysis=analysis, size_threshold=size_threshold,
-            silhouette_threshold=silhouette_threshold, exre_threshold=exre_threshold,
-            source_share_threshold=source_share_threshold,
-            nested_source_share_threshold=nested_source_share_threshold,
-            confusion_threshold=confusion_threshold, segment_by=segment_by,
-            min_class_size=min_class_size, exre_epochs=exre_epochs, seed=seed, proxy=proxy,
-            epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden,
-            max_decoded_bytes=max_decoded_bytes, max_tokens=max_tokens,
-            label_column=label_column, image_column=image_column, text_column=text_column,
-            id_column=id_column, mlflow_tracking_uri=mlflow_tracking_uri,
-            scan_run_id=scan_run_id)
+            fallback=fallback, mlflow_tracking_uri=mlflow_tracking_uri,
+            scan_run_id=scan_run_id, **detector_settings, **proxy_settings)
         rescanned.set_display_name("rescan repaired partition")
         _set_resources(rescanned, **resources)
         _label_mlflow_client(rescanned)
@@ -622,15 +620,17 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
     proxy_settings = {"seed": seed, "proxy": proxy, "epochs": epochs, "batch_size": batch_size,
                       "lr": lr, "hidden": hidden, "max_decoded_bytes": max_decoded_bytes,
                       "max_tokens": max_tokens, **columns}
-    scanned = incremental_scan(
-        dataset_uri=dataset_uri, baseline_uri=baseline_uri, fallback=fallback,
+    detector_settings = dict(  # they act only in a full fallback
         reducer=reducer, n_components=n_components, n_clusters=n_clusters, analysis=analysis,
         size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
         exre_threshold=exre_threshold, source_share_threshold=source_share_threshold,
         nested_source_share_threshold=nested_source_share_threshold,
         confusion_threshold=confusion_threshold, segment_by=segment_by,
-        min_class_size=min_class_size, exre_epochs=exre_epochs,
-        mlflow_tracking_uri=mlflow_tracking_uri, dataset_sha256=sha256, **proxy_settings)
+        min_class_size=min_class_size, exre_epochs=exre_epochs)
+    scanned = incremental_scan(
+        dataset_uri=dataset_uri, baseline_uri=baseline_uri, fallback=fallback,
+        mlflow_tracking_uri=mlflow_tracking_uri, dataset_sha256=sha256, **detector_settings,
+        **proxy_settings)
     scanned.set_display_name("incremental scan")
     _set_resources(scanned, **resources)
     _label_mlflow_client(scanned)
@@ -646,12 +646,7 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
         baseline_uri=scanned.outputs["baseline"], fallback=fallback,
         repair_strategy=repair_strategy,
         mlflow_tracking_uri=mlflow_tracking_uri, fail_on_poisoned=fail_on_poisoned,
-        reducer=reducer, n_components=n_components, n_clusters=n_clusters, analysis=analysis,
-        size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
-        exre_threshold=exre_threshold, source_share_threshold=source_share_threshold,
-        nested_source_share_threshold=nested_source_share_threshold,
-        confusion_threshold=confusion_threshold, segment_by=segment_by,
-        min_class_size=min_class_size, exre_epochs=exre_epochs, **proxy_settings, **resources)
+        **detector_settings, **proxy_settings, **resources)
     judged.set_display_name("partition not clean")
 
     outputs = NamedTuple("IncrementalOutputs", samples=dsl.Dataset, verdict=str, run_id=str,

@@ -1863,6 +1863,11 @@ def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
     data = "new partition" if partition else "data"
     if verdict == "clean":
         return f"{data} clean: no row flagged ({run})"
+    # What the rescan found, as both accounts give it: "poisoned, 12 rows flagged (run ...)".
+    rescanned = (f"{rescan_verdict}"
+                 + (f", {rescan_n_flagged} rows flagged"
+                    if rescan_verdict != "clean" and rescan_n_flagged is not None else "")
+                 + (f" (run {rescan_run_id})" if rescan_run_id else ""))
     if partition:
         found = (f"{n_flagged} rows flagged in {listed('poisoned')}" if verdict == "poisoned"
                  else f"{listed('skipped')} could not be judged against the baseline")
@@ -1872,29 +1877,20 @@ def verdict_message(verdict: str, classes_path: PathLike, *, n_flagged: int,
                     f"accepted data unchanged; do not append the partition as it came: review "
                     f"the flagged rows, then scan the repaired partition against the baseline "
                     f"again before appending it")
-        flagged = (f", {rescan_n_flagged} rows flagged"
-                   if rescan_verdict != "clean" and rescan_n_flagged is not None else "")
         how = ("scanned in full: it moved too far from the baseline" if rescan_mode == "full"
                else "against the baseline")
-        rescanned = (f"rescan of the repaired partition {how}: {rescan_verdict}"
-                     f"{flagged}" + (f" (run {rescan_run_id})" if rescan_run_id else ""))
         then = ("append the repaired partition, not the one that came" if rescan_verdict ==
                 "clean" else "append neither: review the flagged rows (the scans report them), "
                 "repair again and rescan")
         return (f"new partition {verdict}: {found} ({run}); repaired partition at "
-                f"{repaired_uri or '(none)'}; {rescanned}; nothing promoted, the accepted data "
-                f"unchanged; {then}")
+                f"{repaired_uri or '(none)'}; rescan of the repaired partition {how}: "
+                f"{rescanned}; nothing promoted, the accepted data unchanged; {then}")
     what = (f"data poisoned: {n_flagged} rows flagged in {listed('poisoned')}"
             if verdict == "poisoned" else
             f"scan {verdict}: {listed('skipped')} could not be judged (too few rows), so the "
             "data is not known to be clean")
-    if rescan_verdict:
-        flagged = (f", {rescan_n_flagged} rows flagged"
-                   if rescan_verdict != "clean" and rescan_n_flagged is not None else "")
-        rescan = f"rescan of the repaired data: {rescan_verdict}{flagged}" + (
-            f" (run {rescan_run_id})" if rescan_run_id else "")
-    else:
-        rescan = "the repaired data was not rescanned"
+    rescan = (f"rescan of the repaired data: {rescanned}" if rescan_verdict
+              else "the repaired data was not rescanned")
     model = (f"model {model_name!r} version {model_version} tagged "
              f"acgate.scan.verdict={verdict}, not promoted" if model_name else
              "model not promoted")
