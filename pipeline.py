@@ -164,6 +164,21 @@ def _dataset_digest_task(dataset_uri: Union[str, pipeline_channel.PipelineChanne
     return digest
 
 
+#: The proxy's inputs (and the data's columns) the incremental pipeline passes on, by name ...
+_PROXY_INPUTS = ("seed", "proxy", "epochs", "batch_size", "lr", "hidden", "max_decoded_bytes",
+                 "max_tokens", "label_column", "image_column", "text_column", "id_column")
+#: ... and the detector's (they act only in a full fallback of a partition's scan or rescan).
+_DETECTOR_INPUTS = ("reducer", "n_components", "n_clusters", "analysis", "size_threshold",
+                    "silhouette_threshold", "exre_threshold", "source_share_threshold",
+                    "nested_source_share_threshold", "confusion_threshold", "segment_by",
+                    "min_class_size", "exre_epochs")
+
+
+def _picked(inputs: dict, names: tuple[str, ...]) -> dict:
+    """The pipeline inputs ``names`` of ``inputs`` (a pipeline function's ``locals()``)."""
+    return {name: inputs[name] for name in names}
+
+
 def _label_mlflow_client(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """Add the pod label :data:`MLFLOW_CLIENT_LABEL` to a task's pod on Kubernetes.
 
@@ -467,20 +482,11 @@ def partition_not_clean(
     condition of a lone ``dsl.If`` at a pipeline's root. Its inputs are the incremental
     pipeline's (:func:`acgate_incremental_pipeline`) and its ``incremental_scan``'s outputs.
     """
+    inputs = dict(locals())  # the pipeline's inputs, before any other local name exists
     resources = {"cpu_request": cpu_request, "cpu_limit": cpu_limit,
                  "memory_request": memory_request, "memory_limit": memory_limit}
-    proxy_settings = {"seed": seed, "proxy": proxy, "epochs": epochs, "batch_size": batch_size,
-                      "lr": lr, "hidden": hidden, "max_decoded_bytes": max_decoded_bytes,
-                      "max_tokens": max_tokens, "label_column": label_column,
-                      "image_column": image_column, "text_column": text_column,
-                      "id_column": id_column}
-    detector_settings = dict(  # they act only in a full fallback
-        reducer=reducer, n_components=n_components, n_clusters=n_clusters, analysis=analysis,
-        size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
-        exre_threshold=exre_threshold, source_share_threshold=source_share_threshold,
-        nested_source_share_threshold=nested_source_share_threshold,
-        confusion_threshold=confusion_threshold, segment_by=segment_by,
-        min_class_size=min_class_size, exre_epochs=exre_epochs)
+    proxy_settings = _picked(inputs, _PROXY_INPUTS)
+    detector_settings = _picked(inputs, _DETECTOR_INPUTS)
     with dsl.If(scan_verdict != "clean", name="partition-not-clean"):
         repaired = repair(dataset=dataset, samples=samples, model=model,
                           strategy=repair_strategy, mlflow_tracking_uri=mlflow_tracking_uri,
@@ -611,22 +617,13 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
         ``samples``, ``verdict``, ``run_id``, ``mode`` (``"incremental"`` or ``"full"``) and
         ``dataset_sha256``.
     """
+    inputs = dict(locals())  # the pipeline's inputs, before any other local name exists
     resources = {"cpu_request": cpu_request, "cpu_limit": cpu_limit,
                  "memory_request": memory_request, "memory_limit": memory_limit}
     sha256 = _dataset_digest_task(dataset_uri, resources).output
 
-    columns = {"label_column": label_column, "image_column": image_column,
-               "text_column": text_column, "id_column": id_column}
-    proxy_settings = {"seed": seed, "proxy": proxy, "epochs": epochs, "batch_size": batch_size,
-                      "lr": lr, "hidden": hidden, "max_decoded_bytes": max_decoded_bytes,
-                      "max_tokens": max_tokens, **columns}
-    detector_settings = dict(  # they act only in a full fallback
-        reducer=reducer, n_components=n_components, n_clusters=n_clusters, analysis=analysis,
-        size_threshold=size_threshold, silhouette_threshold=silhouette_threshold,
-        exre_threshold=exre_threshold, source_share_threshold=source_share_threshold,
-        nested_source_share_threshold=nested_source_share_threshold,
-        confusion_threshold=confusion_threshold, segment_by=segment_by,
-        min_class_size=min_class_size, exre_epochs=exre_epochs)
+    proxy_settings = _picked(inputs, _PROXY_INPUTS)
+    detector_settings = _picked(inputs, _DETECTOR_INPUTS)
     scanned = incremental_scan(
         dataset_uri=dataset_uri, baseline_uri=baseline_uri, fallback=fallback,
         mlflow_tracking_uri=mlflow_tracking_uri, dataset_sha256=sha256, **detector_settings,
