@@ -766,16 +766,24 @@ def run_locally(root: str | os.PathLike[str] = "local-runs", *, cache: bool = Fa
             ``fail_on_poisoned=False``.
     """
     import builtins
+    import logging
 
-    # kfp 2.17's local runner indents each task's prints by swapping builtins.print
-    # (kfp/local/logging_utils.py indented_print) from the threads that run parallel tasks: two
-    # of them at once can leave the swapped one in place, and every later print of this
-    # process starts with four spaces. The caller's print comes back whatever happens.
+    # kfp 2.17's local runner swaps builtins.print for an indenting one, and the root logger's
+    # handlers for one writing to the sys.stdout of that moment, around each task
+    # (kfp/local/logging_utils.py), from the threads that run parallel tasks: two of them at
+    # once can leave the swapped ones in place, so that every later print of this process
+    # starts with four spaces and every later log record goes to a stream that may since
+    # have been closed ("--- Logging error ---"). The caller's print, root handlers and root
+    # level come back whatever happens.
     original_print = builtins.print
+    root_logger = logging.getLogger()
+    original_handlers, original_level = root_logger.handlers[:], root_logger.level
     try:
         return _run_locally(root, cache=cache, **arguments)
     finally:
         builtins.print = original_print
+        root_logger.handlers[:] = original_handlers
+        root_logger.setLevel(original_level)
 
 
 def _run_locally(root: str | os.PathLike[str], *, cache: bool, **arguments: object) -> dict:

@@ -7,6 +7,7 @@ the session fixtures that train) runs with ``torch.set_num_threads(1)``.
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,13 +39,19 @@ _PRINT = builtins.print
 
 
 @pytest.fixture(autouse=True)
-def _print_restored() -> Iterator[None]:
-    # kfp 2.17's local runner swaps builtins.print for an indenting one around each task, from
-    # the threads that run parallel tasks, and can leave it swapped (pipeline.run_locally
-    # restores it; tests that call kfp.local directly may not): a later CLI test on the same
-    # worker would then read "    " before its output.
+def _print_and_root_logger_restored() -> Iterator[None]:
+    # kfp 2.17's local runner swaps builtins.print for an indenting one, and the root logger's
+    # handlers for one writing to the sys.stdout of that moment, around each task, from the
+    # threads that run parallel tasks, and can leave them swapped (pipeline.run_locally
+    # restores both; tests that call kfp.local directly may not): a later CLI test on the same
+    # worker would then read "    " before its output, or "--- Logging error ---" from a
+    # handler whose stream (an earlier test's captured stdout) is closed.
     yield
     builtins.print = _PRINT
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if type(handler.formatter).__module__ == "kfp.local.logging_utils":
+            root.removeHandler(handler)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,6 +8,7 @@ beside other work); the clean run is marked slow.
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 import mlflow
@@ -45,15 +46,18 @@ def test_poisoned_run_equals_scan_fails_red_and_is_not_promoted(
     # A poisoned verdict is not a green run: the verdict step fails it, after the repair and
     # the rescan. Extraction in 4 shards (issue 22): the same flags, numbers and GX outcomes
     # as the CLI's scan, which extracts in one pass (so do the runs below with one shard).
+    root_handlers = logging.getLogger().handlers[:]
     with pytest.raises(RuntimeError) as failed:
         pipeline.run_locally(tmp_path / "root", dataset_uri=str(data), epochs=3, seed=0,
                              mlflow_tracking_uri=uri, model_name="digits-poisoned",
                              model_version=version, n_shards=4)
     assert pipeline.failed_task(failed.value) == "verdict", failed.value
-    # The 4 shards ran side by side in kfp's threads, whose per-task print indentation can
-    # stay behind; run_locally gives the caller's print back.
+    # The 4 shards ran side by side in kfp's threads, whose per-task print indentation and
+    # root log handler (writing to this test's captured stdout, closed after it) can stay
+    # behind; run_locally gives the caller's print and root handlers back.
     import builtins
     assert builtins.print.__module__ == "builtins", builtins.print
+    assert logging.getLogger().handlers == root_handlers
     shards = sorted((tmp_path / "root").glob("*/*-iteration-*/extract-activations/activations"))
     assert len(shards) == 4, shards  # 2,683 rows: three shards of 768 and one of 379
     log = capfd.readouterr().out
