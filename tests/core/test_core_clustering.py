@@ -27,3 +27,32 @@ def test_reduced_activations_do_not_keep_the_svd_alive():
                                n_components=10)
     assert clustering.reduced.shape == (500, 10)
     assert clustering.reduced.base is None or clustering.reduced.base.size == 500 * 10
+
+
+def test_segment_rows_lists_each_segment_in_sample_id_order():
+    from acgate.core.detect import segment_rows
+
+    rng = np.random.default_rng(3)
+    sample_ids = rng.permutation(500) * 7 + 11  # unsorted, not row numbers
+    segments = rng.integers(0, 6, size=500)
+    segments[segments == 4] = 9  # a gap in the segment values
+    rows = segment_rows(sample_ids, segments)
+    assert list(rows) == [0, 1, 2, 3, 5, 9]
+    assert sum(len(part) for part in rows.values()) == 500
+    for segment, part in rows.items():
+        assert (segments[part] == segment).all()
+        assert (np.diff(sample_ids[part]) > 0).all()  # canonical order: by sample id
+    assert set(np.concatenate(list(rows.values())).tolist()) == set(range(500))
+
+
+def test_the_silhouette_of_a_large_class_is_taken_on_a_seeded_sample():
+    from acgate.core.clustering import SILHOUETTE_SAMPLE_SIZE, silhouette
+
+    rng = np.random.default_rng(0)
+    n = 3 * SILHOUETTE_SAMPLE_SIZE
+    points = np.concatenate([rng.normal(0, 1, (n - 300, 4)), rng.normal(6, 1, (300, 4))])
+    clusters = np.r_[np.zeros(n - 300, int), np.ones(300, int)]
+    sampled = silhouette(points, clusters, random_state=0)
+    assert sampled == silhouette(points, clusters, random_state=0)  # seeded
+    whole = silhouette(points, clusters, random_state=0, sample_size=n)
+    assert sampled != whole and abs(sampled - whole) < 0.03

@@ -212,10 +212,13 @@ def detector_params(analysis: str, thresholds: Thresholds, *, reducer: str, n_co
 
 
 def segment_rows(sample_ids: np.ndarray, segments: np.ndarray) -> dict[int, np.ndarray]:
-    """Row positions of each segment, in canonical (sample-id) order."""
-    order = np.argsort(sample_ids, kind="stable")
-    ordered_segments = segments[order]
-    return {int(s): order[ordered_segments == s] for s in np.unique(segments)}
+    """Row positions of each segment, in canonical (sample-id) order.
+
+    One stable sort by (segment, sample id) and a split, not a pass over every row per segment.
+    """
+    order = np.lexsort((sample_ids, segments))
+    values, starts = np.unique(segments[order], return_index=True)
+    return {int(s): part for s, part in zip(values, np.split(order, starts[1:]), strict=True)}
 
 
 def cluster_classes(
