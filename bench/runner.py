@@ -39,6 +39,7 @@ from bench.experiments import (
     reducers,
     repair_mnist,
     scale,
+    scan_breakdown,
     shards,
     size_threshold,
     source_share,
@@ -63,10 +64,12 @@ EXPERIMENTS: dict[str, Callable[[BenchSettings], str]] = {
     "incremental": incremental.section,
     "shards": shards.section,
     "bounded_class": bounded_class.section,
+    "scan_breakdown": scan_breakdown.section,
 }
 #: Left out of ``--quick`` (MNIST-scale data, ART, or long).
 NOT_IN_QUICK = ("mnist", "art", "repair_mnist", "multimodal", "art_scale", "beyond_mnist",
-                "candidates", "one_flow", "incremental", "shards", "bounded_class")
+                "candidates", "one_flow", "incremental", "shards", "bounded_class",
+                "scan_breakdown")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
