@@ -807,10 +807,12 @@ def run_incremental_scan(
         source = str(Path(source.removeprefix("file://")).resolve())
     inputs = (Path(dataset_path), *((Path(source),) if local else ()))
     _check_before_work(Path(out_dir), inputs, config, tracking_uri)
-    resolved = resolve_baseline(source, tracking_uri=tracking_uri)  # models:/: its scan run's
+    # models:/: its scan run's baseline, and the version the alias named
+    resolved, model_version = resolve_baseline(source, tracking_uri=tracking_uri)
     with baseline_folder(resolved, tracking_uri=tracking_uri) as folder:
         return _incremental_scan(Path(dataset_path), Path(out_dir), folder, source, config,
                                  resolved="" if resolved == source else resolved,
+                                 model_version=model_version,
                                  tracking_uri=tracking_uri, experiment=experiment,
                                  modality=modality, report=report, overwrite=overwrite,
                                  fallback=fallback, dataset_uri=dataset_uri,
@@ -821,7 +823,7 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
                       config: ScanConfig, *, tracking_uri: str | None, experiment: str,
                       modality: str | None, report: bool, overwrite: bool,
                       fallback: bool, dataset_uri: str | None, resolved: str = "",
-                      rescan_of: str | None = None) -> ScanOutcome:
+                      model_version: str = "", rescan_of: str | None = None) -> ScanOutcome:
     """:func:`run_incremental_scan` on a local baseline folder (``source``: as named)."""
     from acgate.io.output import output_folder
     from acgate.stages import (
@@ -835,7 +837,8 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
     started_at = time.time()
     inputs = (dataset_path, baseline)
     # No accepted scan: refused before any work.
-    accepted = read_baseline(baseline, source=source, resolved=resolved)
+    accepted = read_baseline(baseline, source=source, resolved=resolved,
+                             model_version=model_version)
     timings = _Laps()
     modality, gx_dataset, dataset, config, dataset_sha256 = _read_validated(
         dataset_path, modality, config, timings)
