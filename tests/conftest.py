@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 from threads import torch_threads
 
-#: Test files that take about a minute or more (measured under ``make test``: 286, 95, 74, 65,
-#: 59, 55 s), heaviest first. They start first, so that under ``make test`` (``-n 2 --dist
+#: Test files that take about a minute or more, heaviest first (under ``make test`` on a loaded
+#: 2-core machine: the nightly re-scan 305 s, the 4-shard poisoned run 153 s, then 149, 97 s
+#: ...; the nightly re-scan has a file of its own so that the two longest tests can run on
+#: different workers). They start first, so that under ``make test`` (``-n 2 --dist
 #: loadfile``: a file runs whole on one worker) no worker is left with one of them at the end
 #: while the other idles; the order inside a file is kept.
 HEAVY_FILES_FIRST = (
+    "tests/kfp/test_kfp_nightly.py",
     "tests/kfp/test_kfp_local_run.py",
     "tests/beyond/test_beyond_attack_matrix.py",
     "tests/mlflow/test_mlflow_outages.py",

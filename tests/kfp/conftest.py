@@ -41,6 +41,12 @@ def register_version(client, name: str, training_data_sha256: str | None = None)
 
 
 @pytest.fixture
+def one_thread(monkeypatch):
+    """Pipeline subprocesses train with one torch thread, like the in-process reference scan."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture
 def mlflow_store(tmp_path):
     """A real SQLite tracking + registry store in ``tmp_path``: ``(uri, client)``."""
     from acgate.mlflow.tracking import default_tracking_uri, make_client

@@ -20,12 +20,6 @@ import pipeline
 SEED = 3  # the split's: the accepted data scans clean with it
 
 
-@pytest.fixture
-def one_thread(monkeypatch):
-    """Pipeline subprocesses train with one torch thread, like the in-process reference scan."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
 @pytest.mark.slow
 def test_a_clean_full_run_publishes_the_baseline_the_incremental_pipeline_judges_against(
         tmp_path, digits_partitions, one_thread, mlflow_store, incremental_pipeline_runs):
