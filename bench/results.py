@@ -63,7 +63,9 @@ and `scan_breakdown` ran on 2026-12-05 on the idle 2-core machine.
   go on: the silhouette is now taken on 1,000 rows instead of 4,000 (same flags on all 43
   activation sets of the attack matrix's cells, silhouettes within 0.021); the ten k-means
   restarts per class are what is left, and they decide flags: 3 restarts changed the flagged
-  classes of 7 of those 43 sets, 1 restart of 20. The floor's F1 here is luck on easy data,
+  classes of 7 of those 43 sets, 1 restart of 20. ART clusters each class with one
+  MiniBatchKMeans run (`activation_defence.py`, scikit-learn's `n_init="auto"`), so ten full
+  restarts cannot be 2x faster than it. The floor's F1 here is luck on easy data,
   not a detector (it flags a class whenever a 2-split is uneven). The default scan of MNIST
   60k takes 2.84x one proxy training (67 s proxy, 14 s extraction, two retrains 49 + 43 s,
   the rest ~15 s): target <= 1.5x **MISSED**; the retrains are the analysis (the candidates',
