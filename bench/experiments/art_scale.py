@@ -302,6 +302,8 @@ def section(settings: BenchSettings) -> str:
     import art
     import torch
 
+    from acgate.core.clustering import SILHOUETTE_SAMPLE_SIZE
+
     torch.set_num_threads(settings.threads)  # the machine line reports the parent's threads
     sizes = QUICK_SIZES if settings.quick else SIZES
     cells: dict[tuple[str, int], dict[str, Any]] = {}
@@ -334,8 +336,8 @@ def section(settings: BenchSettings) -> str:
         "unconditionally (`clustering_analyzer.analyze_by_size`: no size or silhouette cut), "
         "so this data, where every class carries 5% poison, is its best case; on an "
         "unpoisoned class it still flags a cluster. acgate's `size-silhouette` also computes a "
-        "silhouette per class (on a seeded 4,000-point sample), which ART's `smaller` "
-        "skips.\n\n"
+        f"silhouette per class (on a seeded {SILHOUETTE_SAMPLE_SIZE:,}-point sample), which "
+        "ART's `smaller` skips.\n\n"
         f"Each run is a fresh subprocess ({settings.threads} thread(s): `OMP_NUM_THREADS`, "
         "torch); seconds = median of "
         f"{REPEATS_SMALL} runs below {LARGE_ROWS:,} rows, {REPEATS_LARGE} run at "

@@ -56,3 +56,27 @@ def test_the_silhouette_of_a_large_class_is_taken_on_a_seeded_sample():
     assert sampled == silhouette(points, clusters, random_state=0)  # seeded
     whole = silhouette(points, clusters, random_state=0, sample_size=n)
     assert sampled != whole and abs(sampled - whole) < 0.03
+
+
+def test_segment_rows_of_no_rows_and_of_one_segment():
+    from acgate.core.detect import segment_rows
+
+    assert segment_rows(np.zeros(0, np.int64), np.zeros(0, np.int64)) == {}
+    rows = segment_rows(np.array([30, 10, 20]), np.array([4, 4, 4]))
+    assert list(rows) == [4] and rows[4].tolist() == [1, 2, 0]
+
+
+def test_a_small_cluster_is_never_left_out_of_the_silhouette_sample():
+    from sklearn.metrics import silhouette_score
+
+    from acgate.core.clustering import silhouette
+
+    # 12 rows of 6,000: a uniform 1,000-row sample holds none of them 11% of the time (the
+    # score would be undefined and a size-silhouette class left unflagged).
+    rng = np.random.default_rng(1)
+    points = np.concatenate([rng.normal(0, 1, (5988, 4)), rng.normal(5, 1, (12, 4))])
+    clusters = np.r_[np.zeros(5988, int), np.ones(12, int)]
+    exact = silhouette_score(points, clusters)
+    for seed in range(20):
+        score = silhouette(points, clusters, random_state=seed)
+        assert score is not None and abs(score - exact) < 0.02, (seed, score, exact)

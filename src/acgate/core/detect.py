@@ -217,8 +217,13 @@ def segment_rows(sample_ids: np.ndarray, segments: np.ndarray) -> dict[int, np.n
     One stable sort by (segment, sample id) and a split, not a pass over every row per segment.
     """
     order = np.lexsort((sample_ids, segments))
-    values, starts = np.unique(segments[order], return_index=True)
-    return {int(s): part for s, part in zip(values, np.split(order, starts[1:]), strict=True)}
+    if not len(order):
+        return {}
+    ordered = segments[order]
+    starts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    return {int(part_segments[0]): part
+            for part, part_segments in zip(np.split(order, starts), np.split(ordered, starts),
+                                           strict=True)}
 
 
 def cluster_classes(
