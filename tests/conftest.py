@@ -37,8 +37,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
-#: The interpreter's print, as the session started.
+#: The interpreter's print and the root logger's level, as the session started.
 _PRINT = builtins.print
+_ROOT_LEVEL = logging.getLogger().level
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +56,7 @@ def _print_and_root_logger_restored() -> Iterator[None]:
     for handler in root.handlers[:]:
         if type(handler.formatter).__module__ == "kfp.local.logging_utils":
             root.removeHandler(handler)
+            root.setLevel(_ROOT_LEVEL)  # kfp's INFO came with it
 
 
 @pytest.fixture(scope="session", autouse=True)

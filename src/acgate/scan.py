@@ -771,7 +771,7 @@ def run_incremental_scan(
             through ``tracking_uri``), or ``models:/<name>@<alias>`` (``/<version>``): the
             baseline of the scan that cleared that registered version for the promotion gate,
             so a nightly incremental scan follows the promoted model (``scan.json`` records
-            the ``runs:/`` URI it resolved to).
+            the ``runs:/`` URI it resolved to and the model version the alias named then).
         config: Scan settings (the detector's are used by a full fallback only).
         tracking_uri: MLflow tracking URI; ``None`` turns tracking off.
         experiment: MLflow experiment name.
@@ -808,11 +808,11 @@ def run_incremental_scan(
     inputs = (Path(dataset_path), *((Path(source),) if local else ()))
     _check_before_work(Path(out_dir), inputs, config, tracking_uri)
     # models:/: its scan run's baseline, and the version the alias named
-    resolved, model_version = resolve_baseline(source, tracking_uri=tracking_uri)
+    resolved, model = resolve_baseline(source, tracking_uri=tracking_uri)
     with baseline_folder(resolved, tracking_uri=tracking_uri) as folder:
         return _incremental_scan(Path(dataset_path), Path(out_dir), folder, source, config,
                                  resolved="" if resolved == source else resolved,
-                                 model_version=model_version,
+                                 model=model,
                                  tracking_uri=tracking_uri, experiment=experiment,
                                  modality=modality, report=report, overwrite=overwrite,
                                  fallback=fallback, dataset_uri=dataset_uri,
@@ -823,7 +823,8 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
                       config: ScanConfig, *, tracking_uri: str | None, experiment: str,
                       modality: str | None, report: bool, overwrite: bool,
                       fallback: bool, dataset_uri: str | None, resolved: str = "",
-                      model_version: str = "", rescan_of: str | None = None) -> ScanOutcome:
+                      model: tuple[str, str] | None = None,
+                      rescan_of: str | None = None) -> ScanOutcome:
     """:func:`run_incremental_scan` on a local baseline folder (``source``: as named)."""
     from acgate.io.output import output_folder
     from acgate.stages import (
@@ -837,8 +838,7 @@ def _incremental_scan(dataset_path: Path, out_dir: Path, baseline: Path, source:
     started_at = time.time()
     inputs = (dataset_path, baseline)
     # No accepted scan: refused before any work.
-    accepted = read_baseline(baseline, source=source, resolved=resolved,
-                             model_version=model_version)
+    accepted = read_baseline(baseline, source=source, resolved=resolved, model=model)
     timings = _Laps()
     modality, gx_dataset, dataset, config, dataset_sha256 = _read_validated(
         dataset_path, modality, config, timings)

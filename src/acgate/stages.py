@@ -1072,8 +1072,8 @@ class Baseline:
             ``models:/``); ``""``: ``folder``.
         resolved: What ``source`` named when it was read (a ``models:/`` URI's
             ``runs:/<scan run>/baseline``); ``""``: ``source`` itself.
-        model_version: The registered version a ``models:/`` ``source`` named then
-            (``"<model> version <n>"``); ``""`` otherwise.
+        model: ``(name, version)`` of the registered model version a ``models:/`` ``source``
+            named when it was read (an alias moves later); ``None`` otherwise.
     """
 
     folder: Path
@@ -1082,7 +1082,7 @@ class Baseline:
     spec: Mapping[str, Any]
     source: str = ""
     resolved: str = ""
-    model_version: str = ""
+    model: tuple[str, str] | None = None
 
     @property
     def named(self) -> str:
@@ -1093,7 +1093,8 @@ class Baseline:
     def record(self) -> dict[str, Any]:
         """What a scan judged against it records (``scan.json``'s ``"baseline"``)."""
         return {"folder": self.named, **({"resolved": self.resolved} if self.resolved else {}),
-                **({"model_version": self.model_version} if self.model_version else {}),
+                **({"model": self.model[0], "model_version": self.model[1]}
+                   if self.model else {}),
                 "dataset": self.info.get("dataset"),
                 "dataset_sha256": self.info.get("dataset_sha256")}
 
@@ -1123,7 +1124,7 @@ def _scan_seed(info: Mapping[str, Any]) -> int:
 
 
 def read_baseline(baseline_dir: PathLike, *, source: str = "", resolved: str = "",
-                  model_version: str = "") -> Baseline:
+                  model: tuple[str, str] | None = None) -> Baseline:
     """An accepted baseline, read once (its reference built from its kept rows).
 
     ``baseline_dir`` is the output folder of a clean full scan (``acgate scan``: its
@@ -1138,7 +1139,7 @@ def read_baseline(baseline_dir: PathLike, *, source: str = "", resolved: str = "
             in errors and recorded; ``""``: the folder.
         resolved: What ``source`` named when it was fetched (:func:`resolve_baseline`), recorded
             when it differs; ``""``: ``source`` itself.
-        model_version: The registered version a ``models:/`` ``source`` named then, recorded.
+        model: ``(name, version)`` a ``models:/`` ``source`` named then, recorded.
 
     Raises:
         ValueError: The folder is not a complete full scan with its proxy, or its verdict is not
@@ -1190,7 +1191,7 @@ def read_baseline(baseline_dir: PathLike, *, source: str = "", resolved: str = "
         reference = build_reference(table.activations, table.labels, keep=keep,
                                     predictions=table.predictions, random_state=_scan_seed(info))
     return Baseline(folder=folder, reference=reference, info=info, spec=spec, source=source,
-                    resolved=resolved, model_version=model_version)
+                    resolved=resolved, model=model)
 
 
 def publish_baseline_stage(scan_path: PathLike, samples_path: PathLike,
@@ -1389,7 +1390,8 @@ def is_local_baseline(uri: str) -> bool:
             and not uri.startswith(("runs:/", "models:/")))
 
 
-def resolve_baseline(uri: str, *, tracking_uri: str | None = None) -> tuple[str, str]:
+def resolve_baseline(uri: str, *, tracking_uri: str | None = None
+                     ) -> tuple[str, tuple[str, str] | None]:
     """Where the baseline ``uri`` is fetched from: ``uri``, or the baseline a ``models:/`` names.
 
     A registered version's baseline is the one its clearing scan run holds
@@ -1400,21 +1402,21 @@ def resolve_baseline(uri: str, *, tracking_uri: str | None = None) -> tuple[str,
         tracking_uri: The MLflow tracking URI (needed for ``models:/``).
 
     Returns:
-        ``(where, model_version)``: the URI to fetch, and for a ``models:/`` URI the version it
-        named when resolved (``"<model> version <n>"``; an alias moves later), else ``""``.
+        ``(where, model)``: the URI to fetch, and for a ``models:/`` URI the ``(name,
+        version)`` it named when resolved (an alias moves later), else ``None``.
 
     Raises:
         ValueError: A ``models:/`` URI that names no promoted version, or without a tracking URI.
         acgate.errors.InfrastructureError: The tracking store cannot be reached.
     """
     if not uri.startswith("models:/"):
-        return uri, ""
+        return uri, None
     from acgate.mlflow.baseline import baseline_of_model
 
-    resolved, which = baseline_of_model(uri, tracking_uri=tracking_uri)
-    logger.info("baseline %s: %s, cleared by the scan whose baseline is %s", uri, which,
-                resolved)
-    return resolved, which
+    resolved, name, version = baseline_of_model(uri, tracking_uri=tracking_uri)
+    logger.info("baseline %s: %s version %s, cleared by the scan whose baseline is %s", uri,
+                name, version, resolved)
+    return resolved, (name, version)
 
 
 @contextlib.contextmanager
@@ -1589,6 +1591,7 @@ def _baseline_params(info: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     params = {"scan.mode": info.get("mode", "full"), "scan.baseline": baseline.get("folder"),
               "scan.baseline_resolved": baseline.get("resolved"),
+              "scan.baseline_model": baseline.get("model"),
               "scan.baseline_model_version": baseline.get("model_version"),
               "scan.baseline_dataset_sha256": baseline.get("dataset_sha256"),
               "scan.shift_reason": info.get("shift_reason")}

@@ -352,15 +352,17 @@ def test_a_registered_models_alias_names_the_baseline_of_the_scan_that_cleared_i
     assert recorded["folder"] == "models:/proxy-model@champion"
     assert recorded["resolved"] == runs_uri
     # the version the alias named then (the alias may move; the record must not)
-    version_named = f"proxy-model version {promoted.version}"
-    assert recorded["model_version"] == version_named
+    assert (recorded["model"], recorded["model_version"]) == ("proxy-model",
+                                                              str(promoted.version))
     logged = client.get_run(json.loads(run.stdout)["mlflow_run_id"]).data.params
     assert logged["scan.baseline"] == "models:/proxy-model@champion"
     assert logged["scan.baseline_resolved"] == runs_uri
-    assert logged["scan.baseline_model_version"] == version_named
+    assert (logged["scan.baseline_model"], logged["scan.baseline_model_version"]) == (
+        "proxy-model", str(promoted.version))
     page = (out / "report.html").read_text(encoding="utf-8")
     assert f"<th>baseline resolved to</th><td>{runs_uri}</td>" in page
-    assert f"<th>baseline&#x27;s model version</th><td>{version_named}</td>" in page
+    assert (f"<th>baseline&#x27;s model</th><td>proxy-model version {promoted.version}</td>"
+            in page)
     assert recorded["dataset_sha256"] == json.loads(
         (Path(published[0]) / "scan.json").read_text())["dataset_sha256"]
 

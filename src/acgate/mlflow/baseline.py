@@ -90,7 +90,7 @@ def download_baseline(uri: str, destination: str | Path, *, tracking_uri: str | 
     return Path(local)
 
 
-def baseline_of_model(uri: str, *, tracking_uri: str | None) -> tuple[str, str]:
+def baseline_of_model(uri: str, *, tracking_uri: str | None) -> tuple[str, str, str]:
     """The baseline of the scan that cleared a registered model version's training data.
 
     ``models:/<name>@<alias>`` (the alias the promotion gate moves: an incremental scan then
@@ -104,7 +104,7 @@ def baseline_of_model(uri: str, *, tracking_uri: str | None) -> tuple[str, str]:
         tracking_uri: The MLflow tracking URI of the registry.
 
     Returns:
-        ``(runs:/<scan run id>/baseline, "<name> version <v>")``.
+        ``(runs:/<scan run id>/baseline, model name, version number)``.
 
     Raises:
         ValueError: Not a ``models:/`` URI, no tracking URI, no such model, alias or version, a
@@ -150,7 +150,7 @@ def baseline_of_model(uri: str, *, tracking_uri: str | None) -> tuple[str, str]:
                          f"holds no baseline: only the full pipeline's publish_baseline step "
                          f"logs one (an acgate scan run does not); name a baseline folder "
                          f"instead")
-    return f"runs:/{scan_run}/{BASELINE_ARTIFACT}", which
+    return f"runs:/{scan_run}/{BASELINE_ARTIFACT}", name, str(version.version)
 
 
 def _raise_for(error: Exception, tracking_uri: str, what: str, doing: str) -> None:

@@ -416,7 +416,9 @@ def _metadata_section(result: DetectionResult, context: _Context) -> str:
         rows.append(("mode", info.get("mode")))
         rows.append(("baseline scan", baseline.get("folder")))
         rows.append(("baseline resolved to", baseline.get("resolved")))  # models:/ -> runs:/
-        rows.append(("baseline's model version", baseline.get("model_version")))
+        if baseline.get("model"):  # the registered version a models:/ alias named then
+            rows.append(("baseline's model",
+                         f"{baseline['model']} version {baseline.get('model_version')}"))
         rows.append(("shifted from the baseline", info.get("shift_reason")))
     if context.proxy is not None and context.proxy.get("train_accuracy") is not None:
         rows.append(("proxy train accuracy", f"{float(context.proxy['train_accuracy']):.3f}"))
