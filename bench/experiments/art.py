@@ -25,6 +25,13 @@ from bench.common import BenchSettings, markdown_table, table_header
 REPEATS = int(os.environ.get("ACGATE_BENCH_ART_REPEATS", "3"))
 #: Rows of calls under a few seconds get more repeats: their medians make the speed-ups.
 FAST_REPEATS = max(REPEATS, 7)
+#: Rows whose median seconds the speed-up columns divide by acgate's activations-only row.
+ART_DEFAULT_ROW = "ART defaults fed the 128-d hidden layer"
+ART_FASTICA_ROW = "ART FastICA 10 + `relative-size`, 128-d hidden layer"
+ACGATE_FAST_ROW = "acgate, analysis=size-silhouette (no retrain, like ART)"
+FLOOR_ROW = "the dozen-line floor: PCA 10 + 2-means (3 inits) + smaller cluster if < 35%"
+#: Rows of calls under a few seconds: more repeats (their medians make the speed-ups).
+FAST_ROWS = (ART_DEFAULT_ROW, ART_FASTICA_ROW, ACGATE_FAST_ROW, FLOOR_ROW)
 
 
 def _art_classifier(model: Any) -> Any:
@@ -122,10 +129,10 @@ def _methods(model: Any, images: np.ndarray, labels: np.ndarray, hidden: np.ndar
          "ART's own forward pass (logits) + its detection",
          _art_call(classifier, images, labels, None, cluster_analysis="silhouette-scores",
                    **paper)),
-        ("ART defaults fed the 128-d hidden layer",
+        (ART_DEFAULT_ROW,
          "segmenting the given activations + detection",
          _art_call(classifier, images, labels, hidden)),
-        ("ART FastICA 10 + `relative-size`, 128-d hidden layer",
+        (ART_FASTICA_ROW,
          "segmenting the given activations + detection",
          _art_call(classifier, images, labels, hidden, cluster_analysis="relative-size",
                    **paper)),
@@ -136,19 +143,14 @@ def _methods(model: Any, images: np.ndarray, labels: np.ndarray, hidden: np.ndar
         ("acgate defaults (PCA 10, stable candidates, exclusionary reclassification)",
          "`detect` incl. its proxy retrain (2 epochs, fresh each run) without the candidates",
          _acgate_call(hidden, labels, retrain, predictions, analysis="auto")),
-        ("acgate, analysis=size-silhouette (no retrain, like ART)",
+        (ACGATE_FAST_ROW,
          "`detect` on the given activations",
          _acgate_call(hidden, labels, None, analysis="size-silhouette")),
-        ("the dozen-line floor: PCA 10 + 2-means (3 inits) + smaller cluster if < 35%",
+        (FLOOR_ROW,
          "segmenting the given activations + detection",
          _floor_call(hidden, labels)),
     ]
 
-
-#: Rows whose median seconds the speed-up columns divide by acgate's activations-only row.
-ART_DEFAULT_ROW = "ART defaults fed the 128-d hidden layer"
-ART_FASTICA_ROW = "ART FastICA 10 + `relative-size`, 128-d hidden layer"
-ACGATE_FAST_ROW = "acgate, analysis=size-silhouette (no retrain, like ART)"
 
 
 def _prepare(rate: float | None) -> dict[str, Any]:
@@ -204,8 +206,8 @@ def section(settings: BenchSettings) -> str:
                        poisoned["hidden"], poisoned["retrain"], poisoned["predictions"])
     medians: dict[str, float] = {}
     for name, includes, call in methods:
-        fast = name in (ART_DEFAULT_ROW, ART_FASTICA_ROW, ACGATE_FAST_ROW) or "floor" in name
-        flags, seconds, error = _measure(name, call, FAST_REPEATS if fast else REPEATS, errors)
+        repeats = FAST_REPEATS if name in FAST_ROWS else REPEATS
+        flags, seconds, error = _measure(name, call, repeats, errors)
         if flags is None:
             rows.append([name, "crash", "crash", "crash", "-", "-", includes])
         else:

@@ -71,7 +71,9 @@ def section(settings: BenchSettings) -> str:
         logger.removeHandler(retrain_log)
         logger.setLevel(previous_level)
     timings = dict(outcome.timings)
-    proxy = timings.get("train_proxy", float("nan"))
+    proxy = float(timings.get("train_proxy") or 0.0)
+    if proxy <= 0:  # the ratio's denominator: a renamed stage must not print "nanx"
+        raise RuntimeError(f"run_scan's timings have no train_proxy stage: {sorted(timings)}")
     retrain_seconds = sum(seconds for _, seconds in retrain_log.retrains)
     rows = [[stage, seconds, f"{seconds / proxy:.2f}x"] for stage, seconds in timings.items()]
     rows += [[f"of which retrain {i + 1} (on {n:,} rows)", seconds, f"{seconds / proxy:.2f}x"]
