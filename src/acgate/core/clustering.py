@@ -43,13 +43,10 @@ MINIBATCH_CUTOFF = 250_000
 SILHOUETTE_SAMPLE_SIZE = 1_000
 #: ... of which every cluster gets at least this many rows (all of a smaller one).
 SILHOUETTE_MIN_PER_CLUSTER = 50
-#: k-means restarts (k-means++ seeds) of the stable candidates' levels, whose boundaries are
-#: compared level to level ...
-STABLE_KMEANS_INITS = 10
-#: ... and of a fixed or silhouette-chosen k (``n_clusters=2``, ``"auto"``). Not fewer: on the
-#: same 43 activation sets 3 restarts changed the flagged classes of 7, 1 restart of 20
-#: (k = 2 splits of a class without poison have near-equal optima).
-FIXED_KMEANS_INITS = 10
+#: k-means restarts (k-means++ seeds) of every clustering. Not fewer: on the same 43 activation
+#: sets 3 restarts changed the flagged classes of ``detect(analysis="size-silhouette")`` on 7,
+#: 1 restart on 20 (k = 2 splits of a class without poison have near-equal optima).
+KMEANS_INITS = 10
 #: ``n_clusters="auto"`` tries k = 2 .. this many clusters and keeps the best silhouette.
 MAX_AUTO_CLUSTERS = 4
 #: ``n_clusters="stable"``: candidate levels k = 2 .. this many clusters.
@@ -213,15 +210,15 @@ def silhouette(reduced: np.ndarray, clusters: np.ndarray, *, random_state: int,
     return float(np.average(scores, weights=weights))
 
 
-def _kmeans(reduced: np.ndarray, k: int, random_state: int, n_init: int) -> np.ndarray:
+def _kmeans(reduced: np.ndarray, k: int, random_state: int) -> np.ndarray:
     """Seeded k-means assignments (MiniBatchKMeans refined by full Lloyd above the cutoff)."""
     if len(reduced) > MINIBATCH_CUTOFF:
-        coarse = MiniBatchKMeans(n_clusters=k, n_init=n_init, random_state=random_state,
+        coarse = MiniBatchKMeans(n_clusters=k, n_init=KMEANS_INITS, random_state=random_state,
                                  batch_size=4096).fit(reduced)
         model = KMeans(n_clusters=k, init=coarse.cluster_centers_, n_init=1,
                        random_state=random_state)
     else:
-        model = KMeans(n_clusters=k, n_init=n_init, random_state=random_state)
+        model = KMeans(n_clusters=k, n_init=KMEANS_INITS, random_state=random_state)
     return model.fit_predict(reduced)
 
 
@@ -291,8 +288,7 @@ def stable_candidates(
 
     def fit(k: int) -> np.ndarray:
         if k not in fits:
-            fits[k] = _canonical_ids(_kmeans(reduced, k, random_state, STABLE_KMEANS_INITS),
-                                     k)
+            fits[k] = _canonical_ids(_kmeans(reduced, k, random_state), k)
         return fits[k]
 
     def stable_at(k: int, inside: list[np.ndarray] | None
@@ -542,7 +538,7 @@ def _best_k_clustering(reduced: np.ndarray, *, label: int, positions: np.ndarray
     for k in k_values:
         if k * 2 > len(positions):
             break
-        clusters = _canonical_ids(_kmeans(reduced, k, random_state, FIXED_KMEANS_INITS), k)
+        clusters = _canonical_ids(_kmeans(reduced, k, random_state), k)
         fits.append((k, clusters, silhouette(reduced, clusters, random_state=random_state)))
     # Best silhouette wins; ties (and undefined scores) go to the smaller k.
     n_clusters, clusters, score = max(

@@ -221,9 +221,8 @@ def segment_rows(sample_ids: np.ndarray, segments: np.ndarray) -> dict[int, np.n
         return {}
     ordered = segments[order]
     starts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
-    return {int(part_segments[0]): part
-            for part, part_segments in zip(np.split(order, starts), np.split(ordered, starts),
-                                           strict=True)}
+    return {int(segment): part for segment, part in
+            zip(ordered[np.r_[0, starts]], np.split(order, starts), strict=True)}
 
 
 def cluster_classes(
