@@ -800,7 +800,7 @@ def write_clustering(clustering: Any, path: PathLike) -> Path:
         columns["candidates"] = pa.ListArray.from_arrays(pa.array(offsets),
                                                          pa.array(owners[order]))
         candidates = [{"k": c.k, "stability": c.stability, "nested": c.nested,
-                       "direction": c.direction, "separation": c.separation}
+                       "direction": c.direction, "separation": c.separation, "core": c.core}
                       for c in clustering.candidates]
     meta = {
         "kind": CLUSTERING_KIND, "label": int(clustering.label),
@@ -881,7 +881,7 @@ def _read_candidates(path: PathLike, schema: Any, table: Any,
     return tuple(
         CandidateCluster(owners[indices == index], int(entry["k"]), float(entry["stability"]),
                          nested=bool(entry["nested"]), direction=entry.get("direction"),
-                         separation=entry.get("separation"))
+                         separation=entry.get("separation"), core=entry.get("core"))
         for index, entry in enumerate(described))
 
 

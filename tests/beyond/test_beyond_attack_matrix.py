@@ -11,11 +11,14 @@ at 12,000 rows and 3% seed 0 found nothing).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from acgate.core import flag_metrics
 from acgate.io.datasets import TextDataset, write_image_dataset, write_text_dataset
+from acgate.io.loaders import FASHION_MNIST_DIR
 from acgate.scan import ScanConfig, run_scan
 from bench.experiments.attack_matrix import all_cases, build_dataset
 
@@ -53,6 +56,21 @@ def test_all_to_one_at_one_percent_over_three_seeds(name, mean_floor, min_floor,
     f1 = [run[0] for run in runs]
     assert all(run[1] == (seed,) for seed, run in zip(SEEDS, runs)), runs
     assert np.mean(f1) >= mean_floor and min(f1) >= min_floor, f"F1 per seed {f1}"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(),
+                    reason="apt-get install -y dataset-fashion-mnist")
+def test_blended_all_to_one_on_fashion_mnist_is_found_on_every_seed(tmp_path):
+    """Below the issue's target (measured 0.861 / 0.452 / 0.788): bench/RESULTS.md.
+
+    Seed 1 also flags a natural cluster of another class (README, "Known limits"): the target
+    must be among the flagged classes, and at most one other beside it.
+    """
+    runs = [scan_case("fashion/blend-a2o-1pct", seed, 20_000, tmp_path) for seed in SEEDS]
+    f1 = [run[0] for run in runs]
+    assert all(seed in run[1] and len(run[1]) <= 2 for seed, run in zip(SEEDS, runs)), runs
+    assert np.mean(f1) >= 0.65 and min(f1) >= 0.4, f"F1 per seed {f1}"
 
 
 @pytest.mark.slow

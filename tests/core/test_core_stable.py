@@ -103,7 +103,8 @@ def test_candidate_cluster_is_frozen_and_sorted():
     candidate = CandidateCluster(np.array([5, 1, 3]), 3, 0.95)
     assert candidate.members.tolist() == [1, 3, 5] and not candidate.members.flags.writeable
     assert candidate.to_dict() == {"members": [1, 3, 5], "k": 3, "stability": 0.95,
-                                   "nested": False, "direction": None, "separation": None}
+                                   "nested": False, "direction": None, "separation": None,
+                                   "core": None}
 
 
 def test_n_clusters_defaults_to_stable_under_exre_only():
@@ -220,6 +221,113 @@ def test_a_small_well_separated_mode_of_one_direction_is_a_direction_candidate()
     assert candidates[0].members.tolist() == list(range(40))
     assert candidates[0].separation >= 4.0
     assert direction_candidates(rng.normal(size=(500, 4))) == ()  # a plain Gaussian has none
+
+
+def test_a_dense_core_off_every_principal_direction_gives_a_dense_core_candidate():
+    from acgate.core.clustering import DENSE_MIN_CLASS_ROWS, dense_core_candidates
+
+    rng = np.random.default_rng(0)
+    reduced = rng.normal(size=(2000, 10))
+    # 4% of the class crowded tightly, shifted along a diagonal: no principal direction alone
+    # shows it as well as the direction to its core does (all-to-one poison's signature).
+    shift = np.full(10, 2.5)
+    reduced[:80] = shift + rng.normal(scale=0.3, size=(80, 10))
+    candidates = dense_core_candidates(reduced, random_state=0)
+    assert len(candidates) == 1
+    found = set(candidates[0].members.tolist())
+    assert set(range(80)) <= found and len(found) < 120
+    assert candidates[0].separation >= 4.0 and candidates[0].core is not None
+    assert candidates[0].direction is None
+    # Seeded: the same rows again; a plain Gaussian and a small class give none.
+    again = dense_core_candidates(reduced, random_state=0)
+    assert [c.to_dict() for c in again] == [c.to_dict() for c in candidates]
+    assert dense_core_candidates(rng.normal(size=(2000, 10)), random_state=0) == ()
+    assert dense_core_candidates(reduced[:DENSE_MIN_CLASS_ROWS - 1], random_state=0) == ()
+
+
+def test_a_dense_core_in_a_class_larger_than_the_sample_is_split_over_every_row():
+    from acgate.core.clustering import DENSE_MAX_ROWS, dense_core_candidates
+
+    rng = np.random.default_rng(1)
+    n = DENSE_MAX_ROWS + 2000
+    reduced = rng.normal(size=(n, 10))
+    planted = rng.choice(n, 200, replace=False)
+    reduced[planted] = np.full(10, 2.5) + rng.normal(scale=0.3, size=(200, 10))
+    (candidate,) = dense_core_candidates(reduced, random_state=0)
+    assert set(planted.tolist()) <= set(candidate.members.tolist())
+    assert len(candidate.members) < 260
+    assert 150 <= candidate.core <= 250  # found in the sample, counted for the class
+
+
+def _class_with_dense_core_only(outcome_of_core):
+    """A clustering whose one candidate is a dense core, and its retrain's verdict."""
+    from acgate.core.clustering import CandidateCluster, ClassClustering
+    from acgate.core.detect import Thresholds
+    from acgate.core.exre import _class_judgement, _judge_group
+
+    members = np.arange(180)
+    clusters = np.zeros(2000, dtype=np.int64)
+    clusters[members] = 1
+    clustering = ClassClustering(
+        label=0, positions=np.arange(2000), clusters=clusters, n_clusters=2, silhouette=0.5,
+        reduced=np.random.default_rng(0).normal(size=(2000, 2)),
+        candidates=(CandidateCluster(members, 2, 1.0, separation=6.0, core=60),))
+    verdict = _judge_group(0, members, False, "core", outcome_of_core, Thresholds(size=0.45),
+                           2000, None, np.full(180, 0.3), several_only=True)
+    return _class_judgement(clustering, [verdict], None, None, Thresholds(size=0.45))
+
+
+def test_a_cleared_dense_core_leaves_no_one_source_numbers_for_the_gate_to_replay():
+    judgement = _class_with_dense_core_only(_left_out_to(np.full(180, 4), confidence=0.99))
+    assert not judgement.is_poisoned and "exre" not in judgement.scores
+    assert "no candidate" in judgement.reason and "dense core" in judgement.reason
+    poisoned = _class_with_dense_core_only(
+        _left_out_to(np.repeat(np.arange(9) + 1, 20), confidence=0.9))
+    assert poisoned.is_poisoned and poisoned.flagged.sum() == 180
+    assert poisoned.scores["exre"] == 0.0
+
+
+def test_without_the_retrains_activations_dense_cores_are_not_left_out():
+    from acgate.core.clustering import CandidateCluster, ClassClustering
+    from acgate.core.exre import _candidate_groups
+
+    clustering = ClassClustering(
+        label=0, positions=np.arange(100), clusters=np.zeros(100, dtype=np.int64),
+        n_clusters=1, silhouette=None, reduced=np.zeros((100, 2)),
+        candidates=(CandidateCluster(np.arange(10), 3, 0.95),
+                    CandidateCluster(np.arange(20, 40), 2, 1.0, separation=5.0, core=12)))
+    assert [g[3] for g in _candidate_groups(clustering, 0.45).values()] == [False, True]
+    assert list(_candidate_groups(clustering, 0.45, several_sources=False)) == [0]
+
+
+def test_a_dense_core_candidate_is_cleared_unless_it_goes_to_several_sources():
+    from acgate.core.detect import Thresholds
+    from acgate.core.exre import _judge_group
+
+    members = np.arange(180)
+    one_source = _left_out_to(np.full(180, 4), confidence=0.99)
+    typical = np.full(180, 0.3)
+    kwargs = dict(used=Thresholds(size=0.45), n_class=2000, confusion_of=None,
+                  typicality=typical)
+    # A k-means candidate sent surely to one class is one-source poison ...
+    assert _judge_group(0, members, False, "cluster", one_source, **kwargs).poisoned
+    # ... a dense core sent there is a natural look-alike of that class: cleared.
+    verdict = _judge_group(0, members, False, "core", one_source, several_only=True, **kwargs)
+    assert not verdict.poisoned and "several source classes" in verdict.text
+    nine = _left_out_to(np.repeat(np.arange(9) + 1, 20), confidence=0.9)
+    assert _judge_group(0, members, False, "core", nine, several_only=True, **kwargs).poisoned
+
+
+def _left_out_to(predicted, confidence, label=0):
+    from acgate.core.detect import ExReOutcome
+
+    counts = np.bincount(predicted[predicted != label], minlength=label + 1)
+    source = int(counts.argmax())
+    n_own = int((predicted == label).sum())
+    return ExReOutcome(label=label, cluster=0, n_own=n_own, n_other=int(counts[source]),
+                       source=source, score=n_own / max(int(counts[source]), 1),
+                       own_probability=np.zeros(len(predicted)), predicted=predicted,
+                       max_probability=np.full(len(predicted), confidence))
 
 
 def test_a_candidates_margin_covers_the_rows_beyond_its_boundary():

@@ -37,6 +37,19 @@ def test_stable_candidates_round_trip(tmp_path):
     assert "candidates" not in pq.read_table(tmp_path / "plain.parquet").column_names
 
 
+def test_a_dense_core_candidate_round_trips_as_one(tmp_path):
+    import dataclasses
+
+    from acgate.core.clustering import CandidateCluster
+
+    clustering = _stable_clustering()
+    dense = CandidateCluster(np.arange(40), 2, 1.0, separation=5.2, core=31)
+    clustering = dataclasses.replace(clustering, candidates=(*clustering.candidates, dense))
+    back = read_clustering(write_clustering(clustering, tmp_path / "c.parquet"))
+    assert back.candidates[-1].to_dict() == dense.to_dict()
+    assert all(c.core is None for c in back.candidates[:-1])
+
+
 def test_candidates_that_disagree_with_the_metadata_are_refused(tmp_path):
     path = write_clustering(_stable_clustering(), tmp_path / "c.parquet")
     table = pq.read_table(path)

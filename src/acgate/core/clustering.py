@@ -23,11 +23,12 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.cluster import HDBSCAN, KMeans, MiniBatchKMeans
 from sklearn.metrics import silhouette_samples, silhouette_score
 from threadpoolctl import threadpool_limits
 
 from acgate.core.reducers import ReducerName, reduce
+from acgate.core.tail import whitened
 from acgate.core.validation import check_positive_int
 
 #: Classes smaller than this are skipped (too few samples to split meaningfully).
@@ -77,6 +78,26 @@ DIRECTION_SHARE = 0.35
 #: mode of one direction: MNIST 20k, BadNets all-to-one at 1% of the data, separation 5.3; the
 #: natural modes of clean MNIST classes measured <= 3.7 (digits: 4.0 and, one class, 5.3-5.9).
 MIN_DIRECTION_SEPARATION = 4.0
+#: Dense-core candidates: in a class of at least this many rows, the dense cores that HDBSCAN
+#: finds in the whitened reduced activations (each at least :data:`DENSE_CORE_MIN_SHARE` and at
+#: most :data:`DENSE_CORE_MAX_SHARE` of the class) point at a direction; the side of the exact
+#: 1-D split of that direction that holds the core is a candidate when it lies
+#: :data:`MIN_DIRECTION_SEPARATION` from the rest and holds at most :data:`DIRECTION_SHARE`.
+#: A blended trigger from nine sources into one Fashion-MNIST class is neither a k-means cluster
+#: nor a mode of a principal direction, but its triggered rows crowd into one dense core (50-99
+#: rows, all poison) whose direction splits off the poison at separation 4.3-7.6 (clean cores:
+#: <= 4.6). Exclusionary reclassification judges these candidates by the several-sources rule
+#: only: a dense core is also where a class's natural look-alikes of one neighbour crowd.
+DENSE_MIN_CLASS_ROWS = 1000
+DENSE_CORE_MIN_SHARE = 0.02
+DENSE_CORE_MAX_SHARE = 0.2
+#: HDBSCAN's ``min_samples`` (the neighbourhood that defines density).
+DENSE_MIN_SAMPLES = 10
+#: The cores are found in a seeded sample of at most this many rows of the class (HDBSCAN's
+#: time grows faster than linearly); the split is made over every row.
+DENSE_MAX_ROWS = 4000
+#: The split's side must hold at least this share of the core.
+DENSE_CORE_INSIDE = 0.9
 ClusterMode = int | str
 
 
@@ -94,6 +115,10 @@ class CandidateCluster:
             reduced dimension (principal direction) it was split off along; else ``None``.
         separation: For a direction candidate: the distance of the two sides' means in pooled
             standard deviations; else ``None``.
+        core: For a candidate found by :func:`dense_core_candidates`: the size of the dense
+            core whose direction it was split along (rows of the class; estimated from the
+            sample the core was found in, for a class of more than :data:`DENSE_MAX_ROWS`);
+            else ``None``.
     """
 
     members: np.ndarray
@@ -102,6 +127,7 @@ class CandidateCluster:
     nested: bool = False
     direction: int | None = None
     separation: float | None = None
+    core: int | None = None
 
     def __post_init__(self) -> None:  # noqa: D105
         members = np.array(np.sort(np.asarray(self.members, dtype=np.int64)), copy=True)
@@ -114,12 +140,14 @@ class CandidateCluster:
             object.__setattr__(self, "direction", int(self.direction))
         if self.separation is not None:
             object.__setattr__(self, "separation", float(self.separation))
+        if self.core is not None:
+            object.__setattr__(self, "core", int(self.core))
 
     def to_dict(self) -> dict[str, object]:
         """Plain-Python description (members as a list)."""
         return {"members": self.members.tolist(), "k": self.k, "stability": self.stability,
                 "nested": self.nested, "direction": self.direction,
-                "separation": self.separation}
+                "separation": self.separation, "core": self.core}
 
 
 @dataclass(frozen=True)
@@ -401,6 +429,65 @@ def direction_candidates(
     return tuple(sorted((c for _, c in found), key=lambda c: -float(c.separation or 0.0)))
 
 
+def dense_core_candidates(
+    reduced: np.ndarray,
+    *,
+    random_state: int,
+    max_share: float = DIRECTION_SHARE,
+    min_separation: float = MIN_DIRECTION_SEPARATION,
+    min_size: int = MIN_CANDIDATE_SIZE,
+) -> tuple[CandidateCluster, ...]:
+    """Modes of the directions from a class's centre to its dense cores.
+
+    See :data:`DENSE_MIN_CLASS_ROWS`. Deterministic for a given ``random_state``; candidates
+    repeating an earlier one (Jaccard >= :data:`SAME_CANDIDATE_JACCARD`) are dropped.
+
+    Args:
+        reduced: The class's reduced activations (n x d).
+        random_state: Seed of the sample the cores are found in (classes of more than
+            :data:`DENSE_MAX_ROWS` rows).
+        max_share: Largest share of the class a candidate may hold.
+        min_separation: Smallest separation of the split, in pooled standard deviations.
+        min_size: Smallest candidate (samples).
+
+    Returns:
+        The candidates (``core`` and ``separation`` set), strongest separation first; none in a
+        class of fewer than :data:`DENSE_MIN_CLASS_ROWS` rows.
+    """
+    n = len(reduced)
+    if n < DENSE_MIN_CLASS_ROWS:
+        return ()
+    space = whitened(reduced)
+    sample = np.arange(n)
+    if n > DENSE_MAX_ROWS:
+        rng = np.random.default_rng(random_state)
+        sample = np.sort(rng.choice(n, DENSE_MAX_ROWS, replace=False))
+    smallest = max(min_size, int(np.ceil(DENSE_CORE_MIN_SHARE * len(sample))))
+    cores = HDBSCAN(min_cluster_size=smallest, min_samples=DENSE_MIN_SAMPLES,
+                    copy=True).fit(space[sample]).labels_
+    found: list[tuple[np.ndarray, CandidateCluster]] = []
+    for core in range(int(cores.max()) + 1 if len(cores) else 0):
+        in_core = sample[cores == core]
+        if len(in_core) > DENSE_CORE_MAX_SHARE * len(sample):
+            continue
+        direction = space[in_core].mean(axis=0) - space.mean(axis=0)
+        projection = space @ direction
+        order = np.argsort(projection, kind="stable")
+        split, separation = _best_split(projection[order])
+        mask = np.zeros(n, dtype=bool)
+        mask[order[split:]] = True  # the core's side: the direction points at the core
+        size = int(mask.sum())
+        if (size < min_size or size > max_share * n or separation < min_separation
+                or mask[in_core].mean() < DENSE_CORE_INSIDE):
+            continue
+        if any(_jaccard(mask, listed) >= SAME_CANDIDATE_JACCARD for listed, _ in found):
+            continue
+        core_rows = round(len(in_core) * n / len(sample))  # the sample's count, scaled
+        found.append((mask, CandidateCluster(np.flatnonzero(mask), 2, 1.0,
+                                             separation=separation, core=core_rows)))
+    return tuple(sorted((c for _, c in found), key=lambda c: -float(c.separation or 0.0)))
+
+
 def _new_candidates(listed: tuple[CandidateCluster, ...],
                     candidates: tuple[CandidateCluster, ...]) -> tuple[CandidateCluster, ...]:
     """``candidates`` that do not repeat one of ``listed`` (Jaccard on members)."""
@@ -453,7 +540,8 @@ def cluster_class(
         size_threshold: ``n_clusters="stable"``: largest share of the class a candidate may
             hold.
         directions: ``n_clusters="stable"``: also name the :func:`direction_candidates`
-            (modes of single principal directions) that no stable cluster already covers.
+            (modes of single principal directions) and the :func:`dense_core_candidates`
+            (modes of the directions to dense cores) that no earlier candidate covers.
         stability_depth: ``n_clusters="stable"``: finer levels a candidate must keep its
             boundary at (``depth`` of :func:`stable_candidates`; default
             :data:`STABILITY_DEPTH`).
@@ -523,6 +611,13 @@ def _stable_clustering(reduced: np.ndarray, *, label: int, positions: np.ndarray
             found = [*found, "split along a principal direction: " + ", ".join(
                 f"{len(c.members)} rows (direction {c.direction + 1}, separation "
                 f"{c.separation:.1f})" for c in extra)]
+        dense = _new_candidates(candidates, dense_core_candidates(
+            reduced, random_state=random_state, max_share=min(size_threshold, DIRECTION_SHARE)))
+        candidates = (*candidates, *dense)
+        if dense:
+            found = [*found, "split toward a dense core: " + ", ".join(
+                f"{len(c.members)} rows (core of {c.core}, separation {c.separation:.1f})"
+                for c in dense)]
     return ClassClustering(
         label=label, positions=positions, clusters=clusters, n_clusters=k,
         silhouette=silhouette(reduced, clusters, random_state=random_state),

@@ -82,8 +82,10 @@ MULTI_SOURCE_WIDE_CONFIDENCE = 0.6
 #: goes to its nine sources at mean confidence 0.64-0.87 (effective classes 5.3-8.6); the
 #: natural modes that leave a clean Fashion-MNIST, MNIST or digits class go to one or two
 #: neighbours (effective classes <= 3.4, bench/RESULTS.md "attack_matrix"); the few that scatter
-#: wider lie between classes (typicality <= 0.06).
-MULTI_SOURCE_WIDE_TYPICALITY = 0.1
+#: wider lie between classes (typicality <= 0.06). Between the two: a dense-core candidate of
+#: blended poison that also holds a quarter of clean rows of its class (those go to a neighbour,
+#: atypically) reached 0.096 (Fashion-MNIST blend all-to-one, seed 2).
+MULTI_SOURCE_WIDE_TYPICALITY = 0.08
 #: In classes of at least this many rows, the one-source rule also asks how surely the rows a
 #: candidate sends to its suspected source go there: with at least this mean confidence ...
 #: (MNIST 20k, bench/RESULTS.md "attack_matrix": one-source poison candidates of all-to-all
@@ -100,8 +102,10 @@ TYPICALITY_REFERENCE_ROWS = 300
 
 #: Retrain groups: by key ``(label, group id)``, the group's label and its row positions.
 Groups = Mapping[tuple[int, int], tuple[int, np.ndarray]]
-#: A class's candidates: by group id, ``(member indices into the class, nested, description)``.
-Candidates = dict[int, tuple[np.ndarray, bool, str]]
+#: A class's candidates: by group id, ``(member indices into the class, nested, description,
+#: several sources only)``; the last is ``True`` for a dense-core candidate, which only the
+#: several-sources rule may judge poison (see :data:`acgate.core.clustering.DENSE_MIN_CLASS_ROWS`).
+Candidates = dict[int, tuple[np.ndarray, bool, str, bool]]
 
 
 @dataclass(frozen=True)
@@ -291,20 +295,29 @@ def _candidate_clusters(clustering: ClassClustering, size: float) -> list[int]:
     return [c for c in range(1, clustering.n_clusters) if shares[c] <= size]
 
 
-def _candidate_groups(clustering: ClassClustering, size: float) -> Candidates:
-    """The class's candidates: ``group id -> (member indices, nested, description)``.
+def _candidate_groups(clustering: ClassClustering, size: float, *,
+                      several_sources: bool = True) -> Candidates:
+    """The class's candidates: ``group id -> (members, nested, description, several only)``.
+
+    ``several_sources=False`` (a retrain without activations: the several-sources rule cannot
+    run) drops the dense-core candidates, which only that rule may judge: left out for nothing
+    they would only take rows from the retrain.
 
     Stable mode: the clustering's :class:`~acgate.core.clustering.CandidateCluster` list;
     otherwise every non-largest cluster within the size cut (group id = cluster id).
     """
     if clustering.candidates is not None:
-        return {i: (c.members, c.nested, _describe_candidate(c))
-                for i, c in enumerate(clustering.candidates)}
-    return {c: (np.flatnonzero(clustering.clusters == c), False, f"cluster {c}")
+        return {i: (c.members, c.nested, _describe_candidate(c), c.core is not None)
+                for i, c in enumerate(clustering.candidates)
+                if several_sources or c.core is None}
+    return {c: (np.flatnonzero(clustering.clusters == c), False, f"cluster {c}", False)
             for c in _candidate_clusters(clustering, size)}
 
 
 def _describe_candidate(candidate: Any) -> str:
+    if candidate.core is not None:
+        return (f"mode toward a dense core of {candidate.core} rows (separation "
+                f"{candidate.separation:.1f} SD)")
     if candidate.direction is not None:
         return (f"mode of principal direction {candidate.direction + 1} (separation "
                 f"{candidate.separation:.1f} SD)")
@@ -336,10 +349,10 @@ def _retrain_groups(judged: Sequence[ClassClustering],
                     candidates: Mapping[int, Candidates]) -> tuple[Groups, np.ndarray | None]:
     """The retrain's groups (every candidate of every class) and the margins kept out too."""
     groups = {(c.label, group): (c.label, c.positions[members])
-              for c in judged for group, (members, _, _) in candidates[c.label].items()}
+              for c in judged for group, (members, *_) in candidates[c.label].items()}
     margins = [c.positions[candidate_margin(c.reduced, members)]
                for c in judged if c.reduced is not None
-               for members, _, _ in candidates[c.label].values()]
+               for members, *_ in candidates[c.label].values()]
     return groups, (np.concatenate(margins) if margins else None)
 
 
@@ -361,13 +374,19 @@ class _GroupVerdict:
     typicality: float | None = None
     #: The effective number of destination classes when the wide multi-source rule decided.
     spread: float | None = None
+    #: A dense-core candidate: only the several-sources rule judges it.
+    several_only: bool = False
 
 
 def _judge_group(group: int, members: np.ndarray, nested: bool, description: str,
                  outcome: ExReOutcome, used: Thresholds, n_class: int,
                  confusion_of: Callable[[int, int], float] | None,
-                 typicality: np.ndarray | None = None) -> _GroupVerdict:
-    """The multi-source rule, else l/p, the source share and (when known) the confusion."""
+                 typicality: np.ndarray | None = None, *,
+                 several_only: bool = False) -> _GroupVerdict:
+    """The multi-source rule, else l/p, the source share and (when known) the confusion.
+
+    ``several_only``: a dense-core candidate, poison by the multi-source rule or not at all.
+    """
     label = outcome.label
     source_share = outcome.n_other / max(len(members), 1)
     needed = used.nested_source_share if nested else used.source_share
@@ -378,6 +397,10 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
     if multi is not None:
         poisoned = True
         why, spread = multi
+    elif several_only:
+        poisoned = False
+        why = (f"l/p = {outcome.score:.2f}, not samples of several source classes (a dense "
+               f"core is judged by that rule only)")
     else:
         if (outcome.score < used.exre and source_share >= needed and confusion_of is not None
                 and outcome.source is not None):
@@ -393,7 +416,7 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
             f"{outcome.n_own} classified as {label}, {elsewhere}; {why} -> "
             f"{'poison' if poisoned else 'legitimate'}")
     return _GroupVerdict(group, members, outcome, poisoned, source_share, confusion, text,
-                         *sure, spread=spread)
+                         *sure, spread=spread, several_only=several_only)
 
 
 def _sureness(outcome: ExReOutcome, typicality: np.ndarray | None
@@ -437,7 +460,7 @@ def _multi_source(outcome: ExReOutcome, n_members: int, needed: float,
     typical = float(np.median(typicality[elsewhere]))
     spread = effective_classes(outcome.predicted[elsewhere])
     logger.debug("class %s candidate of %d: own %.2f, %d other classes (effective %.1f), "
-                 "confidence %.2f, typicality %.2f", outcome.label, n_members, own_share,
+                 "confidence %.2f, typicality %.3f", outcome.label, n_members, own_share,
                  len(classes), spread, confidence, typical)
     wide = None
     if confidence >= MULTI_SOURCE_CONFIDENCE and typical >= MULTI_SOURCE_TYPICALITY:
@@ -465,13 +488,17 @@ def effective_classes(predicted: np.ndarray) -> float:
 
 
 def _no_candidate_judgement(clustering: ClassClustering, used: Thresholds,
-                            tail: TailVerdict | None) -> ClassJudgement:
+                            tail: TailVerdict | None,
+                            cleared: Sequence[str] = ()) -> ClassJudgement:
+    """A class with no candidate the recorded scores can speak for (``cleared``: dense cores)."""
     smallest, share = smallest_cluster(clustering)
     why = (f"no stable cluster of at most {used.size:.0%} of the class"
            if clustering.candidates is not None else
            f"smallest cluster holds {share:.1%} of the class (> size threshold {used.size:.0%})")
     silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
-    reason = f"no candidate: {why}"
+    if cleared:
+        why += " (dense cores only, each judged by the several-sources rule alone)"
+    reason = "; ".join([f"no candidate: {why}", *cleared])
     if tail is not None:
         reason += "; " + tail.explain(clustering.label, len(clustering.positions))
     return ClassJudgement(
@@ -499,8 +526,11 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
     tail_poisoned = tail is not None and tail.poisoned
     if not any(v.poisoned for v in verdicts) and tail_poisoned:
         return _tail_judgement(clustering, verdicts, tail, tail_outcome)
-    if not verdicts:
-        return _no_candidate_judgement(clustering, used, tail)
+    if not any(v.poisoned or not v.several_only for v in verdicts):
+        # No candidate, or only cleared dense cores: reported as a class without a candidate,
+        # so the promotion gate never replays the one-source rule on numbers that rule did not
+        # judge (a dense core sent to one neighbour is cleared by construction).
+        return _no_candidate_judgement(clustering, used, tail, [v.text for v in verdicts])
     flagged = np.zeros(n_class, dtype=bool)
     sample_sources = _candidate_sources(verdicts, n_class)
     for verdict in _flagging(verdicts):
@@ -514,7 +544,8 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
         sample_sources[reach] = tail_outcome.predicted[tail.reach]
     # The class is reported through its most poison-like candidate (lowest l/p); when it is
     # poisoned, through the most poison-like of the candidates judged poison.
-    worst = min([v for v in verdicts if v.poisoned] or verdicts,
+    worst = min([v for v in verdicts if v.poisoned]
+                or [v for v in verdicts if not v.several_only],
                 key=lambda v: (v.outcome.score, -v.outcome.n_other))
     suspicious = int(np.bincount(clustering.clusters[worst.members]).argmax())
     scores = membership_scores(clustering, suspicious)
@@ -704,7 +735,9 @@ def judge_exre(clusterings: Sequence[ClassClustering],
         raise ValueError("exclusionary reclassification needs retrain_and_predict")
     labels = evidence.labels
     judged = [c for c in clusterings if not c.skipped]
-    candidates = {c.label: _candidate_groups(c, evidence.thresholds_for(c.label).size)
+    several_sources = getattr(retrain, "activations", None) is not None
+    candidates = {c.label: _candidate_groups(c, evidence.thresholds_for(c.label).size,
+                                             several_sources=several_sources)
                   for c in judged}
     groups, leave_out = _retrain_groups(judged, candidates)
     confusion_of = _confusion_test(groups, evidence)
@@ -719,8 +752,10 @@ def judge_exre(clusterings: Sequence[ClassClustering],
         used = evidence.thresholds_for(label)
         verdicts = [
             _judge_group(group, members, nested, description, outcomes[(label, group)], used,
-                         len(clustering.positions), confusion_of, typicality.get((label, group)))
-            for group, (members, nested, description) in candidates[label].items()]
+                         len(clustering.positions), confusion_of, typicality.get((label, group)),
+                         several_only=several_only)
+            for group, (members, nested, description, several_only)
+            in candidates[label].items()]
         tail, tail_outcome = tails.get(label, (None, None))
         judgements[label] = _class_judgement(clustering, verdicts, tail, tail_outcome, used)
     return judgements

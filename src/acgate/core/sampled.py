@@ -2,13 +2,14 @@
 
 :func:`acgate.core.cluster_class` holds a class whole (its activations and a float64 copy). A
 class of more than :data:`MAX_CLUSTER_ROWS` rows is instead clustered from a seeded sample of
-that many rows (:func:`sample_ordinals`): the reducer, the k-means levels and the stable and
-direction candidates are the sample's, computed by the same code. :func:`extend_clustering`
-then gives every row of the class, in batches, the sample's reduced space (the reducers are
-linear: the map is fitted on the sample by least squares, exact for PCA) and the cluster and
-candidate memberships of the weighted majority of its :data:`ASSIGN_NEIGHBOURS` nearest sample
-rows there (among a seeded reference of at most :data:`ASSIGN_REFERENCE_ROWS` candidate rows and
-as many others, each vote weighted by its stratum's sampling rate). Sampled rows keep their own;
+that many rows (:func:`sample_ordinals`): the reducer, the k-means levels and the stable,
+direction and dense-core candidates are the sample's, computed by the same code.
+:func:`extend_clustering` then gives every row of the class, in batches, the sample's reduced
+space (the reducers are linear: the map is fitted on the sample by least squares, exact for PCA)
+and the cluster and candidate memberships of the weighted majority of its
+:data:`ASSIGN_NEIGHBOURS` nearest sample rows there (among a seeded reference of at most
+:data:`ASSIGN_REFERENCE_ROWS` candidate rows and as many others, each vote weighted by its
+stratum's sampling rate). Sampled rows keep their own;
 cluster ids are renumbered by size over the whole class. Memory: the sample, a KD-tree over the
 reference and, per row of the class, its position, cluster, reduced values and candidate
 memberships (~100 bytes at 10 components): it does not hold the class's activations.
