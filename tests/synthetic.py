@@ -32,3 +32,18 @@ def poison_inside_spread(make_blobs, *, n_per_class: int = 400, seed: int = 0):
     direction /= np.linalg.norm(direction)
     x[clean_2] += np.outer(rng.normal(0.0, 15.0, clean_2.sum()), direction)
     return x, blobs
+
+
+def left_out_outcome(predicted, confidence: float, label: int = 9):
+    """An :class:`~acgate.core.detect.ExReOutcome` of a candidate of class ``label`` whose rows
+    the retrain sent to ``predicted``, each with probability ``confidence``."""
+    from acgate.core.detect import ExReOutcome
+
+    predicted = np.asarray(predicted)
+    counts = np.bincount(predicted[predicted != label], minlength=label + 1)
+    source = int(counts.argmax())
+    n_own = int((predicted == label).sum())
+    return ExReOutcome(label=label, cluster=0, n_own=n_own, n_other=int(counts[source]),
+                       source=source, score=n_own / max(int(counts[source]), 1),
+                       own_probability=np.zeros(len(predicted)), predicted=predicted,
+                       max_probability=np.full(len(predicted), confidence))

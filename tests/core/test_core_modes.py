@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic import left_out_outcome
 
 from acgate.core import detect
 from acgate.core.clustering import cluster_class
@@ -13,7 +14,6 @@ from acgate.core.detect import (
     MULTI_SOURCE_WIDE_CONFIDENCE,
     MULTI_SOURCE_WIDE_TYPICALITY,
     SOURCE_SHARE_THRESHOLD,
-    ExReOutcome,
 )
 from acgate.core.exre import _flagging, _GroupVerdict, _multi_source, effective_classes
 
@@ -186,17 +186,6 @@ def test_a_mode_between_classes_stays_clean_even_with_the_typicality_test(
     assert result.poisoned_classes == ()
 
 
-def _left_out(predicted, confidence, label=9):
-    predicted = np.asarray(predicted)
-    counts = np.bincount(predicted[predicted != label], minlength=label + 1)
-    source = int(counts.argmax())
-    n_own = int((predicted == label).sum())
-    return ExReOutcome(label=label, cluster=0, n_own=n_own, n_other=int(counts[source]),
-                       source=source, score=n_own / max(int(counts[source]), 1),
-                       own_probability=np.zeros(len(predicted)), predicted=predicted,
-                       max_probability=np.full(len(predicted), confidence))
-
-
 def test_effective_classes_counts_equal_shares():
     assert effective_classes(np.array([3, 3, 3])) == pytest.approx(1.0)
     assert effective_classes(np.repeat(np.arange(9), 20)) == pytest.approx(9.0)
@@ -206,28 +195,30 @@ def test_effective_classes_counts_equal_shares():
 
 def test_poison_spread_over_many_sources_needs_less_confidence():
     # All-to-one poison on overlapping classes: nine sources, reached at confidence 0.7.
-    spread = _left_out(np.repeat(np.arange(9), 20), confidence=0.7)
+    spread = left_out_outcome(np.repeat(np.arange(9), 20), confidence=0.7)
     typical = np.full(180, 0.3)
     why, wide = _multi_source(spread, 180, SOURCE_SHARE_THRESHOLD, typical)
     assert "9.0 effective classes" in why and wide == pytest.approx(9.0)
     # The same confidence is not enough for rows that leave for two neighbours ...
-    two = _left_out(np.repeat([0, 1], [110, 70]), confidence=0.7)
+    two = left_out_outcome(np.repeat([0, 1], [110, 70]), confidence=0.7)
     assert _multi_source(two, 180, SOURCE_SHARE_THRESHOLD, typical) is None
     # ... nor for widely scattered rows that lie between classes (atypical everywhere) ...
     assert _multi_source(spread, 180, SOURCE_SHARE_THRESHOLD,
                          np.full(180, MULTI_SOURCE_WIDE_TYPICALITY / 2)) is None
     # ... nor for wide scatter at a confidence below the wide cut.
-    unsure = _left_out(np.repeat(np.arange(9), 20), confidence=MULTI_SOURCE_WIDE_CONFIDENCE - 0.1)
+    unsure = left_out_outcome(np.repeat(np.arange(9), 20),
+                              confidence=MULTI_SOURCE_WIDE_CONFIDENCE - 0.1)
     assert _multi_source(unsure, 180, SOURCE_SHARE_THRESHOLD, typical) is None
     # Three sources reached surely stay the confident rule's case.
-    sure = _left_out(np.repeat([0, 1, 2], 60), confidence=MULTI_SOURCE_CONFIDENCE + 0.05)
+    sure = left_out_outcome(np.repeat([0, 1, 2], 60),
+                            confidence=MULTI_SOURCE_CONFIDENCE + 0.05)
     why, wide = _multi_source(sure, 180, SOURCE_SHARE_THRESHOLD, typical)
     assert "effective" not in why and wide is None
 
 
 def _verdict(members, spread, poisoned=True, label=9):
     members = np.asarray(members)
-    outcome = _left_out(np.zeros(len(members), dtype=int), confidence=0.7, label=label)
+    outcome = left_out_outcome(np.zeros(len(members), dtype=int), confidence=0.7, label=label)
     return _GroupVerdict(0, members, outcome, poisoned, 1.0, None, "", spread=spread)
 
 

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from synthetic import NESTED_POISON_ROWS, mode_with_nested_poison, poison_inside_spread
+from synthetic import (
+    NESTED_POISON_ROWS,
+    left_out_outcome,
+    mode_with_nested_poison,
+    poison_inside_spread,
+)
 
 from acgate.core import detect
 from acgate.core.analyses import natural_confusion
@@ -278,11 +283,12 @@ def _class_with_dense_core_only(outcome_of_core):
 
 
 def test_a_cleared_dense_core_leaves_no_one_source_numbers_for_the_gate_to_replay():
-    judgement = _class_with_dense_core_only(_left_out_to(np.full(180, 4), confidence=0.99))
+    judgement = _class_with_dense_core_only(
+        left_out_outcome(np.full(180, 4), confidence=0.99, label=0))
     assert not judgement.is_poisoned and "exre" not in judgement.scores
     assert "no candidate" in judgement.reason and "dense core" in judgement.reason
     poisoned = _class_with_dense_core_only(
-        _left_out_to(np.repeat(np.arange(9) + 1, 20), confidence=0.9))
+        left_out_outcome(np.repeat(np.arange(9) + 1, 20), confidence=0.9, label=0))
     assert poisoned.is_poisoned and poisoned.flagged.sum() == 180
     assert poisoned.scores["exre"] == 0.0
 
@@ -305,7 +311,7 @@ def test_a_dense_core_candidate_is_cleared_unless_it_goes_to_several_sources():
     from acgate.core.exre import _judge_group
 
     members = np.arange(180)
-    one_source = _left_out_to(np.full(180, 4), confidence=0.99)
+    one_source = left_out_outcome(np.full(180, 4), confidence=0.99, label=0)
     typical = np.full(180, 0.3)
     kwargs = dict(used=Thresholds(size=0.45), n_class=2000, confusion_of=None,
                   typicality=typical)
@@ -314,20 +320,8 @@ def test_a_dense_core_candidate_is_cleared_unless_it_goes_to_several_sources():
     # ... a dense core sent there is a natural look-alike of that class: cleared.
     verdict = _judge_group(0, members, False, "core", one_source, several_only=True, **kwargs)
     assert not verdict.poisoned and "several source classes" in verdict.text
-    nine = _left_out_to(np.repeat(np.arange(9) + 1, 20), confidence=0.9)
+    nine = left_out_outcome(np.repeat(np.arange(9) + 1, 20), confidence=0.9, label=0)
     assert _judge_group(0, members, False, "core", nine, several_only=True, **kwargs).poisoned
-
-
-def _left_out_to(predicted, confidence, label=0):
-    from acgate.core.detect import ExReOutcome
-
-    counts = np.bincount(predicted[predicted != label], minlength=label + 1)
-    source = int(counts.argmax())
-    n_own = int((predicted == label).sum())
-    return ExReOutcome(label=label, cluster=0, n_own=n_own, n_other=int(counts[source]),
-                       source=source, score=n_own / max(int(counts[source]), 1),
-                       own_probability=np.zeros(len(predicted)), predicted=predicted,
-                       max_probability=np.full(len(predicted), confidence))
 
 
 def test_a_candidates_margin_covers_the_rows_beyond_its_boundary():
