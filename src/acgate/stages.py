@@ -799,9 +799,7 @@ def write_clustering(clustering: Any, path: PathLike) -> Path:
         np.cumsum(np.bincount(rows, minlength=len(clustering.positions)), out=offsets[1:])
         columns["candidates"] = pa.ListArray.from_arrays(pa.array(offsets),
                                                          pa.array(owners[order]))
-        candidates = [{"k": c.k, "stability": c.stability, "nested": c.nested,
-                       "direction": c.direction, "separation": c.separation, "core": c.core}
-                      for c in clustering.candidates]
+        candidates = [c.attributes() for c in clustering.candidates]
     meta = {
         "kind": CLUSTERING_KIND, "label": int(clustering.label),
         "n_clusters": int(clustering.n_clusters),
@@ -878,11 +876,8 @@ def _read_candidates(path: PathLike, schema: Any, table: Any,
     if indices.size and (indices.min() < 0 or indices.max() >= len(described)):
         raise ValueError(f"{path}: column 'candidates' names candidate "
                          f"{int(indices.max())}, but the metadata describes {len(described)}")
-    return tuple(
-        CandidateCluster(owners[indices == index], int(entry["k"]), float(entry["stability"]),
-                         nested=bool(entry["nested"]), direction=entry.get("direction"),
-                         separation=entry.get("separation"), core=entry.get("core"))
-        for index, entry in enumerate(described))
+    return tuple(CandidateCluster.from_attributes(owners[indices == index], entry)
+                 for index, entry in enumerate(described))
 
 
 # ----------------------------------------------------------------------------------- analyze

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sklearn.cluster import HDBSCAN, KMeans, MiniBatchKMeans
@@ -143,11 +145,26 @@ class CandidateCluster:
         if self.core is not None:
             object.__setattr__(self, "core", int(self.core))
 
+    def attributes(self) -> dict[str, object]:
+        """Everything but the members, plain Python (a clustering file's metadata entry)."""
+        return {"k": self.k, "stability": self.stability, "nested": self.nested,
+                "direction": self.direction, "separation": self.separation, "core": self.core}
+
     def to_dict(self) -> dict[str, object]:
         """Plain-Python description (members as a list)."""
-        return {"members": self.members.tolist(), "k": self.k, "stability": self.stability,
-                "nested": self.nested, "direction": self.direction,
-                "separation": self.separation, "core": self.core}
+        return {"members": self.members.tolist(), **self.attributes()}
+
+    @classmethod
+    def from_attributes(cls, members: np.ndarray,
+                        attributes: Mapping[str, Any]) -> CandidateCluster:
+        """The candidate of ``members`` that :meth:`attributes` described.
+
+        ``k``, ``stability`` and ``nested`` are required (``KeyError`` without one); the rest
+        may be absent (a file written before they existed).
+        """
+        return cls(members, attributes["k"], attributes["stability"],
+                   nested=attributes["nested"], direction=attributes.get("direction"),
+                   separation=attributes.get("separation"), core=attributes.get("core"))
 
 
 @dataclass(frozen=True)
@@ -466,7 +483,7 @@ def dense_core_candidates(
     cores = HDBSCAN(min_cluster_size=smallest, min_samples=DENSE_MIN_SAMPLES,
                     copy=True).fit(space[sample]).labels_
     found: list[tuple[np.ndarray, CandidateCluster]] = []
-    for core in range(int(cores.max()) + 1 if len(cores) else 0):
+    for core in range(int(cores.max()) + 1):  # HDBSCAN's noise is -1
         in_core = sample[cores == core]
         if len(in_core) > DENSE_CORE_MAX_SHARE * len(sample):
             continue
