@@ -233,8 +233,8 @@ def test_a_dense_core_off_every_principal_direction_gives_a_dense_core_candidate
 
     rng = np.random.default_rng(0)
     reduced = rng.normal(size=(2000, 10))
-    # 4% of the class crowded tightly, shifted along a diagonal: no principal direction alone
-    # shows it as well as the direction to its core does (all-to-one poison's signature).
+    # 4% of the class crowded tightly, shifted along a diagonal, the direction to its core
+    # (all-to-one poison's signature).
     shift = np.full(10, 2.5)
     reduced[:80] = shift + rng.normal(scale=0.3, size=(80, 10))
     candidates = dense_core_candidates(reduced, random_state=0)
