@@ -14,7 +14,8 @@ Near misses (one rule per test the default decision uses):
 - the left-out candidate left its label (``l/p`` below the cut) and the share that went to one
   class came within :data:`NEAR_SHARE_POINTS` points of the source-share cut;
 - a candidate passed the one-source rule and was cleared only as a natural overlap of the two
-  classes measured at most :data:`NEAR_CONFUSION_FACTOR` times the confusion cut, or as not
+  classes measured at most :data:`NEAR_CONFUSION_FACTOR` times the confusion cut (by the proxy,
+  or held out by the tails' retrain: its cut is the larger of its two), or as not
   sure enough (confidence or typicality at least :data:`NEAR_RELATIVE` of their cut);
 - the tail's clump reached at least :data:`NEAR_CLUMP_SHARE` of the rows it needs.
 """
@@ -42,6 +43,9 @@ _CLAUSE_END = re.compile(r"(?<=-> poison); |(?<=-> legitimate); |; (?=tail \()")
 _LP = re.compile(r"(\d+) as class (\S+); l/p = ([0-9.]+) \(>= ([0-9.]+)\)")
 _SHARE = re.compile(r"l/p = [0-9.]+ \(< [0-9.]+\), (\d+)% of it in class (\S+) \(< (\d+)%\)")
 _NATURAL = re.compile(r"confuses classes (\S+) and (\S+) at ([0-9.]+) \(>= ([0-9.]+): a natural")
+_HELD_OUT = re.compile(
+    r"held out, class (\S+)'s tail goes to class (\S+) at ([0-9.]+), the other tails at a "
+    r"median ([0-9.]+) \(>= the larger of ([0-9.]+) and ([0-9.]+) x that: a natural")
 _NOT_SURE = re.compile(
     r"(mean confidence|median typicality) there ([0-9.]+) \(< ([0-9.]+): not sure")
 _CLUMP = re.compile(r"clump of (\d+) sent away.*?, < (\d+) needed")
@@ -94,6 +98,13 @@ def _near_miss(text: str) -> str | None:
     if natural and float(natural[3]) <= NEAR_CONFUSION_FACTOR * float(natural[4]):
         return (f"a candidate went to class {natural[2]}; cleared as a natural overlap "
                 f"(the proxy confuses the two classes at {natural[3]}, cut {natural[4]})")
+    held_out = _HELD_OUT.search(text)
+    if held_out:
+        cut = max(float(held_out[5]), float(held_out[6]) * float(held_out[4]))
+        if float(held_out[3]) <= NEAR_CONFUSION_FACTOR * cut:
+            return (f"rows sent to class {held_out[1]} cleared as a natural overlap (held "
+                    f"out, class {held_out[1]}'s tail goes to class {held_out[2]} at "
+                    f"{held_out[3]}, cut {cut:.3f})")
     sure = _NOT_SURE.search(text)
     if sure and float(sure[2]) >= NEAR_RELATIVE * float(sure[3]):
         return f"a one-source candidate cleared only by its {sure[1]} {sure[2]} (cut {sure[3]})"

@@ -308,3 +308,32 @@ def test_bad_input_outcomes(store, make_result, register_version, name, tmp_path
     assert _aliases(client, name) == {}
     # The version records the failed check (it exists, so the gate can say so).
     assert client.get_model_version(name, version).tags["acgate.gate.outcome"] == "bad_input"
+
+
+@pytest.mark.parametrize("field", ["overlap", "confidence", "tail_clump"])
+def test_a_metric_an_older_document_has_no_field_for_must_be_absent(make_result, field):
+    """A scan whose document predates a field never logged its metric: one logged later (the
+    gate's replay would read it) disagrees, while a newer document's value is compared."""
+    from acgate.io.results import result_metrics
+    from acgate.mlflow.evidence import check_run_against_document, classes_document
+    from acgate.mlflow.tracking import CLASSES_TAG, POISONED_CLASSES_TAG, VERDICT_TAG
+
+    result = make_result(classes=(0, 1, 2), poisoned=(), suspicious={2: (0.24, 0.18, 0.4)},
+                         class_scores={2: {"source_share": 0.9}})
+    document = classes_document(result, dataset_sha256=TRAIN, metrics_timestamp_ms=1)
+    metrics = {key: (value, 1, 0) for key, value in result_metrics(result).items()}
+    tags = {CLASSES_TAG: "[0, 1, 2]", VERDICT_TAG: "clean", POISONED_CLASSES_TAG: "[]"}
+
+    def problems(entries_without_field: bool, forged: dict) -> list[str]:
+        checked = json.loads(json.dumps(document))
+        if entries_without_field:
+            for entry in checked["classes"]:
+                entry.pop(field)
+        return check_run_against_document(
+            checked, tags=tags, metrics={**metrics, **forged}, classes_tag=CLASSES_TAG,
+            verdict_tag=VERDICT_TAG, poisoned_classes_tag=POISONED_CLASSES_TAG)[0]
+
+    assert problems(True, {}) == []
+    forged = {f"{field}/2": (0.05, 2, 7)}
+    assert any(f"metric {field}/2=0.05 is logged" in p for p in problems(True, forged))
+    assert any(f"metric {field}/2=0.05 is logged" in p for p in problems(False, forged))

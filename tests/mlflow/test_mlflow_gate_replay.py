@@ -121,6 +121,25 @@ def test_recorded_confidence_and_typicality_are_replayed(store, model, make_resu
 
 
 @pytest.mark.parametrize(
+    ("overlap", "promoted"),
+    [({"overlap": 0.05, "overlap_median": 0.006}, True),
+     ({"overlap": 0.05, "overlap_median": 0.02}, False),
+     ({"overlap": 0.05}, False)],
+    ids=["natural", "other-tails-too", "no-median"],
+)
+def test_recorded_held_out_overlap_is_replayed(store, model, make_result, overlap, promoted):
+    """The source's tail went to class 2 held out: cleared only at both recorded cuts."""
+    decision = _gate_class_2(store, model, make_result, exre=0.4,
+                             scores={"source_share": 0.9, "confusion": 0.01,
+                                     "confidence": 0.95, "typicality": 0.3, **overlap})
+    if promoted:
+        _assert_promoted(decision, store, model)
+    else:
+        _assert_refused(decision, store, model, "90% of it in one other class (>= 50%)",
+                        "median typicality there 0.30 (>= 0.05)")
+
+
+@pytest.mark.parametrize(
     ("exre_threshold", "promoted"), [(0.5, True), (1.0, False)], ids=["recorded-0.5", "1"],
 )
 def test_the_recorded_exre_threshold_is_used_not_1(store, model, make_result, scan_thresholds,

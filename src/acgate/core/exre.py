@@ -4,7 +4,8 @@ Candidate clusters of every class are left out of one retrain (:data:`RetrainAnd
 the retrained model then classifies each candidate's rows. ``l`` = rows classified as their
 own label, ``p`` = rows of the most common other class. A candidate is poison when
 ``l / p < exre`` and at least ``source_share`` of it went to that one class (the suspected
-source), unless the proxy itself confuses the two classes (:func:`natural_confusion`); or when
+source), unless the proxy itself confuses the two classes (:func:`natural_confusion`) or, in
+large classes, a model that never saw the candidates does (:func:`held_out_overlap`); or when
 it is *multi-source* poison (see :data:`MULTI_SOURCE_OWN_SHARE`). A second retrain, without
 the candidates and every class's *tail* as well, judges the tails: poison that no candidate
 holds (:mod:`acgate.core.tail`). Chen et al. 2018, section "Exclusionary reclassification",
@@ -17,6 +18,7 @@ with the changes measured in ``bench/RESULTS.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +36,16 @@ from acgate.core.evidence import (
     smallest_cluster,
 )
 from acgate.core.result import NO_VALUE
-from acgate.core.tail import TAIL_GROUP, TailVerdict, tail_members, tail_verdict, whitened
+from acgate.core.tail import (
+    HELD_OUT_OVERLAP_MIN_CLASS_ROWS,
+    TAIL_GROUP,
+    TailVerdict,
+    describe_overlap,
+    held_out_overlap,
+    tail_members,
+    tail_verdict,
+    whitened,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -211,15 +222,18 @@ def _outcome(label: int, group: int, rows: np.ndarray) -> ExReOutcome:
 def one_source_verdict(score: float, source_share: float, confusion: float | None,
                        thresholds: Thresholds, *, nested: bool = False,
                        label: int | None = None, source: int | None = None,
-                       confidence: float | None = None, typicality: float | None = None
+                       confidence: float | None = None, typicality: float | None = None,
+                       overlap: float | None = None, overlap_median: float | None = None
                        ) -> tuple[bool, str]:
     """Exclusionary reclassification's one-source rule on a candidate's measured numbers.
 
     Poison when ``l/p`` is below ``thresholds.exre``, at least the source share (nested: the
-    nested source share) of the left-out candidate went to one other class, and the proxy does
-    not itself confuse the two classes at ``thresholds.confusion`` or more. The scan judges
-    every candidate with this function, and the promotion gate replays it on the numbers a scan
-    run recorded, so the two can never disagree.
+    nested source share) of the left-out candidate went to one other class, the proxy does
+    not itself confuse the two classes at ``thresholds.confusion`` or more, the tails' retrain
+    does not find them overlapping by nature (when measured:
+    :func:`acgate.core.tail.natural_overlap`), and (when measured) the rows went there surely
+    enough. The scan judges every candidate with this function, and the promotion gate replays
+    it on the numbers a scan run recorded, so the two can never disagree.
 
     Args:
         score: ``l/p`` of the candidate.
@@ -232,6 +246,10 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
         confidence: Mean confidence of the rows the retrain sent to the source (``None``: the
             cut does not apply, see :data:`ONE_SOURCE_SURE_MIN_CLASS_ROWS`).
         typicality: Their median typicality there (``None``: the cut does not apply).
+        overlap: The share of the source's tail the tails' retrain sent to the class (``None``:
+            the test does not apply, see :func:`acgate.core.tail.held_out_overlap`).
+        overlap_median: The median share of the other classes' tails it sent there (needed
+            with ``overlap``).
 
     Returns:
         ``(poisoned, why)``.
@@ -250,6 +268,10 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
         why += (f"; the proxy confuses {pair} at {confusion:.3f} "
                 f"({'>=' if natural else '<'} {thresholds.confusion:g}"
                 f"{': a natural overlap' if natural else ''})")
+        poisoned = not natural
+    if poisoned and overlap is not None and overlap_median is not None:
+        natural, clause = describe_overlap(label, source, overlap, overlap_median)
+        why += "; " + clause
         poisoned = not natural
     for name, value, cut in (("confidence", confidence, ONE_SOURCE_CONFIDENCE),
                              ("typicality", typicality, ONE_SOURCE_TYPICALITY)):
@@ -376,21 +398,29 @@ class _GroupVerdict:
     spread: float | None = None
     #: A dense-core candidate: only the several-sources rule judges it.
     several_only: bool = False
+    #: The held-out overlap of the class and the suspected source and its baseline (see
+    #: :func:`acgate.core.tail.held_out_overlap`), when measured.
+    overlap: tuple[float, float] | None = None
 
 
 def _judge_group(group: int, members: np.ndarray, nested: bool, description: str,
                  outcome: ExReOutcome, used: Thresholds, n_class: int,
                  confusion_of: Callable[[int, int], float] | None,
                  typicality: np.ndarray | None = None, *,
-                 several_only: bool = False) -> _GroupVerdict:
+                 several_only: bool = False,
+                 overlap_of: Callable[[int, int], tuple[float, float] | None] | None = None
+                 ) -> _GroupVerdict:
     """The multi-source rule, else l/p, the source share and (when known) the confusion.
 
     ``several_only``: a dense-core candidate, poison by the multi-source rule or not at all.
+    ``overlap_of``: the held-out overlap of two classes and its baseline (see
+    :func:`held_out_overlap`), asked in large classes only.
     """
     label = outcome.label
     source_share = outcome.n_other / max(len(members), 1)
     needed = used.nested_source_share if nested else used.source_share
     confusion = None
+    overlap = None
     sure: tuple[float | None, float | None] = (None, None)
     multi = _multi_source(outcome, len(members), needed, typicality)
     spread = None
@@ -402,21 +432,26 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
         why = (f"l/p = {outcome.score:.2f}, not samples of several source classes (a dense "
                f"core is judged by that rule only)")
     else:
-        if (outcome.score < used.exre and source_share >= needed and confusion_of is not None
-                and outcome.source is not None):
+        one_source = (outcome.score < used.exre and source_share >= needed
+                      and outcome.source is not None)
+        if one_source and confusion_of is not None:
             confusion = confusion_of(label, outcome.source)
         if n_class >= ONE_SOURCE_SURE_MIN_CLASS_ROWS:
             sure = _sureness(outcome, typicality)
-        poisoned, why = one_source_verdict(outcome.score, source_share, confusion, used,
-                                           nested=nested, label=label, source=outcome.source,
-                                           confidence=sure[0], typicality=sure[1])
+        if one_source and overlap_of is not None and n_class >= HELD_OUT_OVERLAP_MIN_CLASS_ROWS:
+            overlap = overlap_of(label, outcome.source)
+        share_there, median_there = overlap if overlap is not None else (None, None)
+        poisoned, why = one_source_verdict(
+            outcome.score, source_share, confusion, used, nested=nested, label=label,
+            source=outcome.source, confidence=sure[0], typicality=sure[1],
+            overlap=share_there, overlap_median=median_there)
     elsewhere = (f"{outcome.n_other} as class {outcome.source}" if outcome.source is not None
                  else "none as another class")
     text = (f"{description}, {len(members) / n_class:.1%} of the class, left out of a retrain: "
             f"{outcome.n_own} classified as {label}, {elsewhere}; {why} -> "
             f"{'poison' if poisoned else 'legitimate'}")
     return _GroupVerdict(group, members, outcome, poisoned, source_share, confusion, text,
-                         *sure, spread=spread, several_only=several_only)
+                         *sure, spread=spread, several_only=several_only, overlap=overlap)
 
 
 def _sureness(outcome: ExReOutcome, typicality: np.ndarray | None
@@ -630,6 +665,8 @@ def _named_scores(clustering: ClassClustering, worst: _GroupVerdict,
         named["confidence"] = worst.confidence
     if worst.typicality is not None:
         named["typicality"] = worst.typicality
+    if worst.overlap is not None:
+        named["overlap"], named["overlap_median"] = worst.overlap
     if clustering.candidates is not None:
         named["candidate_k"] = float(clustering.candidates[worst.group].k)
         named["stability"] = clustering.candidates[worst.group].stability
@@ -746,6 +783,11 @@ def judge_exre(clusterings: Sequence[ClassClustering],
     typicality = _typicality(groups, outcomes, labels, retrain, leave_out,
                              evidence.random_state)
     tails = _tails(judged, groups, leave_out, evidence)
+    overlap_of = held_out_overlap({label: outcome.predicted
+                                   for label, (_, outcome) in tails.items()})
+    class_rows = {c.label: len(c.positions) for c in judged}
+    tails = {label: (_with_overlap(tail, label, class_rows[label], overlap_of), outcome)
+             for label, (tail, outcome) in tails.items()}
     judgements: dict[int, ClassJudgement] = {}
     for clustering in judged:
         label = clustering.label
@@ -753,7 +795,7 @@ def judge_exre(clusterings: Sequence[ClassClustering],
         verdicts = [
             _judge_group(group, members, nested, description, outcomes[(label, group)], used,
                          len(clustering.positions), confusion_of, typicality.get((label, group)),
-                         several_only=several_only)
+                         several_only=several_only, overlap_of=overlap_of)
             for group, (members, nested, description, several_only)
             in candidates[label].items()]
         tail, tail_outcome = tails.get(label, (None, None))
@@ -795,6 +837,18 @@ def _tails(judged: Sequence[ClassClustering], groups: Groups, leave_out: np.ndar
         tails[label] = (tail_verdict(space, members[label], label, outcome.predicted,
                                      outcome.max_probability, typical), outcome)
     return tails
+
+
+def _with_overlap(tail: TailVerdict, label: int, n_class: int,
+                  overlap_of: Callable[[int, int], tuple[float, float] | None]) -> TailVerdict:
+    """The tail with the held-out overlap of its class and its clump's source, when asked.
+
+    Asked in large classes whose clump would make the tail poison: with a natural overlap only
+    the clump's rows sent to other classes count (:attr:`TailVerdict.poisoned`).
+    """
+    if n_class < HELD_OUT_OVERLAP_MIN_CLASS_ROWS or tail.source is None or not tail.clumped:
+        return tail
+    return dataclasses.replace(tail, overlap=overlap_of(label, tail.source))
 
 
 def _confusion_test(groups: Groups, evidence: Evidence) -> Callable[[int, int], float] | None:

@@ -286,7 +286,9 @@ def result_metrics(result: DetectionResult) -> dict[str, float]:
     Per class ``c``: ``silhouette/<c>``, ``size_ratio/<c>``, ``exre/<c>``, ``source_share/<c>``,
     ``confusion/<c>``, ``confidence/<c>`` and ``typicality/<c>`` (how surely the judged
     candidate went to its source, in classes of at least
-    :data:`acgate.core.exre.ONE_SOURCE_SURE_MIN_CLASS_ROWS` rows), ``tail_flips/<c>``,
+    :data:`acgate.core.exre.ONE_SOURCE_SURE_MIN_CLASS_ROWS` rows), ``overlap/<c>`` and
+    ``overlap_median/<c>`` (the held-out overlap of the class and that source, and its
+    baseline: :func:`acgate.core.tail.held_out_overlap`), ``tail_flips/<c>``,
     ``tail_cohesive/<c>`` and ``tail_clump/<c>`` (the class's tail, see
     :mod:`acgate.core.tail`; each only when measured and finite), ``flagged/<c>`` (count),
     ``poisoned/<c>`` and ``skipped/<c>`` (1 or 0). Totals: ``n_samples``, ``n_flagged``,
@@ -303,6 +305,8 @@ def result_metrics(result: DetectionResult) -> dict[str, float]:
             ("confusion", report.scores.get("confusion")),
             ("confidence", report.scores.get("confidence")),
             ("typicality", report.scores.get("typicality")),
+            ("overlap", report.scores.get("overlap")),
+            ("overlap_median", report.scores.get("overlap_median")),
             ("tail_flips", report.scores.get("tail_flips")),
             ("tail_cohesive", report.scores.get("tail_cohesive")),
             ("tail_clump", report.scores.get("tail_clump")),

@@ -43,12 +43,16 @@ MAX_CLASSES_ARTIFACT_BYTES = 64 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: Per-class metrics compared with the document: (metric prefix, document field).
 _FLOAT_METRICS = (("silhouette", "silhouette"), ("size_ratio", "size_ratio"), ("exre", "exre"))
-#: The same for fields a document written before the gate replayed the scan's rule lacks:
-#: compared when the class's entry has the field.
-_NEWER_FLOAT_METRICS = (("source_share", "source_share"), ("confusion", "confusion"),
-                        ("confidence", "confidence"), ("typicality", "typicality"),
-                        ("tail_flips", "tail_flips"), ("tail_cohesive", "tail_cohesive"),
-                        ("tail_clump", "tail_clump"))
+#: The same for fields a document written before the gate replayed the scan's rule lacks
+#: (those scans logged the metrics all the same): compared when the class's entry has the field.
+_NEWER_FLOAT_METRICS = (("source_share", "source_share"), ("confusion", "confusion"))
+#: Fields that came with their metrics: a scan whose document lacks the field never logged the
+#: metric, so the metric must be absent too (else a metric logged later, which the gate's replay
+#: reads, would go unchecked).
+_PAIRED_FLOAT_METRICS = (("confidence", "confidence"), ("typicality", "typicality"),
+                         ("overlap", "overlap"), ("overlap_median", "overlap_median"),
+                         ("tail_flips", "tail_flips"), ("tail_cohesive", "tail_cohesive"),
+                         ("tail_clump", "tail_clump"))
 _COUNT_METRICS = (("poisoned", None), ("skipped", None), ("flagged", "n_flagged"))
 _VERDICTS = ("clean", "poisoned", "skipped")
 
@@ -86,12 +90,13 @@ def classes_document(
         ``n_samples``, ``n_flagged`` and ``classes`` (one entry per class: ``label``,
         ``verdict``, ``n_samples``, ``n_flagged``, ``skipped``, ``suspected_source``,
         ``reason``, ``silhouette``, ``size_ratio``, ``exre``, ``source_share``, ``confusion``
-        ``confidence``, ``typicality`` (the exclusionary-reclassification numbers of the
-        judged candidate), ``tail_flips``, ``tail_cohesive``,
-        ``tail_clump`` (the class's tail, :mod:`acgate.core.tail`), ``thresholds``
-        (the thresholds the class was judged with, by :class:`acgate.core.analyses.Thresholds`
-        field name: the promotion gate replays the scan's rule with them); non-finite numbers
-        are ``null``, as in the metrics, where they are not logged).
+        ``confidence``, ``typicality``, ``overlap``, ``overlap_median`` (the
+        exclusionary-reclassification numbers of the judged candidate), ``tail_flips``,
+        ``tail_cohesive``, ``tail_clump`` (the class's tail, :mod:`acgate.core.tail`),
+        ``thresholds`` (the thresholds the class was judged with, by
+        :class:`acgate.core.analyses.Thresholds` field name: the promotion gate replays the
+        scan's rule with them); non-finite numbers are ``null``, as in the metrics, where they
+        are not logged).
     """
     import numpy as np
 
@@ -114,6 +119,8 @@ def classes_document(
             "confusion": _finite(report.scores.get("confusion")),
             "confidence": _finite(report.scores.get("confidence")),
             "typicality": _finite(report.scores.get("typicality")),
+            "overlap": _finite(report.scores.get("overlap")),
+            "overlap_median": _finite(report.scores.get("overlap_median")),
             "tail_flips": _finite(report.scores.get("tail_flips")),
             "tail_cohesive": _finite(report.scores.get("tail_cohesive")),
             "tail_clump": _finite(report.scores.get("tail_clump")),
@@ -256,7 +263,7 @@ def check_run_against_document(
         expected[f"poisoned/{label}"] = 1.0 if entry["verdict"] == "poisoned" else 0.0
         expected[f"skipped/{label}"] = 1.0 if entry["verdict"] == "skipped" else 0.0
         expected[f"flagged/{label}"] = float(entry["n_flagged"])
-        for prefix, key in _FLOAT_METRICS + _NEWER_FLOAT_METRICS:
+        for prefix, key in _FLOAT_METRICS + _NEWER_FLOAT_METRICS + _PAIRED_FLOAT_METRICS:
             if key not in entry and (prefix, key) in _NEWER_FLOAT_METRICS:
                 continue
             value = entry.get(key)

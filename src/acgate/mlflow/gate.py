@@ -26,7 +26,7 @@ What it checks, in order:
      ``size_ratio/<c> <= size_threshold`` → fail, unless the scan's own one-source rule of
      exclusionary reclassification (:func:`acgate.core.analyses.one_source_verdict`), replayed
      on the numbers the run recorded (``exre/<c>``, ``source_share/<c>``, ``confusion/<c>``,
-     ``confidence/<c>``, ``typicality/<c>``)
+     ``confidence/<c>``, ``typicality/<c>``, ``overlap/<c>``, ``overlap_median/<c>``)
      with the thresholds the scan judged the class with (its entry of the checked
      ``classes.json``, else the run params ``<name>_threshold``), clears the cluster. A
      missing number or threshold fails. With one gate threshold only, that condition alone
@@ -915,11 +915,11 @@ def _replay_one_source_rule(label: int, metrics: Mapping[str, float], cluster: s
 
     The rule (:func:`acgate.core.analyses.one_source_verdict`, the one the scan judged every
     candidate with) is replayed on the numbers the run recorded: ``exre/<c>`` (l/p),
-    ``source_share/<c>``, ``confusion/<c>``, ``confidence/<c>`` and ``typicality/<c>``
-    (absent: not measured, that cut not applied), with the thresholds
-    the scan used for the class. The run does not record whether the judged candidate was a
-    sub-cluster, so the smaller of the two source-share thresholds applies: the replay is
-    never more lenient than the scan.
+    ``source_share/<c>``, ``confusion/<c>``, ``confidence/<c>``, ``typicality/<c>``,
+    ``overlap/<c>`` and ``overlap_median/<c>`` (absent: not measured, that test not applied),
+    with the thresholds the scan used for the class. The run does not record whether the judged
+    candidate was a sub-cluster, so the smaller of the two source-share thresholds applies: the
+    replay is never more lenient than the scan.
 
     Args:
         label: The class.
@@ -949,6 +949,8 @@ def _replay_one_source_rule(label: int, metrics: Mapping[str, float], cluster: s
         nested=thresholds.nested_source_share < thresholds.source_share, label=label,
         confidence=_class_metric(metrics, "confidence", label),
         typicality=_class_metric(metrics, "typicality", label),
+        overlap=_class_metric(metrics, "overlap", label),
+        overlap_median=_class_metric(metrics, "overlap_median", label),
     )
     if poisoned:
         return [f"class {label}: {cluster}; not cleared by the scan's one-source rule on the "

@@ -534,6 +534,8 @@ _SCORE_NAMES = (
     ("confusion", "natural confusion of the two classes"),
     ("confidence", "mean confidence sent there"),
     ("typicality", "median typicality there"),
+    ("overlap", "held out: share of the source's tail sent to the class"),
+    ("overlap_median", "... the other classes' tails (median)"),
     ("tail_flips", "tail rows sent away confidently as typical rows"),
     ("tail_cohesive", "... of them cohesive"),
     ("tail_clump", "tail clump (rows sent away amid cohesive flips)"),
