@@ -62,15 +62,15 @@ def test_all_to_one_at_one_percent_over_three_seeds(name, mean_floor, min_floor,
 @pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(),
                     reason="apt-get install -y dataset-fashion-mnist")
 def test_blended_all_to_one_on_fashion_mnist_is_found_on_every_seed(tmp_path):
-    """Below the issue's target (measured 0.861 / 0.452 / 0.788): bench/RESULTS.md.
+    """Below the issue's target (measured 0.861 / 0.830 / 0.788): bench/RESULTS.md.
 
-    Seed 1 also flags a natural cluster of another class (README, "Known limits"): the target
-    must be among the flagged classes, and at most one other beside it.
+    Seed 1 flagged a natural cluster of sneakers beside the poison until the held-out overlap
+    test (README, "Known limits"): only the target may be flagged.
     """
     runs = [scan_case("fashion/blend-a2o-1pct", seed, 20_000, tmp_path) for seed in SEEDS]
     f1 = [run[0] for run in runs]
-    assert all(seed in run[1] and len(run[1]) <= 2 for seed, run in zip(SEEDS, runs)), runs
-    assert np.mean(f1) >= 0.65 and min(f1) >= 0.4, f"F1 per seed {f1}"
+    assert all(run[1] == (seed,) for seed, run in zip(SEEDS, runs)), runs
+    assert np.mean(f1) >= 0.75 and min(f1) >= 0.7, f"F1 per seed {f1}"
 
 
 @pytest.mark.slow
