@@ -47,3 +47,11 @@ def left_out_outcome(predicted, confidence: float, label: int = 9):
                        source=source, score=n_own / max(int(counts[source]), 1),
                        own_probability=np.zeros(len(predicted)), predicted=predicted,
                        max_probability=np.full(len(predicted), confidence))
+
+
+def with_activations(retrain, activations: np.ndarray):
+    """A retrain (e.g. the core tests' nearest centroid) able to give its embedding, the given
+    activations themselves, as the torch retrain gives its last hidden layer: what the
+    typicality of the several-sources rule and the tail needs."""
+    retrain.activations = lambda train_mask, positions: activations[np.asarray(positions)]
+    return retrain

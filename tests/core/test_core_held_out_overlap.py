@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from synthetic import poison_inside_spread
+from synthetic import poison_inside_spread, with_activations
 
 from acgate.core import detect
 from acgate.core.evidence import Thresholds
@@ -42,8 +42,8 @@ def _stretched_toward(blobs, source: int, target: int, factor: float) -> np.ndar
 
 
 def _scan(x, labels, retrain):
-    retrain.activations = lambda train_mask, positions: x[np.asarray(positions)]
-    return detect(x, labels, analysis="exre", retrain_and_predict=retrain, n_clusters=2)
+    return detect(x, labels, analysis="exre", retrain_and_predict=with_activations(retrain, x),
+                  n_clusters=2)
 
 
 def test_the_overlap_is_the_sources_tail_share_against_the_other_tails_median():

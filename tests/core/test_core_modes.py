@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from synthetic import left_out_outcome
+from synthetic import left_out_outcome, with_activations
 
 from acgate.core import detect
 from acgate.core.clustering import cluster_class
@@ -152,9 +152,7 @@ def _retrain_with_activations(nearest_centroid_retrain, x, y, trigger_column=0):
     """Nearest centroid on the features with the trigger column dropped (a retrain that never
     saw the trigger), with ``.activations`` (those features) for the typicality test."""
     features = np.delete(x, trigger_column, axis=1)
-    retrain = nearest_centroid_retrain(features, y)
-    retrain.activations = lambda mask, positions: features[np.asarray(positions)]
-    return retrain
+    return with_activations(nearest_centroid_retrain(features, y), features)
 
 
 def test_poison_from_several_sources_into_one_class_is_flagged(nearest_centroid_retrain):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from synthetic import poison_inside_spread
+from synthetic import poison_inside_spread, with_activations
 
 from acgate.core import detect
 from acgate.core.tail import (
@@ -15,13 +15,6 @@ from acgate.core.tail import (
     tail_verdict,
     whitened,
 )
-
-
-def _with_activations(retrain, activations: np.ndarray):
-    """The nearest-centroid retrain, able to give its embedding (the activations themselves),
-    as the torch retrain gives its last hidden layer: what the typicality of the tail needs."""
-    retrain.activations = lambda train_mask, positions: activations[np.asarray(positions)]
-    return retrain
 
 
 def test_whitened_space_has_unit_variance_and_keeps_constant_components_at_zero():
@@ -126,7 +119,7 @@ def test_a_clump_smaller_than_the_minimum_is_not_poison():
 
 def test_the_tail_finds_poison_that_no_candidate_holds(make_blobs, nearest_centroid_retrain):
     x, blobs = poison_inside_spread(make_blobs, n_per_class=500)
-    retrain = _with_activations(nearest_centroid_retrain(x, blobs.labels), x)
+    retrain = with_activations(nearest_centroid_retrain(x, blobs.labels), x)
     result = detect(x, blobs.labels, analysis="exre", retrain_and_predict=retrain,
                     n_clusters=2)
     assert result.poisoned_classes == (2,)
@@ -145,7 +138,7 @@ def test_the_tail_finds_poison_that_no_candidate_holds(make_blobs, nearest_centr
 def test_clean_classes_tails_stay_legitimate(make_blobs, nearest_centroid_retrain):
     for seed in range(3):
         clean = make_blobs(seed=seed + 10, n_per_class=400)
-        retrain = _with_activations(
+        retrain = with_activations(
             nearest_centroid_retrain(clean.activations, clean.labels), clean.activations)
         result = detect(clean.activations, clean.labels, analysis="exre",
                         retrain_and_predict=retrain)
@@ -156,7 +149,7 @@ def test_clean_classes_tails_stay_legitimate(make_blobs, nearest_centroid_retrai
 def test_the_tails_get_a_retrain_of_their_own_without_the_candidates(
         planted, nearest_centroid_retrain):
     calls: list = []
-    retrain = _with_activations(
+    retrain = with_activations(
         nearest_centroid_retrain(planted.activations, planted.labels, calls),
         planted.activations)
     result = detect(planted.activations, planted.labels, analysis="exre",
