@@ -782,12 +782,7 @@ def judge_exre(clusterings: Sequence[ClassClustering],
                                                     leave_out=leave_out)
     typicality = _typicality(groups, outcomes, labels, retrain, leave_out,
                              evidence.random_state)
-    tails = _tails(judged, groups, leave_out, evidence)
-    overlap_of = held_out_overlap({label: outcome.predicted
-                                   for label, (_, outcome) in tails.items()})
-    class_rows = {c.label: len(c.positions) for c in judged}
-    tails = {label: (_with_overlap(tail, label, class_rows[label], overlap_of), outcome)
-             for label, (tail, outcome) in tails.items()}
+    tails, overlap_of = _tails(judged, groups, leave_out, evidence)
     judgements: dict[int, ClassJudgement] = {}
     for clustering in judged:
         label = clustering.label
@@ -804,7 +799,9 @@ def judge_exre(clusterings: Sequence[ClassClustering],
 
 
 def _tails(judged: Sequence[ClassClustering], groups: Groups, leave_out: np.ndarray | None,
-           evidence: Evidence) -> dict[int, tuple[TailVerdict, ExReOutcome]]:
+           evidence: Evidence
+           ) -> tuple[dict[int, tuple[TailVerdict, ExReOutcome]],
+                      Callable[[int, int], tuple[float, float] | None] | None]:
     """Every class's tail, judged by a second retrain without the tails and the candidates.
 
     A retrain of its own: leaving 20% of every class out of the candidates' retrain as well
@@ -814,29 +811,34 @@ def _tails(judged: Sequence[ClassClustering], groups: Groups, leave_out: np.ndar
     the retrain's activations (the flips' typicality); without them no tail is judged.
 
     Returns:
-        By label, the tail's verdict and the retrain's outcome on its rows.
+        By label, the tail's verdict and the retrain's outcome on its rows; and the held-out
+        overlap of two classes that this retrain measures (:func:`held_out_overlap`, which the
+        tails' verdicts already asked), ``None`` when no tail was judged.
     """
     retrain = evidence.retrain_and_predict
     if getattr(retrain, "activations", None) is None:
-        return {}
+        return {}, None
     spaces = {c.label: whitened(c.reduced) for c in judged if c.reduced is not None}
     members = {label: tail_members(space) for label, space in spaces.items()}
     tail_groups = {(c.label, TAIL_GROUP): (c.label, c.positions[members[c.label]])
                    for c in judged if c.label in members}
     if not tail_groups:
-        return {}
+        return {}, None
     kept_out = np.flatnonzero(~retrain_mask(groups, len(evidence.labels), leave_out))
     outcomes = exclusionary_reclassification_groups(tail_groups, len(evidence.labels), retrain,
                                                     leave_out=kept_out)
     typicality = _typicality(tail_groups, outcomes, evidence.labels, retrain, kept_out,
                              evidence.random_state)
+    overlap_of = held_out_overlap({label: outcomes[(label, TAIL_GROUP)].predicted
+                                   for label in spaces})
     tails = {}
     for label, space in spaces.items():
         outcome = outcomes[(label, TAIL_GROUP)]
         typical = typicality.get((label, TAIL_GROUP), np.full(len(members[label]), np.nan))
-        tails[label] = (tail_verdict(space, members[label], label, outcome.predicted,
-                                     outcome.max_probability, typical), outcome)
-    return tails
+        verdict = tail_verdict(space, members[label], label, outcome.predicted,
+                               outcome.max_probability, typical)
+        tails[label] = (_with_overlap(verdict, label, len(space), overlap_of), outcome)
+    return tails, overlap_of
 
 
 def _with_overlap(tail: TailVerdict, label: int, n_class: int,
