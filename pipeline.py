@@ -170,8 +170,8 @@ _PROXY_INPUTS = ("seed", "proxy", "epochs", "batch_size", "lr", "hidden", "max_d
 #: ... and the detector's (they act only in a full fallback of a partition's scan or rescan).
 _DETECTOR_INPUTS = ("reducer", "n_components", "n_clusters", "analysis", "size_threshold",
                     "silhouette_threshold", "exre_threshold", "source_share_threshold",
-                    "nested_source_share_threshold", "confusion_threshold", "segment_by",
-                    "min_class_size", "exre_epochs")
+                    "nested_source_share_threshold", "confusion_threshold",
+                    "overlap_threshold", "segment_by", "min_class_size", "exre_epochs")
 
 
 def _picked(inputs: dict, names: tuple[str, ...]) -> dict:
@@ -208,6 +208,7 @@ def acgate_pipeline(
     source_share_threshold: float = 0.5,
     nested_source_share_threshold: float = 0.7,
     confusion_threshold: float = 0.03,
+    overlap_threshold: float = 0.03,
     segment_by: str = "label",
     min_class_size: int = 10,
     seed: int = 0,
@@ -257,6 +258,9 @@ def acgate_pipeline(
         nested_source_share_threshold: The same for a stable sub-cluster inside a candidate.
         confusion_threshold: A candidate is legitimate when the proxy itself confuses its class
             and the suspected source at least this much (2 disables the test).
+        overlap_threshold: A candidate is legitimate when a retrain without every class's tail
+            sends at least this share of the suspected source's tail to its class, and 4x the
+            other tails' median (classes >= 1,000 rows; 2 disables the test).
         segment_by: ``"label"`` or ``"prediction"``.
         min_class_size: Smaller classes are skipped (the scan is then incomplete).
         seed: Seed of every random step.
@@ -345,8 +349,8 @@ def acgate_pipeline(
         silhouette_threshold=silhouette_threshold, exre_threshold=exre_threshold,
         source_share_threshold=source_share_threshold,
         nested_source_share_threshold=nested_source_share_threshold,
-        confusion_threshold=confusion_threshold, exre_epochs=exre_epochs,
-        mlflow_tracking_uri=mlflow_tracking_uri, dataset_sha256=sha256,
+        confusion_threshold=confusion_threshold, overlap_threshold=overlap_threshold,
+        exre_epochs=exre_epochs, mlflow_tracking_uri=mlflow_tracking_uri, dataset_sha256=sha256,
         **proxy_settings, **cluster_settings,
     )
     analyzed.set_display_name("analyze")
@@ -398,8 +402,9 @@ def acgate_pipeline(
             silhouette_threshold=silhouette_threshold, exre_threshold=exre_threshold,
             source_share_threshold=source_share_threshold,
             nested_source_share_threshold=nested_source_share_threshold,
-            confusion_threshold=confusion_threshold, exre_epochs=exre_epochs,
-            mlflow_tracking_uri=mlflow_tracking_uri, scan_run_id=analyzed.outputs["run_id"],
+            confusion_threshold=confusion_threshold, overlap_threshold=overlap_threshold,
+            exre_epochs=exre_epochs, mlflow_tracking_uri=mlflow_tracking_uri,
+            scan_run_id=analyzed.outputs["run_id"],
             **proxy_settings, **cluster_settings,
         )
         rescanned.set_display_name("rescan repaired data")
@@ -448,6 +453,7 @@ def partition_not_clean(
     source_share_threshold: float,
     nested_source_share_threshold: float,
     confusion_threshold: float,
+    overlap_threshold: float,
     segment_by: str,
     min_class_size: int,
     seed: int,
@@ -562,6 +568,7 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
     source_share_threshold: float = 0.5,
     nested_source_share_threshold: float = 0.7,
     confusion_threshold: float = 0.03,
+    overlap_threshold: float = 0.03,
     segment_by: str = "label",
     min_class_size: int = 10,
     seed: int = 0,

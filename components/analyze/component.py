@@ -29,6 +29,7 @@ def analyze(
     source_share_threshold: float = 0.5,
     nested_source_share_threshold: float = 0.7,
     confusion_threshold: float = 0.03,
+    overlap_threshold: float = 0.03,
     segment_by: str = "label",
     min_class_size: int = 10,
     seed: int = 0,
@@ -75,6 +76,9 @@ def analyze(
         nested_source_share_threshold: The same for a stable sub-cluster inside a candidate.
         confusion_threshold: A candidate is legitimate when the proxy itself confuses its class
             and the suspected source at least this much (2 disables the test).
+        overlap_threshold: A candidate is legitimate when a retrain without every class's tail
+            sends at least this share of the suspected source's tail to its class, and 4x the
+            other tails' median (classes >= 1,000 rows; 2 disables the test).
         segment_by: ``"label"`` or ``"prediction"``.
         min_class_size: As given to ``cluster``.
         seed: Seed (the same as ``train_proxy``'s: the retrain must match the proxy).

@@ -215,7 +215,8 @@ def clustering_settings(config: ScanConfig, n_classes: int) -> tuple[int | str, 
         silhouette_threshold=config.silhouette_threshold, exre_threshold=config.exre_threshold,
         source_share_threshold=config.source_share_threshold,
         nested_source_share_threshold=config.nested_source_share_threshold,
-        confusion_threshold=config.confusion_threshold)
+        confusion_threshold=config.confusion_threshold,
+        overlap_threshold=config.overlap_threshold)
     return resolve_n_clusters(config.n_clusters, resolved, n_classes), thresholds.size
 
 
@@ -894,7 +895,8 @@ def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], confi
         silhouette_threshold=config.silhouette_threshold, exre_threshold=config.exre_threshold,
         source_share_threshold=config.source_share_threshold,
         nested_source_share_threshold=config.nested_source_share_threshold,
-        confusion_threshold=config.confusion_threshold)
+        confusion_threshold=config.confusion_threshold,
+        overlap_threshold=config.overlap_threshold)
     params = detector_params(
         resolved, thresholds, reducer=config.reducer, n_components=config.n_components,
         n_clusters=resolve_n_clusters(config.n_clusters, resolved,

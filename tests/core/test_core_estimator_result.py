@@ -19,8 +19,8 @@ def test_get_and_set_params():
     assert params["reducer"] == "ica" and params["random_state"] == 4
     assert set(params) == {"reducer", "n_components", "n_clusters", "analysis", "size_threshold",
                            "silhouette_threshold", "exre_threshold", "source_share_threshold",
-                           "nested_source_share_threshold", "confusion_threshold", "segment_by",
-                           "min_class_size", "random_state"}
+                           "nested_source_share_threshold", "confusion_threshold",
+                           "overlap_threshold", "segment_by", "min_class_size", "random_state"}
     assert est.set_params(n_components=6, analysis="distance") is est
     assert est.get_params()["n_components"] == 6
     assert est.analysis == "distance"

@@ -41,9 +41,9 @@ def _stretched_toward(blobs, source: int, target: int, factor: float) -> np.ndar
     return x
 
 
-def _scan(x, labels, retrain):
+def _scan(x, labels, retrain, **settings):
     return detect(x, labels, analysis="exre", retrain_and_predict=with_activations(retrain, x),
-                  n_clusters=2)
+                  n_clusters=2, **settings)
 
 
 def test_the_overlap_is_the_sources_tail_share_against_the_other_tails_median():
@@ -94,6 +94,31 @@ def test_a_candidate_from_a_neighbour_whose_outliers_lean_in_is_a_natural_overla
     assert report.scores["overlap"] >= HELD_OUT_OVERLAP
     assert "held out, class 0's tail goes to class 2" in report.reason
     assert "a natural overlap) -> legitimate" in report.reason
+    assert report.thresholds["overlap"] == HELD_OUT_OVERLAP
+    # The scan's overlap_threshold is the cut: over the measured share (or 2: off) it is poison.
+    share = report.scores["overlap"]
+    for cut in (min(share + 0.01, 1.0), 2.0):
+        strict = _scan(x, blobs.labels, nearest_centroid_retrain(x, blobs.labels),
+                       overlap_threshold=cut)
+        assert strict.poisoned_classes == (2,)
+        assert strict.class_report(2).thresholds["overlap"] == cut
+        assert strict.info.params["overlap_threshold"] == cut
+        assert f"< the larger of {cut:g} and" in strict.class_report(2).reason
+
+
+def test_a_share_of_zero_is_never_a_natural_overlap():
+    # A cut of 0 would otherwise call every pair whose tails all stay home "natural".
+    thresholds = Thresholds(overlap=0.0)
+    assert one_source_verdict(0.1, 0.9, 0.0, thresholds, overlap=0.0, overlap_median=0.0)[0]
+    assert not one_source_verdict(0.1, 0.9, 0.0, thresholds, overlap=0.01,
+                                  overlap_median=0.0)[0]
+
+
+@pytest.mark.parametrize("cut", [-0.1, 2.5, float("nan")])
+def test_an_overlap_threshold_outside_0_to_2_is_refused(make_blobs, cut):
+    blobs = make_blobs(n_per_class=50)
+    with pytest.raises(ValueError, match=r"overlap_threshold must be in \[0.0, 2.0\]"):
+        detect(blobs.activations, blobs.labels, overlap_threshold=cut)
 
 
 def test_small_classes_and_scans_without_tails_are_not_asked(make_blobs,
@@ -170,3 +195,7 @@ def test_a_tail_clump_from_a_neighbour_whose_outliers_lean_in_is_a_natural_overl
                       if c.text.startswith("tail (")]
     assert "held out, class 0's tail goes to class 2" in tail_clause.text
     assert tail_clause.verdict == "legitimate"
+    # With the test off the clump counts whole again.
+    off = _scan(stretched, blobs.labels, nearest_centroid_retrain(stretched, blobs.labels),
+                overlap_threshold=2.0)
+    assert off.poisoned_classes == (2,)

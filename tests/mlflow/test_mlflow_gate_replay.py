@@ -139,6 +139,24 @@ def test_recorded_held_out_overlap_is_replayed(store, model, make_result, overla
                         "median typicality there 0.30 (>= 0.05)")
 
 
+@pytest.mark.parametrize("where", ["classes.json", "params", "neither"])
+def test_the_recorded_overlap_threshold_is_used(store, model, make_result, scan_thresholds,
+                                                scan_params, where):
+    """The scan's own overlap cut (here 0.1, over the recorded 0.05) is replayed; a scan made
+    before the cut was a setting records it nowhere and was judged with 0.03: cleared."""
+    scores = {"source_share": 0.9, "confusion": 0.01, "confidence": 0.95, "typicality": 0.3,
+              "overlap": 0.05, "overlap_median": 0.006}
+    thresholds = {2: {**scan_thresholds, "overlap": 0.1}} if where == "classes.json" else {2: {}}
+    params = {**scan_params, "overlap_threshold": 0.1} if where == "params" else scan_params
+    decision = _gate_class_2(store, model, make_result, exre=0.4, scores=scores,
+                             thresholds=thresholds, params=params)
+    if where == "neither":
+        _assert_promoted(decision, store, model)
+    else:
+        _assert_refused(decision, store, model, "goes to class 2 at 0.050, the other tails at a "
+                        "median 0.006 (< the larger of 0.1 and 4 x that)")
+
+
 @pytest.mark.parametrize(
     ("exre_threshold", "promoted"), [(0.5, True), (1.0, False)], ids=["recorded-0.5", "1"],
 )

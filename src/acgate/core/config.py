@@ -23,6 +23,7 @@ from acgate.core.analyses import (
 )
 from acgate.core.clustering import MIN_CLASS_SIZE
 from acgate.core.reducers import REDUCERS
+from acgate.core.tail import HELD_OUT_OVERLAP
 
 #: Where a setting applies: the stage that first reads it. A KFP component takes the settings
 #: of its own stage and of every stage before it that it replays (analyze replays the proxy's
@@ -108,6 +109,10 @@ class DetectorConfig:
     confusion_threshold: float = setting(
         CONFUSION_THRESHOLD, "a candidate is legitimate when the proxy itself mixes up its class "
         "and the suspected source at least this much (2 disables the test)", stage="analyze")
+    overlap_threshold: float = setting(
+        HELD_OUT_OVERLAP, "a candidate is legitimate when a retrain without every class's tail "
+        "sends at least this share of the suspected source's tail to its class, and 4x the "
+        "other tails' median (classes >= 1,000 rows; 2 disables the test)", stage="analyze")
     segment_by: str = setting("label", "split the activations by label or by the model's "
                               "prediction", stage="cluster", choices=("label", "prediction"))
     min_class_size: int = setting(MIN_CLASS_SIZE, "smaller classes are skipped (reported "

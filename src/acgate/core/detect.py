@@ -69,6 +69,7 @@ from acgate.core.exre import (  # re-exported: the adapters and the bench import
 )
 from acgate.core.reducers import REDUCERS, ReducerName
 from acgate.core.result import NO_VALUE, ClassReport, DetectionResult, RunInfo
+from acgate.core.tail import HELD_OUT_OVERLAP
 
 __all__ = [
     "ANALYSES", "CLUSTER_MODES", "CONFUSION_THRESHOLD", "EXRE_SIZE_THRESHOLD", "HALO_MARGIN",
@@ -166,6 +167,7 @@ def resolve_settings(
     source_share_threshold: float = SOURCE_SHARE_THRESHOLD,
     nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD,
     confusion_threshold: float = CONFUSION_THRESHOLD,
+    overlap_threshold: float = HELD_OUT_OVERLAP,
     predictions: Any = None,
 ) -> tuple[str, Thresholds]:
     """Resolve ``"auto"`` and the default size cut, and validate the thresholds.
@@ -191,6 +193,8 @@ def resolve_settings(
                                                       name="nested_source_share_threshold"),
         confusion=validation.check_fraction(confusion_threshold, name="confusion_threshold",
                                             high=2.0),
+        overlap=validation.check_fraction(overlap_threshold, name="overlap_threshold",
+                                          high=2.0),
     )
     return resolved, thresholds
 
@@ -206,6 +210,7 @@ def detector_params(analysis: str, thresholds: Thresholds, *, reducer: str, n_co
         "source_share_threshold": thresholds.source_share,
         "nested_source_share_threshold": thresholds.nested_source_share,
         "confusion_threshold": thresholds.confusion,
+        "overlap_threshold": thresholds.overlap,
         "segment_by": segment_by, "min_class_size": min_class_size,
         "random_state": random_state,
     }
@@ -343,6 +348,7 @@ def _recorded_params(params: Mapping[str, Any] | None, analysis: str, thresholds
     recorded.setdefault("source_share_threshold", thresholds.source_share)
     recorded.setdefault("nested_source_share_threshold", thresholds.nested_source_share)
     recorded.setdefault("confusion_threshold", thresholds.confusion)
+    recorded.setdefault("overlap_threshold", thresholds.overlap)
     recorded.setdefault("random_state", seed)
     return recorded
 
@@ -447,6 +453,7 @@ def detect(
     source_share_threshold: float = SOURCE_SHARE_THRESHOLD,
     nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD,
     confusion_threshold: float = CONFUSION_THRESHOLD,
+    overlap_threshold: float = HELD_OUT_OVERLAP,
     segment_by: SegmentBy = "label",
     predictions: Any = None,
     sample_ids: Any = None,
@@ -489,6 +496,12 @@ def detect(
             up its class and the suspected source at least this much (share of either class
             predicted as the other, summed; a natural overlap such as shirt and T-shirt). Needs
             ``predictions``; 2 disables it.
+        overlap_threshold: A one-source candidate is legitimate (and a tail's clump counts only
+            its rows sent to other classes) when a second retrain, without every class's tail
+            and every candidate, sends at least this share of the suspected source's own tail
+            to the class and at least 4x the median share of the other classes' tails (a
+            natural overlap such as a cluster of 7s and the 9s). Asked in classes of at least
+            1,000 rows with a retrain that gives its activations; 2 disables it.
         segment_by: ``"label"`` (default) or ``"prediction"`` (needs ``predictions``).
         predictions: The model's prediction per sample: for ``segment_by="prediction"``, and
             for the natural-confusion test of exclusionary reclassification.
@@ -516,7 +529,8 @@ def detect(
         silhouette_threshold=silhouette_threshold, exre_threshold=exre_threshold,
         source_share_threshold=source_share_threshold,
         nested_source_share_threshold=nested_source_share_threshold,
-        confusion_threshold=confusion_threshold, predictions=predictions)
+        confusion_threshold=confusion_threshold, overlap_threshold=overlap_threshold,
+        predictions=predictions)
     n_clusters = resolve_n_clusters(n_clusters, resolved, len(np.unique(inputs.labels)))
     predictions, segments = _segments(inputs, predictions, segment_by)
     params = detector_params(
@@ -617,6 +631,7 @@ class ActivationClustering(BaseEstimator):
         source_share_threshold: float = SOURCE_SHARE_THRESHOLD,
         nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD,
         confusion_threshold: float = CONFUSION_THRESHOLD,
+        overlap_threshold: float = HELD_OUT_OVERLAP,
         segment_by: SegmentBy = "label",
         min_class_size: int = MIN_CLASS_SIZE,
         random_state: int = 0,
@@ -632,6 +647,7 @@ class ActivationClustering(BaseEstimator):
         self.source_share_threshold = source_share_threshold
         self.nested_source_share_threshold = nested_source_share_threshold
         self.confusion_threshold = confusion_threshold
+        self.overlap_threshold = overlap_threshold
         self.segment_by = segment_by
         self.min_class_size = min_class_size
         self.random_state = random_state

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from acgate.core.clustering import ClassClustering
+from acgate.core.tail import HELD_OUT_OVERLAP
 
 #: ``retrain_and_predict(train_mask, query_positions) -> probabilities (m x n_classes)``:
 #: train a fresh model on the rows where ``train_mask`` is true and return class probabilities
@@ -66,6 +67,12 @@ class Thresholds:
             separable from its source, so poison pairs stay below (MNIST: at most 0.018); a
             class pair the proxy itself mixes up is a natural overlap (Fashion-MNIST shirt and
             T-shirt: 0.19). Used only when the proxy's predictions are given; 2 disables it.
+        overlap: Smallest held-out overlap of the class and the suspected source that counts
+            as natural: the share of the source's own tail that a retrain without every tail
+            and candidate sends to the class (and at least 4x the median share of the other
+            classes' tails; :func:`acgate.core.tail.natural_overlap`). A natural overlap clears
+            a one-source candidate, and a tail's clump counts only its rows sent to other
+            classes. Asked in classes of at least 1,000 rows; 2 disables it.
     """
 
     size: float = SIZE_THRESHOLD
@@ -74,12 +81,14 @@ class Thresholds:
     source_share: float = SOURCE_SHARE_THRESHOLD
     nested_source_share: float = NESTED_SOURCE_SHARE_THRESHOLD
     confusion: float = CONFUSION_THRESHOLD
+    overlap: float = HELD_OUT_OVERLAP
 
     def as_dict(self) -> dict[str, float]:
         """The thresholds by name."""
         return {"size": self.size, "silhouette": self.silhouette, "exre": self.exre,
                 "source_share": self.source_share,
-                "nested_source_share": self.nested_source_share, "confusion": self.confusion}
+                "nested_source_share": self.nested_source_share, "confusion": self.confusion,
+                "overlap": self.overlap}
 
 
 @dataclass(frozen=True)

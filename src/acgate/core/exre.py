@@ -270,7 +270,8 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
                 f"{': a natural overlap' if natural else ''})")
         poisoned = not natural
     if poisoned and overlap is not None and overlap_median is not None:
-        natural, clause = describe_overlap(label, source, overlap, overlap_median)
+        natural, clause = describe_overlap(label, source, overlap, overlap_median,
+                                           threshold=thresholds.overlap)
         why += "; " + clause
         poisoned = not natural
     for name, value, cut in (("confidence", confidence, ONE_SOURCE_CONFIDENCE),
@@ -837,20 +838,24 @@ def _tails(judged: Sequence[ClassClustering], groups: Groups, leave_out: np.ndar
         typical = typicality.get((label, TAIL_GROUP), np.full(len(members[label]), np.nan))
         verdict = tail_verdict(space, members[label], label, outcome.predicted,
                                outcome.max_probability, typical)
-        tails[label] = (_with_overlap(verdict, label, len(space), overlap_of), outcome)
+        tails[label] = (_with_overlap(verdict, label, len(space), overlap_of,
+                                      evidence.thresholds_for(label).overlap), outcome)
     return tails, overlap_of
 
 
 def _with_overlap(tail: TailVerdict, label: int, n_class: int,
-                  overlap_of: Callable[[int, int], tuple[float, float] | None]) -> TailVerdict:
+                  overlap_of: Callable[[int, int], tuple[float, float] | None],
+                  threshold: float) -> TailVerdict:
     """The tail with the held-out overlap of its class and its clump's source, when asked.
 
-    Asked in large classes whose clump would make the tail poison: with a natural overlap only
-    the clump's rows sent to other classes count (:attr:`TailVerdict.poisoned`).
+    Asked in large classes whose clump would make the tail poison: with a natural overlap (at
+    ``threshold``, the class's ``Thresholds.overlap``) only the clump's rows sent to other
+    classes count (:attr:`TailVerdict.poisoned`).
     """
     if n_class < HELD_OUT_OVERLAP_MIN_CLASS_ROWS or tail.source is None or not tail.clumped:
         return tail
-    return dataclasses.replace(tail, overlap=overlap_of(label, tail.source))
+    return dataclasses.replace(tail, overlap=overlap_of(label, tail.source),
+                               overlap_threshold=threshold)
 
 
 def _confusion_test(groups: Groups, evidence: Evidence) -> Callable[[int, int], float] | None:

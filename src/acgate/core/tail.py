@@ -66,7 +66,8 @@ TAIL_MIN_COHESIVE_SHARE = 0.02
 
 #: Held-out overlap (:func:`held_out_overlap`): two classes overlap by nature when the tails'
 #: retrain (trained without every class's tail and every candidate) sends at least this share
-#: of one's tail to the other ...
+#: of one's tail to the other (the default of the ``overlap_threshold`` setting, the class's
+#: ``Thresholds.overlap``) ...
 HELD_OUT_OVERLAP = 0.03
 #: ... and at least this multiple of the median share of the other classes' tails it sends
 #: there. Natural one-neighbour modes that passed every other test (MNIST 20k clean, a cluster
@@ -131,6 +132,8 @@ class TailVerdict:
             only the clump's rows sent elsewhere count.
         sent_to: Per tail row, the class the retrain sent it to (``None``: not recorded; every
             clump row then counts).
+        overlap_threshold: The overlap's cut (:func:`natural_overlap`; the class's
+            ``Thresholds.overlap``).
     """
 
     members: np.ndarray
@@ -142,6 +145,7 @@ class TailVerdict:
     source: int | None
     overlap: tuple[float, float] | None = None
     sent_to: np.ndarray | None = None
+    overlap_threshold: float = HELD_OUT_OVERLAP
 
     @property
     def clump(self) -> np.ndarray:
@@ -161,7 +165,8 @@ class TailVerdict:
     @property
     def natural(self) -> bool:
         """Whether the clump's class and this one overlap by nature (measured and natural)."""
-        return self.overlap is not None and natural_overlap(*self.overlap)
+        return self.overlap is not None and natural_overlap(*self.overlap,
+                                                            threshold=self.overlap_threshold)
 
     @property
     def beyond_source(self) -> int:
@@ -194,7 +199,8 @@ class TailVerdict:
         """The held-out overlap test in words, when it was asked."""
         if not self.clumped or self.overlap is None:
             return ""
-        natural, clause = describe_overlap(label, self.source, *self.overlap)
+        natural, clause = describe_overlap(label, self.source, *self.overlap,
+                                           threshold=self.overlap_threshold)
         if natural and self.sent_to is None:
             clause += ", where the clump's rows went is not recorded: every one counts"
         elif natural:
@@ -232,22 +238,25 @@ def held_out_overlap(sent: Mapping[int, np.ndarray]
     return overlap
 
 
-def natural_overlap(share: float, median: float) -> bool:
+def natural_overlap(share: float, median: float, *,
+                    threshold: float = HELD_OUT_OVERLAP) -> bool:
     """Whether a held-out overlap says the two classes overlap by nature.
 
     Args:
         share: The share of the source's tail the tails' retrain sent to the class.
         median: The median of that share over the other classes' tails.
+        threshold: The smallest share that counts (the class's ``Thresholds.overlap``; above 1
+            no share does: the test is off).
 
     Returns:
-        ``True`` when ``share`` reaches both :data:`HELD_OUT_OVERLAP` and
+        ``True`` when ``share`` is above 0 and reaches both ``threshold`` and
         :data:`HELD_OUT_OVERLAP_RATIO` times ``median``.
     """
-    return share >= max(HELD_OUT_OVERLAP, HELD_OUT_OVERLAP_RATIO * median)
+    return share > 0 and share >= max(threshold, HELD_OUT_OVERLAP_RATIO * median)
 
 
-def describe_overlap(label: int | None, source: int | None, share: float,
-                     median: float) -> tuple[bool, str]:
+def describe_overlap(label: int | None, source: int | None, share: float, median: float, *,
+                     threshold: float = HELD_OUT_OVERLAP) -> tuple[bool, str]:
     """The held-out overlap test in words.
 
     Args:
@@ -255,16 +264,17 @@ def describe_overlap(label: int | None, source: int | None, share: float,
         source: The class whose tail was measured (``None``: "the source's").
         share: As :func:`natural_overlap`.
         median: As :func:`natural_overlap`.
+        threshold: As :func:`natural_overlap`.
 
     Returns:
         ``(natural, clause)``: :func:`natural_overlap` and the clause for the class's reason.
     """
-    natural = natural_overlap(share, median)
+    natural = natural_overlap(share, median, threshold=threshold)
     of = f"class {source}'s tail" if source is not None else "the source's tail"
     to = f"class {label}" if label is not None else "the class"
     return natural, (f"held out, {of} goes to {to} at {share:.3f}, the other tails at a median "
                      f"{median:.3f} ({'>=' if natural else '<'} the larger of "
-                     f"{HELD_OUT_OVERLAP:g} and {HELD_OUT_OVERLAP_RATIO:g} x that"
+                     f"{threshold:g} and {HELD_OUT_OVERLAP_RATIO:g} x that"
                      f"{': a natural overlap' if natural else ''})")
 
 

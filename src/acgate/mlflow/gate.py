@@ -57,6 +57,7 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from acgate.core.analyses import Thresholds, one_source_verdict
+from acgate.core.tail import HELD_OUT_OVERLAP
 from acgate.errors import (
     EXIT_BAD_INPUT,
     EXIT_CLEAN,
@@ -959,6 +960,12 @@ def _replay_one_source_rule(label: int, metrics: Mapping[str, float], cluster: s
     return []
 
 
+#: Thresholds that became settings after scans had been recorded without them, and the value
+#: every such scan judged with (a constant of the core then): a record that lacks one (neither
+#: in the class's ``thresholds`` nor in the run params) was judged with this value.
+_LATER_THRESHOLDS: dict[str, float] = {"overlap": HELD_OUT_OVERLAP}
+
+
 def _recorded_thresholds(label: int, document: Mapping[str, Any] | None,
                          params: Mapping[str, str]) -> Thresholds | str:
     """The thresholds the scan judged class ``label`` with, as its run recorded them.
@@ -984,11 +991,14 @@ def _recorded_thresholds(label: int, document: Mapping[str, Any] | None,
     if recorded:
         where = f"the thresholds of class {label} in {CLASSES_ARTIFACT}"
         table = recorded if isinstance(recorded, Mapping) else {}
-        values = {name: _threshold_value(table.get(name)) for name in names}
+        values = {name: _threshold_value(table.get(name, _LATER_THRESHOLDS.get(name)))
+                  for name in names}
         missing = [name for name, value in values.items() if value is None]
     else:
         where = "the run params"
-        values = {name: _threshold_value(params.get(f"{name}_threshold")) for name in names}
+        values = {name: _threshold_value(params.get(f"{name}_threshold",
+                                                    _LATER_THRESHOLDS.get(name)))
+                  for name in names}
         missing = [f"{name}_threshold" for name, value in values.items() if value is None]
     if missing:
         return f"{where} have no finite {', '.join(missing)}"

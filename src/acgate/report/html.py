@@ -595,7 +595,8 @@ def _scores_table(report: ClassReport) -> str:
     """The class's numbers (from its most poison-like candidate) and the cuts it was judged by."""
     cuts = {"exre": ("<", report.thresholds.get("exre")),
             "source_share": (">=", report.thresholds.get("source_share")),
-            "confusion": ("<", report.thresholds.get("confusion"))}
+            "confusion": ("<", report.thresholds.get("confusion")),
+            "overlap": ("<", report.thresholds.get("overlap"))}
     body = []
     for key, name in _SCORE_NAMES:
         value = report.scores.get(key)
