@@ -25,7 +25,7 @@ def incremental_scan(
     analysis: str = "auto",
     size_threshold: Optional[float] = None,
     silhouette_threshold: float = 0.10,
-    exre_threshold: float = 1.0,
+    exre_threshold: float = 0.5,
     source_share_threshold: float = 0.5,
     nested_source_share_threshold: float = 0.7,
     confusion_threshold: float = 0.03,

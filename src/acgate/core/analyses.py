@@ -28,6 +28,7 @@ from acgate.core.clustering import ClassClustering, ClusterMode
 from acgate.core.evidence import (  # re-exported: imported from here by the adapters
     CONFUSION_THRESHOLD,
     EVIDENCE_KINDS,
+    EXRE_THRESHOLD,
     NESTED_SOURCE_SHARE_THRESHOLD,
     SIZE_THRESHOLD,
     SOURCE_SHARE_THRESHOLD,
@@ -376,7 +377,7 @@ def describe_analyses() -> str:
 __doc__ = (__doc__ or "") + describe_analyses() + "\n"
 __all__ = [
     "ANALYSES", "ANALYZERS", "AUTO_ORDER", "CONFUSION_THRESHOLD", "EXRE_SIZE_THRESHOLD",
-    "NESTED_SOURCE_SHARE_THRESHOLD", "ROBUST_MIN_SHARE", "ROBUST_QUANTILE",
+    "EXRE_THRESHOLD", "NESTED_SOURCE_SHARE_THRESHOLD", "ROBUST_MIN_SHARE", "ROBUST_QUANTILE",
     "SEPARATION_THRESHOLD", "SIZE_THRESHOLD", "SOURCE_SHARE_THRESHOLD", "AnalysisName",
     "Analyzer", "ClassContext", "ClassJudgement", "Evidence", "ExReOutcome", "PerClassJudge",
     "RetrainAndPredict", "Thresholds", "analyze_distance", "analyze_robust", "analyze_silhouette",

@@ -18,6 +18,7 @@ from typing import Any
 from acgate.core.analyses import (
     ANALYSES,
     CONFUSION_THRESHOLD,
+    EXRE_THRESHOLD,
     NESTED_SOURCE_SHARE_THRESHOLD,
     SOURCE_SHARE_THRESHOLD,
 )
@@ -98,7 +99,7 @@ class DetectorConfig:
         "else 0.35; text scans 0.35)", stage="cluster")
     silhouette_threshold: float = setting(0.10, "smallest silhouette counted as two clusters",
                                           stage="analyze")
-    exre_threshold: float = setting(1.0, "l/p below this is poison (exclusionary "
+    exre_threshold: float = setting(EXRE_THRESHOLD, "l/p below this is poison (exclusionary "
                                     "reclassification)", stage="analyze")
     source_share_threshold: float = setting(
         SOURCE_SHARE_THRESHOLD, "and at least this share of the left-out cluster must go to one "

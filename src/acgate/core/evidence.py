@@ -30,6 +30,13 @@ SIZE_THRESHOLD = 0.35
 SOURCE_SHARE_THRESHOLD = 0.5
 NESTED_SOURCE_SHARE_THRESHOLD = 0.7
 CONFUSION_THRESHOLD = 0.03
+#: Default l/p cut of exclusionary reclassification (the paper's is 1: more left-out rows sent
+#: to the other class than kept). Poison left out of the retrain goes to its source almost
+#: whole: the one-source poison candidates of the attack matrix measured l/p <= 0.39 on MNIST
+#: and <= 0.09 on text, 95% of digits' <= 0.34; the natural modes of clean digits classes that
+#: passed every other test kept a third or more of their rows (l/p 0.50-0.87: clean digits
+#: flagged a class on 3 of 5 seeds at 1, on 1 at 0.5; bench/RESULTS.md "attack_matrix").
+EXRE_THRESHOLD = 0.5
 
 EvidenceKind = Literal["activations", "retrain", "predictions"]
 #: The kinds of evidence an analyzer may declare, and the argument of
@@ -77,7 +84,7 @@ class Thresholds:
 
     size: float = SIZE_THRESHOLD
     silhouette: float = 0.10
-    exre: float = 1.0
+    exre: float = EXRE_THRESHOLD
     source_share: float = SOURCE_SHARE_THRESHOLD
     nested_source_share: float = NESTED_SOURCE_SHARE_THRESHOLD
     confusion: float = CONFUSION_THRESHOLD
