@@ -94,3 +94,13 @@ def test_clean_runs_over_three_seeds_flag_nothing(name, tmp_path):
     rows = 20_000 if name.startswith("mnist") else None
     flagged = [scan_case(name, seed, rows, tmp_path)[1] for seed in SEEDS]
     assert flagged == [(), (), ()], flagged
+
+
+@pytest.mark.slow
+def test_clean_digits_over_five_seeds_flag_a_class_at_most_once(tmp_path):
+    """Below the issue's target (no flag on any seed): ~180 images a class, and a writing style
+    that leaves its class whole for one neighbour looks like poison. With the paper's l/p cut
+    of 1 three of the five seeds flagged a class; the default 0.5 leaves seed 1 (a sub-cluster
+    of 1s that goes 89% to 9, l/p 0): bench/RESULTS.md, "attack_matrix"."""
+    flagged = [scan_case("digits/clean", seed, None, tmp_path)[1] for seed in range(5)]
+    assert sum(bool(classes) for classes in flagged) <= 1, flagged
