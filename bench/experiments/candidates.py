@@ -163,7 +163,8 @@ def detect_at_depth(activations: Any, labels: Any, *, stability_depth: int,
         exre_threshold=given["exre_threshold"],
         source_share_threshold=given["source_share_threshold"],
         nested_source_share_threshold=given["nested_source_share_threshold"],
-        confusion_threshold=given["confusion_threshold"])
+        confusion_threshold=given["confusion_threshold"],
+        overlap_threshold=given["overlap_threshold"])
     n_clusters = resolve_n_clusters(given["n_clusters"], analysis, len(np.unique(y)))
     predictions = given["predictions"]
     if predictions is not None:

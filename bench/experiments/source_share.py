@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from acgate.core.evidence import EXRE_THRESHOLD
 from bench.common import BenchSettings, markdown_table, rate_name, table_header
 from bench.image_runs import detect_on, digits_rates, digits_run, digits_seeds, scores
 
@@ -35,7 +36,8 @@ def section(settings: BenchSettings) -> str:
                        else " ".join(str(c) for c in cells))
         rows.append(row)
     return ("## source_share (digits, exre, stable candidates: the source-share thresholds)\n\n"
-            "Exclusionary reclassification judges a left-out candidate poison when l/p < 1 and "
+            f"Exclusionary reclassification judges a left-out candidate poison when l/p < "
+            f"{EXRE_THRESHOLD:g} and "
             "the most common other class holds at least `source share` of it (a stable "
             "sub-cluster found inside a candidate at a larger k: `sub-cluster share`; 1.0 "
             "turns sub-clusters off). Natural-confusion test at its default (on digits the proxy "

@@ -199,3 +199,5 @@ def test_a_tail_clump_from_a_neighbour_whose_outliers_lean_in_is_a_natural_overl
     off = _scan(stretched, blobs.labels, nearest_centroid_retrain(stretched, blobs.labels),
                 overlap_threshold=2.0)
     assert off.poisoned_classes == (2,)
+    (tail_clause,) = [c for c in clauses(off.class_report(2).reason) if c.text.startswith("tail (")]
+    assert tail_clause.verdict == "poison"

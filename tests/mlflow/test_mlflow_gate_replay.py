@@ -157,6 +157,41 @@ def test_the_recorded_overlap_threshold_is_used(store, model, make_result, scan_
                         "median 0.006 (< the larger of 0.1 and 4 x that)")
 
 
+def test_a_scan_recorded_before_the_overlap_setting_is_replayed_at_0_03(
+        store, model, make_result, scan_thresholds, scan_params):
+    """Those scans judged with the core's constant 0.03, whatever today's default is."""
+    decision = _gate_class_2(store, model, make_result, exre=0.4,
+                             scores={"source_share": 0.9, "confusion": 0.01, "confidence": 0.95,
+                                     "typicality": 0.3, "overlap": 0.031,
+                                     "overlap_median": 0.0},
+                             thresholds={2: dict(scan_thresholds)}, params=scan_params)
+    _assert_promoted(decision, store, model)
+
+
+@pytest.mark.parametrize(("recorded", "fragment"), [
+    ({"overlap": -1.0}, "are not valid thresholds (overlap_threshold must be in [0.0, 2.0]"),
+    ({"confusion": 5.0}, "are not valid thresholds (confusion_threshold must be in"),
+], ids=["negative", "out-of-range"])
+def test_a_recorded_threshold_a_scan_would_refuse_is_not_replayed(
+        store, model, make_result, scan_thresholds, recorded, fragment):
+    decision = _gate_class_2(store, model, make_result, exre=0.4,
+                             scores={"source_share": 0.9, "confusion": 0.01},
+                             thresholds={2: {**scan_thresholds, **recorded}})
+    _assert_refused(decision, store, model, "the scan's one-source rule cannot be replayed",
+                    fragment)
+
+
+def test_a_threshold_the_class_entry_lacks_comes_from_the_run_params(
+        store, model, make_result, scan_thresholds, scan_params):
+    decision = _gate_class_2(store, model, make_result, exre=0.4,
+                             scores={"source_share": 0.9, "confusion": 0.01, "confidence": 0.95,
+                                     "typicality": 0.3, "overlap": 0.05,
+                                     "overlap_median": 0.006},
+                             thresholds={2: dict(scan_thresholds)},  # no "overlap" in it
+                             params={**scan_params, "overlap_threshold": 0.1})
+    _assert_refused(decision, store, model, "< the larger of 0.1 and 4 x that")
+
+
 @pytest.mark.parametrize(
     ("exre_threshold", "promoted"), [(0.5, True), (1.0, False)], ids=["recorded-0.5", "1"],
 )

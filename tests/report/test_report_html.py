@@ -251,3 +251,16 @@ def test_the_next_step_fits_the_scan(tmp_path, digits_scan):
     assert "acgate repair " not in text and "out/flagged.parquet" in text
     image = next_step(scan_info={"dataset": "digits.parquet", "modality": "image"})
     assert "acgate repair digits.parquet --samples SCAN_FOLDER/samples.parquet" in image
+
+
+def test_the_held_out_overlap_row_shows_the_cut_the_class_was_judged_by(digits_scan):
+    from acgate.report.html import _scores_table
+
+    report = digits_scan[3].classes[0]
+    report = dataclasses.replace(
+        report, scores={**report.scores, "overlap": 0.05, "overlap_median": 0.02},
+        thresholds={**report.thresholds, "overlap": 0.03})
+    # The larger of the threshold and 4x the other tails' median.
+    assert "poison-like when &lt; 0.08<" in _scores_table(report)
+    alone = dataclasses.replace(report, scores={**report.scores, "overlap_median": 0.0})
+    assert "poison-like when &lt; 0.03<" in _scores_table(alone)

@@ -29,8 +29,9 @@ What it checks, in order:
      ``confidence/<c>``, ``typicality/<c>``, ``overlap/<c>``, ``overlap_median/<c>``)
      with the thresholds the scan judged the class with (its entry of the checked
      ``classes.json``, else the run params ``<name>_threshold``), clears the cluster. A
-     missing number or threshold fails. With one gate threshold only, that condition alone
-     decides.
+     missing number or threshold fails (but a threshold that became a setting after the run
+     was recorded: the value every such scan used). With one gate threshold only, that
+     condition alone decides.
 5. **The digests match**: the scan's ``dataset_sha256`` (param; the tag, the dataset input and
    ``classes.json`` must agree with it) equals the version's training-data digest: the version
    tag ``acgate.training_data_sha256`` and/or, on the version's source run, the tag
@@ -57,7 +58,7 @@ from numbers import Real
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from acgate.core.analyses import Thresholds, one_source_verdict
-from acgate.core.tail import HELD_OUT_OVERLAP
+from acgate.core.detect import resolve_settings
 from acgate.errors import (
     EXIT_BAD_INPUT,
     EXIT_CLEAN,
@@ -961,9 +962,15 @@ def _replay_one_source_rule(label: int, metrics: Mapping[str, float], cluster: s
 
 
 #: Thresholds that became settings after scans had been recorded without them, and the value
-#: every such scan judged with (a constant of the core then): a record that lacks one (neither
-#: in the class's ``thresholds`` nor in the run params) was judged with this value.
-_LATER_THRESHOLDS: dict[str, float] = {"overlap": HELD_OUT_OVERLAP}
+#: every such scan judged with (a constant of the core then, written out: the setting's default
+#: may change later, what those scans used does not): a record that lacks one (neither in the
+#: class's ``thresholds`` nor in the run params) was judged with this value.
+_LATER_THRESHOLDS: dict[str, float] = {"overlap": 0.03}
+
+
+def _no_retrain(train_mask: Any, query: Any) -> None:
+    """A stand-in retrain: :func:`resolve_settings` validates exre's thresholds with it."""
+    del train_mask, query
 
 
 def _recorded_thresholds(label: int, document: Mapping[str, Any] | None,
@@ -972,8 +979,11 @@ def _recorded_thresholds(label: int, document: Mapping[str, Any] | None,
 
     The class's ``thresholds`` in the checked ``classes.json`` (per class, calibrated ones
     included) when it has them; else the run params ``<name>_threshold`` (the scan's global
-    thresholds; a document written before thresholds were recorded per class). Nothing is
-    guessed: a threshold recorded in neither, or not a finite number, is named.
+    thresholds; a document written before thresholds were recorded per class); a threshold
+    that the class's entry lacks comes from the run params. Nothing is guessed: a threshold
+    recorded in neither, not a finite number, or outside the range a scan accepts is named;
+    except one of :data:`_LATER_THRESHOLDS` recorded nowhere (a scan made before it was a
+    setting): the value every such scan used.
 
     Args:
         label: The class.
@@ -991,21 +1001,25 @@ def _recorded_thresholds(label: int, document: Mapping[str, Any] | None,
     if recorded:
         where = f"the thresholds of class {label} in {CLASSES_ARTIFACT}"
         table = recorded if isinstance(recorded, Mapping) else {}
-        values = {name: _threshold_value(table.get(name, _LATER_THRESHOLDS.get(name)))
-                  for name in names}
-        missing = [name for name, value in values.items() if value is None]
     else:
-        where = "the run params"
-        values = {name: _threshold_value(params.get(f"{name}_threshold",
-                                                    _LATER_THRESHOLDS.get(name)))
-                  for name in names}
-        missing = [f"{name}_threshold" for name, value in values.items() if value is None]
+        where, table = "the run params", {}
+    values = {}
+    for name in names:
+        if name in table:
+            values[name] = _threshold_value(table[name])
+        else:
+            values[name] = _threshold_value(params.get(f"{name}_threshold",
+                                                       _LATER_THRESHOLDS.get(name)))
+    missing = [name if name in table else f"{name}_threshold"
+               for name, value in values.items() if value is None]
     if missing:
         return f"{where} have no finite {', '.join(missing)}"
     try:
-        return Thresholds(**values)
+        _, thresholds = resolve_settings(
+            "exre", _no_retrain, **{f"{name}_threshold": value for name, value in values.items()})
     except (TypeError, ValueError) as error:
         return f"{where} are not valid thresholds ({error})"
+    return thresholds
 
 
 def _threshold_value(value: Any) -> float | None:

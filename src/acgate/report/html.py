@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from acgate.core.result import ClassReport, DetectionResult
+from acgate.core.tail import HELD_OUT_OVERLAP_RATIO
 from acgate.report import plots
 from acgate.review import clauses, near_misses
 
@@ -591,12 +592,22 @@ def _class_card(result: DetectionResult, report: ClassReport, near: Sequence[str
     return "\n".join(parts)
 
 
+def _overlap_cut(report: ClassReport) -> float | None:
+    """The held-out overlap's cut for the class: its threshold or 4x the other tails' median."""
+    threshold, median = report.thresholds.get("overlap"), report.scores.get("overlap_median")
+    if threshold is None:
+        return None
+    if median is None or not np.isfinite(median):
+        return threshold
+    return max(threshold, HELD_OUT_OVERLAP_RATIO * median)
+
+
 def _scores_table(report: ClassReport) -> str:
     """The class's numbers (from its most poison-like candidate) and the cuts it was judged by."""
     cuts = {"exre": ("<", report.thresholds.get("exre")),
             "source_share": (">=", report.thresholds.get("source_share")),
             "confusion": ("<", report.thresholds.get("confusion")),
-            "overlap": ("<", report.thresholds.get("overlap"))}
+            "overlap": ("<", _overlap_cut(report))}
     body = []
     for key, name in _SCORE_NAMES:
         value = report.scores.get(key)
