@@ -22,6 +22,9 @@ TRAIN = hashlib.sha256(b"the training file").hexdigest()  # conftest.register_ve
 CLUSTER = (0.24, 0.18)
 GATE = {"silhouette_threshold": 0.15, "size_threshold": 0.35}
 TIGHT_SMALL = "class 2: silhouette 0.240 >= 0.15 and size ratio 0.180 <= 0.35"
+#: A left-out candidate that goes 90% to one class, surely, at a confusion under the cut: poison
+#: by the one-source rule unless the held-out overlap clears it.
+SURE_ONE_SOURCE = {"source_share": 0.9, "confusion": 0.01, "confidence": 0.95, "typicality": 0.3}
 
 
 @pytest.fixture
@@ -130,8 +133,7 @@ def test_recorded_confidence_and_typicality_are_replayed(store, model, make_resu
 def test_recorded_held_out_overlap_is_replayed(store, model, make_result, overlap, promoted):
     """The source's tail went to class 2 held out: cleared only at both recorded cuts."""
     decision = _gate_class_2(store, model, make_result, exre=0.4,
-                             scores={"source_share": 0.9, "confusion": 0.01,
-                                     "confidence": 0.95, "typicality": 0.3, **overlap})
+                             scores={**SURE_ONE_SOURCE, **overlap})
     if promoted:
         _assert_promoted(decision, store, model)
     else:
@@ -139,33 +141,30 @@ def test_recorded_held_out_overlap_is_replayed(store, model, make_result, overla
                         "median typicality there 0.30 (>= 0.05)")
 
 
-@pytest.mark.parametrize("where", ["classes.json", "params", "neither"])
+@pytest.mark.parametrize(("class_entry", "params_overlap", "share", "promoted"), [
+    ({"overlap": 0.1}, None, 0.05, False),
+    (None, 0.1, 0.05, False),
+    ({}, 0.1, 0.05, False),
+    (None, None, 0.031, True),
+], ids=["class-entry", "params", "entry-without-it-params", "recorded-nowhere-0.03"])
 def test_the_recorded_overlap_threshold_is_used(store, model, make_result, scan_thresholds,
-                                                scan_params, where):
-    """The scan's own overlap cut (here 0.1, over the recorded 0.05) is replayed; a scan made
-    before the cut was a setting records it nowhere and was judged with 0.03: cleared."""
-    scores = {"source_share": 0.9, "confusion": 0.01, "confidence": 0.95, "typicality": 0.3,
-              "overlap": 0.05, "overlap_median": 0.006}
-    thresholds = {2: {**scan_thresholds, "overlap": 0.1}} if where == "classes.json" else {2: {}}
-    params = {**scan_params, "overlap_threshold": 0.1} if where == "params" else scan_params
-    decision = _gate_class_2(store, model, make_result, exre=0.4, scores=scores,
+                                                scan_params, class_entry, params_overlap, share,
+                                                promoted):
+    """The scan's own overlap cut (here 0.1, over the recorded 0.05) is replayed: the class's,
+    else the run param. A scan made before the cut was a setting records it nowhere and was
+    judged with 0.03 (whatever today's default is): cleared at 0.031."""
+    thresholds = {2: {}} if class_entry is None else {2: {**scan_thresholds, **class_entry}}
+    params = (scan_params if params_overlap is None
+              else {**scan_params, "overlap_threshold": params_overlap})
+    decision = _gate_class_2(store, model, make_result, exre=0.4,
+                             scores={**SURE_ONE_SOURCE, "overlap": share,
+                                     "overlap_median": 0.006},
                              thresholds=thresholds, params=params)
-    if where == "neither":
+    if promoted:
         _assert_promoted(decision, store, model)
     else:
         _assert_refused(decision, store, model, "goes to class 2 at 0.050, the other tails at a "
                         "median 0.006 (< the larger of 0.1 and 4 x that)")
-
-
-def test_a_scan_recorded_before_the_overlap_setting_is_replayed_at_0_03(
-        store, model, make_result, scan_thresholds, scan_params):
-    """Those scans judged with the core's constant 0.03, whatever today's default is."""
-    decision = _gate_class_2(store, model, make_result, exre=0.4,
-                             scores={"source_share": 0.9, "confusion": 0.01, "confidence": 0.95,
-                                     "typicality": 0.3, "overlap": 0.031,
-                                     "overlap_median": 0.0},
-                             thresholds={2: dict(scan_thresholds)}, params=scan_params)
-    _assert_promoted(decision, store, model)
 
 
 @pytest.mark.parametrize(("recorded", "fragment"), [
@@ -179,17 +178,6 @@ def test_a_recorded_threshold_a_scan_would_refuse_is_not_replayed(
                              thresholds={2: {**scan_thresholds, **recorded}})
     _assert_refused(decision, store, model, "the scan's one-source rule cannot be replayed",
                     fragment)
-
-
-def test_a_threshold_the_class_entry_lacks_comes_from_the_run_params(
-        store, model, make_result, scan_thresholds, scan_params):
-    decision = _gate_class_2(store, model, make_result, exre=0.4,
-                             scores={"source_share": 0.9, "confusion": 0.01, "confidence": 0.95,
-                                     "typicality": 0.3, "overlap": 0.05,
-                                     "overlap_median": 0.006},
-                             thresholds={2: dict(scan_thresholds)},  # no "overlap" in it
-                             params={**scan_params, "overlap_threshold": 0.1})
-    _assert_refused(decision, store, model, "< the larger of 0.1 and 4 x that")
 
 
 @pytest.mark.parametrize(
