@@ -207,17 +207,26 @@ def clustering_settings(config: ScanConfig, n_classes: int) -> tuple[int | str, 
     Raises:
         ValueError / TypeError: An unknown mode or analysis, or a bad threshold.
     """
-    from acgate.core.detect import resolve_n_clusters, resolve_settings
+    from acgate.core.detect import resolve_n_clusters
 
     analysis = "exre" if config.analysis == "auto" else config.analysis
-    resolved, thresholds = resolve_settings(
-        analysis, lambda mask, query: None, size_threshold=config.size_threshold,
-        silhouette_threshold=config.silhouette_threshold, exre_threshold=config.exre_threshold,
-        source_share_threshold=config.source_share_threshold,
-        nested_source_share_threshold=config.nested_source_share_threshold,
-        confusion_threshold=config.confusion_threshold,
-        overlap_threshold=config.overlap_threshold)
+    resolved, thresholds = _resolved_settings(config, analysis, lambda mask, query: None)
     return resolve_n_clusters(config.n_clusters, resolved, n_classes), thresholds.size
+
+
+def _resolved_settings(config: ScanConfig, analysis: str, retrain_and_predict: Any
+                       ) -> tuple[str, Any]:
+    """``resolve_settings`` with every ``*_threshold`` setting of ``config``.
+
+    Derived from the declaration (:class:`acgate.core.config.DetectorConfig`), so a new
+    threshold needs no change here.
+    """
+    from acgate.core.config import DetectorConfig, settings
+    from acgate.core.detect import resolve_settings
+
+    thresholds = {item.name: getattr(config, item.name) for item in settings(DetectorConfig)
+                  if item.name.endswith("_threshold")}
+    return resolve_settings(analysis, retrain_and_predict, **thresholds)
 
 
 # ----------------------------------------------------------------------------- train_proxy
@@ -888,15 +897,9 @@ def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], confi
                         *, retrain_and_predict: Any = None) -> DetectionResult:
     """Run :func:`acgate.core.analyze` with the thresholds and params ``detect`` would use."""
     from acgate.core import analyze
-    from acgate.core.detect import detector_params, resolve_n_clusters, resolve_settings
+    from acgate.core.detect import detector_params, resolve_n_clusters
 
-    resolved, thresholds = resolve_settings(
-        config.analysis, retrain_and_predict, size_threshold=config.size_threshold,
-        silhouette_threshold=config.silhouette_threshold, exre_threshold=config.exre_threshold,
-        source_share_threshold=config.source_share_threshold,
-        nested_source_share_threshold=config.nested_source_share_threshold,
-        confusion_threshold=config.confusion_threshold,
-        overlap_threshold=config.overlap_threshold)
+    resolved, thresholds = _resolved_settings(config, config.analysis, retrain_and_predict)
     params = detector_params(
         resolved, thresholds, reducer=config.reducer, n_components=config.n_components,
         n_clusters=resolve_n_clusters(config.n_clusters, resolved,
