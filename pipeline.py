@@ -171,7 +171,8 @@ _PROXY_INPUTS = ("seed", "proxy", "epochs", "batch_size", "lr", "hidden", "max_d
 _DETECTOR_INPUTS = ("reducer", "n_components", "n_clusters", "analysis", "size_threshold",
                     "silhouette_threshold", "exre_threshold", "source_share_threshold",
                     "nested_source_share_threshold", "confusion_threshold",
-                    "overlap_threshold", "segment_by", "min_class_size", "exre_epochs")
+                    "overlap_threshold", "redraw_components", "segment_by", "min_class_size",
+                    "exre_epochs")
 
 
 def _picked(inputs: dict, names: tuple[str, ...]) -> dict:
@@ -209,6 +210,7 @@ def acgate_pipeline(
     nested_source_share_threshold: float = 0.7,
     confusion_threshold: float = 0.03,
     overlap_threshold: float = 0.03,
+    redraw_components: int = 20,
     segment_by: str = "label",
     min_class_size: int = 10,
     seed: int = 0,
@@ -261,6 +263,9 @@ def acgate_pipeline(
         overlap_threshold: A candidate is legitimate when a retrain without every class's tail
             sends at least this share of the suspected source's tail to its class, and 4x the
             other tails' median (classes >= 1,000 rows; 2 disables the test).
+        redraw_components: A poisoned class's flagged rows are redrawn around their centre in
+            the class's whitened principal space of this many directions (0 keeps the
+            analysis's rows).
         segment_by: ``"label"`` or ``"prediction"``.
         min_class_size: Smaller classes are skipped (the scan is then incomplete).
         seed: Seed of every random step.
@@ -350,6 +355,7 @@ def acgate_pipeline(
         source_share_threshold=source_share_threshold,
         nested_source_share_threshold=nested_source_share_threshold,
         confusion_threshold=confusion_threshold, overlap_threshold=overlap_threshold,
+        redraw_components=redraw_components,
         exre_epochs=exre_epochs, mlflow_tracking_uri=mlflow_tracking_uri, dataset_sha256=sha256,
         **proxy_settings, **cluster_settings,
     )
@@ -403,6 +409,7 @@ def acgate_pipeline(
             source_share_threshold=source_share_threshold,
             nested_source_share_threshold=nested_source_share_threshold,
             confusion_threshold=confusion_threshold, overlap_threshold=overlap_threshold,
+            redraw_components=redraw_components,
             exre_epochs=exre_epochs, mlflow_tracking_uri=mlflow_tracking_uri,
             scan_run_id=analyzed.outputs["run_id"],
             **proxy_settings, **cluster_settings,
@@ -454,6 +461,7 @@ def partition_not_clean(
     nested_source_share_threshold: float,
     confusion_threshold: float,
     overlap_threshold: float,
+    redraw_components: int,
     segment_by: str,
     min_class_size: int,
     seed: int,
@@ -569,6 +577,7 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
     nested_source_share_threshold: float = 0.7,
     confusion_threshold: float = 0.03,
     overlap_threshold: float = 0.03,
+    redraw_components: int = 20,
     segment_by: str = "label",
     min_class_size: int = 10,
     seed: int = 0,

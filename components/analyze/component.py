@@ -30,6 +30,7 @@ def analyze(
     nested_source_share_threshold: float = 0.7,
     confusion_threshold: float = 0.03,
     overlap_threshold: float = 0.03,
+    redraw_components: int = 20,
     segment_by: str = "label",
     min_class_size: int = 10,
     seed: int = 0,
@@ -79,6 +80,9 @@ def analyze(
         overlap_threshold: A candidate is legitimate when a retrain without every class's tail
             sends at least this share of the suspected source's tail to its class, and 4x the
             other tails' median (classes >= 1,000 rows; 2 disables the test).
+        redraw_components: A poisoned class's flagged rows are redrawn around their centre in
+            the class's whitened principal space of this many directions (0 keeps the
+            analysis's rows).
         segment_by: ``"label"`` or ``"prediction"``.
         min_class_size: As given to ``cluster``.
         seed: Seed (the same as ``train_proxy``'s: the retrain must match the proxy).

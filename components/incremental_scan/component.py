@@ -30,6 +30,7 @@ def incremental_scan(
     nested_source_share_threshold: float = 0.7,
     confusion_threshold: float = 0.03,
     overlap_threshold: float = 0.03,
+    redraw_components: int = 20,
     segment_by: str = "label",
     min_class_size: int = 10,
     seed: int = 0,
@@ -81,6 +82,7 @@ def incremental_scan(
         nested_source_share_threshold: As ``analyze``'s.
         confusion_threshold: As ``analyze``'s.
         overlap_threshold: As ``analyze``'s.
+        redraw_components: As ``analyze``'s.
         segment_by: As ``analyze``'s.
         min_class_size: As ``analyze``'s.
         seed: Seed of every random step.

@@ -25,6 +25,7 @@ def rescan(
     nested_source_share_threshold: float = 0.7,
     confusion_threshold: float = 0.03,
     overlap_threshold: float = 0.03,
+    redraw_components: int = 20,
     segment_by: str = "label",
     min_class_size: int = 10,
     seed: int = 0,
@@ -63,6 +64,7 @@ def rescan(
         nested_source_share_threshold: As given to ``analyze``.
         confusion_threshold: As given to ``analyze``.
         overlap_threshold: As given to ``analyze``.
+        redraw_components: As given to ``analyze``.
         segment_by: ``"label"`` or ``"prediction"``.
         min_class_size: As given to ``cluster``.
         seed: Seed of every random step (the first scan's).

@@ -905,13 +905,14 @@ def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], confi
         n_clusters=resolve_n_clusters(config.n_clusters, resolved,
                                       len(np.unique(table_arrays.labels))),
         segment_by=config.segment_by, min_class_size=config.min_class_size,
-        random_state=config.seed)
+        random_state=config.seed, redraw_components=config.redraw_components)
     ordered = sorted(clusterings, key=lambda c: c.label)
     return analyze(
         table_arrays.activations, table_arrays.labels, ordered,
         sample_ids=table_arrays.sample_ids, segments=table_arrays.segments, analysis=resolved,
         thresholds=thresholds, retrain_and_predict=retrain_and_predict,
         predictions=table_arrays.predictions, params=params, random_state=config.seed,
+        redraw_components=config.redraw_components,
     )
 
 

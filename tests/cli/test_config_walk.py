@@ -91,7 +91,7 @@ def test_cli_flags_set_every_setting():
             "--silhouette-threshold", "0.2", "--exre-threshold", "0.9",
             "--source-share-threshold", "0.6", "--nested-source-share-threshold", "0.8",
             "--confusion-threshold", "0.05", "--overlap-threshold", "0.06",
-            "--segment-by", "prediction",
+            "--redraw-components", "7", "--segment-by", "prediction",
             "--min-class-size", "12", "--seed", "3", "--proxy", "mlp", "--epochs", "4",
             "--exre-epochs", "2", "--batch-size", "32", "--lr", "0.01", "--hidden", "64",
             "--model", "m.pt", "--model-module", "a.b:C", "--layer", "fc1", "--progress",

@@ -20,7 +20,8 @@ def test_get_and_set_params():
     assert set(params) == {"reducer", "n_components", "n_clusters", "analysis", "size_threshold",
                            "silhouette_threshold", "exre_threshold", "source_share_threshold",
                            "nested_source_share_threshold", "confusion_threshold",
-                           "overlap_threshold", "segment_by", "min_class_size", "random_state"}
+                           "overlap_threshold", "redraw_components", "segment_by",
+                           "min_class_size", "random_state"}
     assert est.set_params(n_components=6, analysis="distance") is est
     assert est.get_params()["n_components"] == 6
     assert est.analysis == "distance"

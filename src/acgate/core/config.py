@@ -23,6 +23,7 @@ from acgate.core.analyses import (
     SOURCE_SHARE_THRESHOLD,
 )
 from acgate.core.clustering import MIN_CLASS_SIZE
+from acgate.core.redraw import REDRAW_COMPONENTS
 from acgate.core.reducers import REDUCERS
 from acgate.core.tail import HELD_OUT_OVERLAP
 
@@ -114,6 +115,10 @@ class DetectorConfig:
         HELD_OUT_OVERLAP, "a candidate is legitimate when a retrain without every class's tail "
         "sends at least this share of the suspected source's tail to its class, and 4x the "
         "other tails' median (classes >= 1,000 rows; 2 disables the test)", stage="analyze")
+    redraw_components: int = setting(
+        REDRAW_COMPONENTS, "a poisoned class's flagged rows are redrawn around their centre in "
+        "the class's whitened principal space of this many directions (0 keeps the analysis's "
+        "rows)", stage="analyze")
     segment_by: str = setting("label", "split the activations by label or by the model's "
                               "prediction", stage="cluster", choices=("label", "prediction"))
     min_class_size: int = setting(MIN_CLASS_SIZE, "smaller classes are skipped (reported "

@@ -68,6 +68,7 @@ from acgate.core.exre import (  # re-exported: the adapters and the bench import
     one_source_verdict,
     retrain_mask,
 )
+from acgate.core.redraw import REDRAW_COMPONENTS, redraw_judgement
 from acgate.core.reducers import REDUCERS, ReducerName
 from acgate.core.result import NO_VALUE, ClassReport, DetectionResult, RunInfo
 from acgate.core.tail import HELD_OUT_OVERLAP
@@ -202,7 +203,8 @@ def resolve_settings(
 
 def detector_params(analysis: str, thresholds: Thresholds, *, reducer: str, n_components: int,
                     n_clusters: ClusterMode, segment_by: str, min_class_size: int,
-                    random_state: int) -> dict[str, Any]:
+                    random_state: int, redraw_components: int = REDRAW_COMPONENTS
+                    ) -> dict[str, Any]:
     """The parameters a detection run records (run info, MLflow params)."""
     return {
         "reducer": reducer, "n_components": n_components, "n_clusters": n_clusters,
@@ -211,7 +213,7 @@ def detector_params(analysis: str, thresholds: Thresholds, *, reducer: str, n_co
         "source_share_threshold": thresholds.source_share,
         "nested_source_share_threshold": thresholds.nested_source_share,
         "confusion_threshold": thresholds.confusion,
-        "overlap_threshold": thresholds.overlap,
+        "overlap_threshold": thresholds.overlap, "redraw_components": redraw_components,
         "segment_by": segment_by, "min_class_size": min_class_size,
         "random_state": random_state,
     }
@@ -277,6 +279,7 @@ def analyze(
     retrain_and_predict: RetrainAndPredict | None = None,
     predictions: np.ndarray | None = None,
     random_state: int | None = None,
+    redraw_components: int = REDRAW_COMPONENTS,
     params: Mapping[str, Any] | None = None,
     timings: Mapping[str, float] | None = None,
 ) -> DetectionResult:
@@ -299,6 +302,9 @@ def analyze(
             typicality sample of exclusionary reclassification). ``None`` takes
             ``params["random_state"]`` (the seed a caller that records its parameters already
             names there); without either it is an error, never a silent 0.
+        redraw_components: The flagged rows of every poisoned class are redrawn around their
+            centre in the class's whitened principal space of this many directions
+            (:mod:`acgate.core.redraw`); 0 keeps the analysis's rows.
         params: Parameters to record in the run info (the seed used is added when absent).
         timings: Timings measured before this call (recorded in the run info).
 
@@ -317,11 +323,30 @@ def analyze(
         activations=activations, labels=labels, thresholds=thresholds or Thresholds(),
         random_state=seed, class_thresholds=dict(class_thresholds or {}),
         retrain_and_predict=retrain_and_predict, predictions=predictions)
-    judgements = analyzer.judge(clusterings, evidence)
+    redraw_components = validation.check_positive_int(
+        redraw_components, name="redraw_components", minimum=0)
+    judgements = _redrawn(clusterings, analyzer.judge(clusterings, evidence), evidence,
+                          redraw_components)
+    recorded = _recorded_params(params, analyzer.name, evidence.thresholds, seed)
+    recorded.setdefault("redraw_components", redraw_components)
     return _assemble_result(
         clusterings, judgements, evidence, sample_ids=sample_ids, segments=segments,
-        params=_recorded_params(params, analyzer.name, evidence.thresholds, seed),
-        timings=timings, start=start)
+        params=recorded, timings=timings, start=start)
+
+
+def _redrawn(clusterings: Sequence[ClassClustering], judgements: Mapping[int, ClassJudgement],
+             evidence: Evidence, n_components: int) -> dict[int, ClassJudgement]:
+    """The judgements with every poisoned class's rows redrawn (:mod:`acgate.core.redraw`)."""
+    redrawn = dict(judgements)
+    for clustering in clusterings:
+        label = clustering.label
+        if clustering.skipped or label not in redrawn:
+            continue
+        redrawn[label] = redraw_judgement(
+            redrawn[label], evidence.activations[clustering.positions],
+            n_components=n_components, max_share=evidence.thresholds_for(label).size,
+            label=label)
+    return redrawn
 
 
 def _analysis_seed(random_state: int | None, params: Mapping[str, Any] | None) -> int:
@@ -455,6 +480,7 @@ def detect(
     nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD,
     confusion_threshold: float = CONFUSION_THRESHOLD,
     overlap_threshold: float = HELD_OUT_OVERLAP,
+    redraw_components: int = REDRAW_COMPONENTS,
     segment_by: SegmentBy = "label",
     predictions: Any = None,
     sample_ids: Any = None,
@@ -503,6 +529,10 @@ def detect(
             to the class and at least 4x the median share of the other classes' tails (a
             natural overlap such as a cluster of 7s and the 9s). Asked in classes of at least
             1,000 rows with a retrain that gives its activations; 2 disables it.
+        redraw_components: The flagged rows of a poisoned class are redrawn by two-centroid
+            k-means started from them, in the class's whitened principal space of this many
+            directions (:mod:`acgate.core.redraw`: the poison a candidate missed joins, the
+            clean rows it swept in go back); 0 keeps the analysis's rows.
         segment_by: ``"label"`` (default) or ``"prediction"`` (needs ``predictions``).
         predictions: The model's prediction per sample: for ``segment_by="prediction"``, and
             for the natural-confusion test of exclusionary reclassification.
@@ -537,7 +567,7 @@ def detect(
     params = detector_params(
         resolved, thresholds, reducer=reducer, n_components=inputs.n_components,
         n_clusters=n_clusters, segment_by=segment_by, min_class_size=inputs.min_class_size,
-        random_state=inputs.random_state)
+        random_state=inputs.random_state, redraw_components=redraw_components)
     validated = time.perf_counter()
     clusterings = cluster_classes(
         inputs.activations, segments, inputs.sample_ids, reducer=reducer,
@@ -550,7 +580,8 @@ def detect(
         inputs.activations, inputs.labels, clusterings, sample_ids=inputs.sample_ids,
         segments=segments, analysis=resolved, thresholds=thresholds,
         class_thresholds=class_thresholds, retrain_and_predict=retrain_and_predict,
-        predictions=predictions, random_state=inputs.random_state, params=params,
+        predictions=predictions, random_state=inputs.random_state,
+        redraw_components=redraw_components, params=params,
         timings={"validate": validated - start, "cluster": clustered - validated},
     )
 
@@ -633,6 +664,7 @@ class ActivationClustering(BaseEstimator):
         nested_source_share_threshold: float = NESTED_SOURCE_SHARE_THRESHOLD,
         confusion_threshold: float = CONFUSION_THRESHOLD,
         overlap_threshold: float = HELD_OUT_OVERLAP,
+        redraw_components: int = REDRAW_COMPONENTS,
         segment_by: SegmentBy = "label",
         min_class_size: int = MIN_CLASS_SIZE,
         random_state: int = 0,
@@ -649,6 +681,7 @@ class ActivationClustering(BaseEstimator):
         self.nested_source_share_threshold = nested_source_share_threshold
         self.confusion_threshold = confusion_threshold
         self.overlap_threshold = overlap_threshold
+        self.redraw_components = redraw_components
         self.segment_by = segment_by
         self.min_class_size = min_class_size
         self.random_state = random_state

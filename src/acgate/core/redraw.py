@@ -1,0 +1,186 @@
+"""The rows of a poisoned class, redrawn around the poison's centre.
+
+An analyzer decides *whether* a class is poisoned from a candidate group of rows (a cluster, a
+tail) and flags the rows its evidence speaks for: under exclusionary reclassification, the
+candidate's rows that a retrain without them sends to another class. That row set is rough at
+its edges. A k-means candidate cuts through the poison when the poison does not dominate the
+class's first principal directions (all-to-one poison at 1% of the data is 10% of its target
+class), so part of it is never left out; and clean rows left out with the candidate are sent
+away too when the retrain never saw anything like them.
+
+Poison rows share their trigger, so in the poisoned proxy's activations they sit together,
+apart from the class's clean rows: measured on the cached Fashion-MNIST and MNIST all-to-one
+scans of ``bench/RESULTS.md`` ("attack_matrix"), a linear rule separates them at AUROC 1.00.
+But the direction that separates them need not carry much of the class's variance. So the
+redraw works in the class's **whitened** principal space (:data:`REDRAW_COMPONENTS`
+directions, each scaled to unit variance), where a low-variance trigger direction counts as
+much as the class's main modes of variation, and runs two-centroid k-means started from the
+analyzer's flags: each row goes to the nearer of the flagged rows' centre and the other rows'
+centre, the centres are recomputed, until nothing moves. Poison the candidate missed joins the
+flagged centre; clean rows the candidate swept in go back.
+
+The redraw is deterministic (no random step) and keeps the analyzer's flags when it cannot speak:
+too few rows on either side; a result that holds all of the class or more than the analysis's
+size threshold (poison is a minority of its class: a redraw that grows past that has followed a
+natural split of the class instead); or an iteration that does not settle (it creeps into the
+clean rows a few at a time when the poison is not a group of its own: a trigger the proxy never
+learned).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from acgate.core.evidence import ClassJudgement
+from acgate.core.result import NO_VALUE
+
+#: Whitened principal directions of the class the redraw works in (0: no redraw). The table that
+#: chose 20: ``bench/RESULTS.md``, "attack_matrix", Findings.
+REDRAW_COMPONENTS = 20
+#: Rounds the two-centroid iteration may take to settle. A separate group settles within 13 on
+#: every bench cell; a redraw still moving after this many is creeping into the clean rows (43
+#: rounds and 3x the rows on MNIST SIG seed 2, where the proxy never learned the trigger) and is
+#: not taken.
+REDRAW_MAX_ROUNDS = 25
+#: Rows needed on each side (flagged, not flagged) for a centre to mean anything.
+REDRAW_MIN_ROWS = 5
+
+__all__ = ["REDRAW_COMPONENTS", "RowRedraw", "redraw_judgement", "redraw_rows",
+           "whitened_principal"]
+
+
+@dataclass(frozen=True)
+class RowRedraw:
+    """The outcome of :func:`redraw_rows` on one class.
+
+    Attributes:
+        flagged: The redrawn flags (aligned with the class's rows).
+        score: Per row, in ``[0, 1]``: the distance to the other rows' centre over the sum of
+            its distances to both centres (above 0.5: nearer the flagged centre).
+        added: Rows flagged now that the analyzer had not flagged.
+        removed: Rows the analyzer flagged that are not flagged now.
+        rounds: Iterations run.
+        n_components: Whitened directions used.
+    """
+
+    flagged: np.ndarray
+    score: np.ndarray
+    added: int
+    removed: int
+    rounds: int
+    n_components: int
+
+    def describe(self) -> str:
+        """One clause for the class's reason."""
+        return (f"rows redrawn around the flagged rows' centre in the class's whitened "
+                f"{self.n_components}-direction principal space: {self.added} added, "
+                f"{self.removed} dropped, {int(self.flagged.sum())} flagged")
+
+
+def whitened_principal(activations: np.ndarray, n_components: int) -> np.ndarray:
+    """The rows in their top principal directions, each scaled to unit variance.
+
+    Deterministic (an eigendecomposition of the covariance; a direction's sign does not change
+    distances). Directions with no variance are dropped.
+
+    Args:
+        activations: ``n x d`` rows.
+        n_components: Directions kept at most (capped by ``d`` and ``n - 1``).
+
+    Returns:
+        ``n x k`` whitened coordinates, ``k <= n_components``.
+    """
+    x = np.asarray(activations, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    variances, vectors = np.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))
+    keep = min(n_components, x.shape[1], len(x) - 1)
+    order = np.argsort(variances)[::-1][:keep]
+    order = order[variances[order] > 1e-12 * max(float(variances.max()), 1e-300)]
+    return (centred @ vectors[:, order]) / np.sqrt(variances[order])
+
+
+def redraw_rows(activations: np.ndarray, flagged: np.ndarray, *,
+                n_components: int = REDRAW_COMPONENTS,
+                max_share: float = 1.0) -> RowRedraw | None:
+    """Redraw a poisoned class's flagged rows by two-centroid k-means started from them.
+
+    Args:
+        activations: The class's activations (``n x d``).
+        flagged: The analyzer's flags over the same rows.
+        n_components: Whitened principal directions to work in (see
+            :data:`REDRAW_COMPONENTS`); 0 returns ``None``.
+        max_share: Largest share of the class the redrawn flags may hold (the analysis's size
+            threshold); a redraw beyond it is not taken.
+
+    Returns:
+        The :class:`RowRedraw`, or ``None`` when the analyzer's flags stand: redraw off, fewer
+        than :data:`REDRAW_MIN_ROWS` rows flagged or not flagged, no variance, a redraw that
+        does not settle within :data:`REDRAW_MAX_ROUNDS` rounds, or one that holds fewer than
+        :data:`REDRAW_MIN_ROWS` rows, all of the class or more than ``max_share`` of it.
+    """
+    start = np.asarray(flagged, dtype=bool)
+    n_flagged = int(start.sum())
+    if n_components <= 0 or min(n_flagged, len(start) - n_flagged) < REDRAW_MIN_ROWS:
+        return None
+    space = whitened_principal(activations, n_components)
+    if space.shape[1] == 0:
+        return None
+    current = start
+    for rounds in range(1, REDRAW_MAX_ROUNDS + 1):
+        near, far = _distances(space, current)
+        moved = near < far
+        if np.array_equal(moved, current):
+            break
+        if int(moved.sum()) < REDRAW_MIN_ROWS or moved.all() or moved.mean() > max_share:
+            return None
+        current = moved
+    else:
+        return None  # still moving: no separate group to settle on
+    near, far = _distances(space, current)
+    score = far / np.maximum(near + far, 1e-300)
+    return RowRedraw(flagged=current, score=score, added=int((current & ~start).sum()),
+                     removed=int((start & ~current).sum()), rounds=rounds,
+                     n_components=space.shape[1])
+
+
+def _distances(space: np.ndarray, flagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's distance to the flagged rows' centre and to the other rows' centre."""
+    near = np.linalg.norm(space - space[flagged].mean(axis=0), axis=1)
+    far = np.linalg.norm(space - space[~flagged].mean(axis=0), axis=1)
+    return near, far
+
+
+def redraw_judgement(judgement: ClassJudgement, activations: np.ndarray, *,
+                     n_components: int, max_share: float, label: int) -> ClassJudgement:
+    """A poisoned class's judgement with its flagged rows redrawn by :func:`redraw_rows`.
+
+    A clean class, or one whose flags stand (see :func:`redraw_rows`), is returned as it is.
+    Otherwise the flags and per-row scores are the redraw's (the score then says how much
+    nearer the poison's centre than the clean rows' a row is), the reason gains the redraw's
+    clause, and a row the redraw added keeps the source the analysis named for it only when
+    that is another class (a row the retrain kept at home names none).
+
+    Args:
+        judgement: The analyzer's judgement of the class.
+        activations: The class's activations, rows aligned with ``judgement.flagged``.
+        n_components: See :func:`redraw_rows` (0: no redraw).
+        max_share: See :func:`redraw_rows` (the class's size threshold).
+        label: The class.
+    """
+    if not judgement.is_poisoned:
+        return judgement
+    redraw = redraw_rows(activations, judgement.flagged, n_components=n_components,
+                         max_share=max_share)
+    if redraw is None:
+        return judgement
+    sources = judgement.sample_sources
+    if sources is not None:
+        sources = sources.copy()
+        added = redraw.flagged & ~judgement.flagged
+        sources[added & (sources == label)] = NO_VALUE
+    return dataclasses.replace(
+        judgement, flagged=redraw.flagged, sample_scores=redraw.score,
+        reason=f"{judgement.reason}; {redraw.describe()}", sample_sources=sources)
