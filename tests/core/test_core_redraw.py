@@ -1,0 +1,160 @@
+"""The redraw of a poisoned class's flagged rows (acgate.core.redraw)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acgate.core import detect
+from acgate.core.evidence import ClassJudgement
+from acgate.core.redraw import REDRAW_MIN_ROWS, redraw_judgement, redraw_rows
+from acgate.core.result import NO_VALUE
+
+
+def class_with_poison(seed: int = 0, n_clean: int = 1500, n_poison: int = 100):
+    """A class in 16 dimensions of spread 5 down to 0.5, and poison: rows of the same spread
+    moved 8 sd along the narrowest direction (a trigger the class's main variation hides)."""
+    rng = np.random.default_rng(seed)
+    spread = np.linspace(5.0, 0.5, 16)
+    clean = rng.normal(size=(n_clean, 16)) * spread
+    poison = rng.normal(size=(n_poison, 16)) * spread
+    poison[:, -1] += 4.0
+    x = np.concatenate([clean, poison])
+    truth = np.r_[np.zeros(n_clean, bool), np.ones(n_poison, bool)]
+    return x, truth
+
+
+def rough_flags(truth: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Half the poison and 30 clean rows: what a candidate that cut through the poison flags."""
+    rng = np.random.default_rng(seed)
+    poison, clean = np.flatnonzero(truth), np.flatnonzero(~truth)
+    flags = np.zeros(len(truth), bool)
+    flags[rng.choice(poison, len(poison) // 2, replace=False)] = True
+    flags[rng.choice(clean, 30, replace=False)] = True
+    return flags
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_redraw_finds_the_poison_a_rough_flag_set_missed(seed):
+    x, truth = class_with_poison(seed)
+    flags = rough_flags(truth, seed)
+    redraw = redraw_rows(x, flags)
+    assert redraw is not None
+    found = redraw.flagged
+    assert (found & truth).sum() >= 98 and (found & ~truth).sum() <= 2
+    assert redraw.added == int((found & ~flags).sum()) and redraw.added >= 48
+    assert redraw.removed == int((flags & ~found).sum()) and redraw.removed >= 28
+    assert ((redraw.score > 0.5) == found).all()
+    assert "added" in redraw.describe() and f"{int(found.sum())} flagged" in redraw.describe()
+
+
+def test_redraw_needs_the_whitening():
+    # Along the raw directions the trigger is lost in the class's main variation: the same
+    # iteration without whitening does not recover the poison (why the space is whitened).
+    x, truth = class_with_poison(0)
+    flags = rough_flags(truth, 0)
+    current = flags
+    for _ in range(25):
+        near = np.linalg.norm(x - x[current].mean(axis=0), axis=1)
+        far = np.linalg.norm(x - x[~current].mean(axis=0), axis=1)
+        current = near < far
+    assert (current & truth).sum() < 90 or (current & ~truth).sum() > 20
+    assert redraw_rows(x, flags).flagged[truth].sum() >= 98
+
+
+def test_redraw_is_deterministic_and_follows_the_rows():
+    x, truth = class_with_poison(1)
+    flags = rough_flags(truth, 1)
+    first, second = redraw_rows(x, flags), redraw_rows(x, flags)
+    assert np.array_equal(first.flagged, second.flagged)
+    order = np.random.default_rng(5).permutation(len(x))
+    permuted = redraw_rows(x[order], flags[order])
+    assert np.array_equal(permuted.flagged, first.flagged[order])
+
+
+def test_a_class_without_a_separate_group_keeps_the_analysis_rows():
+    # One Gaussian: started from a slice at one end, two-centroid k-means walks to a half
+    # split, past any size threshold, or keeps moving: the redraw is not taken.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1200, 16)) * np.linspace(3.0, 1.0, 16)
+    flags = x[:, 0] > np.quantile(x[:, 0], 0.9)
+    assert redraw_rows(x, flags, max_share=0.45) is None
+
+
+@pytest.mark.parametrize("case", ["few flagged", "few unflagged", "off", "share"])
+def test_redraw_keeps_the_analysis_rows_when_it_cannot_speak(case):
+    x, truth = class_with_poison(0)
+    flags, kwargs = rough_flags(truth, 0), {}
+    if case == "few flagged":
+        flags = np.zeros(len(x), bool)
+        flags[np.flatnonzero(truth)[:REDRAW_MIN_ROWS - 1]] = True
+    elif case == "few unflagged":
+        flags = np.ones(len(x), bool)
+        flags[:REDRAW_MIN_ROWS - 1] = False
+    elif case == "off":
+        kwargs["n_components"] = 0
+    else:
+        kwargs["max_share"] = 0.05  # the poison is 6% of the class
+    assert redraw_rows(x, flags, **kwargs) is None
+
+
+def judgement(flags: np.ndarray, *, poisoned: bool, sources: np.ndarray | None):
+    return ClassJudgement(
+        suspicious_cluster=1, size_ratio=0.1, is_poisoned=poisoned, reason="the analysis's",
+        flagged=flags, sample_scores=np.where(flags, 0.9, 0.1), suspected_source=3,
+        sample_sources=sources)
+
+
+def test_redraw_judgement_replaces_rows_scores_and_names_sources_it_knows():
+    x, truth = class_with_poison(0)
+    flags = rough_flags(truth, 0)
+    label = 7
+    # The retrain sent the flagged rows to class 3, and kept the others at home, except two
+    # poison rows it sent to class 4 without their candidate being flagged.
+    sources = np.where(flags, 3, label)
+    elsewhere = np.flatnonzero(truth & ~flags)[:2]
+    sources[elsewhere] = 4
+    redrawn = redraw_judgement(judgement(flags, poisoned=True, sources=sources), x,
+                               n_components=20, max_share=0.45, label=label)
+    assert redrawn.is_poisoned and (redrawn.flagged == truth).sum() >= len(truth) - 2
+    assert redrawn.reason.startswith("the analysis's; rows redrawn")
+    assert ((redrawn.sample_scores > 0.5) == redrawn.flagged).all()
+    added = redrawn.flagged & ~flags
+    assert (redrawn.sample_sources[elsewhere] == 4).all()
+    kept_home = added.copy()
+    kept_home[elsewhere] = False
+    assert (redrawn.sample_sources[kept_home] == NO_VALUE).all() and kept_home.sum() >= 40
+    assert (redrawn.sample_sources[flags] == 3).all()
+
+
+def test_redraw_judgement_leaves_clean_classes_and_stood_flags_alone():
+    x, truth = class_with_poison(0)
+    flags = rough_flags(truth, 0)
+    clean = judgement(flags, poisoned=False, sources=None)
+    assert redraw_judgement(clean, x, n_components=20, max_share=0.45, label=7) is clean
+    off = judgement(flags, poisoned=True, sources=None)
+    assert redraw_judgement(off, x, n_components=0, max_share=0.45, label=7) is off
+
+
+def test_detect_records_the_redraw_and_zero_turns_it_off():
+    rng = np.random.default_rng(0)
+    x, truth = class_with_poison(0)
+    other = rng.normal(size=(1600, 16)) * np.linspace(5.0, 0.5, 16) + 40.0
+    acts = np.concatenate([x, other])
+    labels = np.r_[np.zeros(len(x), int), np.ones(len(other), int)]
+    on = detect(acts, labels, analysis="size-silhouette", n_clusters=2)
+    off = detect(acts, labels, analysis="size-silhouette", n_clusters=2, redraw_components=0)
+    assert on.info.params["redraw_components"] == 20
+    assert off.info.params["redraw_components"] == 0
+    assert all("redrawn" not in c.reason for c in off.classes)
+    for result in (on, off):  # the class verdicts do not depend on the redraw
+        assert [c.verdict for c in result.classes] == [c.verdict for c in on.classes]
+
+
+@pytest.mark.parametrize("value, error", [(-1, ValueError), (2.5, TypeError),
+                                          (True, TypeError)])
+def test_detect_refuses_a_bad_redraw_components(value, error):
+    x, _ = class_with_poison(0)
+    labels = np.r_[np.zeros(800, int), np.ones(800, int)]
+    with pytest.raises(error, match="redraw_components"):
+        detect(x, labels, analysis="size-silhouette", redraw_components=value)
