@@ -41,15 +41,19 @@ def scan_case(name: str, seed: int, rows: int | None, folder) -> tuple[float, tu
 
 
 def test_all_to_one_patch_at_one_percent_of_mnist_20k_is_found(tmp_path):
-    """Nine source classes into one target (class 0), 1% of 20,000 MNIST rows, seed 0."""
+    """Nine source classes into one target (class 0), 1% of 20,000 MNIST rows, seed 0.
+
+    Measured 1.000 with the redraw of the flagged rows (0.952 without): bench/RESULTS.md.
+    """
     f1, poisoned = scan_case("mnist/patch-a2o-1pct", 0, 20_000, tmp_path)
-    assert poisoned == (0,) and f1 >= 0.9, (f1, poisoned)
+    assert poisoned == (0,) and f1 >= 0.97, (f1, poisoned)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "mean_floor", "min_floor"), [
-    ("mnist/patch-a2o-1pct", 0.95, 0.9),  # the issue's target (measured 0.980 / 0.957)
-    ("mnist/sig-a2o-1pct", 0.85, 0.75),   # below it (measured 0.876 / 0.800): bench/RESULTS.md
+    ("mnist/patch-a2o-1pct", 0.97, 0.95),   # the issue's target 0.95 / 0.9 (measured 1.000 / 1.000)
+    ("mnist/blend-a2o-1pct", 0.97, 0.95),   # measured 0.999 / 0.998
+    ("mnist/sig-a2o-1pct", 0.92, 0.85),     # below it (measured 0.959 / 0.880): bench/RESULTS.md
 ])
 def test_all_to_one_at_one_percent_over_three_seeds(name, mean_floor, min_floor, tmp_path):
     runs = [scan_case(name, seed, 20_000, tmp_path) for seed in SEEDS]
@@ -62,7 +66,7 @@ def test_all_to_one_at_one_percent_over_three_seeds(name, mean_floor, min_floor,
 @pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(),
                     reason="apt-get install -y dataset-fashion-mnist")
 def test_blended_all_to_one_on_fashion_mnist_is_found_on_every_seed(tmp_path):
-    """Below the issue's target (measured 0.861 / 0.830 / 0.788): bench/RESULTS.md.
+    """The issue's target 0.95 / 0.9 (measured 0.988 / 0.927 / 0.948): bench/RESULTS.md.
 
     Seed 1 flagged a natural cluster of sneakers beside the poison until the held-out overlap
     test (README, "Known limits"): only the target may be flagged.
@@ -70,15 +74,16 @@ def test_blended_all_to_one_on_fashion_mnist_is_found_on_every_seed(tmp_path):
     runs = [scan_case("fashion/blend-a2o-1pct", seed, 20_000, tmp_path) for seed in SEEDS]
     f1 = [run[0] for run in runs]
     assert all(run[1] == (seed,) for seed, run in zip(SEEDS, runs)), runs
-    assert np.mean(f1) >= 0.75 and min(f1) >= 0.7, f"F1 per seed {f1}"
+    assert np.mean(f1) >= 0.92 and min(f1) >= 0.88, f"F1 per seed {f1}"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "mean_floor", "min_floor"), [
-    ("rt/into-majority-end-3pct", 0.95, 0.9),
-    # Below the issue's target (measured 0.945 / 0.887 mean): bench/RESULTS.md.
-    ("rt/into-majority-start-3pct", 0.9, 0.85),
-    ("rt/into-majority-random-3pct", 0.85, 0.8),
+    # The issue's target 0.95 / 0.9; measured 1.000 / 1.000 / 0.984 mean (min 0.973):
+    # bench/RESULTS.md.
+    ("rt/into-majority-end-3pct", 0.97, 0.95),
+    ("rt/into-majority-start-3pct", 0.97, 0.95),
+    ("rt/into-majority-random-3pct", 0.95, 0.9),
 ])
 def test_text_signature_into_the_majority_class_over_three_seeds(name, mean_floor, min_floor,
                                                                   tmp_path):
