@@ -175,7 +175,7 @@ def detect_at_depth(activations: Any, labels: Any, *, stability_depth: int,
     params = detector_params(
         analysis, thresholds, reducer=reducer, n_components=n_components,
         n_clusters=n_clusters, segment_by=segment_by, min_class_size=min_class_size,
-        random_state=seed)
+        random_state=seed, redraw_components=given["redraw_components"])
     validated = time.perf_counter()
     clusterings = cluster_classes(
         x, segments, ids, reducer=reducer, n_components=n_components, n_clusters=n_clusters,
@@ -186,6 +186,7 @@ def detect_at_depth(activations: Any, labels: Any, *, stability_depth: int,
         x, y, clusterings, sample_ids=ids, segments=segments, analysis=analysis,
         thresholds=thresholds, class_thresholds=given["class_thresholds"],
         retrain_and_predict=retrain, predictions=predictions, params=params,
+        redraw_components=given["redraw_components"],
         timings={"validate": validated - start, "cluster": clustered - validated})
 
 

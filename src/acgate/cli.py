@@ -261,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     repair.add_argument("--model", type=Path, default=None,
                         help="the proxy's state_dict (default: train a fresh proxy)")
     repair.add_argument("--strategy", choices=("relabel", "remove"), default="relabel",
-                        help="relabel the flagged rows to their suspected source and fine-tune, "
-                             "or remove them and retrain (default: %(default)s)")
+                        help="relabel the flagged rows to their suspected source (a row with "
+                             "none named is removed) and fine-tune, or remove them and retrain "
+                             "(default: %(default)s)")
     repair.add_argument("--epochs", type=int, default=None,
                         help="fixed epochs (default: relabel until the loss settles; "
                         "remove: the scan's default)")

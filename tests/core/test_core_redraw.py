@@ -105,50 +105,106 @@ def judgement(flags: np.ndarray, *, poisoned: bool, sources: np.ndarray | None):
         sample_sources=sources)
 
 
-def test_redraw_judgement_replaces_rows_scores_and_names_sources_it_knows():
+def test_redraw_judgement_replaces_rows_and_scores_and_added_rows_name_no_source():
     x, truth = class_with_poison(0)
     flags = rough_flags(truth, 0)
-    label = 7
-    # The retrain sent the flagged rows to class 3, and kept the others at home, except two
-    # poison rows it sent to class 4 without their candidate being flagged.
-    sources = np.where(flags, 3, label)
-    elsewhere = np.flatnonzero(truth & ~flags)[:2]
-    sources[elsewhere] = 4
+    # The retrain sent the flagged rows to class 3 and the others to class 4 (a candidate it
+    # cleared, say): an added row still names no source.
+    sources = np.where(flags, 3, 4)
     redrawn = redraw_judgement(judgement(flags, poisoned=True, sources=sources), x,
-                               n_components=20, max_share=0.45, label=label)
+                               n_components=20, max_share=0.45)
     assert redrawn.is_poisoned and (redrawn.flagged == truth).sum() >= len(truth) - 2
     assert redrawn.reason.startswith("the analysis's; rows redrawn")
     assert ((redrawn.sample_scores > 0.5) == redrawn.flagged).all()
     added = redrawn.flagged & ~flags
-    assert (redrawn.sample_sources[elsewhere] == 4).all()
-    kept_home = added.copy()
-    kept_home[elsewhere] = False
-    assert (redrawn.sample_sources[kept_home] == NO_VALUE).all() and kept_home.sum() >= 40
+    assert added.sum() >= 48 and (redrawn.sample_sources[added] == NO_VALUE).all()
     assert (redrawn.sample_sources[flags] == 3).all()
+    assert (sources[added] == 4).all()  # the input is not changed
 
 
 def test_redraw_judgement_leaves_clean_classes_and_stood_flags_alone():
     x, truth = class_with_poison(0)
     flags = rough_flags(truth, 0)
     clean = judgement(flags, poisoned=False, sources=None)
-    assert redraw_judgement(clean, x, n_components=20, max_share=0.45, label=7) is clean
+    assert redraw_judgement(clean, x, n_components=20, max_share=0.45) is clean
     off = judgement(flags, poisoned=True, sources=None)
-    assert redraw_judgement(off, x, n_components=0, max_share=0.45, label=7) is off
+    assert redraw_judgement(off, x, n_components=0, max_share=0.45) is off
+    # No per-row sources: an added row gets the class's one suspected source when flagged.
+    whole = redraw_judgement(off, x, n_components=20, max_share=0.45)
+    assert whole.sample_sources is None and whole.flagged.sum() > flags.sum() - 30
 
 
-def test_detect_records_the_redraw_and_zero_turns_it_off():
+def rough_clusterings():
+    """Class 0 holds the poison of :func:`class_with_poison` and a 2-clustering whose small
+    cluster is :func:`rough_flags` (what k-means on the unwhitened directions gives); class 1
+    is clean and split in halves. Returns activations, labels, truth and the clusterings."""
+    from acgate.core import ClassClustering
+
     rng = np.random.default_rng(0)
     x, truth = class_with_poison(0)
     other = rng.normal(size=(1600, 16)) * np.linspace(5.0, 0.5, 16) + 40.0
     acts = np.concatenate([x, other])
     labels = np.r_[np.zeros(len(x), int), np.ones(len(other), int)]
-    on = detect(acts, labels, analysis="size-silhouette", n_clusters=2)
-    off = detect(acts, labels, analysis="size-silhouette", n_clusters=2, redraw_components=0)
+    rough = rough_flags(truth, 0)
+    halves = np.arange(len(other)) % 2
+    clusterings = [
+        ClassClustering(label=0, positions=np.arange(len(x)), clusters=rough.astype(int),
+                        n_clusters=2, silhouette=0.3, reduced=x[:, :10]),
+        ClassClustering(label=1, positions=len(x) + np.arange(len(other)), clusters=halves,
+                        n_clusters=2, silhouette=0.0, reduced=other[:, :10]),
+    ]
+    return acts, labels, np.r_[truth, np.zeros(len(other), bool)], clusterings
+
+
+def analyzed(redraw_components=None, **kwargs):
+    from acgate.core import analyze
+
+    acts, labels, truth, clusterings = rough_clusterings()
+    if redraw_components is not None:
+        kwargs["redraw_components"] = redraw_components
+    result = analyze(acts, labels, clusterings, sample_ids=np.arange(len(labels)),
+                     segments=labels, analysis="size", random_state=0, **kwargs)
+    return result, truth
+
+
+def test_analyze_redraws_a_poisoned_class_and_zero_turns_it_off():
+    on, truth = analyzed()
+    off, _ = analyzed(0)
+    assert [c.verdict for c in on.classes] == [c.verdict for c in off.classes] == [
+        "poisoned", "clean"]
     assert on.info.params["redraw_components"] == 20
     assert off.info.params["redraw_components"] == 0
-    assert all("redrawn" not in c.reason for c in off.classes)
-    for result in (on, off):  # the class verdicts do not depend on the redraw
-        assert [c.verdict for c in result.classes] == [c.verdict for c in on.classes]
+    assert "rows redrawn" in on.classes[0].reason and "redrawn" not in off.classes[0].reason
+    assert int((off.is_poison & truth).sum()) == 50 and int((off.is_poison & ~truth).sum()) == 30
+    assert int((on.is_poison & truth).sum()) >= 98 and int((on.is_poison & ~truth).sum()) <= 2
+    assert ((on.poison_score[:1600] > 0.5) == on.is_poison[:1600]).all()
+
+
+def test_the_class_size_threshold_caps_the_redraw():
+    from acgate.core import Thresholds
+
+    capped, _ = analyzed(class_thresholds={0: Thresholds(size=0.055)})
+    assert capped.classes[0].verdict == "poisoned"  # the rough cluster is 5% of the class
+    assert "rows redrawn" not in capped.classes[0].reason  # the poison is 6.25%
+
+
+def test_analyze_refuses_a_redraw_setting_that_contradicts_the_recorded_one():
+    with pytest.raises(ValueError, match="redraw_components=20 contradicts"):
+        analyzed(params={"redraw_components": 0, "random_state": 0})
+
+
+def test_redraw_copes_with_no_variance_and_more_directions_than_there_are():
+    x, truth = class_with_poison(0)
+    flags = rough_flags(truth, 0)
+    assert redraw_rows(np.ones_like(x), flags) is None
+    wide = redraw_rows(x, flags, n_components=500)
+    assert wide is not None and wide.n_components == 16
+    assert (wide.flagged == truth).sum() >= len(truth) - 2
+
+
+def test_flags_that_already_are_the_group_are_left_as_they_are():
+    x, truth = class_with_poison(0)
+    assert redraw_rows(x, truth) is None  # nothing moves: the analysis's rows and scores stand
 
 
 @pytest.mark.parametrize("value, error", [(-1, ValueError), (2.5, TypeError),

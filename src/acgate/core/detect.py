@@ -203,8 +203,7 @@ def resolve_settings(
 
 def detector_params(analysis: str, thresholds: Thresholds, *, reducer: str, n_components: int,
                     n_clusters: ClusterMode, segment_by: str, min_class_size: int,
-                    random_state: int, redraw_components: int = REDRAW_COMPONENTS
-                    ) -> dict[str, Any]:
+                    random_state: int, redraw_components: int) -> dict[str, Any]:
     """The parameters a detection run records (run info, MLflow params)."""
     return {
         "reducer": reducer, "n_components": n_components, "n_clusters": n_clusters,
@@ -323,12 +322,11 @@ def analyze(
         activations=activations, labels=labels, thresholds=thresholds or Thresholds(),
         random_state=seed, class_thresholds=dict(class_thresholds or {}),
         retrain_and_predict=retrain_and_predict, predictions=predictions)
-    redraw_components = validation.check_positive_int(
-        redraw_components, name="redraw_components", minimum=0)
+    redraw_components = _redraw_setting(redraw_components, params)
     judgements = _redrawn(clusterings, analyzer.judge(clusterings, evidence), evidence,
                           redraw_components)
     recorded = _recorded_params(params, analyzer.name, evidence.thresholds, seed)
-    recorded.setdefault("redraw_components", redraw_components)
+    recorded["redraw_components"] = redraw_components
     return _assemble_result(
         clusterings, judgements, evidence, sample_ids=sample_ids, segments=segments,
         params=recorded, timings=timings, start=start)
@@ -344,9 +342,19 @@ def _redrawn(clusterings: Sequence[ClassClustering], judgements: Mapping[int, Cl
             continue
         redrawn[label] = redraw_judgement(
             redrawn[label], evidence.activations[clustering.positions],
-            n_components=n_components, max_share=evidence.thresholds_for(label).size,
-            label=label)
+            n_components=n_components, max_share=evidence.thresholds_for(label).size)
     return redrawn
+
+
+def _redraw_setting(redraw_components: Any, params: Mapping[str, Any] | None) -> int:
+    """:func:`analyze`'s ``redraw_components``, checked, and agreeing with the recorded one."""
+    value = validation.check_positive_int(redraw_components, name="redraw_components",
+                                          minimum=0)
+    recorded = dict(params or {}).get("redraw_components")
+    if recorded is not None and recorded != value:
+        raise ValueError(f"redraw_components={value!r} contradicts the recorded "
+                         f"params['redraw_components']={recorded!r}")
+    return value
 
 
 def _analysis_seed(random_state: int | None, params: Mapping[str, Any] | None) -> int:
@@ -562,6 +570,8 @@ def detect(
         nested_source_share_threshold=nested_source_share_threshold,
         confusion_threshold=confusion_threshold, overlap_threshold=overlap_threshold,
         predictions=predictions)
+    redraw_components = validation.check_positive_int(
+        redraw_components, name="redraw_components", minimum=0)
     n_clusters = resolve_n_clusters(n_clusters, resolved, len(np.unique(inputs.labels)))
     predictions, segments = _segments(inputs, predictions, segment_by)
     params = detector_params(

@@ -20,8 +20,8 @@ centre, the centres are recomputed, until nothing moves. Poison the candidate mi
 flagged centre; clean rows the candidate swept in go back.
 
 The redraw is deterministic (no random step) and keeps the analyzer's flags when it cannot speak:
-too few rows on either side; a result that holds all of the class or more than the analysis's
-size threshold (poison is a minority of its class: a redraw that grows past that has followed a
+too few rows on either side; no row moved; a result that holds more than the analysis's size
+threshold (poison is a minority of its class: a redraw that grows past that has followed a
 natural split of the class instead); or an iteration that does not settle (it creeps into the
 clean rows a few at a time when the poison is not a group of its own: a trigger the proxy never
 learned).
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from acgate.core.evidence import ClassJudgement
+from acgate.core.reducers import reduce_pca
 from acgate.core.result import NO_VALUE
 
 #: Whitened principal directions of the class the redraw works in (0: no redraw). The table that
@@ -83,23 +84,25 @@ class RowRedraw:
 def whitened_principal(activations: np.ndarray, n_components: int) -> np.ndarray:
     """The rows in their top principal directions, each scaled to unit variance.
 
-    Deterministic (an eigendecomposition of the covariance; a direction's sign does not change
-    distances). Directions with no variance are dropped.
+    The clustering step's PCA (:func:`acgate.core.reducers.reduce_pca`: deterministic, the
+    d x d covariance's eigenvectors when there are at least as many rows as features, else a
+    full SVD; a direction's sign does not change distances). Directions with no variance are
+    dropped.
 
     Args:
         activations: ``n x d`` rows.
         n_components: Directions kept at most (capped by ``d`` and ``n - 1``).
 
     Returns:
-        ``n x k`` whitened coordinates, ``k <= n_components``.
+        ``n x k`` whitened coordinates, ``k <= n_components`` (``k = 0`` when nothing varies).
     """
-    x = np.asarray(activations, dtype=np.float64)
-    centred = x - x.mean(axis=0)
-    variances, vectors = np.linalg.eigh(centred.T @ centred / max(len(x) - 1, 1))
-    keep = min(n_components, x.shape[1], len(x) - 1)
-    order = np.argsort(variances)[::-1][:keep]
-    order = order[variances[order] > 1e-12 * max(float(variances.max()), 1e-300)]
-    return (centred @ vectors[:, order]) / np.sqrt(variances[order])
+    x = np.array(activations, dtype=np.float64, copy=True)
+    if len(x) < 2 or np.ptp(x, axis=0).max() == 0.0:
+        return np.zeros((len(x), 0))
+    reduced, _ = reduce_pca(x, n_components=n_components, random_state=0)
+    spread = reduced.std(axis=0, ddof=1)
+    varying = spread > 1e-9 * max(float(spread.max()), 1e-300)
+    return reduced[:, varying] / spread[varying]
 
 
 def redraw_rows(activations: np.ndarray, flagged: np.ndarray, *,
@@ -117,13 +120,13 @@ def redraw_rows(activations: np.ndarray, flagged: np.ndarray, *,
 
     Returns:
         The :class:`RowRedraw`, or ``None`` when the analyzer's flags stand: redraw off, fewer
-        than :data:`REDRAW_MIN_ROWS` rows flagged or not flagged, no variance, a redraw that
-        does not settle within :data:`REDRAW_MAX_ROUNDS` rounds, or one that holds fewer than
-        :data:`REDRAW_MIN_ROWS` rows, all of the class or more than ``max_share`` of it.
+        than :data:`REDRAW_MIN_ROWS` rows flagged or not flagged (at the start or on any
+        round), no variance, no row moved, a redraw that does not settle within
+        :data:`REDRAW_MAX_ROUNDS` rounds, or one that ends with more than ``max_share`` of the
+        class.
     """
     start = np.asarray(flagged, dtype=bool)
-    n_flagged = int(start.sum())
-    if n_components <= 0 or min(n_flagged, len(start) - n_flagged) < REDRAW_MIN_ROWS:
+    if n_components <= 0 or not _both_sides(start):
         return None
     space = whitened_principal(activations, n_components)
     if space.shape[1] == 0:
@@ -134,16 +137,24 @@ def redraw_rows(activations: np.ndarray, flagged: np.ndarray, *,
         moved = near < far
         if np.array_equal(moved, current):
             break
-        if int(moved.sum()) < REDRAW_MIN_ROWS or moved.all() or moved.mean() > max_share:
+        if not _both_sides(moved):
             return None
         current = moved
     else:
         return None  # still moving: no separate group to settle on
+    if np.array_equal(current, start) or current.mean() > max_share:
+        return None  # nothing to redraw, or grown past the size a poison group may have
     near, far = _distances(space, current)
     score = far / np.maximum(near + far, 1e-300)
     return RowRedraw(flagged=current, score=score, added=int((current & ~start).sum()),
                      removed=int((start & ~current).sum()), rounds=rounds,
                      n_components=space.shape[1])
+
+
+def _both_sides(flagged: np.ndarray) -> bool:
+    """At least :data:`REDRAW_MIN_ROWS` rows flagged and as many not."""
+    n_flagged = int(flagged.sum())
+    return min(n_flagged, len(flagged) - n_flagged) >= REDRAW_MIN_ROWS
 
 
 def _distances(space: np.ndarray, flagged: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -154,21 +165,22 @@ def _distances(space: np.ndarray, flagged: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def redraw_judgement(judgement: ClassJudgement, activations: np.ndarray, *,
-                     n_components: int, max_share: float, label: int) -> ClassJudgement:
+                     n_components: int, max_share: float) -> ClassJudgement:
     """A poisoned class's judgement with its flagged rows redrawn by :func:`redraw_rows`.
 
     A clean class, or one whose flags stand (see :func:`redraw_rows`), is returned as it is.
-    Otherwise the flags and per-row scores are the redraw's (the score then says how much
-    nearer the poison's centre than the clean rows' a row is), the reason gains the redraw's
-    clause, and a row the redraw added keeps the source the analysis named for it only when
-    that is another class (a row the retrain kept at home names none).
+    Otherwise the flags and per-row scores are the redraw's (a row's ``poison_score`` then says
+    how much nearer the poison's centre than the clean rows' centre it is: above 0.5, flagged)
+    and the reason gains the redraw's clause. A row the redraw added names no suspected source
+    (the analysis did not send it anywhere as poison, and it may belong to a candidate the
+    analysis cleared: the ``relabel`` repair removes such a row instead of relabelling it),
+    unless the analysis names one source for the whole class (no per-row sources).
 
     Args:
         judgement: The analyzer's judgement of the class.
         activations: The class's activations, rows aligned with ``judgement.flagged``.
         n_components: See :func:`redraw_rows` (0: no redraw).
         max_share: See :func:`redraw_rows` (the class's size threshold).
-        label: The class.
     """
     if not judgement.is_poisoned:
         return judgement
@@ -179,8 +191,7 @@ def redraw_judgement(judgement: ClassJudgement, activations: np.ndarray, *,
     sources = judgement.sample_sources
     if sources is not None:
         sources = sources.copy()
-        added = redraw.flagged & ~judgement.flagged
-        sources[added & (sources == label)] = NO_VALUE
+        sources[redraw.flagged & ~judgement.flagged] = NO_VALUE
     return dataclasses.replace(
         judgement, flagged=redraw.flagged, sample_scores=redraw.score,
         reason=f"{judgement.reason}; {redraw.describe()}", sample_sources=sources)

@@ -153,8 +153,11 @@ class DetectionResult:
             segmenting by prediction).
         clusters: Cluster id of each sample within its segment (``-1`` when skipped).
         is_poison: Whether the sample is flagged as poison.
-        poison_score: Suspicion score in ``[0, 1]``; higher is more suspicious.
-        suspected_source: Suspected true (source) class of flagged samples, else ``-1``.
+        poison_score: Suspicion score in ``[0, 1]``; higher is more suspicious (in a class whose
+            flagged rows were redrawn, :mod:`acgate.core.redraw`, the redraw's score: above 0.5
+            is nearer the poison's centre).
+        suspected_source: Suspected true (source) class of flagged samples, else ``-1`` (also
+            for a flagged row the redraw added: the analysis sent it nowhere).
         classes: One :class:`ClassReport` per segment, sorted by class.
         info: Parameters, versions, timings and warnings.
     """
@@ -236,7 +239,8 @@ class DetectionResult:
         """Per-sample table (pandas DataFrame).
 
         Columns: ``index`` (sample id), ``label``, ``segment``, ``cluster``, ``is_poison``,
-        ``poison_score``, ``suspected_source`` (nullable integer; missing when not flagged).
+        ``poison_score``, ``suspected_source`` (nullable integer; missing when not flagged, or
+        flagged without a source named).
         """
         import pandas as pd
 
