@@ -78,7 +78,7 @@ def analyze(
         confusion_threshold: A candidate is legitimate when the proxy itself confuses its class
             and the suspected source at least this much (2 disables the test).
         overlap_threshold: A candidate is legitimate when a retrain without every class's tail
-            sends at least this share of the suspected source's tail to its class, and 4x the
+            sends at least this share of the suspected source's tail to its class, and 6.5x the
             other tails' median (classes >= 1,000 rows; 2 disables the test).
         redraw_components: A poisoned class's flagged rows are redrawn around their centre in
             the class's whitened principal space of this many directions (0 keeps the

@@ -159,7 +159,7 @@ def test_a_natural_overlap_clears_a_tails_clump_sent_to_that_neighbour():
     assert cleared.clumped and not cleared.poisoned
     assert cleared.explain(3, 400).endswith(
         f">= {verdict.needed} needed; held out, class 5's tail goes to class 3 at 0.050, the "
-        "other tails at a median 0.000 (>= the larger of 0.03 and 4 x that: a natural "
+        "other tails at a median 0.000 (>= the larger of 0.03 and 6.5 x that: a natural "
         f"overlap), 0 of the clump sent to other classes (< {verdict.needed} needed) "
         "-> legitimate")
 

@@ -158,13 +158,13 @@ def test_the_recorded_overlap_threshold_is_used(store, model, make_result, scan_
               else {**scan_params, "overlap_threshold": params_overlap})
     decision = _gate_class_2(store, model, make_result, exre=0.4,
                              scores={**SURE_ONE_SOURCE, "overlap": share,
-                                     "overlap_median": 0.006},
+                                     "overlap_median": 0.004},
                              thresholds=thresholds, params=params)
     if promoted:
         _assert_promoted(decision, store, model)
     else:
         _assert_refused(decision, store, model, "goes to class 2 at 0.050, the other tails at a "
-                        "median 0.006 (< the larger of 0.1 and 4 x that)")
+                        "median 0.004 (< the larger of 0.1 and 6.5 x that)")
 
 
 @pytest.mark.parametrize(("recorded", "fragment"), [

@@ -260,7 +260,7 @@ def test_the_held_out_overlap_row_shows_the_cut_the_class_was_judged_by(digits_s
     report = dataclasses.replace(
         report, scores={**report.scores, "overlap": 0.05, "overlap_median": 0.02},
         thresholds={**report.thresholds, "overlap": 0.03})
-    # The larger of the threshold and 4x the other tails' median.
-    assert "poison-like when &lt; 0.08<" in _scores_table(report)
+    # The larger of the threshold and 6.5x the other tails' median.
+    assert "poison-like when &lt; 0.13<" in _scores_table(report)
     alone = dataclasses.replace(report, scores={**report.scores, "overlap_median": 0.0})
     assert "poison-like when &lt; 0.03<" in _scores_table(alone)

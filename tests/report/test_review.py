@@ -60,7 +60,7 @@ def test_near_misses_name_what_came_close():
         "a one-source candidate cleared only by its mean confidence 0.88 (cut 0.9)"]
     assert near_misses(_report(_candidate(0.8, overlap=(0.05, 0.006)))) == [
         "rows sent to class 9 cleared as a natural overlap (held out, class 9's tail goes to "
-        "class 7 at 0.050, cut 0.030)"]
+        "class 7 at 0.050, cut 0.039)"]
     assert near_misses(_report(_candidate(0.8, overlap=(0.3, 0.006)))) == []  # a plain overlap
     assert near_misses(_report(_tail(25))) == ["the tail's clump holds 25 rows (40 needed)"]
     stayed = ("cluster of k = 3 (stability 0.97), 38% of the class, left out of a retrain: 476 "

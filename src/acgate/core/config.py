@@ -113,7 +113,7 @@ class DetectorConfig:
         "and the suspected source at least this much (2 disables the test)", stage="analyze")
     overlap_threshold: float = setting(
         HELD_OUT_OVERLAP, "a candidate is legitimate when a retrain without every class's tail "
-        "sends at least this share of the suspected source's tail to its class, and 4x the "
+        "sends at least this share of the suspected source's tail to its class, and 6.5x the "
         "other tails' median (classes >= 1,000 rows; 2 disables the test)", stage="analyze")
     redraw_components: int = setting(
         REDRAW_COMPONENTS, "a poisoned class's flagged rows are redrawn around their centre in "

@@ -534,7 +534,7 @@ def detect(
         overlap_threshold: A one-source candidate is legitimate (and a tail's clump counts only
             its rows sent to other classes) when a second retrain, without every class's tail
             and every candidate, sends at least this share of the suspected source's own tail
-            to the class and at least 4x the median share of the other classes' tails (a
+            to the class and at least 6.5x the median share of the other classes' tails (a
             natural overlap such as a cluster of 7s and the 9s). Asked in classes of at least
             1,000 rows with a retrain that gives its activations; 2 disables it.
         redraw_components: The flagged rows of a poisoned class are redrawn by two-centroid

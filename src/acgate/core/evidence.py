@@ -76,7 +76,7 @@ class Thresholds:
             T-shirt: 0.19). Used only when the proxy's predictions are given; 2 disables it.
         overlap: Smallest held-out overlap of the class and the suspected source that counts
             as natural: the share of the source's own tail that a retrain without every tail
-            and candidate sends to the class (and at least 4x the median share of the other
+            and candidate sends to the class (and at least 6.5x the median share of the other
             classes' tails; :func:`acgate.core.tail.natural_overlap`). A natural overlap clears
             a one-source candidate, and a tail's clump counts only its rows sent to other
             classes. Asked in classes of at least 1,000 rows; 2 disables it.

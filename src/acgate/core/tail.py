@@ -76,8 +76,11 @@ HELD_OUT_OVERLAP = 0.03
 #: most 2.7 times their median, the poisoned classes' tails at most 2.5 times but one (6.6
 #: times, whose clump's rows sent to other classes kept it poison; bench/RESULTS.md
 #: "attack_matrix"). Poison rows are genuine samples of their source: the source's own
-#: outliers do not lean towards the target.
-HELD_OUT_OVERLAP_RATIO = 4.0
+#: outliers seldom lean towards the target. But on MNIST 60k BadNets all-to-all 10% the 1s' tail
+#: went to 2 at 0.034 against a median of 0.006 (5.4 times; the 1 -> 2 pair leans by nature, 1.9
+#: times on the 20k cells): at 4 times, the default scan cleared class 2's poison (bench/RESULTS.md
+#: "art"). 6.5 sits between that 5.4 and the natural 8.3.
+HELD_OUT_OVERLAP_RATIO = 6.5
 #: The median needs at least this many other classes with a tail (two-class data has no
 #: baseline, and a binary task's tails cross over at a high rate by nature) ...
 HELD_OUT_OVERLAP_MIN_OTHERS = 2

@@ -593,7 +593,7 @@ def _class_card(result: DetectionResult, report: ClassReport, near: Sequence[str
 
 
 def _overlap_cut(report: ClassReport) -> float | None:
-    """The held-out overlap's cut for the class: its threshold or 4x the other tails' median."""
+    """The held-out overlap's cut for the class: its threshold or 6.5x the other tails' median."""
     threshold, median = report.thresholds.get("overlap"), report.scores.get("overlap_median")
     if threshold is None:
         return None
