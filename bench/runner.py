@@ -36,6 +36,7 @@ from bench.experiments import (
     mnist,
     multimodal,
     one_flow,
+    redraw,
     reducers,
     repair_mnist,
     scale,
@@ -65,11 +66,12 @@ EXPERIMENTS: dict[str, Callable[[BenchSettings], str]] = {
     "shards": shards.section,
     "bounded_class": bounded_class.section,
     "scan_breakdown": scan_breakdown.section,
+    "redraw": redraw.section,
 }
 #: Left out of ``--quick`` (MNIST-scale data, ART, or long).
 NOT_IN_QUICK = ("mnist", "art", "repair_mnist", "multimodal", "art_scale", "beyond_mnist",
                 "candidates", "one_flow", "incremental", "shards", "bounded_class",
-                "scan_breakdown")
+                "scan_breakdown", "redraw")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
