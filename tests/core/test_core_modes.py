@@ -15,7 +15,16 @@ from acgate.core.detect import (
     MULTI_SOURCE_WIDE_TYPICALITY,
     SOURCE_SHARE_THRESHOLD,
 )
-from acgate.core.exre import _flagging, _GroupVerdict, _multi_source, effective_classes
+from acgate.core.evidence import Thresholds
+from acgate.core.exre import (
+    ONE_SOURCE_CONFIDENCE,
+    _flag_unsure,
+    _flagging,
+    _GroupVerdict,
+    _judge_group,
+    _multi_source,
+    effective_classes,
+)
 
 
 def _class_with_modes(rng, centres, sizes, spread=1.0):
@@ -228,3 +237,39 @@ def test_of_overlapping_wide_candidates_only_the_widest_is_flagged():
     cleared = _verdict(np.arange(500, 600), 7.0, poisoned=False)
     kept = _flagging([wide, wider, apart, confident, cleared])
     assert [id(v) for v in kept] == [id(confident), id(wider), id(apart)]
+
+
+def _judged(predicted, confidence: float, n_class: int = 2000):
+    """``_judge_group`` on a 180-row candidate of class 9 sent to ``predicted`` at
+    ``confidence``, the retrain's rows typical there (0.3)."""
+    outcome = left_out_outcome(predicted, confidence=confidence)
+    members = np.arange(len(outcome.predicted))
+    return _judge_group(0, members, False, "cluster", outcome, Thresholds(), n_class,
+                        confusion_of=None, typicality=np.full(len(members), 0.3))
+
+
+def test_a_candidate_cleared_only_as_not_sure_is_marked_so():
+    # Every row to class 1, but hesitantly: the one-source rule's sureness cut alone clears it.
+    unsure = _judged(np.repeat([1, 9], [170, 10]), confidence=ONE_SOURCE_CONFIDENCE - 0.1)
+    assert not unsure.poisoned and unsure.unsure_only and "not sure" in unsure.text
+    # Surely there: poison, nothing to mark.
+    sure = _judged(np.repeat([1, 9], [170, 10]), confidence=ONE_SOURCE_CONFIDENCE + 0.05)
+    assert sure.poisoned and not sure.unsure_only
+    # Most rows stay home: l/p clears it, however sure, so it is not poison's rows.
+    home = _judged(np.repeat([1, 9], [60, 120]), confidence=ONE_SOURCE_CONFIDENCE - 0.1)
+    assert not home.poisoned and not home.unsure_only
+    # A small class is judged without the sureness cuts: never "not sure".
+    small = _judged(np.repeat([1, 9], [170, 10]), confidence=0.5, n_class=500)
+    assert small.poisoned and not small.unsure_only
+
+
+def test_beside_poison_the_rows_a_not_sure_candidate_sent_away_are_flagged():
+    unsure = _judged(np.repeat([1, 9], [170, 10]), confidence=ONE_SOURCE_CONFIDENCE - 0.1)
+    cleared = _judged(np.repeat([1, 9], [60, 120]), confidence=0.5)
+    flagged = np.zeros(2000, dtype=bool)
+    flagged[1000:1100] = True  # the poison the class was judged by
+    clause = _flag_unsure([unsure, cleared], 9, flagged)
+    # The 170 rows sent to class 1 join; the 10 kept at home and the cleared candidate do not.
+    assert flagged[:170].all() and not flagged[170:1000].any() and flagged.sum() == 270
+    assert "170 rows it sent away are flagged (170 not yet flagged)" in clause
+    assert _flag_unsure([cleared], 9, np.zeros(2000, dtype=bool)) is None

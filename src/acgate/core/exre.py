@@ -402,6 +402,9 @@ class _GroupVerdict:
     #: The held-out overlap of the class and the suspected source and its baseline (see
     #: :func:`acgate.core.tail.held_out_overlap`), when measured.
     overlap: tuple[float, float] | None = None
+    #: Cleared by the sureness cuts alone: every other part of the one-source rule said poison.
+    #: Beside proven poison in the same class its rows are flagged (:func:`_class_judgement`).
+    unsure_only: bool = False
 
 
 def _judge_group(group: int, members: np.ndarray, nested: bool, description: str,
@@ -423,6 +426,7 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
     confusion = None
     overlap = None
     sure: tuple[float | None, float | None] = (None, None)
+    unsure_only = False
     multi = _multi_source(outcome, len(members), needed, typicality)
     spread = None
     if multi is not None:
@@ -446,13 +450,18 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
             outcome.score, source_share, confusion, used, nested=nested, label=label,
             source=outcome.source, confidence=sure[0], typicality=sure[1],
             overlap=share_there, overlap_median=median_there)
+        if not poisoned and sure != (None, None):
+            unsure_only = one_source_verdict(
+                outcome.score, source_share, confusion, used, nested=nested,
+                overlap=share_there, overlap_median=median_there)[0]
     elsewhere = (f"{outcome.n_other} as class {outcome.source}" if outcome.source is not None
                  else "none as another class")
     text = (f"{description}, {len(members) / n_class:.1%} of the class, left out of a retrain: "
             f"{outcome.n_own} classified as {label}, {elsewhere}; {why} -> "
             f"{'poison' if poisoned else 'legitimate'}")
     return _GroupVerdict(group, members, outcome, poisoned, source_share, confusion, text,
-                         *sure, spread=spread, several_only=several_only, overlap=overlap)
+                         *sure, spread=spread, several_only=several_only, overlap=overlap,
+                         unsure_only=unsure_only)
 
 
 def _sureness(outcome: ExReOutcome, typicality: np.ndarray | None
@@ -578,6 +587,7 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
         reach = tail.members[tail.reach]
         flagged[reach] = True
         sample_sources[reach] = tail_outcome.predicted[tail.reach]
+    unsure_clause = _flag_unsure(verdicts, label, flagged) if is_poisoned else None
     # The class is reported through its most poison-like candidate (lowest l/p); when it is
     # poisoned, through the most poison-like of the candidates judged poison.
     worst = min([v for v in verdicts if v.poisoned]
@@ -593,6 +603,8 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
     texts = [v.text for v in verdicts]
     if tail is not None:
         texts.append(tail.explain(label, n_class))
+    if unsure_clause:
+        texts.append(unsure_clause)
     return ClassJudgement(
         suspicious_cluster=suspicious, size_ratio=share, is_poisoned=is_poisoned,
         reason="; ".join(texts), flagged=flagged, sample_scores=scores,
@@ -627,6 +639,7 @@ def _tail_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdic
     n_class = len(clustering.positions)
     flagged = np.zeros(n_class, dtype=bool)
     flagged[tail.members[tail.reach]] = True
+    unsure_clause = _flag_unsure(verdicts, label, flagged)
     sample_sources = _candidate_sources(verdicts, n_class)
     sample_sources[tail.members] = tail_outcome.predicted
     suspicious = int(np.bincount(clustering.clusters[flagged]).argmax())
@@ -636,7 +649,8 @@ def _tail_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdic
     silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
     return ClassJudgement(
         suspicious_cluster=suspicious, size_ratio=share, is_poisoned=True,
-        reason="; ".join([tail.explain(label, n_class), *(v.text for v in verdicts)]),
+        reason="; ".join([tail.explain(label, n_class), *(v.text for v in verdicts),
+                          *([unsure_clause] if unsure_clause else [])]),
         flagged=flagged, sample_scores=scores, suspected_source=tail.source,
         exre_score=tail_outcome.score,
         scores={"size_ratio": share, "silhouette": silhouette, "exre": tail_outcome.score,
@@ -644,6 +658,34 @@ def _tail_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdic
                 **_tail_scores(tail)},
         sample_sources=sample_sources,
     )
+
+
+def _flag_unsure(verdicts: Sequence[_GroupVerdict], label: int, flagged: np.ndarray
+                 ) -> str | None:
+    """Flag, in a poisoned class, the rows its not-sure one-source candidates sent away.
+
+    The sureness cuts guard a class's verdict: a clean class's natural look-alike goes to its
+    neighbour hesitantly. Beside proven poison they judge nothing: poison from a second and a
+    third source class goes to its source hesitantly too, because the poison left in the
+    retrain keeps teaching the trigger (MNIST, three sources into one class at 20% of it,
+    ``bench/RESULTS.md`` "attack_matrix": two sources' candidates at mean confidence 0.77 and
+    0.89 < 0.9). The class's verdict does not change; ``flagged`` is updated in place.
+
+    Returns:
+        The clause for the class's reason, or ``None`` when no such candidate sent a row away.
+    """
+    unsure = [v for v in verdicts if v.unsure_only]
+    rows = np.zeros(len(flagged), dtype=bool)
+    for verdict in unsure:
+        rows[verdict.members[verdict.outcome.predicted != label]] = True
+    added = int((rows & ~flagged).sum())
+    if not rows.any():
+        return None
+    flagged |= rows
+    many = len(unsure) > 1
+    return (f"beside the poison, {len(unsure)} candidate{'s' if many else ''} cleared only as "
+            f"not sure: the {int(rows.sum())} rows {'they' if many else 'it'} sent away are "
+            f"flagged ({added} not yet flagged)")
 
 
 def _candidate_sources(verdicts: Sequence[_GroupVerdict], n_class: int) -> np.ndarray:
