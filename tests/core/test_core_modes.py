@@ -263,13 +263,17 @@ def test_a_candidate_cleared_only_as_not_sure_is_marked_so():
     assert small.poisoned and not small.unsure_only
 
 
-def test_beside_poison_the_rows_a_not_sure_candidate_sent_away_are_flagged():
+def test_beside_poison_the_rows_a_not_sure_candidate_sent_to_another_source_are_flagged():
     unsure = _judged(np.repeat([1, 9], [170, 10]), confidence=ONE_SOURCE_CONFIDENCE - 0.1)
     cleared = _judged(np.repeat([1, 9], [60, 120]), confidence=0.5)
     flagged = np.zeros(2000, dtype=bool)
-    flagged[1000:1100] = True  # the poison the class was judged by
-    clause = _flag_unsure([unsure, cleared], 9, flagged)
+    flagged[1000:1100] = True  # the poison the class was judged by, from class 4
+    clause = _flag_unsure([unsure, cleared], 9, flagged, {4})
     # The 170 rows sent to class 1 join; the 10 kept at home and the cleared candidate do not.
     assert flagged[:170].all() and not flagged[170:1000].any() and flagged.sum() == 270
-    assert "170 rows it sent away are flagged (170 not yet flagged)" in clause
-    assert _flag_unsure([cleared], 9, np.zeros(2000, dtype=bool)) is None
+    assert "(class 1): the 170 rows it sent away are flagged (170 not yet flagged)" in clause
+    assert _flag_unsure([cleared], 9, np.zeros(2000, dtype=bool), {4}) is None
+    # Sent where the proven poison went: the proof covers that source, nothing is added (a
+    # class falsely proven by its look-alikes of one neighbour would add more of them).
+    same = np.zeros(2000, dtype=bool)
+    assert _flag_unsure([unsure], 9, same, {1}) is None and not same.any()

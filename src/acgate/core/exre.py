@@ -587,7 +587,10 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
         reach = tail.members[tail.reach]
         flagged[reach] = True
         sample_sources[reach] = tail_outcome.predicted[tail.reach]
-    unsure_clause = _flag_unsure(verdicts, label, flagged) if is_poisoned else None
+    proven = {v.outcome.source for v in verdicts if v.poisoned}
+    if tail_poisoned:
+        proven.add(tail.source)
+    unsure_clause = _flag_unsure(verdicts, label, flagged, proven) if is_poisoned else None
     # The class is reported through its most poison-like candidate (lowest l/p); when it is
     # poisoned, through the most poison-like of the candidates judged poison.
     worst = min([v for v in verdicts if v.poisoned]
@@ -639,7 +642,7 @@ def _tail_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdic
     n_class = len(clustering.positions)
     flagged = np.zeros(n_class, dtype=bool)
     flagged[tail.members[tail.reach]] = True
-    unsure_clause = _flag_unsure(verdicts, label, flagged)
+    unsure_clause = _flag_unsure(verdicts, label, flagged, {tail.source})
     sample_sources = _candidate_sources(verdicts, n_class)
     sample_sources[tail.members] = tail_outcome.predicted
     suspicious = int(np.bincount(clustering.clusters[flagged]).argmax())
@@ -660,32 +663,42 @@ def _tail_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdic
     )
 
 
-def _flag_unsure(verdicts: Sequence[_GroupVerdict], label: int, flagged: np.ndarray
-                 ) -> str | None:
-    """Flag, in a poisoned class, the rows its not-sure one-source candidates sent away.
+def _flag_unsure(verdicts: Sequence[_GroupVerdict], label: int, flagged: np.ndarray,
+                 proven: set[int | None]) -> str | None:
+    """Flag, in a poisoned class, the rows a not-sure candidate sent to another source.
 
     The sureness cuts guard a class's verdict: a clean class's natural look-alike goes to its
-    neighbour hesitantly. Beside proven poison they judge nothing: poison from a second and a
-    third source class goes to its source hesitantly too, because the poison left in the
-    retrain keeps teaching the trigger (MNIST, three sources into one class at 20% of it,
+    neighbour hesitantly. Beside proven poison from one source they judge nothing when a
+    candidate goes to *another* source: poison from a second and a third source class goes
+    there hesitantly, because the poison of the other sources left in the retrain keeps
+    teaching the trigger (MNIST, three sources into one class at 20% of it,
     ``bench/RESULTS.md`` "attack_matrix": two sources' candidates at mean confidence 0.77 and
-    0.89 < 0.9). The class's verdict does not change; ``flagged`` is updated in place.
+    0.89 < 0.9). A not-sure candidate that goes where the proven poison went adds nothing the
+    proof covers, and is what a class falsely proven would add (its natural look-alikes of
+    that one neighbour). The class's verdict does not change; ``flagged`` is updated in place.
+
+    Args:
+        verdicts: The class's candidates' verdicts.
+        label: The class.
+        flagged: The class's flags so far (updated).
+        proven: The suspected sources of the evidence that poisoned the class.
 
     Returns:
         The clause for the class's reason, or ``None`` when no such candidate sent a row away.
     """
-    unsure = [v for v in verdicts if v.unsure_only]
+    unsure = [v for v in verdicts if v.unsure_only and v.outcome.source not in proven]
     rows = np.zeros(len(flagged), dtype=bool)
     for verdict in unsure:
         rows[verdict.members[verdict.outcome.predicted != label]] = True
-    added = int((rows & ~flagged).sum())
     if not rows.any():
         return None
+    added = int((rows & ~flagged).sum())
     flagged |= rows
     many = len(unsure) > 1
+    sources = ", ".join(str(s) for s in sorted({v.outcome.source for v in unsure}))
     return (f"beside the poison, {len(unsure)} candidate{'s' if many else ''} cleared only as "
-            f"not sure: the {int(rows.sum())} rows {'they' if many else 'it'} sent away are "
-            f"flagged ({added} not yet flagged)")
+            f"not sure, sent to another source (class {sources}): the {int(rows.sum())} rows "
+            f"{'they' if many else 'it'} sent away are flagged ({added} not yet flagged)")
 
 
 def _candidate_sources(verdicts: Sequence[_GroupVerdict], n_class: int) -> np.ndarray:
