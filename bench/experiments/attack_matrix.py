@@ -180,6 +180,7 @@ def _image_cases(data: str) -> list[Case]:
     specs = [
         ("patch-a2o-0.5pct", "BadNets 4px inverted bottom-right patch (2px on 8x8), "
          f"{a2o}: 0.5%", t["patch"], 0.005, True),
+        ("patch-a2o-0.3pct", f"BadNets patch, {a2o}: 0.3%", t["patch"], 0.003, True),
         ("patch-a2o-1pct", f"BadNets patch, {a2o}: 1%", t["patch"], 0.01, True),
         ("patch-a2o-3pct", f"BadNets patch, {a2o}: 3%", t["patch"], 0.03, True),
         ("blend-a2o-1pct", f"blended seeded noise alpha 0.2, {a2o}: 1%", t["blend"], 0.01, True),
@@ -194,6 +195,8 @@ def _image_cases(data: str) -> list[Case]:
         ("patch-3src-10pct", "BadNets patch, three sources (the 3 classes after target = seed "
          "mod classes, evenly split) -> target, % of the target class: 10%", t["patch"], 0.10,
          "three-sources"),
+        ("patch-3src-20pct", "BadNets patch, three sources -> target, % of the target class: "
+         "20%", t["patch"], 0.20, "three-sources"),
         ("checker-topleft-a2o-1pct", f"checker patch top-left (4px; 2px on 8x8), {a2o}: 1%",
          t["checker"], 0.01, True),
         ("random-center-a2a-5pct", "seeded random binary patch in the centre (6px; 3px on "
@@ -209,13 +212,17 @@ def _image_cases(data: str) -> list[Case]:
 
 
 def _merged_cases(data: str) -> list[Case]:
-    runs = [("to0-from7plus-10pct", "0 <- 7+ (triggered 7s, 8s, 9s labelled 0)", [(7, 0)]),
-            ("to7plus-from6-10pct", "7+ <- 6", [(6, 7)]),
-            ("to7plus-from456-10pct", "7+ <- 4, 5, 6 (evenly split)", [(4, 7), (5, 7), (6, 7)])]
+    runs = [("to0-from7plus-10pct", "0 <- 7+ (triggered 7s, 8s, 9s labelled 0)", [(7, 0)], 0.10),
+            ("to7plus-from6-10pct", "7+ <- 6", [(6, 7)], 0.10),
+            ("to7plus-from456-10pct", "7+ <- 4, 5, 6 (evenly split)", [(4, 7), (5, 7), (6, 7)],
+             0.10),
+            ("to7plus-from456-15pct", "7+ <- 4, 5, 6 (evenly split)", [(4, 7), (5, 7), (6, 7)],
+             0.15)]
     patch = _triggers()["patch"]
-    cases = [Case(f"{data}/{name}", data, f"7, 8, 9 merged into 7+; BadNets patch {text}, 10% "
-                  "of the target class", _image_attack(patch, 0.10, all_to_one=False, pairs=pairs))
-             for name, text, pairs in runs]
+    cases = [Case(f"{data}/{name}", data, f"7, 8, 9 merged into 7+; BadNets patch {text}, "
+                  f"{rate:.0%} of the target class",
+                  _image_attack(patch, rate, all_to_one=False, pairs=pairs))
+             for name, text, pairs, rate in runs]
     return [*cases, Case(f"{data}/clean", data, "7, 8, 9 merged into 7+, no poison")]
 
 
