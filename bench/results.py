@@ -84,9 +84,11 @@ AMD EPYC machine (see the first three findings).
   rerun with it (and the not-sure rule below): acgate's default `detect` (with its retrain) F1
   **0.99992** (precision 1.000, recall 0.99985, all ten classes) and nothing flagged on the
   unpoisoned 60k. The 45 MNIST / Fashion-MNIST attack-matrix cells record no one-source overlap
-  between 4x and 6.5x (the natural ones 8.3x and 0.033 / 0.000, a tail 6.6x). The `art` rerun
-  shared the machine with one single-threaded attack-matrix process (the first run: with a
-  helper and a test run), so its seconds are somewhat noisy; `scan_breakdown` ran alone.
+  between 4x and 6.5x (the natural ones 8.3x and 0.033 / 0.000, a tail 6.6x). Both reruns
+  ran alone on the machine (a first `art` rerun beside one attack-matrix process measured every
+  method 5-8x slower, ART's default 1.10 s against 0.22 s alone: its BLAS threads contended; it
+  was discarded). Alone: acgate's size-silhouette `detect` 0.45 s (0.36 s on 12-05, before the
+  redraw), ART's default 0.22 s (0.13 s on 12-05).
 - **The rows of a poisoned class redrawn around the poison, issue 18** (section `attack_matrix`,
   variant `redraw` = the new default against `exre05`, the same core without the redraw, on the same
   cached proxies of one 2-core AMD EPYC machine, 2026-12-06; section `redraw`: the table that chose
