@@ -73,21 +73,21 @@ AMD EPYC machine (see the first three findings).
   11-28 of the 60 rows, 40-47 needed); warp all-to-one 1% 0.873 / 0.820 (poison fit 0.01: the proxy
   never learned it); a dot 3% 0.902 / 0.780; a random centre patch all-to-all 5% **0.745 / 0.712**
   (6-7 of 10 classes); digits three sources 20% 0.650 / 0.289, 7+ <- 4,5,6 15% 0.324 / 0.000.
-- **Held-out overlap ratio 4 -> 6.5 after a miss on MNIST 60k, gate integrity** (sections
-  `art` and `scan_breakdown`, first run on 2026-12-06 before the fix, 4x, with the redraw; both
-  rerun the same day on the final core, see below). The default scan of MNIST 60k BadNets
-  all-to-all 10% found 9 of the 10 poisoned classes: F1 **0.948** (0.991 on 2026-12-05, before
-  the held-out overlap test existed). Class 2's poison (1s with the patch) was cleared as a
-  natural overlap: the tails' retrain sent the 1s' tail to 2 at 0.034 against a median of 0.006
-  (5.4x; the 1 -> 2 pair leans by nature, 1.9x on the 20k cells). The natural overlaps the test
-  was made for measured 8.3x and 0.033 against 0.000; the ratio is now 6.5. The `art` section,
-  rerun with it (and the not-sure rule below): acgate's default `detect` (with its retrain) F1
-  **0.99992** (precision 1.000, recall 0.99985, all ten classes) and nothing flagged on the
-  unpoisoned 60k. The 45 MNIST / Fashion-MNIST attack-matrix cells record no one-source overlap
-  between 4x and 6.5x (the natural ones 8.3x and 0.033 / 0.000, a tail 6.6x). Both reruns
-  ran alone on the machine (a first `art` rerun beside one attack-matrix process measured every
-  method 5-8x slower, ART's default 1.10 s against 0.22 s alone: its BLAS threads contended; it
-  was discarded). Alone: acgate's size-silhouette `detect` 0.45 s (0.36 s on 12-05, before the
+- **Held-out overlap ratio 4 -> 6.5 after a miss on MNIST 60k, gate integrity** (sections `art` and
+  `scan_breakdown`, first run on 2026-12-06 before the fix, 4x, with the redraw; both rerun the same
+  day on the final core, see below). The default scan of MNIST 60k BadNets all-to-all 10% found 9 of
+  the 10 poisoned classes: F1 **0.948** (0.991 on 2026-12-05, before the held-out overlap test
+  existed). Class 2's poison (1s with the patch) was cleared as a natural overlap: the tails'
+  retrain sent the 1s' tail to 2 at 0.034 against a median of 0.006 (5.4x; the 1 -> 2 pair leans by
+  nature, 1.9x on the 20k cells). The natural overlaps the test was made for measured 8.3x and 0.033
+  against 0.000; the ratio is now 6.5. The `art` section, rerun with it (and the not-sure rule
+  below): acgate's default `detect` (with its retrain) F1 **0.99992** (precision 1.000, recall
+  0.99985, all ten classes) and nothing flagged on the unpoisoned 60k. The 45 MNIST / Fashion-MNIST
+  attack-matrix cells record no one-source overlap between 4x and 6.5x (the natural ones 8.3x and
+  0.033 / 0.000, a tail 6.6x). The final `art` rerun ran alone on the machine, `scan_breakdown`
+  alone but for its first minute (a first `art` rerun beside one attack-matrix process measured
+  every method 5-8x slower, ART's default 1.10 s against 0.22 s alone: its BLAS threads contended;
+  it was discarded). Alone: acgate's size-silhouette `detect` 0.45 s (0.36 s on 12-05, before the
   redraw), ART's default 0.22 s (0.13 s on 12-05).
 - **The rows of a poisoned class redrawn around the poison, issue 18** (section `attack_matrix`,
   variant `redraw` = the new default against `exre05`, the same core without the redraw, on the same
