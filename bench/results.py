@@ -211,7 +211,9 @@ AMD EPYC machine (see the first three findings).
   whole: 0.973); at 3M rows the clustering equals the one-shard run's. Peak RSS per step <= 2 GB
   met for these steps; `analyze` still loads every activation (5.1 GB at 10M), so the 10M
   target is met for collection and clustering only.
-- **Incremental scans, issue 22** (section `incremental`, rerun 2026-12-04): a 5% partition
+- **Incremental scans, issue 22** (section `incremental`, rerun 2026-12-06 on the default
+  detector of that day, every baseline a fresh full scan with it: the same flags in every row as
+  on 2026-12-04, the times alone differ): a 5% partition
   judged against the accepted 95%'s scan with its proxy, no training; in a poisoned class the
   rows flagged are the foreign ones plus those the proxy predicts as another class whose
   neighbours are mostly not the label (before: foreign rows only; Fashion-MNIST mean F1 0.845
@@ -219,11 +221,21 @@ AMD EPYC machine (see the first three findings).
   0.972-1.000 on MNIST 20k (seeds 1, 2), **0.870-0.964 on Fashion-MNIST (mean 0.908 patch /
   0.901 blend: the 0.95 target MISSED on two seeds of three**: the target classes there,
   T-shirt and pullover, have natural mispredictions that look like planted rows), 1.000 on
-  held-out digits (seeds 1, 3); no clean partition flagged; ~20x faster than a full scan of the
-  whole data on an idle machine (target 10x; MNIST 20k full scan 60 s, incremental 3 s). The
+  held-out digits (seeds 1, 3); no clean partition flagged; ~30x faster than a full scan of the
+  whole data on an idle machine (target 10x; MNIST 20k full scan 58 s, incremental 1.8-2.1 s;
+  on 2026-12-04 3 s, ~20x). The
   accepted data's own full scan raised a false alarm, and so cannot serve as a baseline, on
   MNIST seed 0 (class 1: a 45-row cluster that goes to class 2 when left out) and on three of
-  five digits 90% splits (class 1; issue 18's clean-run target).
+  five digits 90% splits (class 1; issue 18's clean-run target). The 9-12 clean rows flagged
+  in a poisoned Fashion-MNIST class are the same rows for patch and blend (the baseline proxy's
+  natural mispredictions, T-shirt -> shirt, pullover -> coat). Measured on those six cells and
+  not taken (mean F1 now 0.904): flagging only the top rows by their residual's alignment with
+  the partition's common residual (the trigger's direction; AUROC 0.73-0.94, but a cut at a
+  90th or 95th percentile of the baseline's natural look-alikes' alignment gives 0.44-0.89);
+  only rows with no row of their own label among their 20 reference neighbours (AUROC
+  0.81-1.00, but 0.66 of the poison on two blend cells); that rule except toward a class that
+  the label's baseline rows rarely neighbour (< 1, 2 or 5%, over 10 / 20 / 30 neighbours):
+  mean 0.895-0.921, lowest cell 0.804-0.874.
 - **Three sources into one class** (`attack_matrix`, digits, 10% of the target class, 5 seeds):
   F1 mean 0.365, min 0.000 (the c586800 2-means default: 0.200): the 7 rows of a source are
   too few for a candidate, and left out they scatter (4.5 effective classes at confidence 0.6).
