@@ -54,6 +54,22 @@ class BenchSettings:
         return QUICK_EPOCHS if self.quick else None
 
 
+def _cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (Linux), or ``""``.
+
+    Proxies trained on two CPU models can differ (torch's CPU kernels need not be bit-identical
+    across them), and so can a scan's flags: the line says which CPU a figure came from.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def machine_line(threads: int | None = None, acgate_detail: str = "") -> str:
     """Cores, torch threads, versions and date, for the line above each table.
 
@@ -63,7 +79,8 @@ def machine_line(threads: int | None = None, acgate_detail: str = "") -> str:
             digest).
 
     Returns:
-        ``machine: <node> (<arch>), <n> cores, torch threads <t>, ...; date <UTC>``.
+        ``machine: <node> (<arch>, <CPU model>), <n> cores, torch threads <t>, ...; date
+        <UTC>``.
     """
     import sklearn
     import torch
@@ -72,7 +89,9 @@ def machine_line(threads: int | None = None, acgate_detail: str = "") -> str:
 
     threads = torch.get_num_threads() if threads is None else threads
     detail = f" ({acgate_detail})" if acgate_detail else ""
-    return (f"machine: {platform.node()} ({platform.machine()}), {os.cpu_count()} cores, "
+    cpu = _cpu_model()
+    return (f"machine: {platform.node()} ({platform.machine()}{', ' + cpu if cpu else ''}), "
+            f"{os.cpu_count()} cores, "
             f"torch threads {threads}, python {platform.python_version()}, "
             f"torch {torch.__version__}, numpy {np.__version__}, scikit-learn "
             f"{sklearn.__version__}, acgate {acgate.__version__}{detail}; date "
