@@ -54,7 +54,7 @@ def test_all_to_one_patch_at_one_percent_of_mnist_20k_is_found(tmp_path):
     ("mnist/patch-a2o-1pct", 0.97, 0.95),   # the issue's target 0.95 / 0.9 (measured 1.000 / 1.000)
     ("mnist/blend-a2o-1pct", 0.97, 0.95),   # measured 0.999 / 0.998
     ("mnist/sig-a2o-1pct", 0.92, 0.85),     # below it (measured 0.959 / 0.880): bench/RESULTS.md
-])
+])  # Floors from an AMD EPYC's proxies; an Intel Xeon's fail SIG's minimum (0.838): variant xeon
 def test_all_to_one_at_one_percent_over_three_seeds(name, mean_floor, min_floor, tmp_path):
     runs = [scan_case(name, seed, 20_000, tmp_path) for seed in SEEDS]
     f1 = [run[0] for run in runs]
@@ -69,7 +69,9 @@ def test_blended_all_to_one_on_fashion_mnist_is_found_on_every_seed(tmp_path):
     """The issue's target 0.95 / 0.9 (measured 0.988 / 0.927 / 0.948): bench/RESULTS.md.
 
     Seed 1 flagged a natural cluster of sneakers beside the poison until the held-out overlap
-    test (README, "Known limits"): only the target may be flagged.
+    test (README, "Known limits"): only the target may be flagged. Measured on an AMD EPYC's
+    proxies; an Intel Xeon trains others, and there this fails: 0.988 / 0.418 / 0.000, clean
+    class 7 flagged on seeds 1 and 2 (bench/RESULTS.md, variant ``xeon``).
     """
     runs = [scan_case("fashion/blend-a2o-1pct", seed, 20_000, tmp_path) for seed in SEEDS]
     f1 = [run[0] for run in runs]
@@ -106,6 +108,7 @@ def test_clean_digits_over_five_seeds_flag_a_class_at_most_once(tmp_path):
     """Below the issue's target (no flag on any seed): ~180 images a class, and a writing style
     that leaves its class whole for one neighbour looks like poison. With the paper's l/p cut
     of 1 three of the five seeds flagged a class; the default 0.5 leaves seed 1 (a sub-cluster
-    of 1s that goes 89% to 9, l/p 0): bench/RESULTS.md, "attack_matrix"."""
+    of 1s that goes 89% to 9, l/p 0): bench/RESULTS.md, "attack_matrix". An Intel Xeon's
+    proxies flag seeds 1 and 3 (variant ``xeon``): this fails there."""
     flagged = [scan_case("digits/clean", seed, None, tmp_path)[1] for seed in range(5)]
     assert sum(bool(classes) for classes in flagged) <= 1, flagged

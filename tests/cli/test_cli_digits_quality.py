@@ -44,6 +44,8 @@ def test_unpoisoned_run_flags_at_most_one_class(clean_cli_scan):
     assert len(report["flagged_indices"]) <= 0.02 * report["n_samples"]
 
 
+# Both tests below fail on an Intel Xeon's proxies (10%: F1 0.944 / 0.823 / 0.760 / 0.523 /
+# 0.765; unpoisoned seed 3 flags classes 1, 4 and 7): bench/RESULTS.md, variant ``xeon``.
 @pytest.mark.slow
 @pytest.mark.parametrize(("rate", "mean_floor", "min_floor"),
                          [(0.10, 0.70, 0.55), (0.15, 0.75, 0.60), (0.33, 0.85, 0.75)])
