@@ -3,7 +3,9 @@
 A candidate that goes to one neighbour is cleared when a model that never saw it (the tails'
 retrain) sends the neighbour's own outliers to the candidate's class much more than it sends
 other classes' outliers there: the two classes overlap by nature. Poison rows are genuine
-samples of their source; the source's outliers do not lean to the target.
+samples of their source; the source's outliers do not lean to the target. An overlap explains
+look-alikes only (rows at the source's edge): rows that sit inside the source like its own
+members stay poison whatever the overlap.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ from synthetic import poison_inside_spread, with_activations
 
 from acgate.core import detect
 from acgate.core.evidence import Thresholds
-from acgate.core.exre import one_source_verdict
+from acgate.core.exre import (
+    ONE_SOURCE_TYPICALITY,
+    OVERLAP_LOOKALIKE_TYPICALITY,
+    one_source_verdict,
+)
 from acgate.core.tail import (
     HELD_OUT_OVERLAP,
     HELD_OUT_OVERLAP_RATIO,
@@ -38,6 +44,14 @@ def _stretched_toward(blobs, source: int, target: int, factor: float) -> np.ndar
     rows = blobs.labels == source
     along = (x[rows] - blobs.means[source]) @ toward
     x[rows] += np.outer(along * (factor - 1.0), toward)
+    return x
+
+
+def _at_the_edge(blobs, x: np.ndarray, source: int, target: int, way: float) -> np.ndarray:
+    """``x`` with the poison rows moved ``way`` of the line from ``source``'s mean to
+    ``target``'s: look-alikes at the source's edge rather than typical members of it."""
+    x = x.copy()
+    x[blobs.is_poison] += way * (blobs.means[target] - blobs.means[source])
     return x
 
 
@@ -86,12 +100,14 @@ def test_a_candidate_from_a_neighbour_whose_outliers_lean_in_is_a_natural_overla
     assert compact.poisoned_classes == (2,)
     report = compact.class_report(2)
     assert report.scores["overlap"] == 0.0 and report.scores["overlap_median"] == 0.0
-    # Class 0's own outliers reach into class 2: the same cluster is a natural overlap.
-    x = _stretched_toward(blobs, 0, 2, factor=8.0)
+    # Class 0's own outliers reach into class 2, and the cluster sits at class 0's edge toward
+    # class 2 (look-alikes): a natural overlap.
+    x = _at_the_edge(blobs, _stretched_toward(blobs, 0, 2, factor=8.0), 0, 2, way=0.4)
     overlapping = _scan(x, blobs.labels, nearest_centroid_retrain(x, blobs.labels))
     assert overlapping.poisoned_classes == ()
     report = overlapping.class_report(2)
     assert report.scores["overlap"] >= HELD_OUT_OVERLAP
+    assert ONE_SOURCE_TYPICALITY <= report.scores["typicality"] < OVERLAP_LOOKALIKE_TYPICALITY
     assert "held out, class 0's tail goes to class 2" in report.reason
     assert "a natural overlap) -> legitimate" in report.reason
     assert report.thresholds["overlap"] == HELD_OUT_OVERLAP
@@ -104,6 +120,36 @@ def test_a_candidate_from_a_neighbour_whose_outliers_lean_in_is_a_natural_overla
         assert strict.class_report(2).thresholds["overlap"] == cut
         assert strict.info.params["overlap_threshold"] == cut
         assert f"< the larger of {cut:g} and" in strict.class_report(2).reason
+
+
+def test_the_overlap_does_not_explain_rows_typical_of_the_source(make_blobs,
+                                                                  nearest_centroid_retrain):
+    # The same overlap, but the cluster's rows sit inside class 0 like its own members (backdoor
+    # poison: genuine source images with a trigger): not look-alikes, poison.
+    blobs = make_blobs(n_per_class=1000, poisoned={2: 0})
+    x = _stretched_toward(blobs, 0, 2, factor=8.0)
+    scan = _scan(x, blobs.labels, nearest_centroid_retrain(x, blobs.labels))
+    assert scan.poisoned_classes == (2,)
+    report = scan.class_report(2)
+    assert report.scores["overlap"] >= HELD_OUT_OVERLAP
+    assert report.scores["typicality"] >= OVERLAP_LOOKALIKE_TYPICALITY
+    assert "a natural overlap), but the rows sent there sit inside class 0" in report.reason
+    flagged = np.asarray(scan.is_poison, bool)
+    assert flagged[blobs.is_poison].mean() > 0.9 and not flagged[~blobs.is_poison].any()
+
+
+@pytest.mark.parametrize(("typicality", "poisoned"), [
+    (None, False),  # not measured: the overlap alone decides
+    (OVERLAP_LOOKALIKE_TYPICALITY - 0.01, False),
+    (OVERLAP_LOOKALIKE_TYPICALITY, True),
+    (0.5, True),
+])
+def test_a_natural_overlap_clears_only_look_alikes(typicality, poisoned):
+    verdict, why = one_source_verdict(0.1, 0.9, 0.0, Thresholds(), label=7, source=9,
+                                      confidence=0.95, typicality=typicality, overlap=0.06,
+                                      overlap_median=0.005)
+    assert verdict is poisoned
+    assert ("its own members, not look-alikes" in why) is poisoned
 
 
 def test_a_share_of_zero_is_never_a_natural_overlap():

@@ -127,18 +127,23 @@ def test_recorded_confidence_and_typicality_are_replayed(store, model, make_resu
     ("overlap", "promoted"),
     [({"overlap": 0.05, "overlap_median": 0.006}, True),
      ({"overlap": 0.05, "overlap_median": 0.02}, False),
-     ({"overlap": 0.05}, False)],
-    ids=["natural", "other-tails-too", "no-median"],
+     ({"overlap": 0.05}, False),
+     ({"overlap": 0.05, "overlap_median": 0.006, "typicality": 0.35}, False)],
+    ids=["natural", "other-tails-too", "no-median", "natural-but-typical-of-the-source"],
 )
 def test_recorded_held_out_overlap_is_replayed(store, model, make_result, overlap, promoted):
-    """The source's tail went to class 2 held out: cleared only at both recorded cuts."""
+    """The source's tail went to class 2 held out: cleared only at both recorded cuts, and only
+    for rows at the source's edge (look-alikes: recorded typicality under 0.3)."""
     decision = _gate_class_2(store, model, make_result, exre=0.4,
-                             scores={**SURE_ONE_SOURCE, **overlap})
+                             scores={**SURE_ONE_SOURCE, "typicality": 0.2, **overlap})
     if promoted:
         _assert_promoted(decision, store, model)
+    elif "typicality" in overlap:
+        _assert_refused(decision, store, model, "a natural overlap), but the rows sent there "
+                        "sit inside the source (median typicality 0.35 >= 0.3)")
     else:
         _assert_refused(decision, store, model, "90% of it in one other class (>= 50%)",
-                        "median typicality there 0.30 (>= 0.05)")
+                        "median typicality there 0.20 (>= 0.05)")
 
 
 @pytest.mark.parametrize(("class_entry", "params_overlap", "share", "promoted"), [
@@ -157,7 +162,7 @@ def test_the_recorded_overlap_threshold_is_used(store, model, make_result, scan_
     params = (scan_params if params_overlap is None
               else {**scan_params, "overlap_threshold": params_overlap})
     decision = _gate_class_2(store, model, make_result, exre=0.4,
-                             scores={**SURE_ONE_SOURCE, "overlap": share,
+                             scores={**SURE_ONE_SOURCE, "typicality": 0.2, "overlap": share,
                                      "overlap_median": 0.004},
                              thresholds=thresholds, params=params)
     if promoted:
