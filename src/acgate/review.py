@@ -15,8 +15,10 @@ Near misses (one rule per test the default decision uses):
   class came within :data:`NEAR_SHARE_POINTS` points of the source-share cut;
 - a candidate passed the one-source rule and was cleared only as a natural overlap of the two
   classes measured at most :data:`NEAR_CONFUSION_FACTOR` times the confusion cut (by the proxy,
-  or held out by the tails' retrain: its cut is the larger of its two), or as not
-  sure enough (confidence or typicality at least :data:`NEAR_RELATIVE` of their cut);
+  or held out by the tails' retrain: its cut is the larger of its two), or cleared by the
+  held-out overlap as look-alikes at a typicality at least :data:`NEAR_RELATIVE` of the cut
+  (:data:`acgate.core.exre.OVERLAP_LOOKALIKE_TYPICALITY`), or as not sure enough (confidence
+  or typicality at least :data:`NEAR_RELATIVE` of their cut);
 - the tail's clump reached at least :data:`NEAR_CLUMP_SHARE` of the rows it needs.
 """
 
@@ -46,6 +48,8 @@ _NATURAL = re.compile(r"confuses classes (\S+) and (\S+) at ([0-9.]+) \(>= ([0-9
 _HELD_OUT = re.compile(
     r"held out, class (\S+)'s tail goes to class (\S+) at ([0-9.]+), the other tails at a "
     r"median ([0-9.]+) \(>= the larger of ([0-9.]+) and ([0-9.]+) x that: a natural")
+_LOOKALIKE = re.compile(
+    r"sit at the edge of class (\S+) \(median typicality ([0-9.]+) < ([0-9.]+)\): look-alikes")
 _NOT_SURE = re.compile(
     r"(mean confidence|median typicality) there ([0-9.]+) \(< ([0-9.]+): not sure")
 _CLUMP = re.compile(r"clump of (\d+) sent away.*?, < (\d+) needed")
@@ -105,6 +109,10 @@ def _near_miss(text: str) -> str | None:
             return (f"rows sent to class {held_out[1]} cleared as a natural overlap (held "
                     f"out, class {held_out[1]}'s tail goes to class {held_out[2]} at "
                     f"{held_out[3]}, cut {cut:.3f})")
+    lookalike = _LOOKALIKE.search(text)
+    if lookalike and float(lookalike[2]) >= NEAR_RELATIVE * float(lookalike[3]):
+        return (f"rows sent to class {lookalike[1]} cleared as look-alikes at the edge of it "
+                f"(median typicality {lookalike[2]}, cut {lookalike[3]})")
     sure = _NOT_SURE.search(text)
     if sure and float(sure[2]) >= NEAR_RELATIVE * float(sure[3]):
         return f"a one-source candidate cleared only by its {sure[1]} {sure[2]} (cut {sure[3]})"

@@ -109,7 +109,8 @@ def test_a_candidate_from_a_neighbour_whose_outliers_lean_in_is_a_natural_overla
     assert report.scores["overlap"] >= HELD_OUT_OVERLAP
     assert ONE_SOURCE_TYPICALITY <= report.scores["typicality"] < OVERLAP_LOOKALIKE_TYPICALITY
     assert "held out, class 0's tail goes to class 2" in report.reason
-    assert "a natural overlap) -> legitimate" in report.reason
+    assert "a natural overlap), and the rows sent there sit at the edge of class 0" in report.reason
+    assert "look-alikes -> legitimate" in report.reason
     assert report.thresholds["overlap"] == HELD_OUT_OVERLAP
     # The scan's overlap_threshold is the cut: over the measured share (or 2: off) it is poison.
     share = report.scores["overlap"]
@@ -150,6 +151,7 @@ def test_a_natural_overlap_clears_only_look_alikes(typicality, poisoned):
                                       overlap_median=0.005)
     assert verdict is poisoned
     assert ("its own members, not look-alikes" in why) is poisoned
+    assert ("sit at the edge of class 9" in why) is (typicality is not None and not poisoned)
 
 
 def test_a_share_of_zero_is_never_a_natural_overlap():

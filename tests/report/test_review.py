@@ -14,11 +14,12 @@ THRESHOLDS = Thresholds()
 
 
 def _candidate(share: float, *, confusion: float = 0.0, confidence: float | None = None,
+               typicality: float | None = None,
                overlap: tuple[float | None, float | None] = (None, None)) -> str:
     """A candidate clause as exclusionary reclassification writes it (the core's own words)."""
     poisoned, why = one_source_verdict(0.3, share, confusion, THRESHOLDS, label=7, source=9,
-                                       confidence=confidence, overlap=overlap[0],
-                                       overlap_median=overlap[1])
+                                       confidence=confidence, typicality=typicality,
+                                       overlap=overlap[0], overlap_median=overlap[1])
     return (f"cluster of k = 3 (stability 0.97), 8.0% of the class, left out of a retrain: "
             f"5 classified as 7, 60 as class 9; {why} -> "
             f"{'poison' if poisoned else 'legitimate'}")
@@ -62,6 +63,13 @@ def test_near_misses_name_what_came_close():
         "rows sent to class 9 cleared as a natural overlap (held out, class 9's tail goes to "
         "class 7 at 0.050, cut 0.039)"]
     assert near_misses(_report(_candidate(0.8, overlap=(0.3, 0.006)))) == []  # a plain overlap
+    # A plain overlap, but its rows came close to sitting inside the source (cut 0.3).
+    assert near_misses(_report(_candidate(0.8, confidence=0.95, typicality=0.28,
+                                          overlap=(0.3, 0.006)))) == [
+        "rows sent to class 9 cleared as look-alikes at the edge of it (median typicality "
+        "0.28, cut 0.3)"]
+    assert near_misses(_report(_candidate(0.8, confidence=0.95, typicality=0.2,
+                                          overlap=(0.3, 0.006)))) == []
     assert near_misses(_report(_tail(25))) == ["the tail's clump holds 25 rows (40 needed)"]
     stayed = ("cluster of k = 3 (stability 0.97), 38% of the class, left out of a retrain: 476 "
               "classified as 7, 450 as class 9; l/p = 1.06 (>= 1) -> legitimate")

@@ -284,12 +284,17 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
         natural, clause = describe_overlap(label, source, overlap, overlap_median,
                                            threshold=thresholds.overlap)
         why += "; " + clause
-        if natural and typicality is not None and typicality >= OVERLAP_LOOKALIKE_TYPICALITY:
-            natural = False
+        if natural and typicality is not None:
             inside = f"class {source}" if source is not None else "the source"
-            why += (f", but the rows sent there sit inside {inside} (median typicality "
-                    f"{typicality:.2f} >= {OVERLAP_LOOKALIKE_TYPICALITY:g}): its own members, "
-                    "not look-alikes")
+            if typicality >= OVERLAP_LOOKALIKE_TYPICALITY:
+                natural = False
+                why += (f", but the rows sent there sit inside {inside} (median typicality "
+                        f"{typicality:.2f} >= {OVERLAP_LOOKALIKE_TYPICALITY:g}): its own "
+                        "members, not look-alikes")
+            else:
+                why += (f", and the rows sent there sit at the edge of {inside} (median "
+                        f"typicality {typicality:.2f} < {OVERLAP_LOOKALIKE_TYPICALITY:g}): "
+                        "look-alikes")
         poisoned = not natural
     for name, value, cut in (("confidence", confidence, ONE_SOURCE_CONFIDENCE),
                              ("typicality", typicality, ONE_SOURCE_TYPICALITY)):
