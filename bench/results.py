@@ -51,11 +51,34 @@ through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activat
 and `scan_breakdown` ran on 2026-12-05 on the idle 2-core machine; the attack matrix's `dense`
 and `probe` variants on 2026-12-05 and `overlap`, `exre05` and `exre1` on 2026-12-06 on a 2-core
 AMD EPYC machine (see the second to fourth findings); the attack matrix's `xeon` variant on
-2026-12-06 on a 2-core Intel Xeon machine (the first finding).
+2026-12-06 on a 2-core Intel Xeon machine (the second finding), and `lookalike` (today's default)
+there on the same cached proxies (the first finding).
 `--quick` runs locally and writes `RESULTS-quick.md` instead.
 
 ### Findings (2026-12-02 to -06; tables have the numbers)
 
+- **A held-out overlap explains look-alikes only: the all-to-all poison it cleared is back, issue
+  18** (variant `lookalike` of section `attack_matrix`, 2026-12-06: the default detector with the
+  rule, core of `783b39f`, on the 232 cells of `xeon`, detecting on the same cached Intel Xeon
+  proxies). The held-out overlap test had cleared MNIST all-to-all poison of class 9 from 8 as a
+  natural overlap (Xeon: blend 10% seed 2 and BadNets 33% seed 1, F1 0.948 each, at 6.7x and 7.9x
+  the other tails' median; AMD: random-centre patch 5% seed 1 at 10.7x), while the natural clusters
+  it cleared measured 6.7x and more: no ratio separates them. What does: how typical the rows a
+  candidate sends to its source are of that source. Poison is genuine source images with a trigger,
+  so its rows sit inside the source (median typicality 0.31-0.50 for the candidates the overlap
+  cleared); a natural cluster of look-alikes sits at the source's edge (0.18-0.28 for every one
+  that went at mean confidence >= 0.9: 7s to 9 on both CPUs, the Fashion-MNIST sneakers to ankle
+  boot). The rule: a natural overlap clears a candidate only when that typicality is under **0.3**
+  (`acgate.core.exre.OVERLAP_LOOKALIKE_TYPICALITY`; the table that chose it is in README "How it
+  decides", step 5). Result: **the two Xeon cells go 0.948 -> 1.000** (class 9 flagged, its 220 /
+  977 poison rows with it), MNIST blend all-to-all 10% and BadNets 33% **1.000 on every seed**;
+  **the other 230 cells flag the same classes and the same numbers of rows and of poison rows**,
+  clean runs included. Replayed on the AMD records' recorded numbers (the gate's replay: the worst
+  candidate per class, 102 classes), one class changes: the random-centre seed 1's class 9
+  (typicality 0.50) becomes poison; its cell was not rerun (the AMD proxies are not cached here).
+  The margins are thin: 0.02 above the highest natural cluster (the Xeon sneakers, 0.28, flagged
+  anyway: their overlap is under the floor), 0.01 below the lowest poison candidate (0.31), on few
+  candidates (three poisoned classes, four natural clusters on two CPUs).
 - **Another CPU, other proxies: the default detector's figures do not all carry over, issue 18**
   (variant `xeon` of section `attack_matrix`, 2026-12-06: the default detector, core of `94b61be`,
   on 62 cases (232 cells: every `redraw` case, all-to-all on 3 seeds) trained afresh on a 2-core
