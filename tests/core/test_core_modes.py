@@ -11,7 +11,6 @@ from acgate.core import detect
 from acgate.core.clustering import cluster_class
 from acgate.core.detect import (
     MULTI_SOURCE_CONFIDENCE,
-    MULTI_SOURCE_WIDE_CLASSES,
     MULTI_SOURCE_WIDE_CONFIDENCE,
     MULTI_SOURCE_WIDE_TYPICALITY,
     SOURCE_SHARE_THRESHOLD,
@@ -207,14 +206,7 @@ def test_poison_spread_over_many_sources_needs_less_confidence():
     typical = np.full(180, 0.3)
     why, wide = _multi_source(spread, 180, SOURCE_SHARE_THRESHOLD, typical)
     assert "9.0 effective classes" in why and wide == pytest.approx(9.0)
-    # Four sources evenly are wide enough (the cut: MULTI_SOURCE_WIDE_CLASSES = 4) ...
-    four = left_out_outcome(np.repeat(np.arange(4), 45), confidence=0.7)
-    why, wide = _multi_source(four, 180, SOURCE_SHARE_THRESHOLD, typical)
-    assert "4.0 effective classes" in why and wide == pytest.approx(MULTI_SOURCE_WIDE_CLASSES)
-    # ... three are not, and the same confidence is not enough for rows that leave for two
-    # neighbours ...
-    three = left_out_outcome(np.repeat(np.arange(3), 60), confidence=0.7)
-    assert _multi_source(three, 180, SOURCE_SHARE_THRESHOLD, typical) is None
+    # The same confidence is not enough for rows that leave for two neighbours ...
     two = left_out_outcome(np.repeat([0, 1], [110, 70]), confidence=0.7)
     assert _multi_source(two, 180, SOURCE_SHARE_THRESHOLD, typical) is None
     # ... nor for widely scattered rows that lie between classes (atypical everywhere) ...
