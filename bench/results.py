@@ -51,8 +51,8 @@ through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activat
 and `scan_breakdown` ran on 2026-12-05 on the idle 2-core machine; the attack matrix's `dense`
 and `probe` variants on 2026-12-05 and `overlap`, `exre05` and `exre1` on 2026-12-06 on a 2-core
 AMD EPYC machine (see the second to fourth findings); the attack matrix's `xeon` variant on
-2026-12-06 on a 2-core Intel Xeon machine (the second finding), and `lookalike` (today's default)
-there on the same cached proxies (the first finding).
+2026-12-06 on a 2-core Intel Xeon machine (the third finding), and `lookalike` (today's default)
+and `wide4` there on the same cached proxies (the first two findings).
 `--quick` runs locally and writes `RESULTS-quick.md` instead.
 
 ### Findings (2026-12-02 to -06; tables have the numbers)
@@ -86,6 +86,18 @@ there on the same cached proxies (the first finding).
   and 2) but also that warping candidate (overlap 0.020, median 0.002), and turns two poisoned
   classes' tails (Fashion blend seed 1 class 1, MNIST warp all-to-one seed 1 class 1; overlap
   0.018) into natural overlaps.
+- **The several-sources rule's wide cut at 4 effective classes: rejected, issue 18** (variant
+  `wide4`, 2026-12-06, core of `78f182c`, reverted by `fea82d0`; the 232 cells on the cached Intel
+  Xeon proxies). Fashion-MNIST blend all-to-one 1% seed 2 missed its poison on that CPU because
+  the dense-core candidate holding it (218 rows, 10% staying home) went to its sources as 4.6
+  effective classes (a third to bag; cut 5, confidence 0.74, typicality 0.17). At 4 it is found:
+  0.000 -> 0.448 (201 of 202 poison rows; the sneakers' 479 clean rows stay flagged). But clean
+  MNIST 7+ seed 2 then flags its merged class 7: a natural mode (35.9% of the class, the 8s or 9s
+  of the merged class) went out as 4.1 effective classes at confidence 0.71, typicality 0.09
+  (2,024 rows). The other 230 cells flag the same. A false alarm in a clean run outweighs one
+  seed's recall: the cut stays 5. The typicality does separate these two (0.17 against 0.09;
+  clean digits reach 0.09 at 4.1 too), so a wide rule at 4 with a higher typicality cut is the
+  next thing to measure.
 - **Another CPU, other proxies: the default detector's figures do not all carry over, issue 18**
   (variant `xeon` of section `attack_matrix`, 2026-12-06: the default detector, core of `94b61be`,
   on 62 cases (232 cells: every `redraw` case, all-to-all on 3 seeds) trained afresh on a 2-core
