@@ -10,7 +10,10 @@ from synthetic import left_out_outcome, with_activations
 from acgate.core import detect
 from acgate.core.clustering import cluster_class
 from acgate.core.detect import (
+    MULTI_SOURCE_BAND_CLASSES,
+    MULTI_SOURCE_BAND_TYPICALITY,
     MULTI_SOURCE_CONFIDENCE,
+    MULTI_SOURCE_WIDE_CLASSES,
     MULTI_SOURCE_WIDE_CONFIDENCE,
     MULTI_SOURCE_WIDE_TYPICALITY,
     SOURCE_SHARE_THRESHOLD,
@@ -221,6 +224,28 @@ def test_poison_spread_over_many_sources_needs_less_confidence():
                             confidence=MULTI_SOURCE_CONFIDENCE + 0.05)
     why, wide = _multi_source(sure, 180, SOURCE_SHARE_THRESHOLD, typical)
     assert "effective" not in why and wide is None
+
+
+def test_between_four_and_five_sources_the_wide_rule_asks_more_typical_rows():
+    # Blended Fashion-MNIST poison seen by another CPU's proxy: its rows went back to their
+    # sources as 4.4 effective classes, a third to one of them, typical there (0.17).
+    band = left_out_outcome(np.repeat([0, 1, 2, 3, 4], [60, 40, 30, 30, 20]), confidence=0.74)
+    spread = effective_classes(band.predicted)
+    assert MULTI_SOURCE_BAND_CLASSES <= spread < MULTI_SOURCE_WIDE_CLASSES
+    why, wide = _multi_source(band, 180, SOURCE_SHARE_THRESHOLD, np.full(180, 0.17))
+    assert f"(>= {MULTI_SOURCE_BAND_CLASSES:g})" in why and wide == pytest.approx(spread)
+    # A natural mode scattered as widely sits between classes: at the typicality the wide cut
+    # (>= 5 classes) accepts, the band does not.
+    between = MULTI_SOURCE_BAND_TYPICALITY - 0.03
+    assert between >= MULTI_SOURCE_WIDE_TYPICALITY
+    assert _multi_source(band, 180, SOURCE_SHARE_THRESHOLD, np.full(180, between)) is None
+    nine = left_out_outcome(np.repeat(np.arange(9), 20), confidence=0.74)
+    assert _multi_source(nine, 180, SOURCE_SHARE_THRESHOLD, np.full(180, between)) is not None
+    # The band's cut is inclusive; below four effective classes the wide rule never holds.
+    at_cut = np.full(180, MULTI_SOURCE_BAND_TYPICALITY)
+    assert _multi_source(band, 180, SOURCE_SHARE_THRESHOLD, at_cut) is not None
+    three = left_out_outcome(np.repeat([0, 1, 2], 60), confidence=0.74)
+    assert _multi_source(three, 180, SOURCE_SHARE_THRESHOLD, np.full(180, 0.5)) is None
 
 
 def _verdict(members, spread, poisoned=True, label=9):
