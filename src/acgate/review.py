@@ -17,8 +17,10 @@ Near misses (one rule per test the default decision uses):
   classes measured at most :data:`NEAR_CONFUSION_FACTOR` times the confusion cut (by the proxy,
   or held out by the tails' retrain: its cut is the larger of its two), or cleared by the
   held-out overlap as look-alikes at a typicality at least :data:`NEAR_RELATIVE` of the cut
-  (:data:`acgate.core.exre.OVERLAP_LOOKALIKE_TYPICALITY`), or as not sure enough (confidence
-  or typicality at least :data:`NEAR_RELATIVE` of their cut);
+  (:data:`acgate.core.exre.OVERLAP_LOOKALIKE_TYPICALITY`), or by the proxy's confusion and the
+  held-out overlap together, each below its cut (:data:`acgate.core.exre.OVERLAP_TOGETHER_SHARE`:
+  always a near miss), or as not sure enough (confidence or typicality at least
+  :data:`NEAR_RELATIVE` of their cut);
 - the tail's clump reached at least :data:`NEAR_CLUMP_SHARE` of the rows it needs.
 """
 
@@ -48,6 +50,9 @@ _NATURAL = re.compile(r"confuses classes (\S+) and (\S+) at ([0-9.]+) \(>= ([0-9
 _HELD_OUT = re.compile(
     r"held out, class (\S+)'s tail goes to class (\S+) at ([0-9.]+), the other tails at a "
     r"median ([0-9.]+) \(>= the larger of ([0-9.]+) and ([0-9.]+) x that: a natural")
+_TOGETHER = re.compile(
+    r"held out, class (\S+)'s tail goes to class (\S+) at ([0-9.]+), the other tails at a "
+    r"median [0-9.]+ \(< [^)]*\), but with the proxy's confusion both reach")
 _LOOKALIKE = re.compile(
     r"sit at the edge of class (\S+) \(median typicality ([0-9.]+) < ([0-9.]+)\): look-alikes")
 _NOT_SURE = re.compile(
@@ -109,6 +114,11 @@ def _near_miss(text: str) -> str | None:
             return (f"rows sent to class {held_out[1]} cleared as a natural overlap (held "
                     f"out, class {held_out[1]}'s tail goes to class {held_out[2]} at "
                     f"{held_out[3]}, cut {cut:.3f})")
+    together = _TOGETHER.search(text)
+    if together:
+        return (f"rows sent to class {together[1]} cleared as a natural overlap by the proxy's "
+                f"confusion and the held-out overlap together, each below its cut (class "
+                f"{together[1]}'s tail goes to class {together[2]} at {together[3]})")
     lookalike = _LOOKALIKE.search(text)
     if lookalike and float(lookalike[2]) >= NEAR_RELATIVE * float(lookalike[3]):
         return (f"rows sent to class {lookalike[1]} cleared as look-alikes at the edge of it "

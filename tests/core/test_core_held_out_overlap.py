@@ -21,6 +21,7 @@ from acgate.core.evidence import Thresholds
 from acgate.core.exre import (
     ONE_SOURCE_TYPICALITY,
     OVERLAP_LOOKALIKE_TYPICALITY,
+    OVERLAP_TOGETHER_SHARE,
     one_source_verdict,
 )
 from acgate.core.tail import (
@@ -152,6 +153,48 @@ def test_a_natural_overlap_clears_only_look_alikes(typicality, poisoned):
     assert verdict is poisoned
     assert ("its own members, not look-alikes" in why) is poisoned
     assert ("sit at the edge of class 9" in why) is (typicality is not None and not poisoned)
+
+
+# Sneakers sent to ankle boot on another CPU's proxy: confusion 0.024 and held-out overlap 0.022
+# against a median of 0, each below its cut (0.03), rows at the edge of the source.
+SNEAKERS = {"confusion": 0.024, "overlap": 0.022, "overlap_median": 0.0, "typicality": 0.14}
+
+
+@pytest.mark.parametrize(("change", "poisoned"), [
+    ({}, False),
+    ({"typicality": 0.35}, True),       # together natural, but the rows sit inside the source
+    ({"typicality": None}, False),      # not measured: the overlap alone decides, as above
+    ({"confusion": 0.014}, True),       # confusion under half its cut
+    ({"confusion": None}, True),        # confusion not measured: the overlap's cut alone
+    ({"overlap": 0.014}, True),         # overlap under half its cut
+    ({"overlap_median": 0.004}, True),  # other tails go there too (0.022 < 6.5 x 0.004)
+])
+def test_confusion_and_overlap_at_half_their_cuts_together_are_natural(change, poisoned):
+    numbers = {**SNEAKERS, **change}
+    verdict, why = one_source_verdict(0.06, 0.93, numbers["confusion"], Thresholds(), label=7,
+                                      source=9, confidence=0.93,
+                                      typicality=numbers["typicality"],
+                                      overlap=numbers["overlap"],
+                                      overlap_median=numbers["overlap_median"])
+    assert verdict is poisoned, why
+    together = "together a natural overlap" in why
+    assert together is (not poisoned or "typicality" in change), why
+    if not poisoned and numbers["typicality"] is not None:
+        assert "sit at the edge of class 9" in why
+
+
+def test_the_together_rule_needs_both_tests_on_and_scales_with_their_cuts():
+    def verdict(thresholds):
+        return one_source_verdict(0.06, 0.93, SNEAKERS["confusion"], thresholds,
+                                  confidence=0.93, typicality=0.14, overlap=SNEAKERS["overlap"],
+                                  overlap_median=0.0)[0]
+
+    assert not verdict(Thresholds())
+    assert verdict(Thresholds(overlap=1.5))   # overlap test off
+    assert verdict(Thresholds(confusion=2.0))  # confusion test off
+    # Cuts twice as strict: the same numbers fall under half of them.
+    strict = Thresholds(confusion=SNEAKERS["confusion"] / OVERLAP_TOGETHER_SHARE + 0.002)
+    assert verdict(strict)
 
 
 def test_a_share_of_zero_is_never_a_natural_overlap():

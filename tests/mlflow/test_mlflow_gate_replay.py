@@ -146,6 +146,21 @@ def test_recorded_held_out_overlap_is_replayed(store, model, make_result, overla
                         "median typicality there 0.20 (>= 0.05)")
 
 
+@pytest.mark.parametrize(("typicality", "promoted"), [(0.2, True), (0.35, False)])
+def test_recorded_confusion_and_overlap_together_are_replayed(store, model, make_result,
+                                                              typicality, promoted):
+    """Confusion 0.02 and held-out overlap 0.02 (median 0), each below its cut 0.03 but above
+    half of it: together a natural overlap, for look-alikes only."""
+    scores = {**SURE_ONE_SOURCE, "confusion": 0.02, "overlap": 0.02, "overlap_median": 0.0,
+              "typicality": typicality}
+    decision = _gate_class_2(store, model, make_result, exre=0.4, scores=scores)
+    if promoted:
+        _assert_promoted(decision, store, model)
+    else:
+        _assert_refused(decision, store, model, "together a natural overlap, but the rows sent "
+                        "there sit inside the source (median typicality 0.35 >= 0.3)")
+
+
 @pytest.mark.parametrize(("class_entry", "params_overlap", "share", "promoted"), [
     ({"overlap": 0.1}, None, 0.05, False),
     (None, 0.1, 0.05, False),

@@ -70,6 +70,12 @@ def test_near_misses_name_what_came_close():
         "0.28, cut 0.3)"]
     assert near_misses(_report(_candidate(0.8, confidence=0.95, typicality=0.2,
                                           overlap=(0.3, 0.006)))) == []
+    # Cleared by the confusion and the held-out overlap together: each below its cut.
+    assert near_misses(_report(_candidate(0.8, confusion=0.02, confidence=0.95, typicality=0.2,
+                                          overlap=(0.02, 0.0)))) == [
+        "rows sent to class 9 cleared as a natural overlap by the proxy's confusion and the "
+        "held-out overlap together, each below its cut (class 9's tail goes to class 7 at "
+        "0.020)"]
     assert near_misses(_report(_tail(25))) == ["the tail's clump holds 25 rows (40 needed)"]
     stayed = ("cluster of k = 3 (stability 0.97), 38% of the class, left out of a retrain: 476 "
               "classified as 7, 450 as class 9; l/p = 1.06 (>= 1) -> legitimate")

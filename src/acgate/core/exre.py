@@ -42,6 +42,7 @@ from acgate.core.tail import (
     TailVerdict,
     describe_overlap,
     held_out_overlap,
+    natural_overlap,
     tail_members,
     tail_verdict,
     whitened,
@@ -128,6 +129,15 @@ TYPICALITY_REFERENCE_ROWS = 300
 #: 0.18-0.28 (7s to 9, sneakers to ankle boot); the MNIST all-to-all poison the overlap
 #: cleared (class 9 from 8, at 6.7-10.6x the other tails' median) at 0.31-0.50.
 OVERLAP_LOOKALIKE_TYPICALITY = 0.3
+#: The proxy's confusion and the held-out overlap each below its cut but both at least this
+#: share of it (the overlap still at least :data:`acgate.core.tail.HELD_OUT_OVERLAP_RATIO` times
+#: the other tails' median) are, together, a natural overlap: two measurements of the same
+#: pair leaning together. On the Intel Xeon's proxies the sneakers sent to ankle boot (Fashion-
+#: MNIST blend all-to-one, seeds 1 and 2: confusion 0.024, overlap 0.018-0.022 against a median
+#: of 0.000, typicality 0.10-0.28) were flagged in two poisoned runs whose poison was elsewhere;
+#: of the 4,190 candidates of both CPUs' records no poison candidate reached more than 0.84 of
+#: these half cuts (bench/RESULTS.md "attack matrix", variant ``together``).
+OVERLAP_TOGETHER_SHARE = 0.5
 
 #: Retrain groups: by key ``(label, group id)``, the group's label and its row positions.
 Groups = Mapping[tuple[int, int], tuple[int, np.ndarray]]
@@ -249,7 +259,8 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
     nested source share) of the left-out candidate went to one other class, the proxy does
     not itself confuse the two classes at ``thresholds.confusion`` or more, the tails' retrain
     does not find them overlapping by nature (when measured:
-    :func:`acgate.core.tail.natural_overlap`; an overlap explains only rows at the source's
+    :func:`acgate.core.tail.natural_overlap`, or with the proxy's confusion, each at
+    :data:`OVERLAP_TOGETHER_SHARE` of its cut or more; an overlap explains only rows at the source's
     edge, below :data:`OVERLAP_LOOKALIKE_TYPICALITY`, when their typicality is measured), and
     (when measured) the rows went there surely enough. The scan judges every candidate with
     this function, and the promotion gate replays it on the numbers a scan run recorded, so
@@ -294,6 +305,10 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
         natural, clause = describe_overlap(label, source, overlap, overlap_median,
                                            threshold=thresholds.overlap)
         why += "; " + clause
+        if not natural and _together(confusion, overlap, overlap_median, thresholds):
+            natural = True
+            why += (f", but with the proxy's confusion both reach {OVERLAP_TOGETHER_SHARE:g} of "
+                    "their cuts: together a natural overlap")
         if natural and typicality is not None:
             inside = f"class {source}" if source is not None else "the source"
             if typicality >= OVERLAP_LOOKALIKE_TYPICALITY:
@@ -314,6 +329,20 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
                     f"({'>=' if sure else '<'} {cut:g}{'' if sure else ': not sure'})")
             poisoned = sure
     return poisoned, why
+
+
+def _together(confusion: float | None, overlap: float, overlap_median: float,
+              thresholds: Thresholds) -> bool:
+    """Whether confusion and held-out overlap, each below its cut, together say natural.
+
+    Both tests must be on (a confusion cut of 2 or an overlap cut above 1 turns its test off)
+    and both numbers reach :data:`OVERLAP_TOGETHER_SHARE` of their cuts.
+    """
+    if confusion is None or thresholds.confusion >= 2 or thresholds.overlap > 1:
+        return False
+    return (confusion >= OVERLAP_TOGETHER_SHARE * thresholds.confusion
+            and natural_overlap(overlap, overlap_median,
+                                threshold=OVERLAP_TOGETHER_SHARE * thresholds.overlap))
 
 
 def natural_confusion(predictions: np.ndarray, labels: np.ndarray, label: int, source: int,
