@@ -21,6 +21,7 @@ from acgate.core.detect import (
 from acgate.core.evidence import Thresholds
 from acgate.core.exre import (
     ONE_SOURCE_CONFIDENCE,
+    _flag_again,
     _flag_unsure,
     _flagging,
     _GroupVerdict,
@@ -302,3 +303,26 @@ def test_beside_poison_the_rows_a_not_sure_candidate_sent_to_another_source_are_
     # class falsely proven by its look-alikes of one neighbour would add more of them).
     same = np.zeros(2000, dtype=bool)
     assert _flag_unsure([unsure], 9, same, {1}) is None and not same.any()
+
+
+def test_beside_poison_a_candidate_the_tails_retrain_sends_to_another_source_is_flagged():
+    # Judged again on the tails' retrain (the proven poison left out too): 160 of 180 rows
+    # surely to class 1, while the class was proven poisoned from class 4.
+    again = _judged(np.repeat([1, 9], [160, 20]), confidence=ONE_SOURCE_CONFIDENCE + 0.05)
+    cleared = _judged(np.repeat([1, 9], [60, 120]), confidence=0.95)
+    assert again.poisoned and not cleared.poisoned
+    flagged = np.zeros(2000, dtype=bool)
+    flagged[1000:1100] = True
+    clause = _flag_again([again, cleared], 9, flagged, {4})
+    assert flagged[:160].all() and not flagged[160:1000].any() and flagged.sum() == 260
+    assert again.text in clause
+    assert clause.endswith("went to another source once the tails were left out as well: the "
+                           "160 rows it sent away are flagged (160 not yet flagged)")
+    # As beside proven poison in the candidates' retrain, the sureness cuts judge nothing.
+    unsure = _judged(np.repeat([2, 9], [170, 10]), confidence=ONE_SOURCE_CONFIDENCE - 0.1)
+    assert not unsure.poisoned and unsure.unsure_only
+    assert "(170 not yet flagged)" in _flag_again([unsure], 9, np.zeros(2000, dtype=bool), {4})
+    # Nothing poison, or poison where the proven poison went: nothing added.
+    assert _flag_again([cleared], 9, np.zeros(2000, dtype=bool), {4}) is None
+    same = np.zeros(2000, dtype=bool)
+    assert _flag_again([again], 9, same, {1}) is None and not same.any()

@@ -155,8 +155,13 @@ def test_the_tails_get_a_retrain_of_their_own_without_the_candidates(
     result = detect(planted.activations, planted.labels, analysis="exre",
                     retrain_and_predict=retrain)
     assert result.poisoned_classes == (2,)
-    assert len(calls) == 2
-    (candidates_mask, candidates_query), (tails_mask, tails_query) = calls
+    assert len(calls) == 3
+    (candidates_mask, candidates_query), (tails_mask, tails_query), (again_mask, again_query) = (
+        calls)
+    # The candidates are asked again on the tails' training rows exactly: a retrain that caches
+    # its model by the mask (the torch one) answers without training a third time.
+    np.testing.assert_array_equal(again_mask, tails_mask)
+    np.testing.assert_array_equal(again_query, candidates_query)
     # The candidates' retrain keeps every tail row it does not judge.
     assert candidates_mask.sum() + len(candidates_query) >= 0.9 * len(planted.labels)
     # The tails' retrain leaves out the tails and everything the candidates' retrain did.
