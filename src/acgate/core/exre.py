@@ -136,7 +136,7 @@ OVERLAP_LOOKALIKE_TYPICALITY = 0.3
 #: MNIST blend all-to-one, seeds 1 and 2: confusion 0.024, overlap 0.018-0.022 against a median
 #: of 0.000, typicality 0.10-0.28) were flagged in two poisoned runs whose poison was elsewhere;
 #: of the 4,190 candidates of both CPUs' records no poison candidate reached more than 0.84 of
-#: these half cuts (bench/RESULTS.md "attack matrix", variant ``together``).
+#: these half cuts (bench/RESULTS.md "attack matrix", variant ``again``).
 OVERLAP_TOGETHER_SHARE = 0.5
 
 #: Retrain groups: by key ``(label, group id)``, the group's label and its row positions.
