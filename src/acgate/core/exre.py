@@ -139,6 +139,16 @@ OVERLAP_LOOKALIKE_TYPICALITY = 0.3
 #: these half cuts (bench/RESULTS.md "attack matrix", variant ``again``).
 OVERLAP_TOGETHER_SHARE = 0.5
 
+#: Beside proven poison, a cleared candidate is judged again on the tails' retrain
+#: (:func:`_flag_again`) in classes of at least this many rows ...
+#: (the tails' retrain lacks 20% of every class: in a digits-sized class a natural writing
+#: style then finds no home, and was flagged in 6 poisoned digits cells, variant ``again``) ...
+AGAIN_MIN_CLASS_ROWS = 1000
+#: ... when it holds at most this share of its class: one source's share of an attack from
+#: several (the natural mode of MNIST 7+'s merged class flagged that way held 39%; every poison
+#: candidate it found held 3.5-18.8%).
+AGAIN_MAX_CANDIDATE_SHARE = 0.25
+
 #: Retrain groups: by key ``(label, group id)``, the group's label and its row positions.
 Groups = Mapping[tuple[int, int], tuple[int, np.ndarray]]
 #: A class's candidates: by group id, ``(member indices into the class, nested, description,
@@ -969,7 +979,9 @@ def judge_exre(clusterings: Sequence[ClassClustering],
                          again_typicality.get((label, group)), overlap_of=overlap_of)
             for verdict, (group, (members, nested, description, _)) in zip(
                 verdicts, candidates[label].items(), strict=True)
-            if not verdict.poisoned and (label, group) in again]
+            if not verdict.poisoned and (label, group) in again
+            and n_class >= AGAIN_MIN_CLASS_ROWS
+            and len(members) <= AGAIN_MAX_CANDIDATE_SHARE * n_class]
         tail, tail_outcome = tails.get(label, (None, None))
         judgements[label] = _class_judgement(clustering, verdicts, tail, tail_outcome, used,
                                              second)
