@@ -51,12 +51,41 @@ through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activat
 and `scan_breakdown` ran on 2026-12-05 on the idle 2-core machine; the attack matrix's `dense`
 and `probe` variants on 2026-12-05 and `overlap`, `exre05` and `exre1` on 2026-12-06 on a 2-core
 AMD EPYC machine (see the second to fourth findings); the attack matrix's `xeon` variant on
-2026-12-06 on a 2-core Intel Xeon machine (the third finding), and `lookalike` (today's default)
-and `wide4` there on the same cached proxies (the first two findings).
+2026-12-06 on a 2-core Intel Xeon machine (the fourth finding), and `lookalike`, `wide4`,
+`wideband`, `again` and `guarded` (today's default) there on the same cached proxies (the first
+three findings).
 `--quick` runs locally and writes `RESULTS-quick.md` instead.
 
 ### Findings (2026-12-02 to -06; tables have the numbers)
 
+- **Three rules for what the Intel Xeon's proxies showed, issue 18** (variants `wideband`,
+  `again` and `guarded` of section `attack_matrix`, 2026-12-06, the 232 cells of `xeon` detected
+  on the same cached Xeon proxies; `guarded` is today's default, core of `0f6122c`). (1) The
+  several-sources rule's wide branch from 4 effective classes with median typicality >= 0.12
+  (below 5; `wideband`, core of `9fddec3`): Fashion-MNIST blend all-to-one 1% seed 2 0.000 ->
+  0.448, its blended pullovers (4.6 classes, 0.17) found; the natural modes in that band reach
+  0.09 (clean 7+ seed 2; digits 0.06); every other cell the same. (2) The proxy's confusion and
+  the held-out overlap, each below its cut but both at least half of it, together a natural
+  overlap (look-alikes only; `acgate.core.exre.OVERLAP_TOGETHER_SHARE`): the Xeon's sneakers
+  sent to ankle boot (confusion 0.024, overlap 0.018-0.022 against a median of 0) are cleared,
+  Fashion blend seeds 1 / 2 0.418 / 0.448 -> 0.724 / 0.962 (seed 1's class 7 stays flagged by
+  its tail's clump of sneakers: the rule is not applied to tails, where it would clear seed 1's
+  poisoned class 1, overlap 0.018 against 0.001 and a trouser-dress confusion of 0.024). Of the
+  4,190 candidates in the `lookalike` and `redraw` records only those four change; the nearest
+  poison candidate reaches 0.84 of the half cuts. (3) Beside proven poison, a cleared candidate
+  judged again on the tails' retrain, whose training also lacks the poison only the tail shows
+  (that poison re-teaches the trigger in the candidates' retrain): MNIST three sources 10% seed
+  0 0.800 -> **1.000** (a dense core of 79 rows of the third source's poison, l/p 79 in the
+  candidates' retrain, 62% to its source at confidence 0.95 in the tails'). Unguarded (`again`)
+  it also flagged natural modes the tails' retrain left without a home: 7+ <- 6 seed 1 0.999 ->
+  0.410 (39% of the merged class), and writing styles of 1s in 6 poisoned digits cells (3 lost
+  0.11-0.19, 3 gained 0.09-0.35); so it asks classes of >= 1,000 rows and candidates of <= 25% of
+  the class (`guarded`). Result (`guarded` against `lookalike`): Fashion-MNIST blend all-to-one
+  1% **0.988 / 0.724 / 0.962** (was 0.988 / 0.418 / 0.000; mean 0.891, target still missed on
+  seed 1), three sources 10% seed 0 0.800 -> 1.000; **the other 229 cells flag the same classes
+  and the same numbers of rows and of poison rows**, every clean run included (clean digits
+  still flag a class on 2 of 5 seeds, digits 7+ on 4 of 5, as before). Poisoned cases meeting
+  the issue's target (mean >= 0.95, every seed >= 0.9): 28 of 56 (27 before).
 - **A held-out overlap explains look-alikes only: the all-to-all poison it cleared is back, issue
   18** (variant `lookalike` of section `attack_matrix`, 2026-12-06: the default detector with the
   rule, core of `783b39f`, on the 232 cells of `xeon`, detecting on the same cached Intel Xeon

@@ -71,7 +71,8 @@ def test_blended_all_to_one_on_fashion_mnist_is_found_on_every_seed(tmp_path):
     Seed 1 flagged a natural cluster of sneakers beside the poison until the held-out overlap
     test (README, "Known limits"): only the target may be flagged. Measured on an AMD EPYC's
     proxies; an Intel Xeon trains others, and there this fails: 0.988 / 0.418 / 0.000, clean
-    class 7 flagged on seeds 1 and 2 (bench/RESULTS.md, variant ``xeon``).
+    class 7 flagged on seeds 1 and 2 (bench/RESULTS.md, variant ``xeon``); 0.988 / 0.724 / 0.962
+    with the rules of variant ``guarded`` (seed 1's class 7 still flagged by its tail).
     """
     runs = [scan_case("fashion/blend-a2o-1pct", seed, 20_000, tmp_path) for seed in SEEDS]
     f1 = [run[0] for run in runs]
