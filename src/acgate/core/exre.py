@@ -579,17 +579,16 @@ def _multi_source(outcome: ExReOutcome, n_members: int, needed: float,
                  "confidence %.2f, typicality %.3f", outcome.label, n_members, own_share,
                  len(classes), spread, confidence, typical)
     wide = None
+    at_least, typical_cut = _wide_cuts(spread)
     if confidence >= MULTI_SOURCE_CONFIDENCE and typical >= MULTI_SOURCE_TYPICALITY:
         how = (f"with mean confidence {confidence:.2f} (>= {MULTI_SOURCE_CONFIDENCE:g}) and "
                f"median typicality {typical:.2f} (>= {MULTI_SOURCE_TYPICALITY:g})")
-    elif (spread >= MULTI_SOURCE_BAND_CLASSES and confidence >= MULTI_SOURCE_WIDE_CONFIDENCE
-          and typical >= _wide_typicality(spread)):
+    elif (spread >= at_least and confidence >= MULTI_SOURCE_WIDE_CONFIDENCE
+          and typical >= typical_cut):
         wide = spread
-        at_least = (MULTI_SOURCE_WIDE_CLASSES if spread >= MULTI_SOURCE_WIDE_CLASSES
-                    else MULTI_SOURCE_BAND_CLASSES)
         how = (f"spread as {spread:.1f} effective classes (>= {at_least:g}) "
                f"with mean confidence {confidence:.2f} (>= {MULTI_SOURCE_WIDE_CONFIDENCE:g}) and "
-               f"median typicality {typical:.2f} (>= {_wide_typicality(spread):g})")
+               f"median typicality {typical:.2f} (>= {typical_cut:g})")
     else:
         return None
     return (f"{own_share:.0%} classified as {outcome.label} (<= {MULTI_SOURCE_OWN_SHARE:.0%}), "
@@ -597,11 +596,11 @@ def _multi_source(outcome: ExReOutcome, n_members: int, needed: float,
             f"classes"), wide
 
 
-def _wide_typicality(spread: float) -> float:
-    """The median typicality the wide multi-source rule asks at ``spread`` effective classes."""
+def _wide_cuts(spread: float) -> tuple[float, float]:
+    """The wide multi-source rule's band at ``spread`` classes: its lower edge, its typicality."""
     if spread >= MULTI_SOURCE_WIDE_CLASSES:
-        return MULTI_SOURCE_WIDE_TYPICALITY
-    return MULTI_SOURCE_BAND_TYPICALITY
+        return MULTI_SOURCE_WIDE_CLASSES, MULTI_SOURCE_WIDE_TYPICALITY
+    return MULTI_SOURCE_BAND_CLASSES, MULTI_SOURCE_BAND_TYPICALITY
 
 
 def effective_classes(predicted: np.ndarray) -> float:
