@@ -772,18 +772,32 @@ def _flag_unsure(verdicts: Sequence[_GroupVerdict], label: int, flagged: np.ndar
         The clause for the class's reason, or ``None`` when no such candidate sent a row away.
     """
     unsure = [v for v in verdicts if v.unsure_only and v.outcome.source not in proven]
+    counts = _flag_sent_away(unsure, label, flagged)
+    if counts is None:
+        return None
+    sent, added = counts
+    many = len(unsure) > 1
+    sources = ", ".join(str(s) for s in sorted({v.outcome.source for v in unsure}))
+    return (f"beside the poison, {len(unsure)} candidate{'s' if many else ''} cleared only as "
+            f"not sure, sent to another source (class {sources}): the {sent} rows "
+            f"{'they' if many else 'it'} sent away are flagged ({added} not yet flagged)")
+
+
+def _flag_sent_away(verdicts: Sequence[_GroupVerdict], label: int,
+                    flagged: np.ndarray) -> tuple[int, int] | None:
+    """Flag the rows the ``verdicts``' candidates sent out of ``label`` (``flagged`` in place).
+
+    Returns:
+        ``(rows sent away, of them not flagged before)``, or ``None`` when none was sent away.
+    """
     rows = np.zeros(len(flagged), dtype=bool)
-    for verdict in unsure:
+    for verdict in verdicts:
         rows[verdict.members[verdict.outcome.predicted != label]] = True
     if not rows.any():
         return None
     added = int((rows & ~flagged).sum())
     flagged |= rows
-    many = len(unsure) > 1
-    sources = ", ".join(str(s) for s in sorted({v.outcome.source for v in unsure}))
-    return (f"beside the poison, {len(unsure)} candidate{'s' if many else ''} cleared only as "
-            f"not sure, sent to another source (class {sources}): the {int(rows.sum())} rows "
-            f"{'they' if many else 'it'} sent away are flagged ({added} not yet flagged)")
+    return int(rows.sum()), added
 
 
 def _flag_again(again: Sequence[_GroupVerdict], label: int, flagged: np.ndarray,
@@ -806,18 +820,15 @@ def _flag_again(again: Sequence[_GroupVerdict], label: int, flagged: np.ndarray,
     """
     found = [v for v in again
              if (v.poisoned or v.unsure_only) and v.outcome.source not in proven]
-    rows = np.zeros(len(flagged), dtype=bool)
-    for verdict in found:
-        rows[verdict.members[verdict.outcome.predicted != label]] = True
-    if not rows.any():
+    counts = _flag_sent_away(found, label, flagged)
+    if counts is None:
         return None
-    added = int((rows & ~flagged).sum())
-    flagged |= rows
+    sent, added = counts
     many = len(found) > 1
     return "; ".join([*(v.text for v in found),
                       f"beside the poison, {len(found)} candidate{'s' if many else ''} the "
                       f"candidates' retrain kept in the class went to another source once the "
-                      f"tails were left out as well: the {int(rows.sum())} rows "
+                      f"tails were left out as well: the {sent} rows "
                       f"{'they' if many else 'it'} sent away are flagged ({added} not yet "
                       f"flagged)"])
 
