@@ -47,12 +47,13 @@ _CLAUSE_END = re.compile(r"(?<=-> poison); |(?<=-> legitimate); |; (?=tail \()")
 _LP = re.compile(r"(\d+) as class (\S+); l/p = ([0-9.]+) \(>= ([0-9.]+)\)")
 _SHARE = re.compile(r"l/p = [0-9.]+ \(< [0-9.]+\), (\d+)% of it in class (\S+) \(< (\d+)%\)")
 _NATURAL = re.compile(r"confuses classes (\S+) and (\S+) at ([0-9.]+) \(>= ([0-9.]+): a natural")
+# acgate.core.tail.describe_overlap's clause, up to the median (source, class, share).
+_HELD_OUT_CLAUSE = (r"held out, class (\S+)'s tail goes to class (\S+) at ([0-9.]+), the other "
+                    r"tails at a median ")
 _HELD_OUT = re.compile(
-    r"held out, class (\S+)'s tail goes to class (\S+) at ([0-9.]+), the other tails at a "
-    r"median ([0-9.]+) \(>= the larger of ([0-9.]+) and ([0-9.]+) x that: a natural")
+    _HELD_OUT_CLAUSE + r"([0-9.]+) \(>= the larger of ([0-9.]+) and ([0-9.]+) x that: a natural")
 _TOGETHER = re.compile(
-    r"held out, class (\S+)'s tail goes to class (\S+) at ([0-9.]+), the other tails at a "
-    r"median [0-9.]+ \(< [^)]*\), but with the proxy's confusion both reach")
+    _HELD_OUT_CLAUSE + r"[0-9.]+ \(< [^)]*\), but with the proxy's confusion both reach")
 _LOOKALIKE = re.compile(
     r"sit at the edge of class (\S+) \(median typicality ([0-9.]+) < ([0-9.]+)\): look-alikes")
 _NOT_SURE = re.compile(
