@@ -127,7 +127,7 @@ TYPICALITY_REFERENCE_ROWS = 300
 #: Fashion-MNIST 20k (bench/RESULTS.md "attack_matrix", variants ``redraw``, ``xeon``): the
 #: natural clusters that went to their neighbour at mean confidence >= 0.9 did so at a median
 #: 0.18-0.28 (7s to 9, sneakers to ankle boot); the MNIST all-to-all poison the overlap
-#: cleared (class 9 from 8, at 6.7-10.6x the other tails' median) at 0.31-0.50.
+#: cleared (class 9 from 8, at 6.7-10.7x the other tails' median) at 0.31-0.50.
 OVERLAP_LOOKALIKE_TYPICALITY = 0.3
 #: The proxy's confusion and the held-out overlap each below its cut but both at least this
 #: share of it (the overlap still at least :data:`acgate.core.tail.HELD_OUT_OVERLAP_RATIO` times
