@@ -109,7 +109,8 @@ def test_candidate_cluster_is_frozen_and_sorted():
     assert candidate.members.tolist() == [1, 3, 5] and not candidate.members.flags.writeable
     assert candidate.to_dict() == {"members": [1, 3, 5], "k": 3, "stability": 0.95,
                                    "nested": False, "direction": None, "separation": None,
-                                   "core": None}
+                                   "core": None, "alone": False,
+                                   "core_separation": None}
 
 
 def test_n_clusters_defaults_to_stable_under_exre_only():
@@ -262,6 +263,74 @@ def test_a_dense_core_in_a_class_larger_than_the_sample_is_split_over_every_row(
     assert set(planted.tolist()) <= set(candidate.members.tolist())
     assert len(candidate.members) < 260
     assert 150 <= candidate.core <= 250  # found in the sample, counted for the class
+
+
+def test_a_dense_core_whose_direction_does_not_split_off_is_itself_the_candidate():
+    from acgate.core.clustering import DENSE_CORE_SEPARATION, dense_core_candidates
+
+    rng = np.random.default_rng(0)
+    reduced = rng.normal(size=(2000, 10))
+    # 5% of the class crowded tightly ~4.4 SD off its centre: the 1-D split of the direction to
+    # it also takes the Gaussian's edge (separation < 4), while the core lies apart.
+    reduced[:100] = np.full(10, 1.4) + rng.normal(scale=0.3, size=(100, 10))
+    (candidate,) = dense_core_candidates(reduced, random_state=0)
+    assert candidate.alone and candidate.members.tolist() == list(range(100))
+    assert candidate.separation == candidate.core_separation >= DENSE_CORE_SEPARATION
+    assert candidate.separated_core and not candidate.several_sources_only
+    # Nearer the centre the crowd stands apart less: neither its side nor itself is a candidate.
+    reduced[:100] = np.full(10, 1.2) + rng.normal(scale=0.3, size=(100, 10))
+    assert dense_core_candidates(reduced, random_state=0) == ()
+
+
+def test_a_core_standing_alone_in_a_class_larger_than_the_sample_takes_every_row_near_it():
+    from acgate.core.clustering import DENSE_MAX_ROWS, dense_core_candidates
+
+    rng = np.random.default_rng(1)
+    n = DENSE_MAX_ROWS + 2000
+    reduced = rng.normal(size=(n, 10))
+    planted = rng.choice(n, 300, replace=False)
+    reduced[planted] = np.full(10, 1.4) + rng.normal(scale=0.3, size=(300, 10))
+    (candidate,) = dense_core_candidates(reduced, random_state=0)
+    # Found in the sample, its rows outside the sample joined by their nearest sampled row.
+    assert candidate.alone and set(planted.tolist()) <= set(candidate.members.tolist())
+    assert len(candidate.members) < 320
+
+
+def test_only_a_mode_toward_a_core_that_does_not_stand_apart_is_for_the_several_sources_rule():
+    from acgate.core.clustering import DENSE_CORE_SEPARATION, CandidateCluster, ClassClustering
+    from acgate.core.exre import _candidate_groups
+
+    def mode(core_separation):
+        return CandidateCluster(np.arange(20, 40), 2, 1.0, separation=5.0, core=12,
+                                core_separation=core_separation)
+
+    clustering = ClassClustering(
+        label=0, positions=np.arange(100), clusters=np.zeros(100, dtype=np.int64),
+        n_clusters=1, silhouette=None, reduced=np.zeros((100, 2)),
+        candidates=(mode(DENSE_CORE_SEPARATION - 0.1), mode(DENSE_CORE_SEPARATION), mode(None)))
+    groups = _candidate_groups(clustering, 0.45)
+    assert [(g[3], g[4]) for g in groups.values()] == [(True, False), (False, True),
+                                                       (True, False)]
+    # Without the several-sources rule only the core standing apart is left out.
+    assert list(_candidate_groups(clustering, 0.45, several_sources=False)) == [1]
+
+
+def test_a_separated_core_sent_to_one_source_is_poison_without_the_confidence_cut():
+    from acgate.core.detect import Thresholds
+    from acgate.core.exre import ONE_SOURCE_CONFIDENCE, _judge_group
+
+    members = np.arange(180)
+    # Occluded poison goes to its source less surely than the one-source rule's cut.
+    unsure = left_out_outcome(np.full(180, 4), confidence=ONE_SOURCE_CONFIDENCE - 0.05, label=0)
+    kwargs = dict(used=Thresholds(size=0.45), n_class=2000, confusion_of=None,
+                  typicality=np.full(180, 0.3))
+    assert not _judge_group(0, members, False, "cluster", unsure, **kwargs).poisoned
+    verdict = _judge_group(0, members, False, "core", unsure, separated=True, **kwargs)
+    assert verdict.poisoned and verdict.confidence is None
+    # The typicality cut still applies: rows between classes are not poison.
+    atypical = dict(kwargs, typicality=np.full(180, 0.01))
+    assert not _judge_group(0, members, False, "core", unsure, separated=True,
+                            **atypical).poisoned
 
 
 def _class_with_dense_core_only(outcome_of_core):

@@ -43,11 +43,16 @@ def test_a_dense_core_candidate_round_trips_as_one(tmp_path):
     from acgate.core.clustering import CandidateCluster
 
     clustering = _stable_clustering()
-    dense = CandidateCluster(np.arange(40), 2, 1.0, separation=5.2, core=31)
-    clustering = dataclasses.replace(clustering, candidates=(*clustering.candidates, dense))
+    dense = CandidateCluster(np.arange(40), 2, 1.0, separation=5.2, core=31,
+                             core_separation=4.4)
+    alone = CandidateCluster(np.arange(50, 80), 2, 1.0, separation=4.6, core=30, alone=True,
+                             core_separation=4.6)
+    clustering = dataclasses.replace(clustering,
+                                     candidates=(*clustering.candidates, dense, alone))
     back = read_clustering(write_clustering(clustering, tmp_path / "c.parquet"))
-    assert back.candidates[-1].to_dict() == dense.to_dict()
-    assert all(c.core is None for c in back.candidates[:-1])
+    assert [c.to_dict() for c in back.candidates[-2:]] == [dense.to_dict(), alone.to_dict()]
+    assert back.candidates[-1].alone and back.candidates[-2].separated_core
+    assert all(c.core is None for c in back.candidates[:-2])
 
 
 def test_candidates_that_disagree_with_the_metadata_are_refused(tmp_path):

@@ -152,9 +152,12 @@ AGAIN_MAX_CANDIDATE_SHARE = 0.25
 #: Retrain groups: by key ``(label, group id)``, the group's label and its row positions.
 Groups = Mapping[tuple[int, int], tuple[int, np.ndarray]]
 #: A class's candidates: by group id, ``(member indices into the class, nested, description,
-#: several sources only)``; the last is ``True`` for a dense-core candidate, which only the
-#: several-sources rule may judge poison (see :data:`acgate.core.clustering.DENSE_MIN_CLASS_ROWS`).
-Candidates = dict[int, tuple[np.ndarray, bool, str, bool]]
+#: several sources only, separated)``; several sources only is ``True`` for a mode toward a
+#: dense core, which only the several-sources rule may judge poison (see
+#: :data:`acgate.core.clustering.DENSE_MIN_CLASS_ROWS`); separated for a dense core standing
+#: apart (:data:`acgate.core.clustering.DENSE_CORE_SEPARATION`), which every rule judges, its
+#: separation standing in for the one-source rule's mean confidence.
+Candidates = dict[int, tuple[np.ndarray, bool, str, bool, bool]]
 
 
 @dataclass(frozen=True)
@@ -391,24 +394,28 @@ def _candidate_clusters(clustering: ClassClustering, size: float) -> list[int]:
 
 def _candidate_groups(clustering: ClassClustering, size: float, *,
                       several_sources: bool = True) -> Candidates:
-    """The class's candidates: ``group id -> (members, nested, description, several only)``.
+    """The class's candidates, by group id (the tuples of :data:`Candidates`).
 
     ``several_sources=False`` (a retrain without activations: the several-sources rule cannot
-    run) drops the dense-core candidates, which only that rule may judge: left out for nothing
-    they would only take rows from the retrain.
+    run) drops the modes toward dense cores, which only that rule may judge: left out for
+    nothing they would only take rows from the retrain.
 
     Stable mode: the clustering's :class:`~acgate.core.clustering.CandidateCluster` list;
     otherwise every non-largest cluster within the size cut (group id = cluster id).
     """
     if clustering.candidates is not None:
-        return {i: (c.members, c.nested, _describe_candidate(c), c.core is not None)
+        return {i: (c.members, c.nested, _describe_candidate(c), c.several_sources_only,
+                    c.separated_core)
                 for i, c in enumerate(clustering.candidates)
-                if several_sources or c.core is None}
-    return {c: (np.flatnonzero(clustering.clusters == c), False, f"cluster {c}", False)
+                if several_sources or not c.several_sources_only}
+    return {c: (np.flatnonzero(clustering.clusters == c), False, f"cluster {c}", False, False)
             for c in _candidate_clusters(clustering, size)}
 
 
 def _describe_candidate(candidate: Any) -> str:
+    if candidate.alone:
+        return (f"dense core of {len(candidate.members)} rows (separation "
+                f"{candidate.separation:.1f} SD from the rest of the class)")
     if candidate.core is not None:
         return (f"mode toward a dense core of {candidate.core} rows (separation "
                 f"{candidate.separation:.1f} SD)")
@@ -482,12 +489,14 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
                  outcome: ExReOutcome, used: Thresholds, n_class: int,
                  confusion_of: Callable[[int, int], float] | None,
                  typicality: np.ndarray | None = None, *,
-                 several_only: bool = False,
+                 several_only: bool = False, separated: bool = False,
                  overlap_of: Callable[[int, int], tuple[float, float] | None] | None = None
                  ) -> _GroupVerdict:
     """The multi-source rule, else l/p, the source share and (when known) the confusion.
 
-    ``several_only``: a dense-core candidate, poison by the multi-source rule or not at all.
+    ``several_only``: a mode toward a dense core, poison by the multi-source rule or not at
+    all. ``separated``: the candidate of a dense core standing apart (its separation asked
+    instead of the one-source rule's mean confidence).
     ``overlap_of``: the held-out overlap of two classes and its baseline (see
     :func:`held_out_overlap`), asked in large classes only.
     """
@@ -514,6 +523,8 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
             confusion = confusion_of(label, outcome.source)
         if n_class >= ONE_SOURCE_SURE_MIN_CLASS_ROWS:
             sure = _sureness(outcome, typicality)
+            if separated:
+                sure = (None, sure[1])
         if one_source and overlap_of is not None and n_class >= HELD_OUT_OVERLAP_MIN_CLASS_ROWS:
             overlap = overlap_of(label, outcome.source)
         share_there, median_there = overlap if overlap is not None else (None, None)
@@ -980,14 +991,15 @@ def judge_exre(clusterings: Sequence[ClassClustering],
         verdicts = [
             _judge_group(group, members, nested, description, outcomes[(label, group)], used,
                          n_class, confusion_of, typicality.get((label, group)),
-                         several_only=several_only, overlap_of=overlap_of)
-            for group, (members, nested, description, several_only)
+                         several_only=several_only, separated=separated,
+                         overlap_of=overlap_of)
+            for group, (members, nested, description, several_only, separated)
             in candidates[label].items()]
         second = [
             _judge_group(group, members, nested, f"{description}, again in the tails' retrain",
                          again[(label, group)], used, n_class, confusion_of,
                          again_typicality.get((label, group)), overlap_of=overlap_of)
-            for verdict, (group, (members, nested, description, _)) in zip(
+            for verdict, (group, (members, nested, description, *_)) in zip(
                 verdicts, candidates[label].items(), strict=True)
             if not verdict.poisoned and (label, group) in again
             and n_class >= AGAIN_MIN_CLASS_ROWS
