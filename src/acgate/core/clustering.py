@@ -90,7 +90,8 @@ MIN_DIRECTION_SEPARATION = 4.0
 #: nor a mode of a principal direction, but its triggered rows crowd into one dense core (50-99
 #: rows, all poison) whose direction splits off the poison at separation 4.3-7.6 (clean cores:
 #: <= 4.6). Exclusionary reclassification judges these candidates by the several-sources rule
-#: only: a dense core is also where a class's natural look-alikes of one neighbour crowd.
+#: only, a dense core being also where a class's natural look-alikes of one neighbour crowd,
+#: unless the core stands apart (:data:`DENSE_CORE_SEPARATION`).
 DENSE_MIN_CLASS_ROWS = 1000
 DENSE_CORE_MIN_SHARE = 0.02
 DENSE_CORE_MAX_SHARE = 0.2

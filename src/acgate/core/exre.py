@@ -475,7 +475,8 @@ class _GroupVerdict:
     typicality: float | None = None
     #: The effective number of destination classes when the wide multi-source rule decided.
     spread: float | None = None
-    #: A dense-core candidate: only the several-sources rule judges it.
+    #: A mode toward a dense core that does not stand apart: only the several-sources rule
+    #: judges it.
     several_only: bool = False
     #: The held-out overlap of the class and the suspected source and its baseline (see
     #: :func:`acgate.core.tail.held_out_overlap`), when measured.
@@ -515,7 +516,7 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
     elif several_only:
         poisoned = False
         why = (f"l/p = {outcome.score:.2f}, not samples of several source classes (a dense "
-               f"core is judged by that rule only)")
+               f"core that does not stand apart is judged by that rule only)")
     else:
         one_source = (outcome.score < used.exre and source_share >= needed
                       and outcome.source is not None)
@@ -632,7 +633,8 @@ def _no_candidate_judgement(clustering: ClassClustering, used: Thresholds,
            f"smallest cluster holds {share:.1%} of the class (> size threshold {used.size:.0%})")
     silhouette = clustering.silhouette if clustering.silhouette is not None else float("nan")
     if cleared:
-        why += " (dense cores only, each judged by the several-sources rule alone)"
+        why += (" (modes toward dense cores that do not stand apart only, each judged by the "
+                "several-sources rule alone)")
     reason = "; ".join([f"no candidate: {why}", *cleared])
     if tail is not None:
         reason += "; " + tail.explain(clustering.label, len(clustering.positions))
