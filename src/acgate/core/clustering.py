@@ -111,9 +111,10 @@ DENSE_CORE_INSIDE = 0.9
 #: tail (MNIST 20k, random-centre patch at 5%: 1s in class 2, 7s in class 8) crowds into one
 #: core whose direction's split still runs through clean rows (separation 3.0) while the core
 #: lies 4.0-4.8 from them, and the occluded rows go to their source at a mean confidence of only
-#: 0.82-0.89. Over every core of at most :data:`DENSE_CORE_MAX_SHARE` in the cached MNIST,
-#: Fashion-MNIST and MNIST 7+ cells of the attack matrix (302 cores), the cores of clean rows
-#: measured at most 3.7 (Fashion-MNIST shirts); poison cores 2.8-25.7, 180 of 194 at least 4.0.
+#: 0.82-0.89. Over every core of at most :data:`DENSE_CORE_MAX_SHARE` in the cached cells of
+#: the attack matrix (bench/RESULTS.md "dense_cores": MNIST, Fashion-MNIST, MNIST 7+ and Rotten
+#: Tomatoes, 326 cores), the cores of clean rows measured at most 3.66 (Fashion-MNIST shirts;
+#: MNIST 2.67, text none); poison cores 2.80-25.66, 203 of 217 at least 4.0.
 DENSE_CORE_SEPARATION = 4.0
 ClusterMode = int | str
 
