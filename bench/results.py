@@ -58,57 +58,56 @@ AMD EPYC machine (see the third to fifth findings); the attack matrix's `xeon` v
 
 ### Findings (2026-12-02 to -06; tables have the numbers)
 
-- **A dense core that stands apart is judged by every rule, issue 18** (variant `cores` of
-  section `attack_matrix`, 2026-12-06, the 232 cells detected on the same cached Intel Xeon
-  proxies as `guarded`, core of `de8c0f8`). MNIST random-centre patch all-to-all 5% lost whole
-  classes: one source per target class, which no k-means level of k <= 4 isolates, which sits
-  off the class's whitened tail (so the tails' retrain trains on it and learns it), and whose
-  occluded rows go to their source at a mean confidence of only 0.82-0.89 (the one-source rule
-  asks 0.9). But its rows crowd into one HDBSCAN core per class, which in 5 of the 8 classes
-  missed lies 4.0-7.8 pooled standard deviations from the rest of its class along the core's
-  direction (3.6-3.9 in the other 3), while the direction's 1-D split may still run through
-  clean rows (3.0). Over every core of at most 20% of a class in the
-  cached cells (302 image cores, 25 text), cores of clean rows measured at most 3.7
-  (Fashion-MNIST shirts; MNIST 2.7, text none), poison cores 2.8-25.7 (180 of 194 image cores
-  >= 4.0). So a core at >= 4.0 (`acgate.core.clustering.DENSE_CORE_SEPARATION`) is judged by
-  every rule, the one-source rule included with its separation in place of the mean
-  confidence (typicality, confusion and the held-out overlap still asked), and is itself the
-  candidate when its direction's split does not separate. Result: random-centre
-  **0.818 / 0.726 -> 0.864 / 0.860** (seed 2 0.726 -> 0.864, classes 0 and 6 found; seed 0
-  finds class 8 and loses class 3, whose tail's clump in the changed retrain holds 28 rows
-  where 44 are needed; seed 1 the same classes and 2 more rows); **the other 229 cells flag
-  the same classes and the same rows, every clean run included**. Still missed there (target
-  0.95 mean): class 2 on seeds 0 and 2 (the core's occluded 1s went to 1, resp. 8, at median
-  typicality 0.03 and just under 0.05, the cut: atypical of any digit), and the cores
+- **A dense core that stands apart is judged by every rule, issue 18** (variant `cores` of section
+  `attack_matrix`, 2026-12-06, the 232 cells detected on the same cached Intel Xeon proxies as
+  `guarded`, core of `02ef3ef`). MNIST random-centre patch all-to-all 5% lost whole classes: one
+  source per target class, which no k-means level of k <= 4 isolates, which sits off the class's
+  whitened tail (so the tails' retrain trains on it and learns it), and whose occluded rows go to
+  their source at a mean confidence of only 0.82-0.89 (the one-source rule asks 0.9). But its rows
+  crowd into one HDBSCAN core per class, which in 5 of the 8 classes missed lies 4.0-7.8 pooled
+  standard deviations from the rest of its class along the core's direction (3.6-3.9 in the other
+  3), while the direction's 1-D split may still run through clean rows (3.0). Over every core of
+  at most 20% of a class in the cached cells (section `dense_cores`, 326 cores), cores of clean
+  rows measured at most 3.66 (Fashion-MNIST shirts; MNIST 2.67, text none), poison cores
+  2.80-25.66 (203 of 217 at >= 4.0). So a core at >= 4.0
+  (`acgate.core.clustering.DENSE_CORE_SEPARATION`) is judged by every rule, the one-source rule
+  included with its separation in place of the mean confidence (typicality, confusion and the
+  held-out overlap still asked), and is itself the candidate when its direction's split does not
+  separate. Result: random-centre **0.818 / 0.726 -> 0.864 / 0.860** (seed 2 0.726 -> 0.864,
+  classes 0 and 6 found; seed 0 finds class 8 and loses class 3, whose tail's clump in the changed
+  retrain holds 28 rows where 44 are needed; seed 1 the same classes and 2 more rows); **the other
+  229 cells flag the same classes and the same rows, every clean run included**. Still missed
+  there (target 0.95 mean): class 2 on seeds 0 and 2 (the core's occluded 1s went to 1, resp. 8,
+  at median typicality 0.03 and just under 0.05, the cut: atypical of any digit), and the cores
   under 4.0 (class 2 and 8 on seed 1, class 8 on seed 2).
-- **Three rules for what the Intel Xeon's proxies showed, issue 18** (variants `wideband`,
-  `again` and `guarded` of section `attack_matrix`, 2026-12-06, the 232 cells of `xeon` detected
-  on the same cached Xeon proxies; `guarded` is today's default, core of `0f6122c`). (1) The
+- **Three rules for what the Intel Xeon's proxies showed, issue 18** (variants `wideband`, `again`
+  and `guarded` of section `attack_matrix`, 2026-12-06, the 232 cells of `xeon` detected on the
+  same cached Xeon proxies; `guarded`, core of `0f6122c`, was the default until `cores`). (1) The
   several-sources rule's wide branch from 4 effective classes with median typicality >= 0.12
   (below 5; `wideband`, core of `9fddec3`): Fashion-MNIST blend all-to-one 1% seed 2 0.000 ->
   0.448, its blended pullovers (4.6 classes, 0.17) found; the natural modes in that band reach
   0.09 (clean 7+ seed 2; digits 0.06); every other cell the same. (2) The proxy's confusion and
   the held-out overlap, each below its cut but both at least half of it, together a natural
-  overlap (look-alikes only; `acgate.core.exre.OVERLAP_TOGETHER_SHARE`): the Xeon's sneakers
-  sent to ankle boot (confusion 0.024, overlap 0.018-0.022 against a median of 0) are cleared,
-  Fashion blend seeds 1 / 2 0.418 / 0.448 -> 0.724 / 0.962 (seed 1's class 7 stays flagged by
-  its tail's clump of sneakers: the rule is not applied to tails, where it would clear seed 1's
-  poisoned class 1, overlap 0.018 against 0.001 and a trouser-dress confusion of 0.024). Of the
-  4,190 candidates in the `lookalike` and `redraw` records only those four change; the nearest
-  poison candidate reaches 0.84 of the half cuts. (3) Beside proven poison, a cleared candidate
-  judged again on the tails' retrain, whose training also lacks the poison only the tail shows
-  (that poison re-teaches the trigger in the candidates' retrain): MNIST three sources 10% seed
-  0 0.800 -> **1.000** (a dense core of 79 rows of the third source's poison, l/p 79 in the
-  candidates' retrain, 62% to its source at confidence 0.95 in the tails'). Unguarded (`again`)
-  it also flagged natural modes the tails' retrain left without a home: 7+ <- 6 seed 1 0.999 ->
-  0.410 (39% of the merged class), and writing styles of 1s in 6 poisoned digits cells (3 lost
-  0.11-0.19, 3 gained 0.09-0.35); so it asks classes of >= 1,000 rows and candidates of <= 25% of
-  the class (`guarded`). Result (`guarded` against `lookalike`): Fashion-MNIST blend all-to-one
-  1% **0.988 / 0.724 / 0.962** (was 0.988 / 0.418 / 0.000; mean 0.891, target still missed on
-  seed 1), three sources 10% seed 0 0.800 -> 1.000; **the other 229 cells flag the same classes
-  and the same numbers of rows and of poison rows**, every clean run included (clean digits
-  still flag a class on 2 of 5 seeds, digits 7+ on 4 of 5, as before). Poisoned cases meeting
-  the issue's target (mean >= 0.95, every seed >= 0.9): 28 of 56 (27 before).
+  overlap (look-alikes only; `acgate.core.exre.OVERLAP_TOGETHER_SHARE`): the Xeon's sneakers sent
+  to ankle boot (confusion 0.024, overlap 0.018-0.022 against a median of 0) are cleared, Fashion
+  blend seeds 1 / 2 0.418 / 0.448 -> 0.724 / 0.962 (seed 1's class 7 stays flagged by its tail's
+  clump of sneakers: the rule is not applied to tails, where it would clear seed 1's poisoned
+  class 1, overlap 0.018 against 0.001 and a trouser-dress confusion of 0.024). Of the 4,190
+  candidates in the `lookalike` and `redraw` records only those four change; the nearest poison
+  candidate reaches 0.84 of the half cuts. (3) Beside proven poison, a cleared candidate judged
+  again on the tails' retrain, whose training also lacks the poison only the tail shows (that
+  poison re-teaches the trigger in the candidates' retrain): MNIST three sources 10% seed 0 0.800
+  -> **1.000** (a dense core of 79 rows of the third source's poison, l/p 79 in the candidates'
+  retrain, 62% to its source at confidence 0.95 in the tails'). Unguarded (`again`) it also
+  flagged natural modes the tails' retrain left without a home: 7+ <- 6 seed 1 0.999 -> 0.410 (39%
+  of the merged class), and writing styles of 1s in 6 poisoned digits cells (3 lost 0.11-0.19, 3
+  gained 0.09-0.35); so it asks classes of >= 1,000 rows and candidates of <= 25% of the class
+  (`guarded`). Result (`guarded` against `lookalike`): Fashion-MNIST blend all-to-one 1% **0.988 /
+  0.724 / 0.962** (was 0.988 / 0.418 / 0.000; mean 0.891, target still missed on seed 1), three
+  sources 10% seed 0 0.800 -> 1.000; **the other 229 cells flag the same classes and the same
+  numbers of rows and of poison rows**, every clean run included (clean digits still flag a class
+  on 2 of 5 seeds, digits 7+ on 4 of 5, as before). Poisoned cases meeting the issue's target
+  (mean >= 0.95, every seed >= 0.9): 28 of 56 (27 before).
 - **A held-out overlap explains look-alikes only: the all-to-all poison it cleared is back, issue
   18** (variant `lookalike` of section `attack_matrix`, 2026-12-06: the default detector with the
   rule, core of `783b39f`, on the 232 cells of `xeon`, detecting on the same cached Intel Xeon

@@ -251,14 +251,22 @@ def test_a_dense_core_off_every_principal_direction_gives_a_dense_core_candidate
     assert dense_core_candidates(reduced[:DENSE_MIN_CLASS_ROWS - 1], random_state=0) == ()
 
 
-def test_a_dense_core_in_a_class_larger_than_the_sample_is_split_over_every_row():
-    from acgate.core.clustering import DENSE_MAX_ROWS, dense_core_candidates
+def _class_larger_than_the_sample(planted_rows, shift):
+    """A Gaussian class of 2,000 rows more than the dense-core sample, with a planted core."""
+    from acgate.core.clustering import DENSE_MAX_ROWS
 
     rng = np.random.default_rng(1)
     n = DENSE_MAX_ROWS + 2000
     reduced = rng.normal(size=(n, 10))
-    planted = rng.choice(n, 200, replace=False)
-    reduced[planted] = np.full(10, 2.5) + rng.normal(scale=0.3, size=(200, 10))
+    planted = rng.choice(n, planted_rows, replace=False)
+    reduced[planted] = np.full(10, shift) + rng.normal(scale=0.3, size=(planted_rows, 10))
+    return reduced, planted
+
+
+def test_a_dense_core_in_a_class_larger_than_the_sample_is_split_over_every_row():
+    from acgate.core.clustering import dense_core_candidates
+
+    reduced, planted = _class_larger_than_the_sample(200, 2.5)
     (candidate,) = dense_core_candidates(reduced, random_state=0)
     assert set(planted.tolist()) <= set(candidate.members.tolist())
     assert len(candidate.members) < 260
@@ -283,13 +291,9 @@ def test_a_dense_core_whose_direction_does_not_split_off_is_itself_the_candidate
 
 
 def test_a_core_standing_alone_in_a_class_larger_than_the_sample_takes_every_row_near_it():
-    from acgate.core.clustering import DENSE_MAX_ROWS, dense_core_candidates
+    from acgate.core.clustering import dense_core_candidates
 
-    rng = np.random.default_rng(1)
-    n = DENSE_MAX_ROWS + 2000
-    reduced = rng.normal(size=(n, 10))
-    planted = rng.choice(n, 300, replace=False)
-    reduced[planted] = np.full(10, 1.4) + rng.normal(scale=0.3, size=(300, 10))
+    reduced, planted = _class_larger_than_the_sample(300, 1.4)
     (candidate,) = dense_core_candidates(reduced, random_state=0)
     # Found in the sample, its rows outside the sample joined by their nearest sampled row.
     assert candidate.alone and set(planted.tolist()) <= set(candidate.members.tolist())
