@@ -4,12 +4,12 @@ The table that chose ``acgate.core.clustering.DENSE_CORE_SEPARATION``: for every
 attack matrix whose proxy activations are cached (``python bench/attack_matrix.py
 --reuse-activations`` with ``$ACGATE_BENCH_CACHE`` set made them), every class of at least
 ``DENSE_MIN_CLASS_ROWS`` rows is reduced as the scan reduces it (PCA 10, rows in sample-id
-order), HDBSCAN finds its dense cores in the whitened reduced activations exactly as
-``dense_core_candidates`` does (same minimum cluster, ``min_samples`` and seeded sample), and
-each core of at most ``DENSE_CORE_MAX_SHARE`` of the class is measured: its rows' distance from
-the rest of the class along the direction from the class's centre to the core, in pooled
-standard deviations (the core separation). A core is *poison* when at least half its rows are
-the poisoner's. No proxy is trained: cells without cached activations are listed as skipped.
+order), ``acgate.core.clustering.dense_cores`` finds its dense cores (the function
+``dense_core_candidates`` takes them from: at most ``DENSE_CORE_MAX_SHARE`` of the class), and
+each is measured: its rows' distance from the rest of the class along the direction from the
+class's centre to the core, in pooled standard deviations (the core separation). A core is
+*poison* when at least half its rows are the poisoner's. No proxy is trained: cells without
+cached activations are listed as skipped.
 
 Usage: ``ACGATE_BENCH_CACHE=... python bench/dense_cores.py [--cases GLOB ...] [--seeds 0,1,2]``
 writes ``bench/parts/dense_cores.md``.
@@ -52,36 +52,16 @@ class Core:
 
 
 def class_cores(reduced: np.ndarray, random_state: int) -> list[tuple[np.ndarray, float]]:
-    """Each dense core of one class (as ``dense_core_candidates`` finds them) and its separation.
+    """Each dense core of one class (``acgate.core.clustering.dense_cores``) and its separation.
 
     Returns:
         ``(mask over the class's rows, core separation)`` per core of at most
         ``DENSE_CORE_MAX_SHARE`` of the class.
     """
-    from sklearn.cluster import HDBSCAN
+    from acgate.core.clustering import dense_cores
 
-    from acgate.core import clustering
-    from acgate.core.tail import whitened
-
-    n = len(reduced)
-    space = whitened(reduced)
-    sample = np.arange(n)
-    if n > clustering.DENSE_MAX_ROWS:
-        rng = np.random.default_rng(random_state)
-        sample = np.sort(rng.choice(n, clustering.DENSE_MAX_ROWS, replace=False))
-    smallest = max(clustering.MIN_CANDIDATE_SIZE,
-                   int(np.ceil(clustering.DENSE_CORE_MIN_SHARE * len(sample))))
-    labels = HDBSCAN(min_cluster_size=smallest, min_samples=clustering.DENSE_MIN_SAMPLES,
-                     copy=True).fit(space[sample]).labels_
-    cores = []
-    for core in range(int(labels.max()) + 1):
-        in_core = sample[labels == core]
-        if len(in_core) > clustering.DENSE_CORE_MAX_SHARE * len(sample):
-            continue
-        projection = space @ (space[in_core].mean(axis=0) - space.mean(axis=0))
-        mask = clustering._core_members(space, sample, labels == core)
-        cores.append((mask, clustering._pooled_separation(projection[mask], projection[~mask])))
-    return cores
+    return [(core.members, core.separation)
+            for core in dense_cores(reduced, random_state=random_state)]
 
 
 def cell_cores(case: Any, seed: int, rows: int) -> list[Core] | None:

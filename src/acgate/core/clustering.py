@@ -488,6 +488,65 @@ def direction_candidates(
     return tuple(sorted((c for _, c in found), key=lambda c: -float(c.separation or 0.0)))
 
 
+@dataclass(frozen=True)
+class DenseCore:
+    """One dense core of a class, found by :func:`dense_cores`.
+
+    Attributes:
+        sampled: Row indices (into the class) of the core's rows in HDBSCAN's sample.
+        members: Mask over the class's rows: the core's rows, a row outside the sample joining
+            its nearest sampled row's core.
+        projection: Every row of the class projected on the direction from the class's centre
+            to the core (whitened reduced space).
+        rows: The core's size, its count in the sample scaled to the class.
+        separation: Distance of the members from the rest of the class along that direction,
+            in pooled standard deviations (see :data:`DENSE_CORE_SEPARATION`).
+    """
+
+    sampled: np.ndarray
+    members: np.ndarray
+    projection: np.ndarray
+    rows: int
+    separation: float
+
+
+def dense_cores(reduced: np.ndarray, *, random_state: int,
+                min_size: int = MIN_CANDIDATE_SIZE) -> tuple[DenseCore, ...]:
+    """HDBSCAN's dense cores of one class of at most :data:`DENSE_CORE_MAX_SHARE` of it.
+
+    The cores are found in the whitened reduced activations, in a seeded sample of
+    :data:`DENSE_MAX_ROWS` rows of a larger class; deterministic for a given ``random_state``.
+
+    Args:
+        reduced: The class's reduced activations (n x d).
+        random_state: Seed of the sample.
+        min_size: Smallest core HDBSCAN may return (with :data:`DENSE_CORE_MIN_SHARE`).
+
+    Returns:
+        The cores, in HDBSCAN's order.
+    """
+    n = len(reduced)
+    space = whitened(reduced)
+    sample = np.arange(n)
+    if n > DENSE_MAX_ROWS:
+        rng = np.random.default_rng(random_state)
+        sample = np.sort(rng.choice(n, DENSE_MAX_ROWS, replace=False))
+    smallest = max(min_size, int(np.ceil(DENSE_CORE_MIN_SHARE * len(sample))))
+    labels = HDBSCAN(min_cluster_size=smallest, min_samples=DENSE_MIN_SAMPLES,
+                     copy=True).fit(space[sample]).labels_
+    found = []
+    for core in range(int(labels.max()) + 1):  # HDBSCAN's noise is -1
+        sampled = sample[labels == core]
+        if len(sampled) > DENSE_CORE_MAX_SHARE * len(sample):
+            continue
+        projection = space @ (space[sampled].mean(axis=0) - space.mean(axis=0))
+        members = _core_members(space, sample, labels == core)
+        found.append(DenseCore(sampled, members, projection,
+                               round(len(sampled) * n / len(sample)),  # the sample's, scaled
+                               _pooled_separation(projection[members], projection[~members])))
+    return tuple(found)
+
+
 def dense_core_candidates(
     reduced: np.ndarray,
     *,
@@ -516,38 +575,22 @@ def dense_core_candidates(
     n = len(reduced)
     if n < DENSE_MIN_CLASS_ROWS:
         return ()
-    space = whitened(reduced)
-    sample = np.arange(n)
-    if n > DENSE_MAX_ROWS:
-        rng = np.random.default_rng(random_state)
-        sample = np.sort(rng.choice(n, DENSE_MAX_ROWS, replace=False))
-    smallest = max(min_size, int(np.ceil(DENSE_CORE_MIN_SHARE * len(sample))))
-    cores = HDBSCAN(min_cluster_size=smallest, min_samples=DENSE_MIN_SAMPLES,
-                    copy=True).fit(space[sample]).labels_
     found: list[tuple[np.ndarray, CandidateCluster]] = []
-    for core in range(int(cores.max()) + 1):  # HDBSCAN's noise is -1
-        in_core = sample[cores == core]
-        if len(in_core) > DENSE_CORE_MAX_SHARE * len(sample):
-            continue
-        direction = space[in_core].mean(axis=0) - space.mean(axis=0)
-        projection = space @ direction
-        core_rows = round(len(in_core) * n / len(sample))  # the sample's count, scaled
-        in_class = _core_members(space, sample, cores == core)
-        core_separation = _pooled_separation(projection[in_class], projection[~in_class])
-        mask, separation = _core_side(projection, in_core, min_separation)
+    for core in dense_cores(reduced, random_state=random_state, min_size=min_size):
+        mask, separation = _core_side(core.projection, core.sampled, min_separation)
         alone = mask is None
         if alone:
-            if core_separation < DENSE_CORE_SEPARATION:
+            if core.separation < DENSE_CORE_SEPARATION:
                 continue
-            mask, separation = in_class, core_separation
+            mask, separation = core.members, core.separation
         size = int(mask.sum())
         if size < min_size or size > max_share * n:
             continue
         if any(_jaccard(mask, listed) >= SAME_CANDIDATE_JACCARD for listed, _ in found):
             continue
         found.append((mask, CandidateCluster(np.flatnonzero(mask), 2, 1.0, separation=separation,
-                                             core=core_rows, alone=alone,
-                                             core_separation=core_separation)))
+                                             core=core.rows, alone=alone,
+                                             core_separation=core.separation)))
     return tuple(sorted((c for _, c in found), key=lambda c: -float(c.separation or 0.0)))
 
 
