@@ -292,3 +292,29 @@ def test_a_tail_clump_from_a_neighbour_whose_outliers_lean_in_is_a_natural_overl
     assert off.poisoned_classes == (2,)
     (tail_clause,) = [c for c in clauses(off.class_report(2).reason) if c.text.startswith("tail (")]
     assert tail_clause.verdict == "poison"
+
+
+@pytest.mark.parametrize("overlap, confusion, thresholds, cleared", [
+    ((0.022, 0.0), 0.068, Thresholds(), True),              # Fashion-MNIST sneakers, seed 1
+    ((0.022, 0.0), 0.010, Thresholds(), False),             # the proxy does not confuse them
+    ((0.012, 0.0), 0.068, Thresholds(), False),             # the overlap under half its cut
+    ((0.022, 0.005), 0.068, Thresholds(), False),           # nor 6.5 x the other tails' median
+    ((0.022, 0.0), 0.068, Thresholds(confusion=2.0), False),  # the confusion test off
+    ((0.022, 0.0), None, Thresholds(), False),              # no predictions: not measured
+])
+def test_a_tails_clump_is_natural_when_confusion_and_overlap_lean_together(
+        overlap, confusion, thresholds, cleared):
+    # The one-source rule's "together" test, asked of a tail whose clump went to one neighbour.
+    from acgate.core.exre import _with_overlap
+
+    _, verdict = _clumped_tail([5])
+    judged = _with_overlap(verdict, 3, 2000, lambda label, source: overlap, thresholds,
+                           (lambda label, source: confusion) if confusion is not None else None)
+    assert judged.overlap == overlap and judged.confusion == confusion
+    assert judged.clumped and judged.poisoned is not cleared
+    text = judged.explain(3, 2000)
+    assert ("both reach 0.5 of their cuts: together a natural overlap" in text) is cleared
+    assert text.endswith("-> legitimate" if cleared else "-> poison")
+    # A small class is not asked (its tail's overlap is too coarse to measure).
+    assert _with_overlap(verdict, 3, 999, lambda label, source: overlap, thresholds,
+                         lambda label, source: 0.068) is verdict

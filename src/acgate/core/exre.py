@@ -38,6 +38,7 @@ from acgate.core.evidence import (
 from acgate.core.result import NO_VALUE
 from acgate.core.tail import (
     HELD_OUT_OVERLAP_MIN_CLASS_ROWS,
+    OVERLAP_TOGETHER_SHARE,
     TAIL_GROUP,
     TailVerdict,
     describe_overlap,
@@ -129,15 +130,6 @@ TYPICALITY_REFERENCE_ROWS = 300
 #: 0.18-0.28 (7s to 9, sneakers to ankle boot); the MNIST all-to-all poison the overlap
 #: cleared (class 9 from 8, at 6.7-10.7x the other tails' median) at 0.31-0.50.
 OVERLAP_LOOKALIKE_TYPICALITY = 0.3
-#: The proxy's confusion and the held-out overlap each below its cut but both at least this
-#: share of it (the overlap still at least :data:`acgate.core.tail.HELD_OUT_OVERLAP_RATIO` times
-#: the other tails' median) are, together, a natural overlap: two measurements of the same
-#: pair leaning together. On the Intel Xeon's proxies the sneakers sent to ankle boot (Fashion-
-#: MNIST blend all-to-one, seeds 1 and 2: confusion 0.024, overlap 0.018-0.022 against a median
-#: of 0.000, typicality 0.10-0.28) were flagged in two poisoned runs whose poison was elsewhere;
-#: of the 4,190 candidates of both CPUs' records no poison candidate reached more than 0.84 of
-#: these half cuts (bench/RESULTS.md "attack matrix", variant ``again``).
-OVERLAP_TOGETHER_SHARE = 0.5
 
 #: Beside proven poison, a cleared candidate is judged again on the tails' retrain
 #: (:func:`_flag_again`) in classes of at least this many rows ...
@@ -983,7 +975,7 @@ def judge_exre(clusterings: Sequence[ClassClustering],
                                                     leave_out=leave_out)
     typicality = _typicality(groups, outcomes, labels, retrain, leave_out,
                              evidence.random_state)
-    tails, overlap_of = _tails(judged, groups, leave_out, evidence)
+    tails, overlap_of = _tails(judged, groups, leave_out, evidence, confusion_of)
     again, again_typicality = _again_without_tails(judged, groups, leave_out, tails, evidence)
     judgements: dict[int, ClassJudgement] = {}
     for clustering in judged:
@@ -1045,7 +1037,7 @@ def _again_without_tails(judged: Sequence[ClassClustering], groups: Groups,
 
 
 def _tails(judged: Sequence[ClassClustering], groups: Groups, leave_out: np.ndarray | None,
-           evidence: Evidence
+           evidence: Evidence, confusion_of: Callable[[int, int], float] | None = None
            ) -> tuple[dict[int, tuple[TailVerdict, ExReOutcome]],
                       Callable[[int, int], tuple[float, float] | None] | None]:
     """Every class's tail, judged by a second retrain without the tails and the candidates.
@@ -1084,23 +1076,28 @@ def _tails(judged: Sequence[ClassClustering], groups: Groups, leave_out: np.ndar
         verdict = tail_verdict(space, members[label], label, outcome.predicted,
                                outcome.max_probability, typical)
         tails[label] = (_with_overlap(verdict, label, len(space), overlap_of,
-                                      evidence.thresholds_for(label).overlap), outcome)
+                                      evidence.thresholds_for(label), confusion_of), outcome)
     return tails, overlap_of
 
 
 def _with_overlap(tail: TailVerdict, label: int, n_class: int,
                   overlap_of: Callable[[int, int], tuple[float, float] | None],
-                  threshold: float) -> TailVerdict:
+                  thresholds: Thresholds,
+                  confusion_of: Callable[[int, int], float] | None = None) -> TailVerdict:
     """The tail with the held-out overlap of its class and its clump's source, when asked.
 
     Asked in large classes whose clump would make the tail poison: with a natural overlap (at
-    ``threshold``, the class's ``Thresholds.overlap``) only the clump's rows sent to other
-    classes count (:attr:`TailVerdict.poisoned`).
+    the class's ``Thresholds.overlap``, or together with the proxy's confusion of the two
+    classes: :func:`_together`) only the clump's rows sent to other classes count
+    (:attr:`TailVerdict.poisoned`).
     """
     if n_class < HELD_OUT_OVERLAP_MIN_CLASS_ROWS or tail.source is None or not tail.clumped:
         return tail
-    return dataclasses.replace(tail, overlap=overlap_of(label, tail.source),
-                               overlap_threshold=threshold)
+    overlap = overlap_of(label, tail.source)
+    confusion = confusion_of(label, tail.source) if confusion_of is not None else None
+    together = overlap is not None and _together(confusion, *overlap, thresholds)
+    return dataclasses.replace(tail, overlap=overlap, overlap_threshold=thresholds.overlap,
+                               confusion=confusion, together=together)
 
 
 def _confusion_test(groups: Groups, evidence: Evidence) -> Callable[[int, int], float] | None:

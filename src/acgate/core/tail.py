@@ -26,8 +26,10 @@ looks at where the retrained model sends those rows:
 - unless, in a large class, the class the clump mostly went to and this one overlap by
   nature: the same retrain sends that class's own tail here far more than other classes'
   tails (:func:`held_out_overlap`, which exclusionary reclassification's one-source rule asks
-  too). Then only the clump's rows sent to other classes count: all-to-one poison's clump
-  goes to many source classes, a natural look-alike's to its one neighbour.
+  too), or both that overlap and the proxy's own confusion of the two classes reach half their
+  cuts (the same "together" test the one-source rule asks). Then only the clump's rows sent to
+  other classes count: all-to-one poison's clump goes to many source classes, a natural
+  look-alike's to its one neighbour.
 
 Measured in ``bench/RESULTS.md`` ("attack_matrix", variant ``default``).
 """
@@ -88,6 +90,16 @@ HELD_OUT_OVERLAP_MIN_OTHERS = 2
 #: at least :data:`TAIL_SHARE` of as many (a tail of a digits-sized class, ~36 rows, moves the
 #: share 0.03 with one row).
 HELD_OUT_OVERLAP_MIN_CLASS_ROWS = 1000
+#: The proxy's confusion and the held-out overlap each below its cut but both at least this
+#: share of it (the overlap still at least :data:`HELD_OUT_OVERLAP_RATIO` times
+#: the other tails' median) are, together, a natural overlap: two measurements of the same
+#: pair leaning together. On the Intel Xeon's proxies the sneakers sent to ankle boot (Fashion-
+#: MNIST blend all-to-one, seeds 1 and 2: confusion 0.024, overlap 0.018-0.022 against a median
+#: of 0.000, typicality 0.10-0.28) were flagged in two poisoned runs whose poison was elsewhere;
+#: of the 4,190 candidates of both CPUs' records no poison candidate reached more than 0.84 of
+#: these half cuts (bench/RESULTS.md "attack matrix", variant ``again``). Asked of the one-source
+#: rule (:func:`acgate.core.exre.one_source_verdict`) and of a tail's clump (:class:`TailVerdict`).
+OVERLAP_TOGETHER_SHARE = 0.5
 
 
 def whitened(reduced: np.ndarray) -> np.ndarray:
@@ -137,6 +149,10 @@ class TailVerdict:
             clump row then counts).
         overlap_threshold: The overlap's cut (:func:`natural_overlap`; the class's
             ``Thresholds.overlap``).
+        confusion: The proxy's confusion of the class and ``source``
+            (:func:`acgate.core.exre.natural_confusion`), or ``None`` when not asked.
+        together: The overlap and that confusion, each under its cut, both reach
+            :data:`OVERLAP_TOGETHER_SHARE` of it: a natural overlap too.
     """
 
     members: np.ndarray
@@ -149,6 +165,8 @@ class TailVerdict:
     overlap: tuple[float, float] | None = None
     sent_to: np.ndarray | None = None
     overlap_threshold: float = HELD_OUT_OVERLAP
+    confusion: float | None = None
+    together: bool = False
 
     @property
     def clump(self) -> np.ndarray:
@@ -168,8 +186,8 @@ class TailVerdict:
     @property
     def natural(self) -> bool:
         """Whether the clump's class and this one overlap by nature (measured and natural)."""
-        return self.overlap is not None and natural_overlap(*self.overlap,
-                                                            threshold=self.overlap_threshold)
+        return self.overlap is not None and (self.together or natural_overlap(
+            *self.overlap, threshold=self.overlap_threshold))
 
     @property
     def beyond_source(self) -> int:
@@ -204,6 +222,11 @@ class TailVerdict:
             return ""
         natural, clause = describe_overlap(label, self.source, *self.overlap,
                                            threshold=self.overlap_threshold)
+        if not natural and self.together:
+            natural = True
+            clause += (f", but with the proxy's confusion of the two ({self.confusion:.3f}) "
+                       f"both reach {OVERLAP_TOGETHER_SHARE:g} of their cuts: together a natural "
+                       "overlap")
         if natural and self.sent_to is None:
             clause += ", where the clump's rows went is not recorded: every one counts"
         elif natural:
