@@ -88,7 +88,7 @@ AMD EPYC machine (see the third to fifth findings); the attack matrix's `xeon` v
   0.448, its blended pullovers (4.6 classes, 0.17) found; the natural modes in that band reach
   0.09 (clean 7+ seed 2; digits 0.06); every other cell the same. (2) The proxy's confusion and
   the held-out overlap, each below its cut but both at least half of it, together a natural
-  overlap (look-alikes only; `acgate.core.exre.OVERLAP_TOGETHER_SHARE`): the Xeon's sneakers sent
+  overlap (look-alikes only; `acgate.core.tail.OVERLAP_TOGETHER_SHARE`): the Xeon's sneakers sent
   to ankle boot (confusion 0.024, overlap 0.018-0.022 against a median of 0) are cleared, Fashion
   blend seeds 1 / 2 0.418 / 0.448 -> 0.724 / 0.962 (seed 1's class 7 stays flagged by its tail's
   clump of sneakers: the rule is not applied to tails, where it would clear seed 1's poisoned

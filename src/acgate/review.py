@@ -18,7 +18,7 @@ Near misses (one rule per test the default decision uses):
   or held out by the tails' retrain: its cut is the larger of its two), or cleared by the
   held-out overlap as look-alikes at a typicality at least :data:`NEAR_RELATIVE` of the cut
   (:data:`acgate.core.exre.OVERLAP_LOOKALIKE_TYPICALITY`), or by the proxy's confusion and the
-  held-out overlap together, each below its cut (:data:`acgate.core.exre.OVERLAP_TOGETHER_SHARE`:
+  held-out overlap together, each below its cut (:data:`acgate.core.tail.OVERLAP_TOGETHER_SHARE`:
   always a near miss), or as not sure enough (confidence or typicality at least
   :data:`NEAR_RELATIVE` of their cut);
 - the tail's clump reached at least :data:`NEAR_CLUMP_SHARE` of the rows it needs.

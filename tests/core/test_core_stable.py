@@ -427,3 +427,21 @@ def test_the_one_source_rule_asks_how_surely_a_large_class_candidate_went(confid
                               typicality=typicality)[0] is False
     assert one_source_verdict(0.1, 0.3, 0.0, Thresholds(), confidence=confidence,
                               typicality=typicality)[0] is False
+
+
+def test_dense_cores_are_what_the_candidates_and_the_bench_measure():
+    from acgate.core.clustering import dense_core_candidates, dense_cores
+
+    rng = np.random.default_rng(0)
+    reduced = rng.normal(size=(2000, 10))
+    reduced[:100] = np.full(10, 1.4) + rng.normal(scale=0.3, size=(100, 10))
+    (core,) = dense_cores(reduced, random_state=0)
+    (candidate,) = dense_core_candidates(reduced, random_state=0)
+    # The core standing alone is the candidate: its members, rows and separation.
+    assert np.flatnonzero(core.members).tolist() == candidate.members.tolist()
+    assert core.rows == candidate.core == len(core.sampled) == 100
+    assert core.separation == candidate.core_separation
+    assert core.projection.shape == (2000,)
+    # Below the class size the candidates ask, the cores are still there to measure.
+    assert dense_cores(reduced[:800], random_state=0)
+    assert dense_core_candidates(reduced[:800], random_state=0) == ()
