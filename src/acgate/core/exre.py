@@ -672,9 +672,9 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
     is_poisoned = any(v.poisoned for v in verdicts)
     if tail_poisoned:
         # Beside a poison candidate, the tail's clump joins it (the rows within its reach).
-        reach = tail.members[tail.reach]
+        reach = tail.members[tail.flagged]
         flagged[reach] = True
-        sample_sources[reach] = tail_outcome.predicted[tail.reach]
+        sample_sources[reach] = tail_outcome.predicted[tail.flagged]
     proven = {v.outcome.source for v in verdicts if v.poisoned}
     if tail_poisoned:
         proven.add(tail.source)
@@ -730,7 +730,7 @@ def _tail_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdic
     label = clustering.label
     n_class = len(clustering.positions)
     flagged = np.zeros(n_class, dtype=bool)
-    flagged[tail.members[tail.reach]] = True
+    flagged[tail.members[tail.flagged]] = True
     unsure_clause = _flag_unsure(verdicts, label, flagged, {tail.source})
     again_clause = _flag_again(again, label, flagged, {tail.source})
     sample_sources = _candidate_sources(verdicts, n_class)

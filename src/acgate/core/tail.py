@@ -65,6 +65,15 @@ TAIL_REACH = 0.3
 TAIL_MIN_COHESIVE = 10
 #: ... and at least this share of the class.
 TAIL_MIN_COHESIVE_SHARE = 0.02
+#: A tail without a clump is poison too when its flips (as many as a clump needs) went to at
+#: least this effective number of classes (the inverse Simpson index of their destinations):
+#: all-to-one poison at 0.3% is 6-7 rows per source class, too few to clump, but held out they
+#: go back to all nine sources, while a class's natural hard cases go to their few neighbours.
+#: The table that chose it: bench/RESULTS.md "attack_matrix", variant ``spread``.
+TAIL_SPREAD_CLASSES = 6.0
+#: ... asked in classes of at least this many rows (a digits-sized class's tail, ~36 rows,
+#: has too few flips to measure a spread).
+TAIL_SPREAD_MIN_CLASS_ROWS = 1000
 
 #: Held-out overlap (:func:`held_out_overlap`): two classes overlap by nature when the tails'
 #: retrain (trained without every class's tail and every candidate) sends at least this share
@@ -153,6 +162,7 @@ class TailVerdict:
             (:func:`acgate.core.exre.natural_confusion`), or ``None`` when not asked.
         together: The overlap and that confusion, each under its cut, both reach
             :data:`OVERLAP_TOGETHER_SHARE` of it: a natural overlap too.
+        class_rows: Rows of the class (0: not recorded; the spread is then not asked).
     """
 
     members: np.ndarray
@@ -167,6 +177,7 @@ class TailVerdict:
     overlap_threshold: float = HELD_OUT_OVERLAP
     confusion: float | None = None
     together: bool = False
+    class_rows: int = 0
 
     @property
     def clump(self) -> np.ndarray:
@@ -197,9 +208,34 @@ class TailVerdict:
         return int((self.clump & (np.asarray(self.sent_to) != self.source)).sum())
 
     @property
+    def spread(self) -> float:
+        """The effective number of classes the flips went to (0 when not recorded)."""
+        if self.sent_to is None or not self.flips.any():
+            return 0.0
+        shares = np.bincount(np.asarray(self.sent_to)[self.flips]) / int(self.flips.sum())
+        return float(1.0 / np.sum(shares ** 2))
+
+    @property
+    def scattered(self) -> bool:
+        """Whether, with no clump, its flips went to several source classes.
+
+        See :data:`TAIL_SPREAD_CLASSES`.
+        """
+        return (not self.clumped and self.class_rows >= TAIL_SPREAD_MIN_CLASS_ROWS
+                and int(self.flips.sum()) >= self.needed
+                and self.spread >= TAIL_SPREAD_CLASSES)
+
+    @property
     def poisoned(self) -> bool:
         """Whether the tail holds poison."""
+        if self.scattered:
+            return True
         return self.clumped and (not self.natural or self.beyond_source >= self.needed)
+
+    @property
+    def flagged(self) -> np.ndarray:
+        """Per tail row: flagged when the tail is poison (the clump's reach, or the flips)."""
+        return self.flips if self.scattered else self.reach
 
     def explain(self, label: int, n_class: int) -> str:
         """The verdict in words."""
@@ -213,8 +249,18 @@ class TailVerdict:
                 f"clump of {int(self.clump.sum())} sent away amid them (>= {TAIL_CLUMP:.0%} of "
                 f"neighbours cohesive flips{where}), {'>=' if self.clumped else '<'} "
                 f"{self.needed} needed"
-                + self._overlap_clause(label)
+                + self._overlap_clause(label) + self._spread_clause()
                 + f" -> {'poison' if self.poisoned else 'legitimate'}")
+
+    def _spread_clause(self) -> str:
+        """The several-sources test of a tail without a clump, in words, when it was asked."""
+        if (self.clumped or self.class_rows < TAIL_SPREAD_MIN_CLASS_ROWS
+                or int(self.flips.sum()) < self.needed or self.sent_to is None):
+            return ""
+        spread = self.spread
+        return (f"; its {int(self.flips.sum())} flips went to {spread:.1f} effective classes "
+                f"({'>=' if spread >= TAIL_SPREAD_CLASSES else '<'} {TAIL_SPREAD_CLASSES:g}"
+                f"{': samples of several source classes' if self.scattered else ''})")
 
     def _overlap_clause(self, label: int) -> str:
         """The held-out overlap test in words, when it was asked."""
@@ -342,4 +388,4 @@ def tail_verdict(space: np.ndarray, members: np.ndarray, label: int, predicted: 
     source = int(np.bincount(sources).argmax()) if len(sources) else None
     return TailVerdict(members=members, sent_away=sent_away, flips=flips, cohesive=cohesive,
                        amid_cohesive=amid_cohesive, needed=needed, source=source,
-                       sent_to=np.asarray(predicted))
+                       sent_to=np.asarray(predicted), class_rows=n_class)
