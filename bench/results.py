@@ -22,7 +22,8 @@ EXPERIMENT_ORDER = ("reducers", "size_threshold", "candidates", "source_share", 
 #: experiments above in full runs only.
 SCRIPT_PARTS = {"text": "bench/text_rotten_tomatoes.py", "beyond": "bench/beyond_paper.py",
                 "detector_variants": "bench/detector_variants.py",
-                "attack_matrix": "bench/attack_matrix.py", "dense_cores": "bench/dense_cores.py"}
+                "attack_matrix": "bench/attack_matrix.py", "dense_cores": "bench/dense_cores.py",
+                "tail_spread": "bench/tail_spread.py"}
 #: Parts written by a command that is not a bench script: name -> the command.
 COMMAND_PARTS = {"image": "IMAGE_TEST_RECORD=1 make image-test"}
 

@@ -170,3 +170,44 @@ def test_the_tails_get_a_retrain_of_their_own_without_the_candidates(
         rows = planted.labels == label
         assert (~tails_mask[rows]).mean() >= TAIL_SHARE - 0.01
     assert not np.any(tails_mask[tails_query])
+
+
+def _scattered_tail(destinations, n_class: int = 1200, flips: int = 40):
+    """A class whose ``flips`` tail rows, spread over the tail, go confidently and typically to
+    ``destinations`` (cycled): all-to-one poison too sparse to clump, or a class's hard cases."""
+    rng = np.random.default_rng(4)
+    x = whitened(rng.normal(size=(n_class, 5)))
+    tail = tail_members(x)
+    flip_at = np.linspace(0, len(tail) - 1, flips).astype(int)
+    predicted = np.full(len(tail), 3)
+    predicted[flip_at] = np.resize(destinations, flips)
+    return tail_verdict(x, tail, 3, predicted, np.full(len(tail), 0.99),
+                        np.full(len(tail), 0.3)), flip_at
+
+
+def test_flips_back_to_many_classes_make_a_tail_without_a_clump_poison():
+    from acgate.core.tail import TAIL_SPREAD_CLASSES
+
+    # Nine sources, as all-to-one poison at 0.3% goes back: 9 effective classes.
+    verdict, flip_at = _scattered_tail([0, 1, 2, 4, 5, 6, 7, 8, 9])
+    assert not verdict.clumped and int(verdict.flips.sum()) == 40 >= verdict.needed
+    assert verdict.spread == pytest.approx(40 ** 2 / (4 * 5 ** 2 + 5 * 4 ** 2))
+    assert verdict.spread >= TAIL_SPREAD_CLASSES and verdict.scattered and verdict.poisoned
+    np.testing.assert_array_equal(np.flatnonzero(verdict.flagged), flip_at)
+    text = verdict.explain(3, 1200)
+    assert text.endswith(f"its 40 flips went to {verdict.spread:.1f} effective classes (>= "
+                         f"{TAIL_SPREAD_CLASSES:g}: samples of several source classes) -> poison")
+
+
+@pytest.mark.parametrize("destinations, n_class, flips", [
+    ([5, 5, 8, 2], 1200, 40),                 # a class's hard cases: a few neighbours (2.7)
+    ([0, 1, 2, 4, 5, 6, 7, 8, 9], 1200, 20),  # too few flips for a clump's need (24)
+    ([0, 1, 2, 4, 5, 6, 7, 8, 9], 900, 40),   # a small class: not asked
+])
+def test_flips_to_few_classes_too_few_flips_or_a_small_class_leave_the_tail_legitimate(
+        destinations, n_class, flips):
+    verdict, _ = _scattered_tail(destinations, n_class, flips)
+    assert not verdict.clumped and not verdict.scattered and not verdict.poisoned
+    assert verdict.explain(3, n_class).endswith("-> legitimate")
+    asked = n_class >= 1000 and flips >= verdict.needed
+    assert ("effective classes (< 6)" in verdict.explain(3, n_class)) is asked
