@@ -21,7 +21,12 @@ Near misses (one rule per test the default decision uses):
   held-out overlap together, each below its cut (:data:`acgate.core.tail.OVERLAP_TOGETHER_SHARE`:
   always a near miss), or as not sure enough (confidence or typicality at least
   :data:`NEAR_RELATIVE` of their cut);
-- the tail's clump reached at least :data:`NEAR_CLUMP_SHARE` of the rows it needs.
+- the tail's clump reached at least :data:`NEAR_CLUMP_SHARE` of the rows it needs, or its
+  clump was cleared as a natural overlap by the tests above (the held-out overlap within
+  :data:`NEAR_CONFUSION_FACTOR` of its cut, or with the proxy's confusion together), or,
+  without a clump, its flips went to at least
+  :data:`NEAR_RELATIVE` of the effective classes that make such a tail poison
+  (:data:`acgate.core.tail.TAIL_SPREAD_CLASSES`).
 """
 
 from __future__ import annotations
@@ -53,12 +58,14 @@ _HELD_OUT_CLAUSE = (r"held out, class (\S+)'s tail goes to class (\S+) at ([0-9.
 _HELD_OUT = re.compile(
     _HELD_OUT_CLAUSE + r"([0-9.]+) \(>= the larger of ([0-9.]+) and ([0-9.]+) x that: a natural")
 _TOGETHER = re.compile(
-    _HELD_OUT_CLAUSE + r"[0-9.]+ \(< [^)]*\), but with the proxy's confusion both reach")
+    _HELD_OUT_CLAUSE + r"[0-9.]+ \(< [^)]*\), but with the proxy's confusion"
+    r"(?: of the two \([0-9.]+\))? both reach")
 _LOOKALIKE = re.compile(
     r"sit at the edge of class (\S+) \(median typicality ([0-9.]+) < ([0-9.]+)\): look-alikes")
 _NOT_SURE = re.compile(
     r"(mean confidence|median typicality) there ([0-9.]+) \(< ([0-9.]+): not sure")
 _CLUMP = re.compile(r"clump of (\d+) sent away.*?, < (\d+) needed")
+_SPREAD = re.compile(r"its (\d+) flips went to ([0-9.]+) effective classes \(< ([0-9.]+)\)")
 
 
 @dataclass(frozen=True)
@@ -130,4 +137,8 @@ def _near_miss(text: str) -> str | None:
     clump = _CLUMP.search(text)
     if clump and int(clump[1]) >= NEAR_CLUMP_SHARE * int(clump[2]) > 0:
         return f"the tail's clump holds {clump[1]} rows ({clump[2]} needed)"
+    spread = _SPREAD.search(text)
+    if spread and float(spread[2]) >= NEAR_RELATIVE * float(spread[3]):
+        return (f"the tail's {spread[1]} flips went to {spread[2]} effective classes "
+                f"(cut {spread[3]})")
     return None

@@ -88,6 +88,35 @@ def test_near_misses_name_what_came_close():
     assert near_misses(_report(_candidate(0.47), verdict="poisoned")) == []
 
 
+def test_a_tail_cleared_together_or_spread_almost_widely_enough_is_a_near_miss():
+    n = 100
+    sent_to = np.full(n, 9)
+    tail = TailVerdict(members=np.arange(n), sent_away=np.ones(n, bool), flips=np.ones(n, bool),
+                       cohesive=np.ones(n, bool), amid_cohesive=np.ones(n), needed=40, source=9,
+                       sent_to=sent_to, overlap=(0.022, 0.0), confusion=0.024, together=True,
+                       class_rows=2000)
+    assert tail.explain(7, 2000).endswith("-> legitimate")
+    assert near_misses(_report(tail.explain(7, 2000))) == [
+        "rows sent to class 9 cleared as a natural overlap by the proxy's confusion and the "
+        "held-out overlap together, each below its cut (class 9's tail goes to class 7 at "
+        "0.022)"]
+
+    def scattered(destinations: int) -> str:
+        flips = np.zeros(n, bool)
+        flips[:60] = True
+        return dataclasses.replace(
+            tail, flips=flips, sent_to=np.resize(np.arange(destinations), n), overlap=None,
+            confusion=None, together=False, amid_cohesive=np.zeros(n)).explain(7, 2000)
+
+    # 60 flips to 5 classes evenly: 5 effective classes, 0.83 of the cut of 6: not close.
+    assert near_misses(_report(scattered(5))) == []
+    # To 6 or more: the tail is poison, no near miss; to 5.5-6 would be one (0.9 of the cut).
+    assert scattered(6).endswith("samples of several source classes) -> poison")
+    text = scattered(5).replace("5.0 effective classes", "5.5 effective classes")
+    assert near_misses(_report(text)) == [
+        "the tail's 60 flips went to 5.5 effective classes (cut 6)"]
+
+
 def test_the_cli_table_names_near_misses():
     from acgate.cli import format_class_table
     from acgate.core.result import DetectionResult, RunInfo

@@ -212,8 +212,9 @@ class TailVerdict:
         """The effective number of classes the flips went to (0 when not recorded)."""
         if self.sent_to is None or not self.flips.any():
             return 0.0
-        shares = np.bincount(np.asarray(self.sent_to)[self.flips]) / int(self.flips.sum())
-        return float(1.0 / np.sum(shares ** 2))
+        counts = np.bincount(np.asarray(self.sent_to)[self.flips]).astype(np.int64)
+        # In integers: n flips split evenly over k classes give exactly k.
+        return float(int(counts.sum()) ** 2 / int(np.sum(counts * counts)))
 
     @property
     def scattered(self) -> bool:
