@@ -53,12 +53,28 @@ and `scan_breakdown` ran on 2026-12-05 on the idle 2-core machine; the attack ma
 and `probe` variants on 2026-12-05 and `overlap`, `exre05` and `exre1` on 2026-12-06 on a 2-core
 AMD EPYC machine (see the third to fifth findings); the attack matrix's `xeon` variant on
 2026-12-06 on a 2-core Intel Xeon machine (the fifth finding), and `lookalike`, `wide4`,
-`wideband`, `again`, `guarded` and `cores` (today's default) there on the same cached proxies
-(the first four findings).
+`wideband`, `again`, `guarded`, `cores`, `together` (130 cells) and `spread` (today's default)
+there on the same cached proxies (the first five findings).
 `--quick` runs locally and writes `RESULTS-quick.md` instead.
 
-### Findings (2026-12-02 to -06; tables have the numbers)
+### Findings (2026-12-02 to -07; tables have the numbers)
 
+- **Two tail rules, issue 18** (variant `spread` of section `attack_matrix`, 2026-12-07, the 232
+  cells detected on the same cached Intel Xeon proxies as `cores`, core of `6779223`; the first
+  130 cells of `together`, core of `032e927`, have the first rule alone). (1) The one-source
+  rule's together test (the proxy's confusion and the held-out overlap of the two classes, each
+  at least half its cut) is asked of a tail's clump too: Fashion-MNIST blend seed 1's sneakers'
+  tail (confusion 0.0235, overlap 0.0225 against a median of 0.000; 2 of its clump of 52
+  elsewhere) is a natural overlap, the false alarm in class 7 goes, **0.724 -> 0.918**; the same
+  run's poisoned trouser tail keeps its verdict (confusion 0.0096 over the rows outside every
+  candidate; 58 of its clump went to other classes). (2) A tail with no clump is poison when its
+  flips (as many as a clump needs) went to at least 6 effective classes, in classes of at least
+  1,000 rows (`acgate.core.tail.TAIL_SPREAD_CLASSES`; section `tail_spread`: clean classes'
+  tails 1.0-5.6, the tails it finds 6.1-7.4): BadNets all-to-one 0.3% (6-7 rows per source, no
+  clump) **0.255 -> 0.911 mean** (1.000 / 0.732 / 1.000). Cost: Fashion-MNIST blend seed 2
+  **0.962 -> 0.845** and 0.3% seed 1 0.764 -> 0.732, where candidates had already proven the
+  class and the scattered tail's flips add 58 and 7 clean rows and no poison row. The other 227
+  cells flag the same classes and rows, every clean run included.
 - **A dense core that stands apart is judged by every rule, issue 18** (variant `cores` of section
   `attack_matrix`, 2026-12-06, the 232 cells detected on the same cached Intel Xeon proxies as
   `guarded`, core of `02ef3ef`). MNIST random-centre patch all-to-all 5% lost whole classes: one

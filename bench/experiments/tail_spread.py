@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     command = "python bench/tail_spread.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     clean = sorted((t for t in tails if not t.poison_rows), key=lambda t: -t.spread)[:6]
-    poison = sorted((t for t in tails if t.poison_rows), key=lambda t: t.spread)[:6]
+    poison = sorted((t for t in tails if t.poison_rows), key=lambda t: -t.spread)[:6]
     detail = [[t.cell, t.seed, t.label, t.class_rows, t.poison_rows, t.flips, f"{t.spread:.2f}"]
               for t in clean + poison]
     text = (
@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         f"command: `{command.strip()}` (reads `bench/parts/attack_matrix/{args.variant}/`)\n\n"
         + markdown_table(["data", "tails of", "tails", "cells", "spread",
                           f">= {TAIL_SPREAD_CLASSES:g}"], summary_rows(tails, TAIL_SPREAD_CLASSES))
-        + "\nThe clean classes' tails that spread most and the poisoned classes' that spread "
-          "least:\n\n"
+        + "\nThe tails that spread most, of clean classes and of poisoned ones (the poisoned "
+          "classes' other tails are clumped, or their poison is not in their flips: a text "
+          "signature sends its tail to the one other class):\n\n"
         + markdown_table(["cell", "seed", "class", "class rows", "poison rows", "flips",
                           "spread"], detail))
     write_text_atomic(PART, text)
