@@ -116,6 +116,26 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def split_summary(items: Sequence[Any], value: Callable[[Any], float],
+                  kinds: Sequence[tuple[str, Callable[[Any], bool]]], cut: float
+                  ) -> list[list[Any]]:
+    """Rows of a per-data-set summary of attack-matrix measurements, one per data set and kind.
+
+    Each item needs ``cell`` (``data/case``) and ``seed``. A row: the data set, the kind, how
+    many items and cells, the range of ``value`` and how many reach ``cut``.
+    """
+    rows = []
+    for data in sorted({item.cell.split("/")[0] for item in items}):
+        mine = [item for item in items if item.cell.startswith(data + "/")]
+        for kind, belongs in kinds:
+            group = [item for item in mine if belongs(item)]
+            values = [value(item) for item in group]
+            span = f"{min(values):.2f}-{max(values):.2f}" if values else "-"
+            rows.append([data, kind, len(group), len({(i.cell, i.seed) for i in group}), span,
+                         sum(v >= cut for v in values)])
+    return rows
+
+
 def rate_name(rate: float | None) -> str:
     """``10%`` or ``clean``."""
     return "clean" if rate is None else f"{rate:.0%}"

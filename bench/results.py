@@ -73,8 +73,10 @@ there on the same cached proxies (the first five findings).
   tails 1.0-5.6, the tails it finds 6.1-7.4): BadNets all-to-one 0.3% (6-7 rows per source, no
   clump) **0.255 -> 0.911 mean** (1.000 / 0.732 / 1.000). Cost: Fashion-MNIST blend seed 2
   **0.962 -> 0.845** and 0.3% seed 1 0.764 -> 0.732, where candidates had already proven the
-  class and the scattered tail's flips add 58 and 7 clean rows and no poison row. The other 227
-  cells flag the same classes and rows, every clean run included.
+  class and the scattered tail's flips add 58 and 7 clean rows and no poison row (not flagging
+  them beside a proven candidate gives back 0.962 and 0.764 on those cells: measured on three
+  cells only, not the default yet). The other 227 cells flag the same classes and rows, every
+  clean run included.
 - **A dense core that stands apart is judged by every rule, issue 18** (variant `cores` of section
   `attack_matrix`, 2026-12-06, the 232 cells detected on the same cached Intel Xeon proxies as
   `guarded`, core of `02ef3ef`). MNIST random-centre patch all-to-all 5% lost whole classes: one

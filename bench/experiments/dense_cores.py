@@ -26,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import PARTS_DIR, machine_line, markdown_table, write_text_atomic
+from bench.common import (
+    PARTS_DIR,
+    machine_line,
+    markdown_table,
+    split_summary,
+    write_text_atomic,
+)
 
 PART = PARTS_DIR / "dense_cores.md"
 #: Cases measured by default: the data whose classes reach ``DENSE_MIN_CLASS_ROWS`` rows.
@@ -95,21 +101,11 @@ def cell_cores(case: Any, seed: int, rows: int) -> list[Core] | None:
     return found
 
 
-def _range(values: list[float]) -> str:
-    return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
-
-
 def summary_rows(cores: list[Core], cut: float) -> list[list[Any]]:
     """Per data set: clean and poison cores, their separations, and how many reach ``cut``."""
-    rows = []
-    for data in sorted({c.cell.split("/")[0] for c in cores}):
-        mine = [c for c in cores if c.cell.startswith(data + "/")]
-        for kind, group in (("clean rows", [c for c in mine if not c.poison]),
-                            ("poison", [c for c in mine if c.poison])):
-            rows.append([data, kind, len(group), len({(c.cell, c.seed) for c in group}),
-                         _range([c.separation for c in group]),
-                         sum(c.separation >= cut for c in group)])
-    return rows
+    return split_summary(cores, lambda c: c.separation,
+                         (("clean rows", lambda c: not c.poison), ("poison", lambda c: c.poison)),
+                         cut)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from bench.common import PARTS_DIR, markdown_table, write_text_atomic
+from bench.common import PARTS_DIR, markdown_table, split_summary, write_text_atomic
 
 PART = PARTS_DIR / "tail_spread.md"
 RECORDS = PARTS_DIR / "attack_matrix"
@@ -57,20 +57,11 @@ def read_tails(variant: str) -> tuple[list[Tail], int]:
     return tails, len(files)
 
 
-def _range(values: list[float]) -> str:
-    return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
-
-
 def summary_rows(tails: list[Tail], cut: float) -> list[list[Any]]:
     """Per data set: tails of clean and of poisoned classes, their spreads, how many reach cut."""
-    rows = []
-    for data in sorted({t.cell.split("/")[0] for t in tails}):
-        mine = [t for t in tails if t.cell.startswith(data + "/")]
-        for kind, group in (("clean class", [t for t in mine if not t.poison_rows]),
-                            ("poisoned class", [t for t in mine if t.poison_rows])):
-            rows.append([data, kind, len(group), len({(t.cell, t.seed) for t in group}),
-                         _range([t.spread for t in group]), sum(t.spread >= cut for t in group)])
-    return rows
+    return split_summary(tails, lambda t: t.spread,
+                         (("clean class", lambda t: not t.poison_rows),
+                          ("poisoned class", lambda t: bool(t.poison_rows))), cut)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY_POINTS = ("bench/run.py", "bench/attack_matrix.py", "bench/detector_variants.py",
-                "bench/text_rotten_tomatoes.py", "bench/beyond_paper.py")
+                "bench/text_rotten_tomatoes.py", "bench/beyond_paper.py", "bench/dense_cores.py",
+                "bench/tail_spread.py")
 
 
 def _python(code: str) -> str:
