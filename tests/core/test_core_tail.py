@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from synthetic import poison_inside_spread, with_activations
+from synthetic import left_out_outcome, poison_inside_spread, with_activations
 
 from acgate.core import detect
 from acgate.core.tail import (
@@ -172,9 +172,12 @@ def test_the_tails_get_a_retrain_of_their_own_without_the_candidates(
     assert not np.any(tails_mask[tails_query])
 
 
-def _scattered_tail(destinations, n_class: int = 1200, flips: int = 40):
+def _scattered_tail_sent(destinations, n_class: int = 1200, flips: int = 40):
     """A class whose ``flips`` tail rows, spread over the tail, go confidently and typically to
-    ``destinations`` (cycled): all-to-one poison too sparse to clump, or a class's hard cases."""
+    ``destinations`` (cycled): all-to-one poison too sparse to clump, or a class's hard cases.
+
+    Returns the tail's verdict, the flips' places in the tail and where the tail went.
+    """
     rng = np.random.default_rng(4)
     x = whitened(rng.normal(size=(n_class, 5)))
     tail = tail_members(x)
@@ -182,7 +185,12 @@ def _scattered_tail(destinations, n_class: int = 1200, flips: int = 40):
     predicted = np.full(len(tail), 3)
     predicted[flip_at] = np.resize(destinations, flips)
     return tail_verdict(x, tail, 3, predicted, np.full(len(tail), 0.99),
-                        np.full(len(tail), 0.3)), flip_at
+                        np.full(len(tail), 0.3)), flip_at, predicted
+
+
+def _scattered_tail(destinations, n_class: int = 1200, flips: int = 40):
+    """:func:`_scattered_tail_sent` without where the tail went."""
+    return _scattered_tail_sent(destinations, n_class, flips)[:2]
 
 
 def test_flips_back_to_many_classes_make_a_tail_without_a_clump_poison():
@@ -211,3 +219,45 @@ def test_flips_to_few_classes_too_few_flips_or_a_small_class_leave_the_tail_legi
     assert verdict.explain(3, n_class).endswith("-> legitimate")
     asked = n_class >= 1000 and flips >= verdict.needed
     assert ("effective classes (< 6)" in verdict.explain(3, n_class)) is asked
+
+
+def test_the_spread_is_exact_for_even_splits_and_shown_to_two_decimals_near_the_cut():
+    from acgate.core.tail import TAIL_SPREAD_CLASSES, effective_classes
+
+    for k in range(1, 10):
+        assert effective_classes(np.repeat(np.arange(k), 7)) == k
+    # 6 classes, one short of even: 5.96 effective classes is not "6.0 (< 6)".
+    verdict, _ = _scattered_tail([0, 1, 2, 4, 5, 6], flips=49)
+    assert 5.95 <= verdict.spread < TAIL_SPREAD_CLASSES and not verdict.scattered
+    assert f"went to {verdict.spread:.2f} effective classes (< 6)" in verdict.explain(3, 1200)
+
+
+def test_beside_a_proven_candidate_the_scattered_tails_flips_are_not_flagged():
+    from acgate.core.clustering import CandidateCluster, ClassClustering
+    from acgate.core.detect import Thresholds
+    from acgate.core.exre import _class_judgement, _judge_group
+
+    tail, flip_at, sent = _scattered_tail_sent([0, 1, 2, 4, 5, 6, 7, 8, 9])
+    assert tail.scattered and tail.poisoned
+    tail_outcome = left_out_outcome(sent, confidence=0.99, label=3)
+    members = np.setdiff1d(np.arange(1200), tail.members)[:60]
+    clusters = np.zeros(1200, dtype=np.int64)
+    clusters[members] = 1
+    clustering = ClassClustering(
+        label=3, positions=np.arange(1200), clusters=clusters, n_clusters=2, silhouette=0.5,
+        reduced=np.random.default_rng(0).normal(size=(1200, 2)),
+        candidates=(CandidateCluster(members, 2, 1.0),))
+    candidate = _judge_group(
+        0, members, False, "cluster",
+        left_out_outcome(np.resize([0, 1, 2, 4, 5, 6, 7, 8, 9], 60), confidence=0.9, label=3),
+        Thresholds(size=0.45), 1200, None, np.full(60, 0.3))
+    assert candidate.poisoned
+    judgement = _class_judgement(clustering, [candidate], tail, tail_outcome,
+                                 Thresholds(size=0.45))
+    assert judgement.is_poisoned
+    np.testing.assert_array_equal(np.flatnonzero(judgement.flagged), members)
+    assert "scattered tail's flips are not flagged beside a candidate" in judgement.reason
+    # Alone, the scattered tail proves the class and its flips are flagged.
+    alone = _class_judgement(clustering, [], tail, tail_outcome, Thresholds(size=0.45))
+    assert alone.is_poisoned
+    np.testing.assert_array_equal(np.flatnonzero(alone.flagged), tail.members[flip_at])

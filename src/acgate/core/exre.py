@@ -42,6 +42,7 @@ from acgate.core.tail import (
     TAIL_GROUP,
     TailVerdict,
     describe_overlap,
+    effective_classes,
     held_out_overlap,
     natural_overlap,
     tail_members,
@@ -607,14 +608,6 @@ def _wide_cuts(spread: float) -> tuple[float, float]:
     return MULTI_SOURCE_BAND_CLASSES, MULTI_SOURCE_BAND_TYPICALITY
 
 
-def effective_classes(predicted: np.ndarray) -> float:
-    """The effective number of classes among ``predicted`` (inverse Simpson index; 0 if empty)."""
-    if not len(predicted):
-        return 0.0
-    shares = np.unique(predicted, return_counts=True)[1] / len(predicted)
-    return float(1.0 / np.sum(shares ** 2))
-
-
 def _no_candidate_judgement(clustering: ClassClustering, used: Thresholds,
                             tail: TailVerdict | None,
                             cleared: Sequence[str] = ()) -> ClassJudgement:
@@ -670,13 +663,16 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
         # Per-sample refinement: a member still classified as its own label is kept.
         flagged[verdict.members[verdict.outcome.predicted != label]] = True
     is_poisoned = any(v.poisoned for v in verdicts)
-    if tail_poisoned:
-        # Beside a poison candidate, the tail's clump joins it (the rows within its reach).
+    # Beside a poison candidate, a tail's clump joins it (the rows within its reach); a
+    # scattered tail's flips do not: there they added clean rows and no poison the candidates
+    # missed (bench/RESULTS.md "attack_matrix", variant ``beside``), and no one source.
+    clump_joins = tail_poisoned and not tail.scattered
+    if clump_joins:
         reach = tail.members[tail.flagged]
         flagged[reach] = True
         sample_sources[reach] = tail_outcome.predicted[tail.flagged]
     proven = {v.outcome.source for v in verdicts if v.poisoned}
-    if tail_poisoned:
+    if clump_joins:
         proven.add(tail.source)
     unsure_clause = _flag_unsure(verdicts, label, flagged, proven) if is_poisoned else None
     again_clause = _flag_again(again, label, flagged, proven) if is_poisoned else None
@@ -695,6 +691,9 @@ def _class_judgement(clustering: ClassClustering, verdicts: Sequence[_GroupVerdi
     texts = [v.text for v in verdicts]
     if tail is not None:
         texts.append(tail.explain(label, n_class))
+    if tail_poisoned and not clump_joins:
+        texts.append("the scattered tail's flips are not flagged beside a candidate that "
+                     "proves the class")
     texts.extend(clause for clause in (unsure_clause, again_clause) if clause)
     return ClassJudgement(
         suspicious_cluster=suspicious, size_ratio=share, is_poisoned=is_poisoned,

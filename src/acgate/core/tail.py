@@ -29,7 +29,12 @@ looks at where the retrained model sends those rows:
   too), or both that overlap and the proxy's own confusion of the two classes reach half their
   cuts (the same "together" test the one-source rule asks). Then only the clump's rows sent to
   other classes count: all-to-one poison's clump goes to many source classes, a natural
-  look-alike's to its one neighbour.
+  look-alike's to its one neighbour;
+- a tail **without a clump** is poison too when its flips, as many as a clump needs, went to
+  several classes (:data:`TAIL_SPREAD_CLASSES` effective classes): all-to-one poison at 0.3%
+  is too few rows per source to clump, but held out it goes back to all its sources, while a
+  class's hard cases go to a few neighbours. Its flips are flagged when the tail alone proves
+  the class; beside a candidate that proves it they add clean rows and no poison, and are not.
 
 Measured in ``bench/RESULTS.md`` ("attack_matrix", variant ``default``).
 """
@@ -69,7 +74,7 @@ TAIL_MIN_COHESIVE_SHARE = 0.02
 #: least this effective number of classes (the inverse Simpson index of their destinations):
 #: all-to-one poison at 0.3% is 6-7 rows per source class, too few to clump, but held out they
 #: go back to all nine sources, while a class's natural hard cases go to their few neighbours.
-#: The table that chose it: bench/RESULTS.md "attack_matrix", variant ``spread``.
+#: The table that chose it: bench/RESULTS.md "tail_spread" (``bench/tail_spread.py``).
 TAIL_SPREAD_CLASSES = 6.0
 #: ... asked in classes of at least this many rows (a digits-sized class's tail, ~36 rows,
 #: has too few flips to measure a spread).
@@ -210,11 +215,19 @@ class TailVerdict:
     @property
     def spread(self) -> float:
         """The effective number of classes the flips went to (0 when not recorded)."""
-        if self.sent_to is None or not self.flips.any():
+        if self.sent_to is None:
             return 0.0
-        counts = np.bincount(np.asarray(self.sent_to)[self.flips]).astype(np.int64)
-        # In integers: n flips split evenly over k classes give exactly k.
-        return float(int(counts.sum()) ** 2 / int(np.sum(counts * counts)))
+        return effective_classes(np.asarray(self.sent_to)[self.flips])
+
+    @property
+    def spread_asked(self) -> bool:
+        """Whether the several-sources test of a tail without a clump applies.
+
+        A tail without a clump, in a class of at least :data:`TAIL_SPREAD_MIN_CLASS_ROWS`
+        rows, with as many flips as a clump needs and where they went recorded.
+        """
+        return (not self.clumped and self.class_rows >= TAIL_SPREAD_MIN_CLASS_ROWS
+                and int(self.flips.sum()) >= self.needed and self.sent_to is not None)
 
     @property
     def scattered(self) -> bool:
@@ -222,9 +235,7 @@ class TailVerdict:
 
         See :data:`TAIL_SPREAD_CLASSES`.
         """
-        return (not self.clumped and self.class_rows >= TAIL_SPREAD_MIN_CLASS_ROWS
-                and int(self.flips.sum()) >= self.needed
-                and self.spread >= TAIL_SPREAD_CLASSES)
+        return self.spread_asked and self.spread >= TAIL_SPREAD_CLASSES
 
     @property
     def poisoned(self) -> bool:
@@ -255,11 +266,12 @@ class TailVerdict:
 
     def _spread_clause(self) -> str:
         """The several-sources test of a tail without a clump, in words, when it was asked."""
-        if (self.clumped or self.class_rows < TAIL_SPREAD_MIN_CLASS_ROWS
-                or int(self.flips.sum()) < self.needed or self.sent_to is None):
+        if not self.spread_asked:
             return ""
         spread = self.spread
-        return (f"; its {int(self.flips.sum())} flips went to {spread:.1f} effective classes "
+        # Two decimals near the cut: 5.96 is not "6.0 (< 6)".
+        shown = f"{spread:.1f}" if abs(spread - TAIL_SPREAD_CLASSES) >= 0.05 else f"{spread:.2f}"
+        return (f"; its {int(self.flips.sum())} flips went to {shown} effective classes "
                 f"({'>=' if spread >= TAIL_SPREAD_CLASSES else '<'} {TAIL_SPREAD_CLASSES:g}"
                 f"{': samples of several source classes' if self.scattered else ''})")
 
@@ -281,6 +293,17 @@ class TailVerdict:
             clause += (f", {beyond} of the clump sent to other classes "
                        f"({'>=' if beyond >= self.needed else '<'} {self.needed} needed)")
         return "; " + clause
+
+
+def effective_classes(predicted: np.ndarray) -> float:
+    """The effective number of classes among ``predicted`` (inverse Simpson index; 0 if empty).
+
+    Computed in integers: ``n`` rows split evenly over ``k`` classes give exactly ``k``.
+    """
+    if not len(predicted):
+        return 0.0
+    counts = np.unique(np.asarray(predicted), return_counts=True)[1].astype(np.int64)
+    return float(int(counts.sum()) ** 2 / int(np.sum(counts * counts)))
 
 
 def held_out_overlap(sent: Mapping[int, np.ndarray]
