@@ -53,12 +53,26 @@ and `scan_breakdown` ran on 2026-12-05 on the idle 2-core machine; the attack ma
 and `probe` variants on 2026-12-05 and `overlap`, `exre05` and `exre1` on 2026-12-06 on a 2-core
 AMD EPYC machine (see the third to fifth findings); the attack matrix's `xeon` variant on
 2026-12-06 on a 2-core Intel Xeon machine (the fifth finding), and `lookalike`, `wide4`,
-`wideband`, `again`, `guarded`, `cores`, `together` (130 cells) and `spread` (today's default)
-there on the same cached proxies (the first five findings).
+`wideband`, `again`, `guarded`, `cores`, `together` (130 cells), `spread` and `beside` (today's
+default) there on the same cached proxies (the first six findings).
 `--quick` runs locally and writes `RESULTS-quick.md` instead.
 
 ### Findings (2026-12-02 to -07; tables have the numbers)
 
+- **A scattered tail beside proven poison, issue 18** (variant `beside` of section
+  `attack_matrix`, 2026-12-07, the 232 cells detected on the same cached Intel Xeon proxies as
+  `spread`, core of `a2febfb`). Beside a candidate that already proves the class, the scattered
+  tail's flips (the second rule of the next finding) are no longer flagged, nor their class
+  counted a proven source; alone the scattered tail still proves the class and its flips are
+  flagged. Against `spread`: Fashion-MNIST blend all-to-one 1% seed 2 **0.845 -> 0.962** (58
+  clean rows no longer flagged, the same 201 poison rows), BadNets all-to-one 0.3% seed 1 0.732
+  -> 0.764 (7 clean rows); **the other 230 cells flag the same classes and rows**, every clean
+  run included (and all 232 the same as that one-line change run from a worktree the night
+  before). Fashion-MNIST blend 1% is now **0.988 / 0.918 / 0.962** (mean 0.956, min 0.918: the
+  target is met there), BadNets 0.3% 1.000 / 0.764 / 1.000. Poisoned cases meeting the target
+  (mean >= 0.95, every seed >= 0.9): 29 of 56 (was 28); the 27 missed are 21 digits cases and
+  MNIST dot 3%, random-centre 5%, SIG 1%, warp all-to-one 1%, BadNets 0.3% and Fashion-MNIST
+  BadNets 1%.
 - **Two tail rules, issue 18** (variant `spread` of section `attack_matrix`, 2026-12-07, the 232
   cells detected on the same cached Intel Xeon proxies as `cores`, core of `6779223`; the first
   130 cells of `together`, core of `032e927`, have the first rule alone). (1) The one-source
@@ -74,8 +88,8 @@ there on the same cached proxies (the first five findings).
   clump) **0.255 -> 0.911 mean** (1.000 / 0.732 / 1.000). Cost: Fashion-MNIST blend seed 2
   **0.962 -> 0.845** and 0.3% seed 1 0.764 -> 0.732, where candidates had already proven the
   class and the scattered tail's flips add 58 and 7 clean rows and no poison row (not flagging
-  them beside a proven candidate gives back 0.962 and 0.764 on those cells: measured on three
-  cells only, not the default yet). The other 227 cells flag the same classes and rows, every
+  them beside a proven candidate gives back 0.962 and 0.764 on those cells: variant `beside`,
+  the finding above). The other 227 cells flag the same classes and rows, every
   clean run included.
 - **A dense core that stands apart is judged by every rule, issue 18** (variant `cores` of section
   `attack_matrix`, 2026-12-06, the 232 cells detected on the same cached Intel Xeon proxies as

@@ -8,7 +8,7 @@ it writes the test into the class's reason (``its N flips went to X effective cl
 script reads those clauses back from the variant's records (no scan is run) and tabulates them
 per data set, for the classes that hold poison and the clean ones.
 
-Usage: ``python bench/tail_spread.py [--variant spread]`` writes ``bench/parts/tail_spread.md``.
+Usage: ``python bench/tail_spread.py [--variant beside]`` writes ``bench/parts/tail_spread.md``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from acgate.core.tail import TAIL_SPREAD_CLASSES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="spread", help="attack-matrix variant to read")
+    parser.add_argument("--variant", default="beside", help="attack-matrix variant to read")
     args = parser.parse_args(argv)
     tails, n_records = read_tails(args.variant)
     if not tails:
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         "clump, at least as many flips as a clump needs; README, step 5), read back from their "
         "reasons. Spread: the effective number of classes the flips went to (inverse Simpson "
         "index). A class is *poisoned* when it holds poison rows. The cut "
-        f"`TAIL_SPREAD_CLASSES` = {TAIL_SPREAD_CLASSES:g}: a tail at or above it is poison and "
-        "its flips are flagged.\n\n"
+        f"`TAIL_SPREAD_CLASSES` = {TAIL_SPREAD_CLASSES:g}: a tail at or above it is poison, and "
+        "its flips are flagged unless a candidate of the class proves it already.\n\n"
         f"command: `{command.strip()}` (reads `bench/parts/attack_matrix/{args.variant}/`)\n\n"
         + markdown_table(["data", "tails of", "tails", "cells", "spread",
                           f">= {TAIL_SPREAD_CLASSES:g}"], summary_rows(tails, TAIL_SPREAD_CLASSES))
