@@ -172,7 +172,7 @@ def test_the_tails_get_a_retrain_of_their_own_without_the_candidates(
     assert not np.any(tails_mask[tails_query])
 
 
-def _scattered_tail_sent(destinations, n_class: int = 1200, flips: int = 40):
+def _scattered_tail(destinations, n_class: int = 1200, flips: int = 40):
     """A class whose ``flips`` tail rows, spread over the tail, go confidently and typically to
     ``destinations`` (cycled): all-to-one poison too sparse to clump, or a class's hard cases.
 
@@ -188,16 +188,11 @@ def _scattered_tail_sent(destinations, n_class: int = 1200, flips: int = 40):
                         np.full(len(tail), 0.3)), flip_at, predicted
 
 
-def _scattered_tail(destinations, n_class: int = 1200, flips: int = 40):
-    """:func:`_scattered_tail_sent` without where the tail went."""
-    return _scattered_tail_sent(destinations, n_class, flips)[:2]
-
-
 def test_flips_back_to_many_classes_make_a_tail_without_a_clump_poison():
     from acgate.core.tail import TAIL_SPREAD_CLASSES
 
     # Nine sources, as all-to-one poison at 0.3% goes back: 9 effective classes.
-    verdict, flip_at = _scattered_tail([0, 1, 2, 4, 5, 6, 7, 8, 9])
+    verdict, flip_at, _ = _scattered_tail([0, 1, 2, 4, 5, 6, 7, 8, 9])
     assert not verdict.clumped and int(verdict.flips.sum()) == 40 >= verdict.needed
     assert verdict.spread == pytest.approx(40 ** 2 / (4 * 5 ** 2 + 5 * 4 ** 2))
     assert verdict.spread >= TAIL_SPREAD_CLASSES and verdict.scattered and verdict.poisoned
@@ -214,7 +209,7 @@ def test_flips_back_to_many_classes_make_a_tail_without_a_clump_poison():
 ])
 def test_flips_to_few_classes_too_few_flips_or_a_small_class_leave_the_tail_legitimate(
         destinations, n_class, flips):
-    verdict, _ = _scattered_tail(destinations, n_class, flips)
+    verdict, _, _ = _scattered_tail(destinations, n_class, flips)
     assert not verdict.clumped and not verdict.scattered and not verdict.poisoned
     assert verdict.explain(3, n_class).endswith("-> legitimate")
     asked = n_class >= 1000 and flips >= verdict.needed
@@ -227,7 +222,7 @@ def test_the_spread_is_exact_for_even_splits_and_shown_to_two_decimals_near_the_
     for k in range(1, 10):
         assert effective_classes(np.repeat(np.arange(k), 7)) == k
     # 6 classes, one short of even: 5.96 effective classes is not "6.0 (< 6)".
-    verdict, _ = _scattered_tail([0, 1, 2, 4, 5, 6], flips=49)
+    verdict, _, _ = _scattered_tail([0, 1, 2, 4, 5, 6], flips=49)
     assert 5.95 <= verdict.spread < TAIL_SPREAD_CLASSES and not verdict.scattered
     assert f"went to {verdict.spread:.2f} effective classes (< 6)" in verdict.explain(3, 1200)
 
@@ -237,7 +232,7 @@ def test_beside_a_proven_candidate_the_scattered_tails_flips_are_not_flagged():
     from acgate.core.detect import Thresholds
     from acgate.core.exre import _class_judgement, _judge_group
 
-    tail, flip_at, sent = _scattered_tail_sent([0, 1, 2, 4, 5, 6, 7, 8, 9])
+    tail, flip_at, sent = _scattered_tail([0, 1, 2, 4, 5, 6, 7, 8, 9])
     assert tail.scattered and tail.poisoned
     tail_outcome = left_out_outcome(sent, confidence=0.99, label=3)
     members = np.setdiff1d(np.arange(1200), tail.members)[:60]
