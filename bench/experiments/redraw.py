@@ -65,7 +65,7 @@ def redrawn_f1(result: Any, activations: np.ndarray, truth: np.ndarray,
         rows = np.flatnonzero(segments == report.label)
         redraw = redraw_rows(activations[rows], flags[rows], n_components=n_components,
                              max_share=float(report.thresholds["size"]))
-        if redraw is not None:
+        if redraw is not None and redraw.taken:
             flags[rows] = redraw.flagged
     return float(precision_recall_f1(flags, truth)["f1"])
 

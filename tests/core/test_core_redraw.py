@@ -7,7 +7,12 @@ import pytest
 
 from acgate.core import detect
 from acgate.core.evidence import ClassJudgement
-from acgate.core.redraw import REDRAW_MIN_ROWS, redraw_judgement, redraw_rows
+from acgate.core.redraw import (
+    REDRAW_MIN_ROWS,
+    REDRAW_MIN_SEPARATION,
+    redraw_judgement,
+    redraw_rows,
+)
 from acgate.core.result import NO_VALUE
 
 
@@ -45,7 +50,9 @@ def test_redraw_finds_the_poison_a_rough_flag_set_missed(seed):
     assert redraw.added == int((found & ~flags).sum()) and redraw.added >= 48
     assert redraw.removed == int((flags & ~found).sum()) and redraw.removed >= 28
     assert ((redraw.score > 0.5) == found).all()
+    assert redraw.taken and redraw.separation >= REDRAW_MIN_SEPARATION
     assert "added" in redraw.describe() and f"{int(found.sum())} flagged" in redraw.describe()
+    assert f"the sides {redraw.separation:.2f} SD apart" in redraw.describe()
 
 
 def test_redraw_needs_the_whitening():
@@ -79,6 +86,47 @@ def test_a_class_without_a_separate_group_keeps_the_analysis_rows():
     x = rng.normal(size=(1200, 16)) * np.linspace(3.0, 1.0, 16)
     flags = x[:, 0] > np.quantile(x[:, 0], 0.9)
     assert redraw_rows(x, flags, max_share=0.45) is None
+
+
+def class_with_a_long_tail(seed: int):
+    """A class with no group of its own: one direction lognormal (a long far end), flagged at
+    its top 4% (what an analysis flags where a proxy learned the trigger only partly)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(1500, 16)) * np.linspace(3.0, 1.0, 16)
+    x[:, 0] = rng.lognormal(0.0, 0.6, size=1500) * 2.0
+    return x, x[:, 0] > np.quantile(x[:, 0], 0.96)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_redraw_that_adds_a_slice_of_a_continuum_is_reported_not_taken(seed):
+    x, flags = class_with_a_long_tail(seed)
+    redraw = redraw_rows(x, flags, max_share=0.45)
+    assert redraw is not None and not redraw.taken
+    assert redraw.added > 50 and redraw.separation < REDRAW_MIN_SEPARATION
+    assert redraw.describe().startswith("rows not redrawn") and f"({redraw.added} added" in (
+        redraw.describe())
+    assert f"{redraw.separation:.2f} SD apart (< 4)" in redraw.describe()
+    sources = np.where(flags, 3, NO_VALUE)
+    given = judgement(flags, poisoned=True, sources=sources)
+    kept = redraw_judgement(given, x, n_components=20, max_share=0.45)
+    assert kept.flagged is given.flagged and kept.sample_scores is given.sample_scores
+    assert kept.sample_sources is given.sample_sources
+    assert kept.reason == f"the analysis's; {redraw.describe()}"
+
+
+def test_a_redraw_that_only_drops_rows_is_taken_however_close_the_sides():
+    # A diffuse flagged group beside a tight class: the redraw drops its near rows and adds
+    # none; the sides it settles on lie less than the cut apart, and it is taken all the same
+    # (it keeps a part of what the analysis proved).
+    rng = np.random.default_rng(1)
+    clean = rng.normal(size=(1000, 4)) * 0.2
+    wide = rng.normal(size=(100, 4)) * 3.0 + np.array([2.0, 0.0, 0.0, 0.0])
+    x = np.concatenate([clean, wide])
+    flags = np.r_[np.zeros(1000, bool), np.ones(100, bool)]
+    redraw = redraw_rows(x, flags, max_share=0.45)
+    assert redraw.added == 0 and redraw.removed > 20
+    assert redraw.separation < REDRAW_MIN_SEPARATION and redraw.taken
+    assert not (redraw.flagged & ~flags).any()
 
 
 @pytest.mark.parametrize("case", ["few flagged", "few unflagged", "off", "share"])

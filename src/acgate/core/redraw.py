@@ -25,6 +25,14 @@ threshold (poison is a minority of its class: a redraw that grows past that has 
 natural split of the class instead); or an iteration that does not settle (it creeps into the
 clean rows a few at a time when the poison is not a group of its own: a trigger the proxy never
 learned).
+
+A redraw that **adds** rows must also settle on a group that stands apart: along the line
+through the two centres, the sides' means at least :data:`REDRAW_MIN_SEPARATION` standard
+deviations apart. Where the proxy learned the trigger only partly, the poison is the far end of
+a continuum of the class (MNIST warp and SIG all-to-one at 1%: even a linear rule fit on the
+truth separates it only at AUROC 0.94-0.97), and a redraw started there settles on a wider
+slice of that continuum, adding clean rows. Such a redraw is reported in the class's reason and
+not taken. A redraw that only drops rows keeps a part of what the analysis proved and is taken.
 """
 
 from __future__ import annotations
@@ -48,9 +56,19 @@ REDRAW_COMPONENTS = 20
 REDRAW_MAX_ROUNDS = 25
 #: Rows needed on each side (flagged, not flagged) for a centre to mean anything.
 REDRAW_MIN_ROWS = 5
+#: A redraw that adds rows is taken only when the two sides it settles on lie at least this many
+#: standard deviations apart along the line through their centres (each side's spread counting
+#: equally: weighted by size, the clean side alone would set the unit and a diffuse flagged
+#: side would pass). On the 42 redraws that add rows in the cached all-to-one and all-to-all
+#: cells of the attack matrix, the three that lost F1 by more than 0.01 settled at 3.47 (MNIST
+#: warp all-to-one seed 2, 0.910 -> 0.741), 3.60 (SIG seed 2, 0.873 -> 0.838) and 4.25 (warp
+#: all-to-all seed 1, a class 0.863 -> 0.804); every one that gained settled at 4.18 or more
+#: (bench/RESULTS.md "attack_matrix", variant ``settled``). 4.0 is the core's cut for a group
+#: that stands apart (:data:`acgate.core.clustering.DENSE_CORE_SEPARATION`).
+REDRAW_MIN_SEPARATION = 4.0
 
-__all__ = ["REDRAW_COMPONENTS", "RowRedraw", "redraw_judgement", "redraw_rows",
-           "whitened_principal"]
+__all__ = ["REDRAW_COMPONENTS", "REDRAW_MIN_SEPARATION", "RowRedraw", "redraw_judgement",
+           "redraw_rows", "whitened_principal"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,12 @@ class RowRedraw:
         removed: Rows the analyzer flagged that are not flagged now.
         rounds: Iterations run.
         n_components: Whitened directions used.
+        separation: How far apart the two sides' means lie along the line through their
+            centres, in standard deviations (each side's spread counting equally).
+        taken: Whether the redrawn flags replace the analyzer's: ``False`` when the redraw
+            adds rows and ``separation`` is below :data:`REDRAW_MIN_SEPARATION` (``flagged``
+            and ``score`` then describe the split it settled on, and the analyzer's flags
+            stand).
     """
 
     flagged: np.ndarray
@@ -73,12 +97,21 @@ class RowRedraw:
     removed: int
     rounds: int
     n_components: int
+    separation: float
+    taken: bool
 
     def describe(self) -> str:
         """One clause for the class's reason."""
-        return (f"rows redrawn around the flagged rows' centre in the class's whitened "
-                f"{self.n_components}-direction principal space: {self.added} added, "
-                f"{self.removed} dropped, {int(self.flagged.sum())} flagged")
+        space = f"the class's whitened {self.n_components}-direction principal space"
+        apart = f"{self.separation:.2f} SD apart"
+        if not self.taken:
+            return (f"rows not redrawn: the split a redraw settles on in {space} ({self.added} "
+                    f"added, {self.removed} dropped) lies only {apart} (< "
+                    f"{REDRAW_MIN_SEPARATION:g}): a slice of the class's continuum, not a group "
+                    f"of its own")
+        return (f"rows redrawn around the flagged rows' centre in {space}: {self.added} added, "
+                f"{self.removed} dropped, {int(self.flagged.sum())} flagged, the sides "
+                f"{apart}")
 
 
 def whitened_principal(activations: np.ndarray, n_components: int) -> np.ndarray:
@@ -119,11 +152,12 @@ def redraw_rows(activations: np.ndarray, flagged: np.ndarray, *,
             threshold); a redraw beyond it is not taken.
 
     Returns:
-        The :class:`RowRedraw`, or ``None`` when the analyzer's flags stand: redraw off, fewer
-        than :data:`REDRAW_MIN_ROWS` rows flagged or not flagged (at the start or on any
-        round), no variance, no row moved, a redraw that does not settle within
-        :data:`REDRAW_MAX_ROUNDS` rounds, or one that ends with more than ``max_share`` of the
-        class.
+        The :class:`RowRedraw` (not ``taken`` when it adds rows and settles on sides less than
+        :data:`REDRAW_MIN_SEPARATION` apart), or ``None`` when the analyzer's flags stand and
+        there is nothing to report: redraw off, fewer than :data:`REDRAW_MIN_ROWS` rows flagged
+        or not flagged (at the start or on any round), no variance, no row moved, a redraw
+        that does not settle within :data:`REDRAW_MAX_ROUNDS` rounds, or one that ends with
+        more than ``max_share`` of the class.
     """
     start = np.asarray(flagged, dtype=bool)
     if n_components <= 0 or not _both_sides(start):
@@ -146,9 +180,25 @@ def redraw_rows(activations: np.ndarray, flagged: np.ndarray, *,
         return None  # nothing to redraw, or grown past the size a poison group may have
     near, far = _distances(space, current)
     score = far / np.maximum(near + far, 1e-300)
-    return RowRedraw(flagged=current, score=score, added=int((current & ~start).sum()),
+    added = int((current & ~start).sum())
+    separation = _separation(space, current)
+    return RowRedraw(flagged=current, score=score, added=added,
                      removed=int((start & ~current).sum()), rounds=rounds,
-                     n_components=space.shape[1])
+                     n_components=space.shape[1], separation=separation,
+                     taken=added == 0 or separation >= REDRAW_MIN_SEPARATION)
+
+
+def _separation(space: np.ndarray, flagged: np.ndarray) -> float:
+    """The sides' means apart along the line through them, in SDs (unweighted pooling)."""
+    line = space[flagged].mean(axis=0) - space[~flagged].mean(axis=0)
+    length = float(np.linalg.norm(line))
+    if length == 0.0:
+        return 0.0
+    projected = space @ (line / length)
+    inside, outside = projected[flagged], projected[~flagged]
+    pooled = float(np.sqrt((inside.var() + outside.var()) / 2))
+    gap = float(inside.mean() - outside.mean())
+    return gap / pooled if pooled > 0 else float("inf")
 
 
 def _both_sides(flagged: np.ndarray) -> bool:
@@ -168,7 +218,8 @@ def redraw_judgement(judgement: ClassJudgement, activations: np.ndarray, *,
                      n_components: int, max_share: float) -> ClassJudgement:
     """A poisoned class's judgement with its flagged rows redrawn by :func:`redraw_rows`.
 
-    A clean class, or one whose flags stand (see :func:`redraw_rows`), is returned as it is.
+    A clean class, or one whose flags stand (see :func:`redraw_rows`), is returned as it is,
+    except that a redraw not taken adds its clause to the reason (why the rows stand).
     Otherwise the flags and per-row scores are the redraw's (a row's ``poison_score`` then says
     how much nearer the poison's centre than the clean rows' centre it is: above 0.5, flagged)
     and the reason gains the redraw's clause. A row the redraw added names no suspected source
@@ -188,10 +239,13 @@ def redraw_judgement(judgement: ClassJudgement, activations: np.ndarray, *,
                          max_share=max_share)
     if redraw is None:
         return judgement
+    reason = f"{judgement.reason}; {redraw.describe()}"
+    if not redraw.taken:
+        return dataclasses.replace(judgement, reason=reason)
     sources = judgement.sample_sources
     if sources is not None:
         sources = sources.copy()
         sources[redraw.flagged & ~judgement.flagged] = NO_VALUE
     return dataclasses.replace(
         judgement, flagged=redraw.flagged, sample_scores=redraw.score,
-        reason=f"{judgement.reason}; {redraw.describe()}", sample_sources=sources)
+        reason=reason, sample_sources=sources)

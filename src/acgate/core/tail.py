@@ -36,7 +36,7 @@ looks at where the retrained model sends those rows:
   class's hard cases go to a few neighbours. Its flips are flagged when the tail alone proves
   the class; beside a candidate that proves it they add clean rows and no poison, and are not.
 
-Measured in ``bench/RESULTS.md`` ("attack_matrix", variant ``default``).
+Measured in ``bench/RESULTS.md`` ("attack_matrix", variants ``spread`` and ``beside``).
 """
 
 from __future__ import annotations
