@@ -8,7 +8,7 @@ it writes the test into the class's reason (``its N flips went to X effective cl
 script reads those clauses back from the variant's records (no scan is run) and tabulates them
 per data set, for the classes that hold poison and the clean ones.
 
-Usage: ``python bench/tail_spread.py [--variant beside]`` writes ``bench/parts/tail_spread.md``.
+Usage: ``python bench/tail_spread.py [--variant settled]`` writes ``bench/parts/tail_spread.md``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from acgate.core.tail import TAIL_SPREAD_CLASSES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="beside", help="attack-matrix variant to read")
+    parser.add_argument("--variant", default="settled", help="attack-matrix variant to read")
     args = parser.parse_args(argv)
     tails, n_records = read_tails(args.variant)
     if not tails:

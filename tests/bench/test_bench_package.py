@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY_POINTS = ("bench/run.py", "bench/attack_matrix.py", "bench/detector_variants.py",
                 "bench/text_rotten_tomatoes.py", "bench/beyond_paper.py", "bench/dense_cores.py",
-                "bench/tail_spread.py")
+                "bench/tail_spread.py", "bench/redraw_separation.py")
 
 
 def _python(code: str) -> str:
@@ -53,3 +53,19 @@ def test_entry_points_start(script):
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("usage:")
+
+
+def test_redraw_separation_reads_back_the_core_clauses():
+    # The table that chose REDRAW_MIN_SEPARATION parses the reasons the core writes: a change
+    # of either clause must change the parser with it.
+    out = _python(
+        "import numpy as np\n"
+        "from acgate.core.redraw import RowRedraw\n"
+        "from bench.experiments.redraw_separation import parse_clause\n"
+        "flags = np.zeros(10, bool)\n"
+        "for taken in (True, False):\n"
+        "    redraw = RowRedraw(flagged=flags, score=np.zeros(10), added=7, removed=3, rounds=2,\n"
+        "                       n_components=20, separation=3.456, taken=taken)\n"
+        "    print(parse_clause('the analysis; ' + redraw.describe() + '; after'))\n"
+        "print(parse_clause('no redraw here'))\n")
+    assert out.split("\n")[:3] == ["(7, 3, 3.46, True)", "(7, 3, 3.46, False)", "None"]
