@@ -29,9 +29,9 @@ from bench.common import PARTS_DIR, markdown_table, write_text_atomic
 PART = PARTS_DIR / "redraw_separation.md"
 RECORDS = PARTS_DIR / "attack_matrix"
 TAKEN = re.compile(r"rows redrawn around [^;]*?: (\d+) added, (\d+) dropped, \d+ flagged, "
-                   r"the sides ([\d.]+) SD apart")
+                   r"the sides ([\d.]+|inf) SD apart")
 NOT_TAKEN = re.compile(r"rows not redrawn: [^;]*?\((\d+) added, (\d+) dropped\) lies only "
-                       r"([\d.]+) SD apart")
+                       r"([\d.]+|inf) SD apart")
 
 
 @dataclass(frozen=True)

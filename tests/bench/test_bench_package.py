@@ -67,5 +67,9 @@ def test_redraw_separation_reads_back_the_core_clauses():
         "    redraw = RowRedraw(flagged=flags, score=np.zeros(10), added=7, removed=3, rounds=2,\n"
         "                       n_components=20, separation=3.456, taken=taken)\n"
         "    print(parse_clause('the analysis; ' + redraw.describe() + '; after'))\n"
-        "print(parse_clause('no redraw here'))\n")
-    assert out.split("\n")[:3] == ["(7, 3, 3.46, True)", "(7, 3, 3.46, False)", "None"]
+        "print(parse_clause('no redraw here'))\n"
+        "print(parse_clause(RowRedraw(flagged=flags, score=np.zeros(10), added=1, removed=0,\n"
+        "                             rounds=1, n_components=20, separation=float('inf'),\n"
+        "                             taken=True).describe()))\n")
+    assert out.split("\n")[:4] == ["(7, 3, 3.45, True)", "(7, 3, 3.45, False)", "None",
+                                    "(1, 0, inf, True)"]

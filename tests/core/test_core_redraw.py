@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from acgate.core.evidence import ClassJudgement
 from acgate.core.redraw import (
     REDRAW_MIN_ROWS,
     REDRAW_MIN_SEPARATION,
+    RowRedraw,
     redraw_judgement,
     redraw_rows,
 )
@@ -52,7 +55,8 @@ def test_redraw_finds_the_poison_a_rough_flag_set_missed(seed):
     assert ((redraw.score > 0.5) == found).all()
     assert redraw.taken and redraw.separation >= REDRAW_MIN_SEPARATION
     assert "added" in redraw.describe() and f"{int(found.sum())} flagged" in redraw.describe()
-    assert f"the sides {redraw.separation:.2f} SD apart" in redraw.describe()
+    assert f"the sides {np.floor(redraw.separation * 100) / 100:.2f} SD apart" in (
+        redraw.describe())
 
 
 def test_redraw_needs_the_whitening():
@@ -88,7 +92,7 @@ def test_a_class_without_a_separate_group_keeps_the_analysis_rows():
     assert redraw_rows(x, flags, max_share=0.45) is None
 
 
-def class_with_a_long_tail(seed: int):
+def class_with_a_long_tail(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A class with no group of its own: one direction lognormal (a long far end), flagged at
     its top 4% (what an analysis flags where a proxy learned the trigger only partly)."""
     rng = np.random.default_rng(seed)
@@ -105,13 +109,24 @@ def test_a_redraw_that_adds_a_slice_of_a_continuum_is_reported_not_taken(seed):
     assert redraw.added > 50 and redraw.separation < REDRAW_MIN_SEPARATION
     assert redraw.describe().startswith("rows not redrawn") and f"({redraw.added} added" in (
         redraw.describe())
-    assert f"{redraw.separation:.2f} SD apart (< 4)" in redraw.describe()
+    assert f"SD apart (< {REDRAW_MIN_SEPARATION:g})" in redraw.describe()
     sources = np.where(flags, 3, NO_VALUE)
     given = judgement(flags, poisoned=True, sources=sources)
     kept = redraw_judgement(given, x, n_components=20, max_share=0.45)
     assert kept.flagged is given.flagged and kept.sample_scores is given.sample_scores
     assert kept.sample_sources is given.sample_sources
     assert kept.reason == f"the analysis's; {redraw.describe()}"
+
+
+@pytest.mark.parametrize("separation, shown", [(3.996, "3.99"), (4.0, "4.00"), (12.345, "12.34"),
+                                                (float("inf"), "inf")])
+def test_the_separation_is_shown_rounded_down(separation, shown):
+    # Just under the cut never reads as at it; sides without spread read as inf.
+    redraw = RowRedraw(flagged=np.zeros(10, bool), score=np.zeros(10), added=3, removed=1,
+                       rounds=2, n_components=20, separation=separation, taken=True)
+    assert f"the sides {shown} SD apart" in redraw.describe()
+    refused = dataclasses.replace(redraw, taken=False)
+    assert f"lies only {shown} SD apart" in refused.describe()
 
 
 def test_a_redraw_that_only_drops_rows_is_taken_however_close_the_sides():

@@ -10,7 +10,8 @@ away too when the retrain never saw anything like them.
 
 Poison rows share their trigger, so in the poisoned proxy's activations they sit together,
 apart from the class's clean rows: measured on the cached Fashion-MNIST and MNIST all-to-one
-scans of ``bench/RESULTS.md`` ("attack_matrix"), a linear rule separates them at AUROC 1.00.
+scans of ``bench/RESULTS.md`` ("attack_matrix") with BadNets, blended and checker triggers, a
+linear rule separates them at AUROC 1.00 (see below for triggers the proxy did not learn).
 But the direction that separates them need not carry much of the class's variance. So the
 redraw works in the class's **whitened** principal space (:data:`REDRAW_COMPONENTS`
 directions, each scaled to unit variance), where a low-variance trigger direction counts as
@@ -23,21 +24,23 @@ The redraw is deterministic (no random step) and keeps the analyzer's flags when
 too few rows on either side; no row moved; a result that holds more than the analysis's size
 threshold (poison is a minority of its class: a redraw that grows past that has followed a
 natural split of the class instead); or an iteration that does not settle (it creeps into the
-clean rows a few at a time when the poison is not a group of its own: a trigger the proxy never
-learned).
+clean rows a few at a time when the poison is not a group of its own). These return no redraw
+and add nothing to the reason.
 
 A redraw that **adds** rows must also settle on a group that stands apart: along the line
 through the two centres, the sides' means at least :data:`REDRAW_MIN_SEPARATION` standard
-deviations apart. Where the proxy learned the trigger only partly, the poison is the far end of
-a continuum of the class (MNIST warp and SIG all-to-one at 1%: even a linear rule fit on the
-truth separates it only at AUROC 0.94-0.97), and a redraw started there settles on a wider
-slice of that continuum, adding clean rows. Such a redraw is reported in the class's reason and
-not taken. A redraw that only drops rows keeps a part of what the analysis proved and is taken.
+deviations apart. Where the proxy did not learn the trigger (MNIST warp all-to-one at 1%,
+poison fit 0.00-0.02; SIG seed 2, 0.20), the poison is the far end of a continuum of the class
+(even a linear rule fit on the truth separates it only at AUROC 0.94-0.97), and a redraw
+started there settles on a wider slice of that continuum, adding clean rows. Such a redraw is
+not taken: the analyzer's flags stand and the class's reason says why. A redraw that only
+drops rows keeps a part of what the analysis proved and is taken at any separation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,20 +54,23 @@ from acgate.core.result import NO_VALUE
 REDRAW_COMPONENTS = 20
 #: Rounds the two-centroid iteration may take to settle. A separate group settles within 13 on
 #: every bench cell; a redraw still moving after this many is creeping into the clean rows (43
-#: rounds and 3x the rows on MNIST SIG seed 2, where the proxy never learned the trigger) and is
-#: not taken.
+#: rounds and 3x the rows on MNIST SIG seed 2 of the AMD EPYC's proxies, variant ``redraw`` of
+#: bench/RESULTS.md "attack_matrix", where the proxy never learned the trigger) and is not
+#: taken.
 REDRAW_MAX_ROUNDS = 25
 #: Rows needed on each side (flagged, not flagged) for a centre to mean anything.
 REDRAW_MIN_ROWS = 5
 #: A redraw that adds rows is taken only when the two sides it settles on lie at least this many
-#: standard deviations apart along the line through their centres (each side's spread counting
-#: equally: weighted by size, the clean side alone would set the unit and a diffuse flagged
-#: side would pass). On the 42 redraws that add rows in the cached all-to-one and all-to-all
-#: cells of the attack matrix, the three that lost F1 by more than 0.01 settled at 3.47 (MNIST
-#: warp all-to-one seed 2, 0.910 -> 0.741), 3.60 (SIG seed 2, 0.873 -> 0.838) and 4.25 (warp
-#: all-to-all seed 1, a class 0.863 -> 0.804); every one that gained settled at 4.18 or more
-#: (bench/RESULTS.md "attack_matrix", variant ``settled``). 4.0 is the core's cut for a group
-#: that stands apart (:data:`acgate.core.clustering.DENSE_CORE_SEPARATION`).
+#: standard deviations apart along the line through their centres, each side's spread counting
+#: equally (weighted by size, the clean side alone would set the unit and a diffuse flagged side
+#: would pass; :data:`acgate.core.clustering.DENSE_CORE_SEPARATION`, the core's other 4.0 cut
+#: for a group that stands apart, weights by size). Chosen on the 42 redraws that add rows in 38
+#: cached all-to-one and all-to-all cells (MNIST, Fashion-MNIST, text), each class's F1 measured
+#: on the same flags without and with the redraw: the three that lost more than 0.01 settled at
+#: 3.47 (MNIST warp all-to-one 1% seed 2, 0.910 -> 0.741), 3.60 (SIG seed 2, 0.873 -> 0.838)
+#: and 4.25 (warp all-to-all seed 1, a class 0.863 -> 0.804); every one that gained settled at
+#: 4.18 or more. Where every redraw of the attack matrix settled: bench/RESULTS.md
+#: "redraw_separation".
 REDRAW_MIN_SEPARATION = 4.0
 
 __all__ = ["REDRAW_COMPONENTS", "REDRAW_MIN_SEPARATION", "RowRedraw", "redraw_judgement",
@@ -103,7 +109,7 @@ class RowRedraw:
     def describe(self) -> str:
         """One clause for the class's reason."""
         space = f"the class's whitened {self.n_components}-direction principal space"
-        apart = f"{self.separation:.2f} SD apart"
+        apart = f"{_shown(self.separation)} SD apart"
         if not self.taken:
             return (f"rows not redrawn: the split a redraw settles on in {space} ({self.added} "
                     f"added, {self.removed} dropped) lies only {apart} (< "
@@ -112,6 +118,13 @@ class RowRedraw:
         return (f"rows redrawn around the flagged rows' centre in {space}: {self.added} added, "
                 f"{self.removed} dropped, {int(self.flagged.sum())} flagged, the sides "
                 f"{apart}")
+
+
+def _shown(separation: float) -> str:
+    """Two decimals rounded down (a redraw just under the cut never reads as at it), or inf."""
+    if not math.isfinite(separation):
+        return str(separation)
+    return f"{math.floor(separation * 100) / 100:.2f}"
 
 
 def whitened_principal(activations: np.ndarray, n_components: int) -> np.ndarray:
