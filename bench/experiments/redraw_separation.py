@@ -59,14 +59,13 @@ def parse_clause(reason: str) -> tuple[int, int, float, bool] | None:
     return None
 
 
-def _class_f1(path: Path, label: int) -> float | None:
-    """The poison F1 of one class in a record (``None``: no record, or no poison there)."""
+def _class_f1s(path: Path) -> dict[int, float]:
+    """The poison F1 of each class of a record that has one (none when there is no record)."""
     if not path.is_file():
-        return None
-    for report in json.loads(path.read_text())["per_class"]:
-        if int(report["label"]) == label and report.get("poison_f1") is not None:
-            return float(report["poison_f1"])
-    return None
+        return {}
+    return {int(report["label"]): float(report["poison_f1"])
+            for report in json.loads(path.read_text())["per_class"]
+            if report.get("poison_f1") is not None}
 
 
 def read_redraws(variant: str, against: str) -> tuple[list[Redraw], int]:
@@ -75,7 +74,7 @@ def read_redraws(variant: str, against: str) -> tuple[list[Redraw], int]:
     redraws = []
     for path in files:
         record = json.loads(path.read_text())
-        other = RECORDS / against / path.relative_to(RECORDS / variant)
+        against_f1 = _class_f1s(RECORDS / against / path.relative_to(RECORDS / variant))
         for report in record["per_class"]:
             parsed = parse_clause(report.get("reason") or "")
             if parsed is None:
@@ -85,7 +84,7 @@ def read_redraws(variant: str, against: str) -> tuple[list[Redraw], int]:
             redraws.append(Redraw(record["cell"], int(record["seed"]), label, *parsed,
                                   poison_rows=int(report.get("poison_n_poison") or 0),
                                   f1=None if f1 is None else float(f1),
-                                  f1_against=_class_f1(other, label)))
+                                  f1_against=against_f1.get(label)))
     return redraws, len(files)
 
 
