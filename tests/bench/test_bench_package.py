@@ -63,13 +63,13 @@ def test_redraw_separation_reads_back_the_core_clauses():
         "from acgate.core.redraw import RowRedraw\n"
         "from bench.experiments.redraw_separation import parse_clause\n"
         "flags = np.zeros(10, bool)\n"
-        "for taken in (True, False):\n"
+        "for separation in (4.567, 3.456):\n"
         "    redraw = RowRedraw(flagged=flags, score=np.zeros(10), added=7, removed=3, rounds=2,\n"
-        "                       n_components=20, separation=3.456, taken=taken)\n"
+        "                       n_components=20, separation=separation)\n"
         "    print(parse_clause('the analysis; ' + redraw.describe() + '; after'))\n"
         "print(parse_clause('no redraw here'))\n"
         "print(parse_clause(RowRedraw(flagged=flags, score=np.zeros(10), added=1, removed=0,\n"
         "                             rounds=1, n_components=20, separation=float('inf'),\n"
-        "                             taken=True).describe()))\n")
-    assert out.split("\n")[:4] == ["(7, 3, 3.45, True)", "(7, 3, 3.45, False)", "None",
+        "                             ).describe()))\n")
+    assert out.split("\n")[:4] == ["(7, 3, 4.56, True)", "(7, 3, 3.45, False)", "None",
                                     "(1, 0, inf, True)"]

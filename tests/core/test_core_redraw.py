@@ -122,11 +122,23 @@ def test_a_redraw_that_adds_a_slice_of_a_continuum_is_reported_not_taken(seed):
                                                 (float("inf"), "inf")])
 def test_the_separation_is_shown_rounded_down(separation, shown):
     # Just under the cut never reads as at it; sides without spread read as inf.
-    redraw = RowRedraw(flagged=np.zeros(10, bool), score=np.zeros(10), added=3, removed=1,
-                       rounds=2, n_components=20, separation=separation, taken=True)
-    assert f"the sides {shown} SD apart" in redraw.describe()
-    refused = dataclasses.replace(redraw, taken=False)
-    assert f"lies only {shown} SD apart" in refused.describe()
+    dropped_only = RowRedraw(flagged=np.zeros(10, bool), score=np.zeros(10), added=0,
+                             removed=1, rounds=2, n_components=20, separation=separation)
+    assert dropped_only.taken
+    assert f"the sides {shown} SD apart" in dropped_only.describe()
+    if separation < REDRAW_MIN_SEPARATION:
+        refused = dataclasses.replace(dropped_only, added=3)
+        assert f"lies only {shown} SD apart" in refused.describe()
+
+
+@pytest.mark.parametrize("added, separation, taken", [
+    (0, 0.5, True), (3, REDRAW_MIN_SEPARATION - 1e-9, False), (3, REDRAW_MIN_SEPARATION, True),
+    (3, float("inf"), True)])
+def test_a_redraw_is_taken_when_it_only_drops_rows_or_its_sides_stand_apart(added, separation,
+                                                                            taken):
+    redraw = RowRedraw(flagged=np.zeros(10, bool), score=np.zeros(10), added=added, removed=1,
+                       rounds=2, n_components=20, separation=separation)
+    assert redraw.taken is taken
 
 
 def test_a_redraw_that_only_drops_rows_is_taken_however_close_the_sides():

@@ -319,22 +319,25 @@ def test_only_a_mode_toward_a_core_that_does_not_stand_apart_is_for_the_several_
     assert list(_candidate_groups(clustering, 0.45, several_sources=False)) == [1]
 
 
-def test_a_separated_core_sent_to_one_source_is_poison_without_the_confidence_cut():
+def test_a_separated_core_sent_to_one_source_is_poison_without_the_sureness_cuts():
     from acgate.core.detect import Thresholds
-    from acgate.core.exre import ONE_SOURCE_CONFIDENCE, _judge_group
+    from acgate.core.exre import ONE_SOURCE_CONFIDENCE, ONE_SOURCE_TYPICALITY, _judge_group
 
     members = np.arange(180)
-    # Occluded poison goes to its source less surely than the one-source rule's cut.
+    # Occluded poison goes to its source less surely than the one-source rule's cut ...
     unsure = left_out_outcome(np.full(180, 4), confidence=ONE_SOURCE_CONFIDENCE - 0.05, label=0)
     kwargs = dict(used=Thresholds(size=0.45), n_class=2000, confusion_of=None,
                   typicality=np.full(180, 0.3))
     assert not _judge_group(0, members, False, "cluster", unsure, **kwargs).poisoned
     verdict = _judge_group(0, members, False, "core", unsure, separated=True, **kwargs)
     assert verdict.poisoned and verdict.confidence is None
-    # The typicality cut still applies: rows between classes are not poison.
-    atypical = dict(kwargs, typicality=np.full(180, 0.01))
-    assert not _judge_group(0, members, False, "core", unsure, separated=True,
-                            **atypical).poisoned
+    # ... and, the trigger covering what makes a row typical of its source, as an atypical
+    # member there: the core's separation stands in for both cuts.
+    atypical = dict(kwargs, typicality=np.full(180, ONE_SOURCE_TYPICALITY / 2))
+    sure = left_out_outcome(np.full(180, 4), confidence=ONE_SOURCE_CONFIDENCE + 0.05, label=0)
+    assert not _judge_group(0, members, False, "cluster", sure, **atypical).poisoned
+    verdict = _judge_group(0, members, False, "core", unsure, separated=True, **atypical)
+    assert verdict.poisoned and verdict.confidence is None and verdict.typicality is None
 
 
 def _class_with_dense_core_only(outcome_of_core):

@@ -149,7 +149,7 @@ Groups = Mapping[tuple[int, int], tuple[int, np.ndarray]]
 #: dense core, which only the several-sources rule may judge poison (see
 #: :data:`acgate.core.clustering.DENSE_MIN_CLASS_ROWS`); separated for a dense core standing
 #: apart (:data:`acgate.core.clustering.DENSE_CORE_SEPARATION`), which every rule judges, its
-#: separation standing in for the one-source rule's mean confidence.
+#: separation standing in for the one-source rule's sureness (mean confidence and typicality).
 Candidates = dict[int, tuple[np.ndarray, bool, str, bool, bool]]
 
 
@@ -490,7 +490,7 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
 
     ``several_only``: a mode toward a dense core, poison by the multi-source rule or not at
     all. ``separated``: the candidate of a dense core standing apart (its separation asked
-    instead of the one-source rule's mean confidence).
+    instead of the one-source rule's sureness: mean confidence and typicality).
     ``overlap_of``: the held-out overlap of two classes and its baseline (see
     :func:`held_out_overlap`), asked in large classes only.
     """
@@ -515,10 +515,8 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
                       and outcome.source is not None)
         if one_source and confusion_of is not None:
             confusion = confusion_of(label, outcome.source)
-        if n_class >= ONE_SOURCE_SURE_MIN_CLASS_ROWS:
+        if n_class >= ONE_SOURCE_SURE_MIN_CLASS_ROWS and not separated:
             sure = _sureness(outcome, typicality)
-            if separated:
-                sure = (None, sure[1])
         if one_source and overlap_of is not None and n_class >= HELD_OUT_OVERLAP_MIN_CLASS_ROWS:
             overlap = overlap_of(label, outcome.source)
         share_there, median_there = overlap if overlap is not None else (None, None)
