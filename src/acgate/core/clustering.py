@@ -105,16 +105,17 @@ DENSE_CORE_INSIDE = 0.9
 #: A core whose rows lie at least this many pooled standard deviations from the rest of the
 #: class along its direction stands apart: a natural crowd of look-alikes does not. Such a core
 #: is judged by every rule of exclusionary reclassification (its separation standing in for the
-#: one-source rule's mean confidence), and when no side of its direction splits off (separation
-#: below :data:`MIN_DIRECTION_SEPARATION`) the core itself is the candidate. All-to-all poison
-#: of one source that no k-means level of k <= 4 isolates and that sits off the class's whitened
-#: tail (MNIST 20k, random-centre patch at 5%: 1s in class 2, 7s in class 8) crowds into one
-#: core whose direction's split still runs through clean rows (separation 3.0) while the core
-#: lies 4.0-4.8 from them, and the occluded rows go to their source at a mean confidence of only
-#: 0.82-0.89. Over every core of at most :data:`DENSE_CORE_MAX_SHARE` in the cached cells of
-#: the attack matrix (bench/RESULTS.md "dense_cores": MNIST, Fashion-MNIST, MNIST 7+ and Rotten
-#: Tomatoes, 326 cores), the cores of clean rows measured at most 3.66 (Fashion-MNIST shirts;
-#: MNIST 2.67, text none); poison cores 2.80-25.66, 203 of 217 at least 4.0.
+#: one-source rule's sureness: mean confidence and typicality), and when no side of its
+#: direction splits off (separation below :data:`MIN_DIRECTION_SEPARATION`) the core itself is
+#: the candidate. All-to-all poison of one source that no k-means level of k <= 4 isolates and
+#: that sits off the class's whitened tail (MNIST 20k, random-centre patch at 5%: 1s in class
+#: 2, 7s in class 8) crowds into one core whose direction's split still runs through clean rows
+#: (separation 3.0) while the core lies 4.0-4.8 from them, and the occluded rows go to their
+#: source at a mean confidence of only 0.82-0.89 (the 1s of class 2 at a median typicality of
+#: only 0.03-0.05). Over every core of at most :data:`DENSE_CORE_MAX_SHARE` in the cached cells
+#: of the attack matrix (bench/RESULTS.md "dense_cores": MNIST, Fashion-MNIST, MNIST 7+ and
+#: Rotten Tomatoes, 326 cores), the cores of clean rows measured at most 3.66 (Fashion-MNIST
+#: shirts; MNIST 2.67, text none); poison cores 2.80-25.66, 203 of 217 at least 4.0.
 DENSE_CORE_SEPARATION = 4.0
 ClusterMode = int | str
 
