@@ -17,6 +17,7 @@ from acgate.core import detect
 from acgate.core.analyses import natural_confusion
 from acgate.core.clustering import CandidateCluster, cluster_class, nestedness, stable_candidates
 from acgate.core.detect import resolve_n_clusters
+from acgate.core.exre import OVERLAP_LOOKALIKE_TYPICALITY
 
 
 def _elongated_class_with_poison(seed: int = 0, n: int = 600, poison: int = 30):
@@ -337,7 +338,25 @@ def test_a_separated_core_sent_to_one_source_is_poison_without_the_sureness_cuts
     sure = left_out_outcome(np.full(180, 4), confidence=ONE_SOURCE_CONFIDENCE + 0.05, label=0)
     assert not _judge_group(0, members, False, "cluster", sure, **atypical).poisoned
     verdict = _judge_group(0, members, False, "core", unsure, separated=True, **atypical)
-    assert verdict.poisoned and verdict.confidence is None and verdict.typicality is None
+    assert verdict.poisoned and verdict.confidence is None
+    assert verdict.typicality == ONE_SOURCE_TYPICALITY / 2  # measured, recorded, not cut
+
+
+@pytest.mark.parametrize("typicality, poisoned", [(OVERLAP_LOOKALIKE_TYPICALITY, True),
+                                                  (OVERLAP_LOOKALIKE_TYPICALITY / 2, False)])
+def test_a_separated_core_keeps_the_overlaps_look_alike_test(typicality, poisoned):
+    # Without the sureness cuts the core's typicality still tells the source's own members
+    # (poison) from look-alikes at its edge, which a natural overlap explains.
+    from acgate.core.detect import Thresholds
+    from acgate.core.exre import ONE_SOURCE_CONFIDENCE, _judge_group
+
+    outcome = left_out_outcome(np.full(180, 4), confidence=ONE_SOURCE_CONFIDENCE - 0.05, label=0)
+    verdict = _judge_group(
+        0, np.arange(180), False, "core", outcome, used=Thresholds(size=0.45), n_class=20000,
+        confusion_of=None, typicality=np.full(180, typicality), separated=True,
+        overlap_of=lambda label, source: (0.2, 0.01))
+    assert verdict.poisoned is poisoned
+    assert verdict.overlap == (0.2, 0.01) and verdict.confidence is None
 
 
 def _class_with_dense_core_only(outcome_of_core):

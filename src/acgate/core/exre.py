@@ -257,8 +257,8 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
                        thresholds: Thresholds, *, nested: bool = False,
                        label: int | None = None, source: int | None = None,
                        confidence: float | None = None, typicality: float | None = None,
-                       overlap: float | None = None, overlap_median: float | None = None
-                       ) -> tuple[bool, str]:
+                       overlap: float | None = None, overlap_median: float | None = None,
+                       typicality_cut: bool = True) -> tuple[bool, str]:
     """Exclusionary reclassification's one-source rule on a candidate's measured numbers.
 
     Poison when ``l/p`` is below ``thresholds.exre``, at least the source share (nested: the
@@ -284,6 +284,9 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
             cut does not apply, see :data:`ONE_SOURCE_SURE_MIN_CLASS_ROWS`).
         typicality: Their median typicality there (``None``: the cut does not apply, nor the
             held-out overlap's look-alike cut).
+        typicality_cut: Whether a measured ``typicality`` is also cut at
+            :data:`ONE_SOURCE_TYPICALITY` (``False``: it serves the look-alike test only; a
+            dense core standing apart, whose separation stands in for the sureness cuts).
         overlap: The share of the source's tail the tails' retrain sent to the class (``None``:
             the test does not apply, see :func:`acgate.core.tail.held_out_overlap`).
         overlap_median: The median share of the other classes' tails it sent there (needed
@@ -327,8 +330,9 @@ def one_source_verdict(score: float, source_share: float, confusion: float | Non
                         f"typicality {typicality:.2f} < {OVERLAP_LOOKALIKE_TYPICALITY:g}): "
                         "look-alikes")
         poisoned = not natural
+    cut_typicality = typicality if typicality_cut else None
     for name, value, cut in (("confidence", confidence, ONE_SOURCE_CONFIDENCE),
-                             ("typicality", typicality, ONE_SOURCE_TYPICALITY)):
+                             ("typicality", cut_typicality, ONE_SOURCE_TYPICALITY)):
         if poisoned and value is not None:
             sure = value >= cut
             why += (f"; {'mean' if name == 'confidence' else 'median'} {name} there {value:.2f} "
@@ -515,16 +519,20 @@ def _judge_group(group: int, members: np.ndarray, nested: bool, description: str
                       and outcome.source is not None)
         if one_source and confusion_of is not None:
             confusion = confusion_of(label, outcome.source)
-        if n_class >= ONE_SOURCE_SURE_MIN_CLASS_ROWS and not separated:
+        if n_class >= ONE_SOURCE_SURE_MIN_CLASS_ROWS:
             sure = _sureness(outcome, typicality)
+            if separated:  # measured for the look-alike test, cut by neither
+                sure = (None, sure[1])
         if one_source and overlap_of is not None and n_class >= HELD_OUT_OVERLAP_MIN_CLASS_ROWS:
             overlap = overlap_of(label, outcome.source)
         share_there, median_there = overlap if overlap is not None else (None, None)
         poisoned, why = one_source_verdict(
             outcome.score, source_share, confusion, used, nested=nested, label=label,
             source=outcome.source, confidence=sure[0], typicality=sure[1],
-            overlap=share_there, overlap_median=median_there)
-        if not poisoned and sure != (None, None):
+            overlap=share_there, overlap_median=median_there, typicality_cut=not separated)
+        if poisoned and separated:
+            why += "; no sureness cut (the core stands apart)"
+        if not poisoned and sure != (None, None) and not separated:
             unsure_only = one_source_verdict(
                 outcome.score, source_share, confusion, used, nested=nested,
                 overlap=share_there, overlap_median=median_there)[0]

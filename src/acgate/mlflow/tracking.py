@@ -16,7 +16,8 @@ What a scan run holds (the promotion gate reads exactly this):
 * metrics per class ``c``: ``silhouette/<c>``, ``size_ratio/<c>``, ``exre/<c>``,
   ``source_share/<c>`` and ``confusion/<c>`` (the exclusionary-reclassification source share and
   natural confusion of the judged candidate), ``confidence/<c>`` and ``typicality/<c>`` (how
-  surely it went to its source, large classes only), ``overlap/<c>`` and ``overlap_median/<c>``
+  surely it went to its source, large classes only; a dense core standing apart records no
+  confidence and is asked neither cut), ``overlap/<c>`` and ``overlap_median/<c>``
   (the held-out overlap of the class and that source, large classes only), ``tail_flips/<c>``,
   ``tail_cohesive/<c>`` and ``tail_clump/<c>`` (the class's tail, :mod:`acgate.core.tail`;
   each only when measured), ``flagged/<c>`` (count), ``poisoned/<c>`` and ``skipped/<c>``
