@@ -63,9 +63,10 @@ and `apart` (today's default) there on the same cached proxies (the first eight 
 - **A dense core that stands apart is judged without the typicality cut, issue 18** (variant
   `apart` of section `attack_matrix`, 2026-12-07, the 232 cells on the same cached Intel Xeon
   proxies as `settled`, core of `b18b33d`: the same flags in every cell as the first run on
-  the core of `b1dfe13`, which had also dropped the look-alike test). A random 6px patch in the centre occludes the digit: the 1s poisoned
-  into class 2 crowd into a dense core that stands apart (seed 0: the core itself, 4.8 SD from
-  the rest of the class; seed 2: a mode toward such a core, its split 4.9 SD out), and a
+  the core of `b1dfe13`, which had also dropped the look-alike test). A random 6px patch in
+  the centre occludes the digit: the 1s poisoned into class 2 crowd into a dense core that
+  stands apart (seed 0: the core itself, 4.8 SD from the rest of the class; seed 2: a mode
+  toward such a core, its split 4.9 SD out), and a
   retrain that never saw them sends them to one class as rows atypical there (median
   typicality 0.033 and 0.047, under the one-source rule's 0.05): they were cleared. The core's
   separation already stood in for the rule's mean confidence; it now stands in for both
