@@ -58,7 +58,8 @@ all-to-all 10%, three other patch shapes/positions/sizes, and a clean run; MNIST
 and a
 clean one); Rotten Tomatoes: the "-travelerthehorse" signature into the majority and into the
 minority class, at the end, the start and a random position, at 10% and 3% of the target class,
-and a clean run. Seeds: 0-2 (digits: 0-4), ``--seeds`` overrides.
+and a clean run. Seeds: 0-2 (digits: 0-4; the clean MNIST and Fashion-MNIST runs: 0-9),
+``--seeds`` overrides.
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ DEFAULT_ROWS = 20_000
 SIGNATURE = "-travelerthehorse"
 #: Seeds per data source when --seeds is not given.
 DEFAULT_SEEDS = {"digits": (0, 1, 2, 3, 4), "digits-7plus": (0, 1, 2, 3, 4)}
+#: Clean MNIST and Fashion-MNIST runs over ten seeds (each its own 20k subset and proxy): a false
+#: alarm blocks a nightly run, and on three seeds neither flagged anything where on ten each
+#: flagged a class once (variant ``amd``: MNIST seed 4, Fashion-MNIST seed 6).
+CLEAN_SEEDS = {"mnist": tuple(range(10)), "fashion": tuple(range(10))}
 
 
 # ----------------------------------------------------------------------------- cases
@@ -123,6 +128,8 @@ class Case:
 
     def seeds(self) -> tuple[int, ...]:
         """The seeds run when ``--seeds`` is not given."""
+        if self.clean and self.data in CLEAN_SEEDS:
+            return CLEAN_SEEDS[self.data]
         return DEFAULT_SEEDS.get(self.data, (0, 1, 2))
 
 
