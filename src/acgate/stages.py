@@ -294,7 +294,8 @@ def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike, config: ScanC
     warning is logged when it is below :data:`acgate.scan.WEAK_ATTACK_SUCCESS`: the proxy never
     learned the backdoor, so a clean verdict would be weak evidence. ``model.json`` records the
     training under ``"training"`` (:func:`proxy_training`), with the device it ran on
-    (``ScanConfig.device``); the extraction carries it to
+    (``ScanConfig.device``) and its hardware (the CPU's model or the GPU's name: a verdict near a
+    cut can differ on another CPU model); the extraction carries it to
     ``scan.json``'s ``"proxy"``.
 
     Args:
@@ -310,7 +311,7 @@ def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike, config: ScanC
         ``attack_success`` and ``attack_success_rows``): the train-proxy step's KFP metrics.
     """
     from acgate.scan import proxy_attack_success, train_proxy, weak_proxy_warning
-    from acgate.torch._arrays import model_device
+    from acgate.torch._arrays import device_hardware, model_device
 
     if dataset is None:
         dataset = read_stage_dataset(dataset_path, config, modality)
@@ -320,7 +321,9 @@ def train_proxy_stage(dataset_path: PathLike, model_dir: PathLike, config: ScanC
                 if k in _TRAINING_FIELDS and np.isfinite(v)}
     attack = proxy_attack_success(model, dataset, seed=config.seed, max_tokens=config.max_tokens)
     training.update(attack or {})
-    training["device"] = model_device(model).type  # where it trained ("cpu" or "cuda")
+    device = model_device(model)
+    training["device"] = device.type  # where it trained ("cpu" or "cuda") ...
+    training["hardware"] = device_hardware(device)  # ... on which CPU model or GPU
     warning = weak_proxy_warning(training)
     if warning is not None:
         logger.warning("%s: %s", dataset_path, warning)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from html import escape
 
 import mlflow
 import numpy as np
@@ -31,7 +32,7 @@ from acgate.scan import (
     weak_proxy_warning,
 )
 from acgate.stages import load_proxy, load_proxy_vocabulary, proxy_training, train_proxy_stage
-from acgate.torch._arrays import resolve_device
+from acgate.torch._arrays import device_hardware, resolve_device
 from acgate.torch.train import predict
 
 
@@ -145,6 +146,7 @@ def test_poisoned_scan_records_the_proxy_everywhere(poisoned_cli_scan):
     assert "warning: the proxy learned" not in run.stdout
     html = (run.out / "report.html").read_text()
     assert 'id="proxy"' in html and "Attack success of the recorded trigger" in html
+    assert proxy["hardware"] and f"({escape(proxy['hardware'])})" in html
     client = mlflow.MlflowClient(tracking_uri=run.tracking_uri)
     experiment = client.get_experiment_by_name("cli-test")
     metrics = client.search_runs([experiment.experiment_id])[0].data.metrics
@@ -156,6 +158,7 @@ def test_clean_scan_records_the_proxy_without_an_attack(clean_cli_scan):
     run = clean_cli_scan
     assert run.code == EXIT_CLEAN, run.stderr
     proxy = json.loads((run.out / "scan.json").read_text())["proxy"]
-    assert set(proxy) == {"train_accuracy", "final_loss", "epochs", "device"}
+    assert set(proxy) == {"train_accuracy", "final_loss", "epochs", "device", "hardware"}
     assert proxy["device"] == resolve_device("auto").type  # --device auto: where it trained
+    assert proxy["hardware"] == device_hardware(resolve_device("auto"))
     assert "proxy: train accuracy" in run.stdout and "attack success" not in run.stdout

@@ -108,6 +108,9 @@ def test_proxy_section_warns_when_the_trigger_was_not_learned(tmp_path, make_res
     assert "Warning:" not in learned
     unknown = page({"train_accuracy": 1.0, "epochs": 2}, "unknown.html")
     assert "records no trigger" in unknown and "Warning:" not in unknown
+    where = page({"train_accuracy": 1.0, "epochs": 2, "device": "cpu",
+                  "hardware": "AMD EPYC <7B13>"}, "where.html")
+    assert "after 2 epochs on cpu (AMD EPYC &lt;7B13&gt;)." in where
     assert 'id="proxy"' not in page(None, "none.html")  # the user's own model
 
 

@@ -1,10 +1,12 @@
 """``--device``: where training and extraction run (auto: CUDA when available, else the CPU)."""
 
+import contextlib
+
 import pytest
 import torch
 
 from acgate.scan import ScanConfig, make_retrain, train_proxy
-from acgate.torch._arrays import model_device, resolve_device
+from acgate.torch._arrays import device_hardware, model_device, resolve_device
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -20,6 +22,20 @@ def test_cuda_without_a_cuda_device_is_a_clear_error():
         return
     with pytest.raises(ValueError, match=r"device 'cuda' asked for, but torch sees no CUDA"):
         resolve_device("cuda")
+
+
+def test_the_hardware_is_the_cpus_model_or_the_gpus_name():
+    # What a scan records beside "cpu" / "cuda": another CPU model can move a verdict near a cut.
+    cpu = device_hardware(torch.device("cpu"))
+    assert isinstance(cpu, str) and cpu.strip() == cpu and cpu
+    models = []
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as info:
+        models = [line.split(":", 1)[1].strip() for line in info
+                  if line.split(":", 1)[0].strip() == "model name"]
+    if models:
+        assert cpu == models[0]
+    if HAS_CUDA:
+        assert device_hardware(torch.device("cuda")) == torch.cuda.get_device_name(0)
 
 
 @pytest.mark.parametrize("name", ["gpu", "CUDA", "", "cuda:0"])

@@ -485,7 +485,8 @@ def _proxy_section(proxy: Mapping[str, Any] | None, baseline: bool = False) -> s
             "scan): train accuracy " if baseline else "Train accuracy ")
     line += (("–" if accuracy is None else f"{accuracy:.3f}")
             + (f" after {_e(proxy['epochs'])} epochs" if "epochs" in proxy else "")
-            + (f" on {_e(proxy['device'])}" if proxy.get("device") else "") + ". ")
+            + (f" on {_e(proxy['device'])}" if proxy.get("device") else "")
+            + (f" ({_e(proxy['hardware'])})" if proxy.get("hardware") else "") + ". ")
     success = proxy.get("attack_success")
     if success is None:
         line += "The dataset records no trigger: the proxy's attack success is not measured."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import warnings
 from typing import Any
 
@@ -55,6 +56,33 @@ def resolve_device(name: str) -> torch.device:
     torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.device("cuda")
+
+
+def device_hardware(device: torch.device) -> str:
+    """The hardware behind ``device``, as a scan records it: a GPU's name, else the CPU's model.
+
+    The CPU path is deterministic on one machine, but another CPU model (other kernels) gives
+    weights that differ in the last digits, and a verdict near a cut can move with them
+    (``bench/RESULTS.md`` "attack_matrix", variant ``amd``): the record says which machine
+    reached it. The CPU's model comes from ``/proc/cpuinfo`` on Linux, else
+    :func:`platform.processor`, else the architecture.
+    """
+    if device.type == "cuda":
+        return str(torch.cuda.get_device_name(device))
+    return _cpu_model() or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _cpu_model() -> str:
+    """The first ``model name`` of ``/proc/cpuinfo`` ("" where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
 
 
 def model_device(model: nn.Module) -> torch.device:
