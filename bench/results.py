@@ -74,9 +74,10 @@ Fashion-MNIST over ten seeds) on 2026-12-07 (the first finding).
   to ankle boot at 0.93 / 0.08, a sub-cluster at 0.98 / 0.19, and a tail clump of 41 coats
   (40 needed) mostly to dress, a pair the proxy confuses at 0.043, which the tail does not ask);
   every other seed flags nothing. Section `incremental` rerun on this CPU (not committed: a
-  matrix process shared the machine and slowed its timings) refuses the baseline of seed 1
-  instead of seed 0: 95% of MNIST 20k flags class 7 the same way (23.6% of the 7s, 91% to 9,
-  0.93 / 0.14), and four digits seeds of five instead of three.
+  matrix process shared the machine and slowed its timings) refuses the baseline of seed 1:
+  95% of MNIST 20k flags class 7 the same way (23.6% of the 7s, 91% to 9, 0.93 / 0.14), and
+  four digits seeds of five (the committed section, an earlier core on another machine:
+  MNIST seed 0, three digits seeds).
   Against `apart`, cell by cell (232 cells both ran): the same classes in 172 (MNIST 52 of 54,
   Fashion-MNIST 9 of 9, Rotten Tomatoes 39 of 39, MNIST 7+ 13 of 15, digits 43 of 90, digits 7+
   16 of 25), the same number of rows and poison in 132. Where MNIST moved: random-centre
@@ -87,7 +88,7 @@ Fashion-MNIST over ten seeds) on 2026-12-07 (the first finding).
   same 29 of 56 poisoned cases. Digits move on half their cells (clean digits: a class on 1 of
   5 seeds, digits 7+ on 3 of 5): the 8x8 runs sit at cuts, and there the verdict is the proxy's
   last digits. The CPU path is deterministic on one machine; across CPU models the proxy's
-  weights differ in the last digits (the kernels differ), so a claim of one variant over
+  weights differ in the last digits (presumably other kernels), so a claim of one variant over
   another, measured on one machine's proxies, holds where the cells move together; the
   difference between `settled` and `apart` (random-centre seeds 0 and 2) is smaller than this
   noise.
