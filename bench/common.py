@@ -54,22 +54,6 @@ class BenchSettings:
         return QUICK_EPOCHS if self.quick else None
 
 
-def _cpu_model() -> str:
-    """The CPU's model name from ``/proc/cpuinfo`` (Linux), or ``""``.
-
-    Proxies trained on two CPU models can differ (torch's CPU kernels need not be bit-identical
-    across them), and so can a scan's flags: the line says which CPU a figure came from.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def machine_line(threads: int | None = None, acgate_detail: str = "") -> str:
     """Cores, torch threads, versions and date, for the line above each table.
 
@@ -86,10 +70,13 @@ def machine_line(threads: int | None = None, acgate_detail: str = "") -> str:
     import torch
 
     import acgate
+    from acgate.torch._arrays import cpu_model
 
     threads = torch.get_num_threads() if threads is None else threads
     detail = f" ({acgate_detail})" if acgate_detail else ""
-    cpu = _cpu_model()
+    # Proxies trained on two CPU models can differ (torch's CPU kernels need not be
+    # bit-identical across them), and so can a scan's flags: the line names the CPU.
+    cpu = cpu_model()
     return (f"machine: {platform.node()} ({platform.machine()}{', ' + cpu if cpu else ''}), "
             f"{os.cpu_count()} cores, "
             f"torch threads {threads}, python {platform.python_version()}, "

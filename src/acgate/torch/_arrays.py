@@ -69,11 +69,14 @@ def device_hardware(device: torch.device) -> str:
     """
     if device.type == "cuda":
         return str(torch.cuda.get_device_name(device))
-    return _cpu_model() or platform.processor() or platform.machine() or "unknown CPU"
+    return cpu_model() or platform.processor() or platform.machine() or "unknown CPU"
 
 
-def _cpu_model() -> str:
-    """The first ``model name`` of ``/proc/cpuinfo`` ("" where there is none)."""
+def cpu_model() -> str:
+    """The CPU's model: the first ``model name`` of ``/proc/cpuinfo`` ("" where there is none).
+
+    Also the CPU in the benchmarks' machine line (``bench.common.machine_line``).
+    """
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
             for line in info:
