@@ -35,6 +35,16 @@ poison fit 0.00-0.02; SIG seed 2, 0.20), the poison is the far end of a continuu
 started there settles on a wider slice of that continuum, adding clean rows. Such a redraw is
 not taken: the analyzer's flags stand and the class's reason says why. A redraw that only
 drops rows keeps a part of what the analysis proved and is taken at any separation.
+
+Then the **neighbours fill** (:func:`fill_rows`): where the proxy did not learn the trigger,
+part of the poison lies beyond both the candidate and the redraw, yet next to rows already
+flagged (MNIST SIG all-to-one 1% seed 2: 41 poison rows missed, 32% of their 10 nearest
+neighbours flagged on average, against 0.1% for the clean rows of the class). A row among the
+:data:`FILL_NEIGHBOURS` nearest neighbours of a flagged row, in the same whitened space, joins
+the flags when at least :data:`FILL_MIN_FLAGGED` of its own nearest neighbours are flagged,
+round after round until none joins. A clean row has clean rows around it; a majority of its
+neighbours flagged is a row inside the flagged group. A fill that would grow the flags past the
+class's size threshold is not taken.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.neighbors import NearestNeighbors
 
 from acgate.core.evidence import ClassJudgement
 from acgate.core.reducers import reduce_pca
@@ -72,9 +83,17 @@ REDRAW_MIN_ROWS = 5
 #: 4.17 or more (separations rounded down, as the reasons show them). Where every redraw of the
 #: attack matrix settled: bench/RESULTS.md "redraw_separation".
 REDRAW_MIN_SEPARATION = 4.0
+#: Nearest neighbours of a row that the neighbours fill counts (:func:`fill_rows`) ...
+FILL_NEIGHBOURS = 10
+#: ... and how many of them must be flagged for the row to join: a majority. The table that
+#: chose it (rows within reach of the flags, cached cells of the attack matrix, at 2 of 10 every
+#: clean row next to a clean row the analysis flagged joins too): bench/RESULTS.md
+#: "attack_matrix", variant ``fill``.
+FILL_MIN_FLAGGED = 5
 
-__all__ = ["REDRAW_COMPONENTS", "REDRAW_MIN_SEPARATION", "RowRedraw", "redraw_judgement",
-           "redraw_rows", "whitened_principal"]
+__all__ = ["FILL_MIN_FLAGGED", "FILL_NEIGHBOURS", "REDRAW_COMPONENTS", "REDRAW_MIN_SEPARATION",
+           "RowFill", "RowRedraw", "fill_rows", "redraw_judgement", "redraw_rows",
+           "whitened_principal"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +142,30 @@ class RowRedraw:
         return (f"rows redrawn around the flagged rows' centre in {space}: {self.added} added, "
                 f"{self.removed} dropped, {int(self.flagged.sum())} flagged, the sides "
                 f"{apart}")
+
+
+@dataclass(frozen=True)
+class RowFill:
+    """The outcome of :func:`fill_rows` on one class.
+
+    Attributes:
+        flagged: The flags with the rows that joined (aligned with the class's rows).
+        share: Per row, the share of its :data:`FILL_NEIGHBOURS` nearest neighbours flagged
+            when it joined (``NaN`` for the rows that did not join).
+        added: Rows that joined.
+        rounds: Rounds run (the last one adds nothing).
+    """
+
+    flagged: np.ndarray
+    share: np.ndarray
+    added: int
+    rounds: int
+
+    def describe(self) -> str:
+        """One clause for the class's reason."""
+        return (f"{self.added} more rows joined, each with at least {FILL_MIN_FLAGGED} of its "
+                f"{FILL_NEIGHBOURS} nearest neighbours in that space flagged, "
+                f"{int(self.flagged.sum())} flagged")
 
 
 def _shown(separation: float) -> str:
@@ -180,8 +223,12 @@ def redraw_rows(activations: np.ndarray, flagged: np.ndarray, *,
     start = np.asarray(flagged, dtype=bool)
     if n_components <= 0 or not _both_sides(start):
         return None
-    space = whitened_principal(activations, n_components)
-    if space.shape[1] == 0:
+    return _redraw_in(whitened_principal(activations, n_components), start, max_share)
+
+
+def _redraw_in(space: np.ndarray, start: np.ndarray, max_share: float) -> RowRedraw | None:
+    """:func:`redraw_rows` in the class's whitened space, already computed."""
+    if space.shape[1] == 0 or not _both_sides(start):
         return None
     current = start
     for rounds in range(1, REDRAW_MAX_ROUNDS + 1):
@@ -201,6 +248,71 @@ def redraw_rows(activations: np.ndarray, flagged: np.ndarray, *,
     return RowRedraw(flagged=current, score=score, added=int((current & ~start).sum()),
                      removed=int((start & ~current).sum()), rounds=rounds,
                      n_components=space.shape[1], separation=_separation(space, current))
+
+
+def fill_rows(activations: np.ndarray, flagged: np.ndarray, *,
+              n_components: int = REDRAW_COMPONENTS, max_share: float = 1.0) -> RowFill | None:
+    """Let the rows whose nearest neighbours are mostly flagged join a poisoned class's flags.
+
+    In the class's whitened principal space (:func:`whitened_principal`), a row among the
+    :data:`FILL_NEIGHBOURS` nearest neighbours of a flagged row joins when at least
+    :data:`FILL_MIN_FLAGGED` of its own nearest neighbours are flagged; rounds repeat until
+    none joins. Deterministic (no random step).
+
+    Args:
+        activations: The class's activations (``n x d``).
+        flagged: The flags so far over the same rows.
+        n_components: Whitened principal directions (0 returns ``None``).
+        max_share: Largest share of the class the flags may hold once filled; a fill that
+            grows past it returns ``None``.
+
+    Returns:
+        The :class:`RowFill`, or ``None`` when no row joins, the fill cannot speak (fill off,
+        fewer than :data:`REDRAW_MIN_ROWS` rows flagged, a class of at most
+        :data:`FILL_NEIGHBOURS` rows, no variance) or it grows past ``max_share``.
+    """
+    start = np.asarray(flagged, dtype=bool)
+    if n_components <= 0 or start.sum() < REDRAW_MIN_ROWS or len(start) <= FILL_NEIGHBOURS:
+        return None
+    return _fill_in(whitened_principal(activations, n_components), start, max_share)
+
+
+def _fill_in(space: np.ndarray, start: np.ndarray, max_share: float) -> RowFill | None:
+    """:func:`fill_rows` in the class's whitened space, already computed."""
+    if (space.shape[1] == 0 or start.sum() < REDRAW_MIN_ROWS
+            or len(start) <= FILL_NEIGHBOURS):
+        return None
+    index = NearestNeighbors(n_neighbors=FILL_NEIGHBOURS + 1, algorithm="brute").fit(space)
+    known: dict[int, np.ndarray] = {}
+
+    def neighbours(rows: np.ndarray) -> np.ndarray:
+        """Each row's nearest neighbours but itself (computed once per row)."""
+        todo = np.array([r for r in rows.tolist() if r not in known], dtype=np.int64)
+        if len(todo):
+            found = index.kneighbors(space[todo], return_distance=False)
+            for row, near in zip(todo.tolist(), found, strict=True):
+                # itself, or (a duplicate row listed first) the farthest one, is left out
+                known[row] = near[near != row][:FILL_NEIGHBOURS]
+        return np.stack([known[r] for r in rows.tolist()]) if len(rows) else np.zeros(
+            (0, FILL_NEIGHBOURS), dtype=np.int64)
+
+    current = start.copy()
+    share = np.full(len(start), np.nan)
+    rounds = 0
+    while True:
+        rounds += 1
+        reach = np.unique(neighbours(np.flatnonzero(current)))
+        outside = reach[~current[reach]]
+        counts = current[neighbours(outside)].sum(axis=1)
+        joining = outside[counts >= FILL_MIN_FLAGGED]
+        if not len(joining):
+            break
+        share[joining] = counts[counts >= FILL_MIN_FLAGGED] / FILL_NEIGHBOURS
+        current[joining] = True
+    added = int((current & ~start).sum())
+    if added == 0 or current.mean() > max_share:
+        return None
+    return RowFill(flagged=current, share=share, added=added, rounds=rounds)
 
 
 def _separation(space: np.ndarray, flagged: np.ndarray) -> float:
@@ -231,36 +343,50 @@ def _distances(space: np.ndarray, flagged: np.ndarray) -> tuple[np.ndarray, np.n
 
 def redraw_judgement(judgement: ClassJudgement, activations: np.ndarray, *,
                      n_components: int, max_share: float) -> ClassJudgement:
-    """A poisoned class's judgement with its flagged rows redrawn by :func:`redraw_rows`.
+    """A poisoned class's judgement with its flagged rows redrawn, then filled.
 
-    A clean class, or one whose flags stand (see :func:`redraw_rows`), is returned as it is,
-    except that a redraw not taken adds its clause to the reason (why the rows stand).
-    Otherwise the flags and per-row scores are the redraw's (a row's ``poison_score`` then says
-    how much nearer the poison's centre than the clean rows' centre it is: above 0.5, flagged)
-    and the reason gains the redraw's clause. A row the redraw added names no suspected source
-    (the analysis did not send it anywhere as poison, and it may belong to a candidate the
-    analysis cleared: the ``relabel`` repair removes such a row instead of relabelling it),
-    unless the analysis names one source for the whole class (no per-row sources).
+    A clean class is returned as it is. A poisoned class's flags are redrawn by
+    :func:`redraw_rows` (when the redraw speaks; a redraw not taken adds its clause to the
+    reason, why the rows stand), then filled by :func:`fill_rows`. Where the redraw is taken,
+    the per-row scores are the redraw's (a row's ``poison_score`` then says how much nearer the
+    poison's centre than the clean rows' centre it is: above 0.5, flagged); a row that joined
+    in the fill scores the share of its nearest neighbours flagged (0.5 or more). The reason
+    gains a clause for each step taken. A row either step added names no suspected source (the
+    analysis did not send it anywhere as poison, and it may belong to a candidate the analysis
+    cleared: the ``relabel`` repair removes such a row instead of relabelling it), unless the
+    analysis names one source for the whole class (no per-row sources).
 
     Args:
         judgement: The analyzer's judgement of the class.
         activations: The class's activations, rows aligned with ``judgement.flagged``.
-        n_components: See :func:`redraw_rows` (0: no redraw).
+        n_components: See :func:`redraw_rows` (0: neither redraw nor fill).
         max_share: See :func:`redraw_rows` (the class's size threshold).
     """
-    if not judgement.is_poisoned:
+    if not judgement.is_poisoned or n_components <= 0:
         return judgement
-    redraw = redraw_rows(activations, judgement.flagged, n_components=n_components,
-                         max_share=max_share)
-    if redraw is None:
+    space = whitened_principal(activations, n_components)
+    redraw = _redraw_in(space, judgement.flagged, max_share)
+    flagged, scores, clauses = judgement.flagged, judgement.sample_scores, []
+    if redraw is not None:
+        clauses.append(redraw.describe())
+        if redraw.taken:
+            flagged, scores = redraw.flagged, redraw.score
+    fill = _fill_in(space, flagged, max_share)
+    if fill is not None:
+        clauses.append(fill.describe())
+        joined = fill.flagged & ~flagged
+        scores = np.array(scores, dtype=np.float64, copy=True)
+        scores[joined] = fill.share[joined]
+        flagged = fill.flagged
+    if not clauses:
         return judgement
-    reason = f"{judgement.reason}; {redraw.describe()}"
-    if not redraw.taken:
+    reason = "; ".join([judgement.reason, *clauses])
+    if flagged is judgement.flagged:
         return dataclasses.replace(judgement, reason=reason)
     sources = judgement.sample_sources
     if sources is not None:
         sources = sources.copy()
-        sources[redraw.flagged & ~judgement.flagged] = NO_VALUE
+        sources[flagged & ~judgement.flagged] = NO_VALUE
     return dataclasses.replace(
-        judgement, flagged=redraw.flagged, sample_scores=redraw.score,
-        reason=reason, sample_sources=sources)
+        judgement, flagged=flagged, sample_scores=scores, reason=reason,
+        sample_sources=sources)
