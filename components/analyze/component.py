@@ -81,8 +81,9 @@ def analyze(
             sends at least this share of the suspected source's tail to its class, and 6.5x the
             other tails' median (classes >= 1,000 rows; 2 disables the test).
         redraw_components: A poisoned class's flagged rows are redrawn around their centre in
-            the class's whitened principal space of this many directions (0 keeps the
-            analysis's rows).
+            the class's whitened principal space of this many directions, then filled with the
+            rows whose nearest neighbours there are mostly flagged (0 keeps the analysis's
+            rows).
         segment_by: ``"label"`` or ``"prediction"``.
         min_class_size: As given to ``cluster``.
         seed: Seed (the same as ``train_proxy``'s: the retrain must match the proxy).

@@ -10,6 +10,8 @@ import pytest
 from acgate.core import detect
 from acgate.core.evidence import ClassJudgement
 from acgate.core.redraw import (
+    FILL_MIN_FLAGGED,
+    FILL_NEIGHBOURS,
     REDRAW_MIN_ROWS,
     REDRAW_MIN_SEPARATION,
     RowRedraw,
@@ -295,3 +297,132 @@ def test_detect_refuses_a_bad_redraw_components(value, error):
     labels = np.r_[np.zeros(800, int), np.ones(800, int)]
     with pytest.raises(error, match="redraw_components"):
         detect(x, labels, analysis="size-silhouette", redraw_components=value)
+
+
+def class_with_scattered_poison(seed: int = 0, n_clean: int = 1800, n_groups: int = 9,
+                                per_group: int = 22) -> tuple[np.ndarray, np.ndarray]:
+    """A class in 16 dimensions, and poison from several sources: small groups of rows, each
+    apart from the clean rows in its own direction (what all-to-one poison looks like where the
+    proxy learned its trigger only partly: nine groups, none a cluster of the class)."""
+    rng = np.random.default_rng(seed)
+    clean = rng.normal(size=(n_clean, 16))
+    groups = []
+    for group in range(n_groups):
+        centre = np.zeros(16)
+        centre[group % 16] = 5.0
+        centre[(group + 7) % 16] = -3.0
+        groups.append(centre + 0.6 * rng.normal(size=(per_group, 16)))
+    x = np.concatenate([clean, *groups])
+    truth = np.r_[np.zeros(n_clean, bool), np.ones(n_groups * per_group, bool)]
+    return x, truth
+
+
+def part_of_each_group(truth: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
+    """The analysis's flags: ``share`` of the poison rows, drawn at random."""
+    rng = np.random.default_rng(seed)
+    poison = np.flatnonzero(truth)
+    flags = np.zeros(len(truth), bool)
+    flags[rng.choice(poison, int(share * len(poison)), replace=False)] = True
+    return flags
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_fill_adds_the_poison_next_to_the_flags_and_no_clean_row(seed):
+    x, truth = class_with_scattered_poison(seed)
+    flags = part_of_each_group(truth, 0.6, seed)
+    fill = fill_rows(x, flags, max_share=0.45)
+    assert fill is not None and fill.rounds >= 2
+    assert (fill.flagged & truth).sum() >= truth.sum() - 5
+    assert not (fill.flagged & ~truth).any()
+    joined = fill.flagged & ~flags
+    assert fill.added == int(joined.sum()) >= 0.35 * truth.sum()
+    assert (fill.share[joined] >= FILL_MIN_FLAGGED / FILL_NEIGHBOURS).all()
+    assert np.isnan(fill.share[~joined]).all()
+    assert fill.describe() == (f"{fill.added} more rows joined, each with at least "
+                               f"{FILL_MIN_FLAGGED} of its {FILL_NEIGHBOURS} nearest neighbours "
+                               f"in that space flagged, {int(fill.flagged.sum())} flagged")
+    again = fill_rows(x, flags, max_share=0.45)
+    assert np.array_equal(again.flagged, fill.flagged)
+
+
+def test_the_redraw_alone_misses_scattered_poison_that_the_fill_finds():
+    # Nine groups are no one group: the two-centroid redraw cannot settle on them, the fill
+    # reaches each from its flagged rows.
+    x, truth = class_with_scattered_poison(0)
+    flags = part_of_each_group(truth, 0.6, 0)
+    redraw = redraw_rows(x, flags, max_share=0.45)
+    if redraw is not None and redraw.taken:
+        assert (redraw.flagged & truth).sum() < truth.sum() - 20
+    given = judgement(flags, poisoned=True, sources=np.where(flags, 3, NO_VALUE))
+    filled = redraw_judgement(given, x, n_components=20, max_share=0.45)
+    assert (filled.flagged & truth).sum() >= truth.sum() - 5 and not (filled.flagged & ~truth).any()
+    joined = filled.flagged & ~flags
+    assert (filled.sample_sources[joined] == NO_VALUE).all()
+    assert (filled.sample_scores[joined] >= 0.5).all()
+    assert filled.reason.endswith(f"{int(filled.flagged.sum())} flagged")
+    assert "more rows joined" in filled.reason
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_fill_barely_moves_a_slice_of_one_gaussian(seed):
+    # A clean row has clean rows around it: at the edge of a slice of a continuum, most of a
+    # row's nearest neighbours lie on the unflagged side, so the fill does not creep.
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(1500, 16)) * np.linspace(3.0, 1.0, 16)
+    flags = x[:, 0] > np.quantile(x[:, 0], 0.9)
+    fill = fill_rows(x, flags, max_share=0.45)
+    assert fill is None or fill.added <= 5
+
+
+def test_a_fill_past_the_size_threshold_is_not_taken():
+    x, truth = class_with_scattered_poison(0)
+    flags = part_of_each_group(truth, 0.6, 0)
+    assert fill_rows(x, flags, max_share=0.45) is not None
+    assert fill_rows(x, flags, max_share=0.09) is None  # the poison alone is 9.9% of the class
+
+
+@pytest.mark.parametrize("case", ["off", "few flagged", "tiny class", "no variance",
+                                  "nothing joins"])
+def test_the_fill_keeps_the_rows_when_it_cannot_speak(case):
+    x, truth = class_with_scattered_poison(0)
+    flags = part_of_each_group(truth, 0.6, 0)
+    kwargs = {"max_share": 0.45}
+    if case == "off":
+        kwargs["n_components"] = 0
+    elif case == "few flagged":
+        flags = np.zeros(len(x), bool)
+        flags[np.flatnonzero(truth)[:REDRAW_MIN_ROWS - 1]] = True
+    elif case == "tiny class":
+        x, flags = x[:FILL_NEIGHBOURS], np.arange(FILL_NEIGHBOURS) < 5
+    elif case == "no variance":
+        x = np.ones_like(x)
+    else:
+        flags = truth.copy()  # every poison row flagged already
+    assert fill_rows(x, flags, **kwargs) is None
+
+
+def test_the_fill_leaves_a_duplicate_row_out_of_its_own_neighbours():
+    # Exact duplicates: a row's nearest neighbour may be its twin listed before it; the row
+    # itself never counts among its neighbours.
+    x, truth = class_with_scattered_poison(0)
+    x = np.concatenate([x, x])
+    truth = np.r_[truth, truth]
+    flags = part_of_each_group(truth, 0.6, 0)
+    fill = fill_rows(x, flags, max_share=0.45)
+    assert fill is not None and not (fill.flagged & ~truth).any()
+    assert (fill.flagged & truth).sum() >= truth.sum() - 10
+
+
+def test_a_class_past_the_fill_cap_keeps_the_redraw_rows_and_says_so(monkeypatch):
+    import acgate.core.redraw as redraw_module
+
+    x, truth = class_with_scattered_poison(0)
+    flags = part_of_each_group(truth, 0.6, 0)
+    given = judgement(flags, poisoned=True, sources=None)
+    monkeypatch.setattr(redraw_module, "FILL_MAX_CLASS_ROWS", len(x) - 1)
+    capped = redraw_judgement(given, x, n_components=20, max_share=0.45)
+    assert "more rows joined" not in capped.reason
+    assert capped.reason.endswith(f"no neighbours fill in a class of more than {len(x) - 1:,} rows")
+    assert (capped.flagged & truth).sum() < truth.sum() - 20  # the fill's rows are not there
+    with pytest.raises(ValueError, match=f"at most {len(x) - 1} rows, got {len(x)}"):
+        fill_rows(x, flags)

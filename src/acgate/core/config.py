@@ -117,8 +117,9 @@ class DetectorConfig:
         "other tails' median (classes >= 1,000 rows; 2 disables the test)", stage="analyze")
     redraw_components: int = setting(
         REDRAW_COMPONENTS, "a poisoned class's flagged rows are redrawn around their centre in "
-        "the class's whitened principal space of this many directions (0 keeps the analysis's "
-        "rows)", stage="analyze")
+        "the class's whitened principal space of this many directions, then filled with the "
+        "rows whose nearest neighbours there are mostly flagged (0 keeps the analysis's rows)",
+        stage="analyze")
     segment_by: str = setting("label", "split the activations by label or by the model's "
                               "prediction", stage="cluster", choices=("label", "prediction"))
     min_class_size: int = setting(MIN_CLASS_SIZE, "smaller classes are skipped (reported "

@@ -305,7 +305,8 @@ def analyze(
             ``params["random_state"]`` (the seed a caller that records its parameters already
             names there); without either it is an error, never a silent 0.
         redraw_components: The flagged rows of every poisoned class are redrawn around their
-            centre in the class's whitened principal space of this many directions
+            centre in the class's whitened principal space of this many directions, then
+            filled with the rows whose nearest neighbours there are mostly flagged
             (:mod:`acgate.core.redraw`); 0 keeps the analysis's rows.
         params: Parameters to record in the run info (the seed used is added when absent).
         timings: Timings measured before this call (recorded in the run info).
@@ -543,7 +544,8 @@ def detect(
         redraw_components: The flagged rows of a poisoned class are redrawn by two-centroid
             k-means started from them, in the class's whitened principal space of this many
             directions (:mod:`acgate.core.redraw`: the poison a candidate missed joins, the
-            clean rows it swept in go back); 0 keeps the analysis's rows.
+            clean rows it swept in go back), then filled there with the rows whose nearest
+            neighbours are mostly flagged; 0 keeps the analysis's rows.
         segment_by: ``"label"`` (default) or ``"prediction"`` (needs ``predictions``).
         predictions: The model's prediction per sample: for ``segment_by="prediction"``, and
             for the natural-confusion test of exclusionary reclassification.

@@ -90,10 +90,14 @@ FILL_NEIGHBOURS = 10
 #: clean row next to a clean row the analysis flagged joins too): bench/RESULTS.md
 #: "attack_matrix", variant ``fill``.
 FILL_MIN_FLAGGED = 5
+#: The fill runs in classes of at most this many rows: its exact neighbour search costs the
+#: flagged rows times the class's rows (a class of 50,000 rows with 10% flagged: ~5 s on one
+#: core); a larger class keeps the redraw's rows, and its reason says so.
+FILL_MAX_CLASS_ROWS = 50_000
 
-__all__ = ["FILL_MIN_FLAGGED", "FILL_NEIGHBOURS", "REDRAW_COMPONENTS", "REDRAW_MIN_SEPARATION",
-           "RowFill", "RowRedraw", "fill_rows", "redraw_judgement", "redraw_rows",
-           "whitened_principal"]
+__all__ = ["FILL_MAX_CLASS_ROWS", "FILL_MIN_FLAGGED", "FILL_NEIGHBOURS", "REDRAW_COMPONENTS",
+           "REDRAW_MIN_SEPARATION", "RowFill", "RowRedraw", "fill_rows", "redraw_judgement",
+           "redraw_rows", "whitened_principal"]
 
 
 @dataclass(frozen=True)
@@ -270,8 +274,15 @@ def fill_rows(activations: np.ndarray, flagged: np.ndarray, *,
         The :class:`RowFill`, or ``None`` when no row joins, the fill cannot speak (fill off,
         fewer than :data:`REDRAW_MIN_ROWS` rows flagged, a class of at most
         :data:`FILL_NEIGHBOURS` rows, no variance) or it grows past ``max_share``.
+
+    Raises:
+        ValueError: A class of more than :data:`FILL_MAX_CLASS_ROWS` rows (see
+            :func:`redraw_judgement`, which skips the fill there).
     """
     start = np.asarray(flagged, dtype=bool)
+    if len(start) > FILL_MAX_CLASS_ROWS:
+        raise ValueError(f"fill_rows works in classes of at most {FILL_MAX_CLASS_ROWS} rows, "
+                         f"got {len(start)}")
     if n_components <= 0 or start.sum() < REDRAW_MIN_ROWS or len(start) <= FILL_NEIGHBOURS:
         return None
     return _fill_in(whitened_principal(activations, n_components), start, max_share)
@@ -347,10 +358,12 @@ def redraw_judgement(judgement: ClassJudgement, activations: np.ndarray, *,
 
     A clean class is returned as it is. A poisoned class's flags are redrawn by
     :func:`redraw_rows` (when the redraw speaks; a redraw not taken adds its clause to the
-    reason, why the rows stand), then filled by :func:`fill_rows`. Where the redraw is taken,
-    the per-row scores are the redraw's (a row's ``poison_score`` then says how much nearer the
-    poison's centre than the clean rows' centre it is: above 0.5, flagged); a row that joined
-    in the fill scores the share of its nearest neighbours flagged (0.5 or more). The reason
+    reason, why the rows stand), then filled by :func:`fill_rows` (in classes of at most
+    :data:`FILL_MAX_CLASS_ROWS` rows; a larger class's reason says it was not filled). Where
+    the redraw is taken, the per-row scores are the redraw's (a row's ``poison_score`` then says
+    how much nearer the poison's centre than the clean rows' centre it is: above 0.5, flagged);
+    a row that joined in the fill scores the share of its nearest neighbours flagged (0.5 or
+    more). The reason
     gains a clause for each step taken. A row either step added names no suspected source (the
     analysis did not send it anywhere as poison, and it may belong to a candidate the analysis
     cleared: the ``relabel`` repair removes such a row instead of relabelling it), unless the
@@ -371,7 +384,11 @@ def redraw_judgement(judgement: ClassJudgement, activations: np.ndarray, *,
         clauses.append(redraw.describe())
         if redraw.taken:
             flagged, scores = redraw.flagged, redraw.score
-    fill = _fill_in(space, flagged, max_share)
+    fill = None
+    if len(flagged) > FILL_MAX_CLASS_ROWS:
+        clauses.append(f"no neighbours fill in a class of more than {FILL_MAX_CLASS_ROWS:,} rows")
+    else:
+        fill = _fill_in(space, flagged, max_share)
     if fill is not None:
         clauses.append(fill.describe())
         joined = fill.flagged & ~flagged
