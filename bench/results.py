@@ -17,7 +17,7 @@ QUICK_RESULTS_PATH = BENCH_DIR / "RESULTS-quick.md"
 EXPERIMENT_ORDER = ("reducers", "size_threshold", "candidates", "source_share", "digits_quality",
                     "mnist", "scale", "art", "repair_mnist", "multimodal", "art_scale",
                     "beyond_mnist", "one_flow", "incremental", "shards", "bounded_class",
-                    "scan_breakdown", "redraw")
+                    "scan_breakdown", "redraw", "fill")
 #: Parts written by their own scripts (not by ``bench/run.py``), assembled after the
 #: experiments above in full runs only.
 SCRIPT_PARTS = {"text": "bench/text_rotten_tomatoes.py", "beyond": "bench/beyond_paper.py",
@@ -52,16 +52,34 @@ with a second benchmark on the other core; the MNIST-scale experiments share eac
 through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activations). `art`
 and `scan_breakdown` ran on 2026-12-05 on the idle 2-core machine; the attack matrix's `dense`
 and `probe` variants on 2026-12-05 and `overlap`, `exre05` and `exre1` on 2026-12-06 on a 2-core
-AMD EPYC machine (the thirteenth to sixteenth findings); the attack matrix's `xeon` variant on
-2026-12-06 on a 2-core Intel Xeon machine (the tenth finding), and `lookalike`, `wide4`,
+AMD EPYC machine (the fourteenth to seventeenth findings); the attack matrix's `xeon` variant on
+2026-12-06 on a 2-core Intel Xeon machine (the eleventh finding), and `lookalike`, `wide4`,
 `wideband`, `again`, `guarded`, `cores`, `together` (130 cells), `spread`, `beside`, `settled`
-and `apart` (today's default) there on the same cached proxies (the second to ninth findings);
-`amd` (today's default again, every proxy trained afresh on a 2-core AMD EPYC, clean MNIST and
-Fashion-MNIST over ten seeds) on 2026-12-07 (the first finding).
+and `apart` there on the same cached proxies (the third to tenth findings); `amd` (the default
+of `apart` again, every proxy trained afresh on a 2-core AMD EPYC, clean MNIST and Fashion-MNIST
+over ten seeds) on 2026-12-07 (the second finding), and `fill` (today's default) and the `fill`
+section there on the same cached proxies (the first finding).
 `--quick` runs locally and writes `RESULTS-quick.md` instead.
 
 ### Findings (2026-12-02 to -07; tables have the numbers)
 
+- **The neighbours fill: poison next to the flagged rows joins them, issue 18** (variant `fill`
+  of section `attack_matrix` against `amd`, the same cached proxies of a 2-core AMD EPYC,
+  2026-12-07; section `fill`: the table that chose 5 of 10). After the redraw, in its whitened
+  space, a row among the 10 nearest neighbours of a poisoned class's flagged rows joins them
+  when at least 5 of its own 10 nearest neighbours are flagged, round after round. Where the
+  proxy learned the trigger only partly the poison the analysis and the redraw miss lies next
+  to flagged rows: **MNIST SIG all-to-one 1% 0.959 / 0.880 -> 0.977 / 0.932** (seed 2: 18 rows
+  join, all poison; the target met: 30 of 56 poisoned cases now), warp all-to-one 1% 0.873 /
+  0.820 -> 0.886 / 0.822, dot 3% 0.902 / 0.780 -> 0.914 / 0.805, random-centre 0.829 / 0.726 ->
+  0.834 / 0.733, warp all-to-all 0.951 -> 0.954 mean, Fashion-MNIST BadNets 1% 0.922 / 0.865
+  -> 0.924 / 0.872; the largest losses 0.003 (BadNets 0.3% seed 1 0.638 -> 0.635, MNIST 7+
+  <- 6 seed 2 0.942 -> 0.939, digits 7+ 0 <- 7+ 0.583 -> 0.580). Every one of the 246 cells
+  flags the same classes as before, every clean run included (the clean false alarms gain
+  rows: MNIST seed 4 336 -> 414, Fashion-MNIST seed 6 877 -> 953). Section `fill`, 38 cells, the
+  same detection's flags filled at each count: mean F1 0.914 with no fill, 0.889 / 0.914 /
+  0.919 / **0.918** / 0.917 at 2 / 3 / 4 / **5** / 6 of 10, with 11 / 7 / 2 / **0** / 0 cells
+  worse by more than 0.01.
 - **Ten clean seeds and a second CPU: a false alarm in one clean run in ten, and verdicts near
   a cut move with the machine, issue 18** (variant `amd` of section `attack_matrix`,
   2026-12-07: today's default, the core of `apart` unchanged, every proxy trained afresh on a

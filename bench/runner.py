@@ -32,6 +32,7 @@ from bench.experiments import (
     bounded_class,
     candidates,
     digits_quality,
+    fill,
     incremental,
     mnist,
     multimodal,
@@ -67,11 +68,12 @@ EXPERIMENTS: dict[str, Callable[[BenchSettings], str]] = {
     "bounded_class": bounded_class.section,
     "scan_breakdown": scan_breakdown.section,
     "redraw": redraw.section,
+    "fill": fill.section,
 }
 #: Left out of ``--quick`` (MNIST-scale data, ART, or long).
 NOT_IN_QUICK = ("mnist", "art", "repair_mnist", "multimodal", "art_scale", "beyond_mnist",
                 "candidates", "one_flow", "incremental", "shards", "bounded_class",
-                "scan_breakdown", "redraw")
+                "scan_breakdown", "redraw", "fill")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

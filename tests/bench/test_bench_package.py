@@ -73,3 +73,35 @@ def test_redraw_separation_reads_back_the_core_clauses():
         "                             ).describe()))\n")
     assert out.split("\n")[:4] == ["(7, 3, 4.56, True)", "(7, 3, 3.45, False)", "None",
                                     "(1, 0, inf, True)"]
+
+
+def test_the_fill_table_fills_the_poisoned_classes_of_a_real_result():
+    # The table that chose FILL_MIN_FLAGGED: at 0 the result's own F1; at 5 of 10 the rows
+    # acgate.core.redraw.fill_rows adds to each poisoned class (here: a group of poison found
+    # by a real detect run with the fill left out, 60% of its rows kept flagged).
+    out = _python(
+        "import dataclasses\n"
+        "import numpy as np\n"
+        "import acgate.core.redraw as redraw_module\n"
+        "from acgate.core import detect\n"
+        "from acgate.core.metrics import precision_recall_f1\n"
+        "from bench.experiments.fill import _patched, filled_f1\n"
+        "rng = np.random.default_rng(0)\n"
+        "clean = rng.normal(size=(1800, 16))\n"
+        "poison = 0.6 * rng.normal(size=(198, 16))\n"
+        "poison[:, 0] += 8.0\n"
+        "other = rng.normal(size=(2000, 16)) + 30.0\n"
+        "acts = np.concatenate([clean, poison, other])\n"
+        "labels = np.r_[np.zeros(1998, int), np.ones(2000, int)]\n"
+        "truth = np.r_[np.zeros(1800, bool), np.ones(198, bool), np.zeros(2000, bool)]\n"
+        "with _patched(redraw_module, '_fill_in', lambda *args: None):\n"
+        "    result = detect(acts, labels, analysis='size', n_clusters=2, size_threshold=0.45,\n"
+        "                    redraw_components=0)\n"
+        "flags = np.asarray(result.is_poison, bool)\n"
+        "part = flags & (rng.random(len(flags)) < 0.6)\n"
+        "result = dataclasses.replace(result, is_poison=part)\n"
+        "base = precision_recall_f1(part, truth)['f1']\n"
+        "print(round(filled_f1(result, acts, truth, 0) - base, 6),\n"
+        "      filled_f1(result, acts, truth, 5) > base + 0.1,\n"
+        "      [c.verdict for c in result.classes])\n")
+    assert out.strip() == "0.0 True ['poisoned', 'clean']"
