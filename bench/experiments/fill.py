@@ -13,14 +13,12 @@ poison F1, mean / min over the seeds.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.common import BenchSettings, markdown_table, table_header
+from bench.common import BenchSettings
 
 #: The section's text (the table's numbers are computed; what they say was read off them).
 INTRO = (
@@ -87,51 +85,22 @@ def filled_f1(result: Any, activations: np.ndarray, truth: np.ndarray, min_flagg
 def cell_scores(case: Any, seed: int) -> list[float]:
     """F1 at each of :data:`MIN_FLAGGED` on one cell (cached proxy activations)."""
     import acgate.core.redraw as redraw_module
-    from acgate.io.activations import read_activations
-    from acgate.io.datasets import TextDataset, write_image_dataset, write_text_dataset
     from acgate.scan import ScanConfig
-    from bench.experiments import attack_matrix as am
+    from bench.experiments.redraw import cached_cell
 
-    dataset = am.build_dataset(case, seed, am.cell_rows(case, am.DEFAULT_ROWS))
-    config = ScanConfig(seed=seed)
-    cached = am._reuse_path(dataset, config, 1)
-    if cached is None or not cached.is_file():
-        raise RuntimeError(f"{case.name} seed {seed}: no cached activations under "
-                           "$ACGATE_BENCH_CACHE; run python bench/attack_matrix.py "
-                           f"--reuse-activations --threads 1 --cases {case.name} first")
-    with tempfile.TemporaryDirectory(prefix="acgate-fill-") as tmp:
-        path = Path(tmp) / "data.parquet"
-        is_text = isinstance(dataset, TextDataset)
-        (write_text_dataset if is_text else write_image_dataset)(dataset, path)
-        with _patched(redraw_module, "_fill_in", lambda *args: None):
-            result, _ = am._detect_on_cached(path, cached, config)
-    table = read_activations(cached)
-    if not np.array_equal(np.asarray(result.sample_ids), np.asarray(table.indices)):
-        raise RuntimeError("the result's rows are not the activations' rows")
-    truth = np.asarray(dataset.columns["is_poison"], bool)[np.asarray(table.indices)]
-    return [filled_f1(result, np.asarray(table.activations), truth, k) for k in MIN_FLAGGED]
+    with _patched(redraw_module, "_fill_in", lambda *args: None):
+        result, activations, truth = cached_cell(case, seed, ScanConfig(seed=seed))
+    return [filled_f1(result, activations, truth, k) for k in MIN_FLAGGED]
 
 
 def section(settings: BenchSettings) -> str:
     """Poison F1 per case at each count of flagged neighbours."""
-    from bench.experiments import attack_matrix as am
+    from bench.experiments.redraw import scores_section
 
-    cases = {case.name: case for case in am.all_cases()}
-    rows, per_cell = [], []
-    for name, seeds in CELLS.items():
-        scores = np.array([cell_scores(cases[name], seed) for seed in seeds])
-        per_cell.extend(scores)
-        rows.append([name, len(seeds), *(f"{scores[:, i].mean():.3f} / {scores[:, i].min():.3f}"
-                                         for i in range(len(MIN_FLAGGED)))])
-    every = np.array(per_cell)
-    worse = [int((every[:, i] < every[:, 0] - 0.01).sum()) for i in range(len(MIN_FLAGGED))]
-    rows.append(["**every cell**", len(every), *(
-        f"**{every[:, i].mean():.3f} / {every[:, i].min():.3f}** ({worse[i]} worse)"
-        for i in range(len(MIN_FLAGGED)))])
-    header = ["case", "seeds", *(f"{k} of 10" if k else "no fill" for k in MIN_FLAGGED)]
-    return ("## fill (the rows of a poisoned class: the table that chose `FILL_MIN_FLAGGED`)"
-            "\n\n" + INTRO + "\n\n"
-            + table_header(settings) + "\n" + markdown_table(header, rows))
+    return scores_section(
+        "fill (the rows of a poisoned class: the table that chose `FILL_MIN_FLAGGED`)",
+        INTRO, settings, CELLS, cell_scores,
+        [f"{k} of 10" if k else "no fill" for k in MIN_FLAGGED])
 
 
 __all__ = ["CELLS", "MIN_FLAGGED", "cell_scores", "filled_f1", "section"]

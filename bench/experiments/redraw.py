@@ -73,21 +73,23 @@ def redrawn_f1(result: Any, activations: np.ndarray, truth: np.ndarray,
     return float(precision_recall_f1(flags, truth)["f1"])
 
 
-def cell_scores(case: Any, seed: int) -> list[float]:
-    """F1 at each of :data:`COMPONENTS` on one cell (cached proxy activations)."""
+def cached_cell(case: Any, seed: int, config: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The scan's detection on one cell's cached proxy activations.
+
+    Returns:
+        The detection result, the activations and the poison truth, rows aligned.
+    """
     from acgate.io.activations import read_activations
     from acgate.io.datasets import TextDataset, write_image_dataset, write_text_dataset
-    from acgate.scan import ScanConfig
     from bench.experiments import attack_matrix as am
 
     dataset = am.build_dataset(case, seed, am.DEFAULT_ROWS)
-    config = ScanConfig(seed=seed, redraw_components=0)
     cached = am._reuse_path(dataset, config, 1)
     if cached is None or not cached.is_file():
         raise RuntimeError(f"{case.name} seed {seed}: no cached activations under "
                            "$ACGATE_BENCH_CACHE; run python bench/attack_matrix.py "
                            f"--reuse-activations --threads 1 --cases {case.name} first")
-    with tempfile.TemporaryDirectory(prefix="acgate-redraw-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="acgate-cached-cell-") as tmp:
         path = Path(tmp) / "data.parquet"
         is_text = isinstance(dataset, TextDataset)
         (write_text_dataset if is_text else write_image_dataset)(dataset, path)
@@ -96,29 +98,57 @@ def cell_scores(case: Any, seed: int) -> list[float]:
     if not np.array_equal(np.asarray(result.sample_ids), np.asarray(table.indices)):
         raise RuntimeError("the result's rows are not the activations' rows")
     truth = np.asarray(dataset.columns["is_poison"], bool)[np.asarray(table.indices)]
-    return [redrawn_f1(result, np.asarray(table.activations), truth, k) for k in COMPONENTS]
+    return result, np.asarray(table.activations), truth
 
 
-def section(settings: BenchSettings) -> str:
-    """Poison F1 per case at each number of redraw directions."""
+def cell_scores(case: Any, seed: int) -> list[float]:
+    """F1 at each of :data:`COMPONENTS` on one cell (cached proxy activations)."""
+    from acgate.scan import ScanConfig
+
+    result, activations, truth = cached_cell(case, seed, ScanConfig(seed=seed,
+                                                                    redraw_components=0))
+    return [redrawn_f1(result, activations, truth, k) for k in COMPONENTS]
+
+
+def case_rows(cells: dict[str, tuple[int, ...]], score_cell: Any, n_scores: int) -> list[list]:
+    """Per case ``mean / min`` of each score over its seeds, and an ``every cell`` row.
+
+    ``score_cell(case, seed)`` gives the cell's scores; the first is the baseline that ``(n
+    worse)`` counts the cells against (F1 lower by more than 0.01).
+    """
     from bench.experiments import attack_matrix as am
 
     cases = {case.name: case for case in am.all_cases()}
     rows, per_cell = [], []
-    for name, seeds in CELLS.items():
-        scores = np.array([cell_scores(cases[name], seed) for seed in seeds])
+    for name, seeds in cells.items():
+        scores = np.array([score_cell(cases[name], seed) for seed in seeds])
         per_cell.extend(scores)
         rows.append([name, len(seeds), *(f"{scores[:, i].mean():.3f} / {scores[:, i].min():.3f}"
-                                         for i in range(len(COMPONENTS)))])
+                                         for i in range(n_scores))])
     every = np.array(per_cell)
-    worse = [int((every[:, i] < every[:, 0] - 0.01).sum()) for i in range(len(COMPONENTS))]
+    worse = [int((every[:, i] < every[:, 0] - 0.01).sum()) for i in range(n_scores)]
     rows.append(["**every cell**", len(every), *(
         f"**{every[:, i].mean():.3f} / {every[:, i].min():.3f}** ({worse[i]} worse)"
-        for i in range(len(COMPONENTS)))])
-    header = ["case", "seeds", *(f"{k} directions" if k else "no redraw" for k in COMPONENTS)]
-    return ("## redraw (the rows of a poisoned class: the table that chose `redraw_components`)"
-            "\n\n" + INTRO + "\n\n"
-            + table_header(settings) + "\n" + markdown_table(header, rows))
+        for i in range(n_scores))])
+    return rows
 
 
-__all__ = ["CELLS", "COMPONENTS", "cell_scores", "redrawn_f1", "section"]
+def scores_section(title: str, intro: str, settings: BenchSettings,
+                   cells: dict[str, tuple[int, ...]], score_cell: Any,
+                   columns: list[str]) -> str:
+    """A section: ``title``, ``intro``, the command and machine, and :func:`case_rows`."""
+    rows = case_rows(cells, score_cell, len(columns))
+    return (f"## {title}\n\n{intro}\n\n" + table_header(settings) + "\n"
+            + markdown_table(["case", "seeds", *columns], rows))
+
+
+def section(settings: BenchSettings) -> str:
+    """Poison F1 per case at each number of redraw directions."""
+    return scores_section(
+        "redraw (the rows of a poisoned class: the table that chose `redraw_components`)",
+        INTRO, settings, CELLS, cell_scores,
+        [f"{k} directions" if k else "no redraw" for k in COMPONENTS])
+
+
+__all__ = ["CELLS", "COMPONENTS", "cached_cell", "case_rows", "cell_scores", "redrawn_f1",
+           "scores_section", "section"]
