@@ -12,9 +12,8 @@ poison F1, mean / min over the seeds.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
+from unittest.mock import patch
 
 import numpy as np
 
@@ -50,17 +49,6 @@ CELLS: dict[str, tuple[int, ...]] = {
 }
 
 
-@contextlib.contextmanager
-def _patched(module: Any, name: str, value: Any) -> Iterator[None]:
-    """``module.name`` set to ``value`` inside the block (the core has no switch for it)."""
-    kept = getattr(module, name)
-    setattr(module, name, value)
-    try:
-        yield
-    finally:
-        setattr(module, name, kept)
-
-
 def filled_f1(result: Any, activations: np.ndarray, truth: np.ndarray, min_flagged: int) -> float:
     """Poison F1 once every poisoned class of ``result`` is filled at ``min_flagged`` (0: not)."""
     import acgate.core.redraw as redraw_module
@@ -74,7 +62,8 @@ def filled_f1(result: Any, activations: np.ndarray, truth: np.ndarray, min_flagg
         rows = np.flatnonzero(segments == report.label)
         if len(rows) > redraw_module.FILL_MAX_CLASS_ROWS:
             continue
-        with _patched(redraw_module, "FILL_MIN_FLAGGED", min_flagged):
+        # the core has no switch for the count: the constant is set for this one call
+        with patch.object(redraw_module, "FILL_MIN_FLAGGED", min_flagged):
             fill = redraw_module.fill_rows(activations[rows], flags[rows],
                                            max_share=float(report.thresholds["size"]))
         if fill is not None:
@@ -88,7 +77,7 @@ def cell_scores(case: Any, seed: int) -> list[float]:
     from acgate.scan import ScanConfig
     from bench.experiments.redraw import cached_cell
 
-    with _patched(redraw_module, "_fill_in", lambda *args: None):
+    with patch.object(redraw_module, "_fill_in", lambda *args: None):  # detection, no fill
         result, activations, truth = cached_cell(case, seed, ScanConfig(seed=seed))
     return [filled_f1(result, activations, truth, k) for k in MIN_FLAGGED]
 

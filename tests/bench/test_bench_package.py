@@ -78,14 +78,13 @@ def test_redraw_separation_reads_back_the_core_clauses():
 def test_the_fill_table_fills_the_poisoned_classes_of_a_real_result():
     # The table that chose FILL_MIN_FLAGGED: at 0 the result's own F1; at 5 of 10 the rows
     # acgate.core.redraw.fill_rows adds to each poisoned class (here: a group of poison found
-    # by a real detect run with the fill left out, 60% of its rows kept flagged).
+    # by a real detect run without redraw and fill, 60% of its rows kept flagged).
     out = _python(
         "import dataclasses\n"
         "import numpy as np\n"
-        "import acgate.core.redraw as redraw_module\n"
         "from acgate.core import detect\n"
         "from acgate.core.metrics import precision_recall_f1\n"
-        "from bench.experiments.fill import _patched, filled_f1\n"
+        "from bench.experiments.fill import filled_f1\n"
         "rng = np.random.default_rng(0)\n"
         "clean = rng.normal(size=(1800, 16))\n"
         "poison = 0.6 * rng.normal(size=(198, 16))\n"
@@ -94,9 +93,8 @@ def test_the_fill_table_fills_the_poisoned_classes_of_a_real_result():
         "acts = np.concatenate([clean, poison, other])\n"
         "labels = np.r_[np.zeros(1998, int), np.ones(2000, int)]\n"
         "truth = np.r_[np.zeros(1800, bool), np.ones(198, bool), np.zeros(2000, bool)]\n"
-        "with _patched(redraw_module, '_fill_in', lambda *args: None):\n"
-        "    result = detect(acts, labels, analysis='size', n_clusters=2, size_threshold=0.45,\n"
-        "                    redraw_components=0)\n"
+        "result = detect(acts, labels, analysis='size', n_clusters=2, size_threshold=0.45,\n"
+        "                redraw_components=0)\n"
         "flags = np.asarray(result.is_poison, bool)\n"
         "part = flags & (rng.random(len(flags)) < 0.6)\n"
         "result = dataclasses.replace(result, is_poison=part)\n"
