@@ -172,7 +172,7 @@ _DETECTOR_INPUTS = ("reducer", "n_components", "n_clusters", "analysis", "size_t
                     "silhouette_threshold", "exre_threshold", "source_share_threshold",
                     "nested_source_share_threshold", "confusion_threshold",
                     "overlap_threshold", "redraw_components", "segment_by", "min_class_size",
-                    "exre_epochs")
+                    "exre_epochs", "exre_max_rows")
 
 
 def _picked(inputs: dict, names: tuple[str, ...]) -> dict:
@@ -217,6 +217,7 @@ def acgate_pipeline(
     proxy: str = "auto",
     epochs: Optional[int] = None,
     exre_epochs: Optional[int] = None,
+    exre_max_rows: Optional[int] = None,
     batch_size: int = 64,
     lr: float = 0.001,
     hidden: int = 128,
@@ -273,6 +274,8 @@ def acgate_pipeline(
         proxy: ``"auto"``, ``"cnn"``, ``"mlp"`` or ``"textcnn"``.
         epochs: Proxy epochs; ``None``: images 30 below 10k rows, else 2; text 6 to 30.
         exre_epochs: Epochs of the exclusionary-reclassification retrain; ``None``: the proxy's.
+        exre_max_rows: Most rows each retrain trains on (a seeded sample of each class's share
+            above it); ``None``: every row.
         batch_size: Training batch size.
         lr: Adam learning rate.
         hidden: Width of the proxy's last hidden layer.
@@ -357,7 +360,8 @@ def acgate_pipeline(
         nested_source_share_threshold=nested_source_share_threshold,
         confusion_threshold=confusion_threshold, overlap_threshold=overlap_threshold,
         redraw_components=redraw_components,
-        exre_epochs=exre_epochs, mlflow_tracking_uri=mlflow_tracking_uri, dataset_sha256=sha256,
+        exre_epochs=exre_epochs, exre_max_rows=exre_max_rows,
+        mlflow_tracking_uri=mlflow_tracking_uri, dataset_sha256=sha256,
         **proxy_settings, **cluster_settings,
     )
     analyzed.set_display_name("analyze")
@@ -411,7 +415,8 @@ def acgate_pipeline(
             nested_source_share_threshold=nested_source_share_threshold,
             confusion_threshold=confusion_threshold, overlap_threshold=overlap_threshold,
             redraw_components=redraw_components,
-            exre_epochs=exre_epochs, mlflow_tracking_uri=mlflow_tracking_uri,
+            exre_epochs=exre_epochs, exre_max_rows=exre_max_rows,
+            mlflow_tracking_uri=mlflow_tracking_uri,
             scan_run_id=analyzed.outputs["run_id"],
             **proxy_settings, **cluster_settings,
         )
@@ -482,6 +487,7 @@ def partition_not_clean(
     mlflow_tracking_uri: Optional[str] = None,
     epochs: Optional[int] = None,
     exre_epochs: Optional[int] = None,
+    exre_max_rows: Optional[int] = None,
     size_threshold: Optional[float] = None,
     max_decoded_bytes: Optional[int] = 8589934592,
     id_column: Optional[str] = None,
@@ -585,6 +591,7 @@ def acgate_incremental_pipeline(  # noqa: D417 - the shared arguments' text is t
     proxy: str = "auto",
     epochs: Optional[int] = None,
     exre_epochs: Optional[int] = None,
+    exre_max_rows: Optional[int] = None,
     batch_size: int = 64,
     lr: float = 0.001,
     hidden: int = 128,

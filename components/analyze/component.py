@@ -37,6 +37,7 @@ def analyze(
     proxy: str = "auto",
     epochs: Optional[int] = None,
     exre_epochs: Optional[int] = None,
+    exre_max_rows: Optional[int] = None,
     batch_size: int = 64,
     lr: float = 0.001,
     hidden: int = 128,
@@ -90,6 +91,7 @@ def analyze(
         proxy: The proxy architecture (as ``train_proxy``'s; the retrain rebuilds it).
         epochs: Proxy epochs (as ``train_proxy``'s).
         exre_epochs: Epochs of the retrain; ``None``: the proxy's.
+        exre_max_rows: Most rows each retrain trains on; ``None``: every row.
         batch_size: Training batch size (as ``train_proxy``'s).
         lr: Adam learning rate (as ``train_proxy``'s).
         hidden: Width of the proxy's last hidden layer (as ``train_proxy``'s).

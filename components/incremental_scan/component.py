@@ -37,6 +37,7 @@ def incremental_scan(
     proxy: str = "auto",
     epochs: Optional[int] = None,
     exre_epochs: Optional[int] = None,
+    exre_max_rows: Optional[int] = None,
     batch_size: int = 64,
     lr: float = 0.001,
     hidden: int = 128,
@@ -89,6 +90,7 @@ def incremental_scan(
         proxy: As ``train_proxy``'s (a full fallback's).
         epochs: As ``train_proxy``'s.
         exre_epochs: As ``analyze``'s.
+        exre_max_rows: As ``analyze``'s.
         batch_size: As ``train_proxy``'s.
         lr: As ``train_proxy``'s.
         hidden: As ``train_proxy``'s.

@@ -32,6 +32,7 @@ def rescan(
     proxy: str = "auto",
     epochs: Optional[int] = None,
     exre_epochs: Optional[int] = None,
+    exre_max_rows: Optional[int] = None,
     batch_size: int = 64,
     lr: float = 0.001,
     hidden: int = 128,
@@ -71,6 +72,7 @@ def rescan(
         proxy: The proxy architecture (as ``train_proxy``'s).
         epochs: Proxy epochs (as ``train_proxy``'s); ``None``: from the repaired data's size.
         exre_epochs: Epochs of the retrain; ``None``: the proxy's.
+        exre_max_rows: Most rows each retrain trains on; ``None``: every row.
         batch_size: Training batch size.
         lr: Adam learning rate.
         hidden: Width of the proxy's last hidden layer.

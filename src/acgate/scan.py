@@ -99,6 +99,10 @@ class ScanConfig(DetectorConfig):
                                  stage="proxy")
     exre_epochs: int | None = setting(None, "epochs of the exclusionary-reclassification "
                                       "retrain (default: the proxy's)", stage="analyze")
+    exre_max_rows: int | None = setting(None, "most rows each exclusionary-reclassification "
+                                        "retrain trains on: above it, a seeded sample of the "
+                                        "rows it keeps, each class its share and at least "
+                                        "1,000 (default: every row)", stage="analyze")
     batch_size: int = setting(64, "training batch size", stage="proxy")
     lr: float = setting(1e-3, "Adam learning rate", stage="proxy")
     hidden: int = setting(128, "width of the proxy's last hidden layer", stage="proxy")
@@ -137,6 +141,8 @@ class ScanConfig(DetectorConfig):
             check_positive_int(self.epochs, name="epochs")
         if self.exre_epochs is not None:
             check_positive_int(self.exre_epochs, name="exre_epochs")
+        if self.exre_max_rows is not None:
+            check_positive_int(self.exre_max_rows, name="exre_max_rows")
         check_positive_int(self.batch_size, name="batch_size")
         check_positive_int(self.hidden, name="hidden")
         check_positive_int(self.max_tokens, name="max_tokens")
@@ -614,7 +620,7 @@ def make_retrain(dataset: Any, config: ScanConfig) -> Any:
         model_inputs(dataset, max_tokens=config.max_tokens), dataset.labels,
         model_factory=factory, epochs=epochs,
         batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-        progress=config.progress, device=config.device,
+        progress=config.progress, device=config.device, max_rows=config.exre_max_rows,
     )
 
 
@@ -931,15 +937,18 @@ def _track(analyzed: Any, out_dir: Path, config: ScanConfig, tracking_uri: str |
     return run_id, None
 
 
-def _analysis_outlook(config: ScanConfig, train_seconds: float | None) -> str:
+def _analysis_outlook(config: ScanConfig, train_seconds: float | None, n_rows: int) -> str:
     """What the analysis stage will do, and about how long, for its progress line."""
     if config.analysis not in ("auto", "exre"):
         return f"{config.analysis} on the clusterings"
     what = "retraining the proxy without the candidates, then without the class tails"
     if config.model_path or not train_seconds:
         return what
-    # Each retrain runs --exre-epochs (default: the proxy's epochs) on about the same rows.
+    # Each retrain runs --exre-epochs (default: the proxy's epochs) on about the same rows, at
+    # most --exre-max-rows of them.
     share = config.exre_epochs / config.epochs if config.exre_epochs and config.epochs else 1.0
+    if config.exre_max_rows is not None:
+        share *= min(1.0, config.exre_max_rows / max(n_rows, 1))
     return f"{what} (about {2 * share * train_seconds:.0f} s from the proxy's training time)"
 
 
@@ -1008,7 +1017,7 @@ def _scan_stages(dataset_path: Path, dataset: Any, staging: Path, config: ScanCo
         for label, path in zip(segments, paths, strict=True):
             cluster_stage(activations, label, path, config)
         timings.lap("cluster")
-        timings.start("analysing", _analysis_outlook(config, timings.get("train_proxy")))
+        timings.start("analysing", _analysis_outlook(config, timings.get("train_proxy"), n_rows))
         analyzed = analyze_stage(activations, dataset_path, paths, staging, config,
                                  dataset_sha256=dataset_sha256, dataset=dataset,
                                  report=report, dataset_uri=dataset_uri,

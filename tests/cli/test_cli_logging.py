@@ -60,3 +60,18 @@ def test_stage_progress_lines_and_quiet(tmp_path, poisoned_digits):
                       "--progress")
         assert run.returncode == 2, run.stderr
         assert ("[1/6] reading and validating" in run.stderr) is not quiet, run.stderr
+
+
+def test_the_analysis_outlook_counts_the_retrains_rows():
+    # Two retrains at the proxy's epochs, each on at most --exre-max-rows rows.
+    from acgate.scan import ScanConfig, _analysis_outlook
+
+    def seconds(config, n_rows):
+        return _analysis_outlook(config, 60.0, n_rows).rsplit("(about ", 1)[1].split(" s ")[0]
+
+    assert seconds(ScanConfig(epochs=2), 60_000) == "120"
+    assert seconds(ScanConfig(epochs=2, exre_max_rows=30_000), 60_000) == "60"
+    assert seconds(ScanConfig(epochs=2, exre_max_rows=30_000), 20_000) == "120"
+    assert seconds(ScanConfig(epochs=2, exre_epochs=1, exre_max_rows=15_000), 60_000) == "15"
+    with pytest.raises(ValueError, match="exre_max_rows"):
+        ScanConfig(exre_max_rows=0)

@@ -93,8 +93,9 @@ def test_cli_flags_set_every_setting():
             "--confusion-threshold", "0.05", "--overlap-threshold", "0.06",
             "--redraw-components", "7", "--segment-by", "prediction",
             "--min-class-size", "12", "--seed", "3", "--proxy", "mlp", "--epochs", "4",
-            "--exre-epochs", "2", "--batch-size", "32", "--lr", "0.01", "--hidden", "64",
-            "--model", "m.pt", "--model-module", "a.b:C", "--layer", "fc1", "--progress",
+            "--exre-epochs", "2", "--exre-max-rows", "30000", "--batch-size", "32", "--lr",
+            "0.01", "--hidden", "64", "--model", "m.pt", "--model-module", "a.b:C", "--layer",
+            "fc1", "--progress",
             "--max-decoded-gb", "2", "--max-tokens", "100", "--device", "cpu",
             "--label-column", "digit", "--image-column", "png", "--text-column", "review",
             "--id-column", "uid"]

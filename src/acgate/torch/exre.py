@@ -22,6 +22,29 @@ from acgate.torch.train import predict_proba, seeded_model, train_model
 
 logger = logging.getLogger(__name__)
 
+#: With ``max_rows``, every class keeps at least this many of its rows (all of a smaller class):
+#: a rare class must still be learnt.
+MIN_CLASS_ROWS = 1_000
+
+
+def sampled_rows(train_mask: np.ndarray, labels: np.ndarray, max_rows: int | None,
+                 seed: int = 0) -> np.ndarray:
+    """The rows a retrain trains on: ``train_mask``, or above ``max_rows`` a seeded sample of it.
+
+    Each class keeps its share of ``max_rows`` and at least :data:`MIN_CLASS_ROWS` rows (or all
+    it has). The same mask and seed give the same rows.
+    """
+    n_kept = int(train_mask.sum())
+    if max_rows is None or n_kept <= max_rows:
+        return train_mask
+    rng = np.random.default_rng(seed)
+    sampled = np.zeros_like(train_mask)
+    for label in np.unique(labels[train_mask]):
+        rows = np.flatnonzero(train_mask & (labels == label))
+        quota = max(round(max_rows * len(rows) / n_kept), MIN_CLASS_ROWS)
+        sampled[rows if quota >= len(rows) else rng.choice(rows, quota, replace=False)] = True
+    return sampled
+
 def make_retrain_and_predict(
     inputs: np.ndarray,
     labels: np.ndarray,
@@ -34,6 +57,7 @@ def make_retrain_and_predict(
     weight_decay: float = 0.0,
     progress: bool = False,
     device: str = "auto",
+    max_rows: int | None = None,
 ) -> RetrainAndPredict:
     """Build ``retrain_and_predict(train_mask, query_positions) -> probabilities``.
 
@@ -41,7 +65,10 @@ def make_retrain_and_predict(
     :func:`acgate.torch.train.train_model` on ``inputs[train_mask]`` / ``labels[train_mask]``
     (same ``seed``, so a call is deterministic), and returns its class probabilities for
     ``inputs[query_positions]``. The last trained model is reused when the next call has the same
-    ``train_mask``.
+    ``train_mask``. With ``max_rows``, a mask of more rows trains on a seeded sample of them
+    (:func:`sampled_rows`); the core's typicality then measures against reference rows drawn
+    from the whole mask, some not trained on (after the proxy's few epochs, trained and untrained
+    rows of a class lie alike).
 
     Args:
         inputs: All training inputs ``N x ...`` (float images/features or int64 token ids).
@@ -54,6 +81,7 @@ def make_retrain_and_predict(
         weight_decay: Adam weight decay. Default 0.
         progress: Show a tqdm bar on stderr while retraining.
         device: Where each retrain runs (:func:`acgate.torch._arrays.resolve_device`).
+        max_rows: Most rows a retrain trains on (``None``: every row of the mask).
 
     Returns:
         The callable. It takes ``train_mask`` (bool ``N``: samples to train on) and
@@ -70,6 +98,9 @@ def make_retrain_and_predict(
     as_label_tensor(labels, n_samples, None)
     epochs = positive_int(epochs, "epochs")
     batch_size = positive_int(batch_size, "batch_size")
+    if max_rows is not None:
+        max_rows = positive_int(max_rows, "max_rows")
+    label_array = np.asarray(labels)
     if not callable(model_factory):
         raise TypeError(f"model_factory must be callable, got {type(model_factory).__name__}")
     cache: dict[bytes, nn.Module] = {}
@@ -102,11 +133,12 @@ def make_retrain_and_predict(
         model = cache.get(key)
         if model is None:
             started = time.perf_counter()
+            rows = sampled_rows(mask, label_array, max_rows, seed)
             model = seeded_model(model_factory, seed).to(resolve_device(device))
             train_model(
                 model,
-                inputs[mask],
-                labels[mask],
+                inputs[rows],
+                labels[rows],
                 epochs=epochs,
                 batch_size=batch_size,
                 lr=lr,
@@ -118,7 +150,7 @@ def make_retrain_and_predict(
             cache[key] = model
             logger.info(
                 "exclusionary reclassification: retrained on %d of %d samples in %.1f s",
-                int(mask.sum()),
+                int(rows.sum()),
                 n_samples,
                 time.perf_counter() - started,
             )
