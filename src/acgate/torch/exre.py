@@ -45,6 +45,7 @@ def sampled_rows(train_mask: np.ndarray, labels: np.ndarray, max_rows: int | Non
         sampled[rows if quota >= len(rows) else rng.choice(rows, quota, replace=False)] = True
     return sampled
 
+
 def make_retrain_and_predict(
     inputs: np.ndarray,
     labels: np.ndarray,
@@ -67,8 +68,7 @@ def make_retrain_and_predict(
     ``inputs[query_positions]``. The last trained model is reused when the next call has the same
     ``train_mask``. With ``max_rows``, a mask of more rows trains on a seeded sample of them
     (:func:`sampled_rows`); the core's typicality then measures against reference rows drawn
-    from the whole mask, some not trained on (after the proxy's few epochs, trained and untrained
-    rows of a class lie alike).
+    from the whole mask, some of them not trained on.
 
     Args:
         inputs: All training inputs ``N x ...`` (float images/features or int64 token ids).
