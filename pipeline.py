@@ -853,8 +853,9 @@ def _with_every_optional_input(arguments: dict) -> dict:
     strings and ``id_column`` (the components read ``""`` as "not given"), the resolved epochs
     (images: 30 below 10k rows, else 2; text: as
     :meth:`acgate.scan.ScanConfig.resolved_text_epochs`), the same
-    for the retrain, and the resolved size threshold (text 0.35; images 0.45 under exclusionary
-    reclassification, else 0.35). On a cluster the ``None`` defaults are used as declared.
+    for the retrain, the data's row count for the retrain's rows (no sample), and the resolved
+    size threshold (text 0.35; images 0.45 under exclusionary reclassification, else 0.35). On a
+    cluster the ``None`` defaults are used as declared.
     """
     from acgate.core.detect import EXRE_SIZE_THRESHOLD, SIZE_THRESHOLD
     from acgate.io.schema import open_parquet
@@ -879,6 +880,8 @@ def _with_every_optional_input(arguments: dict) -> dict:
                               else config.resolved_epochs(n_rows))
     if complete.get("exre_epochs") is None:  # the retrain's default: the proxy's epochs
         complete["exre_epochs"] = complete["epochs"]
+    if complete.get("exre_max_rows") is None:  # every row: at least the data's rows
+        complete["exre_max_rows"] = max(dataset.metadata.num_rows if dataset is not None else 1, 1)
     if complete.get("size_threshold") is None:
         exre = complete.get("analysis", "auto") in ("auto", "exre")
         complete["size_threshold"] = (TEXT_SIZE_THRESHOLD if text else
