@@ -17,6 +17,7 @@ import numpy as np
 from torch import nn
 
 from acgate.core.analyses import RetrainAndPredict
+from acgate.core.detect import segment_rows
 from acgate.torch._arrays import as_input_tensor, as_label_tensor, positive_int, resolve_device
 from acgate.torch.train import predict_proba, seeded_model, train_model
 
@@ -34,14 +35,14 @@ def sampled_rows(train_mask: np.ndarray, labels: np.ndarray, max_rows: int | Non
     Each class keeps its share of ``max_rows`` and at least :data:`MIN_CLASS_ROWS` rows (or all
     it has). The same mask and seed give the same rows.
     """
-    n_kept = int(train_mask.sum())
-    if max_rows is None or n_kept <= max_rows:
+    kept = np.flatnonzero(train_mask)
+    if max_rows is None or len(kept) <= max_rows:
         return train_mask
     rng = np.random.default_rng(seed)
     sampled = np.zeros_like(train_mask)
-    for label in np.unique(labels[train_mask]):
-        rows = np.flatnonzero(train_mask & (labels == label))
-        quota = max(round(max_rows * len(rows) / n_kept), MIN_CLASS_ROWS)
+    for part in segment_rows(kept, labels[kept]).values():  # by class, ascending
+        rows = kept[part]
+        quota = max(round(max_rows * len(rows) / len(kept)), MIN_CLASS_ROWS)
         sampled[rows if quota >= len(rows) else rng.choice(rows, quota, replace=False)] = True
     return sampled
 
