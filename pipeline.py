@@ -873,15 +873,15 @@ def _with_every_optional_input(arguments: dict) -> dict:
     text_column = complete.get("text_column") or ScanConfig.text_column
     image_column = complete.get("image_column") or ScanConfig.image_column
     text = text_column in names and image_column not in names
+    n_rows = dataset.metadata.num_rows if dataset is not None else 0
     if complete.get("epochs") is None:
-        n_rows = dataset.metadata.num_rows if dataset is not None else 0
         config = ScanConfig(batch_size=complete.get("batch_size", ScanConfig.batch_size))
         complete["epochs"] = (config.resolved_text_epochs(n_rows) if text
                               else config.resolved_epochs(n_rows))
     if complete.get("exre_epochs") is None:  # the retrain's default: the proxy's epochs
         complete["exre_epochs"] = complete["epochs"]
     if complete.get("exre_max_rows") is None:  # every row: at least the data's rows
-        complete["exre_max_rows"] = max(dataset.metadata.num_rows if dataset is not None else 1, 1)
+        complete["exre_max_rows"] = max(n_rows, 1)
     if complete.get("size_threshold") is None:
         exre = complete.get("analysis", "auto") in ("auto", "exre")
         complete["size_threshold"] = (TEXT_SIZE_THRESHOLD if text else
