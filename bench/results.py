@@ -71,8 +71,9 @@ whole 60k MNIST / Fashion-MNIST, seeds 0-1), `max30k` and `max20k` (the same pro
   `scan_breakdown`). `--exre-max-rows N` trains each exclusionary-reclassification retrain on a
   seeded sample of at most about N of the rows it keeps (each class its share, at least 1,000).
   MNIST BadNets / SIG / warp all-to-one 1% and the clean MNIST runs flag as many rows, as many of
-  them poison, with every row, 30,000 or 20,000; MNIST BadNets all-to-all 10% seed 1 loses class 2 at 30,000 (its
-  poison's typicality 0.07 -> 0.03, under the 0.05 cut) and two classes at 20,000 (1.000 ->
+  them poison, with every row, 30,000 or 20,000; MNIST BadNets all-to-all 10% seed 1 loses
+  class 2 at 30,000 (its poison's typicality 0.07 -> 0.03, under the 0.05 cut) and two classes
+  at 20,000 (1.000 ->
   0.948, 0.890); Fashion-MNIST BadNets all-to-one seed 1 gains a false alarm on shirts at 30,000
   (a tail clump of 126, 120 needed: 0.998 -> 0.471) but not at 20,000; the clean Fashion-MNIST
   seed 1 that the default flags (coats by a tail clump of 130, shirts by the several-sources
