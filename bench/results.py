@@ -470,6 +470,14 @@ whole 60k MNIST / Fashion-MNIST, seeds 0-1), `max30k` and `max20k` (the same pro
   re-detected on their cached activations give the same F1 and flag counts (Fashion blend
   a2o seed 1, MNIST BadNets and warp a2a 10%, digits clean seed 3, 7+ <- 4,5,6 seed 0, three
   sources seed 0, Fashion clean seed 2); their records keep the older core digest.
+  **Rerun 2026-12-07** (section `art`, alone on a 2-core AMD EPYC, today's default core with the
+  redraw and the fill): `detect(analysis="size-silhouette")` **1.03 s** (F1 1.000, nothing
+  flagged on the clean 60k) against ART's default 0.17 s (**0.2x**) and its FastICA
+  configuration 2.50 s (**2.4x**): both targets missed by more than before. A profile of the
+  same call on cached activations (0.85-0.92 s): the redraw and the fill 0.47 s, of which the
+  fill's exact neighbour searches (brute force in the 20-direction whitened space) 0.34 s; the
+  clustering 0.38 s. Those searches decide which rows join, so making them approximate is a
+  detection change, measured on the whole matrix, not a speed fix; not tried.
 
 - **Sharded extraction, issue 22** (section `shards`, 2026-12-04, MNIST 60k, one torch
   thread, every step in a fresh process as a pod): 1 / 4 / 8 shards give bit-identical
