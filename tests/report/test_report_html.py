@@ -30,7 +30,8 @@ def test_image_report_has_every_section_and_plot(tmp_path, digits_scan):
     assert files.html_path == tmp_path / "out" / "report.html"
     names = [p.name for p in files.plot_paths]
     assert names == ["flagged.png", "silhouette.png", "class_1_flags.png",
-                     "class_1_projection.png", "class_1_flagged.png", "class_1_kept.png"]
+                     "class_1_projection.png", "class_1_flagged.png", "class_1_kept.png",
+                     "class_1_shared.png"]
     page = files.html_path.read_text()
     for path in files.plot_paths:
         assert path.parent == tmp_path / "out" / "plots"

@@ -35,7 +35,7 @@ import numpy as np
 
 from acgate.core.result import ClassReport, DetectionResult
 from acgate.core.tail import HELD_OUT_OVERLAP_RATIO
-from acgate.report import plots
+from acgate.report import plots, shared
 from acgate.review import clauses, near_misses
 
 logger = logging.getLogger(__name__)
@@ -664,6 +664,8 @@ def _class_plots(result: DetectionResult, report: ClassReport, rows: np.ndarray,
             pngs[name] = plots.sprite_sheet(samples.images[chosen])
             parts.append(_img(pngs, name, f"{kind} samples of class {label}",
                               f"{caption}: {len(chosen)} of {total}"))
+    if len(flagged):
+        parts.append(_shared_evidence(result, label, flagged, samples, pngs))
     if samples.texts is not None and len(flagged):
         parts.append(_text_table(result, samples.texts, shown_flagged,
                                  f"Flagged texts ({len(shown_flagged)} of {len(flagged)})"))
@@ -673,6 +675,58 @@ def _class_plots(result: DetectionResult, report: ClassReport, rows: np.ndarray,
                                  f"Kept texts, random sample ({len(kept_texts)} of "
                                  f"{len(kept)})"))
     return parts
+
+
+def _shared_evidence(result: DetectionResult, label: int, flagged: np.ndarray,
+                     samples: _Samples, pngs: dict[str, bytes]) -> str:
+    """What the class's flagged rows share once their sources are taken away (for a reviewer).
+
+    Images: the mean difference map and how much of it its strongest pixels hold; texts: the
+    over-represented tokens (:mod:`acgate.report.shared`). Empty without images or texts.
+    """
+    kept = ~result.is_poison
+    sources = result.suspected_source[flagged]
+    if samples.images is not None:
+        difference = shared.mean_difference(samples.images, result.labels, kept, flagged,
+                                            sources, label)
+        if difference is None:
+            return ""
+        name = f"class_{label}_shared.png"
+        pngs[name] = plots.difference_map(
+            difference, title=f"Class {label}: flagged minus their sources")
+        peak = shared.strength(difference)
+        held, fine = shared.concentration(difference), shared.fine_grain(difference)
+        return _img(pngs, name, f"mean difference of the flagged images of class {label}",
+                    f"What the {len(flagged)} flagged images share: their mean minus, row by "
+                    "row, the mean kept image of the row's suspected source (red brighter, "
+                    "blue darker). Poison rows are samples of their source wearing a trigger, "
+                    "so only the trigger is left: a stamped patch as a strong spot, a blended "
+                    "or sinusoidal pattern as a faint texture, a warp as almost nothing; a "
+                    "natural group of the class leaves a strong, smooth outline of its shape "
+                    f"against the source's. Strongest pixel {peak:.2f} (images in [0, 1]); the "
+                    f"strongest {shared.TOP_PIXEL_SHARE:.0%} of the pixels hold {held:.0%} of "
+                    f"the difference (spread evenly: {shared.TOP_PIXEL_SHARE:.0%}); "
+                    f"{fine:.0%} of it is fine grain, what a 3x3 blur removes (on images of a "
+                    "few pixels a side, most of any difference is). What each looks like on "
+                    "poisoned and clean data: bench/RESULTS.md, section \"shared\". The gate "
+                    "acts on the verdict, not on these.")
+    if samples.texts is None:
+        return ""
+    tokens = shared.overrepresented_tokens(samples.texts, result.labels, kept, flagged,
+                                           sources, label)
+    if not tokens:
+        return (f'<p class="shared">No token is in at least '
+                f"{shared.MIN_TOKEN_SUPPORT:.0%} of the {len(flagged)} flagged texts and "
+                f"{shared.MIN_TOKEN_LIFT:.0%} more of them than of the kept texts of their "
+                "suspected sources: the flagged texts share no word a signature would be.</p>")
+    body = "".join(f'<tr><td class="text">{_e(t.token)}</td>'
+                   f'<td class="num">{t.flagged_share:.0%}</td>'
+                   f'<td class="num">{t.reference_share:.0%}</td></tr>' for t in tokens)
+    return (f'<table class="shared"><caption>Tokens over-represented among the '
+            f"{len(flagged)} flagged texts (a signature the rows share is in nearly all of "
+            "them and almost none of their sources' kept texts)</caption><tr><th>token</th>"
+            "<th>flagged texts</th><th>kept texts of their suspected sources</th></tr>"
+            + body + "</table>")
 
 
 def _validation_section(validations: Mapping[str, Mapping[str, Any]]) -> str:

@@ -1,4 +1,4 @@
-"""PNG plots of a scan: flagged share and silhouette per class, 3-D projections, sprite sheets.
+"""PNG plots of a scan: flag shares, silhouettes, 3-D projections, sprites, difference maps.
 
 Every function returns PNG bytes and draws on its own :class:`matplotlib.figure.Figure` with the
 Agg canvas (no pyplot, no global state, no display needed). Nothing here writes files;
@@ -235,6 +235,40 @@ def _scatter_3d(points: np.ndarray, groups: Sequence[tuple[np.ndarray, str, str]
     axes.set_zlabel("PC 3")
     axes.set_title(title, fontsize=10)
     axes.legend(loc="upper left", fontsize=8)
+    return _png(figure)
+
+
+def difference_map(difference: np.ndarray, *, title: str) -> bytes:
+    """A mean image difference (``C x H x W``, channels averaged) on a symmetric red-blue scale.
+
+    Red: brighter than the reference, blue: darker, white: the same
+    (:func:`acgate.report.shared.mean_difference`).
+
+    Args:
+        difference: ``C x H x W`` or ``H x W`` finite values.
+        title: The plot's title.
+
+    Returns:
+        PNG bytes.
+
+    Raises:
+        ValueError: On a wrong shape or non-finite values.
+    """
+    values = np.asarray(difference, dtype=np.float64)
+    if values.ndim == 3:
+        values = values.mean(axis=0)
+    if values.ndim != 2 or not values.size or not np.isfinite(values).all():
+        raise ValueError(f"difference must be a finite C x H x W or H x W array, got shape "
+                         f"{np.asarray(difference).shape}")
+    limit = float(np.abs(values).max()) or 1.0
+    figure = _figure(3.8, 3.2)
+    figure.set_layout_engine("constrained")  # room for the colour bar's labels
+    axes = figure.add_subplot()
+    shown = axes.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    axes.set_xticks([])
+    axes.set_yticks([])
+    axes.set_title(title, fontsize=9)
+    figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
     return _png(figure)
 
 
