@@ -17,7 +17,7 @@ QUICK_RESULTS_PATH = BENCH_DIR / "RESULTS-quick.md"
 EXPERIMENT_ORDER = ("reducers", "size_threshold", "candidates", "source_share", "digits_quality",
                     "mnist", "scale", "art", "repair_mnist", "multimodal", "art_scale",
                     "beyond_mnist", "one_flow", "incremental", "shards", "bounded_class",
-                    "scan_breakdown", "redraw", "fill")
+                    "scan_breakdown", "redraw", "fill", "shared")
 #: Parts written by their own scripts (not by ``bench/run.py``), assembled after the
 #: experiments above in full runs only.
 SCRIPT_PARTS = {"text": "bench/text_rotten_tomatoes.py", "beyond": "bench/beyond_paper.py",
@@ -40,31 +40,49 @@ its cores (easily 2x noise). The reference tables ran on the device machine's 16
 (a VM, GPU unused); two runs there differed by up to 50% per stage (digits proxy 7.1 vs
 10.9 s). Quality numbers (F1, flags) were identical across those two runs.
 
-Where the numbers come from: every table carries its own command and machine line. The
-2026-11-24 tables (reducers, size_threshold) ran on the lent device machine's 16 CPU cores (GPU
-unused, torch 2.11 there vs 2.13 in the project venv) with the core of that day (2-means
-candidates); scale, art_scale and repair_mnist are local runs of 2026-11-25, also before the
-stable candidates (scale and art_scale time `detect(size-silhouette)`, which still uses
-2-means; repair_mnist's flags came from the 2-means candidates). Every other table (candidates,
-source_share, digits_quality, beyond, text, mnist, multimodal, beyond_mnist) was rerun on
-2026-12-02 with the current defaults on the project's 2-core machine, one torch thread, usually
-with a second benchmark on the other core; the MNIST-scale experiments share each proxy
-through `ACGATE_BENCH_CACHE` (same data, seed and settings give the same activations). `art`
-ran on 2026-12-05 on the idle 2-core machine; the attack matrix's `dense`
-and `probe` variants on 2026-12-05 and `overlap`, `exre05` and `exre1` on 2026-12-06 on a 2-core
-AMD EPYC machine (the fifteenth to eighteenth findings); the attack matrix's `xeon` variant on
-2026-12-06 on a 2-core Intel Xeon machine (the twelfth finding), and `lookalike`, `wide4`,
-`wideband`, `again`, `guarded`, `cores`, `together` (130 cells), `spread`, `beside`, `settled`
-and `apart` there on the same cached proxies (the fourth to eleventh findings); `amd` (the default
-of `apart` again, every proxy trained afresh on a 2-core AMD EPYC, clean MNIST and Fashion-MNIST
-over ten seeds) on 2026-12-07 (the third finding), and `fill` (today's default) and the `fill`
-section there on the same cached proxies (the second finding); `full` (today's default on the
-whole 60k MNIST / Fashion-MNIST, seeds 0-1), `max30k` and `max20k` (the same proxies with
-`--exre-max-rows`) and `scan_breakdown` on 2026-12-07 on the same AMD EPYC (the first finding).
+Where the numbers come from: every table carries its own command and machine line. The 2026-11-24
+tables (reducers, size_threshold) ran on the lent device machine's 16 CPU cores (GPU unused, torch
+2.11 there vs 2.13 in the project venv) with the core of that day (2-means candidates); scale,
+art_scale and repair_mnist are local runs of 2026-11-25, also before the stable candidates (scale
+and art_scale time `detect(size-silhouette)`, which still uses 2-means; repair_mnist's flags came
+from the 2-means candidates). Every other table (candidates, source_share, digits_quality, beyond,
+text, mnist, multimodal, beyond_mnist) was rerun on 2026-12-02 with the current defaults on the
+project's 2-core machine, one torch thread, usually with a second benchmark on the other core; the
+MNIST-scale experiments share each proxy through `ACGATE_BENCH_CACHE` (same data, seed and settings
+give the same activations). `art` ran on 2026-12-05 on the idle 2-core machine (rerun on 2026-12-07,
+below); the attack matrix's `dense` and `probe` variants on 2026-12-05 and `overlap`, `exre05` and
+`exre1` on 2026-12-06 on a 2-core AMD EPYC machine (the sixteenth to nineteenth findings); the
+attack matrix's `xeon` variant on 2026-12-06 on a 2-core Intel Xeon machine (the thirteenth
+finding), and `lookalike`, `wide4`, `wideband`, `again`, `guarded`, `cores`, `together` (130 cells),
+`spread`, `beside`, `settled` and `apart` there on the same cached proxies (the fifth to twelfth
+findings); `amd` (the default of `apart` again, every proxy trained afresh on a 2-core AMD EPYC,
+clean MNIST and Fashion-MNIST over ten seeds) on 2026-12-07 (the fourth finding), and `fill`
+(today's default) and the `fill` section there on the same cached proxies (the third finding);
+`full` (today's default on the whole 60k MNIST / Fashion-MNIST, seeds 0-1), `max30k` and `max20k`
+(the same proxies with `--exre-max-rows`) and `scan_breakdown` on 2026-12-07 on the same AMD EPYC
+(the second finding); `art` again (alone on it) and `shared` on 2026-12-07 on the same AMD EPYC (the
+speed finding and the first).
 `--quick` runs locally and writes `RESULTS-quick.md` instead.
 
 ### Findings (2026-12-02 to -07; tables have the numbers)
 
+- **What the flagged rows share, for a reviewer: a trigger stays, a natural group leaves an
+  outline** (section `shared`, 2026-12-07: the default scan on the cached proxies of 14
+  poisoned cells, seed 0, and the seeds of the clean runs that raised a false alarm). The
+  report's class cards now take the suspected sources away from the flagged rows
+  (`acgate.report.shared`): a stamped BadNets corner is left as a spot at full strength
+  (strongest pixel 1.00, its strongest 2% of pixels hold 39-80% of the difference), blended
+  noise and a SIG sinusoid as faint textures (0.12-0.22, fine grain 29-40%), a random 6px
+  centre patch as a strong grainy square (0.72-0.90, fine grain 65-84%), a 2px dot at 0.49
+  (19%, 26%), a warp as almost nothing (0.15); the text signature is in 99-100% of the flagged
+  reviews and none of their sources' kept ones. Every false alarm of the clean 28x28 runs
+  leaves a strong, smooth, spread outline (MNIST 7s against 9: 0.55, 16%, fine grain 6%;
+  Fashion-MNIST sneakers and coats: 0.59 / 0.37, 10% / 8%, 6% / 2%), which no poisoned cell
+  measured here does. On 8x8 digits most of any difference is fine grain (false alarms 46-51%);
+  the strength still differs (stamped corners 0.90-1.00, natural 1s and 4s 0.38-0.69). Shown,
+  not acted on: whether a strong, smooth, spread residual should clear a candidate (a
+  false-alarm guard) needs the whole matrix, the 60k false alarms and an attacker who stamps
+  a smooth, large trigger; not tried.
 - **A retrain on a sample of its rows is faster and moves verdicts near a cut: opt-in only,
   issue 19** (variants `full`, `max30k`, `max20k` of section `attack_matrix`: seven cases on the
   whole 60k MNIST / Fashion-MNIST, seeds 0-1, the same cached proxies of a 2-core AMD EPYC; section
@@ -465,7 +483,7 @@ whole 60k MNIST / Fashion-MNIST, seeds 0-1), `max30k` and `max20k` (the same pro
   the rest ~15 s): target <= 1.5x **MISSED**; the retrains are the analysis (the candidates',
   then the tails'), and a scan that trains the architecture three times cannot reach 1.5x.
   Changing them changes the flags: a retrain on a sample of its rows was tried on 2026-12-07
-  (the first finding; `scan_breakdown` was rerun then). The default's flags are unchanged by the
+  (the second finding; `scan_breakdown` was rerun then). The default's flags are unchanged by the
   silhouette change (its decisions never read the silhouette): 7 attack-matrix cells
   re-detected on their cached activations give the same F1 and flag counts (Fashion blend
   a2o seed 1, MNIST BadNets and warp a2a 10%, digits clean seed 3, 7+ <- 4,5,6 seed 0, three

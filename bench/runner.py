@@ -43,6 +43,7 @@ from bench.experiments import (
     scale,
     scan_breakdown,
     shards,
+    shared_evidence,
     size_threshold,
     source_share,
 )
@@ -69,11 +70,12 @@ EXPERIMENTS: dict[str, Callable[[BenchSettings], str]] = {
     "scan_breakdown": scan_breakdown.section,
     "redraw": redraw.section,
     "fill": fill.section,
+    "shared": shared_evidence.section,
 }
 #: Left out of ``--quick`` (MNIST-scale data, ART, or long).
 NOT_IN_QUICK = ("mnist", "art", "repair_mnist", "multimodal", "art_scale", "beyond_mnist",
                 "candidates", "one_flow", "incremental", "shards", "bounded_class",
-                "scan_breakdown", "redraw", "fill")
+                "scan_breakdown", "redraw", "fill", "shared")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
