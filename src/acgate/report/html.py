@@ -130,8 +130,9 @@ def write_report(
         activations: ``N x D`` activations aligned with the result's rows (enables the 3-D
             projections).
         images: ``N x C x H x W`` images in ``[0, 1]`` (``C`` = 1 or 3) aligned with the rows
-            (enables the sprite sheets).
-        texts: ``N`` texts aligned with the rows (enables the text tables).
+            (enables the sprite sheets and the flagged rows' mean difference from their sources).
+        texts: ``N`` texts aligned with the rows (enables the text tables and the tokens
+            over-represented among the flagged texts).
         title: Title of the report.
         plots_dir: Folder of the PNG files; default ``<folder of out_path>/plots``.
         extra_sections: ``(heading, text)`` pairs appended at the end; both are escaped and
@@ -681,8 +682,8 @@ def _shared_evidence(result: DetectionResult, label: int, flagged: np.ndarray,
                      samples: _Samples, pngs: dict[str, bytes]) -> str:
     """What the class's flagged rows share once their sources are taken away (for a reviewer).
 
-    Images: the mean difference map and how much of it its strongest pixels hold; texts: the
-    over-represented tokens (:mod:`acgate.report.shared`). Empty without images or texts.
+    Images: the mean difference map with its strength, concentration and fine grain; texts:
+    the over-represented tokens (:mod:`acgate.report.shared`). Empty without images or texts.
     """
     kept = ~result.is_poison
     sources = result.suspected_source[flagged]
@@ -708,8 +709,8 @@ def _shared_evidence(result: DetectionResult, label: int, flagged: np.ndarray,
                     f"the difference (spread evenly: {shared.TOP_PIXEL_SHARE:.0%}); "
                     f"{fine:.0%} of it is fine grain, what a 3x3 blur removes (on images of a "
                     "few pixels a side, most of any difference is). What each looks like on "
-                    "poisoned and clean data: bench/RESULTS.md, section \"shared\". The gate "
-                    "acts on the verdict, not on these.")
+                    "poisoned and clean data: acgate's bench/RESULTS.md, section \"shared\". "
+                    "The gate acts on the verdict, not on these.")
     if samples.texts is None:
         return ""
     tokens = shared.overrepresented_tokens(samples.texts, result.labels, kept, flagged,
