@@ -73,6 +73,23 @@ def redrawn_f1(result: Any, activations: np.ndarray, truth: np.ndarray,
     return float(precision_recall_f1(flags, truth)["f1"])
 
 
+def cached_activations(case: Any, seed: int, config: Any) -> tuple[Any, Path]:
+    """One cell's dataset and its cached proxy activations (``$ACGATE_BENCH_CACHE``).
+
+    Raises:
+        RuntimeError: The cache does not hold them (the message says how to make them).
+    """
+    from bench.experiments import attack_matrix as am
+
+    dataset = am.build_dataset(case, seed, am.DEFAULT_ROWS)
+    cached = am._reuse_path(dataset, config, 1)
+    if cached is None or not cached.is_file():
+        raise RuntimeError(f"{case.name} seed {seed}: no cached activations under "
+                           "$ACGATE_BENCH_CACHE; run python bench/attack_matrix.py "
+                           f"--reuse-activations --threads 1 --cases {case.name} first")
+    return dataset, cached
+
+
 def cached_cell(case: Any, seed: int, config: Any) -> tuple[Any, np.ndarray, np.ndarray]:
     """The scan's detection on one cell's cached proxy activations.
 
@@ -83,12 +100,7 @@ def cached_cell(case: Any, seed: int, config: Any) -> tuple[Any, np.ndarray, np.
     from acgate.io.datasets import TextDataset, write_image_dataset, write_text_dataset
     from bench.experiments import attack_matrix as am
 
-    dataset = am.build_dataset(case, seed, am.DEFAULT_ROWS)
-    cached = am._reuse_path(dataset, config, 1)
-    if cached is None or not cached.is_file():
-        raise RuntimeError(f"{case.name} seed {seed}: no cached activations under "
-                           "$ACGATE_BENCH_CACHE; run python bench/attack_matrix.py "
-                           f"--reuse-activations --threads 1 --cases {case.name} first")
+    dataset, cached = cached_activations(case, seed, config)
     with tempfile.TemporaryDirectory(prefix="acgate-cached-cell-") as tmp:
         path = Path(tmp) / "data.parquet"
         is_text = isinstance(dataset, TextDataset)
@@ -150,5 +162,5 @@ def section(settings: BenchSettings) -> str:
         [f"{k} directions" if k else "no redraw" for k in COMPONENTS])
 
 
-__all__ = ["CELLS", "COMPONENTS", "cached_cell", "case_rows", "cell_scores", "redrawn_f1",
-           "scores_section", "section"]
+__all__ = ["CELLS", "COMPONENTS", "cached_activations", "cached_cell", "case_rows", "cell_scores",
+           "redrawn_f1", "scores_section", "section"]

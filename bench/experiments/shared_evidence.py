@@ -60,14 +60,10 @@ def _cell(case: Any, seed: int) -> list[list[Any]]:
     from acgate.report import shared
     from acgate.scan import ScanConfig
     from bench.experiments import attack_matrix as am
+    from bench.experiments.redraw import cached_activations
 
     config = ScanConfig(seed=seed)
-    dataset = am.build_dataset(case, seed, am.DEFAULT_ROWS)
-    cached = am._reuse_path(dataset, config, 1)
-    if cached is None or not cached.is_file():
-        raise RuntimeError(f"{case.name} seed {seed}: no cached activations under "
-                           "$ACGATE_BENCH_CACHE; run python bench/attack_matrix.py "
-                           f"--reuse-activations --threads 1 --cases {case.name} first")
+    dataset, cached = cached_activations(case, seed, config)
     is_text = isinstance(dataset, TextDataset)
     with tempfile.TemporaryDirectory(prefix="acgate-shared-") as tmp:
         path = Path(tmp) / "data.parquet"
