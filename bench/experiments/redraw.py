@@ -90,14 +90,21 @@ def cached_activations(case: Any, seed: int, config: Any) -> tuple[Any, Path]:
     return dataset, cached
 
 
-def cached_cell(case: Any, seed: int, config: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+def cached_detection(case: Any, seed: int, config: Any) -> tuple[Any, Any, Any, np.ndarray]:
     """The scan's detection on one cell's cached proxy activations.
 
     Returns:
-        The detection result, the activations and the poison truth, rows aligned.
+        The detection result, the dataset as the scan read it back from Parquet (the images
+        and texts a report shows), the cached activations table and the poison truth (all
+        ``False`` for a clean cell), rows aligned.
     """
     from acgate.io.activations import read_activations
-    from acgate.io.datasets import TextDataset, write_image_dataset, write_text_dataset
+    from acgate.io.datasets import (
+        TextDataset,
+        read_dataset,
+        write_image_dataset,
+        write_text_dataset,
+    )
     from bench.experiments import attack_matrix as am
 
     dataset, cached = cached_activations(case, seed, config)
@@ -106,10 +113,23 @@ def cached_cell(case: Any, seed: int, config: Any) -> tuple[Any, np.ndarray, np.
         is_text = isinstance(dataset, TextDataset)
         (write_text_dataset if is_text else write_image_dataset)(dataset, path)
         result, _ = am._detect_on_cached(path, cached, config)
+        scanned = read_dataset(path)
     table = read_activations(cached)
-    if not np.array_equal(np.asarray(result.sample_ids), np.asarray(table.indices)):
+    ids = np.asarray(table.indices)
+    if not np.array_equal(np.asarray(result.sample_ids), ids):
         raise RuntimeError("the result's rows are not the activations' rows")
-    truth = np.asarray(dataset.columns["is_poison"], bool)[np.asarray(table.indices)]
+    truth = (np.asarray(dataset.columns["is_poison"], bool)[ids]
+             if "is_poison" in dataset.columns else np.zeros(len(ids), bool))
+    return result, scanned, table, truth
+
+
+def cached_cell(case: Any, seed: int, config: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The scan's detection on one cell's cached proxy activations.
+
+    Returns:
+        The detection result, the activations and the poison truth, rows aligned.
+    """
+    result, _, table, truth = cached_detection(case, seed, config)
     return result, np.asarray(table.activations), truth
 
 
@@ -162,5 +182,5 @@ def section(settings: BenchSettings) -> str:
         [f"{k} directions" if k else "no redraw" for k in COMPONENTS])
 
 
-__all__ = ["CELLS", "COMPONENTS", "cached_activations", "cached_cell", "case_rows", "cell_scores",
-           "redrawn_f1", "scores_section", "section"]
+__all__ = ["CELLS", "COMPONENTS", "cached_activations", "cached_cell", "cached_detection",
+           "case_rows", "cell_scores", "redrawn_f1", "scores_section", "section"]

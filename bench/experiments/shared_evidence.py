@@ -14,8 +14,6 @@ are what a reviewer reads beside the map.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,29 +48,13 @@ INTRO = (
 
 def _cell(case: Any, seed: int) -> list[list[Any]]:
     """One row per flagged class of one cell."""
-    from acgate.io.activations import read_activations
-    from acgate.io.datasets import (
-        TextDataset,
-        read_dataset,
-        write_image_dataset,
-        write_text_dataset,
-    )
+    from acgate.io.datasets import TextDataset
     from acgate.report import shared
     from acgate.scan import ScanConfig
-    from bench.experiments import attack_matrix as am
-    from bench.experiments.redraw import cached_activations
+    from bench.experiments.redraw import cached_detection
 
-    config = ScanConfig(seed=seed)
-    dataset, cached = cached_activations(case, seed, config)
-    is_text = isinstance(dataset, TextDataset)
-    with tempfile.TemporaryDirectory(prefix="acgate-shared-") as tmp:
-        path = Path(tmp) / "data.parquet"
-        (write_text_dataset if is_text else write_image_dataset)(dataset, path)
-        result, _ = am._detect_on_cached(path, cached, config)
-        scanned = read_dataset(path)
-    ids = np.asarray(read_activations(cached).indices)
-    truth = (np.asarray(dataset.columns["is_poison"], bool)[ids] if "is_poison" in dataset.columns
-             else np.zeros(len(ids), bool))
+    result, scanned, _, truth = cached_detection(case, seed, ScanConfig(seed=seed))
+    is_text = isinstance(scanned, TextDataset)
     flags, labels = np.asarray(result.is_poison), np.asarray(result.labels)
     segments, sources = np.asarray(result.segments), np.asarray(result.suspected_source)
     rows = []
