@@ -71,6 +71,20 @@ def test_fine_grain_tells_a_texture_from_an_outline():
     assert shared.fine_grain(np.zeros((1, 5, 5))) == 0.0
 
 
+def test_a_trigger_of_colour_alone_is_measured_in_every_channel():
+    # More red, less green and blue in one corner: the channels' mean is zero there.
+    difference = np.zeros((3, 10, 10))
+    difference[:, 9, 8:] = np.array([0.6, -0.3, -0.3])[:, None]
+    assert shared.strength(difference) == pytest.approx(0.4)
+    assert shared.concentration(difference) == pytest.approx(1.0)  # 2 of 100 pixels hold it all
+    # A texture in red against the same texture in blue, opposite: averaged, nothing is left.
+    columns = np.arange(28)
+    stripes = np.tile(np.sin(2 * np.pi * columns / 4.7), (28, 1))
+    assert shared.fine_grain(np.stack([stripes, np.zeros_like(stripes), -stripes])) > 0.2
+    greyscale = shared.fine_grain(stripes[None])
+    assert shared.fine_grain(np.stack([stripes] * 3)) == pytest.approx(greyscale)
+
+
 def test_a_source_without_kept_rows_falls_back_to_the_class():
     images, labels, rows, sources = _digits_with_corner_patch(n_poison=5)
     kept = labels != 3  # no kept 3 left: a row from 3 is compared with the kept 0s
@@ -108,6 +122,16 @@ def test_the_difference_map_is_a_png_and_checks_its_input():
     for bad in (np.zeros(5), np.full((1, 4, 4), np.nan), np.zeros((0, 3))):
         with pytest.raises(ValueError, match="difference must be"):
             plots.difference_map(bad, title="t")
+
+
+def test_a_colour_difference_is_drawn_in_colour_around_grey():
+    difference = np.zeros((3, 8, 8))
+    difference[:, 6:, 6:] = np.array([0.6, -0.3, -0.3])[:, None, None]  # more red, mean zero
+    with Image.open(io.BytesIO(plots.difference_map(difference, title="t"))) as image:
+        pixels = np.asarray(image.convert("RGB"), dtype=int)
+    tinted = (pixels[..., 0] - pixels[..., 2] > 100) & (pixels[..., 1] < 100)
+    grey = (np.abs(pixels[..., 0] - 128) < 12) & (np.ptp(pixels, axis=-1) < 8)
+    assert tinted.sum() > 100 and grey.sum() > 10 * tinted.sum()
 
 
 def test_the_report_shows_what_the_flagged_rows_share(tmp_path, digits_scan):

@@ -697,10 +697,12 @@ def _shared_evidence(result: DetectionResult, label: int, flagged: np.ndarray,
             difference, title=f"Class {label}: flagged minus their sources")
         peak = shared.strength(difference)
         held, fine = shared.concentration(difference), shared.fine_grain(difference)
+        scale = ("grey the same, a tint the channels that changed" if len(difference) == 3
+                 else "red brighter, blue darker")  # as plots.difference_map draws it
         return _img(pngs, name, f"mean difference of the flagged images of class {label}",
                     f"What the {len(flagged)} flagged images share: their mean minus, row by "
-                    "row, the mean kept image of the row's suspected source (red brighter, "
-                    "blue darker). Poison rows are samples of their source wearing a trigger, "
+                    f"row, the mean kept image of the row's suspected source ({scale}). "
+                    "Poison rows are samples of their source wearing a trigger, "
                     "so only the trigger is left: a stamped patch as a strong spot, a blended "
                     "or sinusoidal pattern as a faint texture, a warp as almost nothing; a "
                     "natural group of the class leaves a strong, smooth outline of its shape "

@@ -239,10 +239,12 @@ def _scatter_3d(points: np.ndarray, groups: Sequence[tuple[np.ndarray, str, str]
 
 
 def difference_map(difference: np.ndarray, *, title: str) -> bytes:
-    """A mean image difference (``C x H x W``, channels averaged) on a symmetric red-blue scale.
+    """A mean image difference on a symmetric scale (:func:`acgate.report.shared.mean_difference`).
 
-    Red: brighter than the reference, blue: darker, white: the same
-    (:func:`acgate.report.shared.mean_difference`).
+    One channel (or channels other than three, averaged): red brighter than the reference,
+    blue darker, white the same, with a colour bar. Three channels: the difference itself as
+    colour around mid-grey (grey the same; a tint shows which channels changed, so a trigger
+    of colour alone, invisible in the channels' mean, is seen).
 
     Args:
         difference: ``C x H x W`` or ``H x W`` finite values.
@@ -255,20 +257,27 @@ def difference_map(difference: np.ndarray, *, title: str) -> bytes:
         ValueError: On a wrong shape or non-finite values.
     """
     values = np.asarray(difference, dtype=np.float64)
-    if values.ndim == 3:
+    colour = values.ndim == 3 and values.shape[0] == 3
+    if values.ndim == 3 and not colour:
         values = values.mean(axis=0)
-    if values.ndim != 2 or not values.size or not np.isfinite(values).all():
+    if (values.ndim != (3 if colour else 2) or not values.size
+            or not np.isfinite(values).all()):
         raise ValueError(f"difference must be a finite C x H x W or H x W array, got shape "
                          f"{np.asarray(difference).shape}")
     limit = float(np.abs(values).max()) or 1.0
     figure = _figure(3.8, 3.2)
     figure.set_layout_engine("constrained")  # room for the colour bar's labels
     axes = figure.add_subplot()
-    shown = axes.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    if colour:
+        axes.imshow(np.clip(0.5 + values.transpose(1, 2, 0) / (2.0 * limit), 0.0, 1.0),
+                    interpolation="nearest")
+    else:
+        shown = axes.imshow(values, cmap="RdBu_r", vmin=-limit, vmax=limit,
+                            interpolation="nearest")
+        figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
     axes.set_xticks([])
     axes.set_yticks([])
     axes.set_title(title, fontsize=9)
-    figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.04)
     return _png(figure)
 
 

@@ -76,22 +76,27 @@ def mean_difference(images: np.ndarray, labels: np.ndarray, kept: np.ndarray,
 
 
 def strength(difference: np.ndarray) -> float:
-    """The largest absolute value of the difference (channels averaged; images in ``[0, 1]``).
+    """The difference at its strongest pixel: the most, over pixels, of its mean absolute value.
+
+    Each pixel's magnitude is the mean over channels of the absolute difference (images in
+    ``[0, 1]``), as in :func:`concentration`: a trigger of colour alone (more red, less green
+    and blue) is not averaged away.
 
     Poison rows are samples of their source wearing a trigger: once the source is taken away,
     only the trigger is left, at full strength where it is stamped, faint where it is blended
     or warped in. A natural group differs from its suspected source by its whole shape.
     """
-    return float(np.abs(np.asarray(difference, dtype=np.float64).mean(axis=0)).max())
+    return float(_magnitude(difference).max())
 
 
 def concentration(difference: np.ndarray, top_share: float = TOP_PIXEL_SHARE) -> float:
-    """The share of the difference's absolute mass (channels averaged) in its top pixels.
+    """The share of the difference's absolute mass in its top pixels.
 
-    ``top_share`` of the pixels, at least one. A difference spread evenly gives about
-    ``top_share``; a patch of that many pixels on an unchanged background gives about 1.
+    ``top_share`` of the pixels, at least one, by their magnitude (see :func:`strength`). A
+    difference spread evenly gives about ``top_share``; a patch of that many pixels on an
+    unchanged background gives about 1.
     """
-    magnitude = np.abs(np.asarray(difference, dtype=np.float64)).mean(axis=0).ravel()
+    magnitude = _magnitude(difference).ravel()
     total = float(magnitude.sum())
     if total == 0.0:
         return 0.0
@@ -100,19 +105,25 @@ def concentration(difference: np.ndarray, top_share: float = TOP_PIXEL_SHARE) ->
 
 
 def fine_grain(difference: np.ndarray) -> float:
-    """The share of the difference's energy (channels averaged) that a 3x3 box blur removes.
+    """The share of the difference's energy that a 3x3 box blur removes (every channel).
 
     A blended or sinusoidal pattern changes neighbouring pixels differently (much of it is
-    fine grain); the outline of a shape differs smoothly (little); a patch is in between.
+    fine grain); the outline of a shape differs smoothly (little); a patch is in between. Each
+    channel is blurred on its own and the energies summed, so a texture of colour counts too.
     """
-    values = np.asarray(difference, dtype=np.float64).mean(axis=0)
+    values = np.asarray(difference, dtype=np.float64)
     energy = float((values**2).sum())
     if energy == 0.0:
         return 0.0
-    padded = np.pad(values, 1, mode="edge")
-    height, width = values.shape
-    blurred = sum(padded[i:i + height, j:j + width] for i in range(3) for j in range(3)) / 9.0
+    padded = np.pad(values, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    height, width = values.shape[1:]
+    blurred = sum(padded[:, i:i + height, j:j + width] for i in range(3) for j in range(3)) / 9.0
     return float(((values - blurred) ** 2).sum() / energy)
+
+
+def _magnitude(difference: np.ndarray) -> np.ndarray:
+    """Per pixel, the mean over channels of the difference's absolute value (``H x W``)."""
+    return np.abs(np.asarray(difference, dtype=np.float64)).mean(axis=0)
 
 
 @dataclass(frozen=True)
