@@ -32,6 +32,7 @@ from bench.experiments import (
     bounded_class,
     candidates,
     digits_quality,
+    digits_separation,
     fill,
     incremental,
     mnist,
@@ -71,11 +72,12 @@ EXPERIMENTS: dict[str, Callable[[BenchSettings], str]] = {
     "redraw": redraw.section,
     "fill": fill.section,
     "shared": shared_evidence.section,
+    "digits_separation": digits_separation.section,
 }
 #: Left out of ``--quick`` (MNIST-scale data, ART, or long).
 NOT_IN_QUICK = ("mnist", "art", "repair_mnist", "multimodal", "art_scale", "beyond_mnist",
                 "candidates", "one_flow", "incremental", "shards", "bounded_class",
-                "scan_breakdown", "redraw", "fill", "shared")
+                "scan_breakdown", "redraw", "fill", "shared", "digits_separation")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -103,3 +103,23 @@ def test_the_fill_table_fills_the_poisoned_classes_of_a_real_result():
         "      filled_f1(result, acts, truth, 5) > base + 0.1,\n"
         "      [c.verdict for c in result.classes])\n")
     assert out.strip() == "0.0 True ['poisoned', 'clean']"
+
+
+def test_digits_separation_tells_a_gathered_group_from_a_scattered_one():
+    # The section's measures: a group planted together is its own neighbourhood (purity 1, a
+    # direction separates it, whichever its sign); rows drawn like the rest sit among the rest.
+    out = _python(
+        "import numpy as np\n"
+        "from bench.experiments.digits_separation import (\n"
+        "    best_direction_auroc, neighbour_purity, principal)\n"
+        "rng = np.random.default_rng(0)\n"
+        "rest = rng.normal(size=(400, 30))\n"
+        "group = rng.normal(size=(40, 30)) * 0.3\n"
+        "group[:, 3] -= 12.0\n"
+        "marked = np.r_[np.zeros(400, bool), np.ones(40, bool)]\n"
+        "gathered = principal(np.concatenate([rest, group]))\n"
+        "scattered = principal(rng.normal(size=(440, 30)))\n"
+        "print(gathered.shape, neighbour_purity(gathered, marked),\n"
+        "      round(best_direction_auroc(gathered, marked), 3),\n"
+        "      neighbour_purity(scattered, marked) < 0.3)\n")
+    assert out.strip() == "(440, 10) 1.0 1.0 True"
