@@ -489,6 +489,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
         proxy = format_proxy_summary(outcome.proxy)
         if proxy is not None:
             print(proxy)
+        _print_small_class_warning(outcome.result)
         if outcome.mode == "incremental":
             print(f"mode: incremental, against the baseline {args.baseline}" + (
                 "" if outcome.shift_reason is None else
@@ -623,7 +624,17 @@ def cmd_detect(args: argparse.Namespace) -> int:
                          activations=table.activations,
                          title=f"acgate detect of {Path(args.activations).name}")
     print(format_class_table(result))
+    _print_small_class_warning(result)
     return _exit_for(result, args.allow_skipped)
+
+
+def _print_small_class_warning(result: Any) -> None:
+    """A ``warning:`` line under the class table when classes were small (the verdict stays)."""
+    from acgate.scan import small_class_warning
+
+    warning = small_class_warning(result)
+    if warning is not None:
+        print(f"warning: {warning}")
 
 
 def _parse_pairs(text: str | None) -> list[tuple[int, int]] | None:
@@ -853,6 +864,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     proxy = format_proxy_summary(outcome.proxy)
     if proxy is not None:
         print(proxy)
+    _print_small_class_warning(outcome.result)
     table, _ = evaluation_table(outcome.result, poisoned.columns["is_poison"])
     print("\nagainst the ground truth (never used for detection):")
     print(table)

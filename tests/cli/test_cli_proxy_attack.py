@@ -7,6 +7,7 @@ tests/conftest.py); the scan-level checks reuse the session's CLI scans.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from html import escape
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 from acgate.cli import EXIT_CLEAN, EXIT_POISON, format_proxy_summary
+from acgate.core import detect
 from acgate.io.datasets import TextDataset, write_image_dataset, write_text_dataset
 from acgate.io.loaders import load_digits_dataset
 from acgate.io.poison import (
@@ -25,9 +27,11 @@ from acgate.io.poison import (
     poison_text_dataset,
 )
 from acgate.scan import (
+    SMALL_CLASS_ROWS,
     WEAK_ATTACK_SUCCESS,
     ScanConfig,
     proxy_attack_success,
+    small_class_warning,
     train_proxy,
     weak_proxy_warning,
 )
@@ -162,3 +166,30 @@ def test_clean_scan_records_the_proxy_without_an_attack(clean_cli_scan):
     assert proxy["device"] == resolve_device("auto").type  # --device auto: where it trained
     assert proxy["hardware"] == device_hardware(resolve_device("auto"))
     assert "proxy: train accuracy" in run.stdout and "attack success" not in run.stdout
+
+
+def test_a_scan_of_small_classes_says_what_its_verdict_is_worth(poisoned_cli_scan):
+    # Digits: ~180 rows a class, under SMALL_CLASS_ROWS; the verdict and exit code stay.
+    run = poisoned_cli_scan
+    assert run.code == EXIT_POISON, run.stderr
+    line = next(line for line in run.stdout.splitlines() if line.startswith("warning: classes"))
+    assert "0, 1, 2, 3, 4, 5, 6, 7, 8, 9 have fewer than 1,000 rows" in line
+    assert "a clean verdict here is weak evidence" in line
+    html = (run.out / "report.html").read_text()
+    assert 'id="small-classes"' in html and escape(line[len("warning: "):]) in html
+
+
+def test_the_small_class_warning_names_the_small_judged_classes_only():
+    rng = np.random.default_rng(0)
+    sizes = {0: SMALL_CLASS_ROWS, 1: 300, 2: SMALL_CLASS_ROWS + 200}
+    labels = np.concatenate([np.full(n, c) for c, n in sizes.items()])
+    activations = rng.normal(size=(len(labels), 8)) + labels[:, None] * 5.0
+    result = detect(activations, labels, analysis="size", n_clusters=2, random_state=0)
+    assert small_class_warning(result).startswith("class 1 has fewer than 1,000 rows "
+                                                  "(fewest: 300)")
+    large = detect(activations[labels != 1], labels[labels != 1], analysis="size",
+                   n_clusters=2, random_state=0)
+    assert small_class_warning(large) is None
+    incremental = dataclasses.replace(result, info=dataclasses.replace(
+        result.info, params={**result.info.params, "analysis": "incremental"}))
+    assert small_class_warning(incremental) is None

@@ -93,8 +93,10 @@ def test_proxy_section_warns_when_the_trigger_was_not_learned(tmp_path, make_res
     labels = np.repeat([0, 1], 30)
     result = make_result(labels, np.zeros(60, bool), poisoned=False)
 
-    def page(proxy, name):
-        return write_report(result, tmp_path / name, proxy=proxy).html_path.read_text()
+    def page(proxy, name):  # the proxy section, if any (the page warns of its small classes)
+        html = write_report(result, tmp_path / name, proxy=proxy).html_path.read_text()
+        _, found, after = html.partition('<section id="proxy">')
+        return found + after.split("</section>")[0] + "</section>" if found else html
 
     weak = page({"train_accuracy": 0.91, "epochs": 30, "attack_success": 0.08,
                  "attack_success_rows": 1617}, "weak.html")

@@ -355,6 +355,7 @@ def _document(
         + "".join(f"<li>{item}</li>" for item in summary_items) + "</ul></section>",
         _next_section(result, context),
         _proxy_section(context.proxy, context.scan_info.get("mode") == "incremental"),
+        _small_classes_section(result),
         _classes_table(result, set(near)),
         '<section id="charts"><h2>Flagged rows per class</h2>',
         _img(pngs, "flagged.png", "share of each class flagged",
@@ -499,6 +500,15 @@ def _proxy_section(proxy: Mapping[str, Any] | None, baseline: bool = False) -> s
     return ('<section id="proxy"><h2>Proxy</h2><p>' + line + "</p>"
             + (f"<p><strong>Warning:</strong> {_e(warning)}.</p>" if warning else "")
             + "</section>")
+
+
+def _small_classes_section(result: DetectionResult) -> str:
+    """The scan's small-class warning (:func:`acgate.scan.small_class_warning`), if any."""
+    from acgate.scan import small_class_warning
+
+    warning = small_class_warning(result)
+    return ('<section id="small-classes"><p><strong>Warning:</strong> '
+            f"{_e(warning)}.</p></section>" if warning else "")
 
 
 def _classes_table(result: DetectionResult, near: set[int]) -> str:
