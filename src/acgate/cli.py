@@ -511,7 +511,7 @@ _SUMMARY_CLASS_FIELDS = ("label", "n_samples", "verdict", "n_flagged", "suspecte
 
 
 def scan_summary(outcome: Any, exit_code: int) -> dict[str, Any]:
-    """``acgate scan --json``: the verdict, the exit code, each class, where the outputs are.
+    """``acgate scan --json``: the verdict, the exit code, each class, warnings, the outputs.
 
     Args:
         outcome: The :class:`acgate.scan.ScanOutcome`.
@@ -522,6 +522,7 @@ def scan_summary(outcome: Any, exit_code: int) -> dict[str, Any]:
     """
     from acgate.mlflow.evidence import classes_document
     from acgate.review import near_misses
+    from acgate.scan import small_class_warning, weak_proxy_warning
 
     result = outcome.result
     # Per class, the entries of the per-class document the gate checks (one derivation).
@@ -537,6 +538,9 @@ def scan_summary(outcome: Any, exit_code: int) -> dict[str, Any]:
             "near_misses": {str(r.label): near_misses(r) for r in result.classes
                             if near_misses(r)},
             "proxy": None if outcome.proxy is None else dict(outcome.proxy),
+            # The printed table's warning lines (the verdict and exit code do not change).
+            "warnings": [w for w in (weak_proxy_warning(outcome.proxy),
+                                     small_class_warning(result)) if w is not None],
             "dataset_sha256": outcome.dataset_sha256,
             "out_dir": str(Path(outcome.out_dir).resolve()),
             "files": {name: str(Path(path).resolve()) for name, path in outcome.files.items()},

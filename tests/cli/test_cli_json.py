@@ -24,6 +24,9 @@ def test_json_summary_of_a_poisoned_scan(run_cli, digits_parquet, tmp_path):
     assert samples["n_flagged"] == summary["n_flagged"]
     assert summary["mlflow_run_id"] is None and summary["tracking_error"] is None
     assert summary["proxy"]["attack_success"] > 0.5  # acgate poison recorded the trigger
+    # The printed table's warnings: digits classes are small, the proxy learned the trigger.
+    assert len(summary["warnings"]) == 1
+    assert summary["warnings"][0].startswith("classes 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 have fewer")
     assert (out / "report.html").is_file() and "report.html" in summary["files"]
     # Near misses: only clean classes, each with its reasons (the report's, one derivation).
     verdicts = {str(c["label"]): c["verdict"] for c in summary["classes"]}
