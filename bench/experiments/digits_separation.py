@@ -74,13 +74,12 @@ def _cell(case: Any, seed: int) -> list[tuple[float, float, float, float]]:
     """Per poisoned class of one cell: (poison share, purity activations, purity pixels, AUROC)."""
     from acgate.io.activations import read_activations
     from acgate.scan import ScanConfig
-    from bench.experiments.redraw import cached_activations
+    from bench.experiments.redraw import aligned_truth, cached_activations
 
     dataset, cached = cached_activations(case, seed, ScanConfig(seed=seed))
     table = read_activations(cached)
-    ids = np.asarray(table.indices)
-    truth = np.asarray(dataset.columns["is_poison"], bool)[ids]
-    images = np.asarray(dataset.images)[ids]
+    truth = aligned_truth(dataset, table)
+    images = np.asarray(dataset.images)[np.asarray(table.indices)]
     labels = np.asarray(table.labels)
     out = []
     for label in np.unique(labels[truth]):

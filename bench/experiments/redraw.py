@@ -115,12 +115,20 @@ def cached_detection(case: Any, seed: int, config: Any) -> tuple[Any, Any, Any, 
         result, _ = am._detect_on_cached(path, cached, config)
         scanned = read_dataset(path)
     table = read_activations(cached)
-    ids = np.asarray(table.indices)
-    if not np.array_equal(np.asarray(result.sample_ids), ids):
+    if not np.array_equal(np.asarray(result.sample_ids), np.asarray(table.indices)):
         raise RuntimeError("the result's rows are not the activations' rows")
-    truth = (np.asarray(dataset.columns["is_poison"], bool)[ids]
-             if "is_poison" in dataset.columns else np.zeros(len(ids), bool))
-    return result, scanned, table, truth
+    return result, scanned, table, aligned_truth(dataset, table)
+
+
+def aligned_truth(dataset: Any, table: Any) -> np.ndarray:
+    """The poison truth of a cell's dataset in the order of its activations table's rows.
+
+    All ``False`` for a clean cell (its dataset has no ``is_poison`` column).
+    """
+    ids = np.asarray(table.indices)
+    if "is_poison" not in dataset.columns:
+        return np.zeros(len(ids), bool)
+    return np.asarray(dataset.columns["is_poison"], bool)[ids]
 
 
 def cached_cell(case: Any, seed: int, config: Any) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -182,5 +190,6 @@ def section(settings: BenchSettings) -> str:
         [f"{k} directions" if k else "no redraw" for k in COMPONENTS])
 
 
-__all__ = ["CELLS", "COMPONENTS", "cached_activations", "cached_cell", "cached_detection",
-           "case_rows", "cell_scores", "redrawn_f1", "scores_section", "section"]
+__all__ = ["CELLS", "COMPONENTS", "aligned_truth", "cached_activations", "cached_cell",
+           "cached_detection", "case_rows", "cell_scores", "redrawn_f1", "scores_section",
+           "section"]
