@@ -383,8 +383,9 @@ def detect_kwargs(extra: dict[str, Any]) -> Iterator[list[int]]:
 
 
 #: Core modules a full scan never runs (the incremental judge; the sampled clustering that only
-#: the pipeline's cluster step runs, on a class above 200k rows): not part of the digest.
-NOT_THE_DETECTOR = ("incremental.py", "sampled.py")
+#: the pipeline's cluster step runs, on a class above 200k rows; the analysis by class that only
+#: ``acgate detect`` of an activation dataset runs): not part of the digest.
+NOT_THE_DETECTOR = ("incremental.py", "sampled.py", "by_class.py")
 
 
 def core_digest() -> str:

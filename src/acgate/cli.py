@@ -155,6 +155,7 @@ def _add_tracking_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     from acgate import __version__
+    from acgate.core.sampled import MAX_CLUSTER_ROWS
 
     parser = argparse.ArgumentParser(
         prog="acgate", description="Find backdoor-poisoned training data (Activation "
@@ -198,8 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_detector_options(scan)
     _add_tracking_options(scan)
 
-    det = sub.add_parser("detect", help="run the analysis on an activations Parquet file")
-    det.add_argument("activations", type=Path)
+    det = sub.add_parser("detect", help="run the analysis on an activations Parquet file, or "
+                         "on an activation dataset folder one class at a time")
+    det.add_argument("activations", type=Path,
+                     help="an activations Parquet file (held whole), or an activation dataset "
+                          "folder (the pipeline's collected activations: read one class at a "
+                          f"time, a class above {MAX_CLUSTER_ROWS:,} rows clustered from a "
+                          "seeded sample)")
     _add_output_options(det, "output folder")
     det.add_argument("--no-report", action="store_true",
                      help="skip the HTML report (report.html and plots/)")
@@ -605,6 +611,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from acgate.io.activations import read_activations
     from acgate.io.output import check_output_folder, output_folder
     from acgate.io.results import write_result
+    from acgate.io.shards import is_activation_dataset
     from acgate.scan import detect_table
 
     config = _config(args)
@@ -612,20 +619,25 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise ValueError("--analysis exre needs the data and a model to retrain; use "
                          "`acgate scan`, or another --analysis with `acgate detect`")
     check_output_folder(args.out, inputs=[args.activations])
-    table = read_activations(args.activations)
-    if len(table.indices) == 0:
-        raise ValueError(f"{args.activations}: the activations file has no rows")
-    check_class_count(table.labels, name=f"{args.activations}: column 'label'")
-    check_informative(table.activations, table.labels, name=f"{args.activations}: activations")
-    result = detect_table(table, config)
+    if is_activation_dataset(args.activations):  # the pipeline's: one class at a time
+        from acgate.stages import detect_dataset_stage
+
+        result, activations = detect_dataset_stage(args.activations, config).result, None
+    else:
+        table = read_activations(args.activations)
+        if len(table.indices) == 0:
+            raise ValueError(f"{args.activations}: the activations file has no rows")
+        check_class_count(table.labels, name=f"{args.activations}: column 'label'")
+        check_informative(table.activations, table.labels,
+                          name=f"{args.activations}: activations")
+        result, activations = detect_table(table, config), table.activations
     with output_folder(args.out, command="detect", inputs=[args.activations],
                        overwrite=args.overwrite) as output:
         write_result(result, output.staging)
         if not args.no_report:
             from acgate.report import write_report
 
-            write_report(result, output.staging / "report.html",
-                         activations=table.activations,
+            write_report(result, output.staging / "report.html", activations=activations,
                          title=f"acgate detect of {Path(args.activations).name}")
     print(format_class_table(result))
     _print_small_class_warning(result)

@@ -601,15 +601,20 @@ def _validated_arrays(activations_path: PathLike, config: ScanConfig) -> tuple[A
         if table.predictions is not None:
             predictions = validation.check_labels(table.predictions, x.shape[0],
                                                   name="predictions")
-        if config.segment_by == "prediction":
-            if predictions is None:
-                raise ValueError("column 'prediction' is all null; segment_by='prediction' "
-                                 "needs the model's predictions")
-            segments = predictions
-        else:
-            segments = y
+        segments = _segments_by(config, y, predictions)
         validation.check_informative(x, segments, name=f"{activations_path}: activations")
     return table, _Arrays(x, y, ids, segments, predictions)
+
+
+def _segments_by(config: ScanConfig, labels: np.ndarray,
+                 predictions: np.ndarray | None) -> np.ndarray:
+    """Every row's segment: its label, or its prediction with ``segment_by="prediction"``."""
+    if config.segment_by != "prediction":
+        return labels
+    if predictions is None:
+        raise ValueError("column 'prediction' is all null; segment_by='prediction' "
+                         "needs the model's predictions")
+    return predictions
 
 
 def validate_activations_table(sample_ids: Any, labels: Any, activations: Any,
@@ -684,12 +689,17 @@ def cluster_stage(activations_path: PathLike, label: int, out_path: PathLike,
 
 
 def _cluster(activations: np.ndarray, positions: np.ndarray, label: int, config: ScanConfig,
-             n_classes: int, modality: str) -> Any:
-    """:func:`acgate.core.cluster_class` with the settings ``detect`` would use."""
+             n_classes: int, modality: str,
+             settings: tuple[int | str, float] | None = None) -> Any:
+    """:func:`acgate.core.cluster_class` with the settings ``detect`` would use.
+
+    ``settings``: ``(n_clusters, size_threshold)``; default the pipeline's
+    (:func:`clustering_settings`).
+    """
     from acgate.core import cluster_class
 
     config = modality_config(config, modality)
-    n_clusters, size_threshold = clustering_settings(config, n_classes)
+    n_clusters, size_threshold = settings or clustering_settings(config, n_classes)
     return cluster_class(
         activations, label=label, positions=positions,
         reducer=config.reducer, n_components=config.n_components,
@@ -735,7 +745,8 @@ _CLASS_BATCH_ROWS = 65_536
 
 
 def _sampled_clustering(path: PathLike, label: int, n_rows: int, max_rows: int,
-                        config: ScanConfig, n_classes: int) -> Any:
+                        config: ScanConfig, n_classes: int,
+                        settings: tuple[int | str, float] | None = None) -> Any:
     """A large class of an activation dataset: its seeded sample clustered, every row assigned.
 
     Two streamed passes over the class's parts: one keeps the sampled rows, one assigns every
@@ -767,12 +778,134 @@ def _sampled_clustering(path: PathLike, label: int, n_rows: int, max_rows: int,
         sample_activations = np.concatenate(kept_rows)
     del kept_rows  # one copy of the sample, not two
     sample = _cluster(sample_activations, np.concatenate(kept_positions), label, config,
-                      n_classes, modality)
+                      n_classes, modality, settings)
     with reading("activations", path):
         return extend_clustering(sample, sample_activations,
                                  ((batch.indices, batch.activations)
                                   for batch in class_batches()), n_rows=n_rows,
                                  random_state=config.seed)
+
+
+def _class_batches(path: PathLike, label: int) -> Iterator[np.ndarray]:
+    """One class's activations of an activation dataset, batch by batch, in row order."""
+    from acgate.io.activations import iter_activation_batches
+    from acgate.io.shards import segment_parts
+
+    for part in segment_parts(path, label):
+        for batch in iter_activation_batches(part, _CLASS_BATCH_ROWS):
+            yield batch.activations
+
+
+@dataclass(frozen=True)
+class DatasetDetection:
+    """What :func:`detect_dataset_stage` produced.
+
+    Attributes:
+        result: The detection result (rows in the dataset's row order).
+        metadata: The activations' metadata (modality, proxy, layer).
+        sampled: The classes clustered from a seeded sample (above ``max_rows`` rows).
+    """
+
+    result: DetectionResult
+    metadata: Mapping[str, Any]
+    sampled: tuple[int, ...]
+
+
+def detect_dataset_stage(activations_path: PathLike, config: ScanConfig, *,
+                         max_rows: int | None = None) -> DatasetDetection:
+    """Detect on an activation dataset one class at a time, never holding every activation.
+
+    ``acgate detect`` of an activation dataset folder (the pipeline's collected activations,
+    however many shards). Every row's id, label and prediction are held (~24 bytes a row); the
+    classes are then clustered one at a time as the pipeline's ``cluster`` task clusters them
+    (a class of more than ``max_rows`` rows from a seeded sample, its other rows assigned in a
+    streamed pass), judged by an analysis that needs no retrain (``auto``: size + silhouette,
+    as :func:`acgate.core.detect` without one) and, when poisoned, redrawn from the class's
+    activations, or from its top principal coordinates in two streamed passes when it was too
+    large to hold (:mod:`acgate.core.by_class`). The peak is one class: at most ``max_rows``
+    activations, or a large class's per-row clustering and coordinates (~300 bytes a row).
+    A dataset whose classes all hold at most ``max_rows`` rows gets exactly the flags of
+    ``acgate detect`` on one activations file of the same rows.
+
+    Args:
+        activations_path: A collected activation dataset folder.
+        config: The detector settings (``analysis`` one of
+            :func:`acgate.core.by_class.by_class_analyses`, or ``auto``).
+        max_rows: The largest class held whole; ``None``:
+            :data:`acgate.core.sampled.MAX_CLUSTER_ROWS`.
+
+    Returns:
+        The :class:`DatasetDetection`.
+
+    Raises:
+        StageInputError: Bad activations (not a complete activation dataset, bad columns,
+            activations that carry no information).
+        ValueError: An analysis that needs every row or a retrain.
+    """
+    from acgate.core import validation
+    from acgate.core.by_class import analyze_by_class, principal_coordinates
+    from acgate.core.detect import detector_params, resolve_n_clusters
+    from acgate.core.sampled import MAX_CLUSTER_ROWS
+    from acgate.io.shards import read_dataset_row_columns
+
+    max_rows = MAX_CLUSTER_ROWS if max_rows is None else max_rows
+    manifest = _collected_manifest(activations_path, config)
+    with reading("activations", activations_path):
+        columns = read_dataset_row_columns(activations_path)
+        labels = validation.check_labels(columns.labels, len(columns.indices))
+        validation.check_class_count(labels, name=f"{activations_path}: column 'label'")
+        predictions = None if columns.predictions is None else validation.check_labels(
+            columns.predictions, len(labels), name="predictions")
+        segments = _segments_by(config, labels, predictions)
+    config = modality_config(config, str(columns.metadata.get("modality", "image")))
+    resolved, thresholds = _resolved_settings(config, config.analysis, None)
+    n_classes = len(np.unique(labels))
+    n_clusters = resolve_n_clusters(config.n_clusters, resolved, n_classes)
+    held: dict[str, Any] = {"label": None, "rows": None, "varies": False}
+    sampled: list[int] = []
+
+    def clusterings() -> Iterator[Any]:
+        for label in sorted(int(s) for s in manifest["segments"]):
+            n_rows = int(manifest["segments"][str(label)])
+            held.update(label=None, rows=None)  # the previous class's rows go
+            if n_rows > max_rows:
+                sampled.append(label)
+                clustering = _sampled_clustering(activations_path, label, n_rows, max_rows,
+                                                 config, n_classes, (n_clusters, thresholds.size))
+                varies = clustering.reduced is not None and np.ptp(clustering.reduced, 0).any()
+            else:
+                rows, positions, modality = _segment_arrays(activations_path, label)
+                clustering = _cluster(rows, positions, label, config, n_classes, modality,
+                                      (n_clusters, thresholds.size))
+                held.update(label=label, rows=rows)
+                varies = len(rows) > 1 and np.ptp(rows, axis=0).any()
+            held["varies"] = held["varies"] or bool(varies)
+            yield clustering
+
+    def class_rows(clustering: Any) -> np.ndarray:
+        if held["label"] == clustering.label:
+            return held["rows"]
+        with reading("activations", activations_path):
+            return principal_coordinates(
+                lambda: _class_batches(activations_path, clustering.label),
+                config.redraw_components)
+
+    result = analyze_by_class(
+        clusterings(), labels, sample_ids=columns.indices, segments=segments,
+        class_rows=class_rows, analysis=resolved, thresholds=thresholds,
+        random_state=config.seed, redraw_components=config.redraw_components,
+        params=detector_params(
+            resolved, thresholds, reducer=config.reducer, n_components=config.n_components,
+            n_clusters=n_clusters, segment_by=config.segment_by,
+            min_class_size=config.min_class_size, random_state=config.seed,
+            redraw_components=config.redraw_components))
+    if not held["varies"]:
+        raise StageInputError(
+            f"input artifact 'activations' ({activations_path}): the activations carry no "
+            "information (identical within every class), so no class can be judged. The "
+            "model or layer is dead, untrained or the wrong one")
+    return DatasetDetection(result=result, metadata=dict(columns.metadata),
+                            sampled=tuple(sampled))
 
 
 def write_clustering(clustering: Any, path: PathLike) -> Path:

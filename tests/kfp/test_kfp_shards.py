@@ -232,3 +232,46 @@ def test_a_class_above_the_cap_is_clustered_from_a_sample_and_analyzed(trained, 
                             report=False)
     assert outcome.result.verdict in ("clean", "poisoned", "incomplete")
     assert len(outcome.result.is_poison) == len(table.labels)
+
+
+def test_acgate_detect_of_a_folder_judges_one_class_at_a_time(trained, tmp_path):
+    """``acgate detect`` of the collected folder (1 or 4 shards) writes what it writes for one
+    activations file of the same rows; classes above the cap (a sample clustered, the class
+    redrawn from streamed principal coordinates) flag the same rows for 1 and 4 shards."""
+    import pyarrow.parquet as pq
+
+    from acgate.cli import main
+    from acgate.io.activations import read_activations, write_activations
+    from acgate.scan import ScanConfig
+    from acgate.stages import detect_dataset_stage
+
+    folder, dataset, model = trained
+    one = _extract(tmp_path / "one", dataset, model, 1)[2].path
+    four = _extract(tmp_path / "four", dataset, model, 4)[2].path
+    file = tmp_path / "activations.parquet"
+    write_activations(file, read_activations(four))
+    codes = {name: main(["detect", str(source), "--out", str(tmp_path / f"out-{name}"), *flags])
+             for name, source, flags in (("file", file, ["--no-report"]),
+                                         ("one", one, ["--no-report"]), ("four", four, []))}
+    assert codes["file"] == codes["one"] == codes["four"]
+    samples = {name: pq.read_table(tmp_path / f"out-{name}" / "samples.parquet")
+               for name in codes}
+    assert samples["file"].equals(samples["one"]) and samples["file"].equals(samples["four"])
+    assert pq.read_table(tmp_path / "out-file" / "classes.parquet").column("reason").equals(
+        pq.read_table(tmp_path / "out-four" / "classes.parquet").column("reason"))
+    assert samples["four"].column("is_poison").to_numpy().any()  # 33% BadNets: flags to compare
+    assert (tmp_path / "out-four" / "report.html").is_file()  # the report, without the 3-D plots
+
+    sampled = {name: detect_dataset_stage(path, ScanConfig(), max_rows=120)
+               for name, path in (("one", one), ("four", four))}
+    assert sampled["one"].sampled == sampled["four"].sampled == tuple(range(10))
+    np.testing.assert_array_equal(sampled["one"].result.is_poison,
+                                  sampled["four"].result.is_poison)
+    np.testing.assert_allclose(sampled["one"].result.poison_score,
+                               sampled["four"].result.poison_score)
+    flagged = samples["file"].column("is_poison").to_numpy()
+    both = (sampled["four"].result.is_poison & flagged).sum()
+    assert both / max(sampled["four"].result.is_poison.sum(), flagged.sum()) > 0.8
+    assert any("seeded sample of 120" in note for note in sampled["four"].result.info.warnings)
+    with pytest.raises(ValueError, match="one class at a time"):
+        detect_dataset_stage(four, ScanConfig(analysis="distance"))

@@ -56,7 +56,9 @@ from acgate.io.schema import (
 __all__ = [
     "ActivationTable",
     "ActivationWriter",
+    "RowColumns",
     "iter_activation_batches",
+    "read_row_columns",
     "read_activations",
     "write_activations",
 ]
@@ -475,17 +477,23 @@ def _table_from_arrow(
 ) -> ActivationTable:
     activations = float_matrix(path, table.column("activation"), "activation", width=info.width)
     check_finite(path, activations, "activation")
+    rows = _row_columns_from_arrow(path, table, info)
+    return ActivationTable(indices=rows.indices, labels=rows.labels,
+                           predictions=rows.predictions, activations=activations,
+                           metadata=rows.metadata)
+
+
+def _row_columns_from_arrow(path: PathLike, table: pa.Table | pa.RecordBatch,
+                            info: _FileInfo) -> RowColumns:
+    """The ids, labels and (when present) predictions of an Arrow table, checked."""
     predictions = None
     if info.predictions_present:
         predictions = integer_column(path, table.column("prediction"), "prediction",
                                      non_negative=False)
-    return ActivationTable(
+    return RowColumns(
         indices=integer_column(path, table.column("index"), "index"),
         labels=integer_column(path, table.column("label"), "label", max_value=MAX_LABEL),
-        predictions=predictions,
-        activations=activations,
-        metadata=info.metadata,
-    )
+        predictions=predictions, metadata=info.metadata)
 
 
 def read_activations(path: PathLike) -> ActivationTable:
@@ -543,6 +551,38 @@ def read_activations(path: PathLike) -> ActivationTable:
     pa.default_memory_pool().release_unused()  # hand the batches' buffers back to the OS
     return ActivationTable(indices=indices, labels=labels, predictions=predictions,
                            activations=activations, metadata=info.metadata)
+
+
+@dataclass(frozen=True)
+class RowColumns:
+    """An activation file's small columns: what a class-by-class analysis holds for every row.
+
+    Attributes:
+        indices: ``int64`` sample ids, in file order.
+        labels: ``int64`` labels.
+        predictions: ``int64`` predictions, or ``None`` when not recorded.
+        metadata: The file's metadata (modality, proxy, layer).
+    """
+
+    indices: np.ndarray
+    labels: np.ndarray
+    predictions: np.ndarray | None
+    metadata: Mapping[str, Any]
+
+
+def read_row_columns(path: PathLike) -> RowColumns:
+    """Read an activation file's ids, labels and predictions, not its activations.
+
+    The file-wide checks of :func:`read_activations` that need no activation (schema, columns,
+    unique non-negative ids, labels, predictions all present or all null) run here too.
+    """
+    info = _inspect(path)
+    try:
+        table = info.parquet.read(columns=["index", "label", *(
+            ["prediction"] if info.predictions_present else [])])
+    except (pa.ArrowException, OSError) as error:
+        raise ValueError(f"{path} is not a readable Parquet file: {error}") from error
+    return _row_columns_from_arrow(path, table, info)
 
 
 def iter_activation_batches(path: PathLike, batch_rows: int = 8192) -> Iterator[ActivationTable]:
