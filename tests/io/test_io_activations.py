@@ -8,6 +8,7 @@ from acgate.io.activations import (
     ActivationWriter,
     iter_activation_batches,
     read_activations,
+    read_row_columns,
     write_activations,
 )
 
@@ -196,6 +197,26 @@ def test_duplicate_indices_in_file(tmp_path):
         read_activations(path)
     with pytest.raises(ValueError, match="column 'index' has 2 duplicate"):
         next(iter_activation_batches(path, 2))
+
+
+def test_row_columns_are_the_tables_without_its_activations(tmp_path):
+    indices, labels, predictions, activations = _data()
+    path = write_activations(tmp_path / "a.parquet", ActivationTable(
+        indices=indices, labels=labels, predictions=predictions, activations=activations,
+        metadata={"modality": "text"}))
+    rows = read_row_columns(path)
+    np.testing.assert_array_equal(rows.indices, indices)
+    np.testing.assert_array_equal(rows.labels, labels)
+    np.testing.assert_array_equal(rows.predictions, predictions)
+    assert rows.metadata["modality"] == "text"
+    bad = _write_raw(tmp_path / "d.parquet", {
+        "index": [4, 2, 4], "label": [0, 1, -1], "activation": _fixed(np.zeros((3, 2)))})
+    with pytest.raises(ValueError, match=r"d\.parquet: column 'index' has 1 duplicate"):
+        read_row_columns(bad)
+    negative = _write_raw(tmp_path / "n.parquet", {
+        "index": [0, 1], "label": [0, -1], "activation": _fixed(np.zeros((2, 2)))})
+    with pytest.raises(ValueError, match=r"n\.parquet.*'label'"):
+        read_row_columns(negative)
 
 
 def test_partly_null_predictions(tmp_path):
