@@ -99,3 +99,26 @@ def test_a_small_candidate_reaches_the_unsampled_rows():
     assert _best_jaccard(extended, poison) > 0.9
     sizes = np.bincount(extended.clusters)
     assert sizes[0] == sizes.max()  # cluster 0 is the largest over the whole class
+
+
+@pytest.mark.parametrize("n_clusters", [2, "auto"])
+def test_k_means_clusters_reach_the_other_rows_by_their_nearest_centre(n_clusters):
+    """Without stable candidates the clusters are k-means's, the Voronoi cells of their means:
+    an unsampled row takes its nearest centre's cluster (no neighbour search)."""
+    x, positions, poison = _planted(n=6000, seed=2)
+    ordinals = sample_ordinals(len(x), 2000, random_state=0)
+    sample = cluster_class(x[ordinals], label=0, positions=positions[ordinals],
+                           n_clusters=n_clusters, random_state=0)
+    assert sample.candidates is None
+    extended = extend_clustering(sample, x[ordinals], _batches(x, positions), n_rows=len(x))
+    centres = np.stack([sample.reduced[sample.clusters == c].mean(axis=0)
+                        for c in range(sample.n_clusters)])
+    nearest = ((extended.reduced[:, None] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)
+    sizes = np.bincount(nearest, minlength=sample.n_clusters)
+    renumbered = np.argsort(np.argsort(-sizes, kind="stable"), kind="stable")[nearest]
+    np.testing.assert_array_equal(extended.clusters, renumbered)
+    np.testing.assert_array_equal(extended.clusters[ordinals], sample.clusters)
+    smallest = extended.clusters == extended.n_clusters - 1
+    truth = np.isin(np.arange(len(x)), poison)
+    assert (smallest & truth).sum() / (smallest | truth).sum() > 0.95  # the planted cluster
+    assert "nearest cluster centre" in extended.warnings[-1]

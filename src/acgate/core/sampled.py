@@ -6,20 +6,22 @@ that many rows (:func:`sample_ordinals`): the reducer, the k-means levels and th
 direction and dense-core candidates are the sample's, computed by the same code.
 :func:`extend_clustering` then gives every row of the class, in batches, the sample's reduced
 space (the reducers are linear: the map is fitted on the sample by least squares, exact for PCA)
-and the cluster and candidate memberships of the weighted majority of its
-:data:`ASSIGN_NEIGHBOURS` nearest sample rows there (among a seeded reference of at most
-:data:`ASSIGN_REFERENCE_ROWS` candidate rows and as many others, each vote weighted by its
-stratum's sampling rate). Sampled rows keep their own; cluster ids are renumbered by size over
-the whole class. Memory: the sample, the reference and, per row of the class, its position,
-cluster, reduced values and candidate memberships (~100 bytes at 10 components): it does not
-hold the class's activations.
+and, with stable candidates (``n_clusters="stable"``), the cluster and candidate memberships of
+the weighted majority of its :data:`ASSIGN_NEIGHBOURS` nearest sample rows there (among a seeded
+reference of at most :data:`ASSIGN_REFERENCE_ROWS` candidate rows and as many others, each vote
+weighted by its stratum's sampling rate); with k-means clusters alone (``n_clusters`` 2 or
+``"auto"``), the cluster of the nearest cluster centre, k-means's own rule (the sample's
+clusters are the Voronoi cells of their means). Sampled rows keep their own; cluster ids are
+renumbered by size over the whole class. Memory: the sample, the reference and, per row of the
+class, its position, cluster, reduced values and candidate memberships (~100 bytes at 10
+components): it does not hold the class's activations.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
@@ -106,14 +108,18 @@ def extend_clustering(
     member_masks = np.zeros((len(candidates), len(sample.positions)), dtype=bool)
     for index, candidate in enumerate(candidates):
         member_masks[index, candidate.members] = True
-    reference, vote_weights = _reference(member_masks.any(axis=0), reference_rows,
-                                         random_state)
-    neighbours = min(neighbours, len(reference))
-    reference_clusters, reference_masks = sample.clusters[reference], member_masks[:, reference]
+    if sample.candidates is None:  # k-means clusters alone: a row's is its nearest centre's
+        assign = _nearest_centre(sample_reduced, sample.clusters, sample.n_clusters)
+        note_tail = ("the others take the cluster of their nearest cluster centre (k-means's own "
+                     "rule)")
+    else:
+        assign, neighbours, reference_size = _nearest_votes(
+            sample_reduced, sample.clusters, sample.n_clusters, member_masks, neighbours,
+            reference_rows, random_state)
+        note_tail = (f"the others take the cluster and candidates of the weighted majority of "
+                     f"their {neighbours} nearest among {reference_size:,} sample rows")
     with threadpool_limits(limits=1, user_api="blas"):  # the same rows on 1 or 2 cores
         centre, weights, offset = _linear_map(sample_activations, sample_reduced)
-        tree = NearestNeighbors(n_neighbors=neighbours, algorithm="brute").fit(
-            sample_reduced[reference])
         positions = np.empty(n_rows, dtype=np.int64)
         clusters = np.empty(n_rows, dtype=np.int64)
         reduced = np.empty((n_rows, sample_reduced.shape[1]), dtype=np.float64)
@@ -124,18 +130,9 @@ def extend_clustering(
             if stop > n_rows:
                 raise ValueError(f"the batches hold more than the class's {n_rows} rows")
             part = (np.asarray(batch, dtype=np.float64) - centre) @ weights + offset
-            nearest = tree.kneighbors(part, return_distance=False)
-            votes = np.zeros((len(part), max(sample.n_clusters, 1)))
-            np.add.at(votes, (np.repeat(np.arange(len(part)), nearest.shape[1]),
-                              reference_clusters[nearest].ravel()),
-                      vote_weights[nearest].ravel())
             positions[filled:stop] = batch_positions
-            clusters[filled:stop] = votes.argmax(axis=1)
+            clusters[filled:stop], memberships[:, filled:stop] = assign(part)
             reduced[filled:stop] = part
-            if len(candidates):
-                share = ((reference_masks[:, nearest] * vote_weights[nearest]).sum(2)
-                         / vote_weights[nearest].sum(1))
-                memberships[:, filled:stop] = share > 0.5
             filled = stop
     sampled = _check_rows(positions, filled, n_rows, sample.positions)
     clusters[sampled] = sample.clusters  # sampled rows keep their own
@@ -143,13 +140,53 @@ def extend_clustering(
     memberships[:, sampled] = member_masks
     extended = tuple(dataclasses.replace(candidate, members=np.flatnonzero(memberships[index]))
                      for index, candidate in enumerate(candidates))
-    note += (f"; the others take the cluster and candidates of the weighted majority of their "
-             f"{neighbours} nearest among {len(reference):,} sample rows")
+    note += f"; {note_tail}"
     return dataclasses.replace(
         sample, positions=positions, clusters=_canonical_ids(clusters, sample.n_clusters),
         reduced=reduced, candidates=None if sample.candidates is None else extended,
         warnings=(*sample.warnings, note),
         seconds=sample.seconds + time.perf_counter() - start)
+
+
+Assign = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _nearest_centre(sample_reduced: np.ndarray, sample_clusters: np.ndarray,
+                    n_clusters: int) -> Assign:
+    """Reduced rows -> (the cluster of the nearest sample cluster's mean, no memberships)."""
+    centres = np.stack([sample_reduced[sample_clusters == c].mean(axis=0)
+                        for c in range(n_clusters)])
+
+    def assign(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        distances = ((part[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
+        return distances.argmin(axis=1), np.zeros((0, len(part)), dtype=bool)
+    return assign
+
+
+def _nearest_votes(sample_reduced: np.ndarray, sample_clusters: np.ndarray, n_clusters: int,
+                   member_masks: np.ndarray, neighbours: int, reference_rows: int,
+                   random_state: int) -> tuple[Assign, int, int]:
+    """Reduced rows -> their nearest reference rows' weighted majority cluster and memberships.
+
+    Also returns the neighbours used and the reference's size.
+    """
+    reference, vote_weights = _reference(member_masks.any(axis=0), reference_rows,
+                                         random_state)
+    neighbours = min(neighbours, len(reference))
+    reference_clusters, reference_masks = sample_clusters[reference], member_masks[:, reference]
+    index = NearestNeighbors(n_neighbors=neighbours, algorithm="brute").fit(
+        sample_reduced[reference])
+
+    def assign(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nearest = index.kneighbors(part, return_distance=False)
+        votes = np.zeros((len(part), max(n_clusters, 1)))
+        np.add.at(votes, (np.repeat(np.arange(len(part)), nearest.shape[1]),
+                          reference_clusters[nearest].ravel()),
+                  vote_weights[nearest].ravel())
+        share = ((reference_masks[:, nearest] * vote_weights[nearest]).sum(2)
+                 / vote_weights[nearest].sum(1))
+        return votes.argmax(axis=1), share > 0.5
+    return assign, neighbours, len(reference)
 
 
 def _reference(in_candidate: np.ndarray, most: int,
