@@ -622,3 +622,6 @@ def _batches(path: PathLike, info: _FileInfo, batch_rows: int) -> Iterator[Activ
             yield table
     except (pa.ArrowException, OSError) as error:
         raise ValueError(f"{path} is not a readable Parquet file: {error}") from error
+    # Arrow's pool keeps the batches' freed buffers (~150 MB after a 300k-row class): give
+    # them back, so a reader streaming class after class does not hold them all.
+    pa.default_memory_pool().release_unused()
