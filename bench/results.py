@@ -517,16 +517,16 @@ detect` of the folder added (the bounded finding).
   only its class (0.8 s, ~365 MiB).
 - **Bounded per-class clustering and detection, issues 22 and 19** (section `bounded_class`,
   rerun 2026-12-08 alone on the AMD EPYC, synthetic 128-wide activations in 8 shards): at 10M
-  rows the collection takes 15.4 s / 247 MiB and the cluster step of a 1M-row class (a seeded
+  rows the collection takes 15.1 s / 246 MiB and the cluster step of a 1M-row class (a seeded
   200k sample clustered, every row assigned by the weighted majority of its 10 nearest in a
   two-stratum reference of the sample, now by exact brute force: 167.3 s on 2026-12-04 with a
-  KD-tree) 92.9 s / 846 MiB, the planted 5% at Jaccard 0.981 (3M: 0.975; at 1M the 100k-row
+  KD-tree) 92.1 s / 824 MiB, the planted 5% at Jaccard 0.981 (3M: 0.975; at 1M the 100k-row
   class is clustered whole: 0.973). New: `acgate detect` of the collected folder, one class at
-  a time (`acgate.core.by_class`): 9.5 / 37.4 / 105.3 s at 1M / 3M / 10M rows (linear: 9.5 /
-  12.5 / 10.5 µs a row), peak RSS 502 / 926 / 1,888 MiB, F1 0.985 on every planted row; at 3M
+  a time (`acgate.core.by_class`): 8.1 / 45.4 / 99.1 s at 1M / 3M / 10M rows (about linear:
+  8.1 / 15.1 / 9.9 µs a row), peak RSS 498 / 802 / 1,698 MiB, F1 0.985 on every planted row; at 3M
   the clustering and the detect flags equal the one-shard run's. So issue 22's "10M rows in 8
   shards, the same flags as one shard (compared at 3M), peak RSS per step <= 2 GB" holds for
-  collection, clustering and detection (with ~160 MiB to spare), and issue 19's "10M x 128
+  collection, clustering and detection (with ~350 MiB to spare), and issue 19's "10M x 128
   streamed from Parquet, <= 2 GB, time linear in rows" for `acgate detect` of a folder. The
   pipeline's `analyze` (exclusionary reclassification: two retrains on the images) still
   loads every activation (5.1 GB at 10M) and was not run at that size.
