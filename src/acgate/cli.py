@@ -203,9 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "on an activation dataset folder one class at a time")
     det.add_argument("activations", type=Path,
                      help="an activations Parquet file (held whole), or an activation dataset "
-                          "folder (the pipeline's collected activations: read one class at a "
+                          "folder (the pipeline's collected activations: with an analysis "
+                          "judged from the clustering alone, the default, read one class at a "
                           f"time, a class above {MAX_CLUSTER_ROWS:,} rows clustered from a "
-                          "seeded sample)")
+                          "seeded sample, and the report without 3-D plots; else held whole)")
     _add_output_options(det, "output folder")
     det.add_argument("--no-report", action="store_true",
                      help="skip the HTML report (report.html and plots/)")
@@ -611,17 +612,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
     from acgate.io.activations import read_activations
     from acgate.io.output import check_output_folder, output_folder
     from acgate.io.results import write_result
-    from acgate.io.shards import is_activation_dataset
     from acgate.scan import detect_table
+    from acgate.stages import detect_dataset_stage, detects_by_class
 
     config = _config(args)
     if config.analysis == "exre":
         raise ValueError("--analysis exre needs the data and a model to retrain; use "
                          "`acgate scan`, or another --analysis with `acgate detect`")
     check_output_folder(args.out, inputs=[args.activations])
-    if is_activation_dataset(args.activations):  # the pipeline's: one class at a time
-        from acgate.stages import detect_dataset_stage
-
+    if detects_by_class(args.activations, config):  # the pipeline's: one class at a time
         result, activations = detect_dataset_stage(args.activations, config).result, None
     else:
         table = read_activations(args.activations)

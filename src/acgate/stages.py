@@ -796,6 +796,27 @@ def _class_batches(path: PathLike, label: int) -> Iterator[np.ndarray]:
             yield batch.activations
 
 
+def detects_by_class(activations_path: PathLike, config: ScanConfig) -> bool:
+    """Whether ``acgate detect`` judges these activations one class at a time.
+
+    It does for a collected activation dataset (the whole dataset, split as ``config``
+    segments) with an analysis judged from the clustering alone
+    (:func:`acgate.core.by_class.by_class_analyses`, or ``auto``); any other input is read
+    whole, as one activations file is.
+    """
+    from acgate.core.by_class import by_class_analyses
+    from acgate.io.shards import is_activation_dataset, read_manifest
+
+    if not is_activation_dataset(activations_path):
+        return False
+    try:
+        manifest = read_manifest(activations_path)
+    except ValueError:
+        return False  # read whole, whose reader names the problem
+    return (bool(manifest["complete"]) and manifest["segment_by"] == config.segment_by
+            and (config.analysis == "auto" or config.analysis in by_class_analyses()))
+
+
 @dataclass(frozen=True)
 class DatasetDetection:
     """What :func:`detect_dataset_stage` produced.
@@ -881,6 +902,7 @@ def detect_dataset_stage(activations_path: PathLike, config: ScanConfig, *,
                 varies = len(rows) > 1 and np.ptp(rows, axis=0).any()
             held["varies"] = held["varies"] or bool(varies)
             yield clustering
+            del clustering  # judged: not held while the next class is clustered
 
     def class_rows(clustering: Any) -> np.ndarray:
         if held["label"] == clustering.label:

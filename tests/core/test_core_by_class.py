@@ -59,6 +59,7 @@ def test_by_class_gives_the_flags_of_analyze_and_reads_only_poisoned_classes(pla
     _same(whole, by_class)
     np.testing.assert_array_equal(whole.poison_score, by_class.poison_score)
     assert whole.info.params == by_class.info.params
+    assert whole.info.warnings == by_class.info.warnings  # notes, then skipped classes
     assert whole.info.params["analysis"] == "size-silhouette"
     assert asked == [1]  # the one poisoned class; the others are judged from their clustering
     assert [c.verdict for c in by_class.classes] == ["clean", "poisoned", "clean", "clean",
@@ -91,9 +92,18 @@ def test_principal_coordinates_are_the_pca_projection_up_to_signs():
 
 
 def test_principal_coordinates_refuse_passes_that_disagree():
-    passes = iter([[np.ones((10, 3)) * np.arange(10)[:, None]], [np.ones((9, 3))]])
-    with pytest.raises(ValueError, match="second pass"):
+    rows = np.arange(30.0).reshape(10, 3) ** 1.5
+    for second in ([rows[:9]], [rows, rows[:1]]):  # a row short, a row more
+        passes = iter([[rows], second])
+        with pytest.raises(ValueError, match="second pass"):
+            principal_coordinates(lambda passes=passes: next(passes), 2)
+    with pytest.raises(ValueError, match=r"width 2 among batches of width 3"):
+        passes = iter([[rows], [rows[:, :2]]])
         principal_coordinates(lambda: next(passes), 2)
+    with pytest.raises(ValueError, match=r"m x d, got shape \(3,\)"):
+        principal_coordinates(lambda: [rows[0]], 2)
+    empty_first = principal_coordinates(lambda: [rows[:0], rows[:5], rows[:0], rows[5:]], 2)
+    np.testing.assert_allclose(empty_first, principal_coordinates(lambda: [rows], 2))
     with pytest.raises(ValueError, match="at least 2 rows"):
         principal_coordinates(lambda: [np.ones((1, 3))], 2)
     with pytest.raises(ValueError, match="width"):

@@ -242,8 +242,9 @@ def test_acgate_detect_of_a_folder_judges_one_class_at_a_time(trained, tmp_path)
 
     from acgate.cli import main
     from acgate.io.activations import read_activations, write_activations
+    from acgate.io.shards import is_activation_dataset, read_manifest
     from acgate.scan import ScanConfig
-    from acgate.stages import detect_dataset_stage
+    from acgate.stages import detect_dataset_stage, detects_by_class
 
     folder, dataset, model = trained
     one = _extract(tmp_path / "one", dataset, model, 1)[2].path
@@ -275,3 +276,14 @@ def test_acgate_detect_of_a_folder_judges_one_class_at_a_time(trained, tmp_path)
     assert any("seeded sample of 120" in note for note in sampled["four"].result.info.warnings)
     with pytest.raises(ValueError, match="one class at a time"):
         detect_dataset_stage(four, ScanConfig(analysis="distance"))
+    # Analyses that need every row, a lone shard, or another split: the folder is read whole.
+    shard = tmp_path / "four" / "shard-1"
+    assert is_activation_dataset(shard) and not read_manifest(shard)["complete"]
+    assert detects_by_class(four, ScanConfig()) and not detects_by_class(shard, ScanConfig())
+    assert not detects_by_class(four, ScanConfig(analysis="spectral"))
+    assert not detects_by_class(four, ScanConfig(segment_by="prediction"))
+    for name, source in (("file-spectral", file), ("four-spectral", four)):
+        main(["detect", str(source), "--out", str(tmp_path / name), "--no-report",
+              "--analysis", "spectral"])
+    assert pq.read_table(tmp_path / "file-spectral" / "samples.parquet").equals(
+        pq.read_table(tmp_path / "four-spectral" / "samples.parquet"))

@@ -25,6 +25,7 @@ Memory: the per-row arrays of the result (~30 bytes a row) plus one class's clus
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -49,6 +50,8 @@ from acgate.core.redraw import REDRAW_COMPONENTS, redraw_judgement
 from acgate.core.result import DetectionResult, RunInfo
 
 __all__ = ["analyze_by_class", "by_class_analyses", "principal_coordinates"]
+
+logger = logging.getLogger(__name__)
 
 #: ``class_rows(clustering)``: the class's activations (rows aligned with its positions), or its
 #: top principal coordinates (:func:`principal_coordinates`) when it is too large to hold.
@@ -87,14 +90,13 @@ def principal_coordinates(batches: Callable[[], Iterable[np.ndarray]],
     total = gram = None
     n_rows = 0
     for batch in batches():
-        x = np.asarray(batch, dtype=np.float64)
+        x = _checked_batch(batch, shift)
+        if not len(x):
+            continue
         if shift is None:
             shift = x[0].copy()
             total = np.zeros_like(shift)
             gram = np.zeros((len(shift), len(shift)))
-        elif x.shape[1:] != shift.shape:
-            raise ValueError(f"a batch of width {x.shape[1:]} among batches of width "
-                             f"{shift.shape}")
         x = x - shift
         total += x.sum(axis=0)
         gram += x.T @ x
@@ -112,10 +114,11 @@ def principal_coordinates(batches: Callable[[], Iterable[np.ndarray]],
     coordinates = np.empty((n_rows, len(keep)))
     filled = stop = 0
     for batch in batches():
-        stop = filled + len(batch)
+        x = _checked_batch(batch, shift)
+        stop = filled + len(x)
         if stop > n_rows:
             break
-        coordinates[filled:stop] = (np.asarray(batch, dtype=np.float64) - centre) @ vectors
+        coordinates[filled:stop] = (x - centre) @ vectors
         filled = stop
     if filled != n_rows or stop != n_rows:
         raise ValueError(f"the second pass yielded another number of rows than the first's "
@@ -179,14 +182,15 @@ def analyze_by_class(
     class_thresholds = dict(class_thresholds or {})
     expected = np.bincount(segments) if len(segments) else np.zeros(0, dtype=np.int64)
     samples = _SampleArrays.empty(len(labels))
-    reports, notes, previous = [], [], -1
+    reports, notes, skipped, previous = [], [], [], -1
     for clustering in clusterings:
         label = _checked_class(clustering, previous, segments, expected)
         previous = label
         used = class_thresholds.get(label, thresholds)
         notes.extend(f"class {label}: {w}" for w in clustering.warnings)
         if clustering.skipped:
-            notes.append(clustering.skipped_reason or f"class {label} skipped")
+            skipped.append(clustering.skipped_reason or f"class {label} skipped")
+            logger.warning("%s", clustering.skipped_reason)
             reports.append(_skipped_report(clustering, used))
             continue
         # The analyses run here judge from the clustering only: they get no activations.
@@ -197,6 +201,7 @@ def analyze_by_class(
                                          n_components=redraw_components, max_share=used.size)
         samples.fill(clustering, judgement)
         reports.append(_class_report(clustering, judgement, used))
+        del clustering, judgement  # not held while the next class is clustered
     missing = sorted(set(np.flatnonzero(expected).tolist())
                      - {report.label for report in reports})
     if missing:
@@ -209,7 +214,18 @@ def analyze_by_class(
         is_poison=samples.is_poison, poison_score=samples.poison_score,
         suspected_source=samples.suspected_source, classes=tuple(reports),
         info=RunInfo(params=recorded, versions=_versions(), timings=all_timings,
-                     warnings=tuple(notes)))
+                     warnings=(*notes, *skipped)))  # in analyze()'s order
+
+
+def _checked_batch(batch: np.ndarray, first_row: np.ndarray | None) -> np.ndarray:
+    """A batch of rows as float64, ``m x d`` and as wide as the first row seen."""
+    x = np.asarray(batch, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"a batch of rows must be m x d, got shape {x.shape}")
+    if first_row is not None and x.shape[1] != len(first_row):
+        raise ValueError(f"a batch of width {x.shape[1]} among batches of width "
+                         f"{len(first_row)}")
+    return x
 
 
 def _checked_class(clustering: ClassClustering, previous: int, segments: np.ndarray,

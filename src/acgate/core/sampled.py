@@ -69,10 +69,14 @@ def extend_clustering(
 ) -> ClassClustering:
     """The clustering of a whole class from the clustering of its seeded sample.
 
-    The neighbours are looked up among a reference drawn from the sample in two strata: the
-    rows of any candidate, and the others, at most ``reference_rows`` of each (all of a small
-    candidate is in it). Each reference row's vote weighs its stratum's size over its draw, so
-    the votes estimate the shares of the whole sample around a row.
+    With stable candidates, a row takes the weighted majority of its nearest sample rows'
+    cluster and candidate memberships; the neighbours are looked up among a reference drawn
+    from the sample in two strata: the rows of any candidate, and the others, at most
+    ``reference_rows`` of each (all of a small candidate is in it). Each reference row's vote
+    weighs its stratum's size over its draw, so the votes estimate the shares of the whole
+    sample around a row. With k-means clusters alone (``sample.candidates`` is ``None``), a
+    row takes its nearest cluster centre's cluster (``neighbours`` and ``reference_rows`` are
+    not used).
 
     Args:
         sample: :func:`acgate.core.cluster_class` of the sample (its ``positions`` are the
@@ -154,6 +158,10 @@ Assign = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 def _nearest_centre(sample_reduced: np.ndarray, sample_clusters: np.ndarray,
                     n_clusters: int) -> Assign:
     """Reduced rows -> (the cluster of the nearest sample cluster's mean, no memberships)."""
+    sizes = np.bincount(sample_clusters, minlength=n_clusters)
+    if not sizes.all():
+        raise ValueError(f"the sample's clusters {np.flatnonzero(sizes == 0).tolist()} are "
+                         "empty: no centre to assign rows to")
     centres = np.stack([sample_reduced[sample_clusters == c].mean(axis=0)
                         for c in range(n_clusters)])
 

@@ -402,8 +402,10 @@ def read_dataset_row_columns(path: PathLike) -> RowColumns:
     labels = np.empty(len(indices), dtype=np.int64)
     predictions: np.ndarray | None = None
     metadata: Any = None
+    first: tuple[Any, Path] | None = None
     filled = 0
     for file in files:
+        first = _same_schema(file, first)  # one activation width, proxy and layer
         part = read_row_columns(file)
         stop = filled + len(part.indices)
         if not np.array_equal(part.indices, indices[filled:stop]):
