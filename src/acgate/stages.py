@@ -744,6 +744,15 @@ def _segment_arrays(path: PathLike, segment: int) -> tuple[np.ndarray, np.ndarra
 _CLASS_BATCH_ROWS = 65_536
 
 
+def _class_batches(path: PathLike, label: int) -> Iterator[Any]:
+    """One class's rows of an activation dataset, batch by batch, in row order (bounded)."""
+    from acgate.io.activations import iter_activation_batches
+    from acgate.io.shards import segment_parts
+
+    for part in segment_parts(path, label):
+        yield from iter_activation_batches(part, _CLASS_BATCH_ROWS)
+
+
 def _sampled_clustering(path: PathLike, label: int, n_rows: int, max_rows: int,
                         config: ScanConfig, n_classes: int,
                         settings: tuple[int | str, float] | None = None) -> Any:
@@ -753,20 +762,12 @@ def _sampled_clustering(path: PathLike, label: int, n_rows: int, max_rows: int,
     row (:func:`acgate.core.sampled.extend_clustering`).
     """
     from acgate.core.sampled import extend_clustering, sample_ordinals
-    from acgate.io.activations import iter_activation_batches
-    from acgate.io.shards import segment_parts
 
     with reading("activations", path):
-        parts = segment_parts(path, label)
         ordinals = sample_ordinals(n_rows, max_rows, config.seed)
-
-    def class_batches() -> Iterator[Any]:
-        for part in parts:
-            yield from iter_activation_batches(part, _CLASS_BATCH_ROWS)
-
     kept_rows, kept_positions, modality, offset = [], [], "image", 0
     with reading("activations", path):
-        for batch in class_batches():
+        for batch in _class_batches(path, label):
             modality = activations_modality(batch) if offset == 0 else modality
             take = ordinals[(ordinals >= offset) & (ordinals < offset + len(batch))] - offset
             kept_rows.append(np.array(batch.activations[take]))
@@ -782,18 +783,8 @@ def _sampled_clustering(path: PathLike, label: int, n_rows: int, max_rows: int,
     with reading("activations", path):
         return extend_clustering(sample, sample_activations,
                                  ((batch.indices, batch.activations)
-                                  for batch in class_batches()), n_rows=n_rows,
+                                  for batch in _class_batches(path, label)), n_rows=n_rows,
                                  random_state=config.seed)
-
-
-def _class_batches(path: PathLike, label: int) -> Iterator[np.ndarray]:
-    """One class's activations of an activation dataset, batch by batch, in row order."""
-    from acgate.io.activations import iter_activation_batches
-    from acgate.io.shards import segment_parts
-
-    for part in segment_parts(path, label):
-        for batch in iter_activation_batches(part, _CLASS_BATCH_ROWS):
-            yield batch.activations
 
 
 def detects_by_class(activations_path: PathLike, config: ScanConfig) -> bool:
@@ -805,16 +796,16 @@ def detects_by_class(activations_path: PathLike, config: ScanConfig) -> bool:
     whole, as one activations file is.
     """
     from acgate.core.by_class import by_class_analyses
-    from acgate.io.shards import is_activation_dataset, read_manifest
+    from acgate.io.shards import is_activation_dataset
 
-    if not is_activation_dataset(activations_path):
+    if not is_activation_dataset(activations_path) or (
+            config.analysis != "auto" and config.analysis not in by_class_analyses()):
         return False
     try:
-        manifest = read_manifest(activations_path)
+        _collected_manifest(activations_path, config)
     except ValueError:
-        return False  # read whole, whose reader names the problem
-    return (bool(manifest["complete"]) and manifest["segment_by"] == config.segment_by
-            and (config.analysis == "auto" or config.analysis in by_class_analyses()))
+        return False  # read whole, as before (its reader names any problem)
+    return True
 
 
 @dataclass(frozen=True)
@@ -865,7 +856,7 @@ def detect_dataset_stage(activations_path: PathLike, config: ScanConfig, *,
     """
     from acgate.core import validation
     from acgate.core.by_class import analyze_by_class, principal_coordinates
-    from acgate.core.detect import detector_params, resolve_n_clusters
+    from acgate.core.detect import resolve_n_clusters
     from acgate.core.sampled import MAX_CLUSTER_ROWS
     from acgate.io.shards import read_dataset_row_columns
 
@@ -909,18 +900,15 @@ def detect_dataset_stage(activations_path: PathLike, config: ScanConfig, *,
             return held["rows"]
         with reading("activations", activations_path):
             return principal_coordinates(
-                lambda: _class_batches(activations_path, clustering.label),
+                lambda: (batch.activations
+                         for batch in _class_batches(activations_path, clustering.label)),
                 config.redraw_components)
 
     result = analyze_by_class(
         clusterings(), labels, sample_ids=columns.indices, segments=segments,
         class_rows=class_rows, analysis=resolved, thresholds=thresholds,
         random_state=config.seed, redraw_components=config.redraw_components,
-        params=detector_params(
-            resolved, thresholds, reducer=config.reducer, n_components=config.n_components,
-            n_clusters=n_clusters, segment_by=config.segment_by,
-            min_class_size=config.min_class_size, random_state=config.seed,
-            redraw_components=config.redraw_components))
+        params=_detector_params(config, resolved, thresholds, n_clusters))
     if not held["varies"]:
         raise StageInputError(
             f"input artifact 'activations' ({activations_path}): the activations carry no "
@@ -1055,15 +1043,11 @@ def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], confi
                         *, retrain_and_predict: Any = None) -> DetectionResult:
     """Run :func:`acgate.core.analyze` with the thresholds and params ``detect`` would use."""
     from acgate.core import analyze
-    from acgate.core.detect import detector_params, resolve_n_clusters
+    from acgate.core.detect import resolve_n_clusters
 
     resolved, thresholds = _resolved_settings(config, config.analysis, retrain_and_predict)
-    params = detector_params(
-        resolved, thresholds, reducer=config.reducer, n_components=config.n_components,
-        n_clusters=resolve_n_clusters(config.n_clusters, resolved,
-                                      len(np.unique(table_arrays.labels))),
-        segment_by=config.segment_by, min_class_size=config.min_class_size,
-        random_state=config.seed, redraw_components=config.redraw_components)
+    params = _detector_params(config, resolved, thresholds, resolve_n_clusters(
+        config.n_clusters, resolved, len(np.unique(table_arrays.labels))))
     ordered = sorted(clusterings, key=lambda c: c.label)
     return analyze(
         table_arrays.activations, table_arrays.labels, ordered,
@@ -1072,6 +1056,18 @@ def analyze_clusterings(table_arrays: _Arrays, clusterings: Sequence[Any], confi
         predictions=table_arrays.predictions, params=params, random_state=config.seed,
         redraw_components=config.redraw_components,
     )
+
+
+def _detector_params(config: ScanConfig, analysis: str, thresholds: Any,
+                     n_clusters: int | str) -> dict[str, Any]:
+    """The parameters a result records, as :func:`acgate.core.detect` records them."""
+    from acgate.core.detect import detector_params
+
+    return detector_params(
+        analysis, thresholds, reducer=config.reducer, n_components=config.n_components,
+        n_clusters=n_clusters, segment_by=config.segment_by,
+        min_class_size=config.min_class_size, random_state=config.seed,
+        redraw_components=config.redraw_components)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -351,37 +351,21 @@ def read_activation_dataset(path: PathLike, segment: int | None = None) -> Activ
     manifest = read_manifest(path)
     files = (_parts(Path(path)) if segment is None
              else _segment_files(path, manifest, segment))
-    indices, order = _row_order(path, files, manifest, segment)
-    positions = np.empty(len(indices), dtype=np.int64)
-    positions[order] = np.arange(len(indices))
-    labels = np.empty(len(indices), dtype=np.int64)
-    predictions: np.ndarray | None = None
     activations: np.ndarray | None = None
-    metadata: Any = None
-    filled = 0
-    for file in files:  # each part straight into place
-        part = read_activations(file)
-        stop = filled + len(part)
-        if not np.array_equal(part.indices, indices[filled:stop]):
-            raise ValueError(f"{file} changed while it was read")
+
+    def place(file: Path, part: Any, where: np.ndarray, n_rows: int) -> None:
+        nonlocal activations
         if activations is None:
-            activations = np.empty((len(indices), part.width), dtype=np.float32)
-            metadata = part.metadata
-            if part.predictions is not None:
-                predictions = np.empty(len(indices), dtype=np.int64)
+            activations = np.empty((n_rows, part.width), dtype=np.float32)
         elif part.width != activations.shape[1]:
             raise ValueError(f"{file}: activation width {part.width}, the other parts "
                              f"{activations.shape[1]}")
-        if (part.predictions is None) != (predictions is None):
-            raise ValueError(f"{path}: some parts have predictions and others do not")
-        where = positions[filled:stop]
         activations[where] = part.activations
-        labels[where] = part.labels
-        if predictions is not None:
-            predictions[where] = part.predictions
-        filled = stop
-    return ActivationTable(indices=indices[order], labels=labels, predictions=predictions,
-                           activations=activations, metadata=metadata)
+
+    rows = _gather(path, files, manifest, segment, read_activations, place)
+    return ActivationTable(indices=rows.indices, labels=rows.labels,
+                           predictions=rows.predictions, activations=activations,
+                           metadata=rows.metadata)
 
 
 def read_dataset_row_columns(path: PathLike) -> RowColumns:
@@ -395,28 +379,46 @@ def read_dataset_row_columns(path: PathLike) -> RowColumns:
         ValueError: As :func:`read_activation_dataset`.
     """
     manifest = read_manifest(path)
-    files = _parts(Path(path))
-    indices, order = _row_order(path, files, manifest, None)
+    first: tuple[Any, Path] | None = None
+
+    def read_part(file: Path) -> RowColumns:
+        nonlocal first
+        first = _same_schema(file, first)  # one activation width, proxy and layer
+        return read_row_columns(file)
+
+    return _gather(path, _parts(Path(path)), manifest, None, read_part)
+
+
+def _gather(path: PathLike, files: Sequence[Path], manifest: Mapping[str, Any],
+            segment: int | None, read_part: Callable[[Path], Any],
+            place: Callable[[Path, Any, np.ndarray, int], None] | None = None) -> RowColumns:
+    """The parts' ids, labels and predictions put in row order, each part read once.
+
+    ``read_part`` reads a part (its ``indices``, ``labels``, ``predictions`` and
+    ``metadata``); ``place(file, part, where, n_rows)`` puts what else it holds at the rows
+    ``where`` of the ``n_rows`` gathered.
+    """
+    indices, order = _row_order(path, files, manifest, segment)
     positions = np.empty(len(indices), dtype=np.int64)
     positions[order] = np.arange(len(indices))
     labels = np.empty(len(indices), dtype=np.int64)
     predictions: np.ndarray | None = None
     metadata: Any = None
-    first: tuple[Any, Path] | None = None
     filled = 0
-    for file in files:
-        first = _same_schema(file, first)  # one activation width, proxy and layer
-        part = read_row_columns(file)
+    for file in files:  # each part straight into place
+        part = read_part(file)
         stop = filled + len(part.indices)
         if not np.array_equal(part.indices, indices[filled:stop]):
             raise ValueError(f"{file} changed while it was read")
+        where = positions[filled:stop]
+        if place is not None:
+            place(file, part, where, len(indices))
         if metadata is None:
             metadata = part.metadata
             if part.predictions is not None:
                 predictions = np.empty(len(indices), dtype=np.int64)
         if (part.predictions is None) != (predictions is None):
             raise ValueError(f"{path}: some parts have predictions and others do not")
-        where = positions[filled:stop]
         labels[where] = part.labels
         if predictions is not None:
             predictions[where] = part.predictions
